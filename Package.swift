@@ -1,0 +1,65 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Swift settings shared by every target of ours.
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "vde-supervisor",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vde-supervisor", targets: ["vde-supervisor"]),
+        .executable(name: "vde-networker", targets: ["vde-networker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // Without the SubprocessFoundation trait: workers stay free of Foundation.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(
+            name: "CVDEPlug",
+            providers: [.apt(["libvdeplug-dev"])]),
+        .target(
+            name: "Shared",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "vde-supervisor",
+            dependencies: [
+                "Shared", "CSystemd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "vde-networker",
+            dependencies: [
+                "Shared", "CVDEPlug",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "SharedTests", dependencies: ["Shared"], swiftSettings: strict),
+        .testTarget(name: "SupervisorTests", dependencies: ["vde-supervisor", "Shared"], swiftSettings: strict),
+        .testTarget(name: "NetworkerTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),
+        .testTarget(
+            name: "AcceptanceTests",
+            dependencies: [
+                "Shared",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: strict),
+    ]
+)

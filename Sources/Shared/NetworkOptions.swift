@@ -1,0 +1,118 @@
+/// The `docker network create -o k=v` options of a vde network, parsed strictly.
+///
+/// Unknown keys are errors (a typo must not silently put a switch somewhere
+/// unexpected); values are checked for type, range and path safety.
+public struct NetworkOptions: Codable, Sendable, Equatable {
+    public static let socketDirKey = "socket_dir"
+    public static let createSocketsKey = "create_sockets"
+    public static let managementSocketKey = "management_socket"
+    public static let socketGroupKey = "socket_group"
+    public static let numSwitchportsKey = "num_switchports"
+    public static let knownKeys = [socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey]
+
+    public static let defaultNumSwitchports = 32
+    public static let maxNumSwitchports = 1024
+    /// Unix socket paths are limited to 107 bytes; VDE puts sockets below the ctl dir.
+    public static let maxPathLength = 90
+
+    /// An existing (or, with ``createSockets``, to-be-created) switch's ctl dir.
+    public var socketDir: String?
+    public var createSockets: Bool
+    public var managementSocket: String?
+    public var socketGroup: String?
+    public var numSwitchports: Int
+
+    public init(socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
+                socketGroup: String? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports) {
+        self.socketDir = socketDir
+        self.createSockets = createSockets
+        self.managementSocket = managementSocket
+        self.socketGroup = socketGroup
+        self.numSwitchports = numSwitchports
+    }
+
+    /// Parses the generic options map. `groupExists` checks a `socket_group` name against the system.
+    public static func parse(_ raw: [String: String], groupExists: (String) -> Bool = { _ in true }) throws(VDEError) -> NetworkOptions {
+        var options = NetworkOptions()
+        for key in raw.keys.sorted() where !knownKeys.contains(key) {
+            throw .invalid("unknown vde network option '\(sanitized(key))'; known options: \(knownKeys.joined(separator: ", "))")
+        }
+        if let value = raw[socketDirKey] {
+            options.socketDir = try checkedPath(value, option: socketDirKey)
+        }
+        if let value = raw[createSocketsKey] {
+            options.createSockets = try parseBool(value, option: createSocketsKey)
+            if options.createSockets && options.socketDir == nil {
+                throw .invalid("option create_sockets=true needs socket_dir=/absolute/path: it says where to start the switch")
+            }
+        }
+        if let value = raw[managementSocketKey] {
+            options.managementSocket = try checkedPath(value, option: managementSocketKey)
+        }
+        if let value = raw[socketGroupKey] {
+            guard isValidGroupName(value) else {
+                throw .invalid("option socket_group='\(sanitized(value))' is not a valid group name")
+            }
+            guard groupExists(value) else {
+                throw .invalid("option socket_group='\(value)': no such group on this host (create it with groupadd, or pick an existing group)")
+            }
+            options.socketGroup = value
+        }
+        if let value = raw[numSwitchportsKey] {
+            guard value.count <= 6, let n = Int(value), n >= 1, n <= maxNumSwitchports else {
+                throw .invalid("option num_switchports='\(sanitized(value))' must be a whole number from 1 to \(maxNumSwitchports)")
+            }
+            options.numSwitchports = n
+        }
+        if let socketDir = options.socketDir, socketDir == options.managementSocket {
+            throw .invalid("options socket_dir and management_socket must name different paths")
+        }
+        return options
+    }
+
+    /// `true`/`false` and `1`/`0`, nothing else: `create_sockets=false` must mean false.
+    public static func parseBool(_ value: String, option: String) throws(VDEError) -> Bool {
+        switch value {
+        case "true", "1": return true
+        case "false", "0": return false
+        default: throw .invalid("option \(option)='\(sanitized(value))' must be true or false")
+        }
+    }
+
+    /// Accepts an absolute, normalised path without `.`/`..` components, control characters
+    /// or a trailing slash, short enough for unix sockets below it.
+    public static func checkedPath(_ value: String, option: String) throws(VDEError) -> String {
+        let shown = sanitized(value)
+        guard value.hasPrefix("/") else {
+            throw .invalid("option \(option)='\(shown)' must be an absolute path")
+        }
+        guard value.utf8.count <= maxPathLength else {
+            throw .invalid("option \(option) is \(value.utf8.count) bytes long; unix socket paths allow at most \(maxPathLength)")
+        }
+        guard value != "/" else {
+            throw .invalid("option \(option) must not be the root directory")
+        }
+        guard !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw .invalid("option \(option)='\(shown)' contains control characters")
+        }
+        let components = value.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard !components.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+            throw .invalid("option \(option)='\(shown)' must be a normalised path (no '.', '..', '//' or trailing '/')")
+        }
+        return value
+    }
+
+    static func isValidGroupName(_ name: String) -> Bool {
+        guard (1...32).contains(name.utf8.count), let first = name.unicodeScalars.first else { return false }
+        let allowed = { (c: Unicode.Scalar) in
+            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "_" || c == "-" || c == "."
+        }
+        return first != "-" && name.unicodeScalars.allSatisfy(allowed)
+    }
+
+    /// A value made safe to echo in an error message (no control characters, bounded length).
+    public static func sanitized(_ value: String) -> String {
+        let cleaned = String(String.UnicodeScalarView(value.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }))
+        return cleaned.count > 100 ? String(cleaned.prefix(100)) + "..." : cleaned
+    }
+}

@@ -1,0 +1,249 @@
+/// The JSON-lines protocol between the supervisor and one `vde-networker`.
+///
+/// One JSON object per line, UTF-8, at most ``WorkerProtocol/maxLineBytes`` bytes.
+/// The supervisor writes ``WorkerRequest``s to the worker's stdin; the worker writes
+/// ``WorkerMessage``s (replies carrying the request's `id`, and unsolicited events) to
+/// its stdout. Every line carries `v`, the protocol version. See docs/worker-protocol.md.
+public enum WorkerProtocol {
+    public static let version = 1
+    /// Longest line either side accepts; a longer one is dropped and logged.
+    public static let maxLineBytes = 1 << 20
+}
+
+/// How the worker is to treat the switch of its network.
+public enum SwitchMode: String, Codable, Sendable, Equatable {
+    /// Start a `vde_switch` at the ctl dir; fail if one already answers there.
+    case own
+    /// Use the switch answering at the ctl dir, or start one there if none answers
+    /// (`socket_dir` with `create_sockets=true`).
+    case useOrCreate
+    /// Use the switch answering at the ctl dir; never start, stop or delete it.
+    case external
+}
+
+/// What a worker needs to run the switch of one network.
+public struct SwitchSpec: Codable, Sendable, Equatable {
+    /// The switch's ctl directory (`vde_switch -s`, `vde_plug2tap -s`, QEMU's `sock=`).
+    public var ctlDir: String
+    /// The switch's management socket (`vde_switch -M`), when known.
+    public var managementSocket: String?
+    public var mode: SwitchMode
+    /// Group that may use the switch's sockets (`vde_switch -g`).
+    public var group: String?
+    /// How many containers and VMs may attach at once.
+    public var numPorts: Int
+
+    public init(ctlDir: String, managementSocket: String?, mode: SwitchMode, group: String?, numPorts: Int) {
+        self.ctlDir = ctlDir
+        self.managementSocket = managementSocket
+        self.mode = mode
+        self.group = group
+        self.numPorts = numPorts
+    }
+}
+
+/// One endpoint as the worker must provide it: a tap plugged into the switch.
+public struct EndpointSpec: Codable, Sendable, Equatable {
+    public var endpointID: String
+    /// The tap's name in the host namespace (before dockerd moves it, and after Leave).
+    public var tapName: String
+    public var macAddress: String
+    /// The container's network namespace once joined (`/var/run/docker/netns/...`).
+    public var sandboxKey: String?
+
+    public init(endpointID: String, tapName: String, macAddress: String, sandboxKey: String? = nil) {
+        self.endpointID = endpointID
+        self.tapName = tapName
+        self.macAddress = macAddress
+        self.sandboxKey = sandboxKey
+    }
+}
+
+/// The operations a supervisor asks of a worker.
+public enum WorkerOperation: String, Codable, Sendable {
+    /// Bring up the switch (per `switch`) and restore `endpoints`; reply when the switch is ready.
+    case start
+    /// Make the tap of `endpoint` and plug it into the switch.
+    case addEndpoint
+    /// Record that `endpointID` now lives in the namespace `sandboxKey`.
+    case joinEndpoint
+    /// Stop the plug of `endpointID` (the container leaves; dockerd moves the tap back).
+    case leaveEndpoint
+    /// Stop the plug of `endpointID` and delete its tap.
+    case removeEndpoint
+    /// Report the switch, the endpoints and their port counters.
+    case status
+    /// Liveness check; answered at once.
+    case ping
+    /// Stop every child, remove what the worker created, reply, and exit.
+    case shutdown
+}
+
+/// A request line, supervisor to worker.
+public struct WorkerRequest: Codable, Sendable, Equatable {
+    public var v: Int
+    public var id: UInt64
+    public var op: WorkerOperation
+    public var `switch`: SwitchSpec?
+    public var endpoints: [EndpointSpec]?
+    public var endpoint: EndpointSpec?
+    public var endpointID: String?
+    public var sandboxKey: String?
+
+    public init(id: UInt64, op: WorkerOperation, switch spec: SwitchSpec? = nil, endpoints: [EndpointSpec]? = nil,
+                endpoint: EndpointSpec? = nil, endpointID: String? = nil, sandboxKey: String? = nil) {
+        self.v = WorkerProtocol.version
+        self.id = id
+        self.op = op
+        self.switch = spec
+        self.endpoints = endpoints
+        self.endpoint = endpoint
+        self.endpointID = endpointID
+        self.sandboxKey = sandboxKey
+    }
+}
+
+/// The switch as the worker runs it.
+public struct SwitchStatus: Codable, Sendable, Equatable {
+    public var ctlDir: String
+    public var managementSocket: String?
+    /// True when this worker started the switch (and will stop and remove it).
+    public var owned: Bool
+    public var pid: Int32?
+    /// Ports the switch offers to containers and VMs.
+    public var numPorts: Int
+
+    public init(ctlDir: String, managementSocket: String?, owned: Bool, pid: Int32?, numPorts: Int) {
+        self.ctlDir = ctlDir
+        self.managementSocket = managementSocket
+        self.owned = owned
+        self.pid = pid
+        self.numPorts = numPorts
+    }
+}
+
+/// Packet and byte counters of one switch port, as `port/print` reports them.
+public struct PortCounters: Codable, Sendable, Equatable {
+    public var port: Int
+    public var inPackets: UInt64
+    public var inBytes: UInt64
+    public var outPackets: UInt64
+    public var outBytes: UInt64
+    /// The endpoint line of the port: program and pid (`vde_plug2tap: user=root pid=42`, `QEMU`).
+    public var peer: String?
+    public var peerPID: Int32?
+
+    public init(port: Int, inPackets: UInt64 = 0, inBytes: UInt64 = 0, outPackets: UInt64 = 0, outBytes: UInt64 = 0,
+                peer: String? = nil, peerPID: Int32? = nil) {
+        self.port = port
+        self.inPackets = inPackets
+        self.inBytes = inBytes
+        self.outPackets = outPackets
+        self.outBytes = outBytes
+        self.peer = peer
+        self.peerPID = peerPID
+    }
+}
+
+/// The state of one endpoint's plug.
+public enum PlugState: String, Codable, Sendable, Equatable {
+    /// The plug runs and is attached to a switch port.
+    case plugged
+    /// Left: no plug runs (the container left, or has not joined back).
+    case unplugged
+    /// The plug exited and is being restarted.
+    case restarting
+    /// The tap is gone (its container was removed); nothing runs for it.
+    case tapGone
+}
+
+/// One endpoint as the worker runs it.
+public struct EndpointStatus: Codable, Sendable, Equatable {
+    public var endpointID: String
+    public var tapName: String
+    public var macAddress: String
+    public var state: PlugState
+    public var plugPID: Int32?
+    /// The switch port of the plug, when known from the management socket.
+    public var port: Int?
+    public var counters: PortCounters?
+
+    public init(endpointID: String, tapName: String, macAddress: String, state: PlugState, plugPID: Int32? = nil,
+                port: Int? = nil, counters: PortCounters? = nil) {
+        self.endpointID = endpointID
+        self.tapName = tapName
+        self.macAddress = macAddress
+        self.state = state
+        self.plugPID = plugPID
+        self.port = port
+        self.counters = counters
+    }
+}
+
+/// What a successful reply carries; which fields are set depends on the operation.
+public struct WorkerResult: Codable, Sendable, Equatable {
+    public var `switch`: SwitchStatus?
+    public var endpoint: EndpointStatus?
+    public var endpoints: [EndpointStatus]?
+    /// Counters of ports that belong to no endpoint of ours (VMs, external plugs).
+    public var otherPorts: [PortCounters]?
+
+    public init(switch status: SwitchStatus? = nil, endpoint: EndpointStatus? = nil,
+                endpoints: [EndpointStatus]? = nil, otherPorts: [PortCounters]? = nil) {
+        self.switch = status
+        self.endpoint = endpoint
+        self.endpoints = endpoints
+        self.otherPorts = otherPorts
+    }
+}
+
+/// Unsolicited news from a worker.
+public enum WorkerEventKind: String, Codable, Sendable {
+    /// First line a worker writes: its pid and protocol version.
+    case hello
+    /// A child (`switch` or `plug`) exited; `endpointID` names the plug's endpoint.
+    case childExited
+    /// A child was started again after it exited.
+    case childRestarted
+    /// An endpoint's tap vanished; its plug was stopped.
+    case tapGone
+}
+
+/// A line from a worker: a reply (has `id`) or an event (has `event`).
+public struct WorkerMessage: Codable, Sendable, Equatable {
+    public var v: Int
+    /// Set on replies: the id of the request answered.
+    public var id: UInt64?
+    public var ok: Bool?
+    public var error: VDEError?
+    public var result: WorkerResult?
+    /// Set on events.
+    public var event: WorkerEventKind?
+    public var pid: Int32?
+    public var child: String?
+    public var endpointID: String?
+    public var detail: String?
+
+    public init(v: Int = WorkerProtocol.version, id: UInt64? = nil, ok: Bool? = nil, error: VDEError? = nil,
+                result: WorkerResult? = nil, event: WorkerEventKind? = nil, pid: Int32? = nil, child: String? = nil,
+                endpointID: String? = nil, detail: String? = nil) {
+        self.v = v
+        self.id = id
+        self.ok = ok
+        self.error = error
+        self.result = result
+        self.event = event
+        self.pid = pid
+        self.child = child
+        self.endpointID = endpointID
+        self.detail = detail
+    }
+
+    public static func reply(to id: UInt64, result: WorkerResult = WorkerResult()) -> WorkerMessage {
+        WorkerMessage(id: id, ok: true, result: result)
+    }
+
+    public static func failure(of id: UInt64, _ error: VDEError) -> WorkerMessage {
+        WorkerMessage(id: id, ok: false, error: error)
+    }
+}

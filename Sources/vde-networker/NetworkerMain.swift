@@ -1,0 +1,4 @@
+@main
+struct NetworkerMain {
+    static func main() async {}
+}

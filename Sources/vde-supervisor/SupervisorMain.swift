@@ -1,0 +1,4 @@
+@main
+struct SupervisorMain {
+    static func main() async {}
+}

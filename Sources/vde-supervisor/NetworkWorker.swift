@@ -1,0 +1,230 @@
+import Logging
+import Shared
+
+/// Keeps the worker process of one network running: starts it, hands it the network to
+/// restore, and brings it back with backoff when it exits unexpectedly.
+actor NetworkWorker {
+    /// What the worker of a network is doing, as `status` shows it.
+    enum Phase: String, Codable, Sendable {
+        case starting, running, restarting, stopping, stopped
+    }
+
+    /// What a (re)started worker must bring up: the switch and the endpoints to restore.
+    struct Assignment: Sendable {
+        var switchSpec: SwitchSpec
+        var endpoints: [EndpointSpec]
+    }
+
+    let networkID: String
+    private let executable: String
+    private let logLevel: Logger.Level
+    private var logger: Logger
+    /// Reads the network's current assignment from the plugin's state; nil once it is deleted.
+    private let assignment: @Sendable () async -> Assignment?
+    /// Told about every (re)start: the worker's reply to `start`.
+    private let onStarted: @Sendable (WorkerResult) async -> Void
+    private let onEvent: @Sendable (WorkerMessage) async -> Void
+
+    private(set) var phase: Phase = .starting
+    private(set) var restarts = 0
+    private(set) var lastError: String?
+    private(set) var startedAt: ContinuousClock.Instant?
+    private var link: WorkerLink?
+    private var linkTask: Task<String, Never>?
+    private var stopRequested = false
+    private var readyWaiters: [CheckedContinuation<Void, Never>] = []
+    private var backoff = Backoff()
+
+    static let startTimeout: Duration = .seconds(15)
+    static let requestTimeout: Duration = .seconds(15)
+
+    init(networkID: String, executable: String, logLevel: Logger.Level, logger: Logger,
+         assignment: @escaping @Sendable () async -> Assignment?,
+         onStarted: @escaping @Sendable (WorkerResult) async -> Void,
+         onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
+        self.networkID = networkID
+        self.executable = executable
+        self.logLevel = logLevel
+        var logger = logger
+        logger[metadataKey: "network"] = "\(Naming.shortID(networkID))"
+        self.logger = logger
+        self.assignment = assignment
+        self.onStarted = onStarted
+        self.onEvent = onEvent
+    }
+
+    var workerPID: Int32? { get async { await link?.pid } }
+
+    /// Starts the worker and waits until its switch is ready. A failure of this first start
+    /// is thrown (CreateNetwork reports it) and nothing is left running.
+    func start(_ assignment: Assignment) async throws -> WorkerResult {
+        do {
+            let result = try await launch(assignment)
+            becameReady()
+            return result
+        } catch {
+            stopRequested = true
+            phase = .stopped
+            becameReady()
+            throw error
+        }
+    }
+
+    /// Sends a request once the worker runs (waiting for a restart in progress, within the timeout).
+    func request(_ request: WorkerRequest, timeout: Duration = NetworkWorker.requestTimeout) async throws -> WorkerResult {
+        if phase == .starting || phase == .restarting {
+            await waitUntilReady(timeout: timeout)
+        }
+        guard phase == .running, let link else {
+            throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is \(phase.rawValue)"
+                + (lastError.map { " (last error: \($0))" } ?? ""))
+        }
+        return try await link.request(request, timeout: timeout)
+    }
+
+    /// Stops the worker: it stops its children and removes what it created. Waits for its exit.
+    func stop() async {
+        stopRequested = true
+        phase = .stopping
+        becameReady()
+        guard let link, let task = linkTask else {
+            phase = .stopped
+            return
+        }
+        do {
+            _ = try await link.request(WorkerRequest(id: 0, op: .shutdown), timeout: .seconds(10))
+        } catch {
+            logger.warning("worker did not shut down cleanly; terminating it", metadata: ["error": "\(error)"])
+            await link.terminate()
+        }
+        let exited = await waitForExit(task, timeout: .seconds(5))
+        if !exited {
+            logger.warning("worker still running after shutdown; killing it")
+            await link.kill9()
+            _ = await task.value
+        }
+        phase = .stopped
+    }
+
+    // MARK: internals
+
+    private func launch(_ assignment: Assignment) async throws -> WorkerResult {
+        let link = WorkerLink(networkID: networkID, executable: executable, logLevel: logLevel, logger: logger,
+                              onEvent: onEvent)
+        self.link = link
+        let task = Task { await link.run() }
+        linkTask = task
+        Task { [weak self] in
+            let ending = await task.value
+            await self?.linkExited(link, ending: ending)
+        }
+        do {
+            let result = try await link.request(
+                WorkerRequest(id: 0, op: .start, switch: assignment.switchSpec, endpoints: assignment.endpoints),
+                timeout: Self.startTimeout)
+            phase = .running
+            startedAt = .now
+            lastError = nil
+            let pid = await link.pid
+            logger.info("network up", metadata: [
+                "ctl": "\(assignment.switchSpec.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
+                "workerPID": "\(pid.map(String.init) ?? "?")",
+            ])
+            await onStarted(result)
+            return result
+        } catch {
+            lastError = VDEError(wrapping: error).message
+            await link.terminate()
+            if !(await waitForExit(task, timeout: .seconds(5))) {
+                await link.kill9()
+                _ = await task.value
+            }
+            throw error
+        }
+    }
+
+    private func linkExited(_ exitedLink: WorkerLink, ending: String) async {
+        guard exitedLink === link else { return }
+        if stopRequested { return }
+        guard phase == .running else { return }  // a failed launch is handled where it happened
+        phase = .restarting
+        lastError = "worker exited: \(ending)"
+        logger.error("worker exited unexpectedly; restarting it", metadata: ["ending": "\(ending)"])
+        await restartLoop()
+    }
+
+    private func restartLoop() async {
+        while !stopRequested {
+            let delay = backoff.next(ranFor: startedAt.map { ContinuousClock.now - $0 })
+            if delay > .zero {
+                logger.warning("restarting worker after backoff", metadata: ["delay": "\(delay)", "restarts": "\(restarts)"])
+                try? await Task.sleep(for: delay)
+            }
+            if stopRequested { return }
+            guard let assignment = await assignment() else {
+                phase = .stopped
+                becameReady()
+                return
+            }
+            restarts += 1
+            do {
+                _ = try await launch(assignment)
+                becameReady()
+                return
+            } catch {
+                logger.error("worker restart failed", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            }
+        }
+    }
+
+    private func becameReady() {
+        let waiters = readyWaiters
+        readyWaiters.removeAll()
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func waitUntilReady(timeout: Duration) async {
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            self.becameReady()
+        }
+        defer { timer.cancel() }
+        await withCheckedContinuation { continuation in
+            readyWaiters.append(continuation)
+        }
+    }
+
+    private func waitForExit(_ task: Task<String, Never>, timeout: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                _ = await task.value
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
+/// Restart delays: the first restart at once, then doubling from 250 ms up to 30 s.
+/// A worker that ran for a minute since its last start counts as healthy again.
+struct Backoff: Sendable {
+    private var failures = 0
+    static let initial: Duration = .milliseconds(250)
+    static let cap: Duration = .seconds(30)
+    static let healthyAfter: Duration = .seconds(60)
+
+    mutating func next(ranFor: Duration?) -> Duration {
+        if let ranFor, ranFor >= Self.healthyAfter { failures = 0 }
+        defer { failures += 1 }
+        if failures == 0 { return .zero }
+        var delay = Self.initial
+        for _ in 1..<failures where delay < Self.cap { delay *= 2 }
+        return min(delay, Self.cap)
+    }
+}

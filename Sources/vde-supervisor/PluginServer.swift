@@ -1,0 +1,165 @@
+import Glibc
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Shared
+
+/// Serves the Docker plugin API (HTTP/1.1) on a unix socket, one task per connection,
+/// until graceful shutdown. Bodies over `maxBodyBytes` are refused with 413.
+struct PluginServer: Service {
+    static let maxBodyBytes = 1 << 20
+
+    let socketPath: String
+    let router: PluginRouter
+    let logger: Logger
+
+    func run() async throws {
+        try SocketPath.prepare(socketPath)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: false) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel)
+                }
+            }
+        // Docker and root only: the socket grants control over host networking.
+        chmod(socketPath, 0o660)
+        logger.info("serving the Docker plugin API", metadata: ["socket": "\(socketPath)"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { connections in
+                    for try await connection in connections {
+                        group.addTask { await serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+        unlink(socketPath)
+        logger.info("plugin API closed", metadata: ["socket": "\(socketPath)"])
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var head: HTTPRequestHead?
+                var body: [UInt8] = []
+                var tooLarge = false
+                for try await part in inbound {
+                    switch part {
+                    case .head(let requestHead):
+                        head = requestHead
+                        body.removeAll(keepingCapacity: true)
+                        tooLarge = false
+                        if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init),
+                           length > Self.maxBodyBytes {
+                            tooLarge = true
+                        }
+                    case .body(let buffer):
+                        if body.count + buffer.readableBytes > Self.maxBodyBytes {
+                            tooLarge = true
+                            body.removeAll()
+                        } else if !tooLarge {
+                            body.append(contentsOf: buffer.readableBytesView)
+                        }
+                    case .end:
+                        guard let requestHead = head else { continue }
+                        let started = ContinuousClock.now
+                        let reply: PluginReply
+                        if tooLarge {
+                            reply = PluginRouter.errorReply(
+                                status: 413, "request body larger than \(Self.maxBodyBytes) bytes", ipam: false)
+                        } else {
+                            reply = await router.reply(method: "\(requestHead.method)", path: requestHead.uri, body: body)
+                        }
+                        logger.debug("plugin call", metadata: [
+                            "path": "\(NetworkOptions.sanitized(requestHead.uri))", "status": "\(reply.status)",
+                            "duration": "\(ContinuousClock.now - started)",
+                        ])
+                        if logger.logLevel <= .trace {
+                            logger.trace("plugin call bodies", metadata: [
+                                "request": "\(String(decoding: body.prefix(4096), as: UTF8.self))",
+                                "reply": "\(String(decoding: reply.body, as: UTF8.self))",
+                            ])
+                        }
+                        let keepAlive = requestHead.isKeepAlive && !tooLarge
+                        try await write(reply, to: outbound, version: requestHead.version, keepAlive: keepAlive)
+                        head = nil
+                        body.removeAll(keepingCapacity: false)
+                        if !keepAlive { return }
+                    }
+                }
+            }
+        } catch {
+            logger.debug("plugin connection ended with an error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func write(_ reply: PluginReply, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+                       version: HTTPVersion, keepAlive: Bool) async throws {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: DockerAPI.contentType)
+        headers.add(name: "Content-Length", value: String(reply.body.count))
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: reply.status), headers: headers)
+        try await outbound.write(.head(head))
+        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: reply.body))))
+        try await outbound.write(.end(nil))
+    }
+}
+
+/// Getting a unix socket path ready to bind: parent directory made, a stale socket removed,
+/// and a live one (another supervisor) refused rather than stolen.
+enum SocketPath {
+    static func prepare(_ path: String) throws {
+        guard path.hasPrefix("/"), path.utf8.count < 108 else {
+            throw VDEError.invalid("socket path \(path) must be absolute and shorter than 108 bytes")
+        }
+        try makeDirectories(parentOf: path)
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+            throw VDEError.conflict("\(path) exists and is not a socket; move it away")
+        }
+        if answers(path) {
+            throw VDEError.conflict("another process already serves \(path) (a second vde-supervisor?); stop it first")
+        }
+        unlink(path)
+    }
+
+    /// True when something accepts connections on the unix socket at `path`.
+    static func answers(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
+    }
+
+    static func makeDirectories(parentOf path: String) throws {
+        var current = ""
+        for component in path.split(separator: "/").dropLast() {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw VDEError.system("cannot create directory \(current): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}
+
+extension PluginServer: CustomStringConvertible {
+    var description: String { "PluginServer(\(socketPath))" }
+}

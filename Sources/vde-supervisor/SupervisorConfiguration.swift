@@ -1,0 +1,17 @@
+import Logging
+
+/// Where the supervisor listens, keeps its state and puts its switches; set by `run`'s flags.
+struct SupervisorConfiguration: Sendable {
+    static let defaultSocket = "/run/docker/plugins/vde.sock"
+    static let defaultStateDir = "/var/lib/vde-supervisor"
+    static let defaultRunDir = "/run/vde-supervisor"
+
+    /// The Docker plugin socket.
+    var socketPath: String = SupervisorConfiguration.defaultSocket
+    var stateDir: String = SupervisorConfiguration.defaultStateDir
+    /// Parent of each network's own switch directory (`RUN_DIR/<short id>/ctl`, `.../mgmt`).
+    var runDir: String = SupervisorConfiguration.defaultRunDir
+    /// The `vde-networker` executable.
+    var networkerPath: String
+    var logLevel: Logger.Level = .info
+}

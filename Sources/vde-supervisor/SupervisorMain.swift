@@ -1,4 +1,0 @@
-@main
-struct SupervisorMain {
-    static func main() async {}
-}

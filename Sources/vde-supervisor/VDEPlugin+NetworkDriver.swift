@@ -1,0 +1,255 @@
+import Glibc
+import Shared
+
+/// The NetworkDriver calls. Field names and call order: docs/ and docker-plugin-protocol.md.
+extension VDEPlugin {
+    func createNetwork(_ request: DockerAPI.CreateNetworkRequest) async throws -> DockerAPI.Empty {
+        let id = request.NetworkID
+        try Self.checkID(id, what: "network")
+        guard state.networks[id] == nil, !networksInFlight.contains(id) else {
+            throw VDEError.conflict("network \(Naming.shortID(id)) already exists")
+        }
+        let options = try NetworkOptions.parse(request.genericOptions, groupExists: Self.groupExists)
+        let spec = try switchSpec(for: id, options: options)
+
+        networksInFlight.insert(id)
+        defer { networksInFlight.remove(id) }
+        let worker = makeWorker(networkID: id)
+        let result = try await worker.start(NetworkWorker.Assignment(switchSpec: spec, endpoints: []))
+
+        var resolved = spec
+        if spec.mode != .own {
+            // Remember who owns the switch so that a restarted worker neither kills an external
+            // switch nor forgets to bring back one it started.
+            resolved.mode = (result.switch?.owned ?? false) ? .own : .external
+        }
+        var newState = state
+        var record = NetworkRecord(
+            id: id, options: options, switchSpec: resolved,
+            ipv4Data: request.IPv4Data ?? [], ipv6Data: request.IPv6Data ?? [],
+            poolIDs: [], createdAt: Int64(time(nil)))
+        for data in record.ipv4Data + record.ipv6Data {
+            if let poolID = newState.ipam.bindPool(subnet: data.Pool, networkID: id) {
+                record.poolIDs.append(poolID)
+            }
+        }
+        newState.networks[id] = record
+        do {
+            try commit(newState)
+        } catch {
+            await worker.stop()
+            throw error
+        }
+        setWorker(worker, for: id)
+        if let status = result.switch { switchStatus[id] = status }
+        return DockerAPI.Empty()
+    }
+
+    func deleteNetwork(_ request: DockerAPI.NetworkRequest) async throws -> DockerAPI.Empty {
+        let id = request.NetworkID
+        try Self.checkID(id, what: "network")
+        guard !networksInFlight.contains(id) else {
+            throw VDEError.conflict("network \(Naming.shortID(id)) is being changed by another request; retry")
+        }
+        guard let record = state.networks[id] else {
+            throw VDEError.notFound("no vde network \(Naming.shortID(id)) (already deleted?)")
+        }
+        guard record.endpoints.isEmpty else {
+            throw VDEError.conflict("network \(Naming.shortID(id)) still has \(record.endpoints.count) endpoint(s); "
+                + "stop or disconnect its containers first")
+        }
+        networksInFlight.insert(id)
+        defer { networksInFlight.remove(id) }
+        var newState = state
+        newState.networks[id] = nil
+        try commit(newState)
+        if let worker = workerList[id] {
+            await worker.stop()
+            setWorker(nil, for: id)
+        }
+        switchStatus[id] = nil
+        logger.info("network removed", metadata: ["network": "\(Naming.shortID(id))"])
+        return DockerAPI.Empty()
+    }
+
+    func createEndpoint(_ request: DockerAPI.CreateEndpointRequest) async throws -> DockerAPI.CreateEndpointResponse {
+        let networkID = request.NetworkID, endpointID = request.EndpointID
+        try Self.checkID(networkID, what: "network")
+        try Self.checkID(endpointID, what: "endpoint")
+        _ = try existingNetwork(networkID)
+        guard state.network(ofEndpoint: endpointID) == nil else {
+            throw VDEError.conflict("endpoint \(Naming.shortID(endpointID)) already exists")
+        }
+        let tapName = Naming.tapName(endpointID: endpointID)
+        if let other = state.endpoint(usingTap: tapName) {
+            throw VDEError.conflict("tap \(tapName) is already used by endpoint \(Naming.shortID(other.id))")
+        }
+        let givenMAC = request.Interface?.MacAddress.flatMap { $0.isEmpty ? nil : $0 }
+        let mac: String
+        if let givenMAC {
+            guard let normalized = Naming.normalizedMAC(givenMAC) else {
+                throw VDEError.invalid("MAC address '\(NetworkOptions.sanitized(givenMAC))' is not a unicast MAC like 02:42:ac:11:00:02")
+            }
+            mac = normalized
+        } else {
+            mac = Naming.macAddress(endpointID: endpointID)
+        }
+        let endpoint = EndpointRecord(
+            id: endpointID, networkID: networkID, tapName: tapName, macAddress: mac, macGenerated: givenMAC == nil,
+            address: request.Interface?.Address.flatMap { $0.isEmpty ? nil : $0 },
+            addressIPv6: request.Interface?.AddressIPv6.flatMap { $0.isEmpty ? nil : $0 })
+
+        let worker = try worker(of: networkID)
+        let result = try await worker.request(WorkerRequest(id: 0, op: .addEndpoint, endpoint: endpoint.spec))
+        // The network may have changed while the worker worked; re-read it.
+        var newState = state
+        guard newState.networks[networkID] != nil else {
+            throw VDEError.notFound("network \(Naming.shortID(networkID)) was deleted meanwhile")
+        }
+        newState.networks[networkID]?.endpoints[endpointID] = endpoint
+        do {
+            try commit(newState)
+        } catch {
+            _ = try? await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+            throw error
+        }
+        if let status = result.endpoint { endpointStatus[endpointID] = status }
+        logger.info("endpoint created", metadata: [
+            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+            "tap": "\(tapName)", "mac": "\(mac)",
+        ])
+        return DockerAPI.CreateEndpointResponse(
+            Interface: givenMAC == nil ? DockerAPI.EndpointInterface(MacAddress: mac) : nil)
+    }
+
+    func deleteEndpoint(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
+        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        var newState = state
+        newState.networks[networkID]?.endpoints[endpointID] = nil
+        try commit(newState)
+        endpointStatus[endpointID] = nil
+        do {
+            _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+        } catch {
+            // The endpoint is forgotten either way (dockerd forgets it too); say what may be left.
+            logger.warning("worker could not remove the endpoint's tap and plug", metadata: [
+                "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
+            ])
+        }
+        logger.info("endpoint deleted", metadata: [
+            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+        ])
+        return DockerAPI.Empty()
+    }
+
+    func join(_ request: DockerAPI.JoinRequest) async throws -> DockerAPI.JoinResponse {
+        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        let sandbox = try NetworkOptions.checkedPath(request.SandboxKey, option: "SandboxKey")
+        _ = try await worker(of: networkID).request(
+            WorkerRequest(id: 0, op: .joinEndpoint, endpointID: endpointID, sandboxKey: sandbox))
+        var newState = state
+        guard let network = newState.networks[networkID], var endpoint = network.endpoints[endpointID] else {
+            throw VDEError.notFound("endpoint \(Naming.shortID(endpointID)) was deleted meanwhile")
+        }
+        endpoint.sandboxKey = sandbox
+        newState.networks[networkID]?.endpoints[endpointID] = endpoint
+        try commit(newState)
+        logger.info("endpoint joined", metadata: [
+            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+            "sandbox": "\(sandbox)",
+        ])
+        var response = DockerAPI.JoinResponse(
+            InterfaceName: DockerAPI.InterfaceName(SrcName: endpoint.tapName, DstPrefix: "eth"))
+        // A route via the container's own address would make its start fail: the container
+        // that holds the gateway address gets its default route from another network.
+        if let gateway = network.gatewayIPv4, endpoint.address.map(NetworkRecord.stripPrefix) != gateway {
+            response.Gateway = gateway
+        }
+        if let gateway = network.gatewayIPv6, endpoint.addressIPv6.map(NetworkRecord.stripPrefix) != gateway {
+            response.GatewayIPv6 = gateway
+        }
+        return response
+    }
+
+    func leave(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
+        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .leaveEndpoint, endpointID: endpointID))
+        var newState = state
+        newState.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil
+        try commit(newState)
+        endpointStatus[endpointID]?.state = .unplugged
+        logger.info("endpoint left", metadata: [
+            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+        ])
+        return DockerAPI.Empty()
+    }
+
+    func endpointOperInfo(_ request: DockerAPI.EndpointRequest) throws -> DockerAPI.EndpointOperInfoResponse {
+        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        guard let network = state.networks[networkID], let endpoint = network.endpoints[endpointID] else {
+            throw VDEError.notFound("no endpoint \(Naming.shortID(endpointID))")
+        }
+        var value: [String: String] = [
+            "tap": endpoint.tapName,
+            "mac_address": endpoint.macAddress,
+            "socket_dir": network.switchSpec.ctlDir,
+            "switch": network.ownsSwitch ? "own" : "external",
+        ]
+        if let status = endpointStatus[endpointID] {
+            value["plug_state"] = status.state.rawValue
+            if let pid = status.plugPID { value["plug_pid"] = String(pid) }
+            if let port = status.port { value["switch_port"] = String(port) }
+        }
+        return DockerAPI.EndpointOperInfoResponse(Value: value)
+    }
+
+    // MARK: helpers
+
+    /// The switch a new network gets: its own under the run dir, or the one at `socket_dir`.
+    func switchSpec(for networkID: String, options: NetworkOptions) throws -> SwitchSpec {
+        if let socketDir = options.socketDir {
+            if let other = state.networks.values.first(where: { $0.switchSpec.ctlDir == socketDir && $0.ownsSwitch }) {
+                throw VDEError.conflict("socket_dir \(socketDir) is the switch of network \(Naming.shortID(other.id))")
+            }
+            return SwitchSpec(ctlDir: socketDir, managementSocket: options.managementSocket,
+                              mode: options.createSockets ? .useOrCreate : .external,
+                              group: options.socketGroup, numPorts: options.numSwitchports)
+        }
+        let dir = Naming.networkRunDir(runDir: configuration.runDir, networkID: networkID)
+        if let other = state.networks.values.first(where: { $0.switchSpec.ctlDir == dir + "/ctl" }) {
+            throw VDEError.conflict("network \(Naming.shortID(other.id)) already uses \(dir): network IDs share their first 12 characters")
+        }
+        guard dir.utf8.count + 5 <= NetworkOptions.maxPathLength else {
+            throw VDEError.invalid("run dir \(configuration.runDir) is too long for unix socket paths below it")
+        }
+        return SwitchSpec(ctlDir: dir + "/ctl", managementSocket: options.managementSocket ?? dir + "/mgmt",
+                          mode: .own, group: options.socketGroup, numPorts: options.numSwitchports)
+    }
+
+    func existingNetwork(_ id: String) throws -> NetworkRecord {
+        guard let network = state.networks[id] else {
+            throw VDEError.notFound("no vde network \(Naming.shortID(id))")
+        }
+        return network
+    }
+
+    func checkedEndpoint(_ networkID: String, _ endpointID: String) throws -> (String, String) {
+        try Self.checkID(networkID, what: "network")
+        try Self.checkID(endpointID, what: "endpoint")
+        let network = try existingNetwork(networkID)
+        guard network.endpoints[endpointID] != nil else {
+            throw VDEError.notFound("no endpoint \(Naming.shortID(endpointID)) in network \(Naming.shortID(networkID))")
+        }
+        return (networkID, endpointID)
+    }
+
+    static func checkID(_ id: String, what: String) throws {
+        guard Naming.isValidID(id) else {
+            throw VDEError.invalid("\(what) ID '\(NetworkOptions.sanitized(id))' is not a Docker ID (letters and digits, at most 128)")
+        }
+    }
+
+    static func groupExists(_ name: String) -> Bool {
+        name.withCString { getgrnam($0) } != nil
+    }
+}

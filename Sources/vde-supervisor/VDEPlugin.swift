@@ -1,0 +1,137 @@
+import Glibc
+import Logging
+import Shared
+
+/// The `vde` plugin's brain: the NetworkDriver and IpamDriver calls, the state they change,
+/// and the workers that carry out the network work.
+///
+/// Every change follows the same order: validate, apply to a copy of the state, have the
+/// worker do its part, write the state file atomically, then swap the copy in and reply.
+/// A failed step changes nothing.
+actor VDEPlugin {
+    let configuration: SupervisorConfiguration
+    let logger: Logger
+    private let store: StateStore<SupervisorState>
+    private(set) var state: SupervisorState
+    private var workers: [String: NetworkWorker] = [:]
+    /// Networks being created or deleted right now; other calls for them wait or fail.
+    var networksInFlight: Set<String> = []
+    /// What the workers last reported about each endpoint (plug pid, port); not persisted.
+    var endpointStatus: [String: EndpointStatus] = [:]
+    /// What the workers last reported about each network's switch.
+    var switchStatus: [String: SwitchStatus] = [:]
+
+    init(configuration: SupervisorConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.store = StateStore(directory: configuration.stateDir)
+        self.state = try store.load() ?? SupervisorState()
+        guard state.version == SupervisorState.currentVersion else {
+            throw VDEError.invalid("state file \(configuration.stateDir)/state.json has version \(state.version); "
+                + "this vde-supervisor reads version \(SupervisorState.currentVersion)")
+        }
+    }
+
+    /// Writes `newState` atomically, then makes it current. Throws (changing nothing) if the write fails.
+    func commit(_ newState: SupervisorState) throws {
+        guard newState != state else { return }
+        try store.save(newState)
+        state = newState
+    }
+
+    // MARK: workers
+
+    /// Starts a worker for every network in the state and waits until each has restored its
+    /// network (or failed, which is logged; the worker keeps retrying with backoff).
+    func restoreNetworks() async {
+        let ids = state.networks.keys.sorted()
+        guard !ids.isEmpty else { return }
+        logger.info("restoring networks from state", metadata: ["networks": "\(ids.count)"])
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids {
+                guard let record = state.networks[id] else { continue }
+                let worker = makeWorker(networkID: id)
+                workers[id] = worker
+                let assignment = NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
+                group.addTask {
+                    do {
+                        _ = try await worker.start(assignment)
+                    } catch {
+                        self.logger.error("could not restore network", metadata: [
+                            "network": "\(Naming.shortID(id))", "error": "\(VDEError(wrapping: error).message)",
+                        ])
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every worker (each stops its switch and plugs). Used on supervisor shutdown.
+    func stopAllWorkers() async {
+        let all = workers
+        workers.removeAll()
+        await withTaskGroup(of: Void.self) { group in
+            for worker in all.values {
+                group.addTask { await worker.stop() }
+            }
+        }
+    }
+
+    func makeWorker(networkID: String) -> NetworkWorker {
+        NetworkWorker(
+            networkID: networkID,
+            executable: configuration.networkerPath,
+            logLevel: configuration.logLevel,
+            logger: logger,
+            assignment: { [weak self] in await self?.assignment(of: networkID) },
+            onStarted: { [weak self] result in await self?.workerStarted(networkID: networkID, result: result) },
+            onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event: event) })
+    }
+
+    func worker(of networkID: String) throws -> NetworkWorker {
+        guard let worker = workers[networkID] else {
+            throw VDEError.unavailable("network \(Naming.shortID(networkID)) has no worker")
+        }
+        return worker
+    }
+
+    func setWorker(_ worker: NetworkWorker?, for networkID: String) {
+        workers[networkID] = worker
+    }
+
+    var workerList: [String: NetworkWorker] { workers }
+
+    private func assignment(of networkID: String) -> NetworkWorker.Assignment? {
+        guard let record = state.networks[networkID] else { return nil }
+        return NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
+    }
+
+    private func workerStarted(networkID: String, result: WorkerResult) {
+        if let status = result.switch { switchStatus[networkID] = status }
+        for endpoint in result.endpoints ?? [] {
+            endpointStatus[endpoint.endpointID] = endpoint
+            if endpoint.state == .tapGone {
+                logger.warning("endpoint's tap is gone (its container was removed?)", metadata: [
+                    "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpoint.endpointID))",
+                ])
+            }
+        }
+    }
+
+    private func workerEvent(networkID: String, event: WorkerMessage) {
+        var metadata: Logger.Metadata = ["network": "\(Naming.shortID(networkID))"]
+        if let child = event.child { metadata["child"] = "\(child)" }
+        if let pid = event.pid { metadata["pid"] = "\(pid)" }
+        if let endpoint = event.endpointID { metadata["endpoint"] = "\(Naming.shortID(endpoint))" }
+        if let detail = event.detail { metadata["detail"] = "\(detail)" }
+        switch event.event {
+        case .hello: logger.debug("worker said hello", metadata: metadata)
+        case .childExited: logger.info("child exited", metadata: metadata)
+        case .childRestarted: logger.info("child restarted", metadata: metadata)
+        case .tapGone:
+            logger.info("endpoint's tap vanished; its plug was stopped", metadata: metadata)
+            if let id = event.endpointID { endpointStatus[id]?.state = .tapGone }
+        case nil: break
+        }
+    }
+}

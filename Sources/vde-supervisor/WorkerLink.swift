@@ -1,0 +1,179 @@
+import Glibc
+import Logging
+import Shared
+import Subprocess
+import SystemPackage
+
+/// One running `vde-networker` process and the JSON-lines link to it over its stdin and stdout.
+///
+/// `run` spawns the process and returns when it has exited; meanwhile `request` sends a
+/// request line and waits for the reply with the same id. Events go to `onEvent`.
+/// Malformed, oversized or unexpected lines from the worker are logged and survived.
+actor WorkerLink {
+    let networkID: String
+    private let executable: String
+    private let logLevel: Logger.Level
+    private let logger: Logger
+    private let onEvent: @Sendable (WorkerMessage) async -> Void
+
+    private var pending: [UInt64: CheckedContinuation<WorkerResult, any Error>] = [:]
+    private var nextRequestID: UInt64 = 1
+    private var outbox: AsyncStream<[UInt8]>.Continuation?
+    private var exited = false
+    /// The worker's pid while it runs.
+    private(set) var pid: Int32?
+
+    init(networkID: String, executable: String, logLevel: Logger.Level, logger: Logger,
+         onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
+        self.networkID = networkID
+        self.executable = executable
+        self.logLevel = logLevel
+        self.logger = logger
+        self.onEvent = onEvent
+    }
+
+    /// Spawns the worker and serves the link until the worker exits.
+    /// Returns a description of how it ended (exit status or spawn error).
+    func run() async -> String {
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+        outbox = continuation
+        var platformOptions = PlatformOptions()
+        // Its own process group: a Ctrl-C meant for the supervisor must not reach workers first.
+        platformOptions.processGroupID = 0
+        let ending: String
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(executable)),
+                arguments: Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue]),
+                platformOptions: platformOptions,
+                input: .inputWriter,
+                output: .sequence,
+                error: .currentStandardError
+            ) { execution in
+                self.started(pid: execution.processIdentifier.value)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    let writer = execution.standardInputWriter
+                    group.addTask {
+                        for await line in stream {
+                            _ = try await writer.write(line)
+                        }
+                        try await writer.finish()
+                    }
+                    var framer = LineFramer()
+                    for try await chunk in execution.standardOutput {
+                        let bytes = chunk.withUnsafeBytes { Array($0) }
+                        for line in framer.feed(bytes) {
+                            await self.received(line)
+                        }
+                    }
+                    // EOF on its stdout: the worker is exiting. Stop writing.
+                    continuation.finish()
+                    group.cancelAll()
+                    _ = try? await group.next()
+                }
+            }
+            ending = "\(result.terminationStatus)"
+        } catch {
+            ending = "could not run \(executable): \(error)"
+        }
+        continuation.finish()
+        finish(reason: ending)
+        return ending
+    }
+
+    /// Sends a request and waits for its reply, at most `timeout`.
+    func request(_ request: WorkerRequest, timeout: Duration) async throws -> WorkerResult {
+        guard !exited, let outbox else {
+            throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is not running")
+        }
+        var request = request
+        request.id = nextRequestID
+        nextRequestID += 1
+        let id = request.id
+        var line = try JSONCoding.encode(request)
+        line.append(UInt8(ascii: "\n"))
+        logger.trace("to worker", metadata: ["line": "\(String(decoding: line.dropLast(), as: UTF8.self))"])
+        let operation = request.op
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            self.timedOut(id, operation: operation, after: timeout)
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            pending[id] = continuation
+            outbox.yield(line)
+        }
+    }
+
+    /// Asks the worker to stop (SIGTERM); it stops its children first.
+    func terminate() {
+        if let pid, !exited { kill(pid, SIGTERM) }
+    }
+
+    /// Kills the worker outright (its switch sees EOF on stdin and exits with it).
+    func kill9() {
+        if let pid, !exited { kill(pid, SIGKILL) }
+    }
+
+    private func started(pid: Int32) {
+        self.pid = pid
+        logger.debug("worker started", metadata: ["pid": "\(pid)"])
+    }
+
+    private func received(_ line: LineFramer.Line) async {
+        switch line {
+        case .oversized(let length):
+            logger.warning("dropped an oversized line from the worker", metadata: ["bytes": "\(length)"])
+        case .line(let bytes):
+            guard !bytes.isEmpty else { return }
+            let message: WorkerMessage
+            do {
+                message = try JSONCoding.decode(WorkerMessage.self, from: bytes)
+            } catch {
+                logger.warning("malformed line from the worker", metadata: [
+                    "line": "\(String(decoding: bytes.prefix(200), as: UTF8.self))", "error": "\(error)",
+                ])
+                return
+            }
+            logger.trace("from worker", metadata: ["line": "\(String(decoding: bytes, as: UTF8.self))"])
+            guard message.v == WorkerProtocol.version else {
+                logger.warning("line of unknown protocol version from the worker", metadata: ["v": "\(message.v)"])
+                return
+            }
+            if let id = message.id {
+                guard let continuation = pending.removeValue(forKey: id) else {
+                    logger.warning("reply to an unknown or timed-out request", metadata: ["id": "\(id)"])
+                    return
+                }
+                if message.ok == true {
+                    continuation.resume(returning: message.result ?? WorkerResult())
+                } else {
+                    continuation.resume(throwing: message.error ?? VDEError(.internal, "the worker failed without saying why"))
+                }
+            } else if message.event != nil {
+                await onEvent(message)
+            } else {
+                logger.warning("line from the worker is neither a reply nor an event")
+            }
+        }
+    }
+
+    private func timedOut(_ id: UInt64, operation: WorkerOperation, after timeout: Duration) {
+        guard let continuation = pending.removeValue(forKey: id) else { return }
+        logger.warning("worker did not answer in time", metadata: ["op": "\(operation.rawValue)", "timeout": "\(timeout)"])
+        continuation.resume(throwing: VDEError.unavailable(
+            "the worker of network \(Naming.shortID(networkID)) did not answer '\(operation.rawValue)' within \(timeout)"))
+    }
+
+    private func finish(reason: String) {
+        exited = true
+        pid = nil
+        outbox = nil
+        let waiting = pending
+        pending.removeAll()
+        for (_, continuation) in waiting {
+            continuation.resume(throwing: VDEError.unavailable(
+                "the worker of network \(Naming.shortID(networkID)) exited (\(reason))"))
+        }
+    }
+}

@@ -12,23 +12,37 @@ struct PluginServer: Service {
     static let maxBodyBytes = 1 << 20
 
     let socketPath: String
+    /// A listening socket inherited from systemd (socket activation); nil to bind `socketPath`.
+    let inheritedSocket: Int32?
     let router: PluginRouter
     let logger: Logger
+    /// Told once the socket accepts connections.
+    let listening: AsyncStream<Void>.Continuation
 
     func run() async throws {
-        try SocketPath.prepare(socketPath)
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 256)
-            .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: false) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel)
-                }
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                    wrappingChannelSynchronously: channel)
             }
-        // Docker and root only: the socket grants control over host networking.
-        chmod(socketPath, 0o660)
-        logger.info("serving the Docker plugin API", metadata: ["socket": "\(socketPath)"])
+        }
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+        let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+        if let inheritedSocket {
+            server = try await bootstrap.bind(inheritedSocket, childChannelInitializer: initializer)
+            logger.info("serving the Docker plugin API on the socket systemd passed", metadata: ["socket": "\(socketPath)"])
+        } else {
+            try SocketPath.prepare(socketPath)
+            server = try await bootstrap.bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: false,
+                                              childChannelInitializer: initializer)
+            // Docker and root only: the socket grants control over host networking.
+            chmod(socketPath, 0o660)
+            logger.info("serving the Docker plugin API", metadata: ["socket": "\(socketPath)"])
+        }
+        listening.yield()
+        listening.finish()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
@@ -40,7 +54,8 @@ struct PluginServer: Service {
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
         }
-        unlink(socketPath)
+        // A socket systemd owns stays; it lets dockerd reach the next start.
+        if inheritedSocket == nil { unlink(socketPath) }
         logger.info("plugin API closed", metadata: ["socket": "\(socketPath)"])
     }
 

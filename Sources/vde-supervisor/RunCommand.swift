@@ -23,8 +23,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The vde-networker executable (default: next to vde-supervisor).")
     var networker: String?
 
-    @Option(help: "trace, debug, info, warning or error.")
+    @Option(help: "trace, debug, info, warning or error (the config file's log_level wins).")
     var logLevel: Logger.Level = .info
+
+    @Option(help: "Settings re-read on SIGHUP (log_level = ...); a missing file is fine.")
+    var config: String = ConfigFile.defaultPath
 
     func validate() throws {
         for (flag, path) in [("--socket", socket), ("--state-dir", stateDir), ("--run-dir", runDir)] {
@@ -34,18 +37,22 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        VDELogHandler.bootstrap(level: logLevel)
+        let logger = Logger(label: "vde-supervisor")
+        let settings: ConfigFile
+        do {
+            settings = try ConfigFile.load(config)
+        } catch {
+            logger.critical("bad configuration", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            throw ExitCode.failure
         }
-        var logger = Logger(label: "vde-supervisor")
-        logger.logLevel = level
+        let level = settings.logLevel ?? logLevel
+        LogLevelControl.shared.current = level
 
         let configuration = SupervisorConfiguration(
             socketPath: socket, stateDir: stateDir, runDir: runDir,
             networkerPath: networker ?? Self.siblingExecutable("vde-networker"), logLevel: level)
+        logger.info("starting", metadata: ["socket": "\(socket)", "stateDir": "\(stateDir)", "runDir": "\(runDir)"])
         guard access(configuration.networkerPath, X_OK) == 0 else {
             throw VDEError.invalid("vde-networker not found or not executable at \(configuration.networkerPath); pass --networker PATH")
         }
@@ -56,10 +63,31 @@ struct RunCommand: AsyncParsableCommand {
             logger.critical("cannot load state", metadata: ["error": "\(VDEError(wrapping: error).message)"])
             throw ExitCode.failure
         }
+        let inherited: Int32?
+        do {
+            inherited = try Systemd.takeListeningSocket()
+        } catch {
+            logger.critical("socket activation failed", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            throw ExitCode.failure
+        }
         await plugin.restoreNetworks()
-        let server = PluginServer(socketPath: socket, router: PluginRouter(plugin: plugin, logger: logger), logger: logger)
+        let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+        let server = PluginServer(socketPath: socket, inheritedSocket: inherited,
+                                  router: PluginRouter(plugin: plugin, logger: logger), logger: logger,
+                                  listening: listeningContinuation)
+        let commandLineLevel = logLevel
+        let configPath = config
+        let systemd = SystemdService(plugin: plugin, listening: listening, reload: {
+            do {
+                let reloaded = try ConfigFile.load(configPath)
+                LogLevelControl.shared.current = reloaded.logLevel ?? commandLineLevel
+                logger.info("configuration reloaded", metadata: ["logLevel": "\(LogLevelControl.shared.current)"])
+            } catch {
+                logger.error("configuration not reloaded", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            }
+        }, logger: logger)
         let group = ServiceGroup(
-            services: [WorkerShutdown(plugin: plugin), server],
+            services: [WorkerShutdown(plugin: plugin), server, systemd],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {

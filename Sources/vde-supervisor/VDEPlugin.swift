@@ -135,3 +135,22 @@ actor VDEPlugin {
         }
     }
 }
+
+extension VDEPlugin {
+    /// One line for systemd's STATUS= and logs: networks, endpoints, worker health.
+    func statusLine() async -> String {
+        var running = 0, restarting = 0, other = 0
+        for worker in workerList.values {
+            switch await worker.phase {
+            case .running: running += 1
+            case .restarting, .starting: restarting += 1
+            case .stopping, .stopped: other += 1
+            }
+        }
+        let endpoints = state.networks.values.reduce(0) { $0 + $1.endpoints.count }
+        var line = "\(state.networks.count) network(s), \(endpoints) endpoint(s); workers: \(running) healthy"
+        if restarting > 0 { line += ", \(restarting) restarting" }
+        if other > 0 { line += ", \(other) stopped" }
+        return line
+    }
+}

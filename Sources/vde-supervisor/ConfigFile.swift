@@ -1,0 +1,62 @@
+import Glibc
+import Logging
+import Shared
+
+/// The optional settings file (`--config`, default /etc/vde-supervisor/vde-supervisor.conf):
+/// `key = value` lines, `#` comments. Read at start and again on SIGHUP.
+/// Known keys: `log_level` (trace, debug, info, warning, error).
+struct ConfigFile: Equatable {
+    static let defaultPath = "/etc/vde-supervisor/vde-supervisor.conf"
+
+    var logLevel: Logger.Level?
+
+    /// Reads the file; a missing file is an empty configuration.
+    static func load(_ path: String) throws -> ConfigFile {
+        guard let file = fopen(path, "r") else {
+            if errno == ENOENT { return ConfigFile() }
+            throw VDEError.system("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(file) }
+        var text: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, file)
+            if n <= 0 { break }
+            text.append(contentsOf: buffer[..<n])
+            if text.count > 1 << 16 { throw VDEError.invalid("\(path) is larger than 64 KiB") }
+        }
+        return try parse(String(decoding: text, as: UTF8.self), path: path)
+    }
+
+    static func parse(_ text: String, path: String) throws -> ConfigFile {
+        var config = ConfigFile()
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let trimmed = line.trimmingCharacters(in: " \t\r")
+            if trimmed.isEmpty { continue }
+            let parts = trimmed.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: " \t") }
+            guard parts.count == 2 else {
+                throw VDEError.invalid("\(path) line \(index + 1): expected key = value")
+            }
+            switch parts[0] {
+            case "log_level":
+                guard let level = Logger.Level(rawValue: parts[1]) else {
+                    throw VDEError.invalid("\(path) line \(index + 1): log_level must be trace, debug, info, warning or error")
+                }
+                config.logLevel = level
+            default:
+                throw VDEError.invalid("\(path) line \(index + 1): unknown key '\(NetworkOptions.sanitized(parts[0]))' (known: log_level)")
+            }
+        }
+        return config
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> String {
+        var s = self
+        while let c = s.first, set.contains(c) { s.removeFirst() }
+        while let c = s.last, set.contains(c) { s.removeLast() }
+        return String(s)
+    }
+}

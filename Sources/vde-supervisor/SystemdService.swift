@@ -1,0 +1,80 @@
+import Glibc
+import Logging
+import ServiceLifecycle
+import Shared
+import UnixSignals
+
+/// Ties the supervisor to systemd: `READY=1` once the state is restored and the API is
+/// served, a `STATUS=` line kept current, `WATCHDOG=1` at half of `WATCHDOG_USEC` but only
+/// while the plugin's actor answers, `RELOADING=1`/`READY=1` around a SIGHUP reload, and
+/// `STOPPING=1` on shutdown.
+struct SystemdService: Service, CustomStringConvertible {
+    let plugin: VDEPlugin
+    let listening: AsyncStream<Void>
+    let reload: @Sendable () async -> Void
+    let logger: Logger
+
+    var description: String { "SystemdService" }
+
+    func run() async throws {
+        // Wait until the plugin socket accepts connections.
+        for await _ in listening { break }
+        let lastStatus = await plugin.statusLine()
+        Systemd.notify("READY=1\nSTATUS=\(lastStatus)")
+        logger.info("ready", metadata: ["status": "\(lastStatus)"])
+
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let initialStatus = lastStatus
+        await withGracefulShutdownHandler {
+            // Cancelled at shutdown, so that no WATCHDOG=1 follows STOPPING=1.
+            await cancelWhenGracefulShutdown {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await handleReloads(hangups) }
+                    await keepAlive(lastStatus: initialStatus)
+                    group.cancelAll()
+                }
+            }
+        } onGracefulShutdown: {
+            Systemd.notify("STOPPING=1\nSTATUS=stopping")
+        }
+    }
+
+    private func handleReloads(_ hangups: UnixSignalsSequence) async {
+        for await _ in hangups {
+            Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Self.monotonicMicroseconds())")
+            await reload()
+            Systemd.notify("READY=1\nSTATUS=\(await plugin.statusLine())")
+        }
+    }
+
+    /// Keeps STATUS= current and pings the watchdog while the plugin actor answers.
+    private func keepAlive(lastStatus initial: String) async {
+        let watchdogInterval = Systemd.watchdogPingInterval()
+        let tick: Duration = min(watchdogInterval ?? .seconds(1), .seconds(1))
+        var sinceWatchdog: Duration = .zero
+        var lastStatus = initial
+        while true {
+            do { try await Task.sleep(for: tick) } catch { return }
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            // Awaiting the actor proves the supervisor's loop is alive.
+            let status = await plugin.statusLine()
+            if status != lastStatus {
+                Systemd.notify("STATUS=\(status)")
+                lastStatus = status
+            }
+            if let watchdogInterval {
+                sinceWatchdog += tick
+                if sinceWatchdog >= watchdogInterval {
+                    Systemd.notify("WATCHDOG=1")
+                    sinceWatchdog = .zero
+                }
+            }
+        }
+    }
+
+    static func monotonicMicroseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+    }
+}

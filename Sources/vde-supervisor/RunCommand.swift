@@ -14,6 +14,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The Docker plugin socket.")
     var socket: String = SupervisorConfiguration.defaultSocket
 
+    @Option(help: "The private control socket that `vde-supervisor status` reads (root only).")
+    var controlSocket: String = SupervisorConfiguration.defaultControlSocket
+
     @Option(help: "Where the state file lives.")
     var stateDir: String = SupervisorConfiguration.defaultStateDir
 
@@ -30,7 +33,7 @@ struct RunCommand: AsyncParsableCommand {
     var config: String = ConfigFile.defaultPath
 
     func validate() throws {
-        for (flag, path) in [("--socket", socket), ("--state-dir", stateDir), ("--run-dir", runDir)] {
+        for (flag, path) in [("--socket", socket), ("--control-socket", controlSocket), ("--state-dir", stateDir), ("--run-dir", runDir)] {
             guard path.hasPrefix("/") else { throw ValidationError("\(flag) must be an absolute path") }
         }
     }
@@ -70,11 +73,22 @@ struct RunCommand: AsyncParsableCommand {
             logger.critical("socket activation failed", metadata: ["error": "\(VDEError(wrapping: error).message)"])
             throw ExitCode.failure
         }
+        // Refuse before touching any network: a second supervisor would fight over the switches.
+        for path in (inherited == nil ? [socket] : []) + [controlSocket] where SocketPath.answers(path) {
+            logger.critical("another vde-supervisor already serves \(path); stop it first")
+            throw ExitCode.failure
+        }
         await plugin.restoreNetworks()
         let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
-        let server = PluginServer(socketPath: socket, inheritedSocket: inherited,
-                                  router: PluginRouter(plugin: plugin, logger: logger), logger: logger,
-                                  listening: listeningContinuation)
+        let router = PluginRouter(plugin: plugin, logger: logger)
+        let server = UnixHTTPServer(
+            name: "the Docker plugin API", socketPath: socket, inheritedSocket: inherited, mode: 0o660,
+            handler: { method, path, body in await router.reply(method: method, path: path, body: body) },
+            logger: logger, listening: listeningContinuation)
+        let control = UnixHTTPServer(
+            name: "the control socket", socketPath: controlSocket, inheritedSocket: nil, mode: 0o600,
+            handler: { method, path, _ in await ControlAPI(plugin: plugin).reply(method: method, path: path) },
+            logger: logger, listening: nil)
         let commandLineLevel = logLevel
         let configPath = config
         let systemd = SystemdService(plugin: plugin, listening: listening, reload: {
@@ -87,7 +101,7 @@ struct RunCommand: AsyncParsableCommand {
             }
         }, logger: logger)
         let group = ServiceGroup(
-            services: [WorkerShutdown(plugin: plugin), server, systemd],
+            services: [WorkerShutdown(plugin: plugin), control, server, systemd],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {

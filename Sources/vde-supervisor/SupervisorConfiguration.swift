@@ -5,6 +5,7 @@ struct SupervisorConfiguration: Sendable {
     static let defaultSocket = "/run/docker/plugins/vde.sock"
     static let defaultStateDir = "/var/lib/vde-supervisor"
     static let defaultRunDir = "/run/vde-supervisor"
+    static let defaultControlSocket = "/run/vde-supervisor/control.sock"
 
     /// The Docker plugin socket.
     var socketPath: String = SupervisorConfiguration.defaultSocket

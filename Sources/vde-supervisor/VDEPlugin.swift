@@ -11,6 +11,7 @@ import Shared
 actor VDEPlugin {
     let configuration: SupervisorConfiguration
     let logger: Logger
+    let startedAt = ContinuousClock.now
     private let store: StateStore<SupervisorState>
     private(set) var state: SupervisorState
     private var workers: [String: NetworkWorker] = [:]

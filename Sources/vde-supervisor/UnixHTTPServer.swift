@@ -1,3 +1,5 @@
+// sd-daemon.h pulls in <sys/socket.h>, so its constants (SOCK_STREAM) come through CSystemd.
+import CSystemd
 import Glibc
 import Logging
 import NIOCore
@@ -6,18 +8,24 @@ import NIOPosix
 import ServiceLifecycle
 import Shared
 
-/// Serves the Docker plugin API (HTTP/1.1) on a unix socket, one task per connection,
-/// until graceful shutdown. Bodies over `maxBodyBytes` are refused with 413.
-struct PluginServer: Service {
+/// Serves HTTP/1.1 on a unix socket, one task per connection, until graceful shutdown:
+/// the Docker plugin API and the control socket of `vde-supervisor status`.
+/// Bodies over `maxBodyBytes` are refused with 413.
+struct UnixHTTPServer: Service {
+    typealias Handler = @Sendable (_ method: String, _ path: String, _ body: [UInt8]) async -> PluginReply
     static let maxBodyBytes = 1 << 20
 
+    /// What is served, for logs ("the Docker plugin API").
+    let name: String
     let socketPath: String
     /// A listening socket inherited from systemd (socket activation); nil to bind `socketPath`.
     let inheritedSocket: Int32?
-    let router: PluginRouter
+    /// Mode of a socket this server binds itself.
+    let mode: mode_t
+    let handler: Handler
     let logger: Logger
     /// Told once the socket accepts connections.
-    let listening: AsyncStream<Void>.Continuation
+    let listening: AsyncStream<Void>.Continuation?
 
     func run() async throws {
         let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>> = { channel in
@@ -32,17 +40,17 @@ struct PluginServer: Service {
         let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
         if let inheritedSocket {
             server = try await bootstrap.bind(inheritedSocket, childChannelInitializer: initializer)
-            logger.info("serving the Docker plugin API on the socket systemd passed", metadata: ["socket": "\(socketPath)"])
+            logger.info("serving \(name) on the socket systemd passed", metadata: ["socket": "\(socketPath)"])
         } else {
             try SocketPath.prepare(socketPath)
             server = try await bootstrap.bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: false,
                                               childChannelInitializer: initializer)
-            // Docker and root only: the socket grants control over host networking.
-            chmod(socketPath, 0o660)
-            logger.info("serving the Docker plugin API", metadata: ["socket": "\(socketPath)"])
+            // The socket grants control over host networking: root (and its group) only.
+            chmod(socketPath, mode)
+            logger.info("serving \(name)", metadata: ["socket": "\(socketPath)"])
         }
-        listening.yield()
-        listening.finish()
+        listening?.yield()
+        listening?.finish()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
@@ -56,7 +64,7 @@ struct PluginServer: Service {
         }
         // A socket systemd owns stays; it lets dockerd reach the next start.
         if inheritedSocket == nil { unlink(socketPath) }
-        logger.info("plugin API closed", metadata: ["socket": "\(socketPath)"])
+        logger.info("closed \(name)", metadata: ["socket": "\(socketPath)"])
     }
 
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
@@ -90,14 +98,14 @@ struct PluginServer: Service {
                             reply = PluginRouter.errorReply(
                                 status: 413, "request body larger than \(Self.maxBodyBytes) bytes", ipam: false)
                         } else {
-                            reply = await router.reply(method: "\(requestHead.method)", path: requestHead.uri, body: body)
+                            reply = await handler("\(requestHead.method)", requestHead.uri, body)
                         }
-                        logger.debug("plugin call", metadata: [
+                        logger.debug("\(name) call", metadata: [
                             "path": "\(NetworkOptions.sanitized(requestHead.uri))", "status": "\(reply.status)",
                             "duration": "\(ContinuousClock.now - started)",
                         ])
                         if logger.logLevel <= .trace {
-                            logger.trace("plugin call bodies", metadata: [
+                            logger.trace("\(name) call bodies", metadata: [
                                 "request": "\(String(decoding: body.prefix(4096), as: UTF8.self))",
                                 "reply": "\(String(decoding: reply.body, as: UTF8.self))",
                             ])
@@ -175,6 +183,6 @@ enum SocketPath {
     }
 }
 
-extension PluginServer: CustomStringConvertible {
-    var description: String { "PluginServer(\(socketPath))" }
+extension UnixHTTPServer: CustomStringConvertible {
+    var description: String { "UnixHTTPServer(\(name), \(socketPath))" }
 }

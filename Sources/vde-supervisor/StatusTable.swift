@@ -1,0 +1,114 @@
+import Shared
+
+/// Renders a ``StatusReport`` as aligned text tables, coloured only when asked (on a terminal).
+struct StatusTable {
+    let report: StatusReport
+    let color: Bool
+    /// One network in detail: also the switch's other ports.
+    let detailed: Bool
+
+    func render() -> String {
+        var out = "vde-supervisor pid \(report.supervisor.pid), up \(Self.duration(report.supervisor.uptimeSeconds)): "
+            + report.supervisor.statusLine + "\n"
+        if report.networks.isEmpty {
+            return out + "no vde networks\n"
+        }
+        for network in report.networks {
+            out += "\n"
+            out += table([
+                ["NETWORK", "SUBNETS", "SWITCH", "OWNER", "SWITCH PID", "WORKER", "STATE", "UPTIME", "RESTARTS", "LAST ERROR"],
+                [network.shortID, network.subnets.joined(separator: ",").orDash, network.switch.ctlDir,
+                 network.switch.ownership, network.switch.pid.map(String.init) ?? "-",
+                 network.worker.pid.map(String.init) ?? "-", paint(network.worker.state),
+                 network.worker.uptimeSeconds.map(Self.duration) ?? "-", String(network.worker.restarts),
+                 network.worker.lastError ?? "-"],
+            ], indent: "")
+            if network.endpoints.isEmpty {
+                out += "  no endpoints\n"
+            } else {
+                var rows = [["ENDPOINT", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES", "PLUG PID", "STATE"]]
+                for endpoint in network.endpoints {
+                    let ip = [endpoint.ipv4, endpoint.ipv6].compactMap { $0 }.joined(separator: ",")
+                    rows.append([
+                        endpoint.shortID, endpoint.tap, endpoint.macAddress, ip.orDash, endpoint.sandbox ?? "-",
+                        endpoint.switchPort.map(String.init) ?? "-",
+                        endpoint.counters.map { "\($0.inPackets)/\(Self.bytes($0.inBytes))" } ?? "-",
+                        endpoint.counters.map { "\($0.outPackets)/\(Self.bytes($0.outBytes))" } ?? "-",
+                        endpoint.plugPID.map(String.init) ?? "-", paint(endpoint.state),
+                    ])
+                }
+                out += table(rows, indent: "  ")
+            }
+            if detailed && !network.otherPorts.isEmpty {
+                var rows = [["OTHER PORT", "PEER", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES"]]
+                for port in network.otherPorts {
+                    rows.append([String(port.port), port.peer ?? "-",
+                                 "\(port.counters.inPackets)/\(Self.bytes(port.counters.inBytes))",
+                                 "\(port.counters.outPackets)/\(Self.bytes(port.counters.outBytes))"])
+                }
+                out += table(rows, indent: "  ")
+            }
+        }
+        return out
+    }
+
+    /// Pads columns to equal width; colour codes do not count towards the width.
+    private func table(_ rows: [[String]], indent: String) -> String {
+        var widths = [Int](repeating: 0, count: rows.map(\.count).max() ?? 0)
+        for row in rows {
+            for (i, cell) in row.enumerated() { widths[i] = max(widths[i], Self.visibleWidth(cell)) }
+        }
+        var out = ""
+        for (index, row) in rows.enumerated() {
+            var line = indent
+            for (i, cell) in row.enumerated() {
+                let shown = index == 0 && color ? "\u{1B}[1m\(cell)\u{1B}[0m" : cell
+                line += shown
+                if i < row.count - 1 { line += String(repeating: " ", count: widths[i] - Self.visibleWidth(cell) + 2) }
+            }
+            out += line + "\n"
+        }
+        return out
+    }
+
+    private func paint(_ state: String) -> String {
+        guard color else { return state }
+        let code: String
+        switch state {
+        case "running", "plugged": code = "32"
+        case "starting", "restarting", "unplugged", "stopping": code = "33"
+        default: code = "31"
+        }
+        return "\u{1B}[\(code)m\(state)\u{1B}[0m"
+    }
+
+    static func visibleWidth(_ text: String) -> Int {
+        var width = 0, inEscape = false
+        for scalar in text.unicodeScalars {
+            if scalar == "\u{1B}" { inEscape = true; continue }
+            if inEscape { if scalar == "m" { inEscape = false }; continue }
+            width += 1
+        }
+        return width
+    }
+
+    static func duration(_ seconds: Int64) -> String {
+        if seconds < 60 { return "\(seconds)s" }
+        if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
+        if seconds < 86400 { return "\(seconds / 3600)h\((seconds % 3600) / 60)m" }
+        return "\(seconds / 86400)d\((seconds % 86400) / 3600)h"
+    }
+
+    static func bytes(_ count: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count), unit = 0
+        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        if unit == 0 { return "\(count)B" }
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)\(units[unit])"
+    }
+}
+
+extension String {
+    var orDash: String { isEmpty ? "-" : self }
+}

@@ -1,0 +1,83 @@
+import Glibc
+import Shared
+
+/// Gathers the status report: the state, each worker's health, and the counters the workers
+/// read from their switches. A worker that does not answer within `workerTimeout` is shown as
+/// unresponsive; the report never waits longer than that.
+extension VDEPlugin {
+    static let statusWorkerTimeout: Duration = .milliseconds(800)
+
+    func statusReport(startedAt: ContinuousClock.Instant) async -> StatusReport {
+        let records = state.networks.values.sorted { $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt }
+        let workers = workerList
+        let replies: [String: WorkerResult] = await withTaskGroup(of: (String, WorkerResult?).self) { group in
+            for record in records {
+                guard let worker = workers[record.id] else { continue }
+                group.addTask {
+                    let result = try? await worker.request(WorkerRequest(id: 0, op: .status), timeout: Self.statusWorkerTimeout)
+                    return (record.id, result)
+                }
+            }
+            var all: [String: WorkerResult] = [:]
+            for await (id, result) in group { if let result { all[id] = result } }
+            return all
+        }
+        var networks: [StatusReport.NetworkInfo] = []
+        for record in records {
+            networks.append(await networkInfo(record, worker: workers[record.id], reply: replies[record.id]))
+        }
+        let uptime = ContinuousClock.now - startedAt
+        return StatusReport(
+            supervisor: StatusReport.SupervisorInfo(
+                pid: getpid(), pluginSocket: configuration.socketPath, stateDir: configuration.stateDir,
+                uptimeSeconds: uptime.components.seconds, statusLine: await statusLine()),
+            networks: networks,
+            healthy: networks.allSatisfy(\.healthy))
+    }
+
+    private func networkInfo(_ record: NetworkRecord, worker: NetworkWorker?, reply: WorkerResult?) async -> StatusReport.NetworkInfo {
+        var workerInfo = StatusReport.WorkerInfo(pid: nil, state: "stopped", uptimeSeconds: nil, restarts: 0, lastError: nil)
+        if let worker {
+            let phase = await worker.phase
+            workerInfo.pid = await worker.workerPID
+            workerInfo.state = (phase == .running && reply == nil) ? "unresponsive" : phase.rawValue
+            workerInfo.restarts = await worker.restarts
+            workerInfo.lastError = await worker.lastError
+            if let started = await worker.startedAt, phase == .running {
+                workerInfo.uptimeSeconds = (ContinuousClock.now - started).components.seconds
+            }
+        }
+        let switchReport = reply?.switch ?? switchStatus[record.id]
+        let statuses = Dictionary((reply?.endpoints ?? []).map { ($0.endpointID, $0) }, uniquingKeysWith: { a, _ in a })
+        let endpoints = record.endpoints.values.sorted { $0.id < $1.id }.map { endpoint -> StatusReport.EndpointInfo in
+            let status = statuses[endpoint.id]
+            return StatusReport.EndpointInfo(
+                id: endpoint.id, shortID: Naming.shortID(endpoint.id), tap: endpoint.tapName, macAddress: endpoint.macAddress,
+                ipv4: endpoint.address, ipv6: endpoint.addressIPv6, sandbox: endpoint.sandboxKey,
+                state: status?.state.rawValue ?? "unknown", plugPID: status?.plugPID, switchPort: status?.port,
+                counters: status?.counters.map(Self.counters))
+        }
+        // Joined endpoints must be plugged; an endpoint not yet joined or left may be unplugged.
+        let endpointsHealthy = endpoints.allSatisfy { endpoint in
+            endpoint.state == "plugged" || (endpoint.sandbox == nil && endpoint.state == "unplugged")
+        }
+        return StatusReport.NetworkInfo(
+            id: record.id, shortID: Naming.shortID(record.id),
+            subnets: (record.ipv4Data + record.ipv6Data).map(\.Pool),
+            gateways: (record.ipv4Data + record.ipv6Data).compactMap(\.Gateway),
+            switch: StatusReport.SwitchInfo(
+                ctlDir: record.switchSpec.ctlDir, managementSocket: record.switchSpec.managementSocket,
+                ownership: record.ownsSwitch ? "own" : "external", pid: switchReport?.pid,
+                numPorts: record.switchSpec.numPorts),
+            worker: workerInfo,
+            healthy: workerInfo.state == "running" && endpointsHealthy,
+            endpoints: endpoints,
+            otherPorts: (reply?.otherPorts ?? []).map {
+                StatusReport.PortInfo(port: $0.port, peer: $0.peer, counters: Self.counters($0))
+            })
+    }
+
+    static func counters(_ port: PortCounters) -> StatusReport.Counters {
+        StatusReport.Counters(inPackets: port.inPackets, inBytes: port.inBytes, outPackets: port.outPackets, outBytes: port.outBytes)
+    }
+}

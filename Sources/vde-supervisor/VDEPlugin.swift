@@ -109,13 +109,47 @@ actor VDEPlugin {
 
     private func workerStarted(networkID: String, result: WorkerResult) {
         if let status = result.switch { switchStatus[networkID] = status }
+        var stale: [String] = []
         for endpoint in result.endpoints ?? [] {
             endpointStatus[endpoint.endpointID] = endpoint
-            if endpoint.state == .tapGone {
-                logger.warning("endpoint's tap is gone (its container was removed?)", metadata: [
-                    "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpoint.endpointID))",
-                ])
+            if endpoint.state == .tapGone { stale.append(endpoint.endpointID) }
+        }
+        if !stale.isEmpty { forgetStaleEndpoints(stale, of: networkID) }
+    }
+
+    /// Endpoints whose tap vanished while nobody watched (the container was removed while the
+    /// supervisor or worker was down, so dockerd's Leave/DeleteEndpoint never reached us):
+    /// forget them and free their addresses. The worker already stopped their plugs.
+    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String) {
+        var newState = state
+        guard var network = newState.networks[networkID] else { return }
+        for endpointID in endpointIDs {
+            guard let endpoint = network.endpoints.removeValue(forKey: endpointID) else { continue }
+            for address in [endpoint.address, endpoint.addressIPv6].compactMap({ $0 }).map(NetworkRecord.stripPrefix) {
+                for poolID in network.poolIDs {
+                    if (try? newState.ipam.releaseAddress(DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: address))) != nil {
+                        break
+                    }
+                }
             }
+            endpointStatus[endpointID] = nil
+            logger.warning("forgot a stale endpoint: its tap is gone (container removed while we were down)", metadata: [
+                "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+                "tap": "\(endpoint.tapName)",
+            ])
+        }
+        newState.networks[networkID] = network
+        if let worker = workers[networkID] {
+            Task {
+                for endpointID in endpointIDs {
+                    _ = try? await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+                }
+            }
+        }
+        do {
+            try commit(newState)
+        } catch {
+            logger.error("could not record the removal of stale endpoints", metadata: ["error": "\(VDEError(wrapping: error).message)"])
         }
     }
 

@@ -27,6 +27,7 @@ let package = Package(
         .systemLibrary(
             name: "CVDEPlug",
             providers: [.apt(["libvdeplug-dev"])]),
+        .systemLibrary(name: "CLinux"),
         .target(
             name: "Shared",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -34,7 +35,7 @@ let package = Package(
         .executableTarget(
             name: "vde-supervisor",
             dependencies: [
-                "Shared", "CSystemd",
+                "Shared", "CSystemd", "CLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

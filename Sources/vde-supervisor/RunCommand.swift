@@ -78,6 +78,9 @@ struct RunCommand: AsyncParsableCommand {
             logger.critical("another vde-supervisor already serves \(path); stop it first")
             throw ExitCode.failure
         }
+        if !OrphanReaper.becomeSubreaper() {
+            logger.warning("could not become a child subreaper; orphans of dead workers go to init")
+        }
         await plugin.restoreNetworks()
         let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
         let router = PluginRouter(plugin: plugin, logger: logger)
@@ -101,7 +104,7 @@ struct RunCommand: AsyncParsableCommand {
             }
         }, logger: logger)
         let group = ServiceGroup(
-            services: [WorkerShutdown(plugin: plugin), control, server, systemd],
+            services: [OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin), control, server, systemd],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {

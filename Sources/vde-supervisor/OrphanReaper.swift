@@ -1,0 +1,71 @@
+import CLinux
+import Glibc
+import Logging
+import ServiceLifecycle
+
+/// Keeps every process the supervisor started in its process tree.
+///
+/// The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): what a dead worker leaves
+/// behind (a switch or plug on its way out) is re-parented to the supervisor rather than to
+/// init, so an operator sees it under the service and systemd's cgroup keeps it. Such adopted
+/// children are not swift-subprocess's to reap, so this service reaps them: a child that has
+/// been a zombie for two consecutive scans is an orphan (swift-subprocess reaps its own
+/// workers at once through their pidfd).
+struct OrphanReaper: Service, CustomStringConvertible {
+    let logger: Logger
+    var interval: Duration = .seconds(1)
+
+    var description: String { "OrphanReaper" }
+
+    /// Makes this process a child subreaper. Call before starting any worker.
+    static func becomeSubreaper() -> Bool {
+        clinux_set_child_subreaper() == 0
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await reapLoop() }
+    }
+
+    private func reapLoop() async {
+        var seenZombies: Set<Int32> = []
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let zombies = Set(Self.zombieChildren(of: getpid()))
+            for pid in zombies.intersection(seenZombies) {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    logger.info("reaped an orphaned child", metadata: ["pid": "\(pid)", "status": "\(status)"])
+                }
+            }
+            seenZombies = zombies
+        }
+    }
+
+    /// Zombie processes whose parent is `parent`, read from /proc.
+    static func zombieChildren(of parent: Int32) -> [Int32] {
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var result: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let pid = Int32(name), let stat = readStat(pid) else { continue }
+            if stat.state == "Z" && stat.parent == parent { result.append(pid) }
+        }
+        return result
+    }
+
+    /// State and parent pid from `/proc/PID/stat` (the command name may contain spaces and parentheses).
+    static func readStat(_ pid: Int32) -> (state: Character, parent: Int32)? {
+        guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let close = line.lastIndex(of: ")") else { return nil }
+        let fields = line[line.index(after: close)...].split(separator: " ")
+        guard fields.count >= 2, let state = fields[0].first, let parent = Int32(fields[1]) else { return nil }
+        return (state, parent)
+    }
+}

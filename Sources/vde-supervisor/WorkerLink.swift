@@ -18,6 +18,9 @@ actor WorkerLink {
 
     private var pending: [UInt64: CheckedContinuation<WorkerResult, any Error>] = [:]
     private var nextRequestID: UInt64 = 1
+    /// Lines waiting to be written to the worker's stdin; made at init so that requests sent
+    /// before the process is up simply wait in the queue.
+    private let outboxLines: AsyncStream<[UInt8]>
     private var outbox: AsyncStream<[UInt8]>.Continuation?
     private var exited = false
     /// The worker's pid while it runs.
@@ -30,55 +33,60 @@ actor WorkerLink {
         self.logLevel = logLevel
         self.logger = logger
         self.onEvent = onEvent
+        (outboxLines, outbox) = AsyncStream<[UInt8]>.makeStream()
     }
 
     /// Spawns the worker and serves the link until the worker exits.
     /// Returns a description of how it ended (exit status or spawn error).
-    func run() async -> String {
-        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
-        outbox = continuation
+    ///
+    /// The pipes are served outside the actor (nonisolated), so that reading and writing never
+    /// occupy the actor that requests, replies and timeouts need.
+    nonisolated func run() async -> String {
+        let stream = outboxLines
         var platformOptions = PlatformOptions()
         // Its own process group: a Ctrl-C meant for the supervisor must not reach workers first.
         platformOptions.processGroupID = 0
-        let ending: String
-        do {
-            let result = try await Subprocess.run(
-                .path(FilePath(executable)),
-                arguments: Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue]),
-                platformOptions: platformOptions,
-                input: .inputWriter,
-                output: .sequence,
-                error: .currentStandardError
-            ) { execution in
-                self.started(pid: execution.processIdentifier.value)
-                try await withThrowingTaskGroup(of: Void.self) { group in
+        let arguments = Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue])
+        let executable = self.executable
+        let ending: String = await Task.detached {
+            do {
+                let result = try await Subprocess.run(
+                    .path(FilePath(executable)), arguments: arguments, platformOptions: platformOptions,
+                    input: .inputWriter, output: .sequence, error: .currentStandardError
+                ) { execution in
+                    await self.started(pid: execution.processIdentifier.value)
                     let writer = execution.standardInputWriter
-                    group.addTask {
+                    let writing = Task.detached {
                         for await line in stream {
-                            _ = try await writer.write(line)
+                            do { _ = try await writer.write(line) } catch { break }
                         }
-                        try await writer.finish()
+                        try? await writer.finish()
                     }
                     var framer = LineFramer()
-                    for try await chunk in execution.standardOutput {
-                        let bytes = chunk.withUnsafeBytes { Array($0) }
-                        for line in framer.feed(bytes) {
-                            await self.received(line)
+                    do {
+                        for try await chunk in execution.standardOutput {
+                            let bytes = chunk.withUnsafeBytes { Array($0) }
+                            for line in framer.feed(bytes) {
+                                await self.received(line)
+                            }
                         }
-                    }
+                    } catch {}
                     // EOF on its stdout: the worker is exiting. Stop writing.
-                    continuation.finish()
-                    group.cancelAll()
-                    _ = try? await group.next()
+                    await self.closeOutbox()
+                    await writing.value
                 }
+                return "\(result.terminationStatus)"
+            } catch {
+                return "could not run \(executable): \(error)"
             }
-            ending = "\(result.terminationStatus)"
-        } catch {
-            ending = "could not run \(executable): \(error)"
-        }
-        continuation.finish()
-        finish(reason: ending)
+        }.value
+        await finish(reason: ending)
         return ending
+    }
+
+    private func closeOutbox() {
+        outbox?.finish()
+        outbox = nil
     }
 
     /// Sends a request and waits for its reply, at most `timeout`.
@@ -168,7 +176,7 @@ actor WorkerLink {
     private func finish(reason: String) {
         exited = true
         pid = nil
-        outbox = nil
+        closeOutbox()
         let waiting = pending
         pending.removeAll()
         for (_, continuation) in waiting {

@@ -173,6 +173,11 @@ public enum DockerAPI {
         public var Destination: String
         public var RouteType: Int
         public var NextHop: String?
+        public init(Destination: String, RouteType: Int, NextHop: String? = nil) {
+            self.Destination = Destination
+            self.RouteType = RouteType
+            self.NextHop = NextHop
+        }
     }
 
     public struct JoinResponse: Codable, Sendable {

@@ -59,7 +59,7 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
             options.socketGroup = value
         }
         if let value = raw[numSwitchportsKey] {
-            guard value.count <= 6, let n = Int(value), n >= 1, n <= maxNumSwitchports else {
+            guard value.count <= 6, value.allSatisfy(\.isASCIIDigit), let n = Int(value), n >= 1, n <= maxNumSwitchports else {
                 throw .invalid("option num_switchports='\(sanitized(value))' must be a whole number from 1 to \(maxNumSwitchports)")
             }
             options.numSwitchports = n
@@ -115,4 +115,9 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         let cleaned = String(String.UnicodeScalarView(value.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }))
         return cleaned.count > 100 ? String(cleaned.prefix(100)) + "..." : cleaned
     }
+}
+
+extension Character {
+    /// `0`-`9` only (not other Unicode digits, not signs).
+    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }

@@ -37,6 +37,12 @@ actor NetworkWorker {
 
     static let startTimeout: Duration = .seconds(15)
     static let requestTimeout: Duration = .seconds(15)
+    /// A running worker is pinged this often; `missedHeartbeatLimit` unanswered pings in a row
+    /// mean it is stuck, and it is killed (and so restarted).
+    static let heartbeatInterval: Duration = .seconds(2)
+    static let heartbeatTimeout: Duration = .seconds(2)
+    static let missedHeartbeatLimit = 3
+    private var heartbeatTask: Task<Void, Never>?
 
     init(networkID: String, executable: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
@@ -85,6 +91,7 @@ actor NetworkWorker {
     /// Stops the worker: it stops its children and removes what it created. Waits for its exit.
     func stop() async {
         stopRequested = true
+        heartbeatTask?.cancel()
         phase = .stopping
         becameReady()
         guard let link, let task = linkTask else {
@@ -124,7 +131,7 @@ actor NetworkWorker {
                 timeout: Self.startTimeout)
             phase = .running
             startedAt = .now
-            lastError = nil
+            startHeartbeat(for: link)
             let pid = await link.pid
             logger.info("network up", metadata: [
                 "ctl": "\(assignment.switchSpec.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
@@ -143,12 +150,46 @@ actor NetworkWorker {
         }
     }
 
+    /// Pings the worker while it runs; kills it when it stops answering, which restarts it.
+    private func startHeartbeat(for link: WorkerLink) {
+        heartbeatTask?.cancel()
+        heartbeatTask = Task { [weak self] in
+            var missed = 0
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: Self.heartbeatInterval) } catch { return }
+                guard let self, await self.isCurrent(link) else { return }
+                do {
+                    _ = try await link.request(WorkerRequest(id: 0, op: .ping), timeout: Self.heartbeatTimeout)
+                    missed = 0
+                } catch {
+                    missed += 1
+                    await self.heartbeatMissed(missed, link: link)
+                }
+            }
+        }
+    }
+
+    private func isCurrent(_ candidate: WorkerLink) -> Bool {
+        candidate === link && phase == .running && !stopRequested
+    }
+
+    private func heartbeatMissed(_ count: Int, link: WorkerLink) async {
+        guard isCurrent(link) else { return }
+        logger.warning("worker missed a heartbeat", metadata: ["missed": "\(count)"])
+        if count >= Self.missedHeartbeatLimit {
+            lastError = "worker stopped answering (\(count) heartbeats missed); killed"
+            logger.error("worker stopped answering; killing it so that it restarts")
+            await link.kill9()
+        }
+    }
+
     private func linkExited(_ exitedLink: WorkerLink, ending: String) async {
         guard exitedLink === link else { return }
         if stopRequested { return }
         guard phase == .running else { return }  // a failed launch is handled where it happened
         phase = .restarting
-        lastError = "worker exited: \(ending)"
+        heartbeatTask?.cancel()
+        lastError = (lastError.map { $0 + "; " } ?? "") + "worker exited: \(ending)"
         logger.error("worker exited unexpectedly; restarting it", metadata: ["ending": "\(ending)"])
         await restartLoop()
     }

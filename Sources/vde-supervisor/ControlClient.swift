@@ -11,7 +11,9 @@ enum ControlClient {
     }
 
     /// `GET path` on the unix socket; returns the status code and body.
-    static func get(socketPath: String, path: String, timeoutSeconds: Int = 5) throws(Failure) -> (status: Int, body: [UInt8]) {
+    /// Use HTTP/1.0 for peers that would otherwise answer with chunked encoding (dockerd).
+    static func get(socketPath: String, path: String, httpVersion: String = "1.1",
+                    timeoutSeconds: Int = 5) throws(Failure) -> (status: Int, body: [UInt8]) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure(message: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -32,7 +34,7 @@ enum ControlClient {
             }
         }
         guard connected == 0 else { throw Failure(message: String(cString: strerror(errno))) }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+        let request = Array("GET \(path) HTTP/\(httpVersion)\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
             throw Failure(message: "could not send the request: \(String(cString: strerror(errno)))")
         }

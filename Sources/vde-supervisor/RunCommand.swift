@@ -17,6 +17,20 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The private control socket that `vde-supervisor status` reads (root only).")
     var controlSocket: String = SupervisorConfiguration.defaultControlSocket
 
+    @Option(help: ArgumentHelp(
+        "dockerd's API socket, asked once after a start which networks still exist ('none' to skip).",
+        discussion: "Default: /var/run/docker.sock when --socket is under /run/docker/plugins (where dockerd finds plugins), else none."))
+    var dockerSocket: String?
+
+    /// Where to ask dockerd, if at all: a supervisor on a private socket serves no dockerd.
+    var effectiveDockerSocket: String? {
+        switch dockerSocket {
+        case "none": nil
+        case let path?: path
+        case nil: socket.hasPrefix("/run/docker/plugins/") || socket.hasPrefix("/var/run/docker/plugins/") ? "/var/run/docker.sock" : nil
+        }
+    }
+
     @Option(help: "Where the state file lives.")
     var stateDir: String = SupervisorConfiguration.defaultStateDir
 
@@ -104,7 +118,8 @@ struct RunCommand: AsyncParsableCommand {
             }
         }, logger: logger)
         let group = ServiceGroup(
-            services: [OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin), control, server, systemd],
+            services: [OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin), control, server, systemd]
+                + (effectiveDockerSocket.map { [DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger)] } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {

@@ -1,0 +1,91 @@
+import Logging
+import ServiceLifecycle
+import Shared
+
+/// After a start, asks dockerd once which networks still exist and forgets the vde networks it
+/// no longer knows: a `docker network rm` while the supervisor was down never reached us
+/// (dockerd only logs the failed DeleteNetwork and forgets the network).
+///
+/// Runs in the background, never inside a plugin call (calling the Docker API from a handler
+/// can deadlock dockerd), and waits for dockerd to come up (at boot the plugin starts first).
+struct DockerReconciler: Service, CustomStringConvertible {
+    let plugin: VDEPlugin
+    let dockerSocket: String
+    let logger: Logger
+    var retryInterval: Duration = .seconds(2)
+    var giveUpAfter: Duration = .seconds(600)
+
+    var description: String { "DockerReconciler" }
+
+    /// The part of dockerd's `GET /networks` answer that matters here.
+    struct DockerNetwork: Decodable {
+        var Id: String
+        var Driver: String?
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await reconcileOnce() }
+        // A service that returns ends the group: wait for shutdown like the others.
+        try? await gracefulShutdown()
+    }
+
+    private func reconcileOnce() async {
+        guard await plugin.networkCount > 0 else { return }
+        let started = ContinuousClock.now
+        while !Task.isCancelled && ContinuousClock.now - started < giveUpAfter {
+            if let ids = await Self.dockerNetworkIDs(socket: dockerSocket) {
+                await plugin.forgetNetworks(notIn: ids)
+                return
+            }
+            do { try await Task.sleep(for: retryInterval) } catch { return }
+        }
+        if !Task.isCancelled {
+            logger.notice("dockerd did not answer; networks removed in Docker while the supervisor was down are kept",
+                          metadata: ["dockerSocket": "\(dockerSocket)"])
+        }
+    }
+
+    /// Every network ID dockerd knows, or nil when it does not answer sensibly.
+    static func dockerNetworkIDs(socket: String) async -> Set<String>? {
+        await Task.detached {
+            guard let reply = try? ControlClient.get(socketPath: socket, path: "/networks", httpVersion: "1.0", timeoutSeconds: 5),
+                  reply.status == 200,
+                  let networks = try? JSONCoding.decode([DockerNetwork].self, from: reply.body),
+                  // Docker always has its built-in networks; an empty list is not to be trusted.
+                  !networks.isEmpty
+            else { return nil }
+            return Set(networks.map(\.Id))
+        }.value
+    }
+}
+
+extension VDEPlugin {
+    var networkCount: Int { state.networks.count }
+
+    /// Forgets the networks whose IDs dockerd does not know: stops their workers (and so their
+    /// own switches), frees their pools, and records it.
+    func forgetNetworks(notIn dockerIDs: Set<String>) async {
+        let stale = state.networks.keys.filter { !dockerIDs.contains($0) && !networksInFlight.contains($0) }.sorted()
+        guard !stale.isEmpty else { return }
+        var newState = state
+        for id in stale {
+            newState.networks[id] = nil
+            newState.ipam.removePools(ofNetwork: id)
+        }
+        do {
+            try commit(newState)
+        } catch {
+            logger.error("could not forget networks unknown to Docker", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            return
+        }
+        for id in stale {
+            logger.warning("forgot a network that Docker no longer knows (removed while the supervisor was down)",
+                           metadata: ["network": "\(Naming.shortID(id))"])
+            if let worker = workerList[id] {
+                await worker.stop()
+                setWorker(nil, for: id)
+            }
+            switchStatus[id] = nil
+        }
+    }
+}

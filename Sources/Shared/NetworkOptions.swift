@@ -102,7 +102,7 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         return value
     }
 
-    static func isValidGroupName(_ name: String) -> Bool {
+    public static func isValidGroupName(_ name: String) -> Bool {
         guard (1...32).contains(name.utf8.count), let first = name.unicodeScalars.first else { return false }
         let allowed = { (c: Unicode.Scalar) in
             (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "_" || c == "-" || c == "."

@@ -65,7 +65,8 @@ public enum WorkerOperation: String, Codable, Sendable {
     case start
     /// Make the tap of `endpoint` and plug it into the switch.
     case addEndpoint
-    /// Record that `endpointID` now lives in the namespace `sandboxKey`.
+    /// Record that `endpointID` now lives in the namespace `sandboxKey`; an endpoint that had
+    /// left (a `docker restart`) is plugged again.
     case joinEndpoint
     /// Stop the plug of `endpointID` (the container leaves; dockerd moves the tap back).
     case leaveEndpoint

@@ -1,0 +1,49 @@
+import Dispatch
+import Synchronization
+
+/// Runs blocking calls (sockets, libvdeplug) on Dispatch threads instead of the cooperative
+/// pool: with two cores the pool has two threads, and one stuck call must not stall the worker.
+enum Blocking {
+    static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: work()) }
+        }
+    }
+
+    /// Like ``run(_:)``, but gives up after `timeout` and returns nil. A call that cannot be
+    /// interrupted (libvdeplug's `vde_open` on a full switch) goes on in its thread and its result
+    /// is dropped, so `work` must clean up after itself.
+    static func run<T: Sendable>(timeout: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
+        let resumed = OnceFlag()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let resumeOnce: @Sendable (T?) -> Void = { value in
+                if resumed.claim() { continuation.resume(returning: value) }
+            }
+            DispatchQueue.global().async { resumeOnce(work()) }
+            let (seconds, attoseconds) = timeout.components
+            let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { resumeOnce(nil) }
+        }
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, for poll(2) timeouts and messages.
+    var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+    }
+}
+
+/// A flag that can be claimed once, from any thread.
+final class OnceFlag: Sendable {
+    private let claimed = Mutex(false)
+
+    /// True for the first caller only.
+    func claim() -> Bool {
+        claimed.withLock { done in
+            defer { done = true }
+            return !done
+        }
+    }
+}

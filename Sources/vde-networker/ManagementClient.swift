@@ -1,0 +1,321 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Shared
+
+/// A failed exchange with a switch's management socket.
+struct ManagementError: ReportableError, CustomStringConvertible {
+    var socketPath: String
+    var reason: String
+
+    var description: String { "the management socket \(socketPath) of the switch \(reason)" }
+    var vdeError: VDEError { .system(description + "; check that the switch runs and that management_socket names its -M socket") }
+}
+
+/// One reply of the management console: `0000 DATA END WITH '.'`, data lines, `.`, then a
+/// status line such as `1000 Success` or `1022 Invalid argument`.
+struct ManagementReply: Sendable, Equatable {
+    var code: Int
+    var message: String
+    var data: [String]
+
+    var succeeded: Bool { code == 1000 }
+
+    static let prompt = "vde$ "
+
+    /// Parses what was read so far; nil until a complete status line has arrived. The banner the
+    /// switch sends on connect and the `vde$ ` prompts are skipped.
+    static func parse(_ text: String) -> ManagementReply? {
+        // Only newline-terminated lines are complete.
+        guard let lastNewline = text.lastIndex(of: "\n") else { return nil }
+        var inData = false
+        var data: [String] = []
+        for rawLine in text[..<lastNewline].split(separator: "\n", omittingEmptySubsequences: false) {
+            var line = Substring(rawLine)
+            if line.hasSuffix("\r") { line = line.dropLast() }
+            while line.hasPrefix(prompt) { line = line.dropFirst(prompt.count) }
+            if inData {
+                if line == "." { inData = false } else { data.append(String(line)) }
+                continue
+            }
+            guard let (code, message) = statusLine(line) else { continue }
+            if code == 0 {
+                inData = true
+                data = []
+            } else {
+                return ManagementReply(code: code, message: message, data: data)
+            }
+        }
+        return nil
+    }
+
+    /// `NNNN text` with four digits.
+    private static func statusLine(_ line: Substring) -> (Int, String)? {
+        let digits = line.prefix(4)
+        guard digits.count == 4, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let code = Int(digits) else { return nil }
+        let rest = line.dropFirst(4)
+        guard rest.isEmpty || rest.hasPrefix(" ") else { return nil }
+        return (code, String(rest.drop(while: { $0 == " " })))
+    }
+}
+
+/// One port as `port/allprint` lists it.
+struct PortEntry: Sendable, Equatable {
+    /// One client connection on a port (a port can have several).
+    struct Endpoint: Sendable, Equatable {
+        /// The switch's number for the connection (`port/epclose PORT ID`).
+        var id: Int
+        var program: String?
+        var pid: Int32?
+    }
+
+    var counters: PortCounters
+    /// `ACTIVE`: in use. A port whose client left stays listed as `INACTIVE`, and is free.
+    var active: Bool
+    var endpoints: [Endpoint]
+}
+
+/// Reads per-port counters out of the data lines of `port/allprint` / `port/print`.
+enum PortReport {
+    /// Lines look like this (one block per port; a port can have several endpoints):
+    /// ```
+    /// Port 0001 untagged_vlan=0000 ACTIVE - Unnamed Allocatable
+    ///  Current User: root Access Control: (User: NONE - Group: NONE)
+    ///  IN:  pkts         10          bytes                  852
+    ///  OUT: pkts         10          bytes                  852
+    ///   -- endpoint ID 0003 module unix prog   : vde_plug2tap: user=root pid=12068
+    /// ```
+    /// Only ports in use (`ACTIVE`) are returned; `peer` is the first endpoint's program.
+    static func parse(_ lines: [String]) -> [PortCounters] {
+        parseAll(lines).filter(\.active).map(\.counters)
+    }
+
+    /// Every listed port, active or not, with its endpoints.
+    static func parseAll(_ lines: [String]) -> [PortEntry] {
+        var ports: [PortEntry] = []
+        for rawLine in lines {
+            let line = rawLine.drop(while: { $0 == " " || $0 == "\t" })
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard let first = words.first else { continue }
+            if first == "Port", words.count >= 2, let number = Int(words[1]) {
+                ports.append(PortEntry(counters: PortCounters(port: number), active: words.contains("ACTIVE"), endpoints: []))
+                continue
+            }
+            guard !ports.isEmpty else { continue }
+            let last = ports.count - 1
+            switch first {
+            case "IN:", "OUT:":
+                let (packets, bytes) = counters(words)
+                if first == "IN:" {
+                    ports[last].counters.inPackets = packets
+                    ports[last].counters.inBytes = bytes
+                } else {
+                    ports[last].counters.outPackets = packets
+                    ports[last].counters.outBytes = bytes
+                }
+            case "--" where words.count >= 4 && words[1] == "endpoint" && words[2] == "ID":
+                guard let id = Int(words[3]) else { continue }
+                let program = endpointProgram(line)
+                let endpoint = PortEntry.Endpoint(id: id, program: program, pid: program.flatMap(processID(in:)))
+                ports[last].endpoints.append(endpoint)
+                if ports[last].counters.peer == nil, let program {
+                    ports[last].counters.peer = program
+                    ports[last].counters.peerPID = endpoint.pid
+                }
+            default:
+                continue
+            }
+        }
+        return ports
+    }
+
+    /// `IN:  pkts 10 bytes 852` -> (10, 852).
+    private static func counters(_ words: [Substring]) -> (UInt64, UInt64) {
+        var packets: UInt64 = 0
+        var bytes: UInt64 = 0
+        var index = 1
+        while index + 1 < words.count {
+            if words[index] == "pkts" { packets = UInt64(words[index + 1]) ?? 0 }
+            if words[index] == "bytes" { bytes = UInt64(words[index + 1]) ?? 0 }
+            index += 1
+        }
+        return (packets, bytes)
+    }
+
+    /// The text after `prog ... :` of an endpoint line: `vde_plug2tap: user=root pid=12068`, `QEMU user=root pid=77`.
+    private static func endpointProgram(_ line: Substring) -> String? {
+        guard let prog = line.firstRange(of: " prog") else { return nil }
+        let afterProg = line[prog.upperBound...]
+        guard let colon = afterProg.firstIndex(of: ":") else { return nil }
+        let program = afterProg[afterProg.index(after: colon)...].trimmingSpaces()
+        return program.isEmpty ? nil : String(program)
+    }
+
+    /// The number of the last `pid=N` word.
+    static func processID(in peer: String) -> Int32? {
+        for word in peer.split(separator: " ").reversed() where word.hasPrefix("pid=") {
+            return Int32(word.dropFirst(4))
+        }
+        return nil
+    }
+
+    /// `Numports=33` of `port/showinfo`: the switch's `-n`, port 0 included.
+    static func numberOfPorts(showInfo lines: [String]) -> Int? {
+        for line in lines {
+            let trimmed = line.trimmingSpaces()
+            if trimmed.hasPrefix("Numports="), let n = Int(trimmed.dropFirst("Numports=".count)) { return n }
+        }
+        return nil
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> SubSequence {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard let start = firstIndex(where: { !isSpace($0) }) else { return self[endIndex...] }
+        let end = lastIndex(where: { !isSpace($0) })!
+        return self[start...end]
+    }
+}
+
+/// Talks to a switch's management socket (`vde_switch -M`): one connection per command,
+/// non-blocking I/O with a deadline, so a hung switch costs at most `timeout`.
+struct ManagementClient: Sendable {
+    var socketPath: String
+    var timeout: Duration = .seconds(1)
+
+    func run(_ command: String) async throws(ManagementError) -> ManagementReply {
+        let path = socketPath
+        let limit = timeout
+        let result = await Blocking.run { ManagementClient.exchange(path: path, command: command, timeout: limit) }
+        return try result.get()
+    }
+
+    /// Counters of every port in use (`port/allprint`, `ACTIVE` ports only).
+    func ports() async throws(ManagementError) -> [PortCounters] {
+        let reply = try await run("port/allprint")
+        guard reply.succeeded else {
+            throw ManagementError(socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
+        }
+        return PortReport.parse(reply.data)
+    }
+
+    /// Every listed port with its endpoints (`port/allprint`), free (`INACTIVE`) ones included.
+    func portEntries() async throws(ManagementError) -> [PortEntry] {
+        let reply = try await run("port/allprint")
+        guard reply.succeeded else {
+            throw ManagementError(socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
+        }
+        return PortReport.parseAll(reply.data)
+    }
+
+    /// Drops one client connection of a port (`port/epclose PORT ID`).
+    func closeEndpoint(port: Int, id: Int) async throws(ManagementError) {
+        let reply = try await run("port/epclose \(port) \(id)")
+        guard reply.succeeded else {
+            throw ManagementError(socketPath: socketPath, reason: "answered port/epclose \(port) \(id) with \(reply.code) \(reply.message)")
+        }
+    }
+
+    /// Ports a client can get: the switch's `-n` less port 0.
+    func usablePorts() async throws(ManagementError) -> Int? {
+        let reply = try await run("port/showinfo")
+        return PortReport.numberOfPorts(showInfo: reply.data).map { $0 - 1 }
+    }
+
+    /// Connects, sends `command`, reads until a complete reply; all within `timeout`.
+    static func exchange(path: String, command: String, timeout: Duration) -> Result<ManagementReply, ManagementError> {
+        let deadline = ContinuousClock.now + timeout
+        func failure(_ reason: String) -> Result<ManagementReply, ManagementError> {
+            .failure(ManagementError(socketPath: path, reason: reason))
+        }
+        func remainingMilliseconds() -> Int32 {
+            Int32(max(0, (deadline - ContinuousClock.now).milliseconds))
+        }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(path.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return failure("path is too long for a unix socket") }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (i, byte) in pathBytes.enumerated() { buffer[i] = byte }
+            buffer[pathBytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { return failure("cannot be used: socket: \(SystemCallError.text(errno))") }
+        defer { close(fd) }
+
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if connected != 0 {
+            let code = errno
+            guard code == EINPROGRESS || code == EAGAIN else {
+                return failure("does not answer (connect: \(SystemCallError.text(code)))")
+            }
+            guard wait(fd, for: Int16(POLLOUT), milliseconds: remainingMilliseconds()) else {
+                return failure("does not accept connections (no reply within \(timeout.milliseconds) ms)")
+            }
+            var socketError: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
+            if socketError != 0 { return failure("does not answer (connect: \(SystemCallError.text(socketError)))") }
+        }
+
+        var request = Array((command + "\n").utf8)
+        var sent = 0
+        while sent < request.count {
+            let n = request.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n > 0 { sent += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), wait(fd, for: Int16(POLLOUT), milliseconds: remainingMilliseconds()) { continue }
+            return failure("did not take the command '\(command)' (\(n < 0 ? SystemCallError.text(errno) : "closed"))")
+        }
+
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                received.append(contentsOf: buffer[0..<n])
+                if let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self)) {
+                    drainPrompt(fd, received: received)
+                    return .success(reply)
+                }
+                if received.count > 4 << 20 { return failure("sent more than 4 MiB without finishing its reply") }
+                continue
+            }
+            if n == 0 { return failure("closed the connection before replying to '\(command)'") }
+            if errno == EINTR { continue }
+            guard errno == EAGAIN || errno == EWOULDBLOCK else { return failure("failed: recv: \(SystemCallError.text(errno))") }
+            guard wait(fd, for: Int16(POLLIN), milliseconds: remainingMilliseconds()) else {
+                return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
+            }
+        }
+    }
+
+    /// Reads the `vde$ ` prompt that follows a reply (briefly), so that closing the socket is an
+    /// orderly end: closing with unread data resets the connection and the switch logs
+    /// "Reading from mgmt Connection reset by peer".
+    private static func drainPrompt(_ fd: Int32, received: [UInt8]) {
+        var seen = String(decoding: received.suffix(64), as: UTF8.self)
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let deadline = ContinuousClock.now + .milliseconds(50)
+        while !seen.hasSuffix(ManagementReply.prompt), ContinuousClock.now < deadline {
+            guard wait(fd, for: Int16(POLLIN), milliseconds: 10) else { continue }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return }
+            seen = String((seen + String(decoding: buffer[0..<n], as: UTF8.self)).suffix(64))
+        }
+    }
+
+    private static func wait(_ fd: Int32, for events: Int16, milliseconds: Int32) -> Bool {
+        var descriptor = pollfd(fd: fd, events: events, revents: 0)
+        while true {
+            let n = poll(&descriptor, 1, milliseconds)
+            if n < 0 && errno == EINTR { continue }
+            return n > 0
+        }
+    }
+}

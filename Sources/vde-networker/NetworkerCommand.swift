@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Logging
+import Shared
+
+/// `vde-networker --network-id ID`: runs the switch and the plugs of one Docker network for the
+/// supervisor, which talks to it in JSON lines over stdin and stdout (docs/worker-protocol.md).
+/// The network ID is in argv so that `ps` shows which network a worker serves.
+@main
+struct NetworkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vde-networker",
+        abstract: "Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).",
+        discussion: "Requests arrive as JSON lines on stdin; replies and events leave on stdout; logs go to stderr.")
+
+    @Option(name: .customLong("network-id"), help: "The Docker network this worker serves.")
+    var networkID: String
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning or error.")
+    var logLevel: String = "info"
+
+    @Option(name: .customLong("run-dir"), help: "The supervisor's run directory; plug pid files of external switches live below it.")
+    var runDir: String = "/run/vde-supervisor"
+
+    func validate() throws {
+        guard Naming.isValidID(networkID) else {
+            throw ValidationError("--network-id must be 1 to 128 letters and digits")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of \(LogSetup.levels.joined(separator: ", "))")
+        }
+        guard runDir.hasPrefix("/") else {
+            throw ValidationError("--run-dir must be an absolute path")
+        }
+    }
+
+    func run() async throws {
+        SignalHandling.ignoreBrokenPipe()
+        let signals = SignalHandling.terminationRequests()
+        LogSetup.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: LogSetup.label(networkID: networkID))
+        let link = SupervisorLink(logger: logger)
+        let worker = Worker(networkID: networkID, runDir: runDir, executables: .resolve(), logger: logger,
+                            emit: { link.send($0) })
+        link.send(WorkerMessage(event: .hello, pid: getpid(), detail: "vde-networker for network \(Naming.shortID(networkID))"))
+        logger.info("worker started", metadata: ["pid": "\(getpid())"])
+
+        let reason = await Self.serve(worker: worker, link: link, signals: signals, logger: logger)
+        await worker.shutdown(reason: reason)
+        await link.flush()
+        logger.info("worker exits (\(reason))")
+    }
+
+    /// Serves requests until EOF on stdin, SIGTERM/SIGINT, or a `shutdown` request has been
+    /// answered; returns why it stopped.
+    ///
+    /// `ping` and `status` run in tasks of their own, so they answer at once; the requests that
+    /// change state run one after the other in arrival order (an `addEndpoint` followed by its
+    /// `joinEndpoint` must not be overtaken).
+    static func serve(worker: Worker, link: SupervisorLink, signals: AsyncStream<Int32>, logger: Logger) async -> String {
+        let (stops, stop) = AsyncStream.makeStream(of: String.self)
+        let (ordered, enqueue) = AsyncStream.makeStream(of: WorkerRequest.self)
+        let sequencer = Task {
+            for await request in ordered {
+                let reply = await worker.handle(request)
+                link.send(reply)
+                if request.op == .shutdown { stop.yield("shutdown request") }
+            }
+        }
+        let reader = Task {
+            for await line in SupervisorLink.incoming() {
+                switch line {
+                case .request(let request) where request.op == .ping || request.op == .status:
+                    Task { link.send(await worker.handle(request)) }
+                case .request(let request):
+                    enqueue.yield(request)
+                case .invalid(let id, let reason):
+                    logger.warning("bad line from the supervisor: \(reason)")
+                    if let id { link.send(.failure(of: id, .invalid(reason))) }
+                case .oversized(let length):
+                    logger.warning("dropped a line of \(length) bytes from the supervisor (limit \(WorkerProtocol.maxLineBytes))")
+                case .blank:
+                    continue
+                }
+            }
+            stop.yield("end of input")
+        }
+        let signalWatch = Task {
+            for await number in signals {
+                stop.yield(number == SIGTERM ? "SIGTERM" : "SIGINT")
+                return
+            }
+        }
+        var reason = "end of input"
+        for await first in stops {
+            reason = first
+            break
+        }
+        signalWatch.cancel()
+        // Requests still queued are answered (with failures once the shutdown has begun).
+        enqueue.finish()
+        _ = (reader, sequencer)
+        return reason
+    }
+}

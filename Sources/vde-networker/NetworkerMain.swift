@@ -1,4 +1,0 @@
-@main
-struct NetworkerMain {
-    static func main() async {}
-}

@@ -1,0 +1,157 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Shared
+import Synchronization
+
+/// Why a plug could not be attached.
+enum PlugError: ReportableError, CustomStringConvertible {
+    case spawnFailed(ChildSpawnError)
+    /// The plug exited while it should have been attaching.
+    case exitedEarly(pid: pid_t, exit: ChildExit)
+    /// The plug ran but no switch port showed its pid in time: a full or hung switch (vde_plug2tap
+    /// then waits silently forever, without connectivity).
+    case notAttached(pid: pid_t, ctlDir: String, waited: Duration, cause: String?)
+    /// Every port of the switch is taken.
+    case exhausted(ports: Int, ctlDir: String)
+    /// A switch without a known management socket gave a probe no port.
+    case noFreePort(ctlDir: String)
+
+    var description: String {
+        switch self {
+        case .spawnFailed(let error):
+            "\(error); is the vde2 package installed?"
+        case .exitedEarly(let pid, let exit):
+            "vde_plug2tap (pid \(pid)) \(exit)"
+        case .notAttached(let pid, let ctlDir, let waited, let cause):
+            "vde_plug2tap (pid \(pid)) did not get a port of the switch at \(ctlDir) within \(waited.milliseconds) ms"
+                + (cause.map { " (\($0))" } ?? ": the switch may be full or hung")
+        case .exhausted(let ports, let ctlDir):
+            "all \(ports) ports of the switch at \(ctlDir) are in use; create the network with a larger -o num_switchports"
+        case .noFreePort(let ctlDir):
+            "the switch at \(ctlDir) gives no free port: all its ports seem in use (start it with a larger vde_switch -n), or it hangs"
+        }
+    }
+
+    var vdeError: VDEError {
+        switch self {
+        case .exhausted, .noFreePort: .exhausted(description)
+        default: .system(description)
+        }
+    }
+}
+
+/// Where a plug runs: on a tap in the host namespace, or on the tap inside a container's
+/// namespace after dockerd moved (and renamed) it there.
+enum PlugLocation: Sendable, Equatable, CustomStringConvertible {
+    case host(tapName: String)
+    case sandbox(path: String, interface: String)
+
+    var description: String {
+        switch self {
+        case .host(let tapName): "tap \(tapName)"
+        case .sandbox(let path, let interface): "\(interface) in \(path)"
+        }
+    }
+}
+
+/// The kernel's view of a plug's tap: the `iff:` line of its `/dev/net/tun` fd in
+/// `/proc/PID/fdinfo`. It names the tap wherever it lives (after a move and rename too) and is
+/// empty once the tap is gone, which is when vde_plug2tap starts to spin instead of exiting.
+enum TapAttachment: Sendable, Equatable {
+    case attached(interface: String)
+    case detached
+    /// The plug has no tun fd (yet), or /proc cannot be read.
+    case unknown
+
+    /// Reads the `iff:` line of one fdinfo file.
+    static func parse(fdinfo: String) -> TapAttachment {
+        for line in fdinfo.split(separator: "\n", omittingEmptySubsequences: false) where line.hasPrefix("iff:") {
+            let name = line.dropFirst(4).trimmingSpaces()
+            return name.isEmpty ? .detached : .attached(interface: String(name))
+        }
+        return .unknown
+    }
+}
+
+/// One `vde_plug2tap` joining an endpoint's tap to the switch.
+final class PlugProcess: Sendable {
+    let child: ChildProcess
+    let location: PlugLocation
+    /// The fd number of the plug's `/dev/net/tun`, found once.
+    private let tunDescriptor = Mutex<Int?>(nil)
+
+    var pid: pid_t { child.pid }
+
+    private init(child: ChildProcess, location: PlugLocation) {
+        self.child = child
+        self.location = location
+    }
+
+    /// `vde_plug2tap -s CTLDIR TAP`, or `nsenter --net=NS -- vde_plug2tap -s CTLDIR IFNAME`.
+    static func argv(ctlDir: String, location: PlugLocation, executables: Executables) -> [String] {
+        switch location {
+        case .host(let tapName):
+            return [executables.vdePlug2tap, "-s", ctlDir, tapName]
+        case .sandbox(let path, let interface):
+            return NetworkNamespace(path: path).command([executables.vdePlug2tap, "-s", ctlDir, interface], nsenter: executables.nsenter)
+        }
+    }
+
+    static func start(ctlDir: String, location: PlugLocation, executables: Executables, logger: Logger) async throws(PlugError) -> PlugProcess {
+        let argv = argv(ctlDir: ctlDir, location: location, executables: executables)
+        do {
+            let child = try await ChildProcess.spawn(name: "plug", argv: argv, holdStandardInput: false, logger: logger)
+            return PlugProcess(child: child, location: location)
+        } catch {
+            throw .spawnFailed(error)
+        }
+    }
+
+    /// Waits until a switch port shows this plug's pid and returns the port. Without a management
+    /// socket it can only check that the plug is still running after a short while.
+    func waitUntilAttached(ctlDir: String, management: ManagementClient?, timeout: Duration = .seconds(2)) async throws(PlugError) -> Int? {
+        guard let management else {
+            try? await Task.sleep(for: .milliseconds(150))
+            if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
+            return nil
+        }
+        let deadline = ContinuousClock.now + timeout
+        var lastError: ManagementError?
+        while true {
+            if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
+            do {
+                let ports = try await management.ports()
+                lastError = nil
+                if let port = ports.first(where: { $0.peerPID == pid }) { return port.port }
+            } catch {
+                lastError = error
+            }
+            if ContinuousClock.now >= deadline {
+                if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
+                throw .notAttached(pid: pid, ctlDir: ctlDir, waited: timeout, cause: lastError?.description)
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// What the kernel says about the plug's tap; cheap (a few readlinks and one small read).
+    func tapAttachment() -> TapAttachment {
+        let known = tunDescriptor.withLock { $0 }
+        if let known, let info = FileSystem.readFile("/proc/\(pid)/fdinfo/\(known)") {
+            return TapAttachment.parse(fdinfo: info)
+        }
+        guard let fds = FileSystem.listDirectory("/proc/\(pid)/fd") else { return .unknown }
+        for name in fds {
+            guard let fd = Int(name), FileSystem.readLink("/proc/\(pid)/fd/\(name)") == "/dev/net/tun",
+                  let info = FileSystem.readFile("/proc/\(pid)/fdinfo/\(name)") else { continue }
+            let attachment = TapAttachment.parse(fdinfo: info)
+            if attachment != .unknown {
+                tunDescriptor.withLock { $0 = fd }
+                return attachment
+            }
+        }
+        return .unknown
+    }
+}

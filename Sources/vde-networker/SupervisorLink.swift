@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Logging
+import Shared
+import Synchronization
+
+/// What one line from the supervisor turned out to be.
+enum IncomingLine: Sendable, Equatable {
+    case request(WorkerRequest)
+    /// Not a request the worker can serve. `id` is set when the line carried one, so that the
+    /// supervisor gets a failure reply instead of waiting for a timeout.
+    case invalid(id: UInt64?, reason: String)
+    /// Longer than ``WorkerProtocol/maxLineBytes``; dropped unread.
+    case oversized(length: Int)
+    /// An empty (or all-blank) line; ignored.
+    case blank
+
+    /// Just enough of a request to answer a line that is not a valid request.
+    private struct Envelope: Decodable {
+        var v: Int?
+        var id: UInt64?
+        var op: String?
+    }
+
+    static func decode(_ bytes: [UInt8]) -> IncomingLine {
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0d }) { return .blank }
+        let envelope = try? JSONCoding.decode(Envelope.self, from: bytes)
+        guard let envelope else {
+            return .invalid(id: nil, reason: "not a JSON object: \(preview(bytes))")
+        }
+        if let v = envelope.v, v != WorkerProtocol.version {
+            return .invalid(id: envelope.id, reason: "protocol version \(v) is not supported; this worker speaks version \(WorkerProtocol.version)")
+        }
+        if let op = envelope.op, WorkerOperation(rawValue: op) == nil {
+            return .invalid(id: envelope.id, reason: "unknown op '\(NetworkOptions.sanitized(op))'")
+        }
+        do {
+            return .request(try JSONCoding.decode(WorkerRequest.self, from: bytes))
+        } catch {
+            return .invalid(id: envelope.id, reason: "malformed request: \(summary(of: error))")
+        }
+    }
+
+    private static func preview(_ bytes: [UInt8]) -> String {
+        let text = NetworkOptions.sanitized(String(decoding: bytes.prefix(80), as: UTF8.self))
+        return bytes.count > 80 ? text + "..." : text
+    }
+
+    /// The decoding error, short: which field is missing or has the wrong type.
+    private static func summary(of error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _):
+            "field '\(key.stringValue)' is missing"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context), DecodingError.dataCorrupted(let context):
+            "field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
+        default:
+            "\(error)"
+        }
+    }
+}
+
+/// The worker's side of the JSON-lines link: requests from stdin, replies and events to stdout.
+///
+/// stdout carries nothing but protocol lines (logs go to stderr). All lines go through one serial
+/// queue, so they never interleave, and a supervisor that stops reading blocks only that queue.
+final class SupervisorLink: Sendable {
+    private let output: Int32
+    private let writeQueue = DispatchQueue(label: "vde-networker.stdout")
+    private let logger: Logger
+    private let broken = Mutex(false)
+
+    init(output: Int32 = STDOUT_FILENO, logger: Logger) {
+        self.output = output
+        self.logger = logger
+    }
+
+    /// Lines from `input` until EOF, read on a thread of their own (a blocking read must not hold
+    /// one of the few cooperative threads).
+    static func incoming(from input: Int32 = STDIN_FILENO, maxLineBytes: Int = WorkerProtocol.maxLineBytes) -> AsyncStream<IncomingLine> {
+        AsyncStream(bufferingPolicy: .unbounded) { continuation in
+            DispatchQueue(label: "vde-networker.stdin").async {
+                var framer = LineFramer(maxLineBytes: maxLineBytes)
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { break }
+                    for line in framer.feed(buffer[0..<n]) {
+                        switch line {
+                        case .line(let bytes): continuation.yield(IncomingLine.decode(bytes))
+                        case .oversized(let length): continuation.yield(.oversized(length: length))
+                        }
+                    }
+                }
+                continuation.finish()
+            }
+        }
+    }
+
+    /// Queues one message; lines leave in the order `send` was called.
+    func send(_ message: WorkerMessage) {
+        let line: [UInt8]
+        do {
+            line = try JSONCoding.encode(message) + [UInt8(ascii: "\n")]
+        } catch {
+            logger.error("cannot encode a message for the supervisor: \(error)")
+            return
+        }
+        let fd = output
+        writeQueue.async { [self] in
+            guard !broken.withLock({ $0 }) else { return }
+            var offset = 0
+            while offset < line.count {
+                let n = line.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 {
+                    // SIGPIPE is ignored, so a gone supervisor shows up here as EPIPE.
+                    logger.warning("cannot write to the supervisor (\(SystemCallError.text(errno))); dropping further messages")
+                    broken.withLock { $0 = true }
+                    return
+                }
+                offset += n
+            }
+        }
+    }
+
+    /// Returns once every message queued so far has been written, or after `timeout` (a
+    /// supervisor that neither reads nor closes its end must not keep the worker from exiting).
+    func flush(timeout: Duration = .seconds(2)) async {
+        let done = OnceFlag()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            writeQueue.async { if done.claim() { continuation.resume() } }
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(timeout.milliseconds)) {
+                if done.claim() { continuation.resume() }
+            }
+        }
+    }
+}

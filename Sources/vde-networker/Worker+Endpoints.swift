@@ -1,0 +1,285 @@
+import Logging
+import Shared
+
+/// Why an endpoint request cannot be served.
+struct EndpointError: ReportableError, CustomStringConvertible {
+    var vdeError: VDEError
+    var description: String { vdeError.message }
+
+    static func unknown(_ id: String) -> EndpointError {
+        EndpointError(vdeError: .notFound("no endpoint \(NetworkOptions.sanitized(id)) on this network"))
+    }
+
+    static func invalidID(_ id: String) -> EndpointError {
+        EndpointError(vdeError: .invalid("'\(NetworkOptions.sanitized(id))' is not a valid endpoint ID (letters and digits only)"))
+    }
+
+    static func invalidSandboxKey(_ key: String) -> EndpointError {
+        EndpointError(vdeError: .invalid("sandbox key '\(NetworkOptions.sanitized(key))' must be an absolute path without control characters"))
+    }
+}
+
+extension Worker {
+    // MARK: addEndpoint
+
+    /// Makes the endpoint's tap (or reuses the one an earlier attempt made), checks that the switch
+    /// has a free port, starts the plug and waits until the switch shows it on a port.
+    func addEndpoint(_ requested: EndpointSpec) async throws -> WorkerResult {
+        guard let spec else { throw WorkerStateError.notStarted }
+        let endpoint = try Worker.validated(requested)
+        let id = endpoint.endpointID
+        if let existing = endpoints[id] {
+            guard existing.spec.tapName == endpoint.tapName, existing.spec.macAddress == endpoint.macAddress else {
+                throw VDEError.conflict("endpoint \(id) already exists with tap \(existing.spec.tapName) and MAC \(existing.spec.macAddress)")
+            }
+            if existing.state == .plugged || existing.state == .restarting {
+                return WorkerResult(endpoint: existing.status())
+            }
+        }
+        if let other = endpoints.values.first(where: { $0.spec.tapName == endpoint.tapName && $0.spec.endpointID != id }) {
+            throw VDEError.conflict("the tap name \(endpoint.tapName) is already used by endpoint \(other.spec.endpointID)")
+        }
+        guard switchState == .running else {
+            throw VDEError.unavailable("the switch of this network is being restarted; retry in a moment")
+        }
+
+        switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
+        case .none:
+            try await taps.create(name: endpoint.tapName, macAddress: endpoint.macAddress)
+            logger.debug("tap created", metadata: ["tap": "\(endpoint.tapName)", "mac": "\(endpoint.macAddress)"])
+        case .sameTap:
+            logger.info("reusing the existing tap \(endpoint.tapName)")
+        case .conflicting(let reason):
+            throw TapError.conflict(name: endpoint.tapName, reason: reason)
+        }
+
+        let plug: PlugProcess
+        let port: Int?
+        do {
+            if let management = managementClient() {
+                try await checkFreePort(management: management, capacity: usablePorts ?? spec.numPorts, ctlDir: spec.ctlDir)
+            } else {
+                // Without a management socket, a probe is the only way to see a full switch: on a
+                // full switch libvdeplug waits for a port that never comes.
+                switch await SwitchProbe.probe(ctlDir: spec.ctlDir, timeout: .milliseconds(500)) {
+                case .answers: break
+                case .noReply: throw PlugError.noFreePort(ctlDir: spec.ctlDir)
+                case .absent(let code): throw SwitchError.notAnswering(ctlDir: spec.ctlDir, errno: code)
+                }
+            }
+            (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.tapName))
+        } catch {
+            do {
+                try await taps.delete(name: endpoint.tapName)
+            } catch {
+                logger.warning("cannot delete the tap \(endpoint.tapName) after a failed add: \(error)")
+            }
+            throw error
+        }
+        var managed = endpoints[id] ?? ManagedEndpoint(spec: endpoint, state: .unplugged)
+        managed.spec.sandboxKey = endpoint.sandboxKey ?? managed.spec.sandboxKey
+        endpoints[id] = managed
+        install(plug, port: port, endpointID: id)
+        return WorkerResult(endpoint: endpoints[id]?.status())
+    }
+
+    /// Fails with `exhausted` when every port is in use. A port whose client just left is freed
+    /// by the switch a moment later, so a full switch is looked at again for half a second.
+    func checkFreePort(management: ManagementClient, capacity: Int, ctlDir: String) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(500)
+        while true {
+            let inUse = try await management.ports()
+            if inUse.count < capacity { return }
+            if ContinuousClock.now >= deadline {
+                logger.info("switch full", metadata: ["holders": "\(inUse.map { "port \($0.port): \($0.peer ?? "?")" })"])
+                throw PlugError.exhausted(ports: capacity, ctlDir: ctlDir)
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    static func validated(_ endpoint: EndpointSpec) throws -> EndpointSpec {
+        guard Naming.isValidID(endpoint.endpointID) else { throw EndpointError.invalidID(endpoint.endpointID) }
+        try Taps.validate(name: endpoint.tapName)
+        var checked = endpoint
+        checked.macAddress = try Taps.checkedMAC(endpoint.macAddress)
+        if let key = endpoint.sandboxKey { checked.sandboxKey = try validatedSandboxKey(key) }
+        return checked
+    }
+
+    static func validatedSandboxKey(_ key: String) throws -> String {
+        guard key.hasPrefix("/"), key.utf8.count <= 4096,
+              !key.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw EndpointError.invalidSandboxKey(key)
+        }
+        return key
+    }
+
+    // MARK: joinEndpoint, leaveEndpoint, removeEndpoint
+
+    /// Records the container's namespace: a plug restarted later must run there.
+    ///
+    /// An endpoint that left earlier (a container restart: dockerd calls Leave, moves the tap back
+    /// to the host namespace, then Join again) gets its plug back here, while its tap is still in
+    /// the host namespace: dockerd moves it only after Join has answered.
+    func joinEndpoint(_ id: String, sandboxKey: String) async throws -> WorkerResult {
+        let key = try Worker.validatedSandboxKey(sandboxKey)
+        guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
+        endpoints[id]?.spec.sandboxKey = key
+        logger.debug("endpoint joined", metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
+        if endpoint.state == .unplugged, endpoint.plug == nil {
+            guard switchState == .running else {
+                throw VDEError.unavailable("the switch of this network is being restarted; retry in a moment")
+            }
+            guard taps.existing(name: endpoint.spec.tapName, macAddress: endpoint.spec.macAddress) == .sameTap else {
+                throw VDEError.notFound("the tap \(endpoint.spec.tapName) of endpoint \(id) is not in the host namespace; remove the endpoint and create it again")
+            }
+            let (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.spec.tapName))
+            install(plug, port: port, endpointID: id)
+        }
+        return WorkerResult(endpoint: endpoints[id]?.status())
+    }
+
+    /// Stops the plug; dockerd then moves the tap back to the host namespace.
+    func leaveEndpoint(_ id: String) async throws -> WorkerResult {
+        guard endpoints[id] != nil else { throw EndpointError.unknown(id) }
+        await stopPlug(of: id)
+        endpoints[id]?.state = .unplugged
+        endpoints[id]?.spec.sandboxKey = nil
+        return WorkerResult(endpoint: endpoints[id]?.status())
+    }
+
+    /// Stops the plug, deletes the tap and forgets the endpoint. An unknown endpoint is not an
+    /// error (dockerd retries), but a tap named after it is still deleted.
+    func removeEndpoint(_ id: String) async throws -> WorkerResult {
+        guard Naming.isValidID(id) else { throw EndpointError.invalidID(id) }
+        let tapName = endpoints[id]?.spec.tapName ?? Naming.tapName(endpointID: id)
+        await stopPlug(of: id)
+        pidFiles?.remove(endpointID: id)
+        let usedByAnother = endpoints.values.contains { $0.spec.tapName == tapName && $0.spec.endpointID != id }
+        if !usedByAnother { try await taps.deleteIfTap(name: tapName) }
+        endpoints[id] = nil
+        return WorkerResult()
+    }
+
+    /// Stops the endpoint's plug, if one runs (SIGTERM, SIGKILL after a short grace).
+    func stopPlug(of id: String) async {
+        guard let plug = endpoints[id]?.plug else { return }
+        endpoints[id]?.plug = nil
+        endpoints[id]?.port = nil
+        pidFiles?.remove(endpointID: id)
+        await plug.child.terminate(grace: .milliseconds(500))
+        await releasePort(of: plug.pid)
+        logger.info("plug stopped", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
+    }
+
+    /// Makes sure the switch let go of the port of an exited plug.
+    ///
+    /// vde_switch 2.3.2 does not always notice that a plug exited: here, in roughly one case out of
+    /// four, the port stayed `ACTIVE` with the dead plug's endpoint for good (seconds later still),
+    /// so the next client found the switch full. The worker waits `grace` for the switch to free
+    /// the port, then drops the endpoint itself with `port/epclose PORT ID`.
+    func releasePort(of pid: Int32, grace: Duration = .milliseconds(200)) async {
+        guard switchState == .running, let management = managementClient(timeout: .milliseconds(500)) else { return }
+        let deadline = ContinuousClock.now + grace
+        while true {
+            guard let entries = try? await management.portEntries() else { return }
+            let stale = entries.flatMap { entry in
+                entry.endpoints.filter { $0.pid == pid }.map { (port: entry.counters.port, id: $0.id) }
+            }
+            if stale.isEmpty { return }
+            if ContinuousClock.now >= deadline {
+                for endpoint in stale {
+                    do {
+                        try await management.closeEndpoint(port: endpoint.port, id: endpoint.id)
+                        logger.info("the switch kept port \(endpoint.port) of exited plug \(pid); closed its endpoint \(endpoint.id)")
+                    } catch {
+                        logger.warning("\(error)")
+                    }
+                }
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    // MARK: Plugs
+
+    /// Starts a plug at `location` and waits until it holds a switch port; stops it on failure.
+    func attachPlug(endpointID: String, at location: PlugLocation) async throws -> (PlugProcess, Int?) {
+        guard let spec else { throw WorkerStateError.notStarted }
+        var plugLogger = logger
+        plugLogger[metadataKey: "endpoint"] = .string(endpointID)
+        let plug = try await PlugProcess.start(ctlDir: spec.ctlDir, location: location, executables: executables, logger: plugLogger)
+        do {
+            let port = try await plug.waitUntilAttached(ctlDir: spec.ctlDir, management: managementClient())
+            logger.info("plug started", metadata: ["endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
+                                                   "port": "\(port.map(String.init) ?? "?")"])
+            return (plug, port)
+        } catch {
+            await plug.child.terminate(grace: .milliseconds(200))
+            throw error
+        }
+    }
+
+    /// Makes `plug` the endpoint's running plug and watches it.
+    func install(_ plug: PlugProcess, port: Int?, endpointID id: String) {
+        endpoints[id]?.plug = plug
+        endpoints[id]?.port = port
+        endpoints[id]?.state = .plugged
+        endpoints[id]?.backoff.started()
+        pidFiles?.write(endpointID: id, pid: plug.pid, logger: logger)
+        plug.child.onExit { [weak self] exit in
+            Task { await self?.plugExited(plug, endpointID: id, exit: exit) }
+        }
+    }
+
+    /// Where the endpoint's tap is now: in the host namespace under its own name, or inside the
+    /// container's namespace (found by MAC, since dockerd renames it), or nowhere.
+    func locateTap(of endpoint: EndpointSpec) async -> PlugLocation? {
+        switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
+        case .sameTap:
+            return .host(tapName: endpoint.tapName)
+        case .conflicting(let reason):
+            logger.warning("the interface \(endpoint.tapName) \(reason); not plugging it", metadata: ["endpoint": "\(endpoint.endpointID)"])
+        case .none:
+            break
+        }
+        guard let key = endpoint.sandboxKey, FileSystem.exists(key) else { return nil }
+        do {
+            guard let name = try await NetworkNamespace(path: key).linkName(macAddress: endpoint.macAddress, runner: runner, executables: executables) else {
+                return nil
+            }
+            return .sandbox(path: key, interface: name)
+        } catch {
+            logger.warning("\(error)", metadata: ["endpoint": "\(endpoint.endpointID)"])
+            return nil
+        }
+    }
+
+    /// Plugs an endpoint the supervisor knew before this worker started.
+    func restore(_ requested: EndpointSpec) async -> EndpointStatus {
+        let endpoint: EndpointSpec
+        do {
+            endpoint = try Worker.validated(requested)
+        } catch {
+            logger.error("cannot restore endpoint \(NetworkOptions.sanitized(requested.endpointID)): \(error)")
+            return EndpointStatus(endpointID: requested.endpointID, tapName: requested.tapName, macAddress: requested.macAddress, state: .tapGone)
+        }
+        let id = endpoint.endpointID
+        endpoints[id] = ManagedEndpoint(spec: endpoint, state: .restarting)
+        guard let location = await locateTap(of: endpoint) else {
+            logger.info("endpoint not restored: its tap is gone", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.tapName)"])
+            endpoints[id]?.state = .tapGone
+            return endpoints[id]?.status() ?? EndpointStatus(endpointID: id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: .tapGone)
+        }
+        do {
+            let (plug, port) = try await attachPlug(endpointID: id, at: location)
+            install(plug, port: port, endpointID: id)
+        } catch {
+            logger.warning("cannot restore endpoint: \(error); will retry", metadata: ["endpoint": "\(id)"])
+            schedulePlugRestart(id)
+        }
+        return endpoints[id]?.status() ?? EndpointStatus(endpointID: id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: .restarting)
+    }
+}

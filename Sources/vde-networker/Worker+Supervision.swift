@@ -1,0 +1,187 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Shared
+
+/// Supervision of the children: restarts after unexpected exits, and the tap watch.
+extension Worker {
+    // MARK: Switch
+
+    /// The owned switch exited on its own: report it, drop the plugs (they exit with their
+    /// switch anyway) and restart the switch at the same path.
+    func switchExited(_ process: SwitchProcess, exit: ChildExit) {
+        guard switchProcess === process, !shuttingDown else { return }
+        logger.warning("switch exited: \(exit)", metadata: ["pid": "\(process.pid)"])
+        emit(WorkerMessage(event: .childExited, pid: process.pid, child: "switch", detail: exit.description))
+        switchProcess = nil
+        switchState = .restarting
+        for (id, endpoint) in endpoints {
+            guard let plug = endpoint.plug else { continue }
+            endpoints[id]?.plug = nil
+            endpoints[id]?.port = nil
+            endpoints[id]?.state = .restarting
+            pidFiles?.remove(endpointID: id)
+            // They normally exit by themselves within milliseconds; make sure.
+            Task { await plug.child.terminate(grace: .milliseconds(500)) }
+        }
+        scheduleSwitchRestart()
+    }
+
+    func scheduleSwitchRestart() {
+        let delay = switchBackoff.nextDelay()
+        if delay > .zero { logger.info("restarting the switch in \(delay.milliseconds) ms") }
+        remember(Task { [weak self] in
+            if delay > .zero { try? await Task.sleep(for: delay) }
+            guard !Task.isCancelled else { return }
+            await self?.restartSwitch()
+        })
+    }
+
+    func restartSwitch() async {
+        do {
+            try await exclusively {
+                guard switchState == .restarting, let spec else { return }
+                SwitchProcess.removeStaleSockets(ctlDir: spec.ctlDir)
+                // Someone may have removed the directory meanwhile; vde_switch makes only the last level.
+                if let created = try? FileSystem.makeDirectories(FileSystem.parent(of: spec.ctlDir), mode: 0o755) {
+                    createdDirectories += created
+                }
+                let process: SwitchProcess
+                do {
+                    process = try await SwitchProcess.start(spec: spec, executables: executables, logger: logger)
+                } catch {
+                    logger.error("cannot restart the switch: \(error)")
+                    scheduleSwitchRestart()
+                    return
+                }
+                adopt(process)
+                let waiting = endpoints.filter { $0.value.state == .restarting && $0.value.plug == nil }.keys.sorted()
+                var reattached = 0
+                for id in waiting {
+                    if await replug(id) { reattached += 1 }
+                }
+                emit(WorkerMessage(event: .childRestarted, pid: process.pid, child: "switch",
+                                   detail: "re-attached \(reattached) of \(waiting.count) endpoints"))
+            }
+        } catch {
+            // Only a shutdown gets here.
+        }
+    }
+
+    // MARK: Plugs
+
+    /// A plug exited on its own: report it and restart it (unless its tap is gone by then).
+    func plugExited(_ plug: PlugProcess, endpointID id: String, exit: ChildExit) async {
+        guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
+        logger.warning("plug exited: \(exit)", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
+        emit(WorkerMessage(event: .childExited, pid: plug.pid, child: "plug", endpointID: id, detail: exit.description))
+        endpoints[id]?.plug = nil
+        endpoints[id]?.port = nil
+        endpoints[id]?.state = .restarting
+        pidFiles?.remove(endpointID: id)
+        await releasePort(of: plug.pid)
+        schedulePlugRestart(id)
+    }
+
+    func schedulePlugRestart(_ id: String) {
+        guard let delay = endpoints[id]?.backoff.nextDelay() else { return }
+        remember(Task { [weak self] in
+            if delay > .zero { try? await Task.sleep(for: delay) }
+            guard !Task.isCancelled else { return }
+            await self?.restartPlug(id)
+        })
+    }
+
+    func restartPlug(_ id: String) async {
+        _ = try? await exclusively {
+            guard let endpoint = endpoints[id], endpoint.state == .restarting, endpoint.plug == nil else { return }
+            // While the switch restarts, its restart re-attaches every endpoint.
+            guard switchState == .running else { return }
+            if await replug(id), let pid = endpoints[id]?.plug?.pid {
+                emit(WorkerMessage(event: .childRestarted, pid: pid, child: "plug", endpointID: id))
+            }
+        }
+    }
+
+    /// Starts a new plug for an endpoint that has none, where its tap is now. Marks the endpoint
+    /// `tapGone` when the tap is nowhere, and schedules another try when the plug fails.
+    /// Returns true when a plug runs.
+    func replug(_ id: String) async -> Bool {
+        guard let endpoint = endpoints[id] else { return false }
+        guard let location = await locateTap(of: endpoint.spec) else {
+            endpoints[id]?.state = .tapGone
+            logger.warning("not restarting the plug: the tap is gone", metadata: ["endpoint": "\(id)"])
+            emit(WorkerMessage(event: .tapGone, endpointID: id, detail: "the tap \(endpoint.spec.tapName) is gone"))
+            return false
+        }
+        do {
+            let (plug, port) = try await attachPlug(endpointID: id, at: location)
+            guard endpoints[id] != nil else {
+                await plug.child.terminate()
+                return false
+            }
+            install(plug, port: port, endpointID: id)
+            return true
+        } catch {
+            logger.warning("cannot restart the plug: \(error)", metadata: ["endpoint": "\(id)"])
+            schedulePlugRestart(id)
+            return false
+        }
+    }
+
+    /// Keeps a restart task so that shutdown can cancel it; forgets finished ones.
+    func remember(_ task: Task<Void, Never>) {
+        restartTasks.removeAll { $0.isCancelled }
+        restartTasks.append(task)
+        if restartTasks.count > 256 { restartTasks.removeFirst(restartTasks.count - 256) }
+    }
+
+    // MARK: Tap watch
+
+    /// Checks every second that each plug still has its tap. A plug whose tap vanished (container
+    /// removed, namespace deleted) does not exit: it spins at most of a CPU. It is killed at once.
+    func startTapWatch(every interval: Duration = .seconds(1)) {
+        watchTask?.cancel()
+        watchTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard !Task.isCancelled, let self else { return }
+                await self.checkTaps()
+            }
+        }
+    }
+
+    func checkTaps() async {
+        guard !shuttingDown else { return }
+        for (id, endpoint) in endpoints {
+            guard endpoint.state == .plugged, let plug = endpoint.plug else { continue }
+            let gone: Bool
+            switch plug.tapAttachment() {
+            case .attached:
+                gone = false
+            case .detached:
+                gone = true
+            case .unknown:
+                // No fd info (it cannot usually happen): fall back to names and paths.
+                let inHost = taps.exists(endpoint.spec.tapName)
+                let inSandbox = endpoint.spec.sandboxKey.map(FileSystem.exists) ?? false
+                gone = !inHost && !inSandbox && !plug.child.hasExited
+            }
+            if gone { await tapVanished(id, plug: plug) }
+        }
+    }
+
+    func tapVanished(_ id: String, plug: PlugProcess) async {
+        guard let endpoint = endpoints[id], endpoint.plug === plug else { return }
+        endpoints[id]?.plug = nil
+        endpoints[id]?.port = nil
+        endpoints[id]?.state = .tapGone
+        pidFiles?.remove(endpointID: id)
+        await plug.child.terminate(grace: .milliseconds(300))
+        await releasePort(of: plug.pid)
+        logger.warning("tap gone; plug stopped", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
+        emit(WorkerMessage(event: .tapGone, pid: plug.pid, endpointID: id,
+                           detail: "the tap \(endpoint.spec.tapName) is gone (container removed?); vde_plug2tap pid \(plug.pid) stopped"))
+    }
+}

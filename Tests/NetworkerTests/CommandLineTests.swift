@@ -1,0 +1,161 @@
+import Shared
+import Testing
+@testable import vde_networker
+
+private let executables = Executables(vdeSwitch: "/usr/bin/vde_switch", vdePlug2tap: "/usr/bin/vde_plug2tap",
+                                      ip: "/usr/sbin/ip", nsenter: "/usr/bin/nsenter")
+
+@Suite struct CommandLineTests {
+    @Test func switchArgvAsksForOneMorePortThanUsable() {
+        let spec = SwitchSpec(ctlDir: "/run/vde-supervisor/abc/ctl", managementSocket: "/run/vde-supervisor/abc/mgmt",
+                              mode: .own, group: nil, numPorts: 32)
+        #expect(SwitchProcess.argv(spec: spec, executables: executables) == [
+            "/usr/bin/vde_switch", "-s", "/run/vde-supervisor/abc/ctl", "-M", "/run/vde-supervisor/abc/mgmt", "-n", "33",
+        ])
+    }
+
+    @Test func switchArgvWithGroupOpensTheSocketsToIt() {
+        let spec = SwitchSpec(ctlDir: "/srv/vde/sw", managementSocket: "/srv/vde/sw.mgmt", mode: .useOrCreate, group: "kvm", numPorts: 1)
+        #expect(SwitchProcess.argv(spec: spec, executables: executables) == [
+            "/usr/bin/vde_switch", "-s", "/srv/vde/sw", "-M", "/srv/vde/sw.mgmt", "-n", "2", "-g", "kvm", "-m", "0660",
+        ])
+    }
+
+    @Test func plugArgvInTheHostNamespace() {
+        #expect(PlugProcess.argv(ctlDir: "/run/x/ctl", location: .host(tapName: "vdeabc"), executables: executables)
+            == ["/usr/bin/vde_plug2tap", "-s", "/run/x/ctl", "vdeabc"])
+    }
+
+    @Test func plugArgvInAContainerNamespaceGoesThroughNsenter() {
+        let location = PlugLocation.sandbox(path: "/var/run/docker/netns/1a2b", interface: "eth0")
+        #expect(PlugProcess.argv(ctlDir: "/run/x/ctl", location: location, executables: executables)
+            == ["/usr/bin/nsenter", "--net=/var/run/docker/netns/1a2b", "--", "/usr/bin/vde_plug2tap", "-s", "/run/x/ctl", "eth0"])
+    }
+
+    @Test(arguments: ["vde0123456789ab", "tap0", "a", "eth-1.x_y"])
+    func acceptedTapNames(_ name: String) throws {
+        try Taps.validate(name: name)
+    }
+
+    @Test(arguments: ["", "vde0123456789abc", "-tap", "ta p", "a/b", ".", "..", "tap\n", "tapé"])
+    func refusedTapNames(_ name: String) {
+        #expect(throws: TapError.self) { try Taps.validate(name: name) }
+    }
+
+    @Test func tapNamesFromNamingFit() throws {
+        try Taps.validate(name: Naming.tapName(endpointID: String(repeating: "f", count: 64)))
+    }
+
+    @Test func macAddressesAreNormalisedAndMulticastRefused() throws {
+        #expect(try Taps.checkedMAC("02:AB:cd:00:11:22") == "02:ab:cd:00:11:22")
+        #expect(throws: TapError.self) { try Taps.checkedMAC("01:00:5e:00:00:01") }
+        #expect(throws: TapError.self) { try Taps.checkedMAC("02:ab:cd:00:11") }
+    }
+
+    @Test func linkListFromIpOneline() {
+        let output = """
+            1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+            9: vxtest1: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/ether 02:11:22:33:44:55 brd ff:ff:ff:ff:ff:ff
+            12: eth0@if13: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default \\    link/ether 8A:2B:00:00:00:01 brd ff:ff:ff:ff:ff:ff link-netnsid 0
+
+            """
+        let links = LinkList.parse(output)
+        #expect(links == [
+            LinkInfo(name: "lo", macAddress: nil),
+            LinkInfo(name: "vxtest1", macAddress: "02:11:22:33:44:55"),
+            LinkInfo(name: "eth0", macAddress: "8a:2b:00:00:00:01"),
+        ])
+        #expect(LinkList.find(macAddress: "02:11:22:33:44:55", in: links)?.name == "vxtest1")
+        #expect(LinkList.find(macAddress: "8A:2B:00:00:00:01", in: links)?.name == "eth0")
+        #expect(LinkList.find(macAddress: "02:00:00:00:00:09", in: links) == nil)
+    }
+
+    /// fdinfo of a plug's /dev/net/tun, as read on this kernel: with its tap (renamed eth0 after a
+    /// move into a namespace), and after the tap was deleted.
+    @Test func tapAttachmentFromFdinfo() {
+        #expect(TapAttachment.parse(fdinfo: "pos:\t0\nflags:\t0100002\nmnt_id:\t24\nino:\t105\niff:\teth0\n") == .attached(interface: "eth0"))
+        #expect(TapAttachment.parse(fdinfo: "pos:\t0\nflags:\t0100002\nmnt_id:\t24\nino:\t105\niff:\t\n") == .detached)
+        #expect(TapAttachment.parse(fdinfo: "pos:\t0\nflags:\t02\n") == .unknown)
+    }
+
+    @Test func parentDirectories() {
+        #expect(FileSystem.parent(of: "/run/vde-supervisor/abc/ctl") == "/run/vde-supervisor/abc")
+        #expect(FileSystem.parent(of: "/ctl") == "/")
+        #expect(FileSystem.parent(of: "/a/b/") == "/a")
+    }
+}
+
+@Suite struct RestartBackoffTests {
+    @Test func firstRestartAtOnceThenDoublingUpToTheCap() {
+        var backoff = RestartBackoff(initial: .milliseconds(250), maximum: .seconds(2), stableAfter: .seconds(10))
+        let now = ContinuousClock.now
+        let delays = (0..<7).map { _ in backoff.nextDelay(now: now) }
+        #expect(delays == [.zero, .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(2), .seconds(2)])
+    }
+
+    @Test func aStableRunResetsTheBackoff() {
+        var backoff = RestartBackoff(initial: .milliseconds(250), maximum: .seconds(2), stableAfter: .seconds(10))
+        let start = ContinuousClock.now
+        _ = backoff.nextDelay(now: start)
+        _ = backoff.nextDelay(now: start)
+        backoff.started(now: start)
+        #expect(backoff.nextDelay(now: start + .seconds(11)) == .zero)
+        #expect(backoff.nextDelay(now: start + .seconds(11)) == .milliseconds(250))
+    }
+}
+
+@Suite struct IncomingLineTests {
+    private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+    @Test func validRequest() throws {
+        let line = bytes(#"{"v":1,"id":7,"op":"joinEndpoint","endpointID":"abc","sandboxKey":"/var/run/docker/netns/x"}"#)
+        guard case .request(let request) = IncomingLine.decode(line) else {
+            Issue.record("not decoded as a request")
+            return
+        }
+        #expect(request.id == 7)
+        #expect(request.op == .joinEndpoint)
+        #expect(request.sandboxKey == "/var/run/docker/netns/x")
+    }
+
+    @Test func requestRoundTripsThroughSharedCoding() throws {
+        let request = WorkerRequest(id: 3, op: .addEndpoint,
+                                    endpoint: EndpointSpec(endpointID: "e1", tapName: "vdee1", macAddress: "02:00:00:00:00:01"))
+        #expect(IncomingLine.decode(try JSONCoding.encode(request)) == .request(request))
+    }
+
+    @Test func unknownOperationIsAnsweredWithItsID() {
+        #expect(IncomingLine.decode(bytes(#"{"v":1,"id":9,"op":"explode"}"#)) == .invalid(id: 9, reason: "unknown op 'explode'"))
+    }
+
+    @Test func otherProtocolVersionIsRefused() {
+        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":2,"id":4,"op":"ping"}"#)) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(id == 4)
+        #expect(reason.contains("version 2"))
+    }
+
+    @Test func missingFieldNamesIt() {
+        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":1,"op":"ping"}"#)) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(id == nil)
+        #expect(reason.contains("'id'"))
+    }
+
+    @Test func garbageHasNoID() {
+        guard case .invalid(let id, _) = IncomingLine.decode(bytes("hello {")) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(id == nil)
+    }
+
+    @Test func blankLinesAreIgnored() {
+        #expect(IncomingLine.decode([]) == .blank)
+        #expect(IncomingLine.decode(bytes(" \t")) == .blank)
+    }
+}

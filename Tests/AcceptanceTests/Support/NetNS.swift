@@ -1,0 +1,59 @@
+import Glibc
+
+/// A network namespace the test made (`ip netns add`), deleted when its scope ends.
+struct NetNS: Sendable {
+    static let ip = "/usr/sbin/ip"
+    static let busybox = "/bin/busybox"
+
+    let name: String
+    /// The path dockerd would pass as SandboxKey.
+    var path: String { "/var/run/netns/\(name)" }
+
+    /// Runs `ip -n NAME args...` and requires success.
+    @discardableResult
+    func ip(_ args: String...) async throws -> CommandResult {
+        try await Command.check([NetNS.ip, "-n", name] + args, timeout: .seconds(20))
+    }
+
+    /// Runs argv inside the namespace (`ip netns exec`).
+    func exec(_ argv: [String], timeout: Duration = .seconds(60)) async throws -> CommandResult {
+        try await Command.run([NetNS.ip, "netns", "exec", name] + argv, timeout: timeout)
+    }
+
+    /// busybox ping from inside the namespace; true when replies came back.
+    func ping(_ address: String, count: Int = 3, wait: Int = 2) async throws -> CommandResult {
+        try await exec([NetNS.busybox, "ping", "-c", "\(count)", "-W", "\(wait)", address], timeout: .seconds(Double(count * wait + 15)))
+    }
+
+    func linkExists(_ name: String) async throws -> Bool {
+        try await Command.run([NetNS.ip, "-n", self.name, "link", "show", "dev", name], timeout: .seconds(10)).succeeded
+    }
+
+    /// Makes `count` namespaces, runs `body`, deletes them (also on failure).
+    static func with<T>(count: Int, _ body: ([NetNS]) async throws -> T) async throws -> T {
+        var made: [NetNS] = []
+        do {
+            for _ in 0..<count {
+                let ns = NetNS(name: "vdeacc-" + IDs.tag(8))
+                try await Command.check([ip, "netns", "add", ns.name], timeout: .seconds(20))
+                made.append(ns)
+                try await ns.ip("link", "set", "lo", "up")
+            }
+            let value = try await body(made)
+            try await delete(made)
+            return value
+        } catch {
+            try? await delete(made)
+            throw error
+        }
+    }
+
+    private static func delete(_ namespaces: [NetNS]) async throws {
+        var failures: [String] = []
+        for ns in namespaces {
+            let r = try await Command.run([ip, "netns", "del", ns.name], timeout: .seconds(20))
+            if !r.succeeded { failures.append(r.description) }
+        }
+        if !failures.isEmpty { throw AcceptanceFailure("could not delete test namespaces: \(failures)") }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import Glibc
+import Shared
+
+/// What the recovery checks need from a running supervisor, whichever way it was started.
+protocol RecoveryHost: Sendable {
+    var client: PluginClient { get }
+    var stateFile: String { get }
+    var runDir: String { get }
+    var controlSocket: String { get }
+    /// The pid of the supervisor that runs now.
+    var supervisorPID: Int32 { get }
+    func logTail(_ bytes: Int) -> String
+}
+
+extension Supervisor: RecoveryHost {
+    /// The fixture puts its control socket next to its plugin socket.
+    var controlSocket: String { (socket as NSString).deletingLastPathComponent + "/control.sock" }
+    var supervisorPID: Int32 { process.pid }
+}
+
+/// A supervisor that a test may kill with SIGKILL and start again on the same socket, state
+/// dir and run dir, with the same arguments as ``SupervisorFixture`` uses. The log of every
+/// incarnation goes to one file. At the end the last one must stop cleanly on SIGTERM, and
+/// whatever a failed test left (processes, taps) is removed.
+final class RecoverySupervisor: RecoveryHost {
+    let dir: String
+    let socket: String
+    let stateDir: String
+    let runDir: String
+    let logPath: String
+    let argv: [String]
+    let client: PluginClient
+    private let current = Locked<RecoverySpawned?>(nil)
+
+    var stateFile: String { stateDir + "/state.json" }
+    var controlSocket: String { dir + "/control.sock" }
+    var supervisorPID: Int32 { current.value?.pid ?? -1 }
+    func logTail(_ bytes: Int = 6000) -> String {
+        TempDir.readText(logPath).map { String($0.suffix(bytes)) } ?? ""
+    }
+
+    private init(dir: String, supervisorPath: String, networkerPath: String) {
+        self.dir = dir
+        socket = dir + "/vde.sock"
+        stateDir = dir + "/state"
+        runDir = dir + "/run"
+        logPath = dir + "/supervisor.log"
+        argv = [supervisorPath, "run", "--socket", socket, "--state-dir", stateDir,
+                "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
+                "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf"]
+        client = PluginClient(socket: socket)
+    }
+
+    /// Starts a supervisor, runs `body`, then stops it (SIGTERM; it must exit 0) and removes leftovers.
+    static func with<T: Sendable>(_ body: (RecoverySupervisor) async throws -> T) async throws -> T {
+        try HostRequirements.check()
+        let supervisorPath = try Binaries.supervisor
+        let networkerPath = try Binaries.networker
+        return try await TempDir.with("rsup") { dir in
+            let supervisor = RecoverySupervisor(dir: dir, supervisorPath: supervisorPath, networkerPath: networkerPath)
+            let outcome: Result<T, any Error>
+            do {
+                try await supervisor.start()
+                outcome = .success(try await body(supervisor))
+            } catch {
+                print("---- vde-supervisor log (\(supervisor.logPath)) after failure: \(error) ----\n\(supervisor.logTail())\n---- end of log ----")
+                outcome = .failure(error)
+            }
+            let stop = await supervisor.stopLast()
+            let leftovers = await SupervisorFixture.removeLeftovers(runDir: supervisor.runDir, seen: supervisor.client.seen)
+            if !leftovers.isEmpty {
+                print("note: removed after the supervisor stopped: \(leftovers.joined(separator: "; "))")
+            }
+            let value = try outcome.get()
+            if let stop { throw stop }
+            return value
+        }
+    }
+
+    /// Starts a supervisor with the same arguments and waits until it serves the plugin socket.
+    func start() async throws {
+        if let running = current.value, running.isRunning {
+            throw AcceptanceFailure("a supervisor (pid \(running.pid)) still runs; kill it first")
+        }
+        let process = try RecoverySpawned(argv, outputPath: logPath)
+        current.set(process)
+        try await Poll.until("vde-supervisor (pid \(process.pid)) to answer on \(socket)", deadline: .seconds(20), every: .milliseconds(20)) {
+            guard process.isRunning else {
+                throw AcceptanceFailure("vde-supervisor exited during start-up (wait status \(process.waitStatus ?? -1)):\n\(logTail())")
+            }
+            return UnixHTTPClient.answers(socket: socket)
+        }
+    }
+
+    /// SIGKILL to the supervisor alone (not its process group: its workers must notice by
+    /// themselves), and reaps it. Returns its pid.
+    @discardableResult
+    func kill9() async throws -> Int32 {
+        guard let process = current.value, process.isRunning else {
+            throw AcceptanceFailure("no supervisor runs to be killed")
+        }
+        kill(process.pid, SIGKILL)
+        guard await process.waitForExit(deadline: .seconds(10)) else {
+            throw AcceptanceFailure("vde-supervisor (pid \(process.pid)) still runs 10 s after SIGKILL")
+        }
+        return process.pid
+    }
+
+    /// Stops the supervisor that runs now; an error when it did not exit 0 on SIGTERM.
+    private func stopLast() async -> AcceptanceFailure? {
+        guard let process = current.value, process.isRunning else { return nil }
+        let steps = await process.stop(SIGTERM, grace: .seconds(20))
+        let status = process.waitStatus ?? -1
+        // WIFEXITED && WEXITSTATUS == 0 is a raw status of 0.
+        guard steps == ["SIGTERM"], status == 0 else {
+            return AcceptanceFailure("vde-supervisor did not stop cleanly on SIGTERM: steps \(steps), wait status \(status)\n--- log ---\n\(logTail(4000))")
+        }
+        return nil
+    }
+}

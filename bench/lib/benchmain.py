@@ -1,0 +1,166 @@
+"""The benchmark driver that bench/run starts. Results: bench/results/<stamp>.json and
+bench/results/latest.json; `--update-docs` also rewrites the generated part of
+docs/benchmarks.md and its plots in docs/img/."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import controlplane  # noqa: E402
+import dataplane  # noqa: E402
+import report  # noqa: E402
+import scale  # noqa: E402
+from common import (DOCKER, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, machine_info, real_socket_lock,  # noqa: E402
+                    run, write_json)
+
+SECTIONS = ["control", "data", "scale", "memory"]
+
+
+def stale_cleanup() -> None:
+    """Removes what an interrupted earlier run of ours may have left: labelled containers and
+    networks, our netns (all named vdeb-*), our hand-made taps."""
+    ids = run([DOCKER, "ps", "-aq", "--filter", f"label={LABEL}"], check=False).stdout.split()
+    if ids:
+        log(f"removing {len(ids)} container(s) left by an earlier run")
+        run([DOCKER, "rm", "-f", *ids], check=False, timeout=900)
+    nets = run([DOCKER, "network", "ls", "-q", "--filter", f"label={LABEL}"], check=False).stdout.split()
+    if nets:
+        log(f"removing {len(nets)} network(s) left by an earlier run")
+        r = run([DOCKER, "network", "rm", *nets], check=False, timeout=900)
+        if r.returncode != 0:
+            log(f"some could not be removed (a vde network needs the plugin running): {r.stderr.strip()[:300]}")
+    for ns in run(["ip", "netns", "list"], check=False).stdout.split("\n"):
+        name = ns.split(" ")[0]
+        if name.startswith("vdeb-"):
+            run(["ip", "netns", "del", name], check=False)
+    for tap in ("vdebhva", "vdebhvb"):
+        run(["ip", "link", "del", tap], check=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="bench/run")
+    ap.add_argument("--quick", action="store_true", help="small sizes and short runs (a few minutes)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    ap.add_argument("--bin-dir", required=True, help="release binaries used against Docker (static build)")
+    ap.add_argument("--bin-dir-dynamic", help="release binaries linked against the dynamic Swift runtime")
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--update-docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
+    ap.add_argument("--no-bridge-scale", action="store_true", help="skip the Docker bridge reference at scale")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    unknown = only - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}")
+    os.makedirs(args.results, exist_ok=True)
+
+    # SIGTERM/SIGHUP clean up like Ctrl-C does.
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results: dict = {"stamp": stamp, "quick": args.quick, "sections": sorted(only), "machine": machine_info(),
+                     "binaries": {"docker": args.bin_dir, "dynamic": args.bin_dir_dynamic}}
+    results["loadavg"] = {"start": os.getloadavg()}
+    cleanup = Cleanup()
+    started = time.perf_counter()
+    failed = False
+    try:
+        stale_cleanup()
+        if "control" in only:
+            log("control plane: endpoint cycles over a private plugin socket")
+            results["socket_cycles"] = controlplane.socket_endpoint_cycles(
+                args.bin_dir, 5 if args.quick else 20, cleanup, args.results)
+        if "memory" in only:
+            n = 10 if args.quick else 100
+            variants = [("static", args.bin_dir)] + ([("dynamic", args.bin_dir_dynamic)] if args.bin_dir_dynamic else [])
+            results["socket_scale"] = {}
+            for variant, bin_dir in variants:
+                log(f"memory: {n} networks x 2 endpoints over a private socket ({variant} Swift runtime)")
+                results["socket_scale"][variant] = scale.socket_scale(bin_dir, variant, n, 2, cleanup, args.results)
+
+        docker_parts = only & {"control", "data", "scale"}
+        if docker_parts:
+            with real_socket_lock():
+                sup = Supervisor(args.bin_dir, socket_path=REAL_SOCKET)
+                # Docker objects go while the plugin still answers: a separate undo list.
+                dcleanup = Cleanup()
+                log(f"starting vde-supervisor on {REAL_SOCKET} (holding the plugin lock)")
+                results["loadavg"]["docker_phase"] = os.getloadavg()
+                try:
+                    sup.start()
+                    if "control" in only:
+                        log("control plane: docker network create + rm (vde, vde + vde IPAM, bridge)")
+                        results["network_create_rm"] = controlplane.docker_network_cycles(5 if args.quick else 20, dcleanup)
+                        log("control plane: docker run --rm ... true (vde vs bridge)")
+                        results["docker_run"] = controlplane.docker_run_cycles(5 if args.quick else 20, dcleanup)
+                    if "data" in only:
+                        try:
+                            results["dataplane"] = dataplane.run_dataplane(args.quick, dcleanup, sup.run_dir, True)
+                        finally:
+                            dcleanup.run_all()
+                    if "scale" in only:
+                        shapes = [(10, 2), (1, 8)] if args.quick else [(100, 2), (1, 30)]
+                        results["scale"] = {}
+                        for nets, per in shapes:
+                            log(f"scale: {nets} vde network(s) x {per} containers")
+                            results["scale"][f"vde_{nets}x{per}"] = scale.docker_scale("vde", nets, per, sup, dcleanup, 237)
+                    results["supervisor_stop_s"] = sup.stop()
+                    results["supervisor_leftovers"] = sup.leftovers()
+                finally:
+                    dcleanup.run_all()
+                    stale_cleanup()  # labelled leftovers, while the plugin still answers
+                    sup.stop()
+                    sup.remove_workdir(keep_log_to=os.path.join(args.results, "supervisor-docker.log"))
+            if "scale" in only and not args.no_bridge_scale:
+                shapes = [(10, 2), (1, 8)] if args.quick else [(100, 2), (1, 30)]
+                for nets, per in shapes:
+                    log(f"scale: {nets} Docker bridge network(s) x {per} containers (reference)")
+                    results["scale"][f"bridge_{nets}x{per}"] = scale.docker_scale("bridge", nets, per, None, cleanup, 238)
+
+        rec = os.path.join(args.results, "recovery.json")
+        if os.path.exists(rec):
+            with open(rec) as f:
+                results["recovery"] = json.load(f)
+        else:
+            results["recovery"] = None
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); cleaning up")
+        failed = True
+    except Exception as e:  # noqa: BLE001
+        log(f"FAILED: {type(e).__name__}: {e}")
+        results["error"] = f"{type(e).__name__}: {e}"
+        failed = True
+        import traceback
+        traceback.print_exc()
+    finally:
+        cleanup.run_all()
+        with contextlib.suppress(Exception):
+            stale_cleanup()
+    results["wall_s"] = time.perf_counter() - started
+    results["loadavg"]["end"] = os.getloadavg()
+    out = os.path.join(args.results, f"{stamp}{'-quick' if args.quick else ''}.json")
+    write_json(out, results)
+    if not failed:
+        write_json(os.path.join(args.results, "latest-quick.json" if args.quick else "latest.json"), results)
+    log(f"results: {out}")
+    report.print_summary(results)
+    with contextlib.suppress(Exception):
+        for p in report.plots(results, args.results):
+            log(f"plot: {p}")
+    if args.update_docs and not failed:
+        report.update_docs(results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

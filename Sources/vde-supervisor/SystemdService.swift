@@ -17,13 +17,15 @@ struct SystemdService: Service, CustomStringConvertible {
     var description: String { "SystemdService" }
 
     func run() async throws {
+        // Trap SIGHUP first: its default action ends the process, and `systemctl reload` may
+        // follow READY=1 at once.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         // Wait until the plugin socket accepts connections.
         for await _ in listening { break }
         let lastStatus = await plugin.statusLine()
         Systemd.notify("READY=1\nSTATUS=\(lastStatus)")
         logger.info("ready", metadata: ["status": "\(lastStatus)"])
 
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let initialStatus = lastStatus
         await withGracefulShutdownHandler {
             // Cancelled at shutdown, so that no WATCHDOG=1 follows STOPPING=1.
@@ -50,8 +52,10 @@ struct SystemdService: Service, CustomStringConvertible {
     /// Keeps STATUS= current and pings the watchdog while the plugin actor answers.
     private func keepAlive(lastStatus initial: String) async {
         let watchdogInterval = Systemd.watchdogPingInterval()
-        let tick: Duration = min(watchdogInterval ?? .seconds(1), .seconds(1))
-        var sinceWatchdog: Duration = .zero
+        // Whole ticks of at most a second that add up to the ping interval exactly.
+        let ticksPerPing = watchdogInterval.map { max(1, Int(($0 / .seconds(1)).rounded(.up))) } ?? 1
+        let tick: Duration = watchdogInterval.map { $0 / ticksPerPing } ?? .seconds(1)
+        var ticksSincePing = 0
         var lastStatus = initial
         while true {
             do { try await Task.sleep(for: tick) } catch { return }
@@ -62,11 +66,11 @@ struct SystemdService: Service, CustomStringConvertible {
                 Systemd.notify("STATUS=\(status)")
                 lastStatus = status
             }
-            if let watchdogInterval {
-                sinceWatchdog += tick
-                if sinceWatchdog >= watchdogInterval {
+            if watchdogInterval != nil {
+                ticksSincePing += 1
+                if ticksSincePing >= ticksPerPing {
                     Systemd.notify("WATCHDOG=1")
-                    sinceWatchdog = .zero
+                    ticksSincePing = 0
                 }
             }
         }

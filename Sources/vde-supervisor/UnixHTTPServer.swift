@@ -7,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Shared
+import Synchronization
 
 /// Serves HTTP/1.1 on a unix socket, one task per connection, until graceful shutdown:
 /// the Docker plugin API and the control socket of `vde-supervisor status`.
@@ -51,23 +52,30 @@ struct UnixHTTPServer: Service {
         }
         listening?.yield()
         listening?.finish()
+        let open = OpenConnections()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
                     for try await connection in connections {
-                        group.addTask { await serve(connection) }
+                        group.addTask { await serve(connection, open: open) }
                     }
                 }
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
+            // dockerd keeps idle connections for reuse: close them, and the busy ones once
+            // their reply is written, or shutdown would wait for dockerd forever.
+            open.closeIdleAndDrain()
         }
         // A socket systemd owns stays; it lets dockerd reach the next start.
         if inheritedSocket == nil { unlink(socketPath) }
         logger.info("closed \(name)", metadata: ["socket": "\(socketPath)"])
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
+                       open: OpenConnections) async {
+        let id = open.register(connection.channel)
+        defer { open.unregister(id) }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var head: HTTPRequestHead?
@@ -76,6 +84,7 @@ struct UnixHTTPServer: Service {
                 for try await part in inbound {
                     switch part {
                     case .head(let requestHead):
+                        open.setBusy(id, true)
                         head = requestHead
                         body.removeAll(keepingCapacity: true)
                         tooLarge = false
@@ -110,7 +119,7 @@ struct UnixHTTPServer: Service {
                                 "reply": "\(String(decoding: reply.body, as: UTF8.self))",
                             ])
                         }
-                        let keepAlive = requestHead.isKeepAlive && !tooLarge
+                        let keepAlive = requestHead.isKeepAlive && !tooLarge && !open.setBusy(id, false)
                         try await write(reply, to: outbound, version: requestHead.version, keepAlive: keepAlive)
                         head = nil
                         body.removeAll(keepingCapacity: false)
@@ -180,6 +189,55 @@ enum SocketPath {
                 throw VDEError.system("cannot create directory \(current): \(String(cString: strerror(errno)))")
             }
         }
+    }
+}
+
+/// The server's open connections and whether each is serving a request, so that shutdown can
+/// close idle keep-alive connections at once and busy ones after their reply.
+final class OpenConnections: Sendable {
+    private struct Entry {
+        var channel: any Channel
+        var busy: Bool
+    }
+
+    private struct Registry {
+        var entries: [Int: Entry] = [:]
+        var nextID = 0
+        var draining = false
+    }
+
+    private let registry = Mutex(Registry())
+
+    func register(_ channel: any Channel) -> Int {
+        let (id, draining) = registry.withLock { registry in
+            registry.nextID += 1
+            registry.entries[registry.nextID] = Entry(channel: channel, busy: false)
+            return (registry.nextID, registry.draining)
+        }
+        if draining { channel.close(promise: nil) }
+        return id
+    }
+
+    func unregister(_ id: Int) {
+        _ = registry.withLock { $0.entries.removeValue(forKey: id) }
+    }
+
+    /// Marks the connection busy or idle; returns true when the server is draining
+    /// (the connection must close after this reply).
+    @discardableResult
+    func setBusy(_ id: Int, _ busy: Bool) -> Bool {
+        registry.withLock { registry in
+            registry.entries[id]?.busy = busy
+            return registry.draining
+        }
+    }
+
+    func closeIdleAndDrain() {
+        let idle = registry.withLock { registry in
+            registry.draining = true
+            return registry.entries.values.filter { !$0.busy }.map(\.channel)
+        }
+        for channel in idle { channel.close(promise: nil) }
     }
 }
 

@@ -114,7 +114,9 @@ def main() -> int:
                         for nets, per in shapes:
                             log(f"scale: {nets} vde network(s) x {per} containers")
                             results["scale"][f"vde_{nets}x{per}"] = scale.docker_scale("vde", nets, per, sup, dcleanup, 237)
+                    results["socket_still_ours"] = sup.socket_is_ours()
                     results["supervisor_stop_s"] = sup.stop()
+                    results["supervisor_stop_timed_out"] = getattr(sup, "stop_timed_out", False)
                     results["supervisor_leftovers"] = sup.leftovers()
                 finally:
                     dcleanup.run_all()
@@ -138,6 +140,9 @@ def main() -> int:
         failed = True
     except Exception as e:  # noqa: BLE001
         log(f"FAILED: {type(e).__name__}: {e}")
+        if "no vde network" in str(e):
+            log("hint: the plugin did not know a network it had created: was /run/docker/plugins/vde.sock "
+                "replaced by another supervisor (someone not taking /run/vde-docker-plugin.lock)?")
         results["error"] = f"{type(e).__name__}: {e}"
         failed = True
         import traceback

@@ -219,7 +219,7 @@ class Supervisor:
     """A vde-supervisor of ours with its own state dir, run dir and control socket."""
     bin_dir: str
     socket_path: str | None = None  # None: a private socket in the work dir
-    log_level: str = "warning"
+    log_level: str = os.environ.get("VDE_BENCH_LOG_LEVEL", "warning")
     env: dict | None = None  # extra environment (inherited by workers)
     workdir: str = field(default="")
     proc: subprocess.Popen | None = None
@@ -254,11 +254,19 @@ class Supervisor:
                 try:
                     with PluginClient(self.socket_path) as c:
                         c.call("/Plugin.Activate")
+                    self.socket_inode = os.stat(self.socket_path).st_ino
                     return
                 except OSError:
                     pass
             time.sleep(0.02)
         raise RuntimeError(f"vde-supervisor did not answer on {self.socket_path} within {timeout}s")
+
+    def socket_is_ours(self) -> bool:
+        """False when another process replaced our socket file (someone not honouring the lock)."""
+        try:
+            return os.stat(self.socket_path).st_ino == getattr(self, "socket_inode", None)
+        except FileNotFoundError:
+            return False
 
     def pid(self) -> int:
         return self.proc.pid if self.proc else -1
@@ -283,8 +291,8 @@ class Supervisor:
             procs[self.proc.pid] = ("vde-supervisor", cmdline(self.proc.pid))
         return procs
 
-    def stop(self, timeout: float = 30) -> float:
-        """SIGTERM and wait; returns the seconds it took to exit."""
+    def stop(self, timeout: float = 12) -> float:
+        """SIGTERM and wait (SIGKILL after `timeout`); returns the seconds it took to exit."""
         if not self.proc or self.proc.poll() is not None:
             return 0.0
         t0 = time.perf_counter()
@@ -292,7 +300,8 @@ class Supervisor:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            log("vde-supervisor did not stop on SIGTERM; killing it")
+            log(f"vde-supervisor did not stop within {timeout:.0f}s of SIGTERM; killing it")
+            self.stop_timed_out = True
             self.proc.kill()
             self.proc.wait()
         dt = time.perf_counter() - t0

@@ -137,14 +137,3 @@ def socket_endpoint_cycles(bin_dir: str, seconds: float, cleanup: Cleanup, resul
         "keepalive_reconnects": reconnects, "supervisor_stop_s": stop_s, "leftovers": leftovers,
     }
 
-
-def run_all(bin_dir: str, quick: bool, cleanup: Cleanup, results_dir: str, docker_ok: bool) -> dict:
-    out: dict = {}
-    log("control plane: endpoint cycles over a private plugin socket")
-    out["socket_cycles"] = socket_endpoint_cycles(bin_dir, 5 if quick else 20, cleanup, results_dir)
-    if docker_ok:
-        log("control plane: docker network create + rm (vde, vde+vde IPAM, bridge)")
-        out["network_create_rm"] = docker_network_cycles(5 if quick else 20, cleanup)
-        log("control plane: docker run --rm ... true (vde vs bridge)")
-        out["docker_run"] = docker_run_cycles(5 if quick else 20, cleanup)
-    return out

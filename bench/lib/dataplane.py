@@ -166,6 +166,9 @@ def run_dataplane(quick: bool, cleanup: Cleanup, vde_run_dir: str, with_docker: 
         vde = _docker_pair("vde", 1, cleanup, ["-d", "vde"])
         vde.vde_pids = [pid for pid, (kind, _) in processes_under(vde_run_dir).items()
                         if kind in ("vde_switch", "vde_plug2tap")]
+        if len(vde.vde_pids) < 3:
+            raise RuntimeError("the vde network's switch and plugs are not ours: another supervisor answered dockerd "
+                               "on /run/docker/plugins/vde.sock (someone not taking /run/vde-docker-plugin.lock)")
         paths.append(vde)
         log("data plane: two containers on a Docker bridge network")
         paths.append(_docker_pair("bridge", 2, cleanup, ["-d", "bridge"]))

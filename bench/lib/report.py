@@ -119,7 +119,8 @@ def tables(r: dict) -> str:
             out.append(f"- {variant}: build {s['build_s']:.1f} s, teardown {s['teardown_s']:.1f} s, idle supervisor "
                        f"{s['idle_supervisor_pss_kb'] / MIB:.2f} MiB PSS, after teardown "
                        f"{(s['supervisor_pss_after_teardown_kb'] or 0) / MIB:.2f} MiB; "
-                       f"nothing left behind: {'yes' if s['leftovers']['clean'] else 'NO ' + str(s['leftovers'])}.")
+                       f"nothing left behind: {'yes' if s['leftovers']['clean'] else 'NO ' + str(s['leftovers'])}"
+                       + _idle(s["memory"].get("idle_cpu")) + _threads(s["memory"].get("threads")) + ".")
         out.append("")
 
     sca = r.get("scale")
@@ -148,7 +149,8 @@ def tables(r: dict) -> str:
                 left = s["leftovers"]
                 out.append(f"- {k}: {s.get('endpoints_seen')} endpoints; first network's containers ping each other: "
                            f"{s.get('first_network_ping_ok')}; after teardown: vde processes {len(left.get('processes', []))}, "
-                           f"new vde taps {len(left['new_vde_taps'])}, run dir entries {len(left.get('run_dir_entries', []))}.")
+                           f"new vde taps {len(left['new_vde_taps'])}, run dir entries {len(left.get('run_dir_entries', []))}"
+                           + _idle(s.get("idle_cpu")) + ".")
             out.append("")
 
     rec = r.get("recovery")
@@ -161,6 +163,21 @@ def tables(r: dict) -> str:
                    "`bench/recovery`), so there are no recovery figures in this run.")
     out.append("")
     return "\n".join(out)
+
+
+def _idle(cpu) -> str:
+    if not cpu:
+        return ""
+    kinds = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(cpu["pct_of_one_cpu"].items()))
+    return f"; idle CPU over {cpu['seconds']:.0f} s: {cpu['total_pct']:.1f} % of one CPU ({kinds})"
+
+
+def _threads(t) -> str:
+    if not t:
+        return ""
+    w = t.get("vde-networker") or []
+    return (f"; threads: supervisor {t.get('vde-supervisor')}, each worker "
+            f"{min(w) if w else '–'}–{max(w) if w else '–'}")
 
 
 def _mem_row(variant, networks, per, mem) -> str:
@@ -182,7 +199,25 @@ def _mem_row(variant, networks, per, mem) -> str:
 
 
 def _recovery_table(rec) -> str:
-    """Recovery results are written by someone else's script: show them generically."""
+    """Recovery results are written by bench/recovery (someone else's script): its `summary`
+    list when it has the expected shape, else every field generically."""
+    summary = rec.get("summary") if isinstance(rec, dict) else None
+    try:
+        rows = [f"From `bench/results/recovery.json` ({rec.get('date', '?')}, {rec.get('runsPerFault', '?')} runs per "
+                f"fault, {rec.get('buildConfiguration', '?')} build, probe every {_f(rec.get('probeIntervalSeconds'), 3)} s; "
+                "A = the network whose process was killed, B = another network).", "",
+                "| fault killed | outage A s | probes lost A | outage B s | probes lost B | target | met (all runs / median) |",
+                "|---|---|---|---|---|---|---|"]
+
+        def mmm(d, digits):
+            return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}–{d['max']:.{digits}f})"
+        for x in summary:
+            rows.append(f"| {x['fault']} | {mmm(x['outageA_s'], 3)} | {mmm(x['lostA'], 0)} | {mmm(x['outageB_s'], 3)} | "
+                        f"{mmm(x['lostB'], 0)} | {x.get('target', '')} | {'yes' if x.get('targetMet') else 'no'} / "
+                        f"{'yes' if x.get('targetMetByMedian') else 'no'} |")
+        return "\n".join(rows)
+    except (TypeError, KeyError, AttributeError):
+        pass
     rows = ["| measure | value |", "|---|---|"]
 
     def walk(prefix, v):
@@ -260,8 +295,9 @@ def plots(r: dict, outdir: str) -> list[str]:
                 s = dp["paths"][n][key]
                 a1.bar(i + (j - 0.5) * w, s["median"], w, color=colors[n], alpha=1.0 if j == 0 else 0.6,
                        yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], capsize=3)
-                a1.text(i + (j - 0.5) * w, s["median"], f"{s['median']:.0f}", ha="center", va="bottom", fontsize=7)
+                a1.text(i + (j - 0.5) * w, s["max"] * 1.04, f"{s['median']:.0f}", ha="center", va="bottom", fontsize=7)
         a1.set_yscale("log")
+        a1.set_ylim(top=max(dp["paths"][n][k]["max"] for n in names for k in ("tcp_fwd_mbit_s", "tcp_rev_mbit_s")) * 1.6)
         a1.set_xticks(range(len(names)), [labels[n] for n in names], fontsize=8)
         a1.set_ylabel("Mbit/s (log; left bar a→b, right b→a)")
         a1.set_title("iperf3 TCP throughput")
@@ -269,7 +305,7 @@ def plots(r: dict, outdir: str) -> list[str]:
         for i, n in enumerate(names):
             s = dp["paths"][n]["ping_avg_ms"]
             a2.bar(i, s["median"], 0.6, color=colors[n], yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], capsize=3)
-            a2.text(i, s["median"], f"{s['median']:.3f}", ha="center", va="bottom", fontsize=8)
+            a2.text(i, s["max"], f"{s['median']:.3f}", ha="center", va="bottom", fontsize=8)
         a2.set_xticks(range(len(names)), [labels[n] for n in names], fontsize=8)
         a2.set_ylabel("ms")
         a2.set_title("ping average RTT")
@@ -284,7 +320,7 @@ def plots(r: dict, outdir: str) -> list[str]:
     for variant, s in (r.get("socket_scale") or {}).items():
         rows.append((f"socket, {variant}\n{s['networks']}×{s['endpoints_per_network']}", s["memory"], s["networks"]))
     for key, s in (r.get("scale") or {}).items():
-        if s.get("memory"):
+        if s.get("memory") and s["containers_per_network"] == 2:
             rows.append((f"docker\n{s['networks']}×{s['containers_per_network']}", s["memory"], s["networks"]))
     if rows:
         fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -301,7 +337,7 @@ def plots(r: dict, outdir: str) -> list[str]:
         ax.set_xticks(range(len(rows)), [x[0] for x in rows], fontsize=8)
         ax.set_ylabel("MiB PSS per network")
         ax.set_title("Memory per network by process kind (PSS)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         p = os.path.join(outdir, "bench-memory.png")

@@ -9,8 +9,18 @@ import os
 import secrets
 import time
 
-from common import (DOCKER, IMAGE, LABEL, Cleanup, Supervisor, log, memory_breakdown, plugin_taps,
+from common import (DOCKER, IMAGE, LABEL, Cleanup, Supervisor, cpu_seconds, log, memory_breakdown, plugin_taps,
                     processes_under, run, stats, timed)
+
+
+def idle_cpu(procs, seconds: float) -> dict:
+    """CPU time our processes use while nothing happens (timers, health checks), in % of one CPU."""
+    before = {pid: cpu_seconds(pid) for pid in procs}
+    time.sleep(seconds)
+    by_kind: dict[str, float] = {}
+    for pid, (kind, _) in procs.items():
+        by_kind[kind] = by_kind.get(kind, 0.0) + 100 * (cpu_seconds(pid) - before[pid]) / seconds
+    return {"seconds": seconds, "pct_of_one_cpu": by_kind, "total_pct": sum(by_kind.values())}
 from plugin_client import PluginClient
 import smaps_profile
 
@@ -79,6 +89,7 @@ def docker_scale(driver: str, networks: int, per_network: int, sup: Supervisor |
         time.sleep(2)  # let every worker settle (first probes, logs)
         procs = sup.our_processes()
         out["memory"] = _summarise_memory(procs, networks)
+        out["idle_cpu"] = idle_cpu(procs, 10)
         # The taps the plugin made: `vde` + 12 characters of each endpoint ID.
         for net in net_names:
             eps = run([DOCKER, "network", "inspect", "-f", "{{range .Containers}}{{.EndpointID}} {{end}}", net]).stdout.split()
@@ -148,6 +159,7 @@ def socket_scale(bin_dir: str, variant: str, networks: int, per_network: int, cl
         workers = sorted(pid for pid, (kind, _) in procs.items() if kind == "vde-networker")
         mem["profile_worker"] = smaps_profile.profile(workers[0]) if workers else None
         mem["profile_supervisor"] = smaps_profile.profile(sup.pid())
+        mem["idle_cpu"] = idle_cpu(procs, 10)
         mem["threads"] = {kind: sorted(len(os.listdir(f"/proc/{pid}/task")) for pid, (k, _) in procs.items() if k == kind)
                           for kind in ("vde-supervisor", "vde-networker")}
         t1 = time.perf_counter()

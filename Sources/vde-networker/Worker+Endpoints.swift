@@ -268,6 +268,18 @@ extension Worker {
         }
         let id = endpoint.endpointID
         endpoints[id] = ManagedEndpoint(spec: endpoint, state: .restarting)
+        // Joined, but its container's namespace is gone: the container was removed while nobody
+        // listened (dockerd then moves the tap back to the host and its DeleteEndpoint fails).
+        // The endpoint is stale; its tap, if back in the host, is deleted rather than re-plugged.
+        if let key = endpoint.sandboxKey, !FileSystem.exists(key) {
+            if taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) == .sameTap {
+                try? await taps.delete(name: endpoint.tapName)
+            }
+            logger.info("endpoint not restored: its container's namespace is gone",
+                        metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
+            endpoints[id]?.state = .tapGone
+            return endpoints[id]?.status() ?? EndpointStatus(endpointID: id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: .tapGone)
+        }
         guard let location = await locateTap(of: endpoint) else {
             logger.info("endpoint not restored: its tap is gone", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.tapName)"])
             endpoints[id]?.state = .tapGone

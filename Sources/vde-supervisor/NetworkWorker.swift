@@ -17,6 +17,7 @@ actor NetworkWorker {
 
     let networkID: String
     private let executable: String
+    private let runDir: String
     private let logLevel: Logger.Level
     private var logger: Logger
     /// Reads the network's current assignment from the plugin's state; nil once it is deleted.
@@ -44,12 +45,13 @@ actor NetworkWorker {
     static let missedHeartbeatLimit = 3
     private var heartbeatTask: Task<Void, Never>?
 
-    init(networkID: String, executable: String, logLevel: Logger.Level, logger: Logger,
+    init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
          onStarted: @escaping @Sendable (WorkerResult) async -> Void,
          onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
         self.networkID = networkID
         self.executable = executable
+        self.runDir = runDir
         self.logLevel = logLevel
         var logger = logger
         logger[metadataKey: "network"] = "\(Naming.shortID(networkID))"
@@ -116,7 +118,7 @@ actor NetworkWorker {
     // MARK: internals
 
     private func launch(_ assignment: Assignment) async throws -> WorkerResult {
-        let link = WorkerLink(networkID: networkID, executable: executable, logLevel: logLevel, logger: logger,
+        let link = WorkerLink(networkID: networkID, executable: executable, runDir: runDir, logLevel: logLevel, logger: logger,
                               onEvent: onEvent)
         self.link = link
         let task = Task { await link.run() }

@@ -82,6 +82,7 @@ actor VDEPlugin {
         NetworkWorker(
             networkID: networkID,
             executable: configuration.networkerPath,
+            runDir: configuration.runDir,
             logLevel: configuration.logLevel,
             logger: logger,
             assignment: { [weak self] in await self?.assignment(of: networkID) },

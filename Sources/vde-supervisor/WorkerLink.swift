@@ -12,6 +12,7 @@ import SystemPackage
 actor WorkerLink {
     let networkID: String
     private let executable: String
+    private let runDir: String
     private let logLevel: Logger.Level
     private let logger: Logger
     private let onEvent: @Sendable (WorkerMessage) async -> Void
@@ -26,10 +27,11 @@ actor WorkerLink {
     /// The worker's pid while it runs.
     private(set) var pid: Int32?
 
-    init(networkID: String, executable: String, logLevel: Logger.Level, logger: Logger,
+    init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
         self.networkID = networkID
         self.executable = executable
+        self.runDir = runDir
         self.logLevel = logLevel
         self.logger = logger
         self.onEvent = onEvent
@@ -46,7 +48,7 @@ actor WorkerLink {
         var platformOptions = PlatformOptions()
         // Its own process group: a Ctrl-C meant for the supervisor must not reach workers first.
         platformOptions.processGroupID = 0
-        let arguments = Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue])
+        let arguments = Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue, "--run-dir", runDir])
         let executable = self.executable
         let ending: String = await Task.detached {
             do {

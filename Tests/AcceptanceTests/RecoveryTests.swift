@@ -144,8 +144,11 @@ extension Acceptance {
 
         /// A container removed while the supervisor was down (its namespace deleted): the
         /// restarted supervisor forgets the endpoint, frees its vde IPAM address, and nothing is
-        /// left for it; the others work.
-        @Test func endpointRemovedWhileSupervisorWasDownIsForgotten() async throws {
+        /// left for it; the others work. With `tapMovedBack`, the tap first comes back to the
+        /// host under its own name, as dockerd does when it tears a sandbox down: it must be
+        /// deleted, not plugged again.
+        @Test(arguments: [false, true])
+        func endpointRemovedWhileSupervisorWasDownIsForgotten(tapMovedBack: Bool) async throws {
             try await RecoverySupervisor.with { supervisor in
                 try await RecoveryNamespaces.with(count: 5) { namespaces in
                     try await TempDir.with("rping") { dir in
@@ -159,6 +162,12 @@ extension Acceptance {
                         let killed = try await supervisor.kill9()
                         try await Self.waitUntilGone(oldPIDs, what: "every worker, switch and plug after kill -9 of the supervisor", supervisor: supervisor)
                         // `docker rm` of the container while the plugin is down.
+                        if tapMovedBack {
+                            try await gone.namespace.ip("link", "set", "dev", "eth0", "down")
+                            try await gone.namespace.ip("link", "set", "dev", "eth0", "name", gone.tap)
+                            try await gone.namespace.ip("link", "set", "dev", gone.tap, "netns", String(getpid()))
+                            #expect(HostInspector.linkExists(gone.tap), "the tap should be back in the host netns")
+                        }
                         try await Command.check([NetNS.ip, "netns", "del", gone.namespace.name], timeout: .seconds(20))
                         try await supervisor.start()
 

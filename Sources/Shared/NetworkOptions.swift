@@ -119,5 +119,5 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
 
 extension Character {
     /// `0`-`9` only (not other Unicode digits, not signs).
-    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+    public var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }

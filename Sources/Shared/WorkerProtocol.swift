@@ -50,12 +50,16 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public var macAddress: String
     /// The container's network namespace once joined (`/var/run/docker/netns/...`).
     public var sandboxKey: String?
+    /// The endpoint's IPv4 address (no prefix), announced by unsolicited ARP after a re-plug.
+    public var ipv4Address: String?
 
-    public init(endpointID: String, tapName: String, macAddress: String, sandboxKey: String? = nil) {
+    public init(endpointID: String, tapName: String, macAddress: String, sandboxKey: String? = nil,
+                ipv4Address: String? = nil) {
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress
         self.sandboxKey = sandboxKey
+        self.ipv4Address = ipv4Address
     }
 }
 

@@ -10,6 +10,8 @@ struct Executables: Sendable {
     var vdePlug2tap: String
     var ip: String
     var nsenter: String
+    /// For `busybox arping`; optional (nil when not installed).
+    var busybox: String? = nil
 
     static let fallbackDirectories = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 
@@ -19,7 +21,8 @@ struct Executables: Sendable {
         func find(_ name: String) -> String {
             locate(name, environmentPath: environmentPath) ?? name
         }
-        return Executables(vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"))
+        return Executables(vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"),
+                           busybox: locate("busybox", environmentPath: environmentPath))
     }
 
     static func locate(_ name: String, environmentPath: String?) -> String? {

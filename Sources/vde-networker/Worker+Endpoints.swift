@@ -104,7 +104,16 @@ extension Worker {
         var checked = endpoint
         checked.macAddress = try Taps.checkedMAC(endpoint.macAddress)
         if let key = endpoint.sandboxKey { checked.sandboxKey = try validatedSandboxKey(key) }
+        // Only ever an argument to arping: anything but a dotted quad is dropped.
+        if let address = endpoint.ipv4Address, !isDottedQuad(address) { checked.ipv4Address = nil }
         return checked
+    }
+
+    static func isDottedQuad(_ text: String) -> Bool {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { part in
+            (1...3).contains(part.count) && part.allSatisfy(\.isASCIIDigit) && Int(part).map { $0 <= 255 } == true
+        }
     }
 
     static func validatedSandboxKey(_ key: String) throws -> String {
@@ -215,11 +224,25 @@ extension Worker {
             let port = try await plug.waitUntilAttached(ctlDir: spec.ctlDir, management: managementClient())
             logger.info("plug started", metadata: ["endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
                                                    "port": "\(port.map(String.init) ?? "?")"])
+            announce(endpointID: endpointID, at: location)
             return (plug, port)
         } catch {
             await plug.child.terminate(grace: .milliseconds(200))
             throw error
         }
+    }
+
+    /// Re-plugged inside a container: its neighbours may have dropped their ARP entries for it
+    /// (the kernel flushes a device's neighbours when its carrier drops, as it does while no plug
+    /// holds the tap), and their packets would then wait for ARP's 1 s retransmit. One
+    /// unsolicited ARP from the container updates them at once. Best effort, in the background.
+    func announce(endpointID: String, at location: PlugLocation) {
+        guard case .sandbox(let path, let interface) = location,
+              let address = endpoints[endpointID]?.spec.ipv4Address, let busybox = executables.busybox else { return }
+        let argv = [executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
+                    "-I", interface, address]
+        let runner = self.runner
+        Task.detached { _ = try? await runner.run(argv) }
     }
 
     /// Makes `plug` the endpoint's running plug and watches it.

@@ -71,6 +71,7 @@ struct EndpointRecord: Codable, Sendable, Equatable {
     var sandboxKey: String?
 
     var spec: EndpointSpec {
-        EndpointSpec(endpointID: id, tapName: tapName, macAddress: macAddress, sandboxKey: sandboxKey)
+        EndpointSpec(endpointID: id, tapName: tapName, macAddress: macAddress, sandboxKey: sandboxKey,
+                     ipv4Address: address.map(NetworkRecord.stripPrefix))
     }
 }

@@ -10,6 +10,14 @@ struct ConfigFile: Equatable {
 
     var logLevel: Logger.Level?
 
+    /// Reads the file and makes its `log_level` (or `otherwise`) the process's level; returns it.
+    /// Used at start and on SIGHUP. A bad file throws and changes nothing.
+    static func applyLogLevel(from path: String, otherwise: Logger.Level) throws -> Logger.Level {
+        let level = try load(path).logLevel ?? otherwise
+        LogLevelControl.shared.current = level
+        return level
+    }
+
     /// Reads the file; a missing file is an empty configuration.
     static func load(_ path: String) throws -> ConfigFile {
         guard let file = fopen(path, "r") else {

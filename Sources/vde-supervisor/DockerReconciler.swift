@@ -81,9 +81,9 @@ extension VDEPlugin {
         for id in stale {
             logger.warning("forgot a network that Docker no longer knows (removed while the supervisor was down)",
                            metadata: ["network": "\(Naming.shortID(id))"])
-            if let worker = workerList[id] {
+            if let worker = workers[id] {
                 await worker.stop()
-                setWorker(nil, for: id)
+                workers[id] = nil
             }
             switchStatus[id] = nil
         }

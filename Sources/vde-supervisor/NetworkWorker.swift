@@ -78,6 +78,22 @@ actor NetworkWorker {
         }
     }
 
+    /// Starts the worker of a network restored from the state. Unlike ``start(_:)``, a failure
+    /// is not final: the network exists in Docker either way, so the worker is retried with
+    /// backoff like a crashed one. Returns after the first attempt.
+    func restore(_ assignment: Assignment) async {
+        do {
+            _ = try await launch(assignment)
+        } catch {
+            logger.error("could not restore network; retrying with backoff", metadata: [
+                "error": "\(VDEError(wrapping: error).message)",
+            ])
+            phase = .restarting
+            Task { await self.restartLoop() }
+        }
+        becameReady()
+    }
+
     /// Sends a request once the worker runs (waiting for a restart in progress, within the timeout).
     func request(_ request: WorkerRequest, timeout: Duration = NetworkWorker.requestTimeout) async throws -> WorkerResult {
         if phase == .starting || phase == .restarting {
@@ -106,12 +122,7 @@ actor NetworkWorker {
             logger.warning("worker did not shut down cleanly; terminating it", metadata: ["error": "\(error)"])
             await link.terminate()
         }
-        let exited = await waitForExit(task, timeout: .seconds(5))
-        if !exited {
-            logger.warning("worker still running after shutdown; killing it")
-            await link.kill9()
-            _ = await task.value
-        }
+        await ensureExited(link, task)
         phase = .stopped
     }
 
@@ -144,10 +155,7 @@ actor NetworkWorker {
         } catch {
             lastError = VDEError(wrapping: error).message
             await link.terminate()
-            if !(await waitForExit(task, timeout: .seconds(5))) {
-                await link.kill9()
-                _ = await task.value
-            }
+            await ensureExited(link, task)
             throw error
         }
     }
@@ -235,6 +243,14 @@ actor NetworkWorker {
         await withCheckedContinuation { continuation in
             readyWaiters.append(continuation)
         }
+    }
+
+    /// Waits up to 5 s for the worker to exit (after a shutdown request or SIGTERM), then kills it.
+    private func ensureExited(_ link: WorkerLink, _ task: Task<String, Never>) async {
+        if await waitForExit(task, timeout: .seconds(5)) { return }
+        logger.warning("worker still running; killing it")
+        await link.kill9()
+        _ = await task.value
     }
 
     private func waitForExit(_ task: Task<String, Never>, timeout: Duration) async -> Bool {

@@ -41,19 +41,31 @@ struct OrphanReaper: Service, CustomStringConvertible {
         }
     }
 
-    /// Zombie processes whose parent is `parent`, read from /proc.
+    /// Zombie children of this process: the pids listed in `/proc/self/task/*/children`
+    /// (a few small files, not a walk over every process) whose state is `Z`.
     static func zombieChildren(of parent: Int32) -> [Int32] {
-        guard let directory = opendir("/proc") else { return [] }
+        guard let directory = opendir("/proc/\(parent)/task") else { return [] }
         defer { closedir(directory) }
         var result: [Int32] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            let task = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard let pid = Int32(name), let stat = readStat(pid) else { continue }
-            if stat.state == "Z" && stat.parent == parent { result.append(pid) }
+            guard Int32(task) != nil, let text = readSmallFile("/proc/\(parent)/task/\(task)/children") else { continue }
+            for word in text.split(separator: " ") {
+                guard let pid = Int32(word.trimmingCharacters(in: "\n")), let stat = readStat(pid) else { continue }
+                if stat.state == "Z" && stat.parent == parent { result.append(pid) }
+            }
         }
         return result
+    }
+
+    static func readSmallFile(_ path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = fread(&buffer, 1, buffer.count - 1, file)
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// State and parent pid from `/proc/PID/stat` (the command name may contain spaces and parentheses).

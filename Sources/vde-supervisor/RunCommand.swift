@@ -56,15 +56,13 @@ struct RunCommand: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         VDELogHandler.bootstrap(level: logLevel)
         let logger = Logger(label: "vde-supervisor")
-        let settings: ConfigFile
+        let level: Logger.Level
         do {
-            settings = try ConfigFile.load(config)
+            level = try ConfigFile.applyLogLevel(from: config, otherwise: logLevel)
         } catch {
             logger.critical("bad configuration", metadata: ["error": "\(VDEError(wrapping: error).message)"])
             throw ExitCode.failure
         }
-        let level = settings.logLevel ?? logLevel
-        LogLevelControl.shared.current = level
 
         let configuration = SupervisorConfiguration(
             socketPath: socket, stateDir: stateDir, runDir: runDir,
@@ -110,9 +108,8 @@ struct RunCommand: AsyncParsableCommand {
         let configPath = config
         let systemd = SystemdService(plugin: plugin, listening: listening, reload: {
             do {
-                let reloaded = try ConfigFile.load(configPath)
-                LogLevelControl.shared.current = reloaded.logLevel ?? commandLineLevel
-                logger.info("configuration reloaded", metadata: ["logLevel": "\(LogLevelControl.shared.current)"])
+                let reloaded = try ConfigFile.applyLogLevel(from: configPath, otherwise: commandLineLevel)
+                logger.info("configuration reloaded", metadata: ["logLevel": "\(reloaded)"])
             } catch {
                 logger.error("configuration not reloaded", metadata: ["error": "\(VDEError(wrapping: error).message)"])
             }

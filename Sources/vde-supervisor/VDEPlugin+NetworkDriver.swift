@@ -40,7 +40,7 @@ extension VDEPlugin {
             await worker.stop()
             throw error
         }
-        setWorker(worker, for: id)
+        workers[id] = worker
         if let status = result.switch { switchStatus[id] = status }
         return DockerAPI.Empty()
     }
@@ -63,9 +63,9 @@ extension VDEPlugin {
         var newState = state
         newState.networks[id] = nil
         try commit(newState)
-        if let worker = workerList[id] {
+        if let worker = workers[id] {
             await worker.stop()
-            setWorker(nil, for: id)
+            workers[id] = nil
         }
         switchStatus[id] = nil
         logger.info("network removed", metadata: ["network": "\(Naming.shortID(id))"])
@@ -123,7 +123,8 @@ extension VDEPlugin {
     }
 
     func deleteEndpoint(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
-        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        let networkID = request.NetworkID, endpointID = request.EndpointID
+        _ = try checkedEndpoint(networkID, endpointID)
         var newState = state
         newState.networks[networkID]?.endpoints[endpointID] = nil
         try commit(newState)
@@ -143,7 +144,8 @@ extension VDEPlugin {
     }
 
     func join(_ request: DockerAPI.JoinRequest) async throws -> DockerAPI.JoinResponse {
-        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        let networkID = request.NetworkID, endpointID = request.EndpointID
+        _ = try checkedEndpoint(networkID, endpointID)
         let sandbox = try NetworkOptions.checkedPath(request.SandboxKey, option: "SandboxKey")
         _ = try await worker(of: networkID).request(
             WorkerRequest(id: 0, op: .joinEndpoint, endpointID: endpointID, sandboxKey: sandbox))
@@ -172,7 +174,8 @@ extension VDEPlugin {
     }
 
     func leave(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
-        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
+        let networkID = request.NetworkID, endpointID = request.EndpointID
+        _ = try checkedEndpoint(networkID, endpointID)
         _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .leaveEndpoint, endpointID: endpointID))
         var newState = state
         newState.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil
@@ -185,17 +188,14 @@ extension VDEPlugin {
     }
 
     func endpointOperInfo(_ request: DockerAPI.EndpointRequest) throws -> DockerAPI.EndpointOperInfoResponse {
-        let (networkID, endpointID) = try checkedEndpoint(request.NetworkID, request.EndpointID)
-        guard let network = state.networks[networkID], let endpoint = network.endpoints[endpointID] else {
-            throw VDEError.notFound("no endpoint \(Naming.shortID(endpointID))")
-        }
+        let (network, endpoint) = try checkedEndpoint(request.NetworkID, request.EndpointID)
         var value: [String: String] = [
             "tap": endpoint.tapName,
             "mac_address": endpoint.macAddress,
             "socket_dir": network.switchSpec.ctlDir,
             "switch": network.ownsSwitch ? "own" : "external",
         ]
-        if let status = endpointStatus[endpointID] {
+        if let status = endpointStatus[endpoint.id] {
             value["plug_state"] = status.state.rawValue
             if let pid = status.plugPID { value["plug_pid"] = String(pid) }
             if let port = status.port { value["switch_port"] = String(port) }
@@ -233,14 +233,15 @@ extension VDEPlugin {
         return network
     }
 
-    func checkedEndpoint(_ networkID: String, _ endpointID: String) throws -> (String, String) {
+    /// The network and endpoint a request names, or a clear error when either is unknown.
+    func checkedEndpoint(_ networkID: String, _ endpointID: String) throws -> (network: NetworkRecord, endpoint: EndpointRecord) {
         try Self.checkID(networkID, what: "network")
         try Self.checkID(endpointID, what: "endpoint")
         let network = try existingNetwork(networkID)
-        guard network.endpoints[endpointID] != nil else {
+        guard let endpoint = network.endpoints[endpointID] else {
             throw VDEError.notFound("no endpoint \(Naming.shortID(endpointID)) in network \(Naming.shortID(networkID))")
         }
-        return (networkID, endpointID)
+        return (network, endpoint)
     }
 
     static func checkID(_ id: String, what: String) throws {

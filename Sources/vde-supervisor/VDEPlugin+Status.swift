@@ -9,7 +9,7 @@ extension VDEPlugin {
 
     func statusReport(startedAt: ContinuousClock.Instant) async -> StatusReport {
         let records = state.networks.values.sorted { $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt }
-        let workers = workerList
+        let workers = workers
         let replies: [String: WorkerResult] = await withTaskGroup(of: (String, WorkerResult?).self) { group in
             for record in records {
                 guard let worker = workers[record.id] else { continue }

@@ -14,7 +14,8 @@ actor VDEPlugin {
     let startedAt = ContinuousClock.now
     private let store: StateStore<SupervisorState>
     private(set) var state: SupervisorState
-    private var workers: [String: NetworkWorker] = [:]
+    /// One per network in the state (set by CreateNetwork and restore, removed by DeleteNetwork).
+    var workers: [String: NetworkWorker] = [:]
     /// Networks being created or deleted right now; other calls for them wait or fail.
     var networksInFlight: Set<String> = []
     /// What the workers last reported about each endpoint (plug pid, port); not persisted.
@@ -42,27 +43,18 @@ actor VDEPlugin {
 
     // MARK: workers
 
-    /// Starts a worker for every network in the state and waits until each has restored its
-    /// network (or failed, which is logged; the worker keeps retrying with backoff).
+    /// Starts a worker for every network in the state and waits until each has made its first
+    /// attempt to restore its network (a failed one is logged and retried with backoff).
     func restoreNetworks() async {
         let ids = state.networks.keys.sorted()
         guard !ids.isEmpty else { return }
         logger.info("restoring networks from state", metadata: ["networks": "\(ids.count)"])
         await withTaskGroup(of: Void.self) { group in
             for id in ids {
-                guard let record = state.networks[id] else { continue }
+                guard let assignment = assignment(of: id) else { continue }
                 let worker = makeWorker(networkID: id)
                 workers[id] = worker
-                let assignment = NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
-                group.addTask {
-                    do {
-                        _ = try await worker.start(assignment)
-                    } catch {
-                        self.logger.error("could not restore network", metadata: [
-                            "network": "\(Naming.shortID(id))", "error": "\(VDEError(wrapping: error).message)",
-                        ])
-                    }
-                }
+                group.addTask { await worker.restore(assignment) }
             }
         }
     }
@@ -96,12 +88,6 @@ actor VDEPlugin {
         }
         return worker
     }
-
-    func setWorker(_ worker: NetworkWorker?, for networkID: String) {
-        workers[networkID] = worker
-    }
-
-    var workerList: [String: NetworkWorker] { workers }
 
     private func assignment(of networkID: String) -> NetworkWorker.Assignment? {
         guard let record = state.networks[networkID] else { return nil }
@@ -176,7 +162,7 @@ extension VDEPlugin {
     /// One line for systemd's STATUS= and logs: networks, endpoints, worker health.
     func statusLine() async -> String {
         var running = 0, restarting = 0, other = 0
-        for worker in workerList.values {
+        for worker in workers.values {
             switch await worker.phase {
             case .running: running += 1
             case .restarting, .starting: restarting += 1

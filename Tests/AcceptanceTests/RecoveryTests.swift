@@ -157,7 +157,7 @@ extension Acceptance {
                         let gone = lab.a.endpoints[2]
                         let poolID = try #require(lab.a.poolID)
                         #expect((TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id))
-                        let oldPIDs = lab.networks.flatMap { n in lab.running(n) }.flatMap { $0.workers + $0.switches + $0.plugs }
+                        let oldPIDs = lab.networks.compactMap { n in lab.running(n) }.flatMap { $0.workers + $0.switches + $0.plugs }
 
                         let killed = try await supervisor.kill9()
                         try await Self.waitUntilGone(oldPIDs, what: "every worker, switch and plug after kill -9 of the supervisor", supervisor: supervisor)

@@ -132,14 +132,16 @@ struct RecoveryPinger: Sendable {
               let line = text.split(separator: "\n").first(where: { $0.contains("packets transmitted") }) else {
             throw AcceptanceFailure("ping \(label) gave no summary (stop steps \(steps)):\n\(text.suffix(2000))")
         }
-        func number(before word: String) -> Int {
-            guard let range = line.range(of: " " + word) else { return 0 }
-            let head = line[..<range.lowerBound]
-            return Int(head.split(whereSeparator: { !$0.isNumber }).last ?? "") ?? 0
+        func number(before word: String) throws -> Int {
+            guard let range = line.range(of: " " + word),
+                  let value = Int(line[..<range.lowerBound].split(whereSeparator: { !$0.isNumber }).last ?? "") else {
+                throw AcceptanceFailure("ping \(label): no number before '\(word)' in its summary: \(line)")
+            }
+            return value
         }
-        let transmitted = number(before: "packets transmitted")
-        let received = number(before: "received")
-        let errors = line.contains("errors") ? number(before: "errors") : 0
+        let transmitted = try number(before: "packets transmitted")
+        let received = try number(before: "received")
+        let errors = try line.contains("errors") ? number(before: "errors") : 0
         let replied = repliedSequences()
         let missing = transmitted > 0 ? (1...transmitted).filter { !replied.contains($0) } : []
         return Summary(transmitted: transmitted, received: received, errors: errors, missing: missing)

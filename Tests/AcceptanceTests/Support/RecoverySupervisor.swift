@@ -1,3 +1,4 @@
+import Testing
 import Foundation
 import Glibc
 import Shared
@@ -71,6 +72,11 @@ final class RecoverySupervisor: RecoveryHost {
             let leftovers = await SupervisorFixture.removeLeftovers(runDir: supervisor.runDir, seen: supervisor.client.seen)
             if !leftovers.isEmpty {
                 print("note: removed after the supervisor stopped: \(leftovers.joined(separator: "; "))")
+            }
+            // As in SupervisorFixture: a process that outlived the supervisor's stop is a leak.
+            let leaked = leftovers.filter { $0.hasPrefix("process") }
+            if !leaked.isEmpty {
+                Issue.record(AcceptanceFailure("processes outlived the supervisor's SIGTERM (killed now): \(leaked.joined(separator: "; "))"))
             }
             let value = try outcome.get()
             if let stop { throw stop }

@@ -259,7 +259,18 @@ extension Worker {
 
     /// Where the endpoint's tap is now: in the host namespace under its own name, or inside the
     /// container's namespace (found by MAC, since dockerd renames it), or nowhere.
+    ///
+    /// A joined endpoint whose container namespace is gone has no tap any more: its container was
+    /// removed while nobody listened (dockerd then moves the tap back to the host, and its
+    /// DeleteEndpoint fails). A tap of that name back in the host is deleted, not plugged again.
     func locateTap(of endpoint: EndpointSpec) async -> PlugLocation? {
+        if let key = endpoint.sandboxKey, !FileSystem.exists(key) {
+            if taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) == .sameTap {
+                try? await taps.delete(name: endpoint.tapName)
+            }
+            logger.info("the container's namespace is gone", metadata: ["endpoint": "\(endpoint.endpointID)", "sandbox": "\(key)"])
+            return nil
+        }
         switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
         case .sameTap:
             return .host(tapName: endpoint.tapName)
@@ -268,7 +279,7 @@ extension Worker {
         case .none:
             break
         }
-        guard let key = endpoint.sandboxKey, FileSystem.exists(key) else { return nil }
+        guard let key = endpoint.sandboxKey else { return nil }
         do {
             guard let name = try await NetworkNamespace(path: key).linkName(macAddress: endpoint.macAddress, runner: runner, executables: executables) else {
                 return nil
@@ -291,18 +302,6 @@ extension Worker {
         }
         let id = endpoint.endpointID
         endpoints[id] = ManagedEndpoint(spec: endpoint, state: .restarting)
-        // Joined, but its container's namespace is gone: the container was removed while nobody
-        // listened (dockerd then moves the tap back to the host and its DeleteEndpoint fails).
-        // The endpoint is stale; its tap, if back in the host, is deleted rather than re-plugged.
-        if let key = endpoint.sandboxKey, !FileSystem.exists(key) {
-            if taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) == .sameTap {
-                try? await taps.delete(name: endpoint.tapName)
-            }
-            logger.info("endpoint not restored: its container's namespace is gone",
-                        metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
-            endpoints[id]?.state = .tapGone
-            return endpoints[id]?.status() ?? EndpointStatus(endpointID: id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: .tapGone)
-        }
         guard let location = await locateTap(of: endpoint) else {
             logger.info("endpoint not restored: its tap is gone", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.tapName)"])
             endpoints[id]?.state = .tapGone

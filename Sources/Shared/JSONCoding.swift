@@ -28,4 +28,27 @@ public enum JSONCoding {
     public static func string<T: Encodable>(_ value: T) throws -> String {
         String(decoding: try encode(value), as: UTF8.self)
     }
+
+    /// A decoding error, short enough for a log line or an error reply: which field is missing,
+    /// null or of the wrong type, or that the bytes are not JSON.
+    public static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty:
+            "not valid JSON (\(context.debugDescription))"
+        case DecodingError.keyNotFound(let key, _):
+            "missing field '\(key.stringValue)'"
+        case DecodingError.typeMismatch(let type, let context):
+            "field '\(path(context))' is not of type \(type)"
+        case DecodingError.valueNotFound(_, let context):
+            "field '\(path(context))' is null"
+        case DecodingError.dataCorrupted(let context):
+            "field '\(path(context))': \(context.debugDescription)"
+        default:
+            "\(error)"
+        }
+    }
+
+    private static func path(_ context: DecodingError.Context) -> String {
+        context.codingPath.map(\.stringValue).joined(separator: ".")
+    }
 }

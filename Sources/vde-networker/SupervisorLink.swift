@@ -39,25 +39,13 @@ enum IncomingLine: Sendable, Equatable {
         do {
             return .request(try JSONCoding.decode(WorkerRequest.self, from: bytes))
         } catch {
-            return .invalid(id: envelope.id, reason: "malformed request: \(summary(of: error))")
+            return .invalid(id: envelope.id, reason: "malformed request: \(JSONCoding.describe(error))")
         }
     }
 
     private static func preview(_ bytes: [UInt8]) -> String {
         let text = NetworkOptions.sanitized(String(decoding: bytes.prefix(80), as: UTF8.self))
         return bytes.count > 80 ? text + "..." : text
-    }
-
-    /// The decoding error, short: which field is missing or has the wrong type.
-    private static func summary(of error: any Error) -> String {
-        switch error {
-        case DecodingError.keyNotFound(let key, _):
-            "field '\(key.stringValue)' is missing"
-        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context), DecodingError.dataCorrupted(let context):
-            "field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
-        default:
-            "\(error)"
-        }
     }
 }
 

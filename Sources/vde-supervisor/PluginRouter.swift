@@ -37,7 +37,7 @@ struct PluginRouter: Sendable {
         do {
             return PluginReply(status: 200, body: try await handler(plugin, body))
         } catch let error as DecodingError {
-            return Self.errorReply(status: 400, "malformed request body for \(path.dropFirst()): \(Self.describe(error))", ipam: isIPAM)
+            return Self.errorReply(status: 400, "malformed request body for \(path.dropFirst()): \(JSONCoding.describe(error))", ipam: isIPAM)
         } catch {
             let vdeError = VDEError(wrapping: error)
             if vdeError.code == .internal {
@@ -59,18 +59,6 @@ struct PluginRouter: Sendable {
         case .conflict, .exhausted: 409
         case .unavailable: 503
         case .system, .internal: 500
-        }
-    }
-
-    static func describe(_ error: DecodingError) -> String {
-        switch error {
-        case .dataCorrupted(let context): "not valid JSON (\(context.debugDescription))"
-        case .keyNotFound(let key, _): "missing field \(key.stringValue)"
-        case .typeMismatch(let type, let context):
-            "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) is not of type \(type)"
-        case .valueNotFound(_, let context):
-            "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) is null"
-        @unknown default: "\(error)"
         }
     }
 

@@ -45,7 +45,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         do {
             return try JSONCoding.decode(Value.self, from: bytes)
         } catch {
-            throw .corrupt(path: path, detail: Self.describe(error))
+            throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)))
         }
     }
 
@@ -57,7 +57,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         do {
             bytes = try JSONCoding.encodePretty(value) + [UInt8(ascii: "\n")]
         } catch {
-            throw .encoding(path: path, detail: Self.describe(error))
+            throw .encoding(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)))
         }
         try Self.makeDirectory(directory)
         let temporary = temporaryPath
@@ -112,20 +112,6 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     }
 
     /// A short description of a coding error: what is wrong and where.
-    private static func describe(_ error: any Error) -> String {
-        let context: DecodingError.Context?
-        switch error as? DecodingError {
-        case .dataCorrupted(let c)?, .keyNotFound(_, let c)?, .typeMismatch(_, let c)?, .valueNotFound(_, let c)?:
-            context = c
-        default:
-            context = nil
-        }
-        guard let context else { return NetworkOptions.sanitized("\(error)") }
-        let at = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
-        var text = context.debugDescription
-        if let underlying = context.underlyingError { text += ": \(underlying)" }
-        return NetworkOptions.sanitized(at.isEmpty ? text : "at \(at): \(text)")
-    }
 }
 
 

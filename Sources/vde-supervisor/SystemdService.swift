@@ -22,17 +22,22 @@ struct SystemdService: Service, CustomStringConvertible {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         // Wait until the plugin socket accepts connections.
         for await _ in listening { break }
-        let lastStatus = await plugin.statusLine()
-        Systemd.notify("READY=1\nSTATUS=\(lastStatus)")
-        logger.info("ready", metadata: ["status": "\(lastStatus)"])
+        let initialStatus = await plugin.statusLine()
+        Systemd.notify("READY=1\nSTATUS=\(initialStatus)")
+        logger.info("ready", metadata: ["status": "\(initialStatus)"])
+        // Without systemd listening there is nothing to keep current: only reloads are served.
+        let notifying = getenv("NOTIFY_SOCKET") != nil
 
-        let initialStatus = lastStatus
         await withGracefulShutdownHandler {
             // Cancelled at shutdown, so that no WATCHDOG=1 follows STOPPING=1.
             await cancelWhenGracefulShutdown {
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask { await handleReloads(hangups) }
-                    await keepAlive(lastStatus: initialStatus)
+                    if notifying {
+                        await keepAlive(lastStatus: initialStatus)
+                    } else {
+                        try? await gracefulShutdown()
+                    }
                     group.cancelAll()
                 }
             }

@@ -3,38 +3,8 @@ import Glibc
 import Shared
 import Testing
 
-/// `vde-supervisor status --json`, as far as the recovery tests read it (docs/status.md).
-struct RecoveryStatus: Decodable, Sendable {
-    var healthy: Bool
-    var supervisor: Supervisor
-    var networks: [Network]
-
-    struct Supervisor: Decodable, Sendable { var pid: Int32 }
-    struct Network: Decodable, Sendable {
-        var id: String
-        var healthy: Bool
-        var `switch`: Switch
-        var worker: Worker
-        var endpoints: [Endpoint]
-    }
-    struct Switch: Decodable, Sendable { var ctlDir: String; var pid: Int32? }
-    struct Worker: Decodable, Sendable {
-        var pid: Int32?
-        var state: String
-        var restarts: Int
-        var lastError: String?
-    }
-    struct Endpoint: Decodable, Sendable {
-        var id: String
-        var tap: String
-        var state: String
-        var plugPID: Int32?
-        var switchPort: Int?
-        var sandbox: String?
-    }
-
-    func network(_ id: String) -> Network? { networks.first { $0.id == id } }
-}
+/// `vde-supervisor status --json`, decoded and schema-checked by the status tests' helper.
+typealias RecoveryStatus = StatusDoc
 
 /// A network namespace of a recovery test; unlike ``NetNS/with(count:_:)`` a test may delete
 /// one itself (a container removed), and the rest are deleted at the end.
@@ -266,16 +236,7 @@ struct RecoveryLab: Sendable {
     // MARK: status
 
     func status() async throws -> RecoveryStatus {
-        let result = try await Command.run([try Binaries.supervisor, "status", "--json", "--control-socket", host.controlSocket], timeout: .seconds(20))
-        // Exit 1 means "degraded", which the callers look at themselves.
-        guard result.status.isSuccess || result.stdout.hasPrefix("{") else {
-            throw AcceptanceFailure("vde-supervisor status --json failed: \(result)")
-        }
-        do {
-            return try JSONDecoder().decode(RecoveryStatus.self, from: Data(result.stdout.utf8))
-        } catch {
-            throw AcceptanceFailure("status --json does not decode: \(error)\n\(result.stdout.prefix(3000))")
-        }
+        try await StatusCLI.checkedJSON(socket: host.controlSocket).report
     }
 
     // MARK: what runs

@@ -30,7 +30,7 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
         .target(
             name: "Shared",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .executableTarget(
             name: "vde-supervisor",
@@ -50,13 +50,17 @@ let package = Package(
         .executableTarget(
             name: "vde-networker",
             dependencies: [
-                "Shared", "CVDEPlug",
+                "Shared", "CVDEPlug", "CLinux",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: strict),
+            swiftSettings: strict,
+            // One worker runs per network: as a position-independent executable each one dirtied
+            // about 0.5 MiB of the binary with load-time relocations (docs/benchmarks.md); linked
+            // at a fixed address those pages stay clean and are shared by all workers.
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-no-pie"])]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"], swiftSettings: strict),
         .testTarget(name: "SupervisorTests", dependencies: ["vde-supervisor", "Shared"], swiftSettings: strict),
         .testTarget(name: "NetworkerTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),

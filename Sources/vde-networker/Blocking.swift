@@ -1,5 +1,5 @@
 import Dispatch
-import Synchronization
+import Shared
 
 /// Runs blocking calls (sockets, libvdeplug) on Dispatch threads instead of the cooperative
 /// pool: with two cores the pool has two threads, and one stuck call must not stall the worker.
@@ -32,18 +32,5 @@ extension Duration {
     var milliseconds: Int {
         let (seconds, attoseconds) = components
         return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
-    }
-}
-
-/// A flag that can be claimed once, from any thread.
-final class OnceFlag: Sendable {
-    private let claimed = Mutex(false)
-
-    /// True for the first caller only.
-    func claim() -> Bool {
-        claimed.withLock { done in
-            defer { done = true }
-            return !done
-        }
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Shared
 import Subprocess
 import Synchronization
 
@@ -20,8 +21,8 @@ struct ChildExit: Sendable, CustomStringConvertible {
 
 /// A long-running child (`vde_switch`, `vde_plug2tap`) in its own process group.
 ///
-/// Its stdout goes to the worker's stderr; its stderr is read line by line, logged and the last
-/// lines kept for error messages. With `holdStandardInput` the child gets a pipe on stdin that stays
+/// Its stdout goes to the worker's stderr; its stderr goes to a ``ChildErrorPipe``, read line by
+/// line, logged and the last lines kept for error messages. With `holdStandardInput` the child gets a pipe on stdin that stays
 /// open until ``closeStandardInput()`` (vde_switch exits at EOF on stdin, which makes the pipe its
 /// clean stop, and makes it exit by itself when the worker dies).
 final class ChildProcess: Sendable {
@@ -51,6 +52,16 @@ final class ChildProcess: Sendable {
             options.teardownSequence = [.send(signal: .terminate, allowedDurationToNextStep: .milliseconds(500))]
             return options
         }()
+        let errorPipe: (read: Int32, write: Int32)
+        do {
+            errorPipe = try PipeLines.open()
+        } catch {
+            throw ChildSpawnError(argv: argv, reason: "\(error)")
+        }
+        // Reading starts at once; the stream ends when the child (the only other writer) exits.
+        let errorLines = ChildErrorPipe.lines(from: errorPipe.read)
+        let writeEndClosed = OnceFlag()
+        let closeWriteEnd: @Sendable () -> Void = { if writeEndClosed.claim() { close(errorPipe.write) } }
         let resumed = OnceFlag()
         var childLogger = logger
         childLogger[metadataKey: "child"] = .string(name)
@@ -64,23 +75,23 @@ final class ChildProcess: Sendable {
                             .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
                             platformOptions: options, input: .inputWriter,
                             output: .fileDescriptor(.standardError, closeAfterSpawningProcess: false),
-                            error: .sequence
+                            error: .fileDescriptor(.init(rawValue: errorPipe.write), closeAfterSpawningProcess: false)
                         ) { execution in
+                            closeWriteEnd()
                             let started = ChildProcess(name: name, pid: execution.processIdentifier.value,
                                                        standardInput: holdStandardInput ? execution.standardInputWriter : nil)
                             child = started
                             if !holdStandardInput { try? await execution.standardInputWriter.finish() }
                             if resumed.claim() { continuation.resume(returning: started) }
-                            // Ends at EOF, or when the child exits (Subprocess then cancels the read).
-                            do {
-                                for try await line in execution.standardError.strings() where !line.isEmpty {
-                                    log.notice("\(line)", metadata: ["pid": "\(started.pid)"])
-                                    started.recordErrorLine(line)
-                                }
-                            } catch {}
+                            // Ends when the child has exited and closed its end of the pipe.
+                            for await line in errorLines where !line.isEmpty {
+                                log.notice("\(line)", metadata: ["pid": "\(started.pid)"])
+                                started.recordErrorLine(line)
+                            }
                         }
                         child?.finish(status: result.terminationStatus)
                     } catch {
+                        closeWriteEnd()
                         if resumed.claim() {
                             continuation.resume(throwing: error)
                         } else {

@@ -64,25 +64,15 @@ final class SupervisorLink: Sendable {
         self.logger = logger
     }
 
-    /// Lines from `input` until EOF, read on a thread of their own (a blocking read must not hold
-    /// one of the few cooperative threads).
-    static func incoming(from input: Int32 = STDIN_FILENO, maxLineBytes: Int = WorkerProtocol.maxLineBytes) -> AsyncStream<IncomingLine> {
-        AsyncStream(bufferingPolicy: .unbounded) { continuation in
-            DispatchQueue(label: "vde-networker.stdin").async {
-                var framer = LineFramer(maxLineBytes: maxLineBytes)
-                var buffer = [UInt8](repeating: 0, count: 65536)
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-                    if n < 0 && errno == EINTR { continue }
-                    if n <= 0 { break }
-                    for line in framer.feed(buffer[0..<n]) {
-                        switch line {
-                        case .line(let bytes): continuation.yield(IncomingLine.decode(bytes))
-                        case .oversized(let length): continuation.yield(.oversized(length: length))
-                        }
-                    }
-                }
-                continuation.finish()
+    /// Lines from `input` until EOF, read by the process's pipe-reading thread (``PipeLines``),
+    /// so that no cooperative thread ever blocks on it. `input` is closed at EOF.
+    static func incoming(from input: Int32 = STDIN_FILENO, maxLineBytes: Int = WorkerProtocol.maxLineBytes)
+        -> AsyncMapSequence<AsyncStream<LineFramer.Line>, IncomingLine>
+    {
+        PipeLines.lines(from: input, maxLineBytes: maxLineBytes).map { line in
+            switch line {
+            case .line(let bytes): IncomingLine.decode(bytes)
+            case .oversized(let length): .oversized(length: length)
             }
         }
     }

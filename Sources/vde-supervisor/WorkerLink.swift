@@ -51,6 +51,17 @@ actor WorkerLink {
         let arguments = Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue, "--run-dir", runDir])
         let executable = self.executable
         let ending: String = await Task.detached {
+            // The worker's stdout: a small pipe of our own, not `output: .sequence` (see PipeLines).
+            let stdoutPipe: (read: Int32, write: Int32)
+            do {
+                stdoutPipe = try PipeLines.open()
+            } catch {
+                return "could not run \(executable): \(error)"
+            }
+            let incoming = PipeLines.lines(from: stdoutPipe.read, maxLineBytes: WorkerProtocol.maxLineBytes)
+            let writeEndClosed = OnceFlag()
+            let closeWriteEnd: @Sendable () -> Void = { if writeEndClosed.claim() { close(stdoutPipe.write) } }
+            defer { closeWriteEnd() }
             do {
                 let result = try await Subprocess.run(
                     .path(FilePath(executable)), arguments: arguments,
@@ -58,8 +69,11 @@ actor WorkerLink {
                     // cost more than they gain in a process this quiet.
                     environment: .inherit.updating(["MALLOC_ARENA_MAX": "1"]),
                     platformOptions: platformOptions,
-                    input: .inputWriter, output: .sequence, error: .currentStandardError
+                    input: .inputWriter,
+                    output: .fileDescriptor(.init(rawValue: stdoutPipe.write), closeAfterSpawningProcess: false),
+                    error: .currentStandardError
                 ) { execution in
+                    closeWriteEnd()
                     await self.started(pid: execution.processIdentifier.value)
                     let writer = execution.standardInputWriter
                     let writing = Task.detached {
@@ -68,15 +82,9 @@ actor WorkerLink {
                         }
                         try? await writer.finish()
                     }
-                    var framer = LineFramer()
-                    do {
-                        for try await chunk in execution.standardOutput {
-                            let bytes = chunk.withUnsafeBytes { Array($0) }
-                            for line in framer.feed(bytes) {
-                                await self.received(line)
-                            }
-                        }
-                    } catch {}
+                    for await line in incoming {
+                        await self.received(line)
+                    }
                     // EOF on its stdout: the worker is exiting. Stop writing.
                     await self.closeOutbox()
                     await writing.value

@@ -1,0 +1,158 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Dispatch
+import Synchronization
+
+/// Pipes from child processes, read line by line with little memory.
+///
+/// swift-subprocess's `.sequence` output allocates a zero-filled read buffer as large as the
+/// pipe's capacity (64 KiB) for every pending read, and holds it while the child is silent, which
+/// is most of its life: per network that was 64 KiB in the supervisor (the worker's stdout) and
+/// 3 × 64 KiB in the worker (the stderr of its switch and plugs), the largest part of a network's
+/// memory (docs/benchmarks.md). These pipes are shrunk to one page, and one thread per process
+/// reads all of them with poll(2) into a 512-byte buffer on its stack.
+public enum PipeLines {
+    /// A pipe that could not be made (out of file descriptors).
+    public struct OpenError: Error, Sendable, CustomStringConvertible {
+        public var errno: Int32
+        public var description: String { "cannot create a pipe: \(String(cString: strerror(errno)))" }
+    }
+
+    /// Opens a close-on-exec pipe of one page: hand `write` to the child (and close it in this
+    /// process once the child runs), and read `read` with
+    /// ``lines(from:maxLineBytes:bufferingPolicy:)``, which takes it over.
+    public static func open() throws(OpenError) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        guard clinux_small_pipe(&fds, 4096) == 0 else { throw OpenError(errno: errno) }
+        return (fds[0], fds[1])
+    }
+
+    /// The lines written to `fd` until every writer has closed it; then `fd` is closed. A last
+    /// line without a newline is delivered too. Dropping the stream early also closes `fd`.
+    /// `fd` is made non-blocking (its file description, which only this process should read).
+    public static func lines(
+        from fd: Int32, maxLineBytes: Int,
+        bufferingPolicy: AsyncStream<LineFramer.Line>.Continuation.BufferingPolicy = .unbounded
+    ) -> AsyncStream<LineFramer.Line> {
+        let (stream, continuation) = AsyncStream<LineFramer.Line>.makeStream(bufferingPolicy: bufferingPolicy)
+        _ = clinux_set_nonblocking(fd)
+        PipePoller.shared.add(fd: fd, maxLineBytes: maxLineBytes, continuation: continuation)
+        return stream
+    }
+}
+
+/// The thread that reads every pipe of ``PipeLines`` in this process. Only this thread reads and
+/// closes the registered descriptors, so a descriptor number is never reused under it.
+private final class PipePoller: Sendable {
+    static let shared = PipePoller()
+
+    private struct Pipe {
+        var fd: Int32
+        var framer: LineFramer
+        var continuation: AsyncStream<LineFramer.Line>.Continuation
+    }
+
+    private struct Changes {
+        var nextToken: UInt64 = 0
+        var added: [UInt64: Pipe] = [:]
+        var dropped: Set<UInt64> = []
+    }
+
+    private let changes = Mutex(Changes())
+    /// A pipe that wakes the poll when pipes are added or dropped.
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+
+    private init() {
+        var fds: [Int32] = [-1, -1]
+        if clinux_small_pipe(&fds, 4096) != 0 { fatalError("PipeLines: cannot create its wake-up pipe (errno \(errno))") }
+        _ = clinux_set_nonblocking(fds[0])
+        _ = clinux_set_nonblocking(fds[1])
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        // A queue of its own: its one block runs for the life of the process.
+        DispatchQueue(label: "PipeLines.poller").async { [self] in run() }
+    }
+
+    /// Pipes are known by a token, not by their descriptor: a descriptor closed at EOF can be
+    /// reused by a new pipe before a late "dropped" for the old one arrives.
+    func add(fd: Int32, maxLineBytes: Int, continuation: AsyncStream<LineFramer.Line>.Continuation) {
+        let token = changes.withLock { changes in
+            defer { changes.nextToken += 1 }
+            return changes.nextToken
+        }
+        continuation.onTermination = { [self] termination in
+            // Finished by the poller itself at EOF: nothing to do. Dropped by the reader: close.
+            if case .cancelled = termination {
+                changes.withLock { _ = $0.dropped.insert(token) }
+                wake()
+            }
+        }
+        let pipe = Pipe(fd: fd, framer: LineFramer(maxLineBytes: maxLineBytes), continuation: continuation)
+        changes.withLock { $0.added[token] = pipe }
+        wake()
+    }
+
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)  // a full wake pipe already means "wake up"
+    }
+
+    private func run() -> Never {
+        var pipes: [UInt64: Pipe] = [:]
+        var pollSet: [pollfd] = []
+        var pollTokens: [UInt64] = []
+        while true {
+            let (added, dropped) = changes.withLock { changes in
+                defer {
+                    changes.added.removeAll()
+                    changes.dropped.removeAll()
+                }
+                return (changes.added, changes.dropped)
+            }
+            pipes.merge(added) { _, new in new }
+            for token in dropped { end(token, in: &pipes, flush: false) }
+
+            pollSet.removeAll(keepingCapacity: true)
+            pollTokens.removeAll(keepingCapacity: true)
+            pollSet.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
+            for (token, pipe) in pipes {
+                pollSet.append(pollfd(fd: pipe.fd, events: Int16(POLLIN), revents: 0))
+                pollTokens.append(token)
+            }
+            let ready = poll(&pollSet, nfds_t(pollSet.count), -1)
+            if ready < 0 { continue }  // EINTR
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
+                if pollSet[0].revents != 0 { while read(wakeRead, buffer.baseAddress, buffer.count) > 0 {} }
+                for (entry, token) in zip(pollSet.dropFirst(), pollTokens) where entry.revents != 0 {
+                    if drain(token, into: buffer, pipes: &pipes) { end(token, in: &pipes, flush: true) }
+                }
+            }
+        }
+    }
+
+    /// Reads what the pipe holds; true at EOF or on an error.
+    private func drain(_ token: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, pipes: inout [UInt64: Pipe]) -> Bool {
+        guard let fd = pipes[token]?.fd else { return false }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n > 0 {
+                for line in pipes[token]!.framer.feed(buffer[0..<n]) { pipes[token]!.continuation.yield(line) }
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            return n == 0 || errno != EAGAIN
+        }
+    }
+
+    private func end(_ token: UInt64, in pipes: inout [UInt64: Pipe], flush: Bool) {
+        guard var pipe = pipes.removeValue(forKey: token) else { return }
+        if flush && pipe.framer.pendingBytes > 0 {
+            for line in pipe.framer.feed([UInt8(ascii: "\n")]) { pipe.continuation.yield(line) }
+        }
+        close(pipe.fd)
+        pipe.continuation.finish()
+    }
+}

@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Shared
+import Testing
+
+private func writeAll(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+        precondition(n > 0, "write failed")
+        offset += n
+    }
+}
+
+private func texts(_ lines: [LineFramer.Line]) -> [String] {
+    lines.map { line in
+        switch line {
+        case .line(let bytes): String(decoding: bytes, as: UTF8.self)
+        case .oversized(let length): "<oversized \(length)>"
+        }
+    }
+}
+
+/// The inode `fd` refers to, nil when it is closed.
+private func inode(_ fd: Int32) -> UInt? {
+    var info = stat()
+    return fstat(fd, &info) == 0 ? UInt(info.st_ino) : nil
+}
+
+/// True while `fd` still refers to the pipe `pipeInode` (tests in other suites run in parallel
+/// and may reuse the number as soon as it is closed).
+private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pipeInode }
+
+@Suite(.timeLimit(.minutes(1))) struct PipeLinesTests {
+    @Test func pipeIsSmallAndCloseOnExec() throws {
+        let pipe = try PipeLines.open()
+        defer { close(pipe.read); close(pipe.write) }
+        #expect(fcntl(pipe.read, F_GETFD) & FD_CLOEXEC != 0)
+        #expect(fcntl(pipe.write, F_GETFD) & FD_CLOEXEC != 0)
+        #expect(fcntl(pipe.read, 1032 /* F_GETPIPE_SZ */) == 4096)
+    }
+
+    @Test func linesArriveUntilTheWriterClosesThenTheReadEndIsClosed() async throws {
+        let pipe = try PipeLines.open()
+        let pipeInode = inode(pipe.read)
+        let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 24)
+        writeAll(pipe.write, "one\ntw")
+        writeAll(pipe.write, "o\n" + String(repeating: "x", count: 40) + "\nlast without newline")
+        close(pipe.write)
+        var received: [LineFramer.Line] = []
+        for await line in lines { received.append(line) }
+        #expect(texts(received) == ["one", "two", "<oversized 40>", "last without newline"])
+        #expect(!stillOpen(pipe.read, pipeInode: pipeInode))
+    }
+
+    @Test func moreThanOnePipeBufferPassesThrough() async throws {
+        let pipe = try PipeLines.open()
+        let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 100)
+        let writer = Task.detached {
+            for i in 0..<2000 { writeAll(pipe.write, "line \(i)\n") }
+            close(pipe.write)
+        }
+        var count = 0
+        for await line in lines {
+            #expect(texts([line]) == ["line \(count)"])
+            count += 1
+        }
+        await writer.value
+        #expect(count == 2000)
+    }
+
+    @Test func droppingTheStreamClosesTheReadEnd() async throws {
+        let pipe = try PipeLines.open()
+        let pipeInode = inode(pipe.read)
+        defer { close(pipe.write) }
+        do {
+            let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 100)
+            let reader = Task { for await _ in lines {} }
+            reader.cancel()
+            await reader.value
+        }
+        // The poller closes it after it has seen the cancellation: poll for that.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while stillOpen(pipe.read, pipeInode: pipeInode) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(!stillOpen(pipe.read, pipeInode: pipeInode))
+    }
+
+    /// Descriptors closed at EOF are reused by the next pipes at once; each stream must still end
+    /// exactly when its own writer closes.
+    @Test func manyShortLivedPipesEachEndWithTheirOwnWriter() async throws {
+        for round in 0..<200 {
+            let pipe = try PipeLines.open()
+            let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 100)
+            writeAll(pipe.write, "round \(round)\n")
+            close(pipe.write)
+            var received: [String] = []
+            for await line in lines { received += texts([line]) }
+            #expect(received == ["round \(round)"])
+        }
+    }
+}

@@ -131,12 +131,14 @@ final class ChildProcess: Sendable {
         try? await standardInput?.finish()
     }
 
-    /// Polls until the child has exited or `timeout` passed; true when it has exited.
+    /// Polls until the child has exited or `timeout` passed; true when it has exited. Polls every
+    /// 2 ms: a plug exits within a millisecond or two of SIGTERM, and every Leave and
+    /// DeleteEndpoint waits here.
     func waitForExit(timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while !hasExited {
             if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(10))
+            try? await Task.sleep(for: .milliseconds(2))
         }
         return true
     }

@@ -111,6 +111,9 @@ final class PlugProcess: Sendable {
 
     /// Waits until a switch port shows this plug's pid and returns the port. Without a management
     /// socket it can only check that the plug is still running after a short while.
+    ///
+    /// Polls every 3 ms: a plug takes a few milliseconds to connect, every CreateEndpoint waits
+    /// here, and one look at the port list costs the switch well under a millisecond.
     func waitUntilAttached(ctlDir: String, management: ManagementClient?, timeout: Duration = .seconds(2)) async throws(PlugError) -> Int? {
         guard let management else {
             try? await Task.sleep(for: .milliseconds(150))
@@ -132,7 +135,7 @@ final class PlugProcess: Sendable {
                 if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
                 throw .notAttached(pid: pid, ctlDir: ctlDir, waited: timeout, cause: lastError?.description)
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            try? await Task.sleep(for: .milliseconds(3))
         }
     }
 

@@ -43,6 +43,8 @@ extension Worker {
             throw VDEError.unavailable("the switch of this network is being restarted; retry in a moment")
         }
 
+        // The same endpoint removed a moment ago: its tap must be gone before one is made anew.
+        await waitForTapDeletion(endpoint.tapName)
         switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
         case .none:
             try await taps.create(name: endpoint.tapName, macAddress: endpoint.macAddress)
@@ -158,15 +160,16 @@ extension Worker {
         return WorkerResult(endpoint: endpoints[id]?.status())
     }
 
-    /// Stops the plug, deletes the tap and forgets the endpoint. An unknown endpoint is not an
-    /// error (dockerd retries), but a tap named after it is still deleted.
+    /// Stops the plug, forgets the endpoint and deletes its tap in the background (see
+    /// ``TapDeletionMarkers``). An unknown endpoint is not an error (dockerd retries), but a tap
+    /// named after it is still deleted.
     func removeEndpoint(_ id: String) async throws -> WorkerResult {
         guard Naming.isValidID(id) else { throw EndpointError.invalidID(id) }
         let tapName = endpoints[id]?.spec.tapName ?? Naming.tapName(endpointID: id)
         await stopPlug(of: id)
         pidFiles?.remove(endpointID: id)
         let usedByAnother = endpoints.values.contains { $0.spec.tapName == tapName && $0.spec.endpointID != id }
-        if !usedByAnother { try await taps.deleteIfTap(name: tapName) }
+        if !usedByAnother { try await deleteTapInBackground(tapName) }
         endpoints[id] = nil
         return WorkerResult()
     }
@@ -187,8 +190,10 @@ extension Worker {
     /// vde_switch 2.3.2 does not always notice that a plug exited: here, in roughly one case out of
     /// four, the port stayed `ACTIVE` with the dead plug's endpoint for good (seconds later still),
     /// so the next client found the switch full. The worker waits `grace` for the switch to free
-    /// the port, then drops the endpoint itself with `port/epclose PORT ID`.
-    func releasePort(of pid: Int32, grace: Duration = .milliseconds(200)) async {
+    /// the port, then drops the endpoint itself with `port/epclose PORT ID`. When the switch does
+    /// notice, it frees the port within a few milliseconds of the exit; the grace only has to
+    /// cover that, and it is paid by every Leave that hits the bug (Docker waits for Leave).
+    func releasePort(of pid: Int32, grace: Duration = .milliseconds(40)) async {
         guard switchState == .running, let management = managementClient(timeout: .milliseconds(500)) else { return }
         let deadline = ContinuousClock.now + grace
         while true {
@@ -208,7 +213,7 @@ extension Worker {
                 }
                 return
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 

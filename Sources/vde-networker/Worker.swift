@@ -51,6 +51,9 @@ actor Worker {
     /// Directories this worker created (outermost first), removed at shutdown when empty.
     var createdDirectories: [String] = []
     var pidFiles: PlugPIDFiles?
+    var tapMarkers: TapDeletionMarkers?
+    /// Background deletions of removed endpoints' taps, by tap name (see ``TapDeletionMarkers``).
+    var tapDeletions: [String: Task<Void, Never>] = [:]
     var gate = SerialGate()
     var shuttingDown = false
     var shutdownTask: Task<Void, Never>?
@@ -132,6 +135,8 @@ actor Worker {
         let pidFiles = PlugPIDFiles(directory: networkRunDir + "/plugs")
         self.pidFiles = pidFiles
         let leftovers = await pidFiles.stopLeftovers(logger: logger)
+        tapMarkers = TapDeletionMarkers(directory: networkRunDir + "/deleting")
+        await deleteMarkedTaps(keeping: Set(restoring.map(\.tapName)))
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec
@@ -347,6 +352,8 @@ actor Worker {
         switchProcess = nil
         switchState = .stopped
         pidFiles?.removeDirectoryIfEmpty()
+        await waitForTapDeletions()
+        tapMarkers?.removeDirectoryIfEmpty()
         removeCreatedDirectories()
     }
 

@@ -316,7 +316,8 @@ struct WorkerProcessTests {
         let left = try await worker.request(.leaveEndpoint, endpointID: one.endpointID)
         #expect(left.result?.endpoint?.state == .unplugged)
         #expect(try await worker.request(.removeEndpoint, endpointID: one.endpointID).ok == true)
-        #expect(!Host.exists("/sys/class/net/\(one.tapName)"))
+        // The tap goes in the background, after the reply.
+        #expect(await Host.eventually { !Host.exists("/sys/class/net/\(one.tapName)") })
         #expect(try await worker.request(.removeEndpoint, endpointID: one.endpointID).ok == true)
         #expect(try await worker.request(.leaveEndpoint, endpointID: one.endpointID).error?.code == .notFound)
 
@@ -492,6 +493,58 @@ struct WorkerProcessTests {
         #expect(await Host.eventually(timeout: .seconds(5)) { !Host.isAlive(switchPID) && plugs.allSatisfy { !Host.isAlive($0) } })
         #expect(Host.processes(commandLineContaining: spec.ctlDir).isEmpty)
         #expect(await Host.eventually { !Host.exists(spec.ctlDir) })
+    }
+
+    /// DeleteEndpoint is answered before the tap is gone; a shutdown right after still waits for
+    /// the deletion, and leaves neither the tap nor its marker.
+    @Test func removedTapsGoInTheBackgroundAndShutdownWaitsForThem() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let spec = ownSpec(scratch, worker)
+        _ = try await start(worker, spec)
+        let endpoints = [endpoint(scratch, "a"), endpoint(scratch, "b"), endpoint(scratch, "c")]
+        for one in endpoints { _ = try await add(worker, one) }
+        for one in endpoints {
+            #expect(try await worker.request(.removeEndpoint, endpointID: one.endpointID).ok == true)
+        }
+        // Added again at once: the new tap must not be deleted by the old endpoint's deletion.
+        let again = endpoints[0]
+        #expect(try await add(worker, again).state == .plugged)
+        #expect(Host.exists("/sys/class/net/\(again.tapName)"))
+        #expect(try await worker.request(.removeEndpoint, endpointID: again.endpointID).ok == true)
+
+        let markers = FileSystem.parent(of: spec.ctlDir) + "/deleting"
+        try await shutDown(worker, spec: spec)
+        for one in endpoints { #expect(!Host.exists("/sys/class/net/\(one.tapName)"), "tap \(one.tapName) left behind") }
+        #expect(!Host.exists(markers))
+    }
+
+    /// A worker that died between a DeleteEndpoint reply and the tap's deletion left a marker: the
+    /// next worker deletes that tap, but not the tap of an endpoint it restores.
+    @Test func nextWorkerDeletesTapsMarkedByADeadOne() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let spec = ownSpec(scratch, worker)
+        let markers = FileSystem.parent(of: spec.ctlDir) + "/deleting"
+        let orphan = endpoint(scratch, "a")
+        let kept = endpoint(scratch, "b")
+        for one in [orphan, kept] {
+            #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName, "mode", "tap"]).status == 0)
+            #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName, "address", one.macAddress]).status == 0)
+        }
+        #expect(Host.run(["mkdir", "-p", markers]).status == 0)
+        #expect(Host.run(["touch", markers + "/" + orphan.tapName, markers + "/" + kept.tapName]).status == 0)
+
+        let started = try await start(worker, spec, restoring: [kept])
+        #expect(started.endpoints?.map(\.state) == [.plugged])
+        #expect(!Host.exists("/sys/class/net/\(orphan.tapName)"))
+        #expect(Host.exists("/sys/class/net/\(kept.tapName)"))
+        #expect(!Host.exists(markers + "/" + orphan.tapName) && !Host.exists(markers + "/" + kept.tapName))
+        try await shutDown(worker, spec: spec)
     }
 
     @Test func newWorkerStopsLeftoverPlugsAndRestoresEndpoints() async throws {

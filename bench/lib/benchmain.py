@@ -54,7 +54,12 @@ def main() -> int:
     ap.add_argument("--results", required=True)
     ap.add_argument("--update-docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
     ap.add_argument("--no-bridge-scale", action="store_true", help="skip the Docker bridge reference at scale")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: rebuild the summary, plots (and with --update-docs the docs) from "
+                         "latest.json (latest-quick.json with --quick), with recovery.json as it is now")
     args = ap.parse_args()
+    if args.report_only:
+        return report_only(args)
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
     if unknown:
@@ -129,12 +134,7 @@ def main() -> int:
                     log(f"scale: {nets} Docker bridge network(s) x {per} containers (reference)")
                     results["scale"][f"bridge_{nets}x{per}"] = scale.docker_scale("bridge", nets, per, None, cleanup, 238)
 
-        rec = os.path.join(args.results, "recovery.json")
-        if os.path.exists(rec):
-            with open(rec) as f:
-                results["recovery"] = json.load(f)
-        else:
-            results["recovery"] = None
+        results["recovery"] = load_recovery(args.results)
     except KeyboardInterrupt as e:
         log(f"interrupted ({e}); cleaning up")
         failed = True
@@ -165,6 +165,32 @@ def main() -> int:
     if args.update_docs and not failed:
         report.update_docs(results)
     return 1 if failed else 0
+
+
+def load_recovery(results_dir: str):
+    """What bench/recovery last wrote, or None."""
+    rec = os.path.join(results_dir, "recovery.json")
+    if not os.path.exists(rec):
+        return None
+    with open(rec) as f:
+        return json.load(f)
+
+
+def report_only(args) -> int:
+    latest = os.path.join(args.results, "latest-quick.json" if args.quick else "latest.json")
+    if not os.path.exists(latest):
+        log(f"no {latest}: run the benchmark first")
+        return 1
+    with open(latest) as f:
+        results = json.load(f)
+    results["recovery"] = load_recovery(args.results)
+    write_json(latest, results)
+    report.print_summary(results)
+    for p in report.plots(results, args.results):
+        log(f"plot: {p}")
+    if args.update_docs:
+        report.update_docs(results)
+    return 0
 
 
 if __name__ == "__main__":

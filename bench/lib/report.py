@@ -90,7 +90,7 @@ def tables(r: dict) -> str:
         out.append("| path | TCP a→b Mbit/s | TCP b→a Mbit/s | ping avg RTT ms | CPU of switch + plugs during TCP |")
         out.append("|---|---|---|---|---|")
         labels = {"vde": "vde network (plugin)", "bridge": "Docker bridge network",
-                  "vde_hand": "vde_switch + 2 × vde_plug2tap by hand", "kernel": "Linux bridge + veth (netns)"}
+                  "vde_hand": "vde_switch + 2 × vde_plug2tap by hand, same netns", "kernel": "Linux bridge + veth (netns)"}
         for k, label in labels.items():
             p = dp["paths"].get(k)
             if not p:

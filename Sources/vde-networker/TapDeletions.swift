@@ -1,0 +1,103 @@
+import Logging
+
+/// Taps of removed endpoints, deleted after DeleteEndpoint has been answered.
+///
+/// `ip link del` of a tap takes about 20 ms, most of it the kernel unregistering the device, and
+/// dockerd waits for DeleteEndpoint on every container removal. The endpoint is gone once the
+/// reply is sent and its tap's name is its own, so nothing needs the tap gone before the reply.
+/// A marker file `<network run dir>/deleting/<tap>` is written first: a worker that dies before
+/// the deletion finished leaves the job to the next one (``Worker/deleteMarkedTaps(keeping:)``),
+/// and a worker that shuts down waits for its deletions.
+struct TapDeletionMarkers: Sendable {
+    /// `<network run dir>/deleting`.
+    var directory: String
+
+    func path(tapName: String) -> String { "\(directory)/\(tapName)" }
+
+    /// Writes the marker; false when it cannot (the caller then deletes the tap at once).
+    func mark(tapName: String, logger: Logger) -> Bool {
+        do {
+            _ = try FileSystem.makeDirectories(directory, mode: 0o755)
+        } catch {
+            logger.warning("cannot keep tap deletion markers: \(error)")
+            return false
+        }
+        if let code = FileSystem.writeAtomically(path(tapName: tapName), contents: "") {
+            logger.warning("cannot write \(path(tapName: tapName)): \(SystemCallError.text(code))")
+            return false
+        }
+        return true
+    }
+
+    func unmark(tapName: String) {
+        FileSystem.removeFile(path(tapName: tapName))
+    }
+
+    /// Tap names with a marker (temporary files of an interrupted write are skipped).
+    func marked() -> [String] {
+        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(".tmp") && (try? Taps.validate(name: $0)) != nil }
+    }
+
+    /// Removes the directory when no marker is left in it.
+    func removeDirectoryIfEmpty() {
+        if FileSystem.listDirectory(directory)?.isEmpty == true { FileSystem.removeDirectory(directory) }
+    }
+}
+
+extension Worker {
+    /// Deletes the tap `name` (if it is a tap) in the background, after writing its marker. Without
+    /// a marker it deletes at once, as before: a crash must never leave a tap nobody deletes.
+    func deleteTapInBackground(_ name: String) async throws {
+        guard taps.exists(name), taps.isTunTap(name) else { return }
+        guard let markers = tapMarkers, markers.mark(tapName: name, logger: logger) else {
+            try await taps.deleteIfTap(name: name)
+            return
+        }
+        let taps = self.taps
+        let logger = self.logger
+        tapDeletions[name] = Task {
+            do {
+                try await taps.deleteIfTap(name: name)
+                markers.unmark(tapName: name)
+                logger.debug("tap deleted", metadata: ["tap": "\(name)"])
+            } catch {
+                logger.warning("cannot delete the tap \(name) of a removed endpoint; the next start of this network's worker tries again: \(error)")
+            }
+            self.tapDeletionEnded(name)
+        }
+    }
+
+    private func tapDeletionEnded(_ name: String) {
+        tapDeletions[name] = nil
+    }
+
+    /// Waits until the background deletion of `name`, if one runs, has ended.
+    func waitForTapDeletion(_ name: String) async {
+        await tapDeletions[name]?.value
+    }
+
+    /// Waits until every background deletion has ended.
+    func waitForTapDeletions() async {
+        while let (_, task) = tapDeletions.first {
+            await task.value
+        }
+    }
+
+    /// Deletes the taps an earlier worker marked but did not delete, except those of endpoints
+    /// being restored (their markers are stale), and removes the markers.
+    func deleteMarkedTaps(keeping kept: Set<String>) async {
+        guard let markers = tapMarkers else { return }
+        for name in markers.marked() {
+            if !kept.contains(name) {
+                do {
+                    try await taps.deleteIfTap(name: name)
+                    logger.info("deleted the tap \(name) of an endpoint removed before the last worker stopped")
+                } catch {
+                    logger.warning("cannot delete the tap \(name) of a removed endpoint: \(error)")
+                    continue
+                }
+            }
+            markers.unmark(tapName: name)
+        }
+    }
+}

@@ -3,8 +3,15 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /// prctl is variadic, which Swift cannot call: one wrapper per use.
@@ -26,5 +33,30 @@ static inline int clinux_set_nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return -1;
     return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/// Makes the persistent tap `name` with the flags `ip tuntap add mode tap` uses (IFF_TAP |
+/// IFF_NO_PI) and gives it the MAC address `mac` (6 bytes), in the calling thread's network
+/// namespace. An existing tap of that name would be attached to, not refused: check first.
+/// Returns 0, or an errno value with `*step` naming the call that failed; a tap made before a
+/// failure is left for the caller to delete.
+static inline int clinux_create_tap(const char *name, const unsigned char *mac, const char **step) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    if (strlen(name) >= IFNAMSIZ) { *step = "name"; return ENAMETOOLONG; }
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    int tun = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (tun < 0) { *step = "open /dev/net/tun"; return errno; }
+    request.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (ioctl(tun, TUNSETIFF, &request) < 0) { int e = errno; close(tun); *step = "TUNSETIFF"; return e; }
+    if (ioctl(tun, TUNSETPERSIST, 1) < 0) { int e = errno; close(tun); *step = "TUNSETPERSIST"; return e; }
+    close(tun);
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) { *step = "socket"; return errno; }
+    request.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(request.ifr_hwaddr.sa_data, mac, 6);
+    if (ioctl(sock, SIOCSIFHWADDR, &request) < 0) { int e = errno; close(sock); *step = "SIOCSIFHWADDR"; return e; }
+    close(sock);
+    return 0;
 }
 #endif

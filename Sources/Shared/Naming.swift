@@ -37,6 +37,15 @@ public enum Naming {
 
     /// Normalises a MAC to lower-case `aa:bb:cc:dd:ee:ff`, or nil when it is not a unicast MAC.
     public static func normalizedMAC(_ mac: String) -> String? {
+        guard let bytes = macBytes(mac) else { return nil }
+        return bytes.map { b in
+            let s = String(b, radix: 16)
+            return s.count == 1 ? "0" + s : s
+        }.joined(separator: ":")
+    }
+
+    /// The six bytes of a unicast MAC address written `aa:bb:cc:dd:ee:ff` (either case), or nil.
+    public static func macBytes(_ mac: String) -> [UInt8]? {
         let parts = mac.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 6 else { return nil }
         var bytes: [UInt8] = []
@@ -45,9 +54,6 @@ public enum Naming {
             bytes.append(b)
         }
         guard bytes[0] & 1 == 0 else { return nil }
-        return bytes.map { b in
-            let s = String(b, radix: 16)
-            return s.count == 1 ? "0" + s : s
-        }.joined(separator: ":")
+        return bytes
     }
 }

@@ -56,6 +56,11 @@ private let fullID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789
     ])
     func normalizedMACRefusesMulticastAndGarbage(mac: String) {
         #expect(Naming.normalizedMAC(mac) == nil)
+        #expect(Naming.macBytes(mac) == nil)
+    }
+
+    @Test func macBytesAreTheSixOctets() {
+        #expect(Naming.macBytes("02:AB:cd:EF:00:9F") == [0x02, 0xab, 0xcd, 0xef, 0x00, 0x9f])
     }
 
     @Test func isValidID() {

@@ -22,9 +22,10 @@ struct ChildExit: Sendable, CustomStringConvertible {
 /// A long-running child (`vde_switch`, `vde_plug2tap`) in its own process group.
 ///
 /// Its stdout goes to the worker's stderr; its stderr goes to a ``ChildErrorPipe``, read line by
-/// line, logged and the last lines kept for error messages. With `holdStandardInput` the child gets a pipe on stdin that stays
-/// open until ``closeStandardInput()`` (vde_switch exits at EOF on stdin, which makes the pipe its
-/// clean stop, and makes it exit by itself when the worker dies).
+/// line, logged and the last lines kept for error messages. With `holdStandardInput` the child
+/// gets a pipe on stdin that stays open until ``closeStandardInput()`` (vde_switch exits at EOF
+/// on stdin, which makes the pipe its clean stop, and makes it exit by itself when the worker
+/// dies).
 final class ChildProcess: Sendable {
     let name: String
     let pid: pid_t

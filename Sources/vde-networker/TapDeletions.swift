@@ -48,7 +48,8 @@ extension Worker {
     /// Deletes the tap `name` (if it is a tap) in the background, after writing its marker. Without
     /// a marker it deletes at once, as before: a crash must never leave a tap nobody deletes.
     func deleteTapInBackground(_ name: String) async throws {
-        guard taps.exists(name), taps.isTunTap(name) else { return }
+        // A repeated DeleteEndpoint while the first deletion runs: that one deletes it.
+        guard tapDeletions[name] == nil, taps.exists(name), taps.isTunTap(name) else { return }
         guard let markers = tapMarkers, markers.mark(tapName: name, logger: logger) else {
             try await taps.deleteIfTap(name: name)
             return

@@ -74,7 +74,8 @@ def _hand_vde(cleanup: Cleanup, into: Path | None = None) -> Path:
     work = tempfile.mkdtemp(prefix="vdeb-hand-", dir="/tmp")
     cleanup.push(f"dir {work}", lambda: run(["rm", "-rf", work], check=False))
     ctl, mgmt = os.path.join(work, "ctl"), os.path.join(work, "mgmt")
-    sw = subprocess.Popen(["vde_switch", "-s", ctl, "-M", mgmt, "-n", "8"], stdin=subprocess.PIPE,
+    # -n 33: the plugin's switch for the default num_switchports=32 (port 0 is not a client's).
+    sw = subprocess.Popen(["vde_switch", "-s", ctl, "-M", mgmt, "-n", "33"], stdin=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cleanup.push("hand vde_switch", lambda: (sw.stdin.close(), sw.wait(timeout=10)))
     for _ in range(500):

@@ -1,8 +1,8 @@
 #ifndef VDE_SUPERVISOR_CLINUX_SHIM_H
 #define VDE_SUPERVISOR_CLINUX_SHIM_H
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+// No _GNU_SOURCE here: it would change glibc's declarations (fd_set, for one) against the ones
+// Swift's Glibc module sees, and clang refuses two different definitions. What needs it
+// (pipe2, F_SETPIPE_SZ) goes through syscall(2) and the kernel's constant instead.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -12,7 +12,12 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef F_SETPIPE_SZ
+#define F_SETPIPE_SZ 1031  /* F_LINUX_SPECIFIC_BASE + 7 */
+#endif
 
 /// prctl is variadic, which Swift cannot call: one wrapper per use.
 static inline int clinux_set_child_subreaper(void) {
@@ -23,7 +28,7 @@ static inline int clinux_set_child_subreaper(void) {
 /// kernel; a failed shrink keeps the default and is not an error). Returns 0, or -1 with errno.
 /// Small pipes matter to callers that size their read buffers by the pipe's capacity.
 static inline int clinux_small_pipe(int fds[2], int capacity) {
-    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    if (syscall(SYS_pipe2, fds, O_CLOEXEC) != 0) return -1;
     (void)fcntl(fds[0], F_SETPIPE_SZ, capacity);
     return 0;
 }

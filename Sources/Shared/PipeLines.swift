@@ -133,18 +133,23 @@ private final class PipePoller: Sendable {
         }
     }
 
-    /// Reads what the pipe holds; true at EOF or on an error.
+    /// Reads what the pipe holds, at most 16 buffers at a time, so that one child that floods
+    /// its pipe cannot starve the others (poll reports it again in the next round). True at EOF
+    /// or on an error.
     private func drain(_ token: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, pipes: inout [UInt64: Pipe]) -> Bool {
         guard let fd = pipes[token]?.fd else { return false }
-        while true {
+        var reads = 0
+        while reads < 16 {
             let n = read(fd, buffer.baseAddress, buffer.count)
             if n > 0 {
+                reads += 1
                 for line in pipes[token]!.framer.feed(buffer[0..<n]) { pipes[token]!.continuation.yield(line) }
                 continue
             }
             if n < 0 && errno == EINTR { continue }
             return n == 0 || errno != EAGAIN
         }
+        return false
     }
 
     private func end(_ token: UInt64, in pipes: inout [UInt64: Pipe], flush: Bool) {

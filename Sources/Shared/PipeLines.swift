@@ -43,6 +43,30 @@ public enum PipeLines {
     }
 }
 
+/// A pipe whose write end goes to one child and whose lines this process reads.
+///
+/// Pass ``writeEnd`` to the spawn, and call ``closeWriteEnd()`` as soon as the child runs (and
+/// when the spawn failed): ``lines`` ends only once no writer is left.
+public final class ChildOutputPipe: Sendable {
+    public let writeEnd: Int32
+    public let lines: AsyncStream<LineFramer.Line>
+    private let writeEndClosed = OnceFlag()
+
+    public init(
+        maxLineBytes: Int,
+        bufferingPolicy: AsyncStream<LineFramer.Line>.Continuation.BufferingPolicy = .unbounded
+    ) throws(PipeLines.OpenError) {
+        let pipe = try PipeLines.open()
+        writeEnd = pipe.write
+        lines = PipeLines.lines(from: pipe.read, maxLineBytes: maxLineBytes, bufferingPolicy: bufferingPolicy)
+    }
+
+    /// Closes this process's copy of the write end; idempotent.
+    public func closeWriteEnd() {
+        if writeEndClosed.claim() { close(writeEnd) }
+    }
+}
+
 /// The thread that reads every pipe of ``PipeLines`` in this process. Only this thread reads and
 /// closes the registered descriptors, so a descriptor number is never reused under it.
 private final class PipePoller: Sendable {

@@ -21,7 +21,7 @@ struct ChildExit: Sendable, CustomStringConvertible {
 
 /// A long-running child (`vde_switch`, `vde_plug2tap`) in its own process group.
 ///
-/// Its stdout goes to the worker's stderr; its stderr goes to a ``ChildErrorPipe``, read line by
+/// Its stdout goes to the worker's stderr; its stderr goes to a ``ChildOutputPipe``, read line by
 /// line, logged and the last lines kept for error messages. With `holdStandardInput` the child
 /// gets a pipe on stdin that stays open until ``closeStandardInput()`` (vde_switch exits at EOF
 /// on stdin, which makes the pipe its clean stop, and makes it exit by itself when the worker
@@ -53,16 +53,13 @@ final class ChildProcess: Sendable {
             options.teardownSequence = [.send(signal: .terminate, allowedDurationToNextStep: .milliseconds(500))]
             return options
         }()
-        let errorPipe: (read: Int32, write: Int32)
+        // Its stderr: lines of up to 2 KiB; a flood keeps only the newest 64 unread lines.
+        let errorPipe: ChildOutputPipe
         do {
-            errorPipe = try PipeLines.open()
+            errorPipe = try ChildOutputPipe(maxLineBytes: 2048, bufferingPolicy: .bufferingNewest(64))
         } catch {
             throw ChildSpawnError(argv: argv, reason: "\(error)")
         }
-        // Reading starts at once; the stream ends when the child (the only other writer) exits.
-        let errorLines = ChildErrorPipe.lines(from: errorPipe.read)
-        let writeEndClosed = OnceFlag()
-        let closeWriteEnd: @Sendable () -> Void = { if writeEndClosed.claim() { close(errorPipe.write) } }
         let resumed = OnceFlag()
         var childLogger = logger
         childLogger[metadataKey: "child"] = .string(name)
@@ -76,23 +73,28 @@ final class ChildProcess: Sendable {
                             .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
                             platformOptions: options, input: .inputWriter,
                             output: .fileDescriptor(.standardError, closeAfterSpawningProcess: false),
-                            error: .fileDescriptor(.init(rawValue: errorPipe.write), closeAfterSpawningProcess: false)
+                            error: .fileDescriptor(.init(rawValue: errorPipe.writeEnd), closeAfterSpawningProcess: false)
                         ) { execution in
-                            closeWriteEnd()
+                            errorPipe.closeWriteEnd()
                             let started = ChildProcess(name: name, pid: execution.processIdentifier.value,
                                                        standardInput: holdStandardInput ? execution.standardInputWriter : nil)
                             child = started
                             if !holdStandardInput { try? await execution.standardInputWriter.finish() }
                             if resumed.claim() { continuation.resume(returning: started) }
                             // Ends when the child has exited and closed its end of the pipe.
-                            for await line in errorLines where !line.isEmpty {
-                                log.notice("\(line)", metadata: ["pid": "\(started.pid)"])
-                                started.recordErrorLine(line)
+                            for await line in errorPipe.lines {
+                                let text = switch line {
+                                case .line(let bytes): String(decoding: bytes, as: UTF8.self)
+                                case .oversized(let length): "(a line of \(length) bytes, dropped)"
+                                }
+                                guard !text.isEmpty else { continue }
+                                log.notice("\(text)", metadata: ["pid": "\(started.pid)"])
+                                started.recordErrorLine(text)
                             }
                         }
                         child?.finish(status: result.terminationStatus)
                     } catch {
-                        closeWriteEnd()
+                        errorPipe.closeWriteEnd()
                         if resumed.claim() {
                             continuation.resume(throwing: error)
                         } else {

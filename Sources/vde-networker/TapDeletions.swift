@@ -58,7 +58,7 @@ extension Worker {
         let logger = self.logger
         tapDeletions[name] = Task {
             do {
-                try await taps.deleteIfTap(name: name)
+                try await taps.delete(name: name)
                 markers.unmark(tapName: name)
                 logger.debug("tap deleted", metadata: ["tap": "\(name)"])
             } catch {

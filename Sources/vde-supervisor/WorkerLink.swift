@@ -52,16 +52,13 @@ actor WorkerLink {
         let executable = self.executable
         let ending: String = await Task.detached {
             // The worker's stdout: a small pipe of our own, not `output: .sequence` (see PipeLines).
-            let stdoutPipe: (read: Int32, write: Int32)
+            let stdoutPipe: ChildOutputPipe
             do {
-                stdoutPipe = try PipeLines.open()
+                stdoutPipe = try ChildOutputPipe(maxLineBytes: WorkerProtocol.maxLineBytes)
             } catch {
                 return "could not run \(executable): \(error)"
             }
-            let incoming = PipeLines.lines(from: stdoutPipe.read, maxLineBytes: WorkerProtocol.maxLineBytes)
-            let writeEndClosed = OnceFlag()
-            let closeWriteEnd: @Sendable () -> Void = { if writeEndClosed.claim() { close(stdoutPipe.write) } }
-            defer { closeWriteEnd() }
+            defer { stdoutPipe.closeWriteEnd() }
             do {
                 let result = try await Subprocess.run(
                     .path(FilePath(executable)), arguments: arguments,
@@ -70,10 +67,10 @@ actor WorkerLink {
                     environment: .inherit.updating(["MALLOC_ARENA_MAX": "1"]),
                     platformOptions: platformOptions,
                     input: .inputWriter,
-                    output: .fileDescriptor(.init(rawValue: stdoutPipe.write), closeAfterSpawningProcess: false),
+                    output: .fileDescriptor(.init(rawValue: stdoutPipe.writeEnd), closeAfterSpawningProcess: false),
                     error: .currentStandardError
                 ) { execution in
-                    closeWriteEnd()
+                    stdoutPipe.closeWriteEnd()
                     await self.started(pid: execution.processIdentifier.value)
                     let writer = execution.standardInputWriter
                     let writing = Task.detached {
@@ -82,7 +79,7 @@ actor WorkerLink {
                         }
                         try? await writer.finish()
                     }
-                    for await line in incoming {
+                    for await line in stdoutPipe.lines {
                         await self.received(line)
                     }
                     // EOF on its stdout: the worker is exiting. Stop writing.

@@ -36,7 +36,7 @@ extension Acceptance {
                         #expect(joined.Gateway == "10.202.0.1")
                         let tap = joined.InterfaceName.SrcName
                         #expect(tap == Naming.tapName(endpointID: endpoint))
-                        try await moveIntoSandbox(tap: tap, mac: mac, address: address, ns: ns)
+                        try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
                         plugged.append(Plugged(endpoint: endpoint, tap: tap, mac: mac, address: address, namespace: ns))
                     }
 
@@ -61,7 +61,8 @@ extension Acceptance {
 
                     for p in plugged {
                         try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, p.endpoint))
-                        try await moveBackToHost(tap: p.tap, ns: p.namespace)
+                        try await p.namespace.returnEth0(as: p.tap)
+                        #expect(HostInspector.linkExists(p.tap), "\(p.tap) should be back in the host netns")
                         try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, p.endpoint))
                     }
                     try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
@@ -102,7 +103,7 @@ extension Acceptance {
                         let mac = try #require(created.Interface?.MacAddress)
                         let joined = try await client.ok("/NetworkDriver.Join",
                             Requests.join(network: network, endpoint: endpoint, sandbox: namespaces[i].path), as: DockerAPI.JoinResponse.self)
-                        try await moveIntoSandbox(tap: joined.InterfaceName.SrcName, mac: mac, address: address, ns: namespaces[i])
+                        try await namespaces[i].adoptAsEth0(tap: joined.InterfaceName.SrcName, mac: mac, address: address)
                         endpoints.append((network, endpoint, joined.InterfaceName.SrcName, mac))
                     }
                     let a1 = namespaces[0], b1 = namespaces[2]
@@ -119,7 +120,8 @@ extension Acceptance {
 
                     for (i, e) in endpoints.enumerated() {
                         try await client.ok("/NetworkDriver.Leave", Requests.endpoint(e.network, e.endpoint))
-                        try await moveBackToHost(tap: e.tap, ns: namespaces[i])
+                        try await namespaces[i].returnEth0(as: e.tap)
+                        #expect(HostInspector.linkExists(e.tap), "\(e.tap) should be back in the host netns")
                         try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(e.network, e.endpoint))
                     }
                     for id in [networkA, networkB] {
@@ -131,22 +133,3 @@ extension Acceptance {
     }
 }
 
-/// What dockerd does after Join: move the link into the sandbox, set it down, rename it to
-/// eth0, set the MAC, add the address, bring it up.
-func moveIntoSandbox(tap: String, mac: String, address: String, ns: NetNS) async throws {
-    try #require(HostInspector.linkExists(tap), "Join named \(tap) but no such link exists in the host netns")
-    try await Command.check([NetNS.ip, "link", "set", "dev", tap, "netns", ns.name])
-    try await ns.ip("link", "set", "dev", tap, "down")
-    try await ns.ip("link", "set", "dev", tap, "name", "eth0")
-    try await ns.ip("link", "set", "dev", "eth0", "address", mac)
-    try await ns.ip("addr", "add", address, "dev", "eth0")
-    try await ns.ip("link", "set", "dev", "eth0", "up")
-}
-
-/// What dockerd does after Leave: move the link back to the host netns under its own name.
-func moveBackToHost(tap: String, ns: NetNS) async throws {
-    try await ns.ip("link", "set", "dev", "eth0", "down")
-    try await ns.ip("link", "set", "dev", "eth0", "name", tap)
-    try await ns.ip("link", "set", "dev", tap, "netns", "\(getpid())")
-    #expect(HostInspector.linkExists(tap), "\(tap) should be back in the host netns")
-}

@@ -29,6 +29,27 @@ struct NetNS: Sendable {
         try await Command.run([NetNS.ip, "-n", self.name, "link", "show", "dev", name], timeout: .seconds(10)).succeeded
     }
 
+    /// What dockerd does after Join: move the host's link `tap` into this namespace, set it
+    /// down, rename it eth0, set the MAC, add the address, bring it up.
+    func adoptAsEth0(tap: String, mac: String, address: String) async throws {
+        guard HostInspector.linkExists(tap) else {
+            throw AcceptanceFailure("Join named \(tap) but no such link exists in the host netns")
+        }
+        try await Command.check([NetNS.ip, "link", "set", "dev", tap, "netns", name])
+        try await ip("link", "set", "dev", tap, "down")
+        try await ip("link", "set", "dev", tap, "name", "eth0")
+        try await ip("link", "set", "dev", "eth0", "address", mac)
+        try await ip("addr", "add", address, "dev", "eth0")
+        try await ip("link", "set", "dev", "eth0", "up")
+    }
+
+    /// What dockerd does after Leave: move eth0 back to the host netns under its own name `tap`.
+    func returnEth0(as tap: String) async throws {
+        try await ip("link", "set", "dev", "eth0", "down")
+        try await ip("link", "set", "dev", "eth0", "name", tap)
+        try await ip("link", "set", "dev", tap, "netns", "\(getpid())")
+    }
+
     /// Makes `count` namespaces, runs `body`, deletes them (also on failure).
     static func with<T>(count: Int, _ body: ([NetNS]) async throws -> T) async throws -> T {
         var made: [NetNS] = []

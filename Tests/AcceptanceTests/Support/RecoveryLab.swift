@@ -194,22 +194,10 @@ struct RecoveryLab: Sendable {
             let joined = try await client.ok("/NetworkDriver.Join",
                 Requests.join(network: id, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
             let tap = joined.InterfaceName.SrcName
-            try await moveIntoNamespace(tap: tap, mac: mac, address: address, ns: ns)
+            try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
             endpoints.append(Endpoint(id: endpoint, tap: tap, mac: mac, address: String(address.split(separator: "/")[0]), namespace: ns))
         }
         return Network(name: name, id: id, endpoints: endpoints, poolID: poolID)
-    }
-
-    /// What dockerd does after Join: move the tap into the sandbox, rename it eth0, address it.
-    static func moveIntoNamespace(tap: String, mac: String, address: String, ns: NetNS) async throws {
-        guard HostInspector.linkExists(tap) else {
-            throw AcceptanceFailure("Join named \(tap) but no such link exists in the host netns")
-        }
-        try await Command.check([NetNS.ip, "link", "set", "dev", tap, "netns", ns.name])
-        try await ns.ip("link", "set", "dev", tap, "name", "eth0")
-        try await ns.ip("link", "set", "dev", "eth0", "address", mac)
-        try await ns.ip("addr", "add", address, "dev", "eth0")
-        try await ns.ip("link", "set", "dev", "eth0", "up")
     }
 
     // MARK: traffic

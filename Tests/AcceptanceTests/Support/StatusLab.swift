@@ -36,7 +36,7 @@ enum StatusLab {
                     Requests.join(network: network, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
                 let tap = joined.InterfaceName.SrcName
                 made.append(StatusEndpoint(id: endpoint, tap: tap, mac: mac, address: address, namespace: ns))
-                try await moveIntoNamespace(tap: tap, mac: mac, address: address, ns: ns)
+                try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
             }
             let value = try await body(made)
             for endpoint in made {
@@ -64,24 +64,10 @@ enum StatusLab {
         try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: id))
     }
 
-    /// What dockerd does after Join: move the link into the sandbox, rename it eth0, set the MAC,
-    /// add the address, bring it up.
-    static func moveIntoNamespace(tap: String, mac: String, address: String, ns: NetNS) async throws {
-        try #require(HostInspector.linkExists(tap), "Join named \(tap) but no such link exists in the host netns")
-        try await Command.check([NetNS.ip, "link", "set", "dev", tap, "netns", ns.name])
-        try await ns.ip("link", "set", "dev", tap, "down")
-        try await ns.ip("link", "set", "dev", tap, "name", "eth0")
-        try await ns.ip("link", "set", "dev", "eth0", "address", mac)
-        try await ns.ip("addr", "add", address, "dev", "eth0")
-        try await ns.ip("link", "set", "dev", "eth0", "up")
-    }
-
     /// What dockerd does after Leave: move the link back to the host under its own name.
     static func moveBack(_ endpoint: StatusEndpoint) async throws {
         let ns = endpoint.namespace
         guard try await ns.linkExists("eth0") else { return }
-        try await ns.ip("link", "set", "dev", "eth0", "down")
-        try await ns.ip("link", "set", "dev", "eth0", "name", endpoint.tap)
-        try await ns.ip("link", "set", "dev", endpoint.tap, "netns", "\(getpid())")
+        try await ns.returnEth0(as: endpoint.tap)
     }
 }

@@ -63,6 +63,10 @@ struct ActivatedSupervisor: Sendable {
                 print("---- sd_notify messages:\(finished.transcript)\n---- supervisor log ----\n\(log.suffix(6000))\n---- end ----")
                 throw error
             }
+            if finished.status != .exited(0) {
+                // A crash on the way out: keep what it said for whoever reads the test output.
+                print("---- exit status \(finished.status); supervisor log ----\n\(log.suffix(6000))\n---- end ----")
+            }
             return finished
         }
     }

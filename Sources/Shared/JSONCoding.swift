@@ -21,8 +21,13 @@ public enum JSONCoding {
         return Array(try encoder.encode(value))
     }
 
-    public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>) throws -> T {
-        try JSONDecoder().decode(type, from: Data(bytes))
+    /// Decodes `type`; `userInfo` reaches the types' `init(from:)` (e.g. what a migration of an
+    /// old file needs to know).
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>,
+                                            userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.userInfo = userInfo
+        return try decoder.decode(type, from: Data(bytes))
     }
 
     public static func string<T: Encodable>(_ value: T) throws -> String {

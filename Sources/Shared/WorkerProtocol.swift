@@ -10,19 +10,26 @@ public enum WorkerProtocol {
     public static let maxLineBytes = 1 << 20
 }
 
-/// How the worker is to treat the switch of its network.
+/// How the user asked the worker to treat the switch of its network: the intent, kept as
+/// given. Whether the plugin really started the switch is a separate fact
+/// (``SwitchStatus/owned``, recorded by the supervisor).
 public enum SwitchMode: String, Codable, Sendable, Equatable {
-    /// Start a `vde_switch` at the ctl dir; fail if one already answers there.
+    /// The default: start a `vde_switch` at the ctl dir; fail if one already answers there.
     case own
     /// Use the switch answering at the ctl dir, or start one there if none answers
     /// (`socket_dir` with `create_sockets=true`).
     case useOrCreate
-    /// Use the switch answering at the ctl dir; never start, stop or delete it.
+    /// Use the switch answering at the ctl dir (`socket_dir` alone); never start, stop or delete it.
     case external
 }
 
 /// What a worker needs to run the switch of one network.
 public struct SwitchSpec: Codable, Sendable, Equatable {
+    /// The network's own run directory, `<supervisor run dir>/<first 12 characters of the
+    /// network ID>`: plug pid files (`plugs/`), tap deletion markers (`deleting/`), the switch
+    /// pid file (`switch.pid`). Computed once by the supervisor and recorded in its state; the
+    /// worker never derives a directory itself.
+    public var networkDir: String
     /// The switch's ctl directory (`vde_switch -s`, `vde_plug2tap -s`, QEMU's `sock=`).
     public var ctlDir: String
     /// The switch's management socket (`vde_switch -M`), when known.
@@ -33,7 +40,8 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
     /// How many containers and VMs may attach at once.
     public var numPorts: Int
 
-    public init(ctlDir: String, managementSocket: String?, mode: SwitchMode, group: String?, numPorts: Int) {
+    public init(networkDir: String, ctlDir: String, managementSocket: String?, mode: SwitchMode, group: String?, numPorts: Int) {
+        self.networkDir = networkDir
         self.ctlDir = ctlDir
         self.managementSocket = managementSocket
         self.mode = mode

@@ -21,7 +21,9 @@ struct NetworkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning or error.")
     var logLevel: String = "info"
 
-    @Option(name: .customLong("run-dir"), help: "The supervisor's run directory; plug pid files of external switches live below it.")
+    /// Kept so that a supervisor that passes it can start this worker; every path of the network
+    /// comes in the `start` request (`SwitchSpec.networkDir`).
+    @Option(name: .customLong("run-dir"), help: "Ignored: the network's directories come with the start request.")
     var runDir: String = "/run/vde-supervisor"
 
     func validate() throws {
@@ -42,7 +44,7 @@ struct NetworkerCommand: AsyncParsableCommand {
         LogSetup.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: LogSetup.label(networkID: networkID))
         let link = SupervisorLink(logger: logger)
-        let worker = Worker(networkID: networkID, runDir: runDir, executables: .resolve(), logger: logger,
+        let worker = Worker(networkID: networkID, executables: .resolve(), logger: logger,
                             emit: { link.send($0) })
         link.send(WorkerMessage(event: .hello, pid: getpid(), detail: "vde-networker for network \(Naming.shortID(networkID))"))
         logger.info("worker started", metadata: ["pid": "\(getpid())"])

@@ -3,25 +3,32 @@ import Glibc
 #endif
 import Logging
 
-/// One file per running plug, `<network run dir>/plugs/<endpointID>.pid`, so that a worker that
-/// starts after a crash of its predecessor can stop the plugs it left behind.
+/// One file per running plug, `<network dir>/plugs/<endpointID>.pid` holding `PID STARTTIME`
+/// (see ``ProcessIdentity``), so that a worker that starts after a crash of its predecessor can
+/// stop the plugs it left behind, and only those.
 ///
 /// Plugs on a switch the worker owns die with the switch when the worker dies; plugs on an
 /// external switch would run on, attached to ports nobody manages any more.
 struct PlugPIDFiles: Sendable {
-    /// `<network run dir>/plugs`.
+    static let program = "vde_plug2tap"
+
+    /// `<network dir>/plugs`.
     var directory: String
 
     func path(endpointID: String) -> String { "\(directory)/\(endpointID).pid" }
 
     func write(endpointID: String, pid: pid_t, logger: Logger) {
+        guard let identity = ProcessIdentity.of(pid: pid) else {
+            logger.warning("cannot write the pid file of plug \(pid): it no longer runs")
+            return
+        }
         do {
             _ = try FileSystem.makeDirectories(directory, mode: 0o755)
         } catch {
             logger.warning("cannot keep plug pid files: \(error)")
             return
         }
-        if let code = FileSystem.writeAtomically(path(endpointID: endpointID), contents: "\(pid)\n") {
+        if let code = FileSystem.writeAtomically(path(endpointID: endpointID), contents: identity.fileText) {
             logger.warning("cannot write \(path(endpointID: endpointID)): \(SystemCallError.text(code))")
         }
     }
@@ -35,33 +42,25 @@ struct PlugPIDFiles: Sendable {
         if FileSystem.listDirectory(directory)?.isEmpty == true { FileSystem.removeDirectory(directory) }
     }
 
-    /// Stops every plug listed (when its pid still runs vde_plug2tap) and removes the files.
-    /// Returns the pids it stopped.
+    /// Stops every plug listed whose pid, start time and program (vde_plug2tap) all still match,
+    /// and removes the files. A file naming a pid that now belongs to another process, or an old
+    /// file without a start time, stops nothing. Returns the pids it stopped.
     @discardableResult
     func stopLeftovers(logger: Logger) async -> [pid_t] {
         var stopped: [pid_t] = []
         for name in FileSystem.listDirectory(directory) ?? [] where name.hasSuffix(".pid") {
             let file = directory + "/" + name
             defer { FileSystem.removeFile(file) }
-            guard let text = FileSystem.readFile(file), let pid = pid_t(text.trimmingSpaces()), pid > 1,
-                  PlugPIDFiles.runsPlug(pid: pid) else { continue }
-            logger.info("stopping a plug left behind by an earlier worker", metadata: ["pid": "\(pid)", "file": "\(file)"])
-            kill(pid, SIGTERM)
-            let deadline = ContinuousClock.now + .milliseconds(500)
-            while PlugPIDFiles.runsPlug(pid: pid), ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(10))
+            guard let text = FileSystem.readFile(file) else { continue }
+            guard let identity = ProcessIdentity(fileText: text) else {
+                logger.warning("ignoring a plug pid file without a start time (nothing proves whose pid it is)", metadata: ["file": "\(file)"])
+                continue
             }
-            if PlugPIDFiles.runsPlug(pid: pid) { kill(pid, SIGKILL) }
-            stopped.append(pid)
+            guard identity.isRunning(program: Self.program) else { continue }
+            logger.info("stopping a plug left behind by an earlier worker", metadata: ["pid": "\(identity.pid)", "file": "\(file)"])
+            await identity.stop(program: Self.program)
+            stopped.append(identity.pid)
         }
         return stopped
-    }
-
-    /// True when `/proc/PID/cmdline` says the process is vde_plug2tap (nsenter execs it, so a plug
-    /// started in a container's namespace looks the same). A zombie has an empty cmdline.
-    static func runsPlug(pid: pid_t) -> Bool {
-        guard let bytes = FileSystem.readBytes("/proc/\(pid)/cmdline", limit: 4096), !bytes.isEmpty else { return false }
-        let program = bytes.split(separator: 0, omittingEmptySubsequences: false).first.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        return FileSystem.lastComponent(of: program) == "vde_plug2tap"
     }
 }

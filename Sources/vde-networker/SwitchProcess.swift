@@ -9,8 +9,18 @@ enum SwitchError: ReportableError, CustomStringConvertible {
     case invalidSpec(String)
     /// `own` mode, but a switch already answers at the ctl dir.
     case alreadyRunning(ctlDir: String)
-    /// `own` mode, but the management socket belongs to a live switch.
+    /// The management socket's path is a socket that accepts connections (a live switch, or any
+    /// other program's socket): it is never removed.
     case managementSocketInUse(path: String)
+    /// A name of the switch's in the ctl dir accepts connections, or is not a socket, although no
+    /// switch answers there: it is left alone.
+    case ctlNameInUse(path: String, reason: String)
+    /// A directory the switch would be started in cannot be used.
+    case unusableDirectory(path: String, option: String, reason: String)
+    /// The directory holds things the plugin did not put there (and no marker of ours).
+    case directoryNotOurs(path: String, option: String, names: [String])
+    /// The directory carries the marker of another network.
+    case directoryOfAnotherNetwork(path: String, option: String, networkID: String)
     /// `external` mode, and nothing answers at the ctl dir.
     case notAnswering(ctlDir: String, errno: Int32)
     /// Something accepts connections at the ctl dir but gives no port: full or hung.
@@ -28,7 +38,15 @@ enum SwitchError: ReportableError, CustomStringConvertible {
         case .alreadyRunning(let ctlDir):
             "a VDE switch already answers at \(ctlDir): stop it, or use it with -o socket_dir=\(ctlDir) (add -o create_sockets=true to start one when none runs)"
         case .managementSocketInUse(let path):
-            "the management socket \(path) belongs to another running switch: pick another -o management_socket"
+            "\(path) is a socket that accepts connections (another switch or another program uses it); it was left alone: pick another -o management_socket"
+        case .ctlNameInUse(let path, let reason):
+            "\(path) \(reason), although no VDE switch answers there; it was left alone: remove it yourself if it is stale, or pick another -o socket_dir"
+        case .unusableDirectory(let path, let option, let reason):
+            "cannot use \(path) for -o \(option): \(reason)"
+        case .directoryNotOurs(let path, let option, let names):
+            "-o \(option): \(path) is not empty (it holds \(names.prefix(5).joined(separator: ", "))\(names.count > 5 ? ", ..." : "")) and was not set up by vde-supervisor; the plugin starts a switch only in a directory that does not exist or is empty, and never touches other programs' files: pick a new directory, e.g. \(path)/vde-\(FileSystem.lastComponent(of: path))"
+        case .directoryOfAnotherNetwork(let path, let option, let networkID):
+            "-o \(option): \(path) belongs to vde network \(Naming.shortID(networkID)) (its marker file \(SwitchDirectory.markerName) says so): pick another path"
         case .notAnswering(let ctlDir, let code):
             "no VDE switch answers at \(ctlDir) (\(SystemCallError.text(code))): start one with vde_switch -s \(ctlDir), or add -o create_sockets=true"
         case .noPort(let ctlDir):
@@ -47,7 +65,8 @@ enum SwitchError: ReportableError, CustomStringConvertible {
     var vdeError: VDEError {
         switch self {
         case .invalidSpec: .invalid(description)
-        case .alreadyRunning, .managementSocketInUse: .conflict(description)
+        case .alreadyRunning, .managementSocketInUse, .ctlNameInUse, .directoryNotOurs, .directoryOfAnotherNetwork: .conflict(description)
+        case .unusableDirectory: .invalid(description)
         case .notAnswering, .noPort: .unavailable(description)
         default: .system(description)
         }
@@ -61,13 +80,14 @@ enum SwitchError: ReportableError, CustomStringConvertible {
 /// and the switch follows; its plugs then exit with it.
 final class SwitchProcess: Sendable {
     let child: ChildProcess
-    let spec: SwitchSpec
+    let files: SwitchFiles
+    var spec: SwitchSpec { files.spec }
 
     var pid: pid_t { child.pid }
 
-    private init(child: ChildProcess, spec: SwitchSpec) {
+    private init(child: ChildProcess, files: SwitchFiles) {
         self.child = child
-        self.spec = spec
+        self.files = files
     }
 
     /// `vde_switch -s CTL -M MGMT -n PORTS+1 [-g GROUP -m 0660]`: `-n N` gives N-1 ports to clients,
@@ -81,8 +101,9 @@ final class SwitchProcess: Sendable {
     }
 
     /// Starts the switch and returns once a libvdeplug probe gets a port from it.
-    static func start(spec: SwitchSpec, executables: Executables, logger: Logger,
+    static func start(files: SwitchFiles, executables: Executables, logger: Logger,
                       readyTimeout: Duration = .seconds(5)) async throws(SwitchError) -> SwitchProcess {
+        let spec = files.spec
         let argv = argv(spec: spec, executables: executables)
         logger.debug("starting \(argv.joined(separator: " "))")
         let child: ChildProcess
@@ -96,18 +117,18 @@ final class SwitchProcess: Sendable {
         if result == .answers, !child.hasExited {
             logger.info("switch up", metadata: ["pid": "\(child.pid)", "ctl": "\(spec.ctlDir)",
                                                 "ms": "\((ContinuousClock.now - started).milliseconds)"])
-            return SwitchProcess(child: child, spec: spec)
+            return SwitchProcess(child: child, files: files)
         }
         // Give a dying switch a moment to say why.
         _ = await child.waitForExit(timeout: .milliseconds(200))
         if let exit = child.exit { throw .exited(ctlDir: spec.ctlDir, exit: exit) }
-        let process = SwitchProcess(child: child, spec: spec)
+        let process = SwitchProcess(child: child, files: files)
         await process.stop(logger: logger)
         throw .notReady(ctlDir: spec.ctlDir, waited: readyTimeout)
     }
 
     /// Closes the switch's stdin, waits up to `grace` for it to exit, then kills it; finally removes
-    /// whatever of its ctl dir and management socket it left behind.
+    /// whatever of its sockets it left behind (only its own names, only when nobody listens).
     func stop(logger: Logger, grace: Duration = .seconds(2)) async {
         await child.closeStandardInput()
         if !(await child.waitForExit(timeout: grace)) {
@@ -115,29 +136,109 @@ final class SwitchProcess: Sendable {
             child.send(SIGKILL)
             _ = await child.waitForExit(timeout: .seconds(2))
         }
-        SwitchProcess.removeLeftovers(spec: spec, logger: logger)
+        files.removeLeftovers(logger: logger)
+    }
+}
+
+/// Where one network's switch keeps its sockets, and the only names the plugin removes there
+/// (see ``SwitchDirectory``).
+struct SwitchFiles: Sendable {
+    let spec: SwitchSpec
+    let ctl: SwitchDirectory
+    /// The management socket's directory and name, when the spec has one.
+    let management: (directory: SwitchDirectory, name: String)?
+
+    init(spec: SwitchSpec, networkID: String) {
+        self.spec = spec
+        ctl = SwitchDirectory(path: spec.ctlDir, networkID: networkID, networkDir: spec.networkDir)
+        management = spec.managementSocket.map {
+            (SwitchDirectory(path: FileSystem.parent(of: $0), networkID: networkID, networkDir: spec.networkDir),
+             FileSystem.lastComponent(of: $0))
+        }
     }
 
-    /// Removes the sockets in the ctl dir, the ctl dir if it is then empty, and the management
-    /// socket. Only sockets are removed: a ctl dir that holds anything else is left alone.
-    static func removeLeftovers(spec: SwitchSpec, logger: Logger) {
-        removeStaleSockets(ctlDir: spec.ctlDir)
-        if FileSystem.isDirectory(spec.ctlDir) {
-            if FileSystem.removeDirectory(spec.ctlDir) {
-                logger.debug("removed the ctl dir \(spec.ctlDir) the switch left behind")
-            } else {
-                logger.warning("cannot remove the ctl dir \(spec.ctlDir): \(SystemCallError.text(errno))")
+    /// Claims the directories (see ``SwitchDirectory/claim(option:)``) and removes the stale
+    /// sockets a killed switch left, before a switch is started. Throws, removing nothing of
+    /// anyone else's, when a directory is not the plugin's or a name is in use. Returns the
+    /// directories it created, outermost first.
+    func prepare(logger: Logger) throws(SwitchError) -> [String] {
+        var created = try ctl.claim(option: "socket_dir")
+        if let management {
+            created += try management.directory.claim(option: "management_socket")
+            let name = management.name
+            switch management.directory.removeStale(where: { $0 == name }, logger: logger)[name] {
+            case .live?: throw .managementSocketInUse(path: spec.managementSocket ?? name)
+            case .notASocket?:
+                throw .unusableDirectory(path: spec.managementSocket ?? name, option: "management_socket", reason: "it exists and is not a socket")
+            case .removed?, nil: break
             }
         }
-        if let management = spec.managementSocket, FileSystem.isSocket(management) {
-            FileSystem.removeFile(management)
+        for (name, outcome) in ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger).sorted(by: { $0.key < $1.key }) {
+            switch outcome {
+            case .live: throw .ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "accepts connections")
+            case .notASocket: throw .ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "is not a socket")
+            case .removed: break
+            }
+        }
+        return created
+    }
+
+    /// Removes the sockets a stopped (or killed) switch left: the switch's own names in the ctl
+    /// dir and the management socket, each only when nobody listens on it.
+    func removeLeftovers(logger: Logger) {
+        ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger)
+        if let management {
+            let name = management.name
+            management.directory.removeStale(where: { $0 == name }, logger: logger)
         }
     }
 
-    /// Removes socket files in `ctlDir` (a killed switch leaves its `ctl` and per-port sockets).
-    static func removeStaleSockets(ctlDir: String) {
-        for name in FileSystem.listDirectory(ctlDir) ?? [] where FileSystem.isSocket(ctlDir + "/" + name) {
-            FileSystem.removeFile(ctlDir + "/" + name)
+    /// After the switch is gone for good: the markers, then the directories if empty.
+    func release(logger: Logger) {
+        ctl.release(logger: logger)
+        management?.directory.release(logger: logger)
+    }
+}
+
+/// `<network dir>/switch.pid`: the identity (pid and start time) of the switch the plugin
+/// started, so that a new worker finds a switch its predecessor left running (an upstream
+/// vde_switch watches stdin only when it is a tty, so it may outlive a killed worker) and stops it.
+struct SwitchPIDFile: Sendable {
+    static let program = "vde_switch"
+    let path: String
+
+    init(networkDir: String) { path = networkDir + "/switch.pid" }
+
+    func write(pid: pid_t, logger: Logger) {
+        guard let identity = ProcessIdentity.of(pid: pid) else { return }
+        do {
+            _ = try FileSystem.makeDirectories(FileSystem.parent(of: path), mode: 0o755)
+        } catch {
+            logger.warning("cannot keep the switch pid file: \(error)")
+            return
         }
+        if let code = FileSystem.writeAtomically(path, contents: identity.fileText) {
+            logger.warning("cannot write \(path): \(SystemCallError.text(code))")
+        }
+    }
+
+    func remove() { FileSystem.removeFile(path) }
+
+    /// The switch the file names, when that very process still runs vde_switch.
+    func runningSwitch() -> ProcessIdentity? {
+        guard let text = FileSystem.readFile(path), let identity = ProcessIdentity(fileText: text),
+              identity.isRunning(program: Self.program) else { return nil }
+        return identity
+    }
+
+    /// Stops a switch left by an earlier worker (pid, start time and program must all match) and
+    /// removes the file. Returns the identity it stopped.
+    @discardableResult
+    func stopLeftover(logger: Logger) async -> ProcessIdentity? {
+        defer { remove() }
+        guard let identity = runningSwitch() else { return nil }
+        logger.info("stopping a switch left behind by an earlier worker", metadata: ["pid": "\(identity.pid)", "file": "\(path)"])
+        await identity.stop(program: Self.program, grace: .seconds(1))
+        return identity
     }
 }

@@ -15,6 +15,7 @@ extension Worker {
         logger.warning("switch exited: \(exit)", metadata: ["pid": "\(process.pid)"])
         emit(WorkerMessage(event: .childExited, pid: process.pid, child: "switch", detail: exit.description))
         switchProcess = nil
+        switchPIDFile?.remove()
         switchState = .restarting
         for (id, endpoint) in endpoints {
             guard let plug = endpoint.plug else { continue }
@@ -41,15 +42,13 @@ extension Worker {
     func restartSwitch() async {
         do {
             try await exclusively {
-                guard switchState == .restarting, let spec else { return }
-                SwitchProcess.removeStaleSockets(ctlDir: spec.ctlDir)
-                // Someone may have removed the directory meanwhile; vde_switch makes only the last level.
-                if let created = try? FileSystem.makeDirectories(FileSystem.parent(of: spec.ctlDir), mode: 0o755) {
-                    createdDirectories += created
-                }
+                guard switchState == .restarting, let switchFiles else { return }
                 let process: SwitchProcess
                 do {
-                    process = try await SwitchProcess.start(spec: spec, executables: executables, logger: logger)
+                    // Only the switch's own stale names go; the directories are claimed again
+                    // (someone may have removed them meanwhile) under the same rules as at start.
+                    createdDirectories += try switchFiles.prepare(logger: logger)
+                    process = try await SwitchProcess.start(files: switchFiles, executables: executables, logger: logger)
                 } catch {
                     logger.error("cannot restart the switch: \(error)")
                     scheduleSwitchRestart()

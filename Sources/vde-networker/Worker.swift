@@ -31,7 +31,6 @@ actor Worker {
     }
 
     let networkID: String
-    let runDir: String
     let executables: Executables
     let logger: Logger
     let runner: CommandRunner
@@ -42,6 +41,10 @@ actor Worker {
     var spec: SwitchSpec?
     /// True when this worker started the switch (and stops and removes it).
     var owned = false
+    /// The switch's directories and the names the worker may remove there (set by `start`).
+    var switchFiles: SwitchFiles?
+    /// `<network dir>/switch.pid`, written while a switch this worker started runs.
+    var switchPIDFile: SwitchPIDFile?
     var switchProcess: SwitchProcess?
     var switchState = SwitchState.notStarted
     var switchBackoff = RestartBackoff()
@@ -60,9 +63,8 @@ actor Worker {
     var watchTask: Task<Void, Never>?
     var restartTasks: [Task<Void, Never>] = []
 
-    init(networkID: String, runDir: String, executables: Executables, logger: Logger, emit: @escaping @Sendable (WorkerMessage) -> Void) {
+    init(networkID: String, executables: Executables, logger: Logger, emit: @escaping @Sendable (WorkerMessage) -> Void) {
         self.networkID = networkID
-        self.runDir = runDir
         self.executables = executables
         self.logger = logger
         self.runner = CommandRunner(logger: logger)
@@ -131,12 +133,16 @@ actor Worker {
             return WorkerResult(switch: switchStatus(), endpoints: sortedStatuses())
         }
         let spec = try Worker.validated(requested)
-        let networkRunDir = spec.mode == .own ? FileSystem.parent(of: spec.ctlDir) : Naming.networkRunDir(runDir: runDir, networkID: networkID)
-        let pidFiles = PlugPIDFiles(directory: networkRunDir + "/plugs")
+        // Every per-network path comes from the spec: the supervisor computed it once.
+        let pidFiles = PlugPIDFiles(directory: spec.networkDir + "/plugs")
         self.pidFiles = pidFiles
         let leftovers = await pidFiles.stopLeftovers(logger: logger)
-        tapMarkers = TapDeletionMarkers(directory: networkRunDir + "/deleting")
+        tapMarkers = TapDeletionMarkers(directory: spec.networkDir + "/deleting")
         await deleteMarkedTaps(keeping: Set(restoring.map(\.tapName)))
+        switchFiles = SwitchFiles(spec: spec, networkID: networkID)
+        let switchPIDFile = SwitchPIDFile(networkDir: spec.networkDir)
+        self.switchPIDFile = switchPIDFile
+        await switchPIDFile.stopLeftover(logger: logger)
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec
@@ -196,6 +202,7 @@ actor Worker {
 
     /// Checks what the supervisor sent, so that no bad value reaches an argv or a path.
     static func validated(_ spec: SwitchSpec) throws -> SwitchSpec {
+        _ = try NetworkOptions.checkedPath(spec.networkDir, option: "networkDir")
         _ = try NetworkOptions.checkedPath(spec.ctlDir, option: "socket_dir")
         if let management = spec.managementSocket {
             _ = try NetworkOptions.checkedPath(management, option: "management_socket")
@@ -220,7 +227,8 @@ actor Worker {
         return spec
     }
 
-    /// Starts vde_switch at the spec's ctl dir, after checking that no switch is there already.
+    /// Starts vde_switch at the spec's ctl dir, after checking that no switch is there already and
+    /// that the directories are the plugin's to use (see ``SwitchDirectory``).
     func startOwnedSwitch(_ spec: SwitchSpec) async throws {
         var probe = await SwitchProbe.probe(ctlDir: spec.ctlDir)
         if probe == .answers {
@@ -235,22 +243,16 @@ actor Worker {
         case .absent: break
         case .answers, .noReply: throw SwitchError.alreadyRunning(ctlDir: spec.ctlDir)
         }
-        if let management = spec.managementSocket, FileSystem.exists(management) {
-            if (try? await ManagementClient(socketPath: management, timeout: .milliseconds(300)).run("port/showinfo")) != nil {
-                throw SwitchError.managementSocketInUse(path: management)
-            }
-            if FileSystem.isSocket(management) { FileSystem.removeFile(management) }
-        }
+        let files = switchFiles ?? SwitchFiles(spec: spec, networkID: networkID)
+        createdDirectories += try files.prepare(logger: logger)
+        let process: SwitchProcess
         do {
-            createdDirectories += try FileSystem.makeDirectories(FileSystem.parent(of: spec.ctlDir), mode: 0o755)
-            if let management = spec.managementSocket {
-                createdDirectories += try FileSystem.makeDirectories(FileSystem.parent(of: management), mode: 0o755)
-            }
+            process = try await SwitchProcess.start(files: files, executables: executables, logger: logger)
         } catch {
-            throw SwitchError.cannotCreateDirectory(error)
+            // Nothing of ours may stay where the user pointed us: no marker, no empty directory.
+            files.release(logger: logger)
+            throw error
         }
-        SwitchProcess.removeStaleSockets(ctlDir: spec.ctlDir)
-        let process = try await SwitchProcess.start(spec: spec, executables: executables, logger: logger)
         adopt(process)
     }
 
@@ -259,6 +261,7 @@ actor Worker {
         switchProcess = process
         switchState = .running
         owned = true
+        switchPIDFile?.write(pid: process.pid, logger: logger)
         switchBackoff.started()
         process.child.onExit { [weak self] exit in
             Task { await self?.switchExited(process, exit: exit) }
@@ -341,13 +344,16 @@ actor Worker {
             pidFiles?.remove(endpointID: id)
             logger.info("plug stopped", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
         }
-        if owned, let spec {
+        if owned, let switchFiles {
             if let switchProcess {
                 await switchProcess.stop(logger: logger)
                 logger.info("switch stopped", metadata: ["pid": "\(switchProcess.pid)"])
             } else {
-                SwitchProcess.removeLeftovers(spec: spec, logger: logger)
+                switchFiles.removeLeftovers(logger: logger)
             }
+            switchPIDFile?.remove()
+            // The switch's own names are gone; the markers go last, then the directories if empty.
+            switchFiles.release(logger: logger)
         }
         switchProcess = nil
         switchState = .stopped
@@ -361,8 +367,7 @@ actor Worker {
     /// dir (a directory only vde-supervisor uses), each only when empty.
     private func removeCreatedDirectories() {
         var candidates = createdDirectories.reversed().map { $0 }
-        let networkRunDir = Naming.networkRunDir(runDir: runDir, networkID: networkID)
-        if !candidates.contains(networkRunDir) { candidates.append(networkRunDir) }
+        if let networkDir = spec?.networkDir, !candidates.contains(networkDir) { candidates.append(networkDir) }
         for directory in candidates where FileSystem.listDirectory(directory)?.isEmpty == true {
             FileSystem.removeDirectory(directory)
         }

@@ -22,8 +22,8 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     /// The temporary file a save of this process writes before renaming it over ``path``.
     var temporaryPath: String { "\(path).tmp-\(getpid())" }
 
-    /// The stored value; nil when there is no state file yet.
-    func load() throws(StateStoreError) -> Value? {
+    /// The stored value; nil when there is no state file yet. `userInfo` goes to the decoder.
+    func load(userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws(StateStoreError) -> Value? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let error = errno
@@ -43,7 +43,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
             bytes.append(contentsOf: chunk[0..<n])
         }
         do {
-            return try JSONCoding.decode(Value.self, from: bytes)
+            return try JSONCoding.decode(Value.self, from: bytes, userInfo: userInfo)
         } catch {
             throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)))
         }

@@ -29,9 +29,12 @@ struct SupervisorState: Codable, Sendable, Equatable {
 struct NetworkRecord: Codable, Sendable, Equatable {
     var id: String
     var options: NetworkOptions
-    /// The switch as the worker must run it. After the first start, `mode` is `own` when the
-    /// worker started the switch (it restarts and finally removes it) and `external` otherwise.
+    /// The switch as the user asked for it: `mode` is the intent (`own`, `useOrCreate`,
+    /// `external`) and never changes; `networkDir` is the network's own run dir, computed once.
     var switchSpec: SwitchSpec
+    /// The fact: true when the plugin started the network's switch (the worker's
+    /// `SwitchStatus.owned` at the last start), false when it used one that was running.
+    var switchStarted: Bool
     var ipv4Data: [DockerAPI.IPAMData]
     var ipv6Data: [DockerAPI.IPAMData]
     /// The vde IPAM pools serving this network (empty with Docker's default IPAM).
@@ -40,7 +43,77 @@ struct NetworkRecord: Codable, Sendable, Equatable {
     /// Seconds since the epoch.
     var createdAt: Int64
 
-    var ownsSwitch: Bool { switchSpec.mode == .own }
+    var ownsSwitch: Bool { switchStarted }
+
+    init(id: String, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool, ipv4Data: [DockerAPI.IPAMData],
+         ipv6Data: [DockerAPI.IPAMData], poolIDs: [String], endpoints: [String: EndpointRecord] = [:], createdAt: Int64) {
+        self.id = id
+        self.options = options
+        self.switchSpec = switchSpec
+        self.switchStarted = switchStarted
+        self.ipv4Data = ipv4Data
+        self.ipv6Data = ipv6Data
+        self.poolIDs = poolIDs
+        self.endpoints = endpoints
+        self.createdAt = createdAt
+    }
+
+    /// The key of `Decoder.userInfo` under which the state's reader passes the supervisor's run
+    /// dir: records written before `networkDir` existed get theirs from it, here and only here.
+    static let runDirKey = CodingUserInfoKey(rawValue: "vde.runDir")!
+
+    private enum CodingKeys: String, CodingKey {
+        case id, options, switchSpec, switchStarted, ipv4Data, ipv6Data, poolIDs, endpoints, createdAt
+    }
+
+    /// The switch as older state files stored it: no `networkDir`.
+    private struct StoredSwitchSpec: Decodable {
+        var networkDir: String?
+        var ctlDir: String
+        var managementSocket: String?
+        var mode: SwitchMode
+        var group: String?
+        var numPorts: Int
+    }
+
+    /// Reads a record, migrating one written by an older version:
+    /// - `networkDir` missing: `<run dir>/<short ID>` (what the worker derived then);
+    /// - `switchStarted` missing: the old record's `mode` was the fact, overwritten after the
+    ///   first start (`own` when the plugin started the switch); the intent comes back from the
+    ///   options: `socket_dir` with `create_sockets` is `useOrCreate`, `socket_dir` alone
+    ///   `external`, neither `own`.
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        options = try container.decode(NetworkOptions.self, forKey: .options)
+        ipv4Data = try container.decode([DockerAPI.IPAMData].self, forKey: .ipv4Data)
+        ipv6Data = try container.decode([DockerAPI.IPAMData].self, forKey: .ipv6Data)
+        poolIDs = try container.decode([String].self, forKey: .poolIDs)
+        endpoints = try container.decodeIfPresent([String: EndpointRecord].self, forKey: .endpoints) ?? [:]
+        createdAt = try container.decode(Int64.self, forKey: .createdAt)
+        let stored = try container.decode(StoredSwitchSpec.self, forKey: .switchSpec)
+        let networkDir: String
+        if let recorded = stored.networkDir {
+            networkDir = recorded
+        } else if let runDir = decoder.userInfo[Self.runDirKey] as? String {
+            networkDir = Naming.networkRunDir(runDir: runDir, networkID: id)
+        } else {
+            throw DecodingError.keyNotFound(StoredKey.networkDir, DecodingError.Context(
+                codingPath: container.codingPath + [CodingKeys.switchSpec],
+                debugDescription: "an old record without networkDir needs the supervisor's run dir to be read"))
+        }
+        var mode = stored.mode
+        if let started = try container.decodeIfPresent(Bool.self, forKey: .switchStarted) {
+            switchStarted = started
+        } else {
+            switchStarted = stored.mode == .own
+            if options.socketDir != nil { mode = options.createSockets ? .useOrCreate : .external }
+        }
+        switchSpec = SwitchSpec(networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket,
+                                mode: mode, group: stored.group, numPorts: stored.numPorts)
+    }
+
+    private enum StoredKey: String, CodingKey { case networkDir }
 
     /// The IPv4 gateway without prefix length, if the network has one.
     var gatewayIPv4: String? { ipv4Data.lazy.compactMap { $0.Gateway }.first.map(Self.stripPrefix) }

@@ -13,19 +13,19 @@ extension VDEPlugin {
         let spec = try switchSpec(for: id, options: options)
 
         networksInFlight.insert(id)
-        defer { networksInFlight.remove(id) }
+        // Reserved until committed (or failed): a concurrent create with the same paths is refused.
+        switchesInFlight[id] = spec
+        defer {
+            networksInFlight.remove(id)
+            switchesInFlight[id] = nil
+        }
         let worker = makeWorker(networkID: id)
         let result = try await worker.start(NetworkWorker.Assignment(switchSpec: spec, endpoints: []))
 
-        var resolved = spec
-        if spec.mode != .own {
-            // Remember who owns the switch so that a restarted worker neither kills an external
-            // switch nor forgets to bring back one it started.
-            resolved.mode = (result.switch?.owned ?? false) ? .own : .external
-        }
         var newState = state
+        // The spec keeps the user's intent; whether the plugin started the switch is recorded apart.
         var record = NetworkRecord(
-            id: id, options: options, switchSpec: resolved,
+            id: id, options: options, switchSpec: spec, switchStarted: result.switch?.owned ?? false,
             ipv4Data: request.IPv4Data ?? [], ipv6Data: request.IPv6Data ?? [],
             poolIDs: [], createdAt: Int64(time(nil)))
         for data in record.ipv4Data + record.ipv6Data {
@@ -206,24 +206,45 @@ extension VDEPlugin {
     // MARK: helpers
 
     /// The switch a new network gets: its own under the run dir, or the one at `socket_dir`.
+    /// The network's own run dir (`networkDir`) is computed here, once, for every mode.
     func switchSpec(for networkID: String, options: NetworkOptions) throws -> SwitchSpec {
-        if let socketDir = options.socketDir {
-            if let other = state.networks.values.first(where: { $0.switchSpec.ctlDir == socketDir && $0.ownsSwitch }) {
-                throw VDEError.conflict("socket_dir \(socketDir) is the switch of network \(Naming.shortID(other.id))")
-            }
-            return SwitchSpec(ctlDir: socketDir, managementSocket: options.managementSocket,
-                              mode: options.createSockets ? .useOrCreate : .external,
-                              group: options.socketGroup, numPorts: options.numSwitchports)
-        }
-        let dir = Naming.networkRunDir(runDir: configuration.runDir, networkID: networkID)
-        if let other = state.networks.values.first(where: { $0.switchSpec.ctlDir == dir + "/ctl" }) {
-            throw VDEError.conflict("network \(Naming.shortID(other.id)) already uses \(dir): network IDs share their first 12 characters")
-        }
-        guard dir.utf8.count + 5 <= NetworkOptions.maxPathLength else {
+        let networkDir = Naming.networkRunDir(runDir: configuration.runDir, networkID: networkID)
+        guard networkDir.utf8.count + 5 <= NetworkOptions.maxPathLength else {
             throw VDEError.invalid("run dir \(configuration.runDir) is too long for unix socket paths below it")
         }
-        return SwitchSpec(ctlDir: dir + "/ctl", managementSocket: options.managementSocket ?? dir + "/mgmt",
-                          mode: .own, group: options.socketGroup, numPorts: options.numSwitchports)
+        let spec: SwitchSpec
+        if let socketDir = options.socketDir {
+            spec = SwitchSpec(networkDir: networkDir, ctlDir: socketDir, managementSocket: options.managementSocket,
+                              mode: options.createSockets ? .useOrCreate : .external,
+                              group: options.socketGroup, numPorts: options.numSwitchports)
+        } else {
+            spec = SwitchSpec(networkDir: networkDir, ctlDir: networkDir + "/ctl",
+                              managementSocket: options.managementSocket ?? networkDir + "/mgmt",
+                              mode: .own, group: options.socketGroup, numPorts: options.numSwitchports)
+        }
+        try checkNoConflict(spec, of: networkID)
+        return spec
+    }
+
+    /// Refuses a spec whose paths another network uses, committed or still being created (its
+    /// reservation in ``switchesInFlight``): the same network dir, the same ctl dir when either
+    /// network may start a switch there, or the same management socket.
+    func checkNoConflict(_ spec: SwitchSpec, of networkID: String) throws {
+        let committed = state.networks.values.map { ($0.id, $0.switchSpec, false) }
+        let creating = switchesInFlight.map { ($0.key, $0.value, true) }
+        for (otherID, other, inFlight) in committed + creating where otherID != networkID {
+            let whose = "network \(Naming.shortID(otherID))" + (inFlight ? " (being created right now)" : "")
+            if other.networkDir == spec.networkDir {
+                throw VDEError.conflict("\(whose) already uses \(spec.networkDir): network IDs share their first 12 characters")
+            }
+            if other.ctlDir == spec.ctlDir, other.mode != .external || spec.mode != .external {
+                throw VDEError.conflict("socket_dir \(spec.ctlDir) is the switch of \(whose): pick another socket_dir, "
+                    + "or use that switch without create_sockets")
+            }
+            if let management = spec.managementSocket, management == other.managementSocket {
+                throw VDEError.conflict("management_socket \(management) is used by \(whose): pick another path")
+            }
+        }
     }
 
     func existingNetwork(_ id: String) throws -> NetworkRecord {

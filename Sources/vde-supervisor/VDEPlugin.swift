@@ -18,6 +18,9 @@ actor VDEPlugin {
     var workers: [String: NetworkWorker] = [:]
     /// Networks being created or deleted right now; other calls for them wait or fail.
     var networksInFlight: Set<String> = []
+    /// The switches of networks being created, by network ID: reservations of their paths, so
+    /// that a concurrent create sees them before they are committed (see `switchConflict`).
+    var switchesInFlight: [String: SwitchSpec] = [:]
     /// What the workers last reported about each endpoint (plug pid, port); not persisted.
     var endpointStatus: [String: EndpointStatus] = [:]
     /// What the workers last reported about each network's switch.
@@ -27,7 +30,7 @@ actor VDEPlugin {
         self.configuration = configuration
         self.logger = logger
         self.store = StateStore(directory: configuration.stateDir)
-        self.state = try store.load() ?? SupervisorState()
+        self.state = try store.load(userInfo: [NetworkRecord.runDirKey: configuration.runDir]) ?? SupervisorState()
         guard state.version == SupervisorState.currentVersion else {
             throw VDEError.invalid("state file \(configuration.stateDir)/state.json has version \(state.version); "
                 + "this vde-supervisor reads version \(SupervisorState.currentVersion)")

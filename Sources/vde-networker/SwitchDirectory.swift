@@ -1,0 +1,231 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Shared
+
+/// The rules for the directories the plugin starts a switch in (a ctl dir, the directory of a
+/// management socket) and for the only names it ever removes there.
+///
+/// - A directory the plugin will start a switch in must not exist, be empty, or carry the
+///   plugin's marker file ``markerName`` holding this network's ID (written when the plugin
+///   claimed it). Anything else is refused: a user's `socket_dir=/run` or a directory of QEMU
+///   monitor sockets is never touched.
+/// - Directories inside the network's own run dir are the plugin's by construction and need no
+///   marker (networks created before the marker existed keep working).
+/// - Only names the switch makes are removed: in a ctl dir `ctl`, vde_switch's port sockets
+///   (`NNN.FD`, e.g. `001.6`) and libvdeplug's client data sockets (`.PPPPP-NNNNN`, left when a
+///   client died between bind and connect); elsewhere only the management socket's own name.
+///   Each is removed only when it is a socket (checked with `fstatat(AT_SYMLINK_NOFOLLOW)`) and a
+///   connection to it is refused (nobody listens), through a directory fd opened with
+///   `O_DIRECTORY|O_NOFOLLOW` and `unlinkat`, so no path is followed twice.
+struct SwitchDirectory: Sendable {
+    static let markerName = ".vde-supervisor"
+
+    /// The directory itself.
+    let path: String
+    let networkID: String
+    /// True when the directory is inside the network's run dir: no marker is needed or written.
+    let insideNetworkDir: Bool
+
+    init(path: String, networkID: String, networkDir: String) {
+        self.path = path
+        self.networkID = networkID
+        insideNetworkDir = path == networkDir || path.hasPrefix(networkDir + "/")
+    }
+
+    /// Names vde_switch 2.3.2 and libvdeplug create in a ctl dir (seen with `ls -la` of a live
+    /// switch with plugs: `ctl`, `001.6`, `002.8`; libvdeplug binds `.%05d-%05d` there briefly).
+    static func isSwitchName(_ name: String) -> Bool {
+        if name == "ctl" { return true }
+        let bytes = Array(name.utf8)
+        let isDigit = { (b: UInt8) in b >= 0x30 && b <= 0x39 }
+        if let dot = bytes.firstIndex(of: UInt8(ascii: ".")), dot >= 3, dot < bytes.count - 1,
+           bytes[..<dot].allSatisfy(isDigit), bytes[(dot + 1)...].allSatisfy(isDigit) {
+            return true
+        }
+        if bytes.count == 12, bytes[0] == UInt8(ascii: "."), bytes[6] == UInt8(ascii: "-"),
+           bytes[1..<6].allSatisfy(isDigit), bytes[7...].allSatisfy(isDigit) {
+            return true
+        }
+        return false
+    }
+
+    // MARK: Claim
+
+    /// Makes sure the plugin may start a switch here: creates the directory (and its missing
+    /// parents) if it does not exist, writes the marker into a new or empty directory, and accepts
+    /// a directory that carries this network's marker. Returns the directories it created,
+    /// outermost first. `option` names the user's option in errors.
+    func claim(option: String) throws(SwitchError) -> [String] {
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            guard errno == ENOENT else { throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno)) }
+            let created: [String]
+            do {
+                created = try FileSystem.makeDirectories(path, mode: 0o755)
+            } catch {
+                throw .cannotCreateDirectory(error)
+            }
+            if !insideNetworkDir { try writeMarker(option: option) }
+            return created
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw .unusableDirectory(path: path, option: option, reason: "it exists and is not a directory")
+        }
+        if insideNetworkDir { return [] }
+        guard let names = FileSystem.listDirectory(path) else {
+            throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno))
+        }
+        if names.contains(Self.markerName) {
+            let owner = markerOwner()
+            guard owner == networkID else {
+                throw .directoryOfAnotherNetwork(path: path, option: option, networkID: owner ?? "?")
+            }
+            return []
+        }
+        guard names.isEmpty else {
+            throw .directoryNotOurs(path: path, option: option, names: names.sorted())
+        }
+        try writeMarker(option: option)
+        return []
+    }
+
+    /// The network ID in the marker file, when there is one (read without following a link).
+    func markerOwner() -> String? {
+        guard let directory = DirectoryHandle(path) else { return nil }
+        defer { directory.close() }
+        let fd = openat(directory.fd, Self.markerName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
+    }
+
+    private func writeMarker(option: String) throws(SwitchError) {
+        guard let directory = DirectoryHandle(path) else {
+            throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno))
+        }
+        defer { directory.close() }
+        let fd = openat(directory.fd, Self.markerName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw .unusableDirectory(path: path, option: option, reason: "cannot write \(Self.markerName): \(SystemCallError.text(errno))")
+        }
+        defer { close(fd) }
+        let text = Array("\(networkID)\n".utf8)
+        _ = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    // MARK: Removal
+
+    /// What ``removeStale(where:logger:)`` found for one name.
+    enum Leftover: Equatable {
+        case removed
+        /// A socket that accepts connections: someone uses it; it stays.
+        case live
+        /// Not a socket: it stays.
+        case notASocket
+    }
+
+    /// Removes the stale sockets whose names `isOurs` accepts (see the type's rules) and returns
+    /// what it found for each such name (nothing for a directory that cannot be opened).
+    @discardableResult
+    func removeStale(where isOurs: (String) -> Bool, logger: Logger) -> [String: Leftover] {
+        guard let directory = DirectoryHandle(path) else { return [:] }
+        defer { directory.close() }
+        var found: [String: Leftover] = [:]
+        for name in directory.names() where name != Self.markerName && isOurs(name) {
+            let outcome = directory.removeIfStale(name)
+            if let outcome { found[name] = outcome }
+            switch outcome {
+            case .removed: logger.debug("removed the stale socket \(path)/\(name)")
+            case .live: logger.warning("left \(path)/\(name) alone: it accepts connections")
+            case .notASocket: logger.warning("left \(path)/\(name) alone: it is not a socket")
+            case nil: break
+            }
+        }
+        return found
+    }
+
+    /// Removes the marker (when it holds this network's ID) and then the directory if it is
+    /// empty. The last step of a removal: the switch's own names go first.
+    func release(logger: Logger) {
+        guard !insideNetworkDir else { return }
+        if markerOwner() == networkID, let directory = DirectoryHandle(path) {
+            unlinkat(directory.fd, Self.markerName, 0)
+            directory.close()
+        }
+        if FileSystem.listDirectory(path)?.isEmpty == true, FileSystem.removeDirectory(path) {
+            logger.debug("removed the directory \(path)")
+        }
+    }
+}
+
+/// A directory opened with `O_DIRECTORY|O_NOFOLLOW`; names are resolved in it, never as paths.
+struct DirectoryHandle {
+    let fd: Int32
+
+    init?(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        self.fd = fd
+    }
+
+    func close() { _ = Glibc.close(fd) }
+
+    /// The names in the directory, without `.` and `..`.
+    func names() -> [String] {
+        let copy = dup(fd)
+        guard copy >= 0, let dir = fdopendir(copy) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in
+                pointer.withMemoryRebound(to: CChar.self, capacity: MemoryLayout.size(ofValue: entry.pointee.d_name)) {
+                    String(cString: $0)
+                }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Unlinks `name` if it is a socket nobody listens on; nil when there is no such name.
+    func removeIfStale(_ name: String) -> SwitchDirectory.Leftover? {
+        var info = stat()
+        guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
+        guard info.st_mode & S_IFMT == S_IFSOCK else { return .notASocket }
+        guard isRefused(name) else { return .live }
+        return unlinkat(fd, name, 0) == 0 || errno == ENOENT ? .removed : .live
+    }
+
+    /// True only when a connection to the socket `name` is refused (ECONNREFUSED): stream first,
+    /// then datagram (vde_switch's port sockets are datagram sockets). Anything else, including
+    /// a connection that is accepted or pending, or a permission error, counts as in use.
+    func isRefused(_ name: String) -> Bool {
+        // Reached through this directory's fd: the path is not resolved again from the top.
+        let path = "/proc/self/fd/\(fd)/\(name)"
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard path.utf8.count < capacity else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        for type in [SOCK_STREAM, SOCK_DGRAM] {
+            let socketFD = socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard socketFD >= 0 else { return false }
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socketFD, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            let code = errno
+            Glibc.close(socketFD)
+            if result == 0 { return false }
+            if code == EPROTOTYPE { continue }
+            return code == ECONNREFUSED
+        }
+        return false
+    }
+}

@@ -7,7 +7,7 @@ private let executables = Executables(vdeSwitch: "/usr/bin/vde_switch", vdePlug2
 
 @Suite struct CommandLineTests {
     @Test func switchArgvAsksForOneMorePortThanUsable() {
-        let spec = SwitchSpec(ctlDir: "/run/vde-supervisor/abc/ctl", managementSocket: "/run/vde-supervisor/abc/mgmt",
+        let spec = SwitchSpec(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde-supervisor/abc/ctl", managementSocket: "/run/vde-supervisor/abc/mgmt",
                               mode: .own, group: nil, numPorts: 32)
         #expect(SwitchProcess.argv(spec: spec, executables: executables) == [
             "/usr/bin/vde_switch", "-s", "/run/vde-supervisor/abc/ctl", "-M", "/run/vde-supervisor/abc/mgmt", "-n", "33",
@@ -15,7 +15,7 @@ private let executables = Executables(vdeSwitch: "/usr/bin/vde_switch", vdePlug2
     }
 
     @Test func switchArgvWithGroupOpensTheSocketsToIt() {
-        let spec = SwitchSpec(ctlDir: "/srv/vde/sw", managementSocket: "/srv/vde/sw.mgmt", mode: .useOrCreate, group: "kvm", numPorts: 1)
+        let spec = SwitchSpec(networkDir: "/run/vde-supervisor/abc", ctlDir: "/srv/vde/sw", managementSocket: "/srv/vde/sw.mgmt", mode: .useOrCreate, group: "kvm", numPorts: 1)
         #expect(SwitchProcess.argv(spec: spec, executables: executables) == [
             "/usr/bin/vde_switch", "-s", "/srv/vde/sw", "-M", "/srv/vde/sw.mgmt", "-n", "2", "-g", "kvm", "-m", "0660",
         ])

@@ -27,8 +27,14 @@ struct WorkerProcessTests {
 
     /// The layout the supervisor uses for a switch of its own: `<run dir>/<short id>/{ctl,mgmt}`.
     func ownSpec(_ scratch: Scratch, _ worker: WorkerHarness, numPorts: Int = 4, mode: SwitchMode = .own) -> SwitchSpec {
-        let networkDir = Naming.networkRunDir(runDir: scratch.directory + "/run", networkID: worker.networkID)
-        return SwitchSpec(ctlDir: networkDir + "/ctl", managementSocket: networkDir + "/mgmt", mode: mode, group: nil, numPorts: numPorts)
+        let dir = networkDir(scratch, worker)
+        return SwitchSpec(networkDir: dir, ctlDir: dir + "/ctl", managementSocket: dir + "/mgmt", mode: mode,
+                          group: nil, numPorts: numPorts)
+    }
+
+    /// The network's own run dir, as the supervisor computes it: `<run dir>/<short id>`.
+    func networkDir(_ scratch: Scratch, _ worker: WorkerHarness) -> String {
+        Naming.networkRunDir(runDir: scratch.directory + "/run", networkID: worker.networkID)
     }
 
     func endpoint(_ scratch: Scratch, _ suffix: String) -> EndpointSpec {
@@ -370,7 +376,7 @@ struct WorkerProcessTests {
         defer { external.stop() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = SwitchSpec(ctlDir: external.ctlDir, managementSocket: nil, mode: .external, group: nil, numPorts: 1)
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: nil, mode: .external, group: nil, numPorts: 1)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == false)
         _ = try await add(worker, endpoint(scratch, "a"))
@@ -386,7 +392,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = SwitchSpec(ctlDir: scratch.directory + "/nothing/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 8)
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/nothing/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 8)
         let reply = try await worker.request(.start, switch: spec)
         #expect(reply.ok == false)
         #expect(reply.error?.code == .unavailable)
@@ -406,13 +412,13 @@ struct WorkerProcessTests {
         defer { worker.stop() }
 
         // `own` refuses a ctl dir where a switch answers.
-        let own = SwitchSpec(ctlDir: external.ctlDir, managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
+        let own = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
         let refused = try await worker.request(.start, switch: own)
         #expect(refused.ok == false)
         #expect(refused.error?.code == .conflict)
         #expect(refused.error?.message.contains("already answers") == true)
 
-        let spec = SwitchSpec(ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .useOrCreate, group: nil, numPorts: 4)
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .useOrCreate, group: nil, numPorts: 4)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == false)
         #expect(started.switch?.pid == nil)
@@ -432,7 +438,7 @@ struct WorkerProcessTests {
         let worker = try startWorker(scratch)
         defer { worker.stop() }
         // A user's socket_dir with create_sockets=true, here without a management socket.
-        let spec = SwitchSpec(ctlDir: scratch.directory + "/user/switch", managementSocket: nil, mode: .useOrCreate, group: nil, numPorts: 2)
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/user/switch", managementSocket: nil, mode: .useOrCreate, group: nil, numPorts: 2)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == true)
         let switchPID = try #require(started.switch?.pid)
@@ -552,10 +558,10 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let external = try await startTestSwitch(scratch)
         defer { external.stop() }
-        let spec = SwitchSpec(ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
-
         let first = try startWorker(scratch)
         defer { first.stop() }
+        let spec = SwitchSpec(networkDir: networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
+                              mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let inHost = endpoint(scratch, "a")
         let inSandbox = endpoint(scratch, "b")
@@ -603,7 +609,7 @@ struct WorkerProcessTests {
         }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = SwitchSpec(ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(worker, spec)
 
         kill(external.pid, SIGSTOP)

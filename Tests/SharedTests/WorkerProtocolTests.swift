@@ -2,7 +2,7 @@ import Shared
 import Testing
 
 @Suite struct WorkerProtocolTests {
-    private let spec = SwitchSpec(ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt",
+    private let spec = SwitchSpec(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt",
                                   mode: .useOrCreate, group: "vde", numPorts: 32)
     private let endpoint = EndpointSpec(endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01",
                                         sandboxKey: "/var/run/docker/netns/1")

@@ -1,0 +1,325 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Shared
+import Testing
+@testable import vde_networker
+
+/// Unix sockets a test makes: a live listener (someone else's socket) or a stale name.
+enum TestSocket {
+    /// A stream socket listening at `path` that never accepts; the caller closes the fd.
+    static func listen(at path: String, type: Int32 = Int32(SOCK_STREAM.rawValue)) -> Int32 {
+        let fd = socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        precondition(fd >= 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        precondition(bound == 0, "bind \(path): \(errno)")
+        if type == Int32(SOCK_STREAM.rawValue) { precondition(Glibc.listen(fd, 16) == 0) }
+        return fd
+    }
+
+    /// A socket file at `path` whose owner has gone (bound, then closed): what a killed switch leaves.
+    static func makeStale(at path: String, type: Int32 = Int32(SOCK_STREAM.rawValue)) {
+        close(listen(at: path, type: type))
+    }
+
+    /// True when a stream connection to `path` is accepted (the socket is live).
+    static func accepts(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } == 0
+    }
+
+    static func trimmed(_ text: String) -> String {
+        String(text.filter { $0 != "\n" && $0 != " " })
+    }
+
+    /// Field 22 of /proc/PID/stat (start time in clock ticks).
+    static func startTime(of pid: pid_t) -> UInt64? {
+        guard let stat = FileRead.text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+}
+
+/// Options never reach what the plugin does not own: the worker's side (issue 10).
+extension WorkerProcessTests {
+    @Test func aLiveSocketAtTheManagementSocketPathIsRefusedAndKept() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        // Someone else's live socket (dockerd's, D-Bus, ...): it accepts and never answers.
+        let other = scratch.directory + "/other"
+        mkdir(other, 0o755)
+        let live = other + "/live.sock"
+        let listener = TestSocket.listen(at: live)
+        defer { close(listener) }
+        var spec = ownSpec(scratch, worker)
+        spec.managementSocket = live
+        let reply = try await worker.request(.start, switch: spec)
+        #expect(reply.ok == false)
+        #expect(reply.error?.code == .conflict, "message: \(reply.error?.message ?? "")")
+        #expect(Host.exists(live) && TestSocket.accepts(live), "the live socket must stay, and stay usable")
+        #expect(Host.processes(commandLineContaining: spec.ctlDir).isEmpty, "no switch may start")
+        #expect(try await worker.request(.ping).ok == true)
+    }
+
+    @Test func aManagementSocketBesideOtherFilesIsRefused() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        // `-o management_socket=/run/docker.sock`: a directory of other programs' files.
+        let run = scratch.directory + "/run-like"
+        mkdir(run, 0o755)
+        let listener = TestSocket.listen(at: run + "/docker.sock")
+        defer { close(listener) }
+        TestSocket.makeStale(at: run + "/stale.sock")
+        var spec = ownSpec(scratch, worker)
+        spec.managementSocket = run + "/docker.sock"
+        let reply = try await worker.request(.start, switch: spec)
+        #expect(reply.ok == false)
+        #expect(reply.error?.message.contains("not empty") == true, "message: \(reply.error?.message ?? "")")
+        #expect(TestSocket.accepts(run + "/docker.sock"))
+        #expect(Host.exists(run + "/stale.sock"), "not even a stale socket of someone else is removed")
+        #expect(!Host.exists(run + "/" + SwitchDirectory.markerName))
+    }
+
+    @Test func aSocketDirHoldingAnUnrelatedLiveSocketIsRefusedAndKept() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        // A directory of QEMU monitor sockets, given as socket_dir with create_sockets=true.
+        let qemu = scratch.directory + "/qemu"
+        mkdir(qemu, 0o755)
+        let monitor = qemu + "/monitor.sock"
+        let listener = TestSocket.listen(at: monitor)
+        defer { close(listener) }
+        TestSocket.makeStale(at: qemu + "/old.sock")
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: qemu, managementSocket: nil, mode: .useOrCreate,
+                              group: nil, numPorts: 4)
+        let reply = try await worker.request(.start, switch: spec)
+        #expect(reply.ok == false)
+        #expect(reply.error?.code == .conflict)
+        #expect(reply.error?.message.contains("\(qemu) is not empty") == true, "message: \(reply.error?.message ?? "")")
+        #expect(TestSocket.accepts(monitor), "the live socket must stay")
+        #expect(Host.exists(qemu + "/old.sock"), "a socket the switch did not create is never removed")
+        #expect(!Host.exists(qemu + "/" + SwitchDirectory.markerName))
+        #expect(Host.processes(commandLineContaining: qemu).isEmpty)
+    }
+
+    @Test func aMarkedSocketDirWithTheStaleSocketsOfAKilledSwitchIsReused() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let lab = scratch.directory + "/lab"
+        mkdir(lab, 0o755)
+        let marker = lab + "/" + SwitchDirectory.markerName
+        #expect(Host.run(["sh", "-c", "echo \(worker.networkID) > \(marker)"]).status == 0)
+        // What a switch killed with its worker leaves: its ctl and a port socket, nobody listening.
+        TestSocket.makeStale(at: lab + "/ctl")
+        TestSocket.makeStale(at: lab + "/001.6", type: Int32(SOCK_DGRAM.rawValue))
+        // A user's socket that happens to sit there too: not the switch's name, never touched.
+        let keep = lab + "/vm1.sock"
+        let listener = TestSocket.listen(at: keep)
+        defer { close(listener) }
+
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
+                              group: nil, numPorts: 4)
+        let started = try await start(worker, spec)
+        #expect(started.switch?.owned == true)
+        #expect(!Host.exists(lab + "/001.6"), "the stale port socket of the killed switch is removed")
+        #expect(TestSocket.accepts(lab + "/ctl"), "the new switch listens at the same ctl")
+        #expect(TestSocket.accepts(keep))
+        _ = try await add(worker, endpoint(scratch, "a"))
+
+        try await shutDown(worker, spec: spec, expectOwnedGone: false)
+        #expect(!Host.exists(lab + "/ctl") && !Host.exists(marker), "the switch's names go, and the marker last")
+        #expect(TestSocket.accepts(keep), "the user's socket stays")
+        #expect(Host.exists(lab), "a directory that is not empty stays")
+    }
+
+    @Test func aSocketDirMarkedByAnotherNetworkIsRefused() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let lab = scratch.directory + "/lab"
+        mkdir(lab, 0o755)
+        #expect(Host.run(["sh", "-c", "echo othernetwork123 > \(lab)/\(SwitchDirectory.markerName)"]).status == 0)
+        TestSocket.makeStale(at: lab + "/ctl")
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
+                              group: nil, numPorts: 4)
+        let reply = try await worker.request(.start, switch: spec)
+        #expect(reply.error?.code == .conflict)
+        #expect(reply.error?.message.contains("othernetwor") == true, "message: \(reply.error?.message ?? "")")
+        #expect(Host.exists(lab + "/ctl"))
+    }
+
+    @Test func aNewSocketDirGetsTheMarkerAndLosesItAtShutdown() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let dir = scratch.directory + "/new/lab"
+        let management = scratch.directory + "/mgmt-dir/lab.mgmt"
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: dir, managementSocket: management, mode: .useOrCreate,
+                              group: nil, numPorts: 4)
+        _ = try await start(worker, spec)
+        #expect(FileRead.text(dir + "/" + SwitchDirectory.markerName)?.contains(worker.networkID) == true)
+        #expect(FileRead.text(scratch.directory + "/mgmt-dir/" + SwitchDirectory.markerName)?.contains(worker.networkID) == true)
+        let switchFile = networkDir(scratch, worker) + "/switch.pid"
+        let text = try #require(FileRead.text(switchFile), "the switch pid file must exist while the switch runs")
+        let pid = try #require(pid_t(text.split(separator: " ").first ?? ""))
+        #expect(text.split(separator: " ").count == 2 && TestSocket.startTime(of: pid) == UInt64(TestSocket.trimmed(String(text.split(separator: " ")[1]))))
+        try await shutDown(worker, spec: spec)
+        #expect(!Host.exists(scratch.directory + "/new") && !Host.exists(scratch.directory + "/mgmt-dir"))
+        #expect(!Host.exists(networkDir(scratch, worker)))
+    }
+
+    @Test func aSwitchLeftRunningByAnEarlierWorkerIsStoppedByTheNextOne() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let spec = ownSpec(scratch, worker)
+        // A switch that does not exit at EOF on stdin (as upstream vde-2 without a tty): a daemon.
+        #expect(Host.run(["mkdir", "-p", spec.networkDir]).status == 0)
+        let daemonPIDFile = scratch.directory + "/daemon.pid"
+        let result = Host.run(["vde_switch", "-d", "-s", spec.ctlDir, "-M", spec.managementSocket!, "-n", "5", "-p", daemonPIDFile])
+        #expect(result.status == 0, "vde_switch -d: \(result.output)")
+        let leftover = try #require(pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")))
+        scratch.trackProcess(leftover)
+        let start = try #require(TestSocket.startTime(of: leftover))
+        #expect(Host.run(["sh", "-c", "echo '\(leftover) \(start)' > \(spec.networkDir)/switch.pid"]).status == 0)
+
+        let started = try await self.start(worker, spec)
+        #expect(started.switch?.owned == true)
+        #expect(await Host.eventually { !Host.isAlive(leftover) }, "the predecessor's switch must be stopped")
+        let now = try #require(started.switch?.pid)
+        #expect(FileRead.text(spec.networkDir + "/switch.pid")?.hasPrefix("\(now) ") == true)
+        try await shutDown(worker, spec: spec)
+        #expect(!Host.exists(spec.networkDir + "/switch.pid"))
+    }
+
+    @Test func aSwitchPIDFileNamingAnotherProcessStopsNothing() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let spec = ownSpec(scratch, worker)
+        let bystander = try #require(Host.spawn(["sleep", "60"]))
+        scratch.trackProcess(bystander)
+        let start = try #require(TestSocket.startTime(of: bystander))
+        #expect(Host.run(["mkdir", "-p", spec.networkDir]).status == 0)
+        #expect(Host.run(["sh", "-c", "echo '\(bystander) \(start)' > \(spec.networkDir)/switch.pid"]).status == 0)
+        _ = try await self.start(worker, spec)
+        #expect(Host.isAlive(bystander), "a pid file never kills a process that is not the switch")
+        try await shutDown(worker, spec: spec)
+        #expect(Host.isAlive(bystander))
+    }
+
+    @Test func plugPIDFilesOfAReusedPidOrWithoutStartTimeKillNothing() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let external = try await startTestSwitch(scratch)
+        defer { external.stop() }
+        // A vde_plug2tap that is not ours (a user's, or one that got a reused pid).
+        let tap = scratch.tapName("u")
+        let pipe = Host.pipe()
+        let foreign = try #require(Host.spawn(["vde_plug2tap", "-s", external.ctlDir, tap], stdin: pipe.read, stderr: -1))
+        close(pipe.read)
+        defer { close(pipe.write) }
+        scratch.trackProcess(foreign)
+        #expect(await Host.eventually { Host.exists("/sys/class/net/\(tap)") })
+
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let plugs = networkDir(scratch, worker) + "/plugs"
+        #expect(Host.run(["mkdir", "-p", plugs]).status == 0)
+        let start = try #require(TestSocket.startTime(of: foreign))
+        // The old format (a pid alone proves nothing), and the right pid with another start time.
+        #expect(Host.run(["sh", "-c", "echo \(foreign) > \(plugs)/old.pid; echo '\(foreign) \(start + 7)' > \(plugs)/reused.pid"]).status == 0)
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
+                              mode: .external, group: nil, numPorts: 7)
+        _ = try await self.start(worker, spec)
+        #expect(Host.isAlive(foreign), "the pid files must not kill a plug they cannot prove is theirs")
+        #expect(!Host.exists(plugs + "/old.pid") && !Host.exists(plugs + "/reused.pid"))
+        try await shutDown(worker, spec: spec, expectOwnedGone: false)
+        #expect(Host.isAlive(foreign))
+    }
+}
+
+/// A probe of something that accepts but never answers ends at its timeout, and its thread too.
+@Suite struct SwitchProbeThreadTests {
+    static func threadCount() -> Int {
+        guard let directory = opendir("/proc/self/task") else { return -1 }
+        defer { closedir(directory) }
+        var count = 0
+        while readdir(directory) != nil { count += 1 }
+        return count - 2
+    }
+
+    @Test func probesOfAHungSwitchLeaveNoThreadBehind() async throws {
+        let directory = "/tmp/vdeprobe-" + Host.randomHex(6)
+        mkdir(directory, 0o755)
+        defer { Host.run(["rm", "-rf", "--", directory]) }
+        // A fake switch: its ctl accepts connections (the kernel queues them) and never replies.
+        let listener = TestSocket.listen(at: directory + "/ctl")
+        defer { close(listener) }
+        _ = await SwitchProbe.probe(ctlDir: directory, timeout: .milliseconds(50))
+        let before = Self.threadCount()
+        let probes = 8
+        for _ in 0..<probes {
+            let began = ContinuousClock.now
+            let result = await SwitchProbe.probe(ctlDir: directory, timeout: .milliseconds(100))
+            #expect(result == .noReply)
+            #expect(ContinuousClock.now - began < .milliseconds(600), "a probe must end near its timeout")
+        }
+        let after = Self.threadCount()
+        #expect(after - before < probes / 2, "threads before \(before), after \(probes) probes \(after)")
+    }
+
+    @Test func aProbeOfNothingIsAbsentAndOfASwitchAnswers() async throws {
+        let directory = "/tmp/vdeprobe-" + Host.randomHex(6)
+        defer { Host.run(["rm", "-rf", "--", directory]) }
+        #expect(await SwitchProbe.probe(ctlDir: directory, timeout: .milliseconds(200)) == .absent(errno: ENOENT))
+        let pipe = Host.pipe()
+        let pid = try #require(Host.spawn(["vde_switch", "-s", directory, "-n", "4"], stdin: pipe.read, stderr: -1))
+        close(pipe.read)
+        defer {
+            close(pipe.write)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        #expect(await Host.eventually { Host.exists(directory + "/ctl") })
+        #expect(await SwitchProbe.waitUntilAnswering(ctlDir: directory, timeout: .seconds(2)) { false } == .answers)
+    }
+}
+
+@Suite struct SwitchDirectoryNameTests {
+    @Test func onlyTheSwitchsOwnNamesAreItsNames() {
+        for name in ["ctl", "001.6", "032.17", "1024.9", ".01234-00000"] {
+            #expect(SwitchDirectory.isSwitchName(name), "\(name)")
+        }
+        for name in ["docker.sock", "ctl2", "mgmt", "01.6", "001.", ".vde-supervisor", "monitor", "001.6x", ".1234-00000", "a01.6"] {
+            #expect(!SwitchDirectory.isSwitchName(name), "\(name)")
+        }
+    }
+}

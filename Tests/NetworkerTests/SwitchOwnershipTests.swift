@@ -204,6 +204,8 @@ extension WorkerProcessTests {
         let daemonPIDFile = scratch.directory + "/daemon.pid"
         let result = Host.run(["vde_switch", "-d", "-s", spec.ctlDir, "-M", spec.managementSocket!, "-n", "5", "-p", daemonPIDFile])
         #expect(result.status == 0, "vde_switch -d: \(result.output)")
+        // The daemon writes its pid file after the fork: wait for it.
+        #expect(await Host.eventually { pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")) != nil })
         let leftover = try #require(pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")))
         scratch.trackProcess(leftover)
         let start = try #require(TestSocket.startTime(of: leftover))

@@ -239,6 +239,51 @@ extension Acceptance {
             }
         }
 
+        /// One plugin call through curl; returns the HTTP status and the body.
+        private func pluginCall(_ container: SystemdContainer, _ path: String, _ request: some Encodable) async throws -> (status: Int, body: String) {
+            let body = try JSONCoding.string(request)
+            let reply = try await container.exec(["curl", "-sS", "--max-time", "30", "--unix-socket", Self.pluginSocket,
+                                                  "-X", "POST", "--data-binary", body, "-w", "\n%{http_code}", "http://x" + path],
+                                                 timeout: .seconds(60))
+            guard reply.succeeded, let last = reply.stdout.split(separator: "\n").last, let status = Int(last) else {
+                throw AcceptanceFailure("curl \(path) failed: \(reply)")
+            }
+            return (status, String(reply.stdout.dropLast(last.count)))
+        }
+
+        /// ProtectSystem=strict with ReadWritePaths=/run: the default switch (under the run dir)
+        /// and a switch the plugin creates under /run work; one under /srv is refused clearly.
+        private func exerciseConfinement(_ container: SystemdContainer) async throws {
+            let own = IDs.dockerID(), inRun = IDs.dockerID(), inSrv = IDs.dockerID()
+            let created = [
+                (own, [String: String](), "10.231.1"),
+                (inRun, ["socket_dir": "/run/vde-lab/sw", "create_sockets": "true"], "10.231.2"),
+            ]
+            for (id, options, subnet) in created {
+                let reply = try await pluginCall(container, "/NetworkDriver.CreateNetwork",
+                    Requests.createNetwork(id, pool: subnet + ".0/24", gateway: subnet + ".1/24", options: options))
+                if reply.status != 200 {
+                    Issue.record(AcceptanceFailure("CreateNetwork \(options) under the unit: \(reply)\n\(await container.diagnostics())"))
+                }
+            }
+            let switches = try await container.exec(["pgrep", "-a", "vde_switch"])
+            #expect(switches.stdout.contains("/run/vde-supervisor/\(Naming.shortID(own))/ctl"), "the default switch: \(switches)")
+            #expect(switches.stdout.contains("/run/vde-lab/sw"), "the switch in /run/vde-lab/sw: \(switches)")
+
+            let refused = try await pluginCall(container, "/NetworkDriver.CreateNetwork",
+                Requests.createNetwork(inSrv, pool: "10.231.3.0/24", gateway: "10.231.3.1/24",
+                                       options: ["socket_dir": "/srv/vde-lab/sw", "create_sockets": "true"]))
+            #expect(refused.status != 200 && refused.body.contains("/srv/vde-lab") && refused.body.contains("Read-only file system"),
+                    "a socket_dir outside the writable trees must be refused clearly: \(refused)")
+            #expect(!(try await container.exec(["test", "-e", "/srv/vde-lab"])).succeeded, "nothing may be created under /srv")
+
+            for (id, _, _) in created {
+                let reply = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: id))
+                #expect(reply.status == 200, "DeleteNetwork: \(reply)")
+            }
+            #expect(!(try await container.exec(["test", "-e", "/run/vde-lab/sw"])).succeeded, "the created socket_dir goes with its network")
+        }
+
         /// The inode of the plugin socket file: a new one means a new listening socket.
         private func socketInode(_ container: SystemdContainer) async throws -> String {
             try await container.check(["stat", "-c", "%i", Self.pluginSocket]).stdout.trimmingWhitespace
@@ -278,6 +323,8 @@ extension Acceptance {
             }
             #expect(try await activeMainPID(container) == secondPID, "reload must not restart the service")
             try expectActivateAnswer(try await curlActivate(container))
+
+            try await exerciseConfinement(container)
 
             // A clean stop ends the service without a failure.
             try await container.check(["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))

@@ -226,6 +226,23 @@ extension VDEPlugin {
         return spec
     }
 
+    /// Records the fact "the plugin started this network's switch" as a (re)started worker
+    /// reports it (a `useOrCreate` network may find a switch running after a restart, or start
+    /// one). The intent, `switchSpec.mode`, is never changed.
+    func recordSwitchStarted(networkID: String, _ owned: Bool?) {
+        guard let owned, var record = state.networks[networkID], record.switchStarted != owned else { return }
+        record.switchStarted = owned
+        var newState = state
+        newState.networks[networkID] = record
+        do {
+            try commit(newState)
+        } catch {
+            logger.warning("could not record who started the switch", metadata: [
+                "network": "\(Naming.shortID(networkID))", "error": "\(VDEError(wrapping: error).message)",
+            ])
+        }
+    }
+
     /// Refuses a spec whose paths another network uses, committed or still being created (its
     /// reservation in ``switchesInFlight``): the same network dir, the same ctl dir when either
     /// network may start a switch there, or the same management socket.

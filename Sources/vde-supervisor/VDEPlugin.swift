@@ -99,6 +99,7 @@ actor VDEPlugin {
 
     private func workerStarted(networkID: String, result: WorkerResult) {
         if let status = result.switch { switchStatus[networkID] = status }
+        recordSwitchStarted(networkID: networkID, result.switch?.owned)
         var stale: [String] = []
         for endpoint in result.endpoints ?? [] {
             endpointStatus[endpoint.endpointID] = endpoint

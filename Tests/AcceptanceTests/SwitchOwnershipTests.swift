@@ -126,6 +126,12 @@ extension Acceptance {
                         #expect(inSocketDir.allSatisfy { $0 == ".vde-supervisor" || $0 == "ctl" || $0.first?.isNumber == true },
                                 "only the switch's sockets and the marker in the socket_dir: \(inSocketDir)")
                         #expect(TempDir.readText(socketDir + "/.vde-supervisor")?.contains(network) == true)
+                        // The state keeps the intent and records the fact apart.
+                        let stateJSON = try JSONSerialization.jsonObject(with: Data(supervisor.stateText().utf8)) as? [String: Any]
+                        let record = ((stateJSON?["networks"] as? [String: Any])?[network] as? [String: Any]) ?? [:]
+                        #expect((record["switchSpec"] as? [String: Any])?["mode"] as? String == "useOrCreate", "state: \(record)")
+                        #expect((record["switchSpec"] as? [String: Any])?["networkDir"] as? String == networkDir, "state: \(record)")
+                        #expect(record["switchStarted"] as? Bool == true, "state: \(record)")
 
                         for endpoint in endpoints {
                             try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, endpoint.id))

@@ -354,7 +354,10 @@ struct RecoveryLab: Sendable {
             problems.append("\(name): data sockets for ports \(dataPorts.sorted()) but endpoints on ports \(ports.sorted()) (\(data.sorted()))")
         }
         let pidFiles = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/plugs")) ?? []
-        let recorded = pidFiles.compactMap { TempDir.readText(dir + "/plugs/" + $0).flatMap { Int32($0.trimmingWhitespace) } }
+        // A pid file holds `PID STARTTIME`.
+        let recorded = pidFiles.compactMap {
+            TempDir.readText(dir + "/plugs/" + $0).flatMap { $0.split(separator: " ").first.flatMap { Int32(String($0).trimmingWhitespace) } }
+        }
         if Set(recorded) != Set(plugs) || pidFiles.count != plugs.count {
             problems.append("\(name): plug pid files \(pidFiles.count) naming \(recorded.sorted()), running plugs \(plugs)")
         }

@@ -53,11 +53,18 @@ struct SwitchDirectory: Sendable {
 
     // MARK: Claim
 
+    /// What ``claim(option:)`` did, so that a failure later in the same start can undo it.
+    struct Claim {
+        /// Directories it created, outermost first.
+        var created: [String] = []
+        /// True when it wrote the marker now (the directory was new or empty).
+        var marked = false
+    }
+
     /// Makes sure the plugin may start a switch here: creates the directory (and its missing
     /// parents) if it does not exist, writes the marker into a new or empty directory, and accepts
-    /// a directory that carries this network's marker. Returns the directories it created,
-    /// outermost first. `option` names the user's option in errors.
-    func claim(option: String) throws(SwitchError) -> [String] {
+    /// a directory that carries this network's marker. `option` names the user's option in errors.
+    func claim(option: String) throws(SwitchError) -> Claim {
         var info = stat()
         if lstat(path, &info) != 0 {
             guard errno == ENOENT else { throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno)) }
@@ -68,12 +75,12 @@ struct SwitchDirectory: Sendable {
                 throw .cannotCreateDirectory(error)
             }
             if !insideNetworkDir { try writeMarker(option: option) }
-            return created
+            return Claim(created: created, marked: !insideNetworkDir)
         }
         guard info.st_mode & S_IFMT == S_IFDIR else {
             throw .unusableDirectory(path: path, option: option, reason: "it exists and is not a directory")
         }
-        if insideNetworkDir { return [] }
+        if insideNetworkDir { return Claim() }
         guard let names = FileSystem.listDirectory(path) else {
             throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno))
         }
@@ -82,13 +89,25 @@ struct SwitchDirectory: Sendable {
             guard owner == networkID else {
                 throw .directoryOfAnotherNetwork(path: path, option: option, networkID: owner ?? "?")
             }
-            return []
+            return Claim()
         }
         guard names.isEmpty else {
             throw .directoryNotOurs(path: path, option: option, names: names.sorted())
         }
         try writeMarker(option: option)
-        return []
+        return Claim(marked: true)
+    }
+
+    /// Undoes a claim made by this start: the marker it wrote, the directories it created
+    /// (innermost first, each only when empty).
+    func undo(_ claim: Claim) {
+        if claim.marked, markerOwner() == networkID, let directory = DirectoryHandle(path) {
+            unlinkat(directory.fd, Self.markerName, 0)
+            directory.close()
+        }
+        for created in claim.created.reversed() where FileSystem.listDirectory(created)?.isEmpty == true {
+            FileSystem.removeDirectory(created)
+        }
     }
 
     /// The network ID in the marker file, when there is one (read without following a link).

@@ -162,25 +162,33 @@ struct SwitchFiles: Sendable {
     /// anyone else's, when a directory is not the plugin's or a name is in use. Returns the
     /// directories it created, outermost first.
     func prepare(logger: Logger) throws(SwitchError) -> [String] {
-        var created = try ctl.claim(option: "socket_dir")
-        if let management {
-            created += try management.directory.claim(option: "management_socket")
-            let name = management.name
-            switch management.directory.removeStale(where: { $0 == name }, logger: logger)[name] {
-            case .live?: throw .managementSocketInUse(path: spec.managementSocket ?? name)
-            case .notASocket?:
-                throw .unusableDirectory(path: spec.managementSocket ?? name, option: "management_socket", reason: "it exists and is not a socket")
-            case .removed?, nil: break
+        var claims: [(SwitchDirectory, SwitchDirectory.Claim)] = []
+        do throws(SwitchError) {
+            claims.append((ctl, try ctl.claim(option: "socket_dir")))
+            if let management {
+                claims.append((management.directory, try management.directory.claim(option: "management_socket")))
+                let name = management.name
+                switch management.directory.removeStale(where: { $0 == name }, logger: logger)[name] {
+                case .live?: throw SwitchError.managementSocketInUse(path: spec.managementSocket ?? name)
+                case .notASocket?:
+                    throw SwitchError.unusableDirectory(path: spec.managementSocket ?? name, option: "management_socket",
+                                                        reason: "it exists and is not a socket")
+                case .removed?, nil: break
+                }
             }
-        }
-        for (name, outcome) in ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger).sorted(by: { $0.key < $1.key }) {
-            switch outcome {
-            case .live: throw .ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "accepts connections")
-            case .notASocket: throw .ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "is not a socket")
-            case .removed: break
+            for (name, outcome) in ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger).sorted(by: { $0.key < $1.key }) {
+                switch outcome {
+                case .live: throw SwitchError.ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "accepts connections")
+                case .notASocket: throw SwitchError.ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "is not a socket")
+                case .removed: break
+                }
             }
+        } catch {
+            // Nothing of this attempt may stay where the user pointed us.
+            for (directory, claim) in claims.reversed() { directory.undo(claim) }
+            throw error
         }
-        return created
+        return claims.flatMap { $0.1.created }
     }
 
     /// Removes the sockets a stopped (or killed) switch left: the switch's own names in the ctl

@@ -89,14 +89,16 @@ extension WorkerProcessTests {
         let listener = TestSocket.listen(at: run + "/docker.sock")
         defer { close(listener) }
         TestSocket.makeStale(at: run + "/stale.sock")
-        var spec = ownSpec(scratch, worker)
-        spec.managementSocket = run + "/docker.sock"
+        // A new socket_dir with create_sockets=true: claimed first, and given back on the refusal.
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/newlab/sw",
+                              managementSocket: run + "/docker.sock", mode: .useOrCreate, group: nil, numPorts: 4)
         let reply = try await worker.request(.start, switch: spec)
         #expect(reply.ok == false)
         #expect(reply.error?.message.contains("not empty") == true, "message: \(reply.error?.message ?? "")")
         #expect(TestSocket.accepts(run + "/docker.sock"))
         #expect(Host.exists(run + "/stale.sock"), "not even a stale socket of someone else is removed")
         #expect(!Host.exists(run + "/" + SwitchDirectory.markerName))
+        #expect(!Host.exists(scratch.directory + "/newlab"), "a refused start leaves no directory and no marker behind")
     }
 
     @Test func aSocketDirHoldingAnUnrelatedLiveSocketIsRefusedAndKept() async throws {

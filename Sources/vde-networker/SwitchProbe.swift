@@ -31,8 +31,10 @@ enum ProbeResult: Sendable, Equatable {
 /// Why not the alternatives: a non-blocking connect of our own can tell "nothing listens" but not
 /// "full or hung" (the kernel accepts into the backlog without the switch), so the reply, i.e.
 /// libvdeplug's protocol, would have to be spoken here too; and a probe in a child process costs a
-/// process start (milliseconds, measured against 5 ms between probes while a switch starts) where
-/// a thread costs tens of microseconds.
+/// process start: measured here (2 vCPUs), 50 runs of the static release vde-networker took
+/// 0.78 s against 0.26 s for /bin/true, i.e. about 10 ms each beyond a bare fork and exec, twice
+/// the 5 ms between probes while a switch starts. A thread costs tens of microseconds, and a
+/// probe of a live switch stays under a millisecond.
 enum SwitchProbe {
     /// Sent to a probe's thread to end a blocked `vde_open`. Nothing else in the worker uses it.
     static let interruptSignal = SIGUSR2

@@ -52,6 +52,8 @@ actor Worker {
     var createdDirectories: [String] = []
     var pidFiles: PlugPIDFiles?
     var tapMarkers: TapDeletionMarkers?
+    /// `creating/<tap>`: taps being made for an endpoint not yet recorded (see ``deleteUnfinishedTaps(keeping:)``).
+    var tapCreations: TapDeletionMarkers?
     /// Background deletions of removed endpoints' taps, by tap name (see ``TapDeletionMarkers``).
     var tapDeletions: [String: Task<Void, Never>] = [:]
     var gate = SerialGate()
@@ -137,6 +139,8 @@ actor Worker {
         let leftovers = await pidFiles.stopLeftovers(logger: logger)
         tapMarkers = TapDeletionMarkers(directory: networkRunDir + "/deleting")
         await deleteMarkedTaps(keeping: Set(restoring.map(\.tapName)))
+        tapCreations = TapDeletionMarkers(directory: networkRunDir + "/creating")
+        await deleteUnfinishedTaps(keeping: Set(restoring.map(\.tapName)))
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec
@@ -157,12 +161,11 @@ actor Worker {
         }
         for pid in leftovers { await releasePort(of: pid) }
 
-        var restored: [EndpointStatus] = []
-        for endpoint in restoring {
-            restored.append(await restore(endpoint))
-        }
+        // Reply now: the endpoints are restored concurrently after the reply, each reported by
+        // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
+        let restoring = beginRestore(restoring)
         startTapWatch()
-        return WorkerResult(switch: switchStatus(), endpoints: restored)
+        return WorkerResult(switch: switchStatus(), endpoints: restoring)
     }
 
     /// Starts, or finds, the switch as `spec.mode` says.
@@ -354,6 +357,7 @@ actor Worker {
         pidFiles?.removeDirectoryIfEmpty()
         await waitForTapDeletions()
         tapMarkers?.removeDirectoryIfEmpty()
+        tapCreations?.removeDirectoryIfEmpty()
         removeCreatedDirectories()
     }
 

@@ -11,8 +11,9 @@ import Logging
 ///
 /// The same kind of directory, `<network run dir>/creating`, marks taps being made for an
 /// endpoint the supervisor may not record: a marker is written before the tap is made and
-/// removed when the tap is deleted (a failed add, removeEndpoint) or when the next worker start
-/// is given the endpoint to restore (so it is recorded). A worker killed during an add, a
+/// removed when the tap is deleted (a failed add, removeEndpoint), at Join (dockerd joins only
+/// an endpoint whose CreateEndpoint succeeded, so it is recorded), or when the next worker start
+/// is given the endpoint to restore (likewise). A worker killed during an add, a
 /// supervisor that died before recording the endpoint, or an add that timed out and was never
 /// undone thus leave the tap to the next worker (``Worker/deleteUnfinishedTaps(keeping:)``).
 struct TapDeletionMarkers: Sendable {

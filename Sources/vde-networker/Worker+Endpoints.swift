@@ -88,7 +88,8 @@ extension Worker {
         managed.spec.sandboxKey = endpoint.sandboxKey ?? managed.spec.sandboxKey
         endpoints[id] = managed
         // The `creating/` marker stays: the worker cannot know whether the supervisor records
-        // the endpoint. The next start unmarks it when it is given the endpoint to restore.
+        // the endpoint. Join unmarks it (dockerd joins only endpoints whose CreateEndpoint
+        // succeeded), and so does the next start that is given the endpoint to restore.
         install(plug, port: port, endpointID: id)
         return WorkerResult(endpoint: endpoints[id]?.status())
     }
@@ -145,6 +146,7 @@ extension Worker {
         let key = try Worker.validatedSandboxKey(sandboxKey)
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
         endpoints[id]?.spec.sandboxKey = key
+        tapCreations?.unmark(tapName: endpoint.spec.tapName)
         logger.debug("endpoint joined", metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
         if endpoint.state == .unplugged, endpoint.plug == nil {
             guard switchState == .running else {

@@ -280,11 +280,7 @@ extension Worker {
     /// container's namespace (found by MAC, since dockerd renames it), gone (with evidence), or
     /// unknown (the worker could not look). See ``TapLocator``.
     func locateTap(of endpoint: EndpointSpec) async -> TapLookup {
-        let lookup = await tapLocator().locate(endpoint)
-        if case .present = lookup {} else {
-            logger.info("endpoint's tap not found: \(lookup)", metadata: ["endpoint": "\(endpoint.endpointID)"])
-        }
-        return lookup
+        await tapLocator().locate(endpoint)
     }
 
     func tapLocator() -> TapLocator {

@@ -100,10 +100,27 @@ actor VDEPlugin {
         if let status = result.switch { switchStatus[networkID] = status }
         var stale: [String] = []
         for endpoint in result.endpoints ?? [] {
+            guard state.networks[networkID]?.endpoints[endpoint.endpointID] != nil else { continue }
+            // The reply says `restarting`; the endpoint's `endpointState` event may have been
+            // handled already (events and this call race). Keep what such an event said: a
+            // running plug, or an outcome. A plug of the earlier worker is dead by now.
+            if endpoint.state == .restarting, let known = endpointStatus[endpoint.endpointID], Self.isNews(known) {
+                continue
+            }
             endpointStatus[endpoint.endpointID] = endpoint
             if endpoint.state == .tapGone { stale.append(endpoint.endpointID) }
         }
         if !stale.isEmpty { forgetStaleEndpoints(stale, of: networkID) }
+    }
+
+    /// True when `status` came from an event of the current worker rather than from an earlier
+    /// one: a plug that runs, or an outcome the worker reported.
+    private static func isNews(_ status: EndpointStatus) -> Bool {
+        switch status.state {
+        case .plugged: return status.plugPID.map { kill($0, 0) == 0 } ?? false
+        case .unreachable: return true
+        case .restarting, .unplugged, .tapGone: return false
+        }
     }
 
     /// Endpoints whose container is gone, on the worker's evidence (the container was removed

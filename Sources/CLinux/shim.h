@@ -13,11 +13,20 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #ifndef F_SETPIPE_SZ
 #define F_SETPIPE_SZ 1031  /* F_LINUX_SPECIFIC_BASE + 7 */
 #endif
+
+/// The file system type (statfs's f_type) of `path`, or -1 with errno set. Glibc's Swift
+/// module does not export statfs.
+static inline long long clinux_fs_type(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return (long long)info.f_type;
+}
 
 /// prctl is variadic, which Swift cannot call: one wrapper per use.
 static inline int clinux_set_child_subreaper(void) {

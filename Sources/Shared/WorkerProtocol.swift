@@ -73,7 +73,9 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
 
 /// The operations a supervisor asks of a worker.
 public enum WorkerOperation: String, Codable, Sendable {
-    /// Bring up the switch (per `switch`) and restore `endpoints`; reply when the switch is ready.
+    /// Bring up the switch (per `switch`) and reply once it is ready, with every endpoint of
+    /// `endpoints` `restarting`; they are restored afterwards, concurrently, each reported by an
+    /// `endpointState` event.
     case start
     /// Make the tap of `endpoint` and plug it into the switch.
     case addEndpoint
@@ -168,6 +170,10 @@ public enum PlugState: String, Codable, Sendable, Equatable {
     case restarting
     /// The tap is gone (its container was removed); nothing runs for it.
     case tapGone
+    /// The worker could not look where the tap is (the container's namespace could not be
+    /// entered or listed); nothing runs for it, and the worker looks again with backoff. Not
+    /// evidence that the container is gone: the endpoint is kept. `detail` says why.
+    case unreachable
 }
 
 /// One endpoint as the worker runs it.
@@ -180,9 +186,11 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
     /// The switch port of the plug, when known from the management socket.
     public var port: Int?
     public var counters: PortCounters?
+    /// Why the endpoint is in its state, when that needs saying (`unreachable`, `tapGone`).
+    public var detail: String?
 
     public init(endpointID: String, tapName: String, macAddress: String, state: PlugState, plugPID: Int32? = nil,
-                port: Int? = nil, counters: PortCounters? = nil) {
+                port: Int? = nil, counters: PortCounters? = nil, detail: String? = nil) {
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress
@@ -190,6 +198,7 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
         self.plugPID = plugPID
         self.port = port
         self.counters = counters
+        self.detail = detail
     }
 }
 
@@ -220,6 +229,12 @@ public enum WorkerEventKind: String, Codable, Sendable {
     case childRestarted
     /// An endpoint's tap vanished; its plug was stopped.
     case tapGone
+    /// The outcome of restoring (or re-plugging) one endpoint: `endpointID`, `state`
+    /// (`plugged`, `unreachable` or `tapGone`), `pid` of the plug when plugged, `detail` the
+    /// reason or evidence. `tapGone` here is positive evidence that the container is gone (its
+    /// namespace file no longer exists or is no namespace; or the namespace holds no link with
+    /// the endpoint's MAC and the tap is not in the host): the supervisor forgets the endpoint.
+    case endpointState
 }
 
 /// A line from a worker: a reply (has `id`) or an event (has `event`).
@@ -235,11 +250,13 @@ public struct WorkerMessage: Codable, Sendable, Equatable {
     public var pid: Int32?
     public var child: String?
     public var endpointID: String?
+    /// Set on `endpointState` events.
+    public var state: PlugState?
     public var detail: String?
 
     public init(v: Int = WorkerProtocol.version, id: UInt64? = nil, ok: Bool? = nil, error: VDEError? = nil,
                 result: WorkerResult? = nil, event: WorkerEventKind? = nil, pid: Int32? = nil, child: String? = nil,
-                endpointID: String? = nil, detail: String? = nil) {
+                endpointID: String? = nil, state: PlugState? = nil, detail: String? = nil) {
         self.v = v
         self.id = id
         self.ok = ok
@@ -249,6 +266,7 @@ public struct WorkerMessage: Codable, Sendable, Equatable {
         self.pid = pid
         self.child = child
         self.endpointID = endpointID
+        self.state = state
         self.detail = detail
     }
 

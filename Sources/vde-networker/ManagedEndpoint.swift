@@ -8,10 +8,13 @@ struct ManagedEndpoint: Sendable {
     /// that its exit is not taken for a crash.
     var plug: PlugProcess?
     var port: Int?
-    var backoff = RestartBackoff()
+    var backoff = RestartBackoff.child
+    /// Why the endpoint is in its state (`unreachable`, `tapGone`), for status.
+    var detail: String?
 
     func status(counters: PortCounters? = nil) -> EndpointStatus {
         EndpointStatus(endpointID: spec.endpointID, tapName: spec.tapName, macAddress: spec.macAddress,
-                       state: state, plugPID: plug?.pid, port: counters?.port ?? port, counters: counters)
+                       state: state, plugPID: plug?.pid, port: counters?.port ?? port, counters: counters,
+                       detail: state == .plugged ? nil : detail)
     }
 }

@@ -34,9 +34,4 @@ struct NetworkNamespace: Sendable {
             throw NamespaceError(sandboxKey: path, reason: "cannot list links: \(error)")
         }
     }
-
-    /// The name, inside the namespace, of the link with `macAddress` (a tap dockerd moved and renamed).
-    func linkName(macAddress: String, runner: CommandRunner, executables: Executables) async throws(NamespaceError) -> String? {
-        LinkList.find(macAddress: macAddress, in: try await links(runner: runner, executables: executables))?.name
-    }
 }

@@ -89,13 +89,14 @@ final class PlugProcess: Sendable {
         self.location = location
     }
 
-    /// `vde_plug2tap -s CTLDIR TAP`, or `nsenter --net=NS -- vde_plug2tap -s CTLDIR IFNAME`.
+    /// `vde_plug2tap -s CTLDIR -- TAP`, or `nsenter --net=NS -- vde_plug2tap -s CTLDIR -- IFNAME`
+    /// (`--`: an interface name is never read as an option).
     static func argv(ctlDir: String, location: PlugLocation, executables: Executables) -> [String] {
         switch location {
         case .host(let tapName):
-            return [executables.vdePlug2tap, "-s", ctlDir, tapName]
+            return [executables.vdePlug2tap, "-s", ctlDir, "--", tapName]
         case .sandbox(let path, let interface):
-            return NetworkNamespace(path: path).command([executables.vdePlug2tap, "-s", ctlDir, interface], nsenter: executables.nsenter)
+            return NetworkNamespace(path: path).command([executables.vdePlug2tap, "-s", ctlDir, "--", interface], nsenter: executables.nsenter)
         }
     }
 

@@ -8,13 +8,22 @@ import Logging
 /// A marker file `<network run dir>/deleting/<tap>` is written first: a worker that dies before
 /// the deletion finished leaves the job to the next one (``Worker/deleteMarkedTaps(keeping:)``),
 /// and a worker that shuts down waits for its deletions.
+///
+/// The same kind of directory, `<network run dir>/creating`, marks taps being made for an
+/// endpoint the supervisor may not record: a marker is written before the tap is made and
+/// removed when the tap is deleted (a failed add, removeEndpoint), at Join (dockerd joins only
+/// an endpoint whose CreateEndpoint succeeded, so it is recorded), or when the next worker start
+/// is given the endpoint to restore (likewise). A worker killed during an add, a
+/// supervisor that died before recording the endpoint, or an add that timed out and was never
+/// undone thus leave the tap to the next worker (``Worker/deleteUnfinishedTaps(keeping:)``).
 struct TapDeletionMarkers: Sendable {
-    /// `<network run dir>/deleting`.
+    /// `<network run dir>/deleting` (or `/creating`).
     var directory: String
 
     func path(tapName: String) -> String { "\(directory)/\(tapName)" }
 
     /// Writes the marker; false when it cannot (the caller then deletes the tap at once).
+    @discardableResult
     func mark(tapName: String, logger: Logger) -> Bool {
         do {
             _ = try FileSystem.makeDirectories(directory, mode: 0o755)
@@ -95,6 +104,25 @@ extension Worker {
                     logger.info("deleted the tap \(name) of an endpoint removed before the last worker stopped")
                 } catch {
                     logger.warning("cannot delete the tap \(name) of a removed endpoint: \(error)")
+                    continue
+                }
+            }
+            markers.unmark(tapName: name)
+        }
+    }
+
+    /// Deletes the taps an earlier worker began to make for an endpoint it never recorded (it
+    /// died, or the add was undone while it was down), except those of endpoints being restored,
+    /// and removes the markers.
+    func deleteUnfinishedTaps(keeping kept: Set<String>) async {
+        guard let markers = tapCreations else { return }
+        for name in markers.marked() {
+            if !kept.contains(name) {
+                do {
+                    try await taps.deleteIfTap(name: name)
+                    logger.info("deleted the tap \(name) of an endpoint whose creation did not finish")
+                } catch {
+                    logger.warning("cannot delete the tap \(name) of an unfinished endpoint: \(error)")
                     continue
                 }
             }

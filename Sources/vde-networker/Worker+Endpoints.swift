@@ -45,6 +45,10 @@ extension Worker {
 
         // The same endpoint removed a moment ago: its tap must be gone before one is made anew.
         await waitForTapDeletion(endpoint.tapName)
+        // A worker that dies from here on, or a supervisor that never records the endpoint, leaves
+        // the tap to the next worker, which deletes it unless it restores the endpoint (see
+        // ``TapDeletionMarkers``).
+        tapCreations?.mark(tapName: endpoint.tapName, logger: logger)
         switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
         case .none:
             try await taps.create(name: endpoint.tapName, macAddress: endpoint.macAddress)
@@ -52,6 +56,7 @@ extension Worker {
         case .sameTap:
             logger.info("reusing the existing tap \(endpoint.tapName)")
         case .conflicting(let reason):
+            tapCreations?.unmark(tapName: endpoint.tapName)
             throw TapError.conflict(name: endpoint.tapName, reason: reason)
         }
 
@@ -73,6 +78,7 @@ extension Worker {
         } catch {
             do {
                 try await taps.delete(name: endpoint.tapName)
+                tapCreations?.unmark(tapName: endpoint.tapName)
             } catch {
                 logger.warning("cannot delete the tap \(endpoint.tapName) after a failed add: \(error)")
             }
@@ -81,6 +87,9 @@ extension Worker {
         var managed = endpoints[id] ?? ManagedEndpoint(spec: endpoint, state: .unplugged)
         managed.spec.sandboxKey = endpoint.sandboxKey ?? managed.spec.sandboxKey
         endpoints[id] = managed
+        // The `creating/` marker stays: the worker cannot know whether the supervisor records
+        // the endpoint. Join unmarks it (dockerd joins only endpoints whose CreateEndpoint
+        // succeeded), and so does the next start that is given the endpoint to restore.
         install(plug, port: port, endpointID: id)
         return WorkerResult(endpoint: endpoints[id]?.status())
     }
@@ -137,6 +146,7 @@ extension Worker {
         let key = try Worker.validatedSandboxKey(sandboxKey)
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
         endpoints[id]?.spec.sandboxKey = key
+        tapCreations?.unmark(tapName: endpoint.spec.tapName)
         logger.debug("endpoint joined", metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
         if endpoint.state == .unplugged, endpoint.plug == nil {
             guard switchState == .running else {
@@ -169,7 +179,10 @@ extension Worker {
         await stopPlug(of: id)
         pidFiles?.remove(endpointID: id)
         let usedByAnother = endpoints.values.contains { $0.spec.tapName == tapName && $0.spec.endpointID != id }
-        if !usedByAnother { try await deleteTapInBackground(tapName) }
+        if !usedByAnother {
+            try await deleteTapInBackground(tapName)
+            tapCreations?.unmark(tapName: tapName)
+        }
         endpoints[id] = nil
         return WorkerResult()
     }
@@ -245,7 +258,7 @@ extension Worker {
         guard case .sandbox(let path, let interface) = location,
               let address = endpoints[endpointID]?.spec.ipv4Address, let busybox = executables.busybox else { return }
         let argv = [executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
-                    "-I", interface, address]
+                    "-I", interface, "--", address]
         let runner = self.runner
         Task.detached { _ = try? await runner.run(argv) }
     }
@@ -255,6 +268,7 @@ extension Worker {
         endpoints[id]?.plug = plug
         endpoints[id]?.port = port
         endpoints[id]?.state = .plugged
+        endpoints[id]?.detail = nil
         endpoints[id]?.backoff.started()
         pidFiles?.write(endpointID: id, pid: plug.pid, logger: logger)
         plug.child.onExit { [weak self] exit in
@@ -262,63 +276,77 @@ extension Worker {
         }
     }
 
-    /// Where the endpoint's tap is now: in the host namespace under its own name, or inside the
-    /// container's namespace (found by MAC, since dockerd renames it), or nowhere.
-    ///
-    /// A joined endpoint whose container namespace is gone has no tap any more: its container was
-    /// removed while nobody listened (dockerd then moves the tap back to the host, and its
-    /// DeleteEndpoint fails). A tap of that name back in the host is deleted, not plugged again.
-    func locateTap(of endpoint: EndpointSpec) async -> PlugLocation? {
-        if let key = endpoint.sandboxKey, !FileSystem.exists(key) {
-            if taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) == .sameTap {
-                try? await taps.delete(name: endpoint.tapName)
+    /// Where the endpoint's tap is now: in the host namespace under its own name, inside the
+    /// container's namespace (found by MAC, since dockerd renames it), gone (with evidence), or
+    /// unknown (the worker could not look). See ``TapLocator``.
+    func locateTap(of endpoint: EndpointSpec) async -> TapLookup {
+        await tapLocator().locate(endpoint)
+    }
+
+    func tapLocator() -> TapLocator {
+        let taps = self.taps, runner = self.runner, executables = self.executables
+        return TapLocator(
+            hostTap: { name, mac in taps.existing(name: name, macAddress: mac) },
+            sandboxFile: SandboxFile.inspect,
+            links: { path in try await NetworkNamespace(path: path).links(runner: runner, executables: executables) })
+    }
+
+    // MARK: Restore
+
+    /// Records the endpoints of a (re)started network as `restarting` and restores them in the
+    /// background, after `start` has replied: each outcome is reported by an `endpointState`
+    /// event. Returns their statuses for the reply.
+    func beginRestore(_ requested: [EndpointSpec]) -> [EndpointStatus] {
+        var statuses: [EndpointStatus] = []
+        var ids: [String] = []
+        for spec in requested {
+            do {
+                let endpoint = try Worker.validated(spec)
+                endpoints[endpoint.endpointID] = ManagedEndpoint(spec: endpoint, state: .restarting)
+                ids.append(endpoint.endpointID)
+            } catch {
+                // A bad record cannot be plugged, but is no evidence that its container is gone.
+                logger.error("cannot restore endpoint \(NetworkOptions.sanitized(spec.endpointID)): \(error)")
+                statuses.append(EndpointStatus(endpointID: spec.endpointID, tapName: spec.tapName, macAddress: spec.macAddress,
+                                               state: .unreachable, detail: "cannot restore: \(error)"))
             }
-            logger.info("the container's namespace is gone", metadata: ["endpoint": "\(endpoint.endpointID)", "sandbox": "\(key)"])
-            return nil
         }
-        switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
-        case .sameTap:
-            return .host(tapName: endpoint.tapName)
-        case .conflicting(let reason):
-            logger.warning("the interface \(endpoint.tapName) \(reason); not plugging it", metadata: ["endpoint": "\(endpoint.endpointID)"])
-        case .none:
-            break
+        statuses += ids.compactMap { endpoints[$0]?.status() }
+        if !ids.isEmpty {
+            remember(Task { [weak self] in await self?.restoreEndpoints(ids) })
         }
-        guard let key = endpoint.sandboxKey else { return nil }
-        do {
-            guard let name = try await NetworkNamespace(path: key).linkName(macAddress: endpoint.macAddress, runner: runner, executables: executables) else {
-                return nil
+        return statuses.sorted { $0.endpointID < $1.endpointID }
+    }
+
+    /// How many endpoints are restored at once: enough that a large network comes back in a
+    /// few seconds, few enough that 100 nsenter and plug starts do not crowd a small host.
+    static let restoreWidth = 8
+
+    /// Restores `ids` concurrently, holding the gate so that no other operation changes them
+    /// meanwhile (`ping` and `status` still answer).
+    func restoreEndpoints(_ ids: [String]) async {
+        _ = try? await exclusively {
+            await withTaskGroup(of: Void.self) { group in
+                var running = 0
+                for id in ids {
+                    if running >= Self.restoreWidth {
+                        await group.next()
+                        running -= 1
+                    }
+                    group.addTask { await self.restoreEndpoint(id) }
+                    running += 1
+                }
             }
-            return .sandbox(path: key, interface: name)
-        } catch {
-            logger.warning("\(error)", metadata: ["endpoint": "\(endpoint.endpointID)"])
-            return nil
+            logger.info("restore done", metadata: ["endpoints": "\(ids.count)"])
         }
     }
 
-    /// Plugs an endpoint the supervisor knew before this worker started.
-    func restore(_ requested: EndpointSpec) async -> EndpointStatus {
-        let endpoint: EndpointSpec
-        do {
-            endpoint = try Worker.validated(requested)
-        } catch {
-            logger.error("cannot restore endpoint \(NetworkOptions.sanitized(requested.endpointID)): \(error)")
-            return EndpointStatus(endpointID: requested.endpointID, tapName: requested.tapName, macAddress: requested.macAddress, state: .tapGone)
-        }
-        let id = endpoint.endpointID
-        endpoints[id] = ManagedEndpoint(spec: endpoint, state: .restarting)
-        guard let location = await locateTap(of: endpoint) else {
-            logger.info("endpoint not restored: its tap is gone", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.tapName)"])
-            endpoints[id]?.state = .tapGone
-            return endpoints[id]?.status() ?? EndpointStatus(endpointID: id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: .tapGone)
-        }
-        do {
-            let (plug, port) = try await attachPlug(endpointID: id, at: location)
-            install(plug, port: port, endpointID: id)
-        } catch {
-            logger.warning("cannot restore endpoint: \(error); will retry", metadata: ["endpoint": "\(id)"])
-            schedulePlugRestart(id)
-        }
-        return endpoints[id]?.status() ?? EndpointStatus(endpointID: id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: .restarting)
+    /// Plugs one endpoint the supervisor knew before this worker started, if it still waits.
+    func restoreEndpoint(_ id: String) async {
+        guard !shuttingDown, !Task.isCancelled, let endpoint = endpoints[id], endpoint.plug == nil,
+              endpoint.state == .restarting || endpoint.state == .unreachable else { return }
+        // While the switch restarts, its restart re-attaches every endpoint.
+        guard switchState == .running else { return }
+        _ = await replug(id)
     }
 }

@@ -55,7 +55,8 @@ extension Worker {
                     return
                 }
                 adopt(process)
-                let waiting = endpoints.filter { $0.value.state == .restarting && $0.value.plug == nil }.keys.sorted()
+                let waiting = endpoints.filter { ($0.value.state == .restarting || $0.value.state == .unreachable) && $0.value.plug == nil }
+                    .keys.sorted()
                 var reattached = 0
                 for id in waiting {
                     if await replug(id) { reattached += 1 }
@@ -94,7 +95,8 @@ extension Worker {
 
     func restartPlug(_ id: String) async {
         _ = try? await exclusively {
-            guard let endpoint = endpoints[id], endpoint.state == .restarting, endpoint.plug == nil else { return }
+            guard let endpoint = endpoints[id], endpoint.state == .restarting || endpoint.state == .unreachable,
+                  endpoint.plug == nil else { return }
             // While the switch restarts, its restart re-attaches every endpoint.
             guard switchState == .running else { return }
             if await replug(id), let pid = endpoints[id]?.plug?.pid {
@@ -103,30 +105,59 @@ extension Worker {
         }
     }
 
-    /// Starts a new plug for an endpoint that has none, where its tap is now. Marks the endpoint
-    /// `tapGone` when the tap is nowhere, and schedules another try when the plug fails.
-    /// Returns true when a plug runs.
+    /// Starts a new plug for an endpoint that has none, where its tap is now, and reports the
+    /// outcome (`endpointState`). A tap that is gone (with evidence) is not plugged again; one
+    /// the worker could not look for is `unreachable` and looked for again with backoff, as is
+    /// a plug that fails. Returns true when a plug runs.
     func replug(_ id: String) async -> Bool {
         guard let endpoint = endpoints[id] else { return false }
-        guard let location = await locateTap(of: endpoint.spec) else {
-            endpoints[id]?.state = .tapGone
-            logger.warning("not restarting the plug: the tap is gone", metadata: ["endpoint": "\(id)"])
-            emit(WorkerMessage(event: .tapGone, endpointID: id, detail: "the tap \(endpoint.spec.tapName) is gone"))
+        switch await locateTap(of: endpoint.spec) {
+        case .gone(let evidence):
+            await endpointGone(id, evidence: evidence)
             return false
-        }
-        do {
-            let (plug, port) = try await attachPlug(endpointID: id, at: location)
-            guard endpoints[id] != nil else {
-                await plug.child.terminate()
-                return false
-            }
-            install(plug, port: port, endpointID: id)
-            return true
-        } catch {
-            logger.warning("cannot restart the plug: \(error)", metadata: ["endpoint": "\(id)"])
+        case .unknown(let reason):
+            guard endpoints[id] != nil else { return false }
+            endpoints[id]?.state = .unreachable
+            endpoints[id]?.detail = reason
+            logger.warning("cannot tell where the tap is; will look again", metadata: ["endpoint": "\(id)", "reason": "\(reason)"])
+            emit(WorkerMessage(event: .endpointState, endpointID: id, state: .unreachable, detail: reason))
             schedulePlugRestart(id)
             return false
+        case .present(let location):
+            do {
+                let (plug, port) = try await attachPlug(endpointID: id, at: location)
+                guard endpoints[id] != nil else {
+                    await plug.child.terminate()
+                    return false
+                }
+                install(plug, port: port, endpointID: id)
+                emit(WorkerMessage(event: .endpointState, pid: plug.pid, endpointID: id, state: .plugged))
+                return true
+            } catch {
+                logger.warning("cannot start the plug: \(error); will retry", metadata: ["endpoint": "\(id)"])
+                endpoints[id]?.state = .restarting
+                endpoints[id]?.detail = "\(error)"
+                schedulePlugRestart(id)
+                return false
+            }
         }
+    }
+
+    /// The endpoint's tap is gone for good: nothing runs for it any more, a tap of its name left
+    /// in the host is deleted, and the supervisor is told (it forgets the endpoint).
+    func endpointGone(_ id: String, evidence: String) async {
+        guard let endpoint = endpoints[id] else { return }
+        endpoints[id]?.state = .tapGone
+        endpoints[id]?.detail = evidence
+        logger.warning("endpoint gone: \(evidence)", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)"])
+        if taps.existing(name: endpoint.spec.tapName, macAddress: endpoint.spec.macAddress) == .sameTap {
+            do {
+                try await deleteTapInBackground(endpoint.spec.tapName)
+            } catch {
+                logger.warning("cannot delete the tap \(endpoint.spec.tapName): \(error)")
+            }
+        }
+        emit(WorkerMessage(event: .endpointState, endpointID: id, state: .tapGone, detail: evidence))
     }
 
     /// Keeps a restart task so that shutdown can cancel it; forgets finished ones.

@@ -55,6 +55,8 @@ actor Worker {
     var createdDirectories: [String] = []
     var pidFiles: PlugPIDFiles?
     var tapMarkers: TapDeletionMarkers?
+    /// `creating/<tap>`: taps being made for an endpoint not yet recorded (see ``deleteUnfinishedTaps(keeping:)``).
+    var tapCreations: TapDeletionMarkers?
     /// Background deletions of removed endpoints' taps, by tap name (see ``TapDeletionMarkers``).
     var tapDeletions: [String: Task<Void, Never>] = [:]
     var gate = SerialGate()
@@ -143,6 +145,8 @@ actor Worker {
         let switchPIDFile = SwitchPIDFile(networkDir: spec.networkDir)
         self.switchPIDFile = switchPIDFile
         await switchPIDFile.stopLeftover(logger: logger)
+        tapCreations = TapDeletionMarkers(directory: spec.networkDir + "/creating")
+        await deleteUnfinishedTaps(keeping: Set(restoring.map(\.tapName)))
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec
@@ -163,12 +167,11 @@ actor Worker {
         }
         for pid in leftovers { await releasePort(of: pid) }
 
-        var restored: [EndpointStatus] = []
-        for endpoint in restoring {
-            restored.append(await restore(endpoint))
-        }
+        // Reply now: the endpoints are restored concurrently after the reply, each reported by
+        // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
+        let restoring = beginRestore(restoring)
         startTapWatch()
-        return WorkerResult(switch: switchStatus(), endpoints: restored)
+        return WorkerResult(switch: switchStatus(), endpoints: restoring)
     }
 
     /// Starts, or finds, the switch as `spec.mode` says.
@@ -360,6 +363,7 @@ actor Worker {
         pidFiles?.removeDirectoryIfEmpty()
         await waitForTapDeletions()
         tapMarkers?.removeDirectoryIfEmpty()
+        tapCreations?.removeDirectoryIfEmpty()
         removeCreatedDirectories()
     }
 

@@ -34,7 +34,9 @@ actor NetworkWorker {
     private var linkTask: Task<String, Never>?
     private var stopRequested = false
     private var readyWaiters: [CheckedContinuation<Void, Never>] = []
-    private var backoff = Backoff()
+    /// Delays between restarts. Only a run of a minute, from a successful start to its exit,
+    /// makes the worker healthy again; failed restarts never do.
+    private var backoff: RestartBackoff
 
     static let startTimeout: Duration = .seconds(15)
     static let requestTimeout: Duration = .seconds(15)
@@ -48,8 +50,10 @@ actor NetworkWorker {
     init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
          onStarted: @escaping @Sendable (WorkerResult) async -> Void,
-         onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
+         onEvent: @escaping @Sendable (WorkerMessage) async -> Void,
+         backoff: RestartBackoff = .worker) {
         self.networkID = networkID
+        self.backoff = backoff
         self.executable = executable
         self.runDir = runDir
         self.logLevel = logLevel
@@ -144,6 +148,7 @@ actor NetworkWorker {
                 timeout: Self.startTimeout)
             phase = .running
             startedAt = .now
+            backoff.started()
             startHeartbeat(for: link)
             let pid = await link.pid
             logger.info("network up", metadata: [
@@ -206,7 +211,7 @@ actor NetworkWorker {
 
     private func restartLoop() async {
         while !stopRequested {
-            let delay = backoff.next(ranFor: startedAt.map { ContinuousClock.now - $0 })
+            let delay = backoff.nextDelay()
             if delay > .zero {
                 logger.warning("restarting worker after backoff", metadata: ["delay": "\(delay)", "restarts": "\(restarts)"])
                 try? await Task.sleep(for: delay)
@@ -267,23 +272,5 @@ actor NetworkWorker {
             group.cancelAll()
             return first
         }
-    }
-}
-
-/// Restart delays: the first restart at once, then doubling from 250 ms up to 30 s.
-/// A worker that ran for a minute since its last start counts as healthy again.
-struct Backoff: Sendable {
-    private var failures = 0
-    static let initial: Duration = .milliseconds(250)
-    static let cap: Duration = .seconds(30)
-    static let healthyAfter: Duration = .seconds(60)
-
-    mutating func next(ranFor: Duration?) -> Duration {
-        if let ranFor, ranFor >= Self.healthyAfter { failures = 0 }
-        defer { failures += 1 }
-        if failures == 0 { return .zero }
-        var delay = Self.initial
-        for _ in 1..<failures where delay < Self.cap { delay *= 2 }
-        return min(delay, Self.cap)
     }
 }

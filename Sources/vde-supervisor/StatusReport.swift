@@ -58,11 +58,14 @@ struct StatusReport: Codable, Sendable, Equatable {
         var ipv6: String?
         /// The container's network namespace, once joined.
         var sandbox: String?
-        /// `plugged`, `unplugged`, `restarting`, `tapGone`, or `unknown` when the worker did not answer.
+        /// `plugged`, `unplugged`, `restarting`, `unreachable` (the worker could not look where the
+        /// tap is; it looks again), `tapGone`, or `unknown` when the worker did not answer.
         var state: String
         var plugPID: Int32?
         var switchPort: Int?
         var counters: Counters?
+        /// Why the endpoint is in its state, when the worker says (`unreachable`, `tapGone`).
+        var detail: String? = nil
     }
 
     struct PortInfo: Codable, Sendable, Equatable {

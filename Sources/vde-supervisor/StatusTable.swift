@@ -26,16 +26,22 @@ struct StatusTable {
             if network.endpoints.isEmpty {
                 out += "  no endpoints\n"
             } else {
-                var rows = [["ENDPOINT", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES", "PLUG PID", "STATE"]]
+                // A DETAIL column only when some endpoint has one (why it is unreachable or gone).
+                let withDetail = network.endpoints.contains { $0.detail != nil }
+                var header = ["ENDPOINT", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES", "PLUG PID", "STATE"]
+                if withDetail { header.append("DETAIL") }
+                var rows = [header]
                 for endpoint in network.endpoints {
                     let ip = [endpoint.ipv4, endpoint.ipv6].compactMap { $0 }.joined(separator: ",")
-                    rows.append([
+                    let sent: String = endpoint.counters.map { "\($0.inPackets)/\(Self.bytes($0.inBytes))" } ?? "-"
+                    let received: String = endpoint.counters.map { "\($0.outPackets)/\(Self.bytes($0.outBytes))" } ?? "-"
+                    var row: [String] = [
                         endpoint.shortID, endpoint.tap, endpoint.macAddress, ip.orDash, endpoint.sandbox ?? "-",
-                        endpoint.switchPort.map(String.init) ?? "-",
-                        endpoint.counters.map { "\($0.inPackets)/\(Self.bytes($0.inBytes))" } ?? "-",
-                        endpoint.counters.map { "\($0.outPackets)/\(Self.bytes($0.outBytes))" } ?? "-",
+                        endpoint.switchPort.map(String.init) ?? "-", sent, received,
                         endpoint.plugPID.map(String.init) ?? "-", paint(endpoint.state),
-                    ])
+                    ]
+                    if withDetail { row.append(endpoint.detail ?? "-") }
+                    rows.append(row)
                 }
                 out += table(rows, indent: "  ")
             }
@@ -76,7 +82,7 @@ struct StatusTable {
         let code: String
         switch state {
         case "running", "plugged": code = "32"
-        case "starting", "restarting", "unplugged", "stopping": code = "33"
+        case "starting", "restarting", "unplugged", "stopping", "unreachable": code = "33"
         default: code = "31"
         }
         return "\u{1B}[\(code)m\(state)\u{1B}[0m"

@@ -54,6 +54,9 @@ extension VDEPlugin {
         guard let record = state.networks[id] else {
             throw VDEError.notFound("no vde network \(Naming.shortID(id)) (already deleted?)")
         }
+        if let adding = endpointsInFlight[id], adding > 0 {
+            throw VDEError.conflict("network \(Naming.shortID(id)) is getting \(adding) new endpoint(s) right now; retry")
+        }
         guard record.endpoints.isEmpty else {
             throw VDEError.conflict("network \(Naming.shortID(id)) still has \(record.endpoints.count) endpoint(s); "
                 + "stop or disconnect its containers first")
@@ -76,6 +79,7 @@ extension VDEPlugin {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try Self.checkID(networkID, what: "network")
         try Self.checkID(endpointID, what: "endpoint")
+        try checkNotInFlight(networkID)
         _ = try existingNetwork(networkID)
         guard state.network(ofEndpoint: endpointID) == nil else {
             throw VDEError.conflict("endpoint \(Naming.shortID(endpointID)) already exists")
@@ -100,17 +104,30 @@ extension VDEPlugin {
             addressIPv6: request.Interface?.AddressIPv6.flatMap { $0.isEmpty ? nil : $0 })
 
         let worker = try worker(of: networkID)
-        let result = try await worker.request(WorkerRequest(id: 0, op: .addEndpoint, endpoint: endpoint.spec))
-        // The network may have changed while the worker worked; re-read it.
+        // DeleteNetwork refuses while an add is in flight: the worker would make a tap that
+        // nobody records.
+        endpointsInFlight[networkID, default: 0] += 1
+        defer {
+            endpointsInFlight[networkID, default: 1] -= 1
+            if endpointsInFlight[networkID] == 0 { endpointsInFlight[networkID] = nil }
+        }
+        let result: WorkerResult
+        do {
+            result = try await worker.request(WorkerRequest(id: 0, op: .addEndpoint, endpoint: endpoint.spec))
+        } catch {
+            await undoAdd(endpointID, worker: worker, after: error)
+            throw error
+        }
         var newState = state
         guard newState.networks[networkID] != nil else {
+            await undoAdd(endpointID, worker: worker, after: nil)
             throw VDEError.notFound("network \(Naming.shortID(networkID)) was deleted meanwhile")
         }
         newState.networks[networkID]?.endpoints[endpointID] = endpoint
         do {
             try commit(newState)
         } catch {
-            _ = try? await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+            await undoAdd(endpointID, worker: worker, after: nil)
             throw error
         }
         if let status = result.endpoint { endpointStatus[endpointID] = status }
@@ -122,21 +139,18 @@ extension VDEPlugin {
             Interface: givenMAC == nil ? DockerAPI.EndpointInterface(MacAddress: mac) : nil)
     }
 
+    /// The worker first (plug stopped, tap deleted), then the state, then the reply. A worker
+    /// error is returned: the endpoint then stays recorded (and its address taken) until a
+    /// retried DeleteEndpoint succeeds or the worker finds evidence that its container is gone.
     func deleteEndpoint(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
         let networkID = request.NetworkID, endpointID = request.EndpointID
+        try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
+        _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
         var newState = state
         newState.networks[networkID]?.endpoints[endpointID] = nil
         try commit(newState)
         endpointStatus[endpointID] = nil
-        do {
-            _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
-        } catch {
-            // The endpoint is forgotten either way (dockerd forgets it too); say what may be left.
-            logger.warning("worker could not remove the endpoint's tap and plug", metadata: [
-                "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
-            ])
-        }
         logger.info("endpoint deleted", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
         ])
@@ -145,6 +159,7 @@ extension VDEPlugin {
 
     func join(_ request: DockerAPI.JoinRequest) async throws -> DockerAPI.JoinResponse {
         let networkID = request.NetworkID, endpointID = request.EndpointID
+        try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         let sandbox = try NetworkOptions.checkedPath(request.SandboxKey, option: "SandboxKey")
         _ = try await worker(of: networkID).request(
@@ -175,6 +190,7 @@ extension VDEPlugin {
 
     func leave(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
         let networkID = request.NetworkID, endpointID = request.EndpointID
+        try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .leaveEndpoint, endpointID: endpointID))
         var newState = state
@@ -204,6 +220,33 @@ extension VDEPlugin {
     }
 
     // MARK: helpers
+
+    /// Endpoint calls on a network that is being created or deleted fail clearly (dockerd
+    /// retries or reports it): its worker may not exist yet, or may be stopping.
+    func checkNotInFlight(_ networkID: String) throws {
+        guard !networksInFlight.contains(networkID) else {
+            throw VDEError.unavailable("network \(Naming.shortID(networkID)) is being created or deleted right now; retry")
+        }
+    }
+
+    /// After an add that failed, timed out or was not recorded: an idempotent removeEndpoint,
+    /// queued behind the add in the worker, so that no tap or plug is left for an endpoint the
+    /// state does not know. Not after a refusal that made nothing (a bad request, a name taken
+    /// by an interface that is not ours). Best effort: a worker that cannot do it now deletes
+    /// the tap at its next start (the tap's `creating/` marker).
+    func undoAdd(_ endpointID: String, worker: NetworkWorker, after error: (any Error)?) async {
+        if let error {
+            let code = VDEError(wrapping: error).code
+            if code == .conflict || code == .invalidArgument { return }
+        }
+        do {
+            _ = try await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+        } catch {
+            logger.warning("could not undo a failed add; the worker deletes the tap at its next start", metadata: [
+                "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
+            ])
+        }
+    }
 
     /// The switch a new network gets: its own under the run dir, or the one at `socket_dir`.
     /// The network's own run dir (`networkDir`) is computed here, once, for every mode.

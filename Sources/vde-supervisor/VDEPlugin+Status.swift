@@ -55,7 +55,7 @@ extension VDEPlugin {
                 id: endpoint.id, shortID: Naming.shortID(endpoint.id), tap: endpoint.tapName, macAddress: endpoint.macAddress,
                 ipv4: endpoint.address, ipv6: endpoint.addressIPv6, sandbox: endpoint.sandboxKey,
                 state: status?.state.rawValue ?? "unknown", plugPID: status?.plugPID, switchPort: status?.port,
-                counters: status?.counters.map(Self.counters))
+                counters: status?.counters.map(Self.counters), detail: status?.detail)
         }
         // Joined endpoints must be plugged; an endpoint not yet joined or left may be unplugged.
         let endpointsHealthy = endpoints.allSatisfy { endpoint in

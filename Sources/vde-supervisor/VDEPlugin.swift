@@ -21,6 +21,8 @@ actor VDEPlugin {
     /// The switches of networks being created, by network ID: reservations of their paths, so
     /// that a concurrent create sees them before they are committed (see `switchConflict`).
     var switchesInFlight: [String: SwitchSpec] = [:]
+    /// CreateEndpoint calls waiting for their worker, by network; DeleteNetwork refuses meanwhile.
+    var endpointsInFlight: [String: Int] = [:]
     /// What the workers last reported about each endpoint (plug pid, port); not persisted.
     var endpointStatus: [String: EndpointStatus] = [:]
     /// What the workers last reported about each network's switch.
@@ -102,16 +104,39 @@ actor VDEPlugin {
         recordSwitchStarted(networkID: networkID, result.switch?.owned)
         var stale: [String] = []
         for endpoint in result.endpoints ?? [] {
+            guard state.networks[networkID]?.endpoints[endpoint.endpointID] != nil else { continue }
+            // The reply says `restarting`; the endpoint's `endpointState` event may have been
+            // handled already (events and this call race). Keep what such an event said: a
+            // running plug, or an outcome. A plug of the earlier worker is dead by now.
+            if endpoint.state == .restarting, let known = endpointStatus[endpoint.endpointID], Self.isNews(known) {
+                continue
+            }
             endpointStatus[endpoint.endpointID] = endpoint
             if endpoint.state == .tapGone { stale.append(endpoint.endpointID) }
         }
         if !stale.isEmpty { forgetStaleEndpoints(stale, of: networkID) }
     }
 
-    /// Endpoints whose tap vanished while nobody watched (the container was removed while the
-    /// supervisor or worker was down, so dockerd's Leave/DeleteEndpoint never reached us):
-    /// forget them and free their addresses. The worker already stopped their plugs.
-    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String) {
+    /// True when `status` came from an event of the current worker rather than from an earlier
+    /// one: a plug that runs, or an outcome the worker reported.
+    private static func isNews(_ status: EndpointStatus) -> Bool {
+        switch status.state {
+        case .plugged: return status.plugPID.map { kill($0, 0) == 0 } ?? false
+        case .unreachable: return true
+        case .restarting, .unplugged, .tapGone: return false
+        }
+    }
+
+    /// Endpoints whose container is gone, on the worker's evidence (the container was removed
+    /// while the supervisor or worker was down, so dockerd's Leave/DeleteEndpoint never reached
+    /// us): forget them and free their addresses, then have the worker remove what is left
+    /// (idempotent: it already stopped their plugs and deleted their taps).
+    ///
+    /// The order is the usual one: the worker has done its part before it reports `tapGone`
+    /// (plug stopped, tap deleted in the background under a deletion marker), the state file is
+    /// written, then memory. The `removeEndpoint` sent afterwards only lets the worker drop its
+    /// record; it is idempotent, and a worker that missed it is not given the endpoint again.
+    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) {
         var newState = state
         guard var network = newState.networks[networkID] else { return }
         for endpointID in endpointIDs {
@@ -124,9 +149,9 @@ actor VDEPlugin {
                 }
             }
             endpointStatus[endpointID] = nil
-            logger.warning("forgot a stale endpoint: its tap is gone (container removed while we were down)", metadata: [
+            logger.warning("forgot a stale endpoint: its container is gone (removed while we were down)", metadata: [
                 "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
-                "tap": "\(endpoint.tapName)",
+                "tap": "\(endpoint.tapName)", "evidence": "\(evidence ?? "tap gone")",
             ])
         }
         newState.networks[networkID] = network
@@ -144,6 +169,26 @@ actor VDEPlugin {
         }
     }
 
+    /// The outcome of restoring or re-plugging one endpoint. `tapGone` carries evidence that the
+    /// container is gone: the endpoint is forgotten at once. `unreachable` is no evidence: the
+    /// endpoint is kept, and the worker keeps looking.
+    private func endpointStateChanged(networkID: String, endpointID: String, state newState: PlugState, pid: Int32?,
+                                      detail: String?, metadata: Logger.Metadata) {
+        guard let endpoint = state.networks[networkID]?.endpoints[endpointID] else { return }
+        var status = endpointStatus[endpointID]
+            ?? EndpointStatus(endpointID: endpointID, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: newState)
+        status.state = newState
+        status.plugPID = newState == .plugged ? pid : nil
+        status.detail = detail
+        endpointStatus[endpointID] = status
+        switch newState {
+        case .plugged: logger.debug("endpoint plugged", metadata: metadata)
+        case .unreachable: logger.warning("cannot tell where the endpoint's tap is; the worker keeps looking", metadata: metadata)
+        case .tapGone: forgetStaleEndpoints([endpointID], of: networkID, evidence: detail)
+        case .unplugged, .restarting: break
+        }
+    }
+
     private func workerEvent(networkID: String, event: WorkerMessage) {
         var metadata: Logger.Metadata = ["network": "\(Naming.shortID(networkID))"]
         if let child = event.child { metadata["child"] = "\(child)" }
@@ -157,6 +202,10 @@ actor VDEPlugin {
         case .tapGone:
             logger.info("endpoint's tap vanished; its plug was stopped", metadata: metadata)
             if let id = event.endpointID { endpointStatus[id]?.state = .tapGone }
+        case .endpointState:
+            guard let id = event.endpointID, let newState = event.state else { return }
+            endpointStateChanged(networkID: networkID, endpointID: id, state: newState, pid: event.pid, detail: event.detail,
+                                 metadata: metadata)
         case nil: break
         }
     }

@@ -23,13 +23,13 @@ private let executables = Executables(vdeSwitch: "/usr/bin/vde_switch", vdePlug2
 
     @Test func plugArgvInTheHostNamespace() {
         #expect(PlugProcess.argv(ctlDir: "/run/x/ctl", location: .host(tapName: "vdeabc"), executables: executables)
-            == ["/usr/bin/vde_plug2tap", "-s", "/run/x/ctl", "vdeabc"])
+            == ["/usr/bin/vde_plug2tap", "-s", "/run/x/ctl", "--", "vdeabc"])
     }
 
     @Test func plugArgvInAContainerNamespaceGoesThroughNsenter() {
         let location = PlugLocation.sandbox(path: "/var/run/docker/netns/1a2b", interface: "eth0")
         #expect(PlugProcess.argv(ctlDir: "/run/x/ctl", location: location, executables: executables)
-            == ["/usr/bin/nsenter", "--net=/var/run/docker/netns/1a2b", "--", "/usr/bin/vde_plug2tap", "-s", "/run/x/ctl", "eth0"])
+            == ["/usr/bin/nsenter", "--net=/var/run/docker/netns/1a2b", "--", "/usr/bin/vde_plug2tap", "-s", "/run/x/ctl", "--", "eth0"])
     }
 
     @Test(arguments: ["vde0123456789ab", "tap0", "a", "eth-1.x_y"])
@@ -82,25 +82,6 @@ private let executables = Executables(vdeSwitch: "/usr/bin/vde_switch", vdePlug2
         #expect(FileSystem.parent(of: "/run/vde-supervisor/abc/ctl") == "/run/vde-supervisor/abc")
         #expect(FileSystem.parent(of: "/ctl") == "/")
         #expect(FileSystem.parent(of: "/a/b/") == "/a")
-    }
-}
-
-@Suite struct RestartBackoffTests {
-    @Test func firstRestartAtOnceThenDoublingUpToTheCap() {
-        var backoff = RestartBackoff(initial: .milliseconds(250), maximum: .seconds(2), stableAfter: .seconds(10))
-        let now = ContinuousClock.now
-        let delays = (0..<7).map { _ in backoff.nextDelay(now: now) }
-        #expect(delays == [.zero, .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(2), .seconds(2)])
-    }
-
-    @Test func aStableRunResetsTheBackoff() {
-        var backoff = RestartBackoff(initial: .milliseconds(250), maximum: .seconds(2), stableAfter: .seconds(10))
-        let start = ContinuousClock.now
-        _ = backoff.nextDelay(now: start)
-        _ = backoff.nextDelay(now: start)
-        backoff.started(now: start)
-        #expect(backoff.nextDelay(now: start + .seconds(11)) == .zero)
-        #expect(backoff.nextDelay(now: start + .seconds(11)) == .milliseconds(250))
     }
 }
 

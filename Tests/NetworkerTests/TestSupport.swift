@@ -48,7 +48,8 @@ enum Host {
 
     /// Spawns `argv` with the given fds as stdin/stdout/stderr (-1: /dev/null), in a new process
     /// group, with default signal handling and the fds marked close-on-exec left behind.
-    static func spawn(_ argv: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = 2) -> pid_t? {
+    static func spawn(_ argv: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = 2,
+                      environment: [String]? = nil) -> pid_t? {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -74,8 +75,12 @@ enum Host {
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for arg in cArgs { free(arg) } }
         var pid: pid_t = 0
-        let result = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, environ)
-        return result == 0 ? pid : nil
+        guard let environment else {
+            return posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, environ) == 0 ? pid : nil
+        }
+        var cEnv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for entry in cEnv { free(entry) } }
+        return posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, &cEnv) == 0 ? pid : nil
     }
 
     /// A pipe whose both ends are close-on-exec (dup2 onto 0/1/2 in a child clears the flag there).
@@ -235,7 +240,8 @@ final class WorkerHarness: @unchecked Sendable {
     private var nextID: UInt64 = 1
     private var reaped: Int32?
 
-    init(networkID: String = "net" + Host.randomHex(12), runDir: String, logPath: String) throws {
+    /// `environment`: the worker's whole environment (nil: this process's).
+    init(networkID: String = "net" + Host.randomHex(12), runDir: String, logPath: String, environment: [String]? = nil) throws {
         self.networkID = networkID
         self.logPath = logPath
         let stdinPipe = Host.pipe()
@@ -243,7 +249,7 @@ final class WorkerHarness: @unchecked Sendable {
         let log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(log) }
         guard let pid = Host.spawn([Host.networkerPath, "--network-id", networkID, "--log-level", "debug", "--run-dir", runDir],
-                                   stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: log) else {
+                                   stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: log, environment: environment) else {
             throw HarnessError("cannot start \(Host.networkerPath): build it first (swift build --scratch-path .build-worker --product vde-networker) or set VDE_NETWORKER")
         }
         self.pid = pid
@@ -321,6 +327,24 @@ final class WorkerHarness: @unchecked Sendable {
     }
 
     var messageCount: Int { messages.withLock { $0.count } }
+
+    /// Waits for the `endpointState` event of each of `ids` (the first after `after` earlier
+    /// messages) and returns them by endpoint ID.
+    func endpointStates(_ ids: [String], after: Int = 0, timeout: Duration = .seconds(20)) async throws -> [String: WorkerMessage] {
+        let deadline = ContinuousClock.now + timeout
+        let wanted = Set(ids)
+        while true {
+            var found: [String: WorkerMessage] = [:]
+            for message in messages.withLock({ Array($0.dropFirst(after)) }) where message.event == .endpointState {
+                if let id = message.endpointID, wanted.contains(id), found[id] == nil { found[id] = message }
+            }
+            if found.count == wanted.count { return found }
+            if ContinuousClock.now >= deadline {
+                throw HarnessError("endpointState for \(found.count) of \(wanted.count) endpoints within \(timeout); worker log:\n\(logTail())")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
 
     func closeInput() {
         if input >= 0 {

@@ -545,8 +545,10 @@ struct WorkerProcessTests {
         #expect(Host.run(["mkdir", "-p", markers]).status == 0)
         #expect(Host.run(["touch", markers + "/" + orphan.tapName, markers + "/" + kept.tapName]).status == 0)
 
+        let mark = worker.messageCount
         let started = try await start(worker, spec, restoring: [kept])
-        #expect(started.endpoints?.map(\.state) == [.plugged])
+        #expect(started.endpoints?.map(\.state) == [.restarting])
+        #expect(try await worker.endpointStates([kept.endpointID], after: mark)[kept.endpointID]?.state == .plugged)
         #expect(!Host.exists("/sys/class/net/\(orphan.tapName)"))
         #expect(Host.exists("/sys/class/net/\(kept.tapName)"))
         #expect(!Host.exists(markers + "/" + orphan.tapName) && !Host.exists(markers + "/" + kept.tapName))
@@ -583,11 +585,16 @@ struct WorkerProcessTests {
         var restoredSandbox = inSandbox
         restoredSandbox.sandboxKey = "/run/netns/" + ns
         let gone = endpoint(scratch, "c")
+        let mark = second.messageCount
         let started = try await start(second, spec, restoring: [inHost, restoredSandbox, gone])
         #expect(!Host.isAlive(hostPlug) && !Host.isAlive(sandboxPlug))
-        let restored = try #require(started.endpoints)
-        #expect(restored.map(\.state) == [.plugged, .plugged, .tapGone])
-        let newSandboxPlug = try #require(restored[1].plugPID)
+        #expect(started.endpoints?.allSatisfy { $0.state == .restarting } == true)
+        let outcomes = try await second.endpointStates([inHost, restoredSandbox, gone].map(\.endpointID), after: mark)
+        #expect(outcomes[inHost.endpointID]?.state == .plugged)
+        #expect(outcomes[inSandbox.endpointID]?.state == .plugged)
+        #expect(outcomes[gone.endpointID]?.state == .tapGone)
+        let restored = [inHost, inSandbox].compactMap { outcomes[$0.endpointID] }
+        let newSandboxPlug = try #require(outcomes[inSandbox.endpointID]?.pid)
         let commandLine = FileRead.bytes("/proc/\(newSandboxPlug)/cmdline").map { String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self) } ?? ""
         #expect(commandLine.hasSuffix(" eth0 "), "cmdline: \(commandLine)")
         let report = try await status(second)
@@ -595,7 +602,7 @@ struct WorkerProcessTests {
 
         try await shutDown(second, spec: spec, expectOwnedGone: false)
         #expect(Host.isAlive(external.pid))
-        #expect(await Host.eventually { restored.compactMap(\.plugPID).allSatisfy { !Host.isAlive($0) } })
+        #expect(await Host.eventually { restored.compactMap(\.pid).allSatisfy { !Host.isAlive($0) } })
         #expect(!Host.exists(pidDir))
     }
 

@@ -1,20 +1,93 @@
+import Glibc
+import Logging
+import Shared
 import Testing
 @testable import vde_supervisor
 
-struct BackoffTests {
-    @Test func firstRestartAtOnceThenDoublingUpToTheCap() {
-        var backoff = Backoff()
-        #expect(backoff.next(ranFor: nil) == .zero)
-        #expect(backoff.next(ranFor: .milliseconds(10)) == .milliseconds(250))
-        #expect(backoff.next(ranFor: .milliseconds(10)) == .milliseconds(500))
-        #expect(backoff.next(ranFor: .milliseconds(10)) == .seconds(1))
-        for _ in 0..<20 { _ = backoff.next(ranFor: .milliseconds(10)) }
-        #expect(backoff.next(ranFor: .milliseconds(10)) == Backoff.cap)
+/// The worker restart loop, run against a stand-in worker: a shell script that answers every
+/// request with success, or exits at once (a worker that cannot come back) once a file exists.
+@Suite(.serialized)
+struct WorkerRestartLoopTests {
+    /// Makes the stand-in in a fresh directory; returns its directory.
+    private func makeStandIn() throws -> String {
+        var template = Array("/tmp/vde-backoff-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw StandInError("mkdtemp failed") }
+        let directory = String(cString: made)
+        let script = """
+            #!/bin/sh
+            echo spawn >> \(directory)/spawns
+            [ -e \(directory)/fail ] && exit 1
+            while read -r line; do
+                id=$(printf '%s' "$line" | sed -n 's/.*"id":\\([0-9]*\\).*/\\1/p')
+                printf '{"v":1,"id":%s,"ok":true}\\n' "$id"
+            done
+
+            """
+        try write(script, to: directory + "/worker", mode: 0o755)
+        return directory
     }
 
-    @Test func aHealthyRunResetsTheBackoff() {
-        var backoff = Backoff()
-        for _ in 0..<5 { _ = backoff.next(ranFor: .milliseconds(10)) }
-        #expect(backoff.next(ranFor: .seconds(120)) == .zero)
+    private func write(_ text: String, to path: String, mode: mode_t) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw StandInError("cannot create \(path)") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw StandInError("cannot write \(path)")
+        }
     }
+
+    private func spawns(in directory: String) -> Int {
+        guard let file = fopen(directory + "/spawns", "r") else { return 0 }
+        defer { fclose(file) }
+        var count = 0
+        while true {
+            let c = fgetc(file)
+            if c == EOF { break }
+            if c == 0x0a { count += 1 }
+        }
+        return count
+    }
+
+    /// A worker that once ran longer than `stableAfter` and then cannot come back must be retried
+    /// with growing delays. The old backoff measured "ran for" from the last successful start on
+    /// every retry, so each retry after a long run came at once: hundreds of spawns a second.
+    @Test func aWorkerThatCannotComeBackAfterALongRunIsRetriedWithGrowingDelays() async throws {
+        // As the supervisor does: a write to a worker that just died must not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+        let directory = try makeStandIn()
+        defer { _ = Glibc.system("rm -rf -- '\(directory)'") }
+        let spec = SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
+        let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let worker = NetworkWorker(
+            networkID: String(repeating: "ab", count: 32), executable: directory + "/worker", runDir: directory,
+            logLevel: .error, logger: logger,
+            assignment: { assignment }, onStarted: { _ in }, onEvent: { _ in },
+            backoff: RestartBackoff(initial: .milliseconds(100), maximum: .seconds(30), stableAfter: .milliseconds(200)))
+        _ = try await worker.start(assignment)
+        let pid = try #require(await worker.workerPID)
+        // The run that counts as healthy: longer than stableAfter.
+        try await Task.sleep(for: .milliseconds(400))
+        try write("", to: directory + "/fail", mode: 0o644)
+        kill(pid, SIGKILL)
+
+        // Delays 0, 100, 200, 400, 800 ms: within 1.5 s at most 5 attempts after the first spawn.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while spawns(in: directory) < 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(spawns(in: directory) >= 2, "the worker was not restarted")
+        try await Task.sleep(for: .milliseconds(1500))
+        let total = spawns(in: directory)
+        await worker.stop()
+        #expect(total <= 8, "\(total) spawns in 1.5 s: the restart loop does not back off")
+        #expect(await worker.phase == .stopped)
+    }
+}
+
+private struct StandInError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

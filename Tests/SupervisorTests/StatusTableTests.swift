@@ -31,6 +31,18 @@ struct StatusTableTests {
         #expect(!text.contains("\u{1B}"))
     }
 
+    @Test func unreachableEndpointShowsItsReasonInADetailColumn() {
+        var report = Self.report
+        report.networks[0].endpoints[0].state = "unreachable"
+        report.networks[0].endpoints[0].plugPID = nil
+        report.networks[0].endpoints[0].detail = "cannot list links: Permission denied"
+        let text = StatusTable(report: report, color: false, detailed: false).render()
+        #expect(text.contains("DETAIL"))
+        #expect(text.contains("unreachable"))
+        #expect(text.contains("cannot list links: Permission denied"))
+        #expect(!StatusTable(report: Self.report, color: false, detailed: false).render().contains("DETAIL"))
+    }
+
     @Test func colourOnlyWhenAsked() {
         #expect(StatusTable(report: Self.report, color: true, detailed: false).render().contains("\u{1B}[32mrunning"))
     }

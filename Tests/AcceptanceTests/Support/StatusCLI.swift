@@ -178,8 +178,8 @@ indirect enum StatusSchema: Sendable {
                 "id": required(.string), "shortID": required(.string), "tap": required(.string),
                 "macAddress": required(.string), "ipv4": optional(.string), "ipv6": optional(.string),
                 "sandbox": optional(.string),
-                "state": required(.oneOf(["plugged", "unplugged", "restarting", "tapGone", "unknown"])),
-                "plugPID": optional(.int), "switchPort": optional(.int),
+                "state": required(.oneOf(["plugged", "unplugged", "restarting", "unreachable", "tapGone", "unknown"])),
+                "plugPID": optional(.int), "switchPort": optional(.int), "detail": optional(.string),
                 "counters": optional(counters),
             ]))),
             "otherPorts": required(.array(.object([

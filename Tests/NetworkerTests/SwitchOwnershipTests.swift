@@ -314,6 +314,16 @@ extension WorkerProcessTests {
         }
         #expect(await Host.eventually { Host.exists(directory + "/ctl") })
         #expect(await SwitchProbe.waitUntilAnswering(ctlDir: directory, timeout: .seconds(2)) { false } == .answers)
+        // What one probe (a thread of its own, vde_open, vde_close) costs against a live switch.
+        var durations: [Duration] = []
+        for _ in 0..<20 {
+            let began = ContinuousClock.now
+            #expect(await SwitchProbe.probe(ctlDir: directory) == .answers)
+            durations.append(ContinuousClock.now - began)
+        }
+        let median = durations.sorted()[durations.count / 2]
+        print("probe of a live switch: median \(median) of \(durations.count)")
+        #expect(median < .milliseconds(20), "a probe of a live switch should take well under the 5 ms poll interval's order: \(durations)")
     }
 }
 

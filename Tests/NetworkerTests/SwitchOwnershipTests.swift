@@ -195,6 +195,23 @@ extension WorkerProcessTests {
         #expect(!Host.exists(networkDir(scratch, worker)))
     }
 
+    @Test func aSwitchThatCannotStartLeavesNoMarkerAndNoDirectory() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let kept = scratch.directory + "/kept"
+        mkdir(kept, 0o755)
+        // A new directory (created and marked by this attempt), and an empty one (marked by it).
+        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/fresh/sw",
+                              managementSocket: kept + "/sw.mgmt", mode: .useOrCreate, group: "vdenwnogroup" + scratch.id, numPorts: 4)
+        let reply = try await worker.request(.start, switch: spec)
+        #expect(reply.ok == false && reply.error?.message.contains("No such group") == true, "reply: \(reply)")
+        #expect(!Host.exists(scratch.directory + "/fresh"), "the directory this attempt created must go")
+        #expect(Host.exists(kept) && !Host.exists(kept + "/" + SwitchDirectory.markerName), "the marker this attempt wrote must go")
+        try await shutDown(worker, spec: spec, expectOwnedGone: false)
+    }
+
     @Test func aSwitchLeftRunningByAnEarlierWorkerIsStoppedByTheNextOne() async throws {
         let scratch = Scratch()
         defer { scratch.cleanUp() }

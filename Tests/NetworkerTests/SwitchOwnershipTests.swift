@@ -288,7 +288,10 @@ extension WorkerProcessTests {
 }
 
 /// A probe of something that accepts but never answers ends at its timeout, and its thread too.
-@Suite struct SwitchProbeThreadTests {
+/// Serialized: the thread count must not see the other test's probes, and vde_switch 2.3.2
+/// sometimes keeps a port ACTIVE after a client that came and went within a millisecond (old and
+/// new probe code alike, more often while other probes run), so the live switch gets 63 ports.
+@Suite(.serialized) struct SwitchProbeThreadTests {
     static func threadCount() -> Int {
         guard let directory = opendir("/proc/self/task") else { return -1 }
         defer { closedir(directory) }
@@ -322,7 +325,7 @@ extension WorkerProcessTests {
         defer { Host.run(["rm", "-rf", "--", directory]) }
         #expect(await SwitchProbe.probe(ctlDir: directory, timeout: .milliseconds(200)) == .absent(errno: ENOENT))
         let pipe = Host.pipe()
-        let pid = try #require(Host.spawn(["vde_switch", "-s", directory, "-n", "4"], stdin: pipe.read, stderr: -1))
+        let pid = try #require(Host.spawn(["vde_switch", "-s", directory, "-n", "64"], stdin: pipe.read, stderr: -1))
         close(pipe.read)
         defer {
             close(pipe.write)
@@ -340,7 +343,7 @@ extension WorkerProcessTests {
         }
         let median = durations.sorted()[durations.count / 2]
         print("probe of a live switch: median \(median) of \(durations.count)")
-        #expect(median < .milliseconds(20), "a probe of a live switch should take well under the 5 ms poll interval's order: \(durations)")
+        #expect(median < .milliseconds(20), "a probe of a live switch should take a few milliseconds: \(durations)")
     }
 }
 

@@ -157,11 +157,24 @@ struct SwitchFiles: Sendable {
         }
     }
 
+    /// What ``prepare(logger:)`` claimed; ``undo()`` gives back what this attempt took (the
+    /// markers it wrote, the directories it created) when the switch then does not start.
+    struct Prepared {
+        fileprivate var claims: [(SwitchDirectory, SwitchDirectory.Claim)] = []
+
+        /// Directories created, outermost first.
+        var created: [String] { claims.flatMap { $0.1.created } }
+
+        func undo() {
+            for (directory, claim) in claims.reversed() { directory.undo(claim) }
+        }
+    }
+
     /// Claims the directories (see ``SwitchDirectory/claim(option:)``) and removes the stale
     /// sockets a killed switch left, before a switch is started. Throws, removing nothing of
-    /// anyone else's, when a directory is not the plugin's or a name is in use. Returns the
-    /// directories it created, outermost first.
-    func prepare(logger: Logger) throws(SwitchError) -> [String] {
+    /// anyone else's and undoing its own claims, when a directory is not the plugin's or a
+    /// name is in use.
+    func prepare(logger: Logger) throws(SwitchError) -> Prepared {
         var claims: [(SwitchDirectory, SwitchDirectory.Claim)] = []
         do throws(SwitchError) {
             claims.append((ctl, try ctl.claim(option: "socket_dir")))
@@ -185,10 +198,10 @@ struct SwitchFiles: Sendable {
             }
         } catch {
             // Nothing of this attempt may stay where the user pointed us.
-            for (directory, claim) in claims.reversed() { directory.undo(claim) }
+            Prepared(claims: claims).undo()
             throw error
         }
-        return claims.flatMap { $0.1.created }
+        return Prepared(claims: claims)
     }
 
     /// Removes the sockets a stopped (or killed) switch left: the switch's own names in the ctl

@@ -47,7 +47,8 @@ extension Worker {
                 do {
                     // Only the switch's own stale names go; the directories are claimed again
                     // (someone may have removed them meanwhile) under the same rules as at start.
-                    createdDirectories += try switchFiles.prepare(logger: logger)
+                    let prepared = try switchFiles.prepare(logger: logger)
+                    createdDirectories += prepared.created
                     process = try await SwitchProcess.start(files: switchFiles, executables: executables, logger: logger)
                 } catch {
                     logger.error("cannot restart the switch: \(error)")

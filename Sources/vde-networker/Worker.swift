@@ -247,15 +247,16 @@ actor Worker {
         case .answers, .noReply: throw SwitchError.alreadyRunning(ctlDir: spec.ctlDir)
         }
         let files = switchFiles ?? SwitchFiles(spec: spec, networkID: networkID)
-        createdDirectories += try files.prepare(logger: logger)
+        let prepared = try files.prepare(logger: logger)
         let process: SwitchProcess
         do {
             process = try await SwitchProcess.start(files: files, executables: executables, logger: logger)
         } catch {
-            // Nothing of ours may stay where the user pointed us: no marker, no empty directory.
-            files.release(logger: logger)
+            // What this attempt took goes back: no new marker, no new directory stays.
+            prepared.undo()
             throw error
         }
+        createdDirectories += prepared.created
         adopt(process)
     }
 

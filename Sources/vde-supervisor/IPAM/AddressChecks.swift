@@ -60,8 +60,14 @@ enum AddressChecks {
     /// `NetworkDriver.CreateEndpoint`: `Interface.Address` is an IPv4 and `Interface.AddressIPv6`
     /// an IPv6 address of one of the network's subnets, with that subnet's prefix length.
     static func check(_ r: DockerAPI.CreateEndpointRequest, in network: NetworkRecord) throws(IPAMError) {
-        let fields = [("Interface.Address", r.Interface?.Address, network.ipv4Data, false),
-                      ("Interface.AddressIPv6", r.Interface?.AddressIPv6, network.ipv6Data, true)]
+        try check(r, ipv4Data: network.ipv4Data, ipv6Data: network.ipv6Data)
+    }
+
+    /// ``check(_:in:)`` against the network's IPAM data as CreateNetwork gave it.
+    static func check(_ r: DockerAPI.CreateEndpointRequest, ipv4Data: [DockerAPI.IPAMData],
+                      ipv6Data: [DockerAPI.IPAMData]) throws(IPAMError) {
+        let fields = [("Interface.Address", r.Interface?.Address, ipv4Data, false),
+                      ("Interface.AddressIPv6", r.Interface?.AddressIPv6, ipv6Data, true)]
         for (field, text, data, v6) in fields {
             guard let text, !text.isEmpty else { continue }
             let parsed = try within(field) { () throws(IPAMError) in try InterfaceAddress(parsing: text) }

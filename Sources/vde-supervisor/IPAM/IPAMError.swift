@@ -33,6 +33,8 @@ enum IPAMError: ReportableError, Equatable {
     case exhausted(range: String, poolID: String)
     /// `ReleaseAddress` of an address that is not allocated.
     case addressNotAllocated(address: String, pool: String)
+    /// A pool of this subnet was requested moments ago and CreateNetwork has not bound it yet.
+    case poolPending(subnet: String, poolID: String)
     /// A parse error of the named request field (`Interface.Address`, `IPv4Data[0].Gateway`).
     indirect case inField(String, IPAMError)
     /// An address or pool of the other family in a field of one family.
@@ -78,6 +80,10 @@ enum IPAMError: ReportableError, Equatable {
                 + "or create the network with a larger --subnet or --ip-range")
         case .addressNotAllocated(let address, let pool):
             return .notFound("address \(Self.shown(address)) is not allocated in \(pool)")
+        case .poolPending(let subnet, let poolID):
+            return .conflict("another network with subnet \(subnet) is being created right now (pool \(poolID)); "
+                + "retry in a moment (dockerd does not tell the plugin which pool a new network uses, so two "
+                + "networks of one subnet are created one after the other)")
         case .inField(let field, let error):
             let inner = error.vdeError
             return VDEError(inner.code, "\(field): \(inner.message)")

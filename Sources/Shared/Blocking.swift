@@ -1,10 +1,10 @@
 import Dispatch
-import Shared
 
-/// Runs blocking calls (sockets, libvdeplug) on Dispatch threads instead of the cooperative
-/// pool: with two cores the pool has two threads, and one stuck call must not stall the worker.
-enum Blocking {
-    static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+/// Runs blocking calls (sockets, libvdeplug, file syncs, NSS look-ups) on Dispatch threads instead
+/// of the cooperative pool: with two cores the pool has two threads, and one stuck call must not
+/// stall the process. Used by both executables.
+public enum Blocking {
+    public static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(returning: work()) }
         }
@@ -13,7 +13,7 @@ enum Blocking {
     /// Like ``run(_:)``, but gives up after `timeout` and returns nil. A call that cannot be
     /// interrupted (libvdeplug's `vde_open` on a full switch) goes on in its thread and its result
     /// is dropped, so `work` must clean up after itself.
-    static func run<T: Sendable>(timeout: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
+    public static func run<T: Sendable>(timeout: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
         let resumed = OnceFlag()
         return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
             let resumeOnce: @Sendable (T?) -> Void = { value in
@@ -29,7 +29,7 @@ enum Blocking {
 
 extension Duration {
     /// Whole milliseconds, for poll(2) timeouts and messages.
-    var milliseconds: Int {
+    public var milliseconds: Int {
         let (seconds, attoseconds) = components
         return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
     }

@@ -98,7 +98,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     }
 
     /// Creates `path` and its missing parents with mode 0700; fails if it exists as a non-directory.
-    private static func makeDirectory(_ path: String) throws(StateStoreError) {
+    static func makeDirectory(_ path: String) throws(StateStoreError) {
         var prefix = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             prefix += "/" + component

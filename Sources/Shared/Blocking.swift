@@ -19,28 +19,21 @@ public enum Blocking {
 
     /// Like ``run(_:)``, but gives up after `timeout` and returns nil. A call that cannot be
     /// interrupted (libvdeplug's `vde_open` on a full switch) goes on in its thread and its result
-    /// is dropped, so `work` must clean up after itself. The timeout is a task's sleep, so it
-    /// fires whatever the blocked threads do.
+    /// is dropped, so `work` must clean up after itself. The timeout fires on a serial queue of
+    /// its own, so neither a busy cooperative pool nor blocked Dispatch threads can delay it.
     public static func run<T: Sendable>(timeout: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
         let resumed = OnceFlag()
         return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
             let resumeOnce: @Sendable (T?) -> Void = { value in
                 if resumed.claim() { continuation.resume(returning: value) }
             }
-            let timer = Task {
-                do {
-                    try await Task.sleep(for: timeout)
-                    resumeOnce(nil)
-                } catch {
-                    // Cancelled: the work finished first.
-                }
-            }
-            startThread {
-                resumeOnce(work())
-                timer.cancel()
-            }
+            timers.asyncAfter(deadline: .now() + .nanoseconds(max(0, timeout.nanoseconds))) { resumeOnce(nil) }
+            startThread { resumeOnce(work()) }
         }
     }
+
+    /// Where the timeouts of ``run(timeout:_:)`` fire (a serial queue gets a thread of its own).
+    private static let timers = DispatchQueue(label: "Blocking.timers")
 }
 
 /// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
@@ -63,6 +56,14 @@ private func startThread(_ body: @escaping @Sendable () -> Void) {
 }
 
 extension Duration {
+    /// Whole nanoseconds (saturating), for Dispatch deadlines.
+    var nanoseconds: Int {
+        let (seconds, attoseconds) = components
+        let (product, overflow) = Int(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : product.addingReportingOverflow(Int(attoseconds / 1_000_000_000)).partialValue
+    }
+
+
     /// Whole milliseconds, for poll(2) timeouts and messages.
     public var milliseconds: Int {
         let (seconds, attoseconds) = components

@@ -50,6 +50,6 @@ private actor BlockingActor {
 
     @Test func blockingRunReturnsTheResult() async {
         #expect(await Blocking.run { 6 * 7 } == 42)
-        #expect(await Blocking.run(timeout: .milliseconds(20)) { usleep(500_000); return 1 } == nil)
+        #expect(await Blocking.run(timeout: .milliseconds(20)) { usleep(2_000_000); return 1 } == nil)
     }
 }

@@ -309,16 +309,14 @@ extension Acceptance {
                         #expect(!TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
                     }
                 }
+                let pool = try await client.ok("/IpamDriver.RequestPool",
+                    DockerAPI.RequestPoolRequest(AddressSpace: "vde-local", Pool: "10.200.10.0/24"), as: DockerAPI.RequestPoolResponse.self)
                 try await unchanged("ReleaseAddress of an address that is no address") {
-                    let pool = try await client.ok("/IpamDriver.RequestPool",
-                        DockerAPI.RequestPoolRequest(AddressSpace: "vde-local", Pool: "10.200.10.0/24"), as: DockerAPI.RequestPoolResponse.self)
-                    let before = supervisor.stateBytes()
                     let (status, message) = try await client.refused("/IpamDriver.ReleaseAddress",
                         DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: "10.200.10.999"))
                     #expect(status == 400 && message.contains("not a valid IP address"), "\(status) \(message)")
-                    #expect(supervisor.stateBytes() == before)
-                    try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 }
+                try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 try await unchanged("DeleteNetwork of a network that still has endpoints") {
                     let (_, message) = try await client.refused("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
                     #expect(message.lowercased().contains("endpoint"), "should say endpoints remain: \(message)")

@@ -74,7 +74,10 @@ private func withServer(_ limits: UnixHTTPServer.Limits,
                         _ body: (UnixHTTPServer) async throws -> Void) async throws -> Duration {
     var template = Array("/tmp/vde-http-test-XXXXXX".utf8CString)
     let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-    defer { rmdir(directory) }
+    defer {
+        unlink(directory + "/http.sock")
+        rmdir(directory)
+    }
     let logger = Logger(label: "test")
     let (listening, continuation) = AsyncStream<Void>.makeStream()
     let server = UnixHTTPServer(

@@ -32,14 +32,47 @@ public enum PipeLines {
     /// The lines written to `fd` until every writer has closed it; then `fd` is closed. A last
     /// line without a newline is delivered too. Dropping the stream early also closes `fd`.
     /// `fd` is made non-blocking (its file description, which only this process should read).
+    ///
+    /// Throws when the process's pipe-reading thread cannot be set up (its wake-up pipe needs two
+    /// descriptors: the process is out of them); `fd` is then left open, and a later call tries again.
     public static func lines(
         from fd: Int32, maxLineBytes: Int,
         bufferingPolicy: AsyncStream<LineFramer.Line>.Continuation.BufferingPolicy = .unbounded
-    ) -> AsyncStream<LineFramer.Line> {
+    ) throws(OpenError) -> AsyncStream<LineFramer.Line> {
+        let poller = try PipePoller.shared.get()
         let (stream, continuation) = AsyncStream<LineFramer.Line>.makeStream(bufferingPolicy: bufferingPolicy)
         _ = clinux_set_nonblocking(fd)
-        PipePoller.shared.add(fd: fd, maxLineBytes: maxLineBytes, continuation: continuation)
+        poller.add(fd: fd, maxLineBytes: maxLineBytes, continuation: continuation)
         return stream
+    }
+}
+
+/// The process's one ``PipePoller``, made on first use. A failure to make it (no descriptors for
+/// its wake-up pipe) is an error for that caller, not a crash, and the next use tries again.
+final class PipePollerSlot: Sendable {
+    typealias MakePipe = @Sendable () -> Result<(read: Int32, write: Int32), PipeLines.OpenError>
+
+    private let poller = Mutex<PipePoller?>(nil)
+    private let makePipe: MakePipe
+
+    /// `makePipe` makes the wake-up pipe (tests inject failures).
+    init(makePipe: @escaping MakePipe = { Result { () throws(PipeLines.OpenError) in try PipeLines.open() } }) {
+        self.makePipe = makePipe
+    }
+
+    func get() throws(PipeLines.OpenError) -> PipePoller {
+        let result: Result<PipePoller, PipeLines.OpenError> = poller.withLock { slot in
+            if let existing = slot { return .success(existing) }
+            switch makePipe() {
+            case .success(let pipe):
+                let made = PipePoller(wakeRead: pipe.read, wakeWrite: pipe.write)
+                slot = made
+                return .success(made)
+            case .failure(let error):
+                return .failure(error)
+            }
+        }
+        return try result.get()
     }
 }
 
@@ -57,8 +90,14 @@ public final class ChildOutputPipe: Sendable {
         bufferingPolicy: AsyncStream<LineFramer.Line>.Continuation.BufferingPolicy = .unbounded
     ) throws(PipeLines.OpenError) {
         let pipe = try PipeLines.open()
+        do {
+            lines = try PipeLines.lines(from: pipe.read, maxLineBytes: maxLineBytes, bufferingPolicy: bufferingPolicy)
+        } catch {
+            close(pipe.read)
+            close(pipe.write)
+            throw error
+        }
         writeEnd = pipe.write
-        lines = PipeLines.lines(from: pipe.read, maxLineBytes: maxLineBytes, bufferingPolicy: bufferingPolicy)
     }
 
     /// Closes this process's copy of the write end; idempotent.
@@ -69,8 +108,8 @@ public final class ChildOutputPipe: Sendable {
 
 /// The thread that reads every pipe of ``PipeLines`` in this process. Only this thread reads and
 /// closes the registered descriptors, so a descriptor number is never reused under it.
-private final class PipePoller: Sendable {
-    static let shared = PipePoller()
+final class PipePoller: Sendable {
+    static let shared = PipePollerSlot()
 
     private struct Pipe {
         var fd: Int32
@@ -89,13 +128,12 @@ private final class PipePoller: Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
-    private init() {
-        var fds: [Int32] = [-1, -1]
-        if clinux_small_pipe(&fds, 4096) != 0 { fatalError("PipeLines: cannot create its wake-up pipe (errno \(errno))") }
-        _ = clinux_set_nonblocking(fds[0])
-        _ = clinux_set_nonblocking(fds[1])
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
+    /// Takes over the wake-up pipe and starts the thread.
+    fileprivate init(wakeRead: Int32, wakeWrite: Int32) {
+        _ = clinux_set_nonblocking(wakeRead)
+        _ = clinux_set_nonblocking(wakeWrite)
+        self.wakeRead = wakeRead
+        self.wakeWrite = wakeWrite
         // A queue of its own: its one block runs for the life of the process.
         DispatchQueue(label: "PipeLines.poller").async { [self] in run() }
     }

@@ -72,7 +72,15 @@ struct NetworkerCommand: AsyncParsableCommand {
             }
         }
         let reader = Task {
-            for await line in SupervisorLink.incoming() {
+            let incoming: AsyncMapSequence<AsyncStream<LineFramer.Line>, IncomingLine>
+            do {
+                incoming = try SupervisorLink.incoming()
+            } catch {
+                logger.critical("cannot read requests from the supervisor: \(error)")
+                stop.yield("cannot read stdin: \(error)")
+                return
+            }
+            for await line in incoming {
                 switch line {
                 case .request(let request) where request.op == .ping || request.op == .status:
                     Task { link.send(await worker.handle(request)) }

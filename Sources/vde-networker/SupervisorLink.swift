@@ -65,11 +65,12 @@ final class SupervisorLink: Sendable {
     }
 
     /// Lines from `input` until EOF, read by the process's pipe-reading thread (``PipeLines``),
-    /// so that no cooperative thread ever blocks on it. `input` is closed at EOF.
+    /// so that no cooperative thread ever blocks on it. `input` is closed at EOF. Throws when
+    /// that thread cannot be set up (no file descriptors left).
     static func incoming(from input: Int32 = STDIN_FILENO, maxLineBytes: Int = WorkerProtocol.maxLineBytes)
-        -> AsyncMapSequence<AsyncStream<LineFramer.Line>, IncomingLine>
+        throws(PipeLines.OpenError) -> AsyncMapSequence<AsyncStream<LineFramer.Line>, IncomingLine>
     {
-        PipeLines.lines(from: input, maxLineBytes: maxLineBytes).map { line in
+        try PipeLines.lines(from: input, maxLineBytes: maxLineBytes).map { line in
             switch line {
             case .line(let bytes): IncomingLine.decode(bytes)
             case .oversized(let length): .oversized(length: length)

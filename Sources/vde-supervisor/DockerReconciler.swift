@@ -29,12 +29,16 @@ struct DockerReconciler: Service, CustomStringConvertible {
         try? await gracefulShutdown()
     }
 
-    private func reconcileOnce() async {
+    /// One reconciliation. The networks it may forget are those the plugin knew *before* it
+    /// asked dockerd: a network created while the question was on its way is missing from
+    /// dockerd's answer (or from an answer dockerd built just before), and is not evidence.
+    func reconcileOnce() async {
         guard await plugin.networkCount > 0 else { return }
         let started = ContinuousClock.now
         while !Task.isCancelled && ContinuousClock.now - started < giveUpAfter {
+            let known = await plugin.networkIDs
             if let ids = await Self.dockerNetworkIDs(socket: dockerSocket) {
-                await plugin.forgetNetworks(notIn: ids)
+                await plugin.forgetNetworks(notIn: ids, among: known)
                 return
             }
             do { try await Task.sleep(for: retryInterval) } catch { return }
@@ -47,7 +51,8 @@ struct DockerReconciler: Service, CustomStringConvertible {
 
     /// Every network ID dockerd knows, or nil when it does not answer sensibly.
     static func dockerNetworkIDs(socket: String) async -> Set<String>? {
-        await Task.detached {
+        // A blocking exchange of up to 5 s per step: on a thread of its own, not the cooperative pool.
+        await Blocking.run {
             guard let reply = try? ControlClient.get(socketPath: socket, path: "/networks", httpVersion: "1.0", timeoutSeconds: 5),
                   reply.status == 200,
                   let networks = try? JSONCoding.decode([DockerNetwork].self, from: reply.body),
@@ -55,17 +60,23 @@ struct DockerReconciler: Service, CustomStringConvertible {
                   !networks.isEmpty
             else { return nil }
             return Set(networks.map(\.Id))
-        }.value
+        }
     }
 }
 
 extension VDEPlugin {
     var networkCount: Int { state.networks.count }
 
-    /// Forgets the networks whose IDs dockerd does not know: stops their workers (and so their
-    /// own switches), frees their pools, and records it.
-    func forgetNetworks(notIn dockerIDs: Set<String>) async {
-        let stale = state.networks.keys.filter { !dockerIDs.contains($0) && !networksInFlight.contains($0) }.sorted()
+    /// The IDs of the networks in the state now.
+    var networkIDs: Set<String> { Set(state.networks.keys) }
+
+    /// Forgets the networks of `known` (the plugin's networks when dockerd was asked) whose IDs
+    /// dockerd does not know: stops their workers (and so their own switches), frees their
+    /// pools, and records it. A network created since is not in `known` and stays.
+    func forgetNetworks(notIn dockerIDs: Set<String>, among known: Set<String>) async {
+        let stale = known.filter {
+            state.networks[$0] != nil && !dockerIDs.contains($0) && !networksInFlight.contains($0)
+        }.sorted()
         guard !stale.isEmpty else { return }
         var newState = state
         for id in stale {

@@ -71,6 +71,15 @@ struct RunCommand: AsyncParsableCommand {
         guard access(configuration.networkerPath, X_OK) == 0 else {
             throw VDEError.invalid("vde-networker not found or not executable at \(configuration.networkerPath); pass --networker PATH")
         }
+        // Before the state is read: one supervisor per state dir (held until the process exits).
+        let stateLock: StateDirLock
+        do {
+            stateLock = try StateDirLock.acquire(stateDir: stateDir)
+        } catch {
+            logger.critical("cannot use the state dir", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            throw ExitCode.failure
+        }
+        defer { withExtendedLifetime(stateLock) {} }
         let plugin: VDEPlugin
         do {
             plugin = try VDEPlugin(configuration: configuration, logger: logger)

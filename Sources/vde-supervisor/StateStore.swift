@@ -1,15 +1,20 @@
 import Glibc
 import Shared
 
-/// Keeps one `Codable` value in a JSON file, replaced atomically on every save.
+/// Keeps one `Codable` value in a JSON file, replaced atomically on every save, and the value
+/// before it in `<file>.1`.
 ///
-/// `save` writes `<file>.tmp-<pid>` next to the file, syncs it, renames it over the file and
-/// syncs the directory, so that after a crash the file holds either the old or the new value.
-/// Saves of one process must not run concurrently (they share the temporary name): call them
+/// `save` writes `<file>.tmp-<pid>` next to the file and syncs it, makes the current file the
+/// previous generation (a hard link renamed over `<file>.1`, so `<file>.1` is always a whole
+/// file), renames the new file over the file and syncs the directory. After a crash the file
+/// holds either the old or the new value; if it is ever damaged, `<file>.1` is one change older.
+/// Saves of one process must not run concurrently (they share the temporary names): call them
 /// from one actor.
 struct StateStore<Value: Codable & Sendable>: Sendable {
     let directory: String
     let fileName: String
+    /// Syncs the directory (`fsync` of its descriptor; tests inject failures). Returns 0 or sets errno.
+    var syncDirectory: @Sendable (_ fd: Int32) -> Int32 = { fsync($0) }
 
     init(directory: String, fileName: String = "state.json") {
         self.directory = directory
@@ -19,8 +24,14 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     /// The state file.
     var path: String { (directory.hasSuffix("/") ? String(directory.dropLast()) : directory) + "/" + fileName }
 
+    /// The previous generation: what ``path`` held before the last successful save.
+    var previousPath: String { path + ".1" }
+
     /// The temporary file a save of this process writes before renaming it over ``path``.
     var temporaryPath: String { "\(path).tmp-\(getpid())" }
+
+    /// The temporary link a save renames over ``previousPath``.
+    private var previousTemporaryPath: String { "\(previousPath).tmp-\(getpid())" }
 
     /// The stored value; nil when there is no state file yet. `userInfo` goes to the decoder.
     func load(userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws(StateStoreError) -> Value? {
@@ -45,13 +56,16 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         do {
             return try JSONCoding.decode(Value.self, from: bytes, userInfo: userInfo)
         } catch {
-            throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)))
+            var info = stat()
+            let previous = lstat(previousPath, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? previousPath : nil
+            throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)), previous: previous)
         }
     }
 
-    /// Replaces the stored value. On failure the previous file is left as it was and no
-    /// temporary file remains (except after ``StateStoreError/directorySync(path:errno:)``,
-    /// where the new file is already in place).
+    /// Replaces the stored value; the value it replaces becomes ``previousPath``. On failure the
+    /// file holds the old value and no temporary file remains, so a caller that keeps its old
+    /// value in memory agrees with the file. (A failed directory sync puts the old file back:
+    /// the rename may not be durable, and a reply must not confirm what a power loss could undo.)
     func save(_ value: Value) throws(StateStoreError) {
         let bytes: [UInt8]
         do {
@@ -61,17 +75,52 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         }
         try Self.makeDirectory(directory)
         let temporary = temporaryPath
+        let hadPrevious: Bool
         do throws(StateStoreError) {
             try Self.writeSynced(bytes, to: temporary)
+            hadPrevious = try keepPreviousGeneration()
             guard rename(temporary, path) == 0 else { throw .write(path: path, step: "rename", errno: errno) }
         } catch {
             unlink(temporary)
             throw error
         }
         let dirFD = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirFD >= 0 else { throw .directorySync(path: path, errno: errno) }
-        defer { close(dirFD) }
-        guard fsync(dirFD) == 0 else { throw .directorySync(path: path, errno: errno) }
+        let synced = dirFD >= 0 && syncDirectory(dirFD) == 0
+        let syncErrno = errno
+        if dirFD >= 0 { close(dirFD) }
+        guard synced else {
+            throw .directorySync(path: path, errno: syncErrno, restored: restorePrevious(hadPrevious: hadPrevious))
+        }
+    }
+
+    /// Makes the current file (if it is a regular file) the previous generation, atomically:
+    /// a hard link to it renamed over ``previousPath``. Returns whether there was one.
+    private func keepPreviousGeneration() throws(StateStoreError) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return false }
+        let link = previousTemporaryPath
+        unlink(link)
+        guard Glibc.link(path, link) == 0 else { throw .write(path: previousPath, step: "link", errno: errno) }
+        guard rename(link, previousPath) == 0 else {
+            let error = errno
+            unlink(link)
+            throw .write(path: previousPath, step: "rename", errno: error)
+        }
+        return true
+    }
+
+    /// After a failed directory sync: puts the file the save replaced back (from ``previousPath``,
+    /// which keeps it), or removes the new file when there was none. True when that worked.
+    private func restorePrevious(hadPrevious: Bool) -> Bool {
+        guard hadPrevious else { return unlink(path) == 0 }
+        let link = temporaryPath
+        unlink(link)
+        guard Glibc.link(previousPath, link) == 0 else { return false }
+        guard rename(link, path) == 0 else {
+            unlink(link)
+            return false
+        }
+        return true
     }
 
     /// Creates (mode 0600) or truncates `path`, writes `bytes` and syncs them. Removes nothing:
@@ -98,7 +147,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     }
 
     /// Creates `path` and its missing parents with mode 0700; fails if it exists as a non-directory.
-    private static func makeDirectory(_ path: String) throws(StateStoreError) {
+    static func makeDirectory(_ path: String) throws(StateStoreError) {
         var prefix = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             prefix += "/" + component
@@ -123,13 +172,13 @@ enum StateStoreError: ReportableError, Equatable {
     case encoding(path: String, detail: String)
     /// Writing the new file failed at `step`; the previous file is untouched.
     case write(path: String, step: String, errno: Int32)
-    /// The new file replaced the old one, but the directory could not be synced:
-    /// the change may not survive a power loss.
-    case directorySync(path: String, errno: Int32)
+    /// The directory could not be synced after the rename, so the change might not survive a
+    /// power loss; the old file was put back (`restored`), and the change is refused.
+    case directorySync(path: String, errno: Int32, restored: Bool)
     /// The file exists but could not be read.
     case read(path: String, errno: Int32)
-    /// The file exists but does not hold a valid state.
-    case corrupt(path: String, detail: String)
+    /// The file exists but does not hold a valid state; `previous` is the previous generation, if any.
+    case corrupt(path: String, detail: String, previous: String?)
 
     var vdeError: VDEError {
         switch self {
@@ -141,15 +190,22 @@ enum StateStoreError: ReportableError, Equatable {
         case .write(let path, let step, let errno):
             return .system("cannot write the state file \(path) (\(step): \(Self.text(errno))); the previous "
                 + "state file is kept. Check free space and permissions of its directory")
-        case .directorySync(let path, let errno):
-            return .system("wrote the state file \(path) but could not sync its directory (\(Self.text(errno))); "
-                + "the change may be lost on power failure. Check the filesystem")
+        case .directorySync(let path, let errno, let restored):
+            return .system("cannot sync the directory of the state file \(path) (\(Self.text(errno))); the change "
+                + (restored ? "was undone and the previous state file is back. " : "was refused, but the previous state file could not be put back. ")
+                + "Check the filesystem")
         case .read(let path, let errno):
             return .system("cannot read the state file \(path): \(Self.text(errno)); make it a regular file readable by vde-supervisor")
-        case .corrupt(let path, let detail):
-            return .system("the state file \(path) is not valid (\(detail)). Move it aside "
-                + "(mv \(path) \(path).broken) and restart vde-supervisor: it then starts with no "
-                + "networks, and vde networks created before must be removed and created again")
+        case .corrupt(let path, let detail, let previous?):
+            return .system("the state file \(path) is not valid (\(detail)). Restore the previous generation, "
+                + "which is one change older: mv \(path) \(path).broken && cp -p \(previous) \(path), then "
+                + "restart vde-supervisor (a network or container changed by that last change may need to be "
+                + "created again). If \(previous) is not valid either, move both aside: vde-supervisor then starts "
+                + "with no networks, and vde networks created before must be removed and created again")
+        case .corrupt(let path, let detail, nil):
+            return .system("the state file \(path) is not valid (\(detail)) and there is no previous generation "
+                + "(\(path).1). Move it aside (mv \(path) \(path).broken) and restart vde-supervisor: it then "
+                + "starts with no networks, and vde networks created before must be removed and created again")
         }
     }
 

@@ -6,6 +6,7 @@ extension VDEPlugin {
     static let globalAddressSpace = "vde-global"
 
     func requestPool(_ request: DockerAPI.RequestPoolRequest) throws -> DockerAPI.RequestPoolResponse {
+        try AddressChecks.check(request)
         let response = try changeIPAM { try $0.requestPool(request) }
         logger.info("pool allocated", metadata: ["pool": "\(response.Pool)", "poolID": "\(response.PoolID)"])
         return response
@@ -18,12 +19,14 @@ extension VDEPlugin {
     }
 
     func requestAddress(_ request: DockerAPI.RequestAddressRequest) throws -> DockerAPI.RequestAddressResponse {
+        try AddressChecks.check(request, in: state.ipam)
         let response = try changeIPAM { try $0.requestAddress(request) }
         logger.debug("address allocated", metadata: ["poolID": "\(request.PoolID)", "address": "\(response.Address)"])
         return response
     }
 
     func releaseAddress(_ request: DockerAPI.ReleaseAddressRequest) throws -> DockerAPI.Empty {
+        try AddressChecks.check(request, in: state.ipam)
         try changeIPAM { try $0.releaseAddress(request) }
         logger.debug("address released", metadata: ["poolID": "\(request.PoolID)", "address": "\(request.Address)"])
         return DockerAPI.Empty()

@@ -6,6 +6,7 @@ extension VDEPlugin {
     func createNetwork(_ request: DockerAPI.CreateNetworkRequest) async throws -> DockerAPI.Empty {
         let id = request.NetworkID
         try Self.checkID(id, what: "network")
+        try AddressChecks.check(request)
         guard state.networks[id] == nil, !networksInFlight.contains(id) else {
             throw VDEError.conflict("network \(Naming.shortID(id)) already exists")
         }
@@ -80,7 +81,7 @@ extension VDEPlugin {
         try Self.checkID(networkID, what: "network")
         try Self.checkID(endpointID, what: "endpoint")
         try checkNotInFlight(networkID)
-        _ = try existingNetwork(networkID)
+        try AddressChecks.check(request, in: existingNetwork(networkID))
         guard state.network(ofEndpoint: endpointID) == nil else {
             throw VDEError.conflict("endpoint \(Naming.shortID(endpointID)) already exists")
         }
@@ -161,7 +162,7 @@ extension VDEPlugin {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
-        let sandbox = try NetworkOptions.checkedPath(request.SandboxKey, option: "SandboxKey")
+        let sandbox = try SandboxKey(validating: request.SandboxKey).path
         _ = try await worker(of: networkID).request(
             WorkerRequest(id: 0, op: .joinEndpoint, endpointID: endpointID, sandboxKey: sandbox))
         var newState = state

@@ -9,6 +9,12 @@ import Shared
 /// worker do its part, write the state file atomically, then swap the copy in and reply.
 /// A failed step changes nothing.
 actor VDEPlugin {
+    /// The plugin's code runs on a queue of its own: `commit` writes and syncs the state file and
+    /// `createNetwork` looks up `socket_group` (NSS, possibly over the network) inside the actor,
+    /// and those blocking calls must not hold a cooperative thread (two on a two-core host).
+    nonisolated let executor = SerialQueueExecutor(label: "vde-supervisor.plugin")
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
     let configuration: SupervisorConfiguration
     let logger: Logger
     let startedAt = ContinuousClock.now

@@ -144,8 +144,16 @@ extension Acceptance {
                     return try JSONCoding.decode(DockerAPI.RequestAddressResponse.self, from: reply.body).Address
                 }
 
-                // Overlapping subnets are allowed: two pools of the same subnet.
+                // Overlapping subnets are allowed: two pools of the same subnet, one network after
+                // the other (CreateNetwork does not say which pool it uses, so the plugin refuses a
+                // second pool of a subnet until the first is bound to its network).
                 let a = try await requestPool("10.200.3.0/29")
+                let (pendingStatus, pending) = try await client.refused("/IpamDriver.RequestPool",
+                    DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: "10.200.3.0/29", SubPool: "", Options: [:], V6: false))
+                #expect(pendingStatus == 409 && pending.contains("retry"), "\(pendingStatus) \(pending)")
+                let networkA = IDs.dockerID()
+                try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(networkA, pool: "10.200.3.0/29", gateway: nil))
+                #expect(supervisor.stateText().contains(a.PoolID))
                 let b = try await requestPool("10.200.3.0/29")
                 #expect(a.PoolID != b.PoolID, "two pools of one subnet need distinct IDs")
 
@@ -187,6 +195,7 @@ extension Acceptance {
                 for pool in [a, b, ranged, v6] {
                     try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 }
+                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: networkA))
                 _ = try await client.refused("/IpamDriver.RequestAddress", DockerAPI.RequestAddressRequest(PoolID: a.PoolID, Address: "", Options: [:]))
             }
         }
@@ -279,6 +288,35 @@ extension Acceptance {
                     _ = try await client.refused("/IpamDriver.RequestPool",
                         DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: "10.300.0.0/24", SubPool: "", Options: [:], V6: false))
                 }
+                // Every address dockerd sends is parsed and must lie in the network's subnet.
+                for (address, word) in [("999.1.2.3/24", "999"), ("10.200.99.5/24", "10.200.6.0/24"), ("fd00::5/64", "IPv6")] {
+                    try await unchanged("CreateEndpoint with Interface.Address \(address)") {
+                        let id = IDs.dockerID()
+                        let (status, message) = try await client.refused("/NetworkDriver.CreateEndpoint",
+                            Requests.createEndpoint(network: network, endpoint: id, address: address))
+                        #expect(status == 400, "\(address): \(status) \(message)")
+                        #expect(message.contains("Interface.Address") && message.contains(word), "\(address): \(message)")
+                        #expect(!HostInspector.linkExists(Naming.tapName(endpointID: id)), "no tap for a refused endpoint")
+                    }
+                }
+                for (gateway, aux) in [("10.200.8.1/24", "10.200.7.2"), ("10.200.7.1/24", "10.200.7.300")] {
+                    try await unchanged("CreateNetwork with Gateway \(gateway) and AuxAddresses \(aux)") {
+                        let id = IDs.dockerID()
+                        var request = Requests.createNetwork(id, pool: "10.200.7.0/24", gateway: gateway)
+                        request.IPv4Data?[0].AuxAddresses = ["router": aux]
+                        let (_, message) = try await client.refused("/NetworkDriver.CreateNetwork", request)
+                        #expect(message.contains("IPv4Data[0]."), "should name the field: \(message)")
+                        #expect(!TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
+                    }
+                }
+                let pool = try await client.ok("/IpamDriver.RequestPool",
+                    DockerAPI.RequestPoolRequest(AddressSpace: "vde-local", Pool: "10.200.10.0/24"), as: DockerAPI.RequestPoolResponse.self)
+                try await unchanged("ReleaseAddress of an address that is no address") {
+                    let (status, message) = try await client.refused("/IpamDriver.ReleaseAddress",
+                        DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: "10.200.10.999"))
+                    #expect(status == 400 && message.contains("not a valid IP address"), "\(status) \(message)")
+                }
+                try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 try await unchanged("DeleteNetwork of a network that still has endpoints") {
                     let (_, message) = try await client.refused("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
                     #expect(message.lowercased().contains("endpoint"), "should say endpoints remain: \(message)")
@@ -288,6 +326,26 @@ extension Acceptance {
                 try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
                 try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
                 #expect(!supervisor.stateText().contains(network))
+            }
+        }
+
+        /// A sandbox key is a path, not a socket path: one longer than a unix socket path joins.
+        @Test func joinTakesASandboxKeyLongerThanASocketPath() async throws {
+            try await SupervisorFixture.with { supervisor in
+                let client = supervisor.client
+                let network = IDs.dockerID(), endpoint = IDs.dockerID()
+                try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(network, pool: "10.200.11.0/24", gateway: "10.200.11.1/24"))
+                try await client.ok("/NetworkDriver.CreateEndpoint", Requests.createEndpoint(network: network, endpoint: endpoint, address: "10.200.11.5/24"))
+                let sandbox = "/var/run/docker/netns/" + String(repeating: "s", count: 100)
+                _ = try await client.ok("/NetworkDriver.Join", Requests.join(network: network, endpoint: endpoint, sandbox: sandbox),
+                                        as: DockerAPI.JoinResponse.self)
+                #expect(supervisor.stateText().contains(sandbox), "the state should record the sandbox key")
+                let (_, message) = try await client.refused("/NetworkDriver.Join",
+                    Requests.join(network: network, endpoint: endpoint, sandbox: "relative/netns"))
+                #expect(message.contains("SandboxKey") && !message.contains("unix socket"), "\(message)")
+                try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, endpoint))
+                try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
+                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
             }
         }
 

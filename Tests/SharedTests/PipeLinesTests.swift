@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Shared
+@testable import Shared
+import Synchronization
 import Testing
 
 private func writeAll(_ fd: Int32, _ text: String) {
@@ -45,7 +46,7 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
     @Test func linesArriveUntilTheWriterClosesThenTheReadEndIsClosed() async throws {
         let pipe = try PipeLines.open()
         let pipeInode = inode(pipe.read)
-        let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 24)
+        let lines = try PipeLines.lines(from: pipe.read, maxLineBytes: 24)
         writeAll(pipe.write, "one\ntw")
         writeAll(pipe.write, "o\n" + String(repeating: "x", count: 40) + "\nlast without newline")
         close(pipe.write)
@@ -57,7 +58,7 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
 
     @Test func moreThanOnePipeBufferPassesThrough() async throws {
         let pipe = try PipeLines.open()
-        let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 100)
+        let lines = try PipeLines.lines(from: pipe.read, maxLineBytes: 100)
         let writer = Task.detached {
             for i in 0..<2000 { writeAll(pipe.write, "line \(i)\n") }
             close(pipe.write)
@@ -76,7 +77,7 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
         let pipeInode = inode(pipe.read)
         defer { close(pipe.write) }
         do {
-            let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 100)
+            let lines = try PipeLines.lines(from: pipe.read, maxLineBytes: 100)
             let reader = Task { for await _ in lines {} }
             reader.cancel()
             await reader.value
@@ -94,12 +95,29 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
     @Test func manyShortLivedPipesEachEndWithTheirOwnWriter() async throws {
         for round in 0..<200 {
             let pipe = try PipeLines.open()
-            let lines = PipeLines.lines(from: pipe.read, maxLineBytes: 100)
+            let lines = try PipeLines.lines(from: pipe.read, maxLineBytes: 100)
             writeAll(pipe.write, "round \(round)\n")
             close(pipe.write)
             var received: [String] = []
             for await line in lines { received += texts([line]) }
             #expect(received == ["round \(round)"])
         }
+    }
+
+    /// The poller's wake-up pipe cannot be made (no descriptors left): an error for the caller,
+    /// not a crash of the process, and the next use tries again.
+    @Test func aPollerWithoutItsWakeUpPipeIsAnErrorAndTheNextUseRetries() throws {
+        let attempts = Mutex(0)
+        let slot = PipePollerSlot(makePipe: {
+            let attempt = attempts.withLock { $0 += 1; return $0 }
+            if attempt == 1 { return .failure(PipeLines.OpenError(errno: EMFILE)) }
+            return Result { () throws(PipeLines.OpenError) in try PipeLines.open() }
+        })
+        let error = #expect(throws: PipeLines.OpenError.self) { try slot.get() }
+        #expect(error?.description.contains("Too many open files") == true, "\(String(describing: error))")
+        let first = try slot.get()
+        let again = try slot.get()
+        #expect(first === again, "one poller per slot")
+        #expect(attempts.withLock { $0 } == 2)
     }
 }

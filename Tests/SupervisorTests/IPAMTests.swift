@@ -7,10 +7,12 @@ import Testing
 private let gatewayOptions = [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType]
 
 extension IPAMState {
-    /// RequestPool; returns the PoolID.
+    /// RequestPool; returns the PoolID. Each call happens long after the one before (so a pool
+    /// of the same subnet is no longer pending), unless `now` is given.
     mutating func pool(_ subnet: String?, range: String? = nil, v6: Bool? = nil,
-                       options: [String: String]? = nil) throws(IPAMError) -> String {
-        try requestPool(.init(AddressSpace: "vde-local", Pool: subnet, SubPool: range, Options: options, V6: v6)).PoolID
+                       options: [String: String]? = nil, now: Int64? = nil) throws(IPAMError) -> String {
+        try requestPool(.init(AddressSpace: "vde-local", Pool: subnet, SubPool: range, Options: options, V6: v6),
+                        now: now ?? Int64(nextPoolNumber) * 1000).PoolID
     }
 
     /// RequestAddress for the gateway; returns the reply's `ip/n`.
@@ -186,6 +188,44 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         #expect(state.poolIDs(ofNetwork: "netB") == [older])
         #expect(state.poolIDs(ofNetwork: "netC") == [])
         #expect(state.pool(id: newer)?.networkID == "netA")
+    }
+
+    /// Two networks of one subnet created at once: dockerd's calls interleave (RequestPool A,
+    /// RequestPool B, CreateNetwork A, CreateNetwork B), and CreateNetwork names no PoolID. The
+    /// second RequestPool is refused until the first pool is bound, so each network binds the
+    /// pool dockerd requested for it.
+    @Test func concurrentCreatesOfOneSubnetBindTheirOwnPools() throws {
+        var state = IPAMState()
+        let poolA = try state.pool("10.0.0.0/24", now: 100)
+        let error = #expect(throws: IPAMError.self) { try state.pool("10.0.0.0/24", now: 101) }
+        #expect(error == .poolPending(subnet: "10.0.0.0/24", poolID: poolA))
+        #expect(error?.vdeError.code == .conflict)
+        #expect(error?.vdeError.message.contains("retry") == true)
+        // Another subnet, and the other family, are not held up.
+        let other = try state.pool("10.0.1.0/24", now: 101)
+        #expect(state.bindPool(subnet: "10.0.0.0/24", networkID: "netA") == poolA)
+        // Network B's dockerd retries its RequestPool after the refusal.
+        let poolB = try state.pool("10.0.0.0/24", now: 102)
+        #expect(state.bindPool(subnet: "10.0.0.0/24", networkID: "netB") == poolB)
+        #expect(state.bindPool(subnet: "10.0.1.0/24", networkID: "netC") == other)
+        #expect(state.poolIDs(ofNetwork: "netA") == [poolA])
+        #expect(state.poolIDs(ofNetwork: "netB") == [poolB])
+    }
+
+    /// A pool left unbound by a dockerd that died between RequestPool and CreateNetwork blocks
+    /// its subnet only for ``IPAMState/pendingSeconds``; a pool from an older state file (no
+    /// time) or with a time in the future (clock stepped back) does not block at all.
+    @Test func anAbandonedPoolBlocksItsSubnetOnlyBriefly() throws {
+        var state = IPAMState()
+        _ = try state.pool("10.0.0.0/24", now: 1000)
+        #expect(throws: IPAMError.self) { try state.pool("10.0.0.0/24", now: 1000 + IPAMState.pendingSeconds - 1) }
+        let later = try state.pool("10.0.0.0/24", now: 1000 + IPAMState.pendingSeconds)
+        _ = try state.pool("10.0.2.0/24", now: 5000)
+        _ = try state.pool("10.0.2.0/24", now: 4000)
+        var old = try JSONCoding.decode(IPAMState.self, from: Array(#"{"pools":[{"id":"vde-pool-9","subnet":"10.0.3.0/24","v6":false}],"nextPoolNumber":10}"#.utf8))
+        _ = try old.pool("10.0.3.0/24", now: 1)
+        // The newest unbound pool of the subnet is the pending one.
+        #expect(state.bindPool(subnet: "10.0.0.0/24", networkID: "netA") == later)
     }
 
     @Test func removePoolsOfNetwork() throws {

@@ -19,7 +19,7 @@ final class PluginRouterTests {
     }
 
     deinit {
-        for file in ["/state/state.json", "/state"] { remove(directory + file) }
+        for file in ["/state/state.json", "/state/state.json.1", "/state"] { remove(directory + file) }
         rmdir(directory)
     }
 

@@ -155,7 +155,7 @@ private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
             for content in ["{not json", "", #"{"name": 5, "numbers": []}"#, "[]"] {
                 try writeFile(store.path, content)
                 let error = storeError { _ = try store.load() }
-                guard case .corrupt(let path, _)? = error else {
+                guard case .corrupt(let path, _, nil)? = error else {
                     Issue.record("expected .corrupt for '\(content)', got \(String(describing: error))")
                     continue
                 }
@@ -182,7 +182,7 @@ private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
             // An older file with a laxer mode is replaced by a private one.
             try writeFile(store.path, #"{"name":"old","numbers":[]}"#, mode: 0o644)
             try store.save(Sample(name: "n", numbers: [1]))
-            #expect(directoryEntries(dir) == ["state.json"])
+            #expect(directoryEntries(dir).sorted() == ["state.json", "state.json.1"])
             #expect(permissions(store.path) == 0o600)
             let text = String(decoding: readFile(store.path) ?? [], as: UTF8.self)
             #expect(text.hasSuffix("}\n"))
@@ -268,6 +268,68 @@ private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
             #expect(step == "rename")
             #expect(directoryEntries(dir) == ["state.json"])
             #expect(readFile(store.path + "/keep") == Array("precious".utf8))
+        }
+    }
+
+    /// Each save keeps the value it replaces as `state.json.1`, so a damaged file has an
+    /// earlier generation to restore.
+    @Test func eachSaveKeepsThePreviousGeneration() throws {
+        try withTemporaryDirectory { dir throws in
+            let store = StateStore<Sample>(directory: dir)
+            try store.save(Sample(name: "a", numbers: [1]))
+            #expect(readFile(store.previousPath) == nil, "nothing to keep before the first save")
+            try store.save(Sample(name: "b", numbers: [2]))
+            try store.save(Sample(name: "c", numbers: [3]))
+            #expect(try store.load() == Sample(name: "c", numbers: [3]))
+            #expect(try StateStore<Sample>(directory: dir, fileName: "state.json.1").load() == Sample(name: "b", numbers: [2]))
+            #expect(directoryEntries(dir).sorted() == ["state.json", "state.json.1"])
+            #expect(permissions(store.previousPath) == 0o600)
+        }
+    }
+
+    @Test func aCorruptFileNamesThePreviousGenerationAndHowToRestoreIt() throws {
+        try withTemporaryDirectory { dir throws in
+            let store = StateStore<Sample>(directory: dir)
+            try store.save(Sample(name: "a", numbers: [1]))
+            try store.save(Sample(name: "b", numbers: [2]))
+            try writeFile(store.path, "{damaged")
+            let error = storeError { _ = try store.load() }
+            guard case .corrupt(_, _, let previous)? = error else {
+                Issue.record("expected .corrupt, got \(String(describing: error))")
+                return
+            }
+            #expect(previous == store.previousPath)
+            let message = error?.vdeError.message ?? ""
+            #expect(message.contains("cp -p \(store.previousPath) \(store.path)"), "\(message)")
+            #expect(message.contains("one change older"), "\(message)")
+        }
+    }
+
+    /// The directory cannot be synced after the rename: the old file is put back and the save
+    /// throws, so a caller that keeps its old value in memory agrees with the disk.
+    @Test func aFailedDirectorySyncPutsTheOldFileBack() throws {
+        try withTemporaryDirectory { dir throws in
+            var store = StateStore<Sample>(directory: dir)
+            try store.save(Sample(name: "old", numbers: [1]))
+            let before = readFile(store.path)
+            store.syncDirectory = { _ in errno = EIO; return -1 }
+            let error = storeError { try store.save(Sample(name: "new", numbers: [2])) }
+            #expect(error == .directorySync(path: store.path, errno: EIO, restored: true))
+            #expect(readFile(store.path) == before)
+            #expect(try store.load() == Sample(name: "old", numbers: [1]))
+            #expect(error?.vdeError.message.contains("undone") == true)
+            #expect(directoryEntries(dir).sorted() == ["state.json", "state.json.1"], "no temporary file is left")
+        }
+    }
+
+    @Test func aFailedDirectorySyncOfTheFirstSaveLeavesNoFile() throws {
+        try withTemporaryDirectory { dir throws in
+            var store = StateStore<Sample>(directory: dir)
+            store.syncDirectory = { _ in errno = EIO; return -1 }
+            let error = storeError { try store.save(Sample(name: "new", numbers: [2])) }
+            #expect(error == .directorySync(path: store.path, errno: EIO, restored: true))
+            #expect(try store.load() == nil)
+            #expect(directoryEntries(dir).isEmpty)
         }
     }
 

@@ -22,6 +22,10 @@ struct AddressPool: Codable, Sendable, Equatable {
     private(set) var allocated: [IPAddress]
     /// The Docker network the pool serves, once `CreateNetwork` told us (see `IPAMState.bindPool`).
     var networkID: String?
+    /// When `RequestPool` made it (seconds since the epoch); nil in state files of older versions.
+    /// While it serves no network yet and is younger than ``IPAMState/pendingSeconds`` it is
+    /// *pending*: no second pool of its subnet may be made (see ``IPAMState/requestPool(_:now:)``).
+    var requestedAt: Int64?
 
     init(id: String, subnet: Subnet, subPool: Subnet?, v6: Bool, options: [String: String]) {
         self.id = id
@@ -33,6 +37,13 @@ struct AddressPool: Codable, Sendable, Equatable {
         self.gatewayHeld = false
         self.allocated = []
         self.networkID = nil
+        self.requestedAt = nil
+    }
+
+    /// Requested less than `window` seconds before `now` and serving no network yet.
+    func isPending(now: Int64, window: Int64) -> Bool {
+        guard networkID == nil, let requestedAt else { return false }
+        return requestedAt <= now && now - requestedAt < window
     }
 
     /// How the pool is named in messages: `pool vde-pool-3 (10.0.0.0/24)`.
@@ -115,7 +126,7 @@ struct AddressPool: Codable, Sendable, Equatable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case id, subnet, subPool, v6, options, gateway, gatewayHeld, allocated, networkID
+        case id, subnet, subPool, v6, options, gateway, gatewayHeld, allocated, networkID, requestedAt
     }
 
     /// Decodes a stored pool; the allocations are sorted and de-duplicated again, so a
@@ -132,6 +143,7 @@ struct AddressPool: Codable, Sendable, Equatable {
         let stored = try c.decodeIfPresent([IPAddress].self, forKey: .allocated) ?? []
         allocated = Array(Set(stored)).sorted()
         networkID = try c.decodeIfPresent(String.self, forKey: .networkID)
+        requestedAt = try c.decodeIfPresent(Int64.self, forKey: .requestedAt)
         if let subPool, !subnet.contains(subPool) {
             throw DecodingError.dataCorruptedError(
                 forKey: .subPool, in: c, debugDescription: "subPool \(subPool) of pool \(id) is not inside \(subnet)")
@@ -153,5 +165,6 @@ struct AddressPool: Codable, Sendable, Equatable {
         try c.encode(gatewayHeld, forKey: .gatewayHeld)
         try c.encode(allocated, forKey: .allocated)
         try c.encodeIfPresent(networkID, forKey: .networkID)
+        try c.encodeIfPresent(requestedAt, forKey: .requestedAt)
     }
 }

@@ -33,6 +33,16 @@ enum IPAMError: ReportableError, Equatable {
     case exhausted(range: String, poolID: String)
     /// `ReleaseAddress` of an address that is not allocated.
     case addressNotAllocated(address: String, pool: String)
+    /// A pool of this subnet was requested moments ago and CreateNetwork has not bound it yet.
+    case poolPending(subnet: String, poolID: String)
+    /// A parse error of the named request field (`Interface.Address`, `IPv4Data[0].Gateway`).
+    indirect case inField(String, IPAMError)
+    /// An address or pool of the other family in a field of one family.
+    case wrongFamily(field: String, input: String, expectedV6: Bool)
+    /// An address of a family the network has no subnet of.
+    case noSubnet(field: String, input: String, v6: Bool)
+    /// An address outside every subnet of the network (or with another prefix length).
+    case outsideSubnets(field: String, input: String, subnets: [String])
 
     var vdeError: VDEError {
         switch self {
@@ -70,6 +80,20 @@ enum IPAMError: ReportableError, Equatable {
                 + "or create the network with a larger --subnet or --ip-range")
         case .addressNotAllocated(let address, let pool):
             return .notFound("address \(Self.shown(address)) is not allocated in \(pool)")
+        case .poolPending(let subnet, let poolID):
+            return .conflict("another network with subnet \(subnet) is being created right now (pool \(poolID)); "
+                + "retry in a moment (dockerd does not tell the plugin which pool a new network uses, so two "
+                + "networks of one subnet are created one after the other)")
+        case .inField(let field, let error):
+            let inner = error.vdeError
+            return VDEError(inner.code, "\(field): \(inner.message)")
+        case .wrongFamily(let field, let input, let expectedV6):
+            return .invalid("\(field) '\(Self.shown(input))' is \(expectedV6 ? "IPv4" : "IPv6"); this field carries \(expectedV6 ? "IPv6" : "IPv4")")
+        case .noSubnet(let field, let input, let v6):
+            return .invalid("\(field) '\(Self.shown(input))' is \(v6 ? "IPv6" : "IPv4") but the network has no \(v6 ? "IPv6" : "IPv4") subnet")
+        case .outsideSubnets(let field, let input, let subnets):
+            return .invalid("\(field) '\(Self.shown(input))' is not an address of the network's subnet "
+                + "\(subnets.joined(separator: " or ")) (with its prefix length)")
         }
     }
 

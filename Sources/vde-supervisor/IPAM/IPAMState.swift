@@ -1,3 +1,4 @@
+import Glibc
 import Shared
 
 /// The whole state of the `vde` IPAM driver as a value, stored in the supervisor's state file.
@@ -20,9 +21,19 @@ struct IPAMState: Codable, Sendable, Equatable {
 
     // MARK: Pools
 
+    /// How long a pool that serves no network yet blocks a second pool of its subnet: dockerd
+    /// calls CreateNetwork within milliseconds of RequestPool; a pool left by a dockerd that died
+    /// in between must not block its subnet for good.
+    static let pendingSeconds: Int64 = 60
+
     /// `IpamDriver.RequestPool`. `Pool` (`--subnet`) is required; `SubPool` (`--ip-range`) must lie
     /// inside it; `V6`, when given, must match its family. The reply's `Pool` is the canonical CIDR.
-    mutating func requestPool(_ r: DockerAPI.RequestPoolRequest) throws(IPAMError) -> DockerAPI.RequestPoolResponse {
+    ///
+    /// A second pool of a subnet whose pool is still *pending* (requested, not yet bound by
+    /// CreateNetwork, younger than ``pendingSeconds``) is refused with "retry": that keeps
+    /// ``bindPool(subnet:networkID:)`` unambiguous (see there). `now` is seconds since the epoch.
+    mutating func requestPool(_ r: DockerAPI.RequestPoolRequest,
+                              now: Int64 = Int64(time(nil))) throws(IPAMError) -> DockerAPI.RequestPoolResponse {
         guard let poolText = r.Pool, !poolText.isEmpty else { throw .missingPool(v6: r.V6 ?? false) }
         let subnet = try Subnet(parsing: poolText)
         if let v6 = r.V6, v6 != subnet.isV6 {
@@ -36,10 +47,14 @@ struct IPAMState: Codable, Sendable, Equatable {
             }
             subPool = parsed
         }
+        if let pending = pools.first(where: { $0.subnet == subnet && $0.isPending(now: now, window: Self.pendingSeconds) }) {
+            throw .poolPending(subnet: subnet.description, poolID: pending.id)
+        }
         var number = nextPoolNumber
         while pools.contains(where: { $0.id == Self.poolID(number) }) { number += 1 }
-        let pool = AddressPool(id: Self.poolID(number), subnet: subnet, subPool: subPool,
+        var pool = AddressPool(id: Self.poolID(number), subnet: subnet, subPool: subPool,
                                v6: subnet.isV6, options: r.Options ?? [:])
+        pool.requestedAt = now
         pools.append(pool)
         nextPoolNumber = number + 1
         return DockerAPI.RequestPoolResponse(PoolID: pool.id, Pool: subnet.description, Data: [:])
@@ -58,6 +73,14 @@ struct IPAMState: Codable, Sendable, Equatable {
     /// serves no network yet serves `networkID`, and returns its PoolID. If a pool with this
     /// subnet already serves `networkID`, returns that one. Nil when none matches (a network
     /// made with Docker's default IPAM has no vde pool) or `subnet` does not parse.
+    ///
+    /// Why by subnet and not by PoolID: CreateNetwork does not carry the PoolID. Its IPAMData has
+    /// `AddressSpace` (the same for every pool), `Pool`, `Gateway` and `AuxAddresses`, and two
+    /// networks of one subnet get the same gateway by default, so nothing dockerd passes tells two
+    /// unbound pools of one subnet apart. ``requestPool(_:now:)`` therefore never lets two
+    /// pending pools of one subnet exist: between a RequestPool and its CreateNetwork the subnet
+    /// names one pool, the newest unbound one. (Older unbound pools are leftovers of a dockerd
+    /// that died between the two calls.)
     mutating func bindPool(subnet: String, networkID: String) -> String? {
         guard let wanted = try? Subnet(parsing: subnet) else { return nil }
         if let bound = pools.first(where: { $0.subnet == wanted && $0.networkID == networkID }) {

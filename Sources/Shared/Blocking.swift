@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+
+/// Runs blocking calls (sockets, libvdeplug, file syncs, NSS look-ups) on a thread of their own
+/// instead of the cooperative pool: with two cores the pool has two threads, and one stuck call
+/// must not stall the process. Used by both executables.
+///
+/// Each call gets a new thread, not one of Dispatch's global queue: that queue is as narrow as
+/// the pool (one thread per core), so a few calls that hang (a probe of a hung switch) would
+/// starve every later call and even the timers of ``run(timeout:_:)``.
+public enum Blocking {
+    public static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            startThread { continuation.resume(returning: work()) }
+        }
+    }
+
+    /// Like ``run(_:)``, but gives up after `timeout` and returns nil. A call that cannot be
+    /// interrupted (libvdeplug's `vde_open` on a full switch) goes on in its thread and its result
+    /// is dropped, so `work` must clean up after itself. The timeout fires on a serial queue of
+    /// its own, so neither a busy cooperative pool nor blocked Dispatch threads can delay it.
+    public static func run<T: Sendable>(timeout: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
+        let resumed = OnceFlag()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let resumeOnce: @Sendable (T?) -> Void = { value in
+                if resumed.claim() { continuation.resume(returning: value) }
+            }
+            timers.asyncAfter(deadline: .now() + .nanoseconds(max(0, timeout.nanoseconds))) { resumeOnce(nil) }
+            startThread { resumeOnce(work()) }
+        }
+    }
+
+    /// Where the timeouts of ``run(timeout:_:)`` fire (a serial queue gets a thread of its own).
+    private static let timers = DispatchQueue(label: "Blocking.timers")
+}
+
+/// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
+private func startThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
+    let box = Unmanaged.passRetained(Box(body))
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    defer { pthread_attr_destroy(&attributes) }
+    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+    var thread = pthread_t()
+    let started = pthread_create(&thread, &attributes, { raw in
+        Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+        return nil
+    }, box.toOpaque())
+    if started != 0 {
+        box.release()
+        DispatchQueue.global().async(execute: body)
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds (saturating), for Dispatch deadlines.
+    var nanoseconds: Int {
+        let (seconds, attoseconds) = components
+        let (product, overflow) = Int(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : product.addingReportingOverflow(Int(attoseconds / 1_000_000_000)).partialValue
+    }
+
+
+    /// Whole milliseconds, for poll(2) timeouts and messages.
+    public var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+    }
+}
+
+/// A serial executor of its own for an actor whose isolated code makes blocking calls that must
+/// stay inside its isolation (the supervisor's plugin writes and syncs its state file between
+/// validating a change and making it current; an `await` there would let another call change the
+/// state in between). The actor's jobs run one at a time on a private Dispatch queue, so a slow
+/// `fsync` or NSS look-up blocks that queue's thread, never a thread of the cooperative pool.
+public final class SerialQueueExecutor: SerialExecutor {
+    private let queue: DispatchQueue
+    private let key = DispatchSpecificKey<Bool>()
+
+    public init(label: String) {
+        queue = DispatchQueue(label: label)
+        queue.setSpecific(key: key, value: true)
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedSerialExecutor()) }
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    /// True when called from a job of this executor.
+    public var isCurrent: Bool { DispatchQueue.getSpecific(key: key) == true }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Testing
 
@@ -22,6 +23,21 @@ extension Acceptance {
                 try await Command.run(["/bin/sh", "-c", "sleep 30 & sleep 30"], timeout: .seconds(1))
             }
             #expect(clock.now - start < .seconds(10), "the timeout did not end the command")
+        }
+
+        /// Empty files (every kernel thread's /proc/PID/cmdline) read as empty, and without a
+        /// leak: FileManager.contents(atPath:) lost 4 KiB per empty file, which
+        /// `scripts/test --sanitize address --filter HarnessTests` reports (LeakSanitizer).
+        @Test func filesReadWholeAndEmptyFilesWithoutLeaking() async throws {
+            try await TempDir.with("read") { dir in
+                let empty = dir + "/empty", full = dir + "/full"
+                #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
+                let text = String(repeating: "0123456789abcdef", count: 600)  // more than one 4 KiB read
+                #expect(FileManager.default.createFile(atPath: full, contents: Data(text.utf8)))
+                for _ in 0..<100 { #expect(TempDir.readBytes(empty) == []) }
+                #expect(TempDir.readText(full) == text)
+                #expect(TempDir.readBytes(dir + "/missing") == nil)
+            }
         }
 
         @Test func pollGivesUpAtTheDeadline() async throws {

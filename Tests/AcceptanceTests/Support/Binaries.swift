@@ -1,7 +1,8 @@
 import Foundation
 
 /// Where the built `vde-supervisor` and `vde-networker` are: next to the test bundle
-/// (`.build/<triple>/debug/`), unless `VDE_BIN_DIR` names another directory.
+/// (`.build/<triple>/debug/`), unless `VDE_BIN_DIR` names another directory
+/// (`scripts/test --sanitize` sets it to the sanitized build's directory).
 enum Binaries {
     static func directory() throws -> String {
         if let dir = ProcessInfo.processInfo.environment["VDE_BIN_DIR"], !dir.isEmpty { return dir }

@@ -13,10 +13,6 @@ struct EndpointError: ReportableError, CustomStringConvertible {
     static func invalidID(_ id: String) -> EndpointError {
         EndpointError(vdeError: .invalid("'\(NetworkOptions.sanitized(id))' is not a valid endpoint ID (letters and digits only)"))
     }
-
-    static func invalidSandboxKey(_ key: String) -> EndpointError {
-        EndpointError(vdeError: .invalid("sandbox key '\(NetworkOptions.sanitized(key))' must be an absolute path without control characters"))
-    }
 }
 
 extension Worker {
@@ -127,12 +123,9 @@ extension Worker {
         }
     }
 
+    /// The same rule as the supervisor's (`SandboxKey` in Shared: one rule for both processes).
     static func validatedSandboxKey(_ key: String) throws -> String {
-        guard key.hasPrefix("/"), key.utf8.count <= 4096,
-              !key.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
-            throw EndpointError.invalidSandboxKey(key)
-        }
-        return key
+        try SandboxKey(validating: key).path
     }
 
     // MARK: joinEndpoint, leaveEndpoint, removeEndpoint

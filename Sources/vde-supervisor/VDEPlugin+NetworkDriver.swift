@@ -58,15 +58,29 @@ extension VDEPlugin {
         if let adding = endpointsInFlight[id], adding > 0 {
             throw VDEError.conflict("network \(Naming.shortID(id)) is getting \(adding) new endpoint(s) right now; retry")
         }
-        guard record.endpoints.isEmpty else {
-            throw VDEError.conflict("network \(Naming.shortID(id)) still has \(record.endpoints.count) endpoint(s); "
-                + "stop or disconnect its containers first")
-        }
         networksInFlight.insert(id)
         defer { networksInFlight.remove(id) }
+        // dockerd sends DeleteNetwork only once it has no endpoint on the network left, and it
+        // forgets the network whatever we answer: endpoints still recorded here are ones whose
+        // DeleteEndpoint failed (their worker was down) or never came. That is Docker's evidence
+        // that they are gone: their taps are deleted (best effort) and they go with the network.
+        if !record.endpoints.isEmpty, let worker = workers[id] {
+            for endpointID in record.endpoints.keys.sorted() {
+                do {
+                    _ = try await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+                } catch {
+                    logger.warning("network removed with an endpoint whose tap could not be deleted", metadata: [
+                        "network": "\(Naming.shortID(id))", "endpoint": "\(Naming.shortID(endpointID))",
+                        "tap": "\(record.endpoints[endpointID]?.tapName ?? "?")",
+                        "error": "\(VDEError(wrapping: error).message)",
+                    ])
+                }
+            }
+        }
         var newState = state
         newState.networks[id] = nil
         try commit(newState)
+        for endpointID in record.endpoints.keys { endpointStatus[endpointID] = nil }
         if let worker = workers[id] {
             await worker.stop()
             workers[id] = nil

@@ -78,6 +78,12 @@ enum FileSystem {
     static func listDirectory(_ path: String) -> [String]? {
         guard let dir = opendir(path) else { return nil }
         defer { closedir(dir) }
+        return names(in: dir)
+    }
+
+    /// The names an open directory stream holds, from its start, without `.` and `..`.
+    static func names(in dir: OpaquePointer) -> [String] {
+        rewinddir(dir)
         var names: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in

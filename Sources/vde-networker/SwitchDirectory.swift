@@ -199,16 +199,8 @@ struct DirectoryHandle {
         let copy = dup(fd)
         guard copy >= 0, let dir = fdopendir(copy) else { return [] }
         defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in
-                pointer.withMemoryRebound(to: CChar.self, capacity: MemoryLayout.size(ofValue: entry.pointee.d_name)) {
-                    String(cString: $0)
-                }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        // The copy shares the descriptor's offset: `names(in:)` rewinds first.
+        return FileSystem.names(in: dir)
     }
 
     /// Unlinks `name` if it is a socket nobody listens on; nil when there is no such name.

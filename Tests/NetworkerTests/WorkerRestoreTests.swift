@@ -108,8 +108,18 @@ extension WorkerProcessTests {
         let script = "#!/bin/sh\nif [ -e \(deny) ]; then echo \"nsenter: cannot open $1: Permission denied\" >&2; exit 1; fi\nexec /usr/bin/nsenter \"$@\"\n"
         #expect(Host.run(["sh", "-c", "printf '%s' \"$0\" > \(bin)/nsenter && chmod 755 \(bin)/nsenter && touch \(deny)", script]).status == 0)
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+        // This process's environment with the fake first in PATH (the rest, e.g. the sanitizer
+        // runs' LD_LIBRARY_PATH, must reach the worker too).
+        var environment: [String] = []
+        var entry = environ
+        while let variable = entry.pointee {
+            let text = String(cString: variable)
+            if !text.hasPrefix("PATH=") { environment.append(text) }
+            entry += 1
+        }
+        environment.append("PATH=\(bin):\(path)")
         let second = try WorkerHarness(networkID: first.networkID, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log",
-                                       environment: ["PATH=\(bin):\(path)"])
+                                       environment: environment)
         scratch.trackProcess(second.pid)
         defer { second.stop() }
         let mark = second.messageCount

@@ -101,10 +101,7 @@ struct SwitchDirectory: Sendable {
     /// Undoes a claim made by this start: the marker it wrote, the directories it created
     /// (innermost first, each only when empty).
     func undo(_ claim: Claim) {
-        if claim.marked, markerOwner() == networkID, let directory = DirectoryHandle(path) {
-            unlinkat(directory.fd, Self.markerName, 0)
-            directory.close()
-        }
+        if claim.marked { removeOwnMarker() }
         for created in claim.created.reversed() where FileSystem.listDirectory(created)?.isEmpty == true {
             FileSystem.removeDirectory(created)
         }
@@ -121,6 +118,13 @@ struct SwitchDirectory: Sendable {
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         guard n > 0 else { return nil }
         return String(decoding: buffer[0..<n], as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
+    }
+
+    /// Removes the marker when it holds this network's ID (another network's stays).
+    private func removeOwnMarker() {
+        guard markerOwner() == networkID, let directory = DirectoryHandle(path) else { return }
+        unlinkat(directory.fd, Self.markerName, 0)
+        directory.close()
     }
 
     private func writeMarker(option: String) throws(SwitchError) {
@@ -172,10 +176,7 @@ struct SwitchDirectory: Sendable {
     /// empty. The last step of a removal: the switch's own names go first.
     func release(logger: Logger) {
         guard !insideNetworkDir else { return }
-        if markerOwner() == networkID, let directory = DirectoryHandle(path) {
-            unlinkat(directory.fd, Self.markerName, 0)
-            directory.close()
-        }
+        removeOwnMarker()
         if FileSystem.listDirectory(path)?.isEmpty == true, FileSystem.removeDirectory(path) {
             logger.debug("removed the directory \(path)")
         }

@@ -6,7 +6,7 @@ import Logging
 /// dockerd waits for DeleteEndpoint on every container removal. The endpoint is gone once the
 /// reply is sent and its tap's name is its own, so nothing needs the tap gone before the reply.
 /// A marker file `<network run dir>/deleting/<tap>` is written first: a worker that dies before
-/// the deletion finished leaves the job to the next one (``Worker/deleteMarkedTaps(keeping:)``),
+/// the deletion finished leaves the job to the next one (``Worker/deleteMarkedTaps(_:keeping:what:)``),
 /// and a worker that shuts down waits for its deletions.
 ///
 /// The same kind of directory, `<network run dir>/creating`, marks taps being made for an
@@ -15,8 +15,8 @@ import Logging
 /// an endpoint whose CreateEndpoint succeeded, so it is recorded), or when the next worker start
 /// is given the endpoint to restore (likewise). A worker killed during an add, a
 /// supervisor that died before recording the endpoint, or an add that timed out and was never
-/// undone thus leave the tap to the next worker (``Worker/deleteUnfinishedTaps(keeping:)``).
-struct TapDeletionMarkers: Sendable {
+/// undone thus leave the tap to the next worker (``Worker/deleteMarkedTaps(_:keeping:what:)``).
+struct TapMarkers: Sendable {
     /// `<network run dir>/deleting` (or `/creating`).
     var directory: String
 
@@ -93,36 +93,19 @@ extension Worker {
         }
     }
 
-    /// Deletes the taps an earlier worker marked but did not delete, except those of endpoints
-    /// being restored (their markers are stale), and removes the markers.
-    func deleteMarkedTaps(keeping kept: Set<String>) async {
-        guard let markers = tapMarkers else { return }
+    /// Deletes the taps an earlier worker marked in `markers` but did not finish with (removed
+    /// endpoints in `deleting/`; endpoints it never recorded in `creating/`: it died, or the add
+    /// was undone while it was down), except those of endpoints being restored (their markers
+    /// are stale), and removes the markers. `what` names such an endpoint in the log.
+    func deleteMarkedTaps(_ markers: TapMarkers?, keeping kept: Set<String>, what: String) async {
+        guard let markers else { return }
         for name in markers.marked() {
             if !kept.contains(name) {
                 do {
                     try await taps.deleteIfTap(name: name)
-                    logger.info("deleted the tap \(name) of an endpoint removed before the last worker stopped")
+                    logger.info("deleted the tap \(name) of \(what)")
                 } catch {
-                    logger.warning("cannot delete the tap \(name) of a removed endpoint: \(error)")
-                    continue
-                }
-            }
-            markers.unmark(tapName: name)
-        }
-    }
-
-    /// Deletes the taps an earlier worker began to make for an endpoint it never recorded (it
-    /// died, or the add was undone while it was down), except those of endpoints being restored,
-    /// and removes the markers.
-    func deleteUnfinishedTaps(keeping kept: Set<String>) async {
-        guard let markers = tapCreations else { return }
-        for name in markers.marked() {
-            if !kept.contains(name) {
-                do {
-                    try await taps.deleteIfTap(name: name)
-                    logger.info("deleted the tap \(name) of an endpoint whose creation did not finish")
-                } catch {
-                    logger.warning("cannot delete the tap \(name) of an unfinished endpoint: \(error)")
+                    logger.warning("cannot delete the tap \(name) of \(what): \(error)")
                     continue
                 }
             }

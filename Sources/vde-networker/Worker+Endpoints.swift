@@ -43,7 +43,7 @@ extension Worker {
         await waitForTapDeletion(endpoint.tapName)
         // A worker that dies from here on, or a supervisor that never records the endpoint, leaves
         // the tap to the next worker, which deletes it unless it restores the endpoint (see
-        // ``TapDeletionMarkers``).
+        // ``TapMarkers``).
         tapCreations?.mark(tapName: endpoint.tapName, logger: logger)
         switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
         case .none:
@@ -164,7 +164,7 @@ extension Worker {
     }
 
     /// Stops the plug, forgets the endpoint and deletes its tap in the background (see
-    /// ``TapDeletionMarkers``). An unknown endpoint is not an error (dockerd retries), but a tap
+    /// ``TapMarkers``). An unknown endpoint is not an error (dockerd retries), but a tap
     /// named after it is still deleted.
     func removeEndpoint(_ id: String) async throws -> WorkerResult {
         guard Naming.isValidID(id) else { throw EndpointError.invalidID(id) }

@@ -54,10 +54,10 @@ actor Worker {
     /// Directories this worker created (outermost first), removed at shutdown when empty.
     var createdDirectories: [String] = []
     var pidFiles: PlugPIDFiles?
-    var tapMarkers: TapDeletionMarkers?
-    /// `creating/<tap>`: taps being made for an endpoint not yet recorded (see ``deleteUnfinishedTaps(keeping:)``).
-    var tapCreations: TapDeletionMarkers?
-    /// Background deletions of removed endpoints' taps, by tap name (see ``TapDeletionMarkers``).
+    var tapMarkers: TapMarkers?
+    /// `creating/<tap>`: taps being made for an endpoint not yet recorded (see ``deleteMarkedTaps(_:keeping:what:)``).
+    var tapCreations: TapMarkers?
+    /// Background deletions of removed endpoints' taps, by tap name (see ``TapMarkers``).
     var tapDeletions: [String: Task<Void, Never>] = [:]
     var gate = SerialGate()
     var shuttingDown = false
@@ -139,14 +139,14 @@ actor Worker {
         let pidFiles = PlugPIDFiles(directory: spec.networkDir + "/plugs")
         self.pidFiles = pidFiles
         let leftovers = await pidFiles.stopLeftovers(logger: logger)
-        tapMarkers = TapDeletionMarkers(directory: spec.networkDir + "/deleting")
-        await deleteMarkedTaps(keeping: Set(restoring.map(\.tapName)))
+        tapMarkers = TapMarkers(directory: spec.networkDir + "/deleting")
+        await deleteMarkedTaps(tapMarkers, keeping: Set(restoring.map(\.tapName)), what: "an endpoint removed before the last worker stopped")
         switchFiles = SwitchFiles(spec: spec, networkID: networkID)
         let switchPIDFile = SwitchPIDFile(networkDir: spec.networkDir)
         self.switchPIDFile = switchPIDFile
         await switchPIDFile.stopLeftover(logger: logger)
-        tapCreations = TapDeletionMarkers(directory: spec.networkDir + "/creating")
-        await deleteUnfinishedTaps(keeping: Set(restoring.map(\.tapName)))
+        tapCreations = TapMarkers(directory: spec.networkDir + "/creating")
+        await deleteMarkedTaps(tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec

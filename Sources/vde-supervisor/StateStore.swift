@@ -98,29 +98,30 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     private func keepPreviousGeneration() throws(StateStoreError) -> Bool {
         var info = stat()
         guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return false }
-        let link = previousTemporaryPath
-        unlink(link)
-        guard Glibc.link(path, link) == 0 else { throw .write(path: previousPath, step: "link", errno: errno) }
-        guard rename(link, previousPath) == 0 else {
-            let error = errno
-            unlink(link)
-            throw .write(path: previousPath, step: "rename", errno: error)
+        if let (step, error) = Self.linkAtomically(path, to: previousPath, via: previousTemporaryPath) {
+            throw .write(path: previousPath, step: step, errno: error)
         }
         return true
+    }
+
+    /// Makes `target` another name of `source`'s file, atomically: a hard link at `temporary`
+    /// renamed over `target`. Returns the failed step and its errno (the link is then removed).
+    private static func linkAtomically(_ source: String, to target: String, via temporary: String) -> (String, Int32)? {
+        unlink(temporary)
+        guard Glibc.link(source, temporary) == 0 else { return ("link", errno) }
+        guard rename(temporary, target) == 0 else {
+            let error = errno
+            unlink(temporary)
+            return ("rename", error)
+        }
+        return nil
     }
 
     /// After a failed directory sync: puts the file the save replaced back (from ``previousPath``,
     /// which keeps it), or removes the new file when there was none. True when that worked.
     private func restorePrevious(hadPrevious: Bool) -> Bool {
         guard hadPrevious else { return unlink(path) == 0 }
-        let link = temporaryPath
-        unlink(link)
-        guard Glibc.link(previousPath, link) == 0 else { return false }
-        guard rename(link, path) == 0 else {
-            unlink(link)
-            return false
-        }
-        return true
+        return Self.linkAtomically(previousPath, to: path, via: temporaryPath) == nil
     }
 
     /// Creates (mode 0600) or truncates `path`, writes `bytes` and syncs them. Removes nothing:

@@ -111,26 +111,14 @@ actor VDEPlugin {
         var stale: [String] = []
         for endpoint in result.endpoints ?? [] {
             guard state.networks[networkID]?.endpoints[endpoint.endpointID] != nil else { continue }
-            // The reply says `restarting`; the endpoint's `endpointState` event may have been
-            // handled already (events and this call race). Keep what such an event said: a
-            // running plug, or an outcome. A plug of the earlier worker is dead by now.
-            if endpoint.state == .restarting, let known = endpointStatus[endpoint.endpointID], Self.isNews(known) {
-                continue
-            }
+            // The reply says `restarting`; an `endpointState` event of this worker may have been
+            // handled already (events and this call race). The worker's `hello` cleared what the
+            // earlier worker reported, so a status present now is such an event's: keep it.
+            if endpoint.state == .restarting, endpointStatus[endpoint.endpointID] != nil { continue }
             endpointStatus[endpoint.endpointID] = endpoint
             if endpoint.state == .tapGone { stale.append(endpoint.endpointID) }
         }
         if !stale.isEmpty { forgetStaleEndpoints(stale, of: networkID) }
-    }
-
-    /// True when `status` came from an event of the current worker rather than from an earlier
-    /// one: a plug that runs, or an outcome the worker reported.
-    private static func isNews(_ status: EndpointStatus) -> Bool {
-        switch status.state {
-        case .plugged: return status.plugPID.map { kill($0, 0) == 0 } ?? false
-        case .unreachable: return true
-        case .restarting, .unplugged, .tapGone: return false
-        }
     }
 
     /// Endpoints whose container is gone, on the worker's evidence (the container was removed
@@ -202,7 +190,11 @@ actor VDEPlugin {
         if let endpoint = event.endpointID { metadata["endpoint"] = "\(Naming.shortID(endpoint))" }
         if let detail = event.detail { metadata["detail"] = "\(detail)" }
         switch event.event {
-        case .hello: logger.debug("worker said hello", metadata: metadata)
+        case .hello:
+            // A new worker of this network: what the earlier one reported about its endpoints is
+            // void. `hello` is its first line, handled before its start reply and its events.
+            logger.debug("worker said hello", metadata: metadata)
+            for id in state.networks[networkID].map({ Array($0.endpoints.keys) }) ?? [] { endpointStatus[id] = nil }
         case .childExited: logger.info("child exited", metadata: metadata)
         case .childRestarted: logger.info("child restarted", metadata: metadata)
         case .tapGone:

@@ -1,0 +1,35 @@
+import Glibc
+import Logging
+import Testing
+@testable import vde_supervisor
+
+@Suite struct OrphanReaperTests {
+    /// A child nobody waits for (as an orphan re-parented to the supervisor is) is reaped after
+    /// its SIGCHLD, without a periodic scan: the reaper wakes on the signal.
+    @Test(.timeLimit(.minutes(1))) func aChildNobodyWaitsForIsReapedAfterItsSignal() async throws {
+        let reaper = OrphanReaper(logger: Logger(label: "test"), settle: .milliseconds(100))
+        let running = Task { try await reaper.run() }
+        defer { running.cancel() }
+        // The reaper registers its signal source when it starts; a child that exits before
+        // that only leaves a zombie, so keep making children until one is reaped.
+        var pid: pid_t = 0
+        var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { argv.forEach { free($0) } }
+        #expect(posix_spawn(&pid, "/bin/true", nil, nil, &argv, environ) == 0)
+        var reaped = false
+        while !reaped {
+            // A reaped child is gone from /proc; an unreaped one stays there as a zombie.
+            if access("/proc/\(pid)", F_OK) != 0 {
+                reaped = true
+            } else {
+                try await Task.sleep(for: .milliseconds(20))
+                if OrphanReaper.zombieChildren(of: getpid()).contains(pid) {
+                    // Still a zombie: another child's exit signals the reaper again.
+                    var another: pid_t = 0
+                    #expect(posix_spawn(&another, "/bin/true", nil, nil, &argv, environ) == 0)
+                }
+            }
+        }
+        #expect(reaped)
+    }
+}

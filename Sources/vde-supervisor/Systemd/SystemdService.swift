@@ -54,16 +54,17 @@ struct SystemdService: Service, CustomStringConvertible {
         }
     }
 
-    /// Keeps STATUS= current and pings the watchdog while the plugin actor answers.
+    /// Keeps STATUS= current and pings the watchdog while the plugin actor answers: one wakeup
+    /// per watchdog ping (5 s with the unit's `WatchdogSec=10s`), or every
+    /// ``statusRefreshWithoutWatchdog`` without a watchdog. The status line asks every worker
+    /// handle for its phase, so a refresh each second (as before) cost a wakeup and N actor
+    /// hops per second at N networks; STATUS= may now lag a change by one interval.
     private func keepAlive(lastStatus initial: String) async {
         let watchdogInterval = Systemd.watchdogPingInterval()
-        // Whole ticks of at most a second that add up to the ping interval exactly.
-        let ticksPerPing = watchdogInterval.map { max(1, Int(($0 / .seconds(1)).rounded(.up))) } ?? 1
-        let tick: Duration = watchdogInterval.map { $0 / ticksPerPing } ?? .seconds(1)
-        var ticksSincePing = 0
+        let interval = watchdogInterval ?? Self.statusRefreshWithoutWatchdog
         var lastStatus = initial
         while true {
-            do { try await Task.sleep(for: tick) } catch { return }
+            do { try await Task.sleep(for: interval) } catch { return }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             // Awaiting the actor proves the supervisor's loop is alive.
             let status = await plugin.statusLine()
@@ -71,15 +72,11 @@ struct SystemdService: Service, CustomStringConvertible {
                 Systemd.notify("STATUS=\(status)")
                 lastStatus = status
             }
-            if watchdogInterval != nil {
-                ticksSincePing += 1
-                if ticksSincePing >= ticksPerPing {
-                    Systemd.notify("WATCHDOG=1")
-                    ticksSincePing = 0
-                }
-            }
+            if watchdogInterval != nil { Systemd.notify("WATCHDOG=1") }
         }
     }
+
+    static let statusRefreshWithoutWatchdog: Duration = .seconds(5)
 
     static func monotonicMicroseconds() -> UInt64 {
         var now = timespec()

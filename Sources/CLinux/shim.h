@@ -93,14 +93,15 @@ static inline int clinux_epoll_create(void) {
     return epoll_create1(EPOLL_CLOEXEC);
 }
 
-/// Registers `fd` with the epoll instance `epfd` for one report of an error or hang-up
-/// (EPOLLERR | EPOLLHUP, EPOLLONESHOT), carrying `token`. Returns 0, or -1 with errno.
-static inline int clinux_epoll_watch_errors_once(int epfd, int fd, unsigned long long token) {
+/// Arms `fd` in the epoll instance `epfd` for one report (EPOLLONESHOT) of input, an error or a
+/// hang-up (EPOLLIN | EPOLLERR | EPOLLHUP), carrying `token`: with `add` it registers `fd`,
+/// without it re-arms a registered `fd`. Returns 0, or -1 with errno.
+static inline int clinux_epoll_arm_once(int epfd, int fd, unsigned long long token, int add) {
     struct epoll_event event;
     memset(&event, 0, sizeof event);
-    event.events = EPOLLERR | EPOLLHUP | EPOLLONESHOT;
+    event.events = EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLONESHOT;
     event.data.u64 = token;
-    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+    return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event);
 }
 
 /// Removes `fd` from `epfd`. Returns 0, or -1 with errno.
@@ -110,13 +111,13 @@ static inline int clinux_epoll_forget(int epfd, int fd) {
     return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused);
 }
 
-/// Waits without a time limit for up to `max` (at most 16) reports of `epfd` and stores their
-/// tokens. Returns how many, or -1 with errno (EINTR). epoll_event is packed on x86-64, which
-/// Swift imports badly: hence this wrapper.
-static inline int clinux_epoll_wait_tokens(int epfd, unsigned long long *tokens, int max) {
+/// Waits up to `timeout_ms` (-1: no limit) for up to `max` (at most 16) reports of `epfd` and
+/// stores their tokens. Returns how many, or -1 with errno (EINTR). epoll_event is packed on
+/// x86-64, which Swift imports badly: hence this wrapper.
+static inline int clinux_epoll_wait_tokens(int epfd, unsigned long long *tokens, int max, int timeout_ms) {
     struct epoll_event events[16];
     if (max > 16) max = 16;
-    int n = epoll_wait(epfd, events, max, -1);
+    int n = epoll_wait(epfd, events, max, timeout_ms);
     for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
     return n;
 }

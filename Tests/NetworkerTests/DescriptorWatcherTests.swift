@@ -37,7 +37,7 @@ import Testing
         var probe = pollfd(fd: readEnd, events: 0, revents: 0)
         #expect(poll(&probe, 1, 0) == 1)
         #expect(calls.count.withLock { $0 } == 1)
-        watcher.forget(token, fd: readEnd)
+        watcher.forget(token)
     }
 
     @Test func aForgottenDescriptorCallsNothing() async throws {
@@ -47,7 +47,7 @@ import Testing
         defer { close(forgotten.read); close(watched.read) }
         let calls = Calls()
         let token = try #require(watcher.watchErrors(of: forgotten.read) { calls.record() })
-        watcher.forget(token, fd: forgotten.read)
+        watcher.forget(token)
         close(forgotten.write)
         // A second watch whose hang-up comes after: once it has been reported, the forgotten
         // one (earlier, on the same thread) would have been too.
@@ -57,7 +57,7 @@ import Testing
         var events = second.stream.makeAsyncIterator()
         _ = await events.next()
         #expect(calls.count.withLock { $0 } == 0)
-        watcher.forget(secondToken, fd: watched.read)
+        watcher.forget(secondToken)
     }
 
     @Test func aClosedDescriptorIsRefusedWithoutCallingTheHandler() throws {
@@ -68,5 +68,26 @@ import Testing
         let calls = Calls()
         #expect(watcher.watchErrors(of: readEnd) { calls.record() } == nil)
         #expect(calls.count.withLock { $0 } == 0)
+    }
+
+    @Test func inputIsNoHangUpAndTheWatchComesBackAfterTheDelay() async throws {
+        let watcher = try #require(DescriptorWatcher(rearmDelay: .milliseconds(100)))
+        let (readEnd, writeEnd) = makePipe()
+        defer { close(readEnd) }
+        let calls = Calls()
+        let token = try #require(watcher.watchErrors(of: readEnd) { calls.record() })
+        // Traffic: the one-shot fires, the descriptor shows input only, the watch waits.
+        var byte: UInt8 = 1
+        #expect(write(writeEnd, &byte, 1) == 1)
+        try await eventually("the watch disarmed after input") { watcher.isDisarmed(token) }
+        #expect(calls.count.withLock { $0 } == 0)
+        // The reader (the plug) takes the input; re-armed after the delay, a hang-up then calls the handler.
+        #expect(read(readEnd, &byte, 1) == 1)
+        try await eventually("the watch re-armed") { !watcher.isDisarmed(token) }
+        close(writeEnd)
+        var events = calls.stream.makeAsyncIterator()
+        _ = await events.next()
+        #expect(calls.count.withLock { $0 } == 1)
+        watcher.forget(token)
     }
 }

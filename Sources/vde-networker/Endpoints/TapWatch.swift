@@ -7,59 +7,107 @@ import Shared
 import Synchronization
 
 /// One epoll thread per worker that calls a handler once when a watched descriptor reports an
-/// error or a hang-up. It sleeps in `epoll_wait` without a time limit: an idle worker with any
-/// number of watched descriptors is never woken by it.
+/// error or a hang-up.
+///
+/// The kernel wakes a tun descriptor's waiters at a tap's deletion with an *input* wake-up
+/// (`sk_data_ready`), which epoll passes on only to a registration that asks for EPOLLIN
+/// (measured: EPOLLERR | EPOLLHUP alone never fired; with EPOLLIN it fired 4 to 25 ms after the
+/// deletion). Packets arriving for the tap wake it the same way, so each registration is
+/// one-shot: when it fires, the descriptor is polled once; an error or hang-up calls the
+/// handler, anything else (traffic) re-arms it ``rearmDelay`` later. An idle tap never wakes the
+/// thread; a busy one wakes it at most once per ``rearmDelay``, and its deletion is then seen
+/// within that delay (at once when idle).
 ///
 /// Private to the worker until the OS layer (Shared/OS) offers the same (/work/os-requests.md).
 final class DescriptorWatcher: Sendable {
     /// Nil when epoll cannot be had (then nothing is watched and callers fall back to polling).
-    static let shared: DescriptorWatcher? = DescriptorWatcher()
+    static let shared: DescriptorWatcher? = DescriptorWatcher(rearmDelay: .seconds(1))
+
+    /// How long a descriptor that woke the thread with input stays disarmed: the old fixed poll's
+    /// period (1 s), now paid only by taps that carry traffic.
+    let rearmDelay: Duration
 
     private let epoll: Int32
-    private struct Handlers {
-        var next: UInt64 = 1
-        var byToken: [UInt64: @Sendable () -> Void] = [:]
+    private struct Watch {
+        var fd: Int32
+        var handler: @Sendable () -> Void
+        /// Set while disarmed after input: when to arm it again.
+        var rearmAt: ContinuousClock.Instant?
     }
-    private let handlers = Mutex(Handlers())
+    private struct Watches {
+        var next: UInt64 = 1
+        var byToken: [UInt64: Watch] = [:]
+    }
+    /// Held while the thread touches a descriptor, so that ``forget(_:)`` returning means the
+    /// thread will not touch it again and the owner may close it.
+    private let watches = Mutex(Watches())
 
-    private init?() {
+    /// A watcher with a thread of its own (the worker uses ``shared``; tests make their own).
+    init?(rearmDelay: Duration) {
         let fd = clinux_epoll_create()
         guard fd >= 0 else { return nil }
         epoll = fd
+        self.rearmDelay = rearmDelay
         // A queue of its own: its one block runs for the life of the process.
         DispatchQueue(label: "DescriptorWatcher").async { [self] in run() }
     }
 
     /// Calls `handler` (on the watcher's thread) once `fd` reports an error or a hang-up.
-    /// Returns the token for ``forget(_:fd:)``, or nil with errno when epoll refused `fd`.
+    /// Returns the token for ``forget(_:)``, or nil with errno when epoll refused `fd`.
     func watchErrors(of fd: Int32, _ handler: @escaping @Sendable () -> Void) -> UInt64? {
-        let token = handlers.withLock { handlers in
-            defer { handlers.next += 1 }
-            handlers.byToken[handlers.next] = handler
-            return handlers.next
+        watches.withLock { watches -> UInt64? in
+            let token = watches.next
+            guard clinux_epoll_arm_once(epoll, fd, token, 1) == 0 else { return nil }
+            watches.next += 1
+            watches.byToken[token] = Watch(fd: fd, handler: handler)
+            return token
         }
-        guard clinux_epoll_watch_errors_once(epoll, fd, token) == 0 else {
-            _ = handlers.withLock { $0.byToken.removeValue(forKey: token) }
-            return nil
-        }
-        return token
     }
 
-    /// Stops watching `fd` (which must still be open); its handler is not called after this.
-    func forget(_ token: UInt64, fd: Int32) {
-        _ = handlers.withLock { $0.byToken.removeValue(forKey: token) }
-        _ = clinux_epoll_forget(epoll, fd)
+    /// Stops watching (the descriptor must still be open; the caller may close it afterwards).
+    /// The handler is not called after this returns.
+    func forget(_ token: UInt64) {
+        watches.withLock { watches in
+            guard let watch = watches.byToken.removeValue(forKey: token) else { return }
+            _ = clinux_epoll_forget(epoll, watch.fd)
+        }
+    }
+
+    /// True while `token` waits to be re-armed after input (for tests).
+    func isDisarmed(_ token: UInt64) -> Bool {
+        watches.withLock { $0.byToken[token]?.rearmAt != nil }
     }
 
     private func run() -> Never {
         var tokens = [UInt64](repeating: 0, count: 16)
         while true {
-            let n = tokens.withUnsafeMutableBufferPointer { clinux_epoll_wait_tokens(epoll, $0.baseAddress, 16) }
-            guard n > 0 else { continue }  // EINTR
-            for token in tokens.prefix(Int(n)) {
-                let handler = handlers.withLock { $0.byToken.removeValue(forKey: token) }
-                handler?()
+            let timeout = watches.withLock { watches -> Int32 in
+                guard let next = watches.byToken.values.compactMap(\.rearmAt).min() else { return -1 }
+                let left = next - ContinuousClock.now
+                return left <= .zero ? 0 : Int32(min(left.milliseconds + 1, 60_000))
             }
+            let n = tokens.withUnsafeMutableBufferPointer { clinux_epoll_wait_tokens(epoll, $0.baseAddress, 16, timeout) }
+            var gone: [@Sendable () -> Void] = []
+            watches.withLock { watches in
+                for token in tokens.prefix(Int(max(n, 0))) {
+                    guard let watch = watches.byToken[token] else { continue }
+                    var probe = pollfd(fd: watch.fd, events: 0, revents: 0)
+                    if poll(&probe, 1, 0) > 0, probe.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
+                        watches.byToken[token] = nil
+                        _ = clinux_epoll_forget(epoll, watch.fd)
+                        gone.append(watch.handler)
+                    } else {
+                        watches.byToken[token]?.rearmAt = .now + rearmDelay
+                    }
+                }
+                let now = ContinuousClock.now
+                for (token, watch) in watches.byToken {
+                    guard let due = watch.rearmAt, due <= now else { continue }
+                    watches.byToken[token]?.rearmAt = nil
+                    _ = clinux_epoll_arm_once(epoll, watch.fd, token, 0)
+                }
+            }
+            for handler in gone { handler() }
         }
     }
 }
@@ -71,10 +119,11 @@ final class DescriptorWatcher: Sendable {
 /// now a timer looked at every plug's `/proc/PID/fdinfo` once a second: in an idle lab of 100
 /// networks that was 100 wake-ups a second. Instead the worker holds a duplicate of the plug's
 /// `/dev/net/tun` descriptor (`pidfd_getfd`, which works for processes that are not its
-/// children too) and waits for it in epoll: when the tap is unregistered, the kernel wakes the
-/// tun file's waiters and its poll reports EPOLLERR. Measured here: 16 ms after `ip netns del`
-/// of the namespace holding the tap, 25 ms after `ip link del` in the host. Moving the tap into
-/// a namespace and renaming it (what dockerd does at Join) reports nothing.
+/// children too) and waits for it in epoll (``DescriptorWatcher``): when the tap is
+/// unregistered, the kernel wakes the tun file's waiters and its poll reports EPOLLERR.
+/// Measured here: 4 ms after `ip netns del` of the namespace holding the tap, 25 ms after
+/// `ip link del` in the host. Moving the tap into a namespace and renaming it (what dockerd
+/// does at Join) reports nothing.
 ///
 /// Netlink would not do: RTM_DELLINK for a tap inside a container's namespace goes only to
 /// sockets in that namespace, and a socket there would keep the namespace alive.
@@ -121,7 +170,7 @@ final class TapWatch: Sendable {
     /// Stops watching and closes the duplicate; idempotent. `onGone` is not called afterwards.
     func close() {
         guard closed.claim() else { return }
-        watcher.forget(token, fd: descriptor)
+        watcher.forget(token)
         Glibc.close(descriptor)
     }
 

@@ -187,4 +187,75 @@ import Testing
         #expect(fixture.lab.plugs.last?.location == .sandbox(path: key, interface: "eth0"))
         await fixture.cleanUp()
     }
+
+    @Test func leaveStopsThePlugForGoodAndJoinPlugsTheTapAgain() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await started(fixture)
+        let one = fixture.endpoint(1)
+        _ = try await fixture.worker.addEndpoint(one)
+        let first = try #require(fixture.lab.plugs.first)
+        let left = try await fixture.worker.leaveEndpoint(one.endpointID)
+        #expect(left.endpoint?.state == .unplugged)
+        #expect(first.hasExited && !first.isWatchingTap)
+        // A plug stopped on purpose is no crash: nothing restarts it.
+        #expect(!fixture.allEvents.contains { $0.event == .childExited || $0.event == .childRestarted })
+        #expect(fixture.lab.plugs.count == 1)
+        let joined = try await fixture.worker.joinEndpoint(one.endpointID, sandboxKey: "/run/netns/fake2")
+        #expect(joined.endpoint?.state == .plugged)
+        #expect(fixture.lab.plugs.count == 2)
+        #expect(fixture.lab.plugs.last?.location == .host(tapName: one.tapName))
+        await fixture.cleanUp()
+    }
+
+    @Test func aPlugThatCannotAttachIsRetriedUntilItCan() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await started(fixture)
+        let one = fixture.endpoint(1)
+        _ = try await fixture.worker.addEndpoint(one)
+        fixture.lab.with { $0.plugFailure = .notAttached(pid: 0, ctlDir: "fake", waited: .zero, cause: "the fake switch is stuck") }
+        try #require(fixture.lab.plugs.first).exit()
+        try await eventually("a failed re-plug") { fixture.lab.plugs.count >= 2 }
+        let failed = await fixture.worker.sortedStatuses().first
+        #expect(failed?.state == .restarting)
+        #expect(failed?.detail?.contains("the fake switch is stuck") == true)
+        fixture.lab.with { $0.plugFailure = nil }
+        _ = try await fixture.event(.childRestarted) { $0.child == "plug" }
+        #expect(await fixture.worker.sortedStatuses().first?.state == .plugged)
+        await fixture.cleanUp()
+    }
+
+    @Test func anEndpointAddedAgainIsTheSameAndAnotherOnItsTapIsRefused() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await started(fixture)
+        let one = fixture.endpoint(1)
+        let first = try await fixture.worker.addEndpoint(one)
+        let again = try await fixture.worker.addEndpoint(one)
+        #expect(again.endpoint == first.endpoint)
+        #expect(fixture.lab.plugs.count == 1)
+        var other = fixture.endpoint(2)
+        other.tapName = one.tapName
+        await #expect(throws: VDEError.self) { try await fixture.worker.addEndpoint(other) }
+        #expect(fixture.lab.with { $0.taps[one.tapName] } == one.macAddress)
+        await fixture.cleanUp()
+    }
+
+    @Test func shutdownStopsEverythingAndLeavesNoDirectory() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await started(fixture)
+        for n in 1...2 {
+            let endpoint = fixture.endpoint(n)
+            _ = try await fixture.worker.addEndpoint(endpoint)
+            _ = try await fixture.worker.joinEndpoint(endpoint.endpointID, sandboxKey: "/run/netns/fake\(n)")
+        }
+        #expect(exists(fixture.networkDir + "/ctl"))
+        let theSwitch = try #require(fixture.lab.runningSwitch)
+        await fixture.worker.shutdown(reason: "test")
+        #expect(fixture.lab.plugs.allSatisfy { $0.hasExited && !$0.isWatchingTap })
+        #expect(theSwitch.hasExited)
+        #expect(!exists(fixture.networkDir))
+        // Taps stay: they live on in the containers (dockerd removes them).
+        #expect(fixture.lab.with { $0.deletedTaps }.isEmpty)
+        #expect(!fixture.allEvents.contains { $0.event == .childExited })
+        await fixture.cleanUp()
+    }
 }

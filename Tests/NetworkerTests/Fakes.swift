@@ -33,6 +33,10 @@ final class FakeLab: Sendable {
         /// While set, tap deletions wait for ``FakeLab/releaseDeletions()``.
         var holdDeletions = false
         var heldDeletions: [CheckedContinuation<Void, Never>] = []
+        /// Plugs started while set cannot have their tap watched (an old kernel).
+        var watchUnavailable = false
+        /// What `/proc` says about every plug's tap (for the polling fallback).
+        var tapAttachment: TapAttachment = .attached(interface: "fake")
     }
 
     let state = Mutex(State())
@@ -167,9 +171,10 @@ final class FakePlug: FakeChild, RunningPlug, @unchecked Sendable {
         exit(reason: "terminated")
     }
 
-    func tapAttachment() -> TapAttachment { .unknown }
+    func tapAttachment() -> TapAttachment { lab.with { $0.tapAttachment } }
 
     func watchTap(onGone: @escaping @Sendable () -> Void) throws(TapWatch.Unavailable) {
+        if lab.with({ $0.watchUnavailable }) { throw TapWatch.Unavailable(description: "pidfd_getfd: Function not implemented") }
         watch.withLock { $0 = onGone }
     }
 

@@ -258,4 +258,23 @@ import Testing
         #expect(!fixture.allEvents.contains { $0.event == .childExited })
         await fixture.cleanUp()
     }
+
+    @Test func withoutAWatchTheTapIsPolledAndTheOtherTapsAreNot() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await started(fixture)
+        let watched = fixture.endpoint(1)
+        _ = try await fixture.worker.addEndpoint(watched)
+        fixture.lab.with { $0.watchUnavailable = true }
+        let polled = fixture.endpoint(2)
+        _ = try await fixture.worker.addEndpoint(polled)
+        #expect(await fixture.worker.tapPollTask != nil)
+        // Both plugs' /proc would say "detached"; only the unwatched one is looked at.
+        fixture.lab.with { $0.tapAttachment = .detached }
+        let gone = try await fixture.event(.tapGone)
+        #expect(gone.endpointID == polled.endpointID)
+        // With no unwatched plug left, the polling ends.
+        try await eventually("the polling ended", timeout: .seconds(3)) { await fixture.worker.tapPollTask == nil }
+        #expect(await fixture.worker.sortedStatuses().first { $0.endpointID == watched.endpointID }?.state == .plugged)
+        await fixture.cleanUp()
+    }
 }

@@ -18,7 +18,7 @@ import Synchronization
 /// thread; a busy one wakes it at most once per ``rearmDelay``, and its deletion is then seen
 /// within that delay (at once when idle).
 ///
-/// Private to the worker until the OS layer (Shared/OS) offers the same (/work/os-requests.md).
+/// Private to the worker until the OS layer (Shared/OS) offers the same.
 final class DescriptorWatcher: Sendable {
     /// Nil when epoll cannot be had (then nothing is watched and callers fall back to polling).
     static let shared: DescriptorWatcher? = DescriptorWatcher(rearmDelay: .seconds(1))

@@ -309,6 +309,9 @@ final class FakeWorkerFixture: Sendable {
         Self.removeTree(directory)
     }
 
+    /// A test that failed before ``cleanUp()`` leaves no directory either.
+    deinit { Self.removeTree(directory) }
+
     /// Removes `path` and everything under it (no symlinks are followed).
     static func removeTree(_ path: String) {
         var info = stat()

@@ -63,7 +63,10 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-Xlinker", "-no-pie"])]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"], swiftSettings: strict),
         .testTarget(name: "SupervisorTests", dependencies: ["vde-supervisor", "Shared"], swiftSettings: strict),
+        // Root-free unit tests of the worker (fakes, parsers); `scripts/test --unit` runs them.
         .testTarget(name: "NetworkerTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),
+        // The built vde-networker with real vde_switch, vde_plug2tap, taps and namespaces (root).
+        .testTarget(name: "NetworkerIntegrationTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),
         .testTarget(
             name: "AcceptanceTests",
             dependencies: [

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
@@ -72,5 +73,52 @@ static inline int clinux_create_tap(const char *name, const unsigned char *mac, 
     if (ioctl(sock, SIOCSIFHWADDR, &request) < 0) { int e = errno; close(sock); *step = "SIOCSIFHWADDR"; return e; }
     close(sock);
     return 0;
+}
+
+/// pidfd_open(2) (Linux 5.3); glibc's Swift module does not export it. Returns a close-on-exec
+/// descriptor, or -1 with errno.
+static inline int clinux_pidfd_open(int pid) {
+    return (int)syscall(434 /* SYS_pidfd_open */, pid, 0);
+}
+
+/// pidfd_getfd(2) (Linux 5.6): a close-on-exec duplicate of descriptor `fd` of the process
+/// behind `pidfd` (same open file). Needs ptrace access to it. Returns the new descriptor, or -1
+/// with errno.
+static inline int clinux_pidfd_getfd(int pidfd, int fd) {
+    return (int)syscall(438 /* SYS_pidfd_getfd */, pidfd, fd, 0);
+}
+
+/// A close-on-exec epoll instance, or -1 with errno.
+static inline int clinux_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+/// Arms `fd` in the epoll instance `epfd` for one report (EPOLLONESHOT) of input, an error or a
+/// hang-up (EPOLLIN | EPOLLERR | EPOLLHUP), carrying `token`: with `add` it registers `fd`,
+/// without it re-arms a registered `fd`. Returns 0, or -1 with errno.
+static inline int clinux_epoll_arm_once(int epfd, int fd, unsigned long long token, int add) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLONESHOT;
+    event.data.u64 = token;
+    return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event);
+}
+
+/// Removes `fd` from `epfd`. Returns 0, or -1 with errno.
+static inline int clinux_epoll_forget(int epfd, int fd) {
+    struct epoll_event unused;
+    memset(&unused, 0, sizeof unused);
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused);
+}
+
+/// Waits up to `timeout_ms` (-1: no limit) for up to `max` (at most 16) reports of `epfd` and
+/// stores their tokens. Returns how many, or -1 with errno (EINTR). epoll_event is packed on
+/// x86-64, which Swift imports badly: hence this wrapper.
+static inline int clinux_epoll_wait_tokens(int epfd, unsigned long long *tokens, int max, int timeout_ms) {
+    struct epoll_event events[16];
+    if (max > 16) max = 16;
+    int n = epoll_wait(epfd, events, max, timeout_ms);
+    for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
+    return n;
 }
 #endif

@@ -6,7 +6,7 @@ struct ManagedEndpoint: Sendable {
     var state: PlugState
     /// The running plug; nil when none runs. Cleared *before* a plug is stopped on purpose, so
     /// that its exit is not taken for a crash.
-    var plug: PlugProcess?
+    var plug: (any RunningPlug)?
     var port: Int?
     var backoff = RestartBackoff.child
     /// Why the endpoint is in its state (`unreachable`, `tapGone`), for status.

@@ -81,6 +81,8 @@ final class PlugProcess: Sendable {
     let location: PlugLocation
     /// The fd number of the plug's `/dev/net/tun`, found once.
     private let tunDescriptor = Mutex<Int?>(nil)
+    /// The kernel's word when the tap goes (see ``TapWatch``); nil when none is set up.
+    private let tapWatch = Mutex<TapWatch?>(nil)
 
     var pid: pid_t { child.pid }
 
@@ -115,7 +117,7 @@ final class PlugProcess: Sendable {
     ///
     /// Polls every 3 ms: a plug takes a few milliseconds to connect, every CreateEndpoint waits
     /// here, and one look at the port list costs the switch well under a millisecond.
-    func waitUntilAttached(ctlDir: String, management: ManagementClient?, timeout: Duration = .seconds(2)) async throws(PlugError) -> Int? {
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration) async throws(PlugError) -> Int? {
         guard let management else {
             try? await Task.sleep(for: .milliseconds(150))
             if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
@@ -138,6 +140,42 @@ final class PlugProcess: Sendable {
             }
             try? await Task.sleep(for: .milliseconds(3))
         }
+    }
+
+    /// Starts watching the plug's tap: `onGone` runs once when the kernel deletes it (at once if
+    /// it is gone already). Throws when no watch can be set up; the caller then polls
+    /// ``tapAttachment()`` instead.
+    func watchTap(onGone: @escaping @Sendable () -> Void) throws(TapWatch.Unavailable) {
+        guard case .attached = tapAttachment(), let fd = tunDescriptor.withLock({ $0 }) else {
+            throw TapWatch.Unavailable(description: "the plug has no tap open")
+        }
+        let watch = try TapWatch.start(pid: pid, tunDescriptor: Int32(fd), onGone: onGone)
+        // A plug stopped meanwhile must not keep the duplicate (it would hold the tap).
+        let previous = tapWatch.withLock { current in
+            defer { current = watch }
+            return current
+        }
+        previous?.close()
+        if child.hasExited { stopWatchingTap() }
+    }
+
+    /// True while a ``TapWatch`` watches the tap.
+    var isWatchingTap: Bool { tapWatch.withLock { $0 != nil } }
+
+    /// Closes the watch's duplicate of the tap's descriptor, so that the next plug can attach to
+    /// the tap; idempotent. Called whenever the plug is stopped or found exited.
+    func stopWatchingTap() {
+        let watch = tapWatch.withLock { current in
+            defer { current = nil }
+            return current
+        }
+        watch?.close()
+    }
+
+    /// Stops watching the tap, then stops the plug (SIGTERM, SIGKILL after `grace`).
+    func terminate(grace: Duration) async {
+        stopWatchingTap()
+        await child.terminate(grace: grace)
     }
 
     /// What the kernel says about the plug's tap; cheap (a few readlinks and one small read).

@@ -146,10 +146,4 @@ struct Taps: Sendable {
             if exists(name) { throw .commandFailed(error) }
         }
     }
-
-    /// Deletes `name` if it is a tap in the host namespace; leaves anything else alone.
-    func deleteIfTap(name: String) async throws(TapError) {
-        guard exists(name), isTunTap(name) else { return }
-        try await delete(name: name)
-    }
 }

@@ -56,7 +56,7 @@ extension Worker {
             throw TapError.conflict(name: endpoint.tapName, reason: reason)
         }
 
-        let plug: PlugProcess
+        let plug: any RunningPlug
         let port: Int?
         do {
             if let management = managementClient() {
@@ -64,7 +64,7 @@ extension Worker {
             } else {
                 // Without a management socket, a probe is the only way to see a full switch: on a
                 // full switch libvdeplug waits for a port that never comes.
-                switch await SwitchProbe.probe(ctlDir: spec.ctlDir, timeout: .milliseconds(500)) {
+                switch await host.switches.probe(ctlDir: spec.ctlDir, timeout: .milliseconds(500)) {
                 case .answers: break
                 case .noReply: throw PlugError.noFreePort(ctlDir: spec.ctlDir)
                 case .absent(let code): throw SwitchError.notAnswering(ctlDir: spec.ctlDir, errno: code)
@@ -92,7 +92,7 @@ extension Worker {
 
     /// Fails with `exhausted` when every port is in use. A port whose client just left is freed
     /// by the switch a moment later, so a full switch is looked at again for half a second.
-    func checkFreePort(management: ManagementClient, capacity: Int, ctlDir: String) async throws {
+    func checkFreePort(management: any SwitchManagement, capacity: Int, ctlDir: String) async throws {
         let deadline = ContinuousClock.now + .milliseconds(500)
         while true {
             let inUse = try await management.ports()
@@ -186,7 +186,7 @@ extension Worker {
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil
         pidFiles?.remove(endpointID: id)
-        await plug.child.terminate(grace: .milliseconds(500))
+        await plug.terminate(grace: .milliseconds(500))
         await releasePort(of: plug.pid)
         logger.info("plug stopped", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
     }
@@ -226,11 +226,11 @@ extension Worker {
     // MARK: Plugs
 
     /// Starts a plug at `location` and waits until it holds a switch port; stops it on failure.
-    func attachPlug(endpointID: String, at location: PlugLocation) async throws -> (PlugProcess, Int?) {
+    func attachPlug(endpointID: String, at location: PlugLocation) async throws -> (any RunningPlug, Int?) {
         guard let spec else { throw WorkerStateError.notStarted }
         var plugLogger = logger
         plugLogger[metadataKey: "endpoint"] = .string(endpointID)
-        let plug = try await PlugProcess.start(ctlDir: spec.ctlDir, location: location, executables: executables, logger: plugLogger)
+        let plug = try await host.plugs.start(ctlDir: spec.ctlDir, location: location, logger: plugLogger)
         do {
             let port = try await plug.waitUntilAttached(ctlDir: spec.ctlDir, management: managementClient())
             logger.info("plug started", metadata: ["endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
@@ -238,7 +238,7 @@ extension Worker {
             announce(endpointID: endpointID, at: location)
             return (plug, port)
         } catch {
-            await plug.child.terminate(grace: .milliseconds(200))
+            await plug.terminate(grace: .milliseconds(200))
             throw error
         }
     }
@@ -257,16 +257,17 @@ extension Worker {
     }
 
     /// Makes `plug` the endpoint's running plug and watches it.
-    func install(_ plug: PlugProcess, port: Int?, endpointID id: String) {
+    func install(_ plug: any RunningPlug, port: Int?, endpointID id: String) {
         endpoints[id]?.plug = plug
         endpoints[id]?.port = port
         endpoints[id]?.state = .plugged
         endpoints[id]?.detail = nil
         endpoints[id]?.backoff.started()
         pidFiles?.write(endpointID: id, pid: plug.pid, logger: logger)
-        plug.child.onExit { [weak self] exit in
+        plug.onExit { [weak self] exit in
             Task { await self?.plugExited(plug, endpointID: id, exit: exit) }
         }
+        watchTap(of: id, plug: plug)
     }
 
     /// Where the endpoint's tap is now: in the host namespace under its own name, inside the
@@ -277,11 +278,11 @@ extension Worker {
     }
 
     func tapLocator() -> TapLocator {
-        let taps = self.taps, runner = self.runner, executables = self.executables
+        let taps = self.taps
         return TapLocator(
             hostTap: { name, mac in taps.existing(name: name, macAddress: mac) },
-            sandboxFile: SandboxFile.inspect,
-            links: { path in try await NetworkNamespace(path: path).links(runner: runner, executables: executables) })
+            sandboxFile: host.sandboxFile,
+            links: host.namespaceLinks)
     }
 
     // MARK: Restore

@@ -129,7 +129,9 @@ final class SwitchProcess: Sendable {
 
     /// Closes the switch's stdin, waits up to `grace` for it to exit, then kills it; finally removes
     /// whatever of its sockets it left behind (only its own names, only when nobody listens).
-    func stop(logger: Logger, grace: Duration = .seconds(2)) async {
+    func stop(logger: Logger) async { await stop(logger: logger, grace: .seconds(2)) }
+
+    func stop(logger: Logger, grace: Duration) async {
         await child.closeStandardInput()
         if !(await child.waitForExit(timeout: grace)) {
             logger.warning("switch did not exit after its stdin was closed; killing it", metadata: ["pid": "\(pid)"])

@@ -10,7 +10,7 @@ extension Worker {
 
     /// The owned switch exited on its own: report it, drop the plugs (they exit with their
     /// switch anyway) and restart the switch at the same path.
-    func switchExited(_ process: SwitchProcess, exit: ChildExit) {
+    func switchExited(_ process: any RunningSwitch, exit: ChildExit) {
         guard switchProcess === process, !shuttingDown else { return }
         logger.warning("switch exited: \(exit)", metadata: ["pid": "\(process.pid)"])
         emit(WorkerMessage(event: .childExited, pid: process.pid, child: "switch", detail: exit.description))
@@ -23,8 +23,10 @@ extension Worker {
             endpoints[id]?.port = nil
             endpoints[id]?.state = .restarting
             pidFiles?.remove(endpointID: id)
+            // Now, not in the task: the restarted switch's new plugs need the taps free.
+            plug.stopWatchingTap()
             // They normally exit by themselves within milliseconds; make sure.
-            Task { await plug.child.terminate(grace: .milliseconds(500)) }
+            Task { await plug.terminate(grace: .milliseconds(500)) }
         }
         scheduleSwitchRestart()
     }
@@ -43,13 +45,13 @@ extension Worker {
         do {
             try await exclusively {
                 guard switchState == .restarting, let switchFiles else { return }
-                let process: SwitchProcess
+                let process: any RunningSwitch
                 do {
                     // Only the switch's own stale names go; the directories are claimed again
                     // (someone may have removed them meanwhile) under the same rules as at start.
                     let prepared = try switchFiles.prepare(logger: logger)
                     createdDirectories += prepared.created
-                    process = try await SwitchProcess.start(files: switchFiles, executables: executables, logger: logger)
+                    process = try await host.switches.start(files: switchFiles, logger: logger)
                 } catch {
                     logger.error("cannot restart the switch: \(error)")
                     scheduleSwitchRestart()
@@ -73,7 +75,9 @@ extension Worker {
     // MARK: Plugs
 
     /// A plug exited on its own: report it and restart it (unless its tap is gone by then).
-    func plugExited(_ plug: PlugProcess, endpointID id: String, exit: ChildExit) async {
+    func plugExited(_ plug: any RunningPlug, endpointID id: String, exit: ChildExit) async {
+        // The watch's duplicate of the tun descriptor keeps the tap attached: free it first.
+        plug.stopWatchingTap()
         guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
         logger.warning("plug exited: \(exit)", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
         emit(WorkerMessage(event: .childExited, pid: plug.pid, child: "plug", endpointID: id, detail: exit.description))
@@ -128,7 +132,7 @@ extension Worker {
             do {
                 let (plug, port) = try await attachPlug(endpointID: id, at: location)
                 guard endpoints[id] != nil else {
-                    await plug.child.terminate()
+                    await plug.terminate()
                     return false
                 }
                 install(plug, port: port, endpointID: id)
@@ -170,23 +174,44 @@ extension Worker {
 
     // MARK: Tap watch
 
-    /// Checks every second that each plug still has its tap. A plug whose tap vanished (container
-    /// removed, namespace deleted) does not exit: it spins at most of a CPU. It is killed at once.
-    func startTapWatch(every interval: Duration = .seconds(1)) {
-        watchTask?.cancel()
-        watchTask = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                guard !Task.isCancelled, let self else { return }
-                await self.checkTaps()
+    /// Watches the tap of a plug just installed (see ``TapWatch``): the kernel says when it is
+    /// gone. Where no watch can be set up, the tap is polled instead (``startTapPolling(every:)``).
+    func watchTap(of id: String, plug: any RunningPlug) {
+        do {
+            try plug.watchTap { [weak self] in
+                Task { await self?.tapVanished(id, plug: plug) }
             }
+        } catch {
+            logger.info("cannot watch the tap (\(error)); looking at it every second instead", metadata: ["endpoint": "\(id)"])
+            startTapPolling()
         }
     }
 
-    func checkTaps() async {
-        guard !shuttingDown else { return }
+    /// Looks every `interval` at the taps of plugs that have no ``TapWatch`` (a kernel without
+    /// `pidfd_getfd`, before 5.6; a plug whose tun descriptor was not found), and ends once
+    /// every plugged endpoint is watched or none is left. Never runs when every watch is set up,
+    /// which is the rule on this project's kernels: an idle worker is never woken by it.
+    func startTapPolling(every interval: Duration = .seconds(1)) {
+        guard tapPollTask == nil else { return }
+        tapPollTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard !Task.isCancelled, let self, await self.checkUnwatchedTaps() else { break }
+            }
+            await self?.tapPollingEnded()
+        }
+    }
+
+    private func tapPollingEnded() { tapPollTask = nil }
+
+    /// Checks that each plug without a watch still has its tap; a plug whose tap vanished is
+    /// stopped at once. Returns false when no such plug is left to look at.
+    func checkUnwatchedTaps() async -> Bool {
+        guard !shuttingDown else { return false }
+        var unwatched = false
         for (id, endpoint) in endpoints {
-            guard endpoint.state == .plugged, let plug = endpoint.plug else { continue }
+            guard endpoint.state == .plugged, let plug = endpoint.plug, !plug.isWatchingTap else { continue }
+            unwatched = true
             let gone: Bool
             switch plug.tapAttachment() {
             case .attached:
@@ -197,19 +222,20 @@ extension Worker {
                 // No fd info (it cannot usually happen): fall back to names and paths.
                 let inHost = taps.exists(endpoint.spec.tapName)
                 let inSandbox = endpoint.spec.sandboxKey.map(FileSystem.exists) ?? false
-                gone = !inHost && !inSandbox && !plug.child.hasExited
+                gone = !inHost && !inSandbox && !plug.hasExited
             }
             if gone { await tapVanished(id, plug: plug) }
         }
+        return unwatched
     }
 
-    func tapVanished(_ id: String, plug: PlugProcess) async {
-        guard let endpoint = endpoints[id], endpoint.plug === plug else { return }
+    func tapVanished(_ id: String, plug: any RunningPlug) async {
+        guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil
         endpoints[id]?.state = .tapGone
         pidFiles?.remove(endpointID: id)
-        await plug.child.terminate(grace: .milliseconds(300))
+        await plug.terminate(grace: .milliseconds(300))
         await releasePort(of: plug.pid)
         logger.warning("tap gone; plug stopped", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
         emit(WorkerMessage(event: .tapGone, pid: plug.pid, endpointID: id,

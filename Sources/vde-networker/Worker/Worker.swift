@@ -34,7 +34,9 @@ actor Worker {
     let executables: Executables
     let logger: Logger
     let runner: CommandRunner
-    let taps: Taps
+    /// The switch, plugs, taps and namespaces the worker acts on (fakes in the unit tests).
+    let host: WorkerHost
+    var taps: any TapHost { host.taps }
     /// Sends an event line to the supervisor.
     let emit: @Sendable (WorkerMessage) -> Void
 
@@ -45,7 +47,7 @@ actor Worker {
     var switchFiles: SwitchFiles?
     /// `<network dir>/switch.pid`, written while a switch this worker started runs.
     var switchPIDFile: SwitchPIDFile?
-    var switchProcess: SwitchProcess?
+    var switchProcess: (any RunningSwitch)?
     var switchState = SwitchState.notStarted
     var switchBackoff = RestartBackoff()
     /// Ports the switch really offers (`port/showinfo`), when the management socket tells.
@@ -62,15 +64,18 @@ actor Worker {
     var gate = SerialGate()
     var shuttingDown = false
     var shutdownTask: Task<Void, Never>?
-    var watchTask: Task<Void, Never>?
+    /// Polls the taps of plugs without a ``TapWatch``; nil while every plug is watched.
+    var tapPollTask: Task<Void, Never>?
     var restartTasks: [Task<Void, Never>] = []
 
-    init(networkID: String, executables: Executables, logger: Logger, emit: @escaping @Sendable (WorkerMessage) -> Void) {
+    /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
+    init(networkID: String, executables: Executables, logger: Logger, host: WorkerHost? = nil,
+         emit: @escaping @Sendable (WorkerMessage) -> Void) {
         self.networkID = networkID
         self.executables = executables
         self.logger = logger
         self.runner = CommandRunner(logger: logger)
-        self.taps = Taps(ip: executables.ip, runner: CommandRunner(logger: logger))
+        self.host = host ?? .system(executables: executables, logger: logger)
         self.emit = emit
     }
 
@@ -170,7 +175,6 @@ actor Worker {
         // Reply now: the endpoints are restored concurrently after the reply, each reported by
         // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
         let restoring = beginRestore(restoring)
-        startTapWatch()
         return WorkerResult(switch: switchStatus(), endpoints: restoring)
     }
 
@@ -180,7 +184,7 @@ actor Worker {
         case .own:
             try await startOwnedSwitch(spec)
         case .useOrCreate:
-            switch await SwitchProbe.probe(ctlDir: spec.ctlDir) {
+            switch await host.switches.probe(ctlDir: spec.ctlDir) {
             case .answers:
                 logger.info("using the switch that answers at \(spec.ctlDir)")
             case .noReply:
@@ -192,7 +196,7 @@ actor Worker {
                 try await startOwnedSwitch(spec)
             }
         case .external:
-            switch await SwitchProbe.probe(ctlDir: spec.ctlDir) {
+            switch await host.switches.probe(ctlDir: spec.ctlDir) {
             case .answers:
                 logger.info("using the external switch at \(spec.ctlDir)")
             case .noReply:
@@ -233,13 +237,13 @@ actor Worker {
     /// Starts vde_switch at the spec's ctl dir, after checking that no switch is there already and
     /// that the directories are the plugin's to use (see ``SwitchDirectory``).
     func startOwnedSwitch(_ spec: SwitchSpec) async throws {
-        var probe = await SwitchProbe.probe(ctlDir: spec.ctlDir)
+        var probe = await host.switches.probe(ctlDir: spec.ctlDir)
         if probe == .answers {
             // The switch of a worker that was just killed exits at EOF on its stdin; give it a moment.
             let deadline = ContinuousClock.now + .seconds(1)
             while probe == .answers, ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(50))
-                probe = await SwitchProbe.probe(ctlDir: spec.ctlDir)
+                probe = await host.switches.probe(ctlDir: spec.ctlDir)
             }
         }
         switch probe {
@@ -248,9 +252,9 @@ actor Worker {
         }
         let files = switchFiles ?? SwitchFiles(spec: spec, networkID: networkID)
         let prepared = try files.prepare(logger: logger)
-        let process: SwitchProcess
+        let process: any RunningSwitch
         do {
-            process = try await SwitchProcess.start(files: files, executables: executables, logger: logger)
+            process = try await host.switches.start(files: files, logger: logger)
         } catch {
             // What this attempt took goes back: no new marker, no new directory stays.
             prepared.undo()
@@ -261,21 +265,22 @@ actor Worker {
     }
 
     /// Makes `process` the network's switch and watches it.
-    func adopt(_ process: SwitchProcess) {
+    func adopt(_ process: any RunningSwitch) {
         switchProcess = process
         switchState = .running
         owned = true
         switchPIDFile?.write(pid: process.pid, logger: logger)
         switchBackoff.started()
-        process.child.onExit { [weak self] exit in
+        process.onExit { [weak self] exit in
             Task { await self?.switchExited(process, exit: exit) }
         }
     }
 
     // MARK: Status
 
-    func managementClient(timeout: Duration = .seconds(1)) -> ManagementClient? {
-        spec?.managementSocket.map { ManagementClient(socketPath: $0, timeout: timeout) }
+    func managementClient(timeout: Duration = .seconds(1)) -> (any SwitchManagement)? {
+        let connect = host.management
+        return spec?.managementSocket.map { connect($0, timeout) }
     }
 
     func switchStatus() -> SwitchStatus? {
@@ -332,7 +337,7 @@ actor Worker {
         if !gate.tryAcquire() {
             await withCheckedContinuation { gate.enqueue($0) }
         }
-        watchTask?.cancel()
+        tapPollTask?.cancel()
         for task in restartTasks { task.cancel() }
         let plugs = endpoints.compactMap { id, endpoint in endpoint.plug.map { (id, $0) } }
         for id in endpoints.keys {
@@ -341,7 +346,7 @@ actor Worker {
         }
         await withTaskGroup(of: Void.self) { group in
             for (_, plug) in plugs {
-                group.addTask { await plug.child.terminate(grace: .milliseconds(500)) }
+                group.addTask { await plug.terminate(grace: .milliseconds(500)) }
             }
         }
         for (id, plug) in plugs {

@@ -293,6 +293,9 @@ struct WorkerProcessTests {
         // No restart attempts for a gone tap.
         #expect(!worker.allMessages.contains { $0.event == .childRestarted })
 
+        // Told by the kernel (TapWatch), not found by the fallback poll.
+        #expect(!(FileRead.text(worker.logPath) ?? "").contains("cannot watch the tap"))
+
         // Removing them is still fine.
         #expect(try await worker.request(.removeEndpoint, endpointID: joined.endpointID).ok == true)
         #expect(try await worker.request(.removeEndpoint, endpointID: host.endpointID).ok == true)

@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Shared
+
+/// Everything outside the worker's own logic that it acts on: the switch, the plugs, the taps,
+/// the switch's management socket and the containers' namespaces. The real ones start
+/// processes and make taps (root); the unit tests (Tests/NetworkerTests) put fakes here, so
+/// that restarts, tap-gone, re-plug, deletion markers and a full switch run in milliseconds,
+/// without root.
+struct WorkerHost: Sendable {
+    var switches: any SwitchLauncher
+    var plugs: any PlugLauncher
+    var taps: any TapHost
+    /// A client of the switch's management socket at `path`, each exchange within `timeout`.
+    var management: @Sendable (_ path: String, _ timeout: Duration) -> any SwitchManagement
+    /// What a sandbox key path is right now (see ``SandboxFile``).
+    var sandboxFile: @Sendable (_ path: String) -> SandboxFile
+    /// The links inside the namespace at `path`; throws when it cannot be entered or listed.
+    var namespaceLinks: @Sendable (_ path: String) async throws -> [LinkInfo]
+
+    /// The real thing: vde_switch, vde_plug2tap, taps by ioctl and `ip`, nsenter.
+    static func system(executables: Executables, logger: Logger) -> WorkerHost {
+        let runner = CommandRunner(logger: logger)
+        return WorkerHost(
+            switches: SystemSwitchLauncher(executables: executables),
+            plugs: SystemPlugLauncher(executables: executables),
+            taps: Taps(ip: executables.ip, runner: runner),
+            management: { path, timeout in ManagementClient(socketPath: path, timeout: timeout) },
+            sandboxFile: SandboxFile.inspect,
+            namespaceLinks: { path in try await NetworkNamespace(path: path).links(runner: runner, executables: executables) })
+    }
+}
+
+// MARK: Switch
+
+/// Starts and probes switches.
+protocol SwitchLauncher: Sendable {
+    /// Does a switch answer at `ctlDir`? (See ``SwitchProbe``.)
+    func probe(ctlDir: String, timeout: Duration) async -> ProbeResult
+    /// Starts a switch as `files.spec` says and returns once it answers.
+    func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch
+}
+
+extension SwitchLauncher {
+    func probe(ctlDir: String) async -> ProbeResult { await probe(ctlDir: ctlDir, timeout: .seconds(1)) }
+}
+
+/// A switch the worker started.
+protocol RunningSwitch: AnyObject, Sendable {
+    var pid: pid_t { get }
+    /// Calls `handler` once when the switch exits, at once if it already has.
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
+    /// Stops it and removes what it left (see ``SwitchProcess/stop(logger:grace:)``).
+    func stop(logger: Logger) async
+}
+
+/// The management socket's commands the worker uses (see ``ManagementClient``).
+protocol SwitchManagement: Sendable {
+    func ports() async throws(ManagementError) -> [PortCounters]
+    func portEntries() async throws(ManagementError) -> [PortEntry]
+    func closeEndpoint(port: Int, id: Int) async throws(ManagementError)
+    func usablePorts() async throws(ManagementError) -> Int?
+}
+
+struct SystemSwitchLauncher: SwitchLauncher {
+    var executables: Executables
+
+    func probe(ctlDir: String, timeout: Duration) async -> ProbeResult {
+        await SwitchProbe.probe(ctlDir: ctlDir, timeout: timeout)
+    }
+
+    func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch {
+        try await SwitchProcess.start(files: files, executables: executables, logger: logger)
+    }
+}
+
+extension SwitchProcess: RunningSwitch {
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { child.onExit(handler) }
+}
+
+extension ManagementClient: SwitchManagement {}
+
+// MARK: Plugs and taps
+
+/// Starts plugs.
+protocol PlugLauncher: Sendable {
+    func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug
+}
+
+/// A plug the worker started (see ``PlugProcess``).
+protocol RunningPlug: AnyObject, Sendable {
+    var pid: pid_t { get }
+    var hasExited: Bool { get }
+    /// Calls `handler` once when the plug exits, at once if it already has.
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
+    /// Waits until a switch port shows the plug and returns the port (nil: cannot tell).
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration) async throws(PlugError) -> Int?
+    /// Stops watching the tap, then stops the plug.
+    func terminate(grace: Duration) async
+    /// What the kernel says about the plug's tap (for polling where no watch can be set up).
+    func tapAttachment() -> TapAttachment
+    /// `onGone` runs once when the tap is deleted; throws when no watch can be set up.
+    func watchTap(onGone: @escaping @Sendable () -> Void) throws(TapWatch.Unavailable)
+    func stopWatchingTap()
+    var isWatchingTap: Bool { get }
+}
+
+extension RunningPlug {
+    func terminate() async { await terminate(grace: .milliseconds(500)) }
+
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?) async throws(PlugError) -> Int? {
+        try await waitUntilAttached(ctlDir: ctlDir, management: management, timeout: .seconds(2))
+    }
+}
+
+struct SystemPlugLauncher: PlugLauncher {
+    var executables: Executables
+
+    func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug {
+        try await PlugProcess.start(ctlDir: ctlDir, location: location, executables: executables, logger: logger)
+    }
+}
+
+extension PlugProcess: RunningPlug {
+    var hasExited: Bool { child.hasExited }
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { child.onExit(handler) }
+}
+
+/// Taps in the worker's (host) network namespace (see ``Taps``).
+protocol TapHost: Sendable {
+    func exists(_ name: String) -> Bool
+    func isTunTap(_ name: String) -> Bool
+    func existing(name: String, macAddress: String) -> Taps.Existing
+    func create(name: String, macAddress: String) async throws(TapError)
+    func delete(name: String) async throws(TapError)
+}
+
+extension TapHost {
+    /// Deletes `name` if it is a tap in the host namespace; leaves anything else alone.
+    func deleteIfTap(name: String) async throws(TapError) {
+        guard exists(name), isTunTap(name) else { return }
+        try await delete(name: name)
+    }
+}
+
+extension Taps: TapHost {}

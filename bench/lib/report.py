@@ -168,7 +168,10 @@ def tables(r: dict) -> str:
 def _idle(cpu) -> str:
     if not cpu:
         return ""
-    kinds = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(cpu["pct_of_one_cpu"].items()))
+    if "kinds" in cpu:  # idle.measure
+        kinds = ", ".join(f"{k} {v['pct_of_one_cpu']:.1f} %" for k, v in sorted(cpu["kinds"].items()))
+    else:  # results written before idle.measure
+        kinds = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(cpu["pct_of_one_cpu"].items()))
     return f"; idle CPU over {cpu['seconds']:.0f} s: {cpu['total_pct']:.1f} % of one CPU ({kinds})"
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
 from common import Cleanup, Supervisor, log  # noqa: E402
-from lab import DockerLab, SocketLab, docker_processes  # noqa: E402
+from lab import DockerLab, SocketLab, docker_processes, leftover_check  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
 PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")
@@ -68,17 +68,21 @@ def docker_idle(networks: int, per_network: int, seconds: float, sup: Supervisor
         log(f"idle: {networks} {driver} networks x {per_network} containers")
         lab = DockerLab(driver, networks, per_network, octet, cleanup)
         run = lab.build()
-        try:
-            time.sleep(settle)  # first probes, logs, dockerd's own after-start work
-            procs = docker_processes(lab.container_ids())
-            if driver == "vde":
-                procs |= sup.our_processes()
-            log(f"idle: measuring {driver} over {seconds:.0f} s ({len(procs)} processes)")
-            run["idle"] = measure(procs, seconds)
-            if driver == "vde":
-                run["first_network_ping_ok"] = lab.ping_check(0)
-        finally:
-            run |= lab.teardown()
+        time.sleep(settle)  # first probes, logs, dockerd's own after-start work
+        procs = docker_processes(lab.container_ids())
+        if driver == "vde":
+            procs |= sup.our_processes()
+        log(f"idle: measuring {driver} over {seconds:.0f} s ({len(procs)} processes)")
+        run["idle"] = measure(procs, seconds)
+        tap_names: set[str] = set()
+        if driver == "vde":
+            run["first_network_ping_ok"] = lab.ping_check(0)
+            tap_names = lab.endpoint_taps()
+            run["endpoints_seen"] = len(tap_names)
+        run |= lab.teardown()
+        if driver == "vde":
+            time.sleep(0.5)
+            run["leftovers"] = leftover_check(sup, lab.taps_before, tap_names)
         out[driver] = run
     if with_bridge:
         v, b = out["vde"]["idle"], out["bridge"]["idle"]

@@ -18,13 +18,22 @@ from common import DOCKER, IMAGE, LABEL, Cleanup, Supervisor, plugin_taps, run, 
 from plugin_client import PluginClient
 
 
+def _subnet(octet: int, i: int) -> str:
+    """Network i's /24: 10.<octet>.<i>.0/24 for the first 256, then on in 10.<octet + 1>..."""
+    return f"10.{octet + i // 256}.{i % 256}.0/24"
+
+
+def _check_room(networks: int, octet: int) -> None:
+    if octet + (networks - 1) // 256 > 255:
+        raise ValueError(f"{networks} networks do not fit from 10.{octet}.0.0 on (one /24 each)")
+
+
 class SocketLab:
     """`networks` networks with `per_network` joined endpoints each over a private socket.
-    Subnets are 10.<octet>.<i>.0/24, so at most 256 networks per octet."""
+    Subnets: see `subnet`."""
 
     def __init__(self, sup: Supervisor, networks: int, per_network: int, octet: int = 236):
-        if networks > 256:
-            raise ValueError("SocketLab: at most 256 networks (one /24 each in 10.<octet>.0.0/16)")
+        _check_room(networks, octet)
         self.sup, self.networks, self.per_network, self.octet = sup, networks, per_network, octet
         self.nets: list[tuple[str, str, list[tuple[str, str]]]] = []  # (network ID, pool ID, [(endpoint ID, address)])
         self.tap_names: set[str] = set()
@@ -37,10 +46,10 @@ class SocketLab:
         open(sandbox, "w").close()
         t0 = time.perf_counter()
         for i in range(self.networks):
-            subnet = f"10.{self.octet}.{i}.0/24"
+            subnet = _subnet(self.octet, i)
             pool_id = client.request_pool(subnet)
             nid = secrets.token_hex(32)
-            client.create_network(nid, subnet, f"10.{self.octet}.{i}.1/24")
+            client.create_network(nid, subnet, subnet.replace(".0/24", ".1/24"))
             eps = []
             for _ in range(self.per_network):
                 eid = secrets.token_hex(32)
@@ -68,11 +77,10 @@ class SocketLab:
 
 class DockerLab:
     """`networks` Docker networks of `driver` with `per_network` containers (`sleep 3600`) each,
-    all labelled vde-bench=1. Subnets 10.<octet>.<i>.0/24 (one network: 10.<octet>.0.0/16)."""
+    all labelled vde-bench=1. Subnets: see `subnet` (one network: 10.<octet>.0.0/16)."""
 
     def __init__(self, driver: str, networks: int, per_network: int, octet: int, cleanup: Cleanup):
-        if networks > 256:
-            raise ValueError("DockerLab: at most 256 networks (one /24 each in 10.<octet>.0.0/16)")
+        _check_room(networks, octet)
         self.driver, self.networks, self.per_network, self.octet = driver, networks, per_network, octet
         self.tag = f"vdeb-sc-{driver}-{networks}x{per_network}"
         self.net_names: list[str] = []
@@ -94,7 +102,7 @@ class DockerLab:
         t_build = time.perf_counter()
         for i in range(self.networks):
             name = f"{self.tag}-n{i}"
-            subnet = f"10.{self.octet}.{i}.0/24" if self.networks > 1 else f"10.{self.octet}.0.0/16"
+            subnet = _subnet(self.octet, i) if self.networks > 1 else f"10.{self.octet}.0.0/16"
             dt, _ = timed([DOCKER, "network", "create", "-d", self.driver, "--subnet", subnet, "--label", LABEL, name])
             self.net_names.append(name)
             net_times.append(dt)
@@ -125,16 +133,12 @@ class DockerLab:
         return taps
 
     def ping_check(self, index: int = 0) -> bool | None:
-        """Whether the containers of network `index` reach each other (None with one container)."""
+        """Whether container c0 of network `index` reaches c1 (None with one container)."""
+        if self.per_network < 2:
+            return None
         net = self.net_names[index]
-        addrs = run([DOCKER, "network", "inspect", "-f", "{{range .Containers}}{{.IPv4Address}} {{end}}", net]).stdout.split()
-        if len(addrs) < 2:
-            return None
-        peers = {a.split("/")[0] for a in addrs}
-        mine = run([DOCKER, "exec", f"{net}-c0", "hostname", "-i"], check=False).stdout.split()
-        peer = next((p for p in sorted(peers) if p not in mine), None)
-        if peer is None:
-            return None
+        peer = run([DOCKER, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                    f"{net}-c1"]).stdout.strip()
         return run([DOCKER, "exec", f"{net}-c0", "ping", "-c", "1", "-W", "2", peer], check=False).returncode == 0
 
     def teardown(self) -> dict:
@@ -163,3 +167,15 @@ def docker_processes(container_ids: list[str]) -> dict[int, tuple[str, list[str]
         elif kind in ("dockerd", "containerd"):
             found[pid] = (kind, argv)
     return found
+
+
+def leftover_check(sup: Supervisor | None, taps_before: set[str], tap_names: set[str]) -> dict:
+    """What a torn-down lab left: new `vde…` taps, its own taps, and (with `sup`) the
+    supervisor's processes of networks and run dir entries. `clean` when nothing."""
+    taps_now = plugin_taps()
+    out = {"new_vde_taps": sorted(taps_now - taps_before), "our_taps_present": sorted(taps_now & tap_names)}
+    if sup:
+        out |= sup.leftovers()
+    out["clean"] = not out["new_vde_taps"] and not out["our_taps_present"] and \
+        not out.get("processes") and not out.get("run_dir_entries")
+    return out

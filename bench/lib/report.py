@@ -153,6 +153,11 @@ def tables(r: dict) -> str:
                            + _idle(s.get("idle_cpu")) + ".")
             out.append("")
 
+    idle_run = r.get("idle")
+    if idle_run:
+        out.append(idle_table(idle_run))
+        out.append("")
+
     rec = r.get("recovery")
     out.append("### Recovery")
     out.append("")
@@ -162,6 +167,50 @@ def tables(r: dict) -> str:
         out.append("`bench/results/recovery.json` did not exist when this run finished (it is written by "
                    "`bench/recovery`), so there are no recovery figures in this run.")
     out.append("")
+    return "\n".join(out)
+
+
+IDLE_TARGET_PCT = 1.0  # issue 12: at most 1 % of one CPU at 100 idle networks with two containers each
+PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")
+DOCKER_KINDS = ("dockerd", "containerd", "containerd-shim")
+
+
+def idle_table(d: dict) -> str:
+    """The idle-CPU section: vde and bridge labs of the same size, per process kind."""
+    n, per, secs = d["networks"], d["containers_per_network"], d["seconds"]
+    out = [f"### Idle CPU: {n} networks × {per} containers, nothing happening ({secs:.0f} s of /proc utime + stime)", "",
+           "CPU in % of one CPU (wakeups per second: context switches summed over threads). Docker's bridge driver "
+           "runs inside dockerd, so the reference is Docker's whole stack for the same containers: dockerd, "
+           "containerd and the containers' shims.", "",
+           "| network | supervisor | workers | switches | plugs | plugin total | dockerd | containerd | shims | total |",
+           "|---|" + "---|" * (len(PLUGIN_KINDS) + len(DOCKER_KINDS) + 2)]
+
+    def cell(m, kind):
+        k = m["kinds"].get(kind)
+        if not k:
+            return "–"
+        return f"{k['pct_of_one_cpu']:.2f} ({k['wakeups_per_s']:.0f}/s)"
+
+    for driver in ("vde", "bridge"):
+        run = d.get(driver)
+        if not run:
+            continue
+        m = run["idle"]
+        plugin = f"**{m['plugin_pct']:.2f}** ({m['plugin_wakeups_per_s']:.0f}/s)" if driver == "vde" else "–"
+        out.append(f"| {driver} | " + " | ".join(cell(m, k) if driver == "vde" else "–" for k in PLUGIN_KINDS) +
+                   f" | {plugin} | " + " | ".join(cell(m, k) for k in DOCKER_KINDS) + f" | {m['total_pct']:.2f} |")
+    v = d.get("vde")
+    if v:
+        m = v["idle"]
+        verdict = "met" if m["plugin_pct"] <= IDLE_TARGET_PCT else "NOT met"
+        ratio_text = (f"; everything (plugin + Docker) vde / bridge: **{d['ratio_total_vde_over_bridge']:.2f}×**"
+                      if d.get("ratio_total_vde_over_bridge") else "")
+        left = v.get("leftovers")
+        out += ["", f"The plugin at rest: **{m['plugin_pct']:.2f} % of one CPU** (target ≤ {IDLE_TARGET_PCT:g} %: "
+                f"{verdict}){ratio_text}. First network's containers ping each other: {v.get('first_network_ping_ok')}; "
+                f"processes gone during the window: {len(m.get('gone', []))}; nothing left behind: "
+                f"{'–' if left is None else ('yes' if left['clean'] else 'NO')}. Load average at the start of the "
+                f"vde window {m['loadavg'][0]:.1f}."]
     return "\n".join(out)
 
 

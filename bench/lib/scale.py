@@ -12,8 +12,8 @@ import time
 import idle
 import procfs
 import smaps_profile
-from common import Cleanup, Supervisor, memory_breakdown, plugin_taps
-from lab import DockerLab, SocketLab
+from common import Cleanup, Supervisor, memory_breakdown
+from lab import DockerLab, SocketLab, leftover_check
 from plugin_client import PluginClient
 
 
@@ -28,17 +28,6 @@ def _summarise_memory(procs, networks: int) -> dict:
         "pss_per_network_kb": total_net / networks if networks else None,  # worker + switch + plugs
         "pss_per_network_with_supervisor_kb": total_all / networks if networks else None,
     }
-
-
-def _leftover_check(sup: Supervisor | None, taps_before: set[str], tap_names: set[str]) -> dict:
-    taps_now = plugin_taps()
-    out = {"new_vde_taps": sorted(taps_now - taps_before), "our_taps_present": sorted(taps_now & tap_names)}
-    if sup:
-        out |= sup.leftovers()
-        out["processes"] = [p for p in out["processes"]]  # already only ours
-    out["clean"] = not out["new_vde_taps"] and not out["our_taps_present"] and \
-        not out.get("processes") and not out.get("run_dir_entries")
-    return out
 
 
 def docker_scale(driver: str, networks: int, per_network: int, sup: Supervisor | None, cleanup: Cleanup,
@@ -59,7 +48,7 @@ def docker_scale(driver: str, networks: int, per_network: int, sup: Supervisor |
     out |= lab.teardown()
     if sup:
         time.sleep(0.5)
-        out["leftovers"] = _leftover_check(sup, lab.taps_before, tap_names)
+        out["leftovers"] = leftover_check(sup, lab.taps_before, tap_names)
         out["supervisor_alive_after"] = sup.proc.poll() is None
     return out
 
@@ -88,7 +77,7 @@ def socket_scale(bin_dir: str, variant: str, networks: int, per_network: int, cl
                           for kind in ("vde-supervisor", "vde-networker")}
         teardown_s = lab.teardown(c)
     time.sleep(0.5)
-    leftovers = _leftover_check(sup, lab.taps_before, lab.tap_names)
+    leftovers = leftover_check(sup, lab.taps_before, lab.tap_names)
     sup_pss_after = memory_breakdown({sup.pid(): ("vde-supervisor", [])}).get("vde-supervisor", {}).get("pss_kb")
     stop_s = sup.stop()
     sup.remove_workdir(keep_log_to=os.path.join(results_dir, f"supervisor-scale-{variant}.log"))

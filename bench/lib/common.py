@@ -7,7 +7,6 @@ namespaces and containers that the benchmark itself creates."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os

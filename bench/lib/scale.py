@@ -6,7 +6,6 @@ over a private plugin socket, for the dynamic and the --static-swift-stdlib buil
 from __future__ import annotations
 
 import os
-import secrets
 import time
 
 import idle

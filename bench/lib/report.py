@@ -368,6 +368,34 @@ def plots(r: dict, outdir: str) -> list[str]:
         plt.close(fig)
         made.append(p)
 
+    idle_run = r.get("idle")
+    if idle_run and idle_run.get("vde"):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        parts = [("vde-supervisor", "supervisor", br_c), ("vde-networker", "workers", vde_c),
+                 ("vde_switch", "switches", hand_c), ("vde_plug2tap", "plugs", "#9467bd"),
+                 ("dockerd", "dockerd", "#8c564b"), ("containerd", "containerd", "#e377c2"),
+                 ("containerd-shim", "containers' shims", k_c)]
+        drivers = [d for d in ("vde", "bridge") if idle_run.get(d)]
+        bottoms = [0.0] * len(drivers)
+        for kind, label, color in parts:
+            vals = [idle_run[d]["idle"]["kinds"].get(kind, {}).get("pct_of_one_cpu", 0.0) for d in drivers]
+            ax.bar(range(len(drivers)), vals, 0.5, bottom=bottoms, label=label, color=color)
+            bottoms = [b + v for b, v in zip(bottoms, vals)]
+        for i, b in enumerate(bottoms):
+            ax.text(i, b, f"{b:.2f} %", ha="center", va="bottom", fontsize=8)
+        ax.axhline(IDLE_TARGET_PCT, color="red", linestyle="--", linewidth=1, label="target for the plugin")
+        ax.set_xticks(range(len(drivers)), [f"{d}\n{idle_run['networks']} × {idle_run['containers_per_network']}"
+                                             for d in drivers])
+        ax.set_ylabel("% of one CPU")
+        ax.set_title(f"Idle CPU over {idle_run['seconds']:.0f} s")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        p = os.path.join(outdir, "bench-idle.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
     rows = []
     for variant, s in (r.get("socket_scale") or {}).items():
         rows.append((f"socket, {variant}\n{s['networks']}×{s['endpoints_per_network']}", s["memory"], s["networks"]))

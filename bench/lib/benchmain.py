@@ -70,9 +70,11 @@ def main() -> int:
         ap.error(f"unknown sections {sorted(unknown)}")
     os.makedirs(args.results, exist_ok=True)
 
-    # SIGTERM/SIGHUP clean up like Ctrl-C does.
+    # SIGTERM/SIGHUP clean up like Ctrl-C does (and SIGINT does even where a shell started us
+    # in the background with it ignored).
     def stop(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
 

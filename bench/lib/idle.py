@@ -10,16 +10,20 @@ shims) plus, for vde, the plugin's own processes.
 By hand, without Docker (a private supervisor on its own socket, endpoints joined with their
 taps left in the host namespace):
 
-    python3 bench/lib/idle.py --bin-dir .build-bench-static/release [--networks 100] [--seconds 60] [--hold]
+    python3 bench/lib/idle.py --bin-dir .build-bench-static/release [--networks 100] [--seconds 60] [--trace 20] [--hold]
 
 prints the figures, and with --hold keeps the lab until Ctrl-C (for strace, perf, pidstat)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +40,8 @@ def measure(procs: dict[int, tuple[str, list[str]]], seconds: float) -> dict:
     """CPU (% of one CPU) and wakeups per second of `procs` over `seconds`, per process kind.
     /proc/PID/stat counts in clock ticks (10 ms): each process's difference is off by less than
     a tick, so the sum over N active processes is off by about 0.4·√N ticks (±0.15 % of one CPU
-    over 60 s at N = 300); threads that exit still count (the process keeps their time).
+    over 60 s at N = 300). Threads that exit during the window keep counting for CPU (the process
+    keeps their time) but not for context switches.
     A process that exits during the window counts up to its last reading and is named in
     `gone` (an idle lab should lose none)."""
     before = {pid: (procfs.cpu_seconds(pid), procfs.context_switches(pid)) for pid in procs}
@@ -63,8 +68,40 @@ def measure(procs: dict[int, tuple[str, list[str]]], seconds: float) -> dict:
             "gone": gone, "loadavg": os.getloadavg()}
 
 
+def syscalls(pids: dict[str, int], seconds: float) -> dict:
+    """System calls per second of a few processes (all threads), from `strace -c -f` attached
+    for `seconds` (after the CPU window: strace slows what it traces). {label: {call: per s}};
+    {} without strace."""
+    if not shutil.which("strace"):
+        return {}
+    procs = {}
+    with tempfile.TemporaryDirectory(prefix="vdeb-strace-") as tmp:
+        for label, pid in pids.items():
+            out = os.path.join(tmp, f"{pid}.txt")
+            procs[label] = (out, subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", out],
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(seconds)
+        result = {}
+        for label, (out, p) in procs.items():
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            calls = {}
+            with contextlib.suppress(OSError):
+                for line in open(out):
+                    f = line.split()
+                    # % time, seconds, usecs/call, calls, [errors,] syscall
+                    if len(f) >= 5 and f[3].isdigit() and f[-1] != "total":
+                        calls[f[-1]] = int(f[3]) / seconds
+            result[label] = dict(sorted(calls.items(), key=lambda kv: -kv[1]))
+        return result
+
+
 def docker_idle(networks: int, per_network: int, seconds: float, sup: Supervisor, cleanup: Cleanup,
-                with_bridge: bool = True, settle: float = 5.0) -> dict:
+                with_bridge: bool = True, settle: float = 5.0, trace_seconds: float = 20) -> dict:
     """The vde lab, then the bridge lab of the same size, each measured over `seconds` of quiet."""
     out: dict = {"networks": networks, "containers_per_network": per_network, "seconds": seconds}
     drivers = ["vde"] + (["bridge"] if with_bridge else [])
@@ -80,6 +117,11 @@ def docker_idle(networks: int, per_network: int, seconds: float, sup: Supervisor
         run["idle"] = measure(procs, seconds)
         tap_names: set[str] = set()
         if driver == "vde":
+            workers = sorted(p for p, (k, _) in procs.items() if k == "vde-networker")
+            if trace_seconds and workers:
+                log(f"idle: system calls of the supervisor and one worker over {trace_seconds:.0f} s (strace -c)")
+                run["syscalls_per_s"] = syscalls({"vde-supervisor": sup.pid(), "vde-networker": workers[0]},
+                                                 trace_seconds)
             run["first_network_ping_ok"] = lab.ping_check(0)
             tap_names = lab.endpoint_taps()
             run["endpoints_seen"] = len(tap_names)
@@ -94,7 +136,8 @@ def docker_idle(networks: int, per_network: int, seconds: float, sup: Supervisor
     return out
 
 
-def socket_idle(bin_dir: str, networks: int, per_network: int, seconds: float, hold: bool = False) -> dict:
+def socket_idle(bin_dir: str, networks: int, per_network: int, seconds: float, hold: bool = False,
+                trace_seconds: float = 0) -> dict:
     """A private supervisor with `networks` x `per_network` joined endpoints, measured."""
     cleanup = Cleanup()
     sup = Supervisor(bin_dir)
@@ -112,8 +155,14 @@ def socket_idle(bin_dir: str, networks: int, per_network: int, seconds: float, h
             result = {"networks": networks, "endpoints_per_network": per_network, "build_s": build_s,
                       "idle": measure(procs, seconds)}
             print(format_idle(result["idle"]))
+            workers = sorted(p for p, (k, _) in procs.items() if k == "vde-networker")
+            if trace_seconds and workers:
+                result["syscalls_per_s"] = syscalls({"vde-supervisor": sup.pid(), "vde-networker": workers[0]},
+                                                    trace_seconds)
+                for label, calls in result["syscalls_per_s"].items():
+                    print(f"{label}: {sum(calls.values()):.0f} syscalls/s: " +
+                          ", ".join(f"{c} {n:.1f}" for c, n in list(calls.items())[:10]))
             if hold:
-                workers = sorted(p for p, (k, _) in procs.items() if k == "vde-networker")
                 print(f"supervisor pid {sup.pid()}, workers {workers[:5]}... ; Ctrl-C ends the lab", flush=True)
                 try:
                     while True:
@@ -142,6 +191,8 @@ def main() -> int:
     ap.add_argument("--networks", type=int, default=100)
     ap.add_argument("--endpoints", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--trace", type=float, default=0, metavar="SECONDS",
+                    help="then count the system calls of the supervisor and one worker (strace -c -f)")
     ap.add_argument("--hold", action="store_true", help="keep the lab after measuring, until Ctrl-C")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -155,7 +206,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
-    socket_idle(os.path.abspath(args.bin_dir), args.networks, args.endpoints, args.seconds, args.hold)
+    socket_idle(os.path.abspath(args.bin_dir), args.networks, args.endpoints, args.seconds, args.hold, args.trace)
     return 0
 
 

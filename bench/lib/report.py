@@ -206,6 +206,13 @@ def idle_table(d: dict) -> str:
         ratio_text = (f"; everything (plugin + Docker) vde / bridge: **{d['ratio_total_vde_over_bridge']:.2f}×**"
                       if d.get("ratio_total_vde_over_bridge") else "")
         left = v.get("leftovers")
+        sc = v.get("syscalls_per_s")
+        if sc:
+            out += ["", "System calls per second while idle (`strace -c -f`, after the CPU window), the most frequent:", ""]
+            for label, calls in sc.items():
+                top = ", ".join(f"{c} {n:.1f}" for c, n in list(calls.items())[:8])
+                out.append(f"- {label}{' (one of them)' if label == 'vde-networker' else ''}: "
+                           f"{sum(calls.values()):.0f}/s: {top}")
         out += ["", f"The plugin at rest: **{m['plugin_pct']:.2f} % of one CPU** (target ≤ {IDLE_TARGET_PCT:g} %: "
                 f"{verdict}){ratio_text}. First network's containers ping each other: {v.get('first_network_ping_ok')}; "
                 f"processes gone during the window: {len(m.get('gone', []))}; nothing left behind: "

@@ -101,7 +101,7 @@ def syscalls(pids: dict[str, int], seconds: float) -> dict:
 
 
 def docker_idle(networks: int, per_network: int, seconds: float, sup: Supervisor, cleanup: Cleanup,
-                with_bridge: bool = True, settle: float = 5.0, trace_seconds: float = 20) -> dict:
+                with_bridge: bool = True, settle: float = 10.0, trace_seconds: float = 20) -> dict:
     """The vde lab, then the bridge lab of the same size, each measured over `seconds` of quiet."""
     out: dict = {"networks": networks, "containers_per_network": per_network, "seconds": seconds}
     drivers = ["vde"] + (["bridge"] if with_bridge else [])

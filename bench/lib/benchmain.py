@@ -16,12 +16,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import controlplane  # noqa: E402
 import dataplane  # noqa: E402
+import idle  # noqa: E402
 import report  # noqa: E402
 import scale  # noqa: E402
 from common import (DOCKER, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, machine_info, real_socket_lock,  # noqa: E402
                     run, write_json)
 
-SECTIONS = ["control", "data", "scale", "memory"]
+SECTIONS = ["control", "data", "scale", "memory", "idle"]
 
 
 def stale_cleanup() -> None:
@@ -54,6 +55,9 @@ def main() -> int:
     ap.add_argument("--results", required=True)
     ap.add_argument("--update-docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
     ap.add_argument("--no-bridge-scale", action="store_true", help="skip the Docker bridge reference at scale")
+    ap.add_argument("--idle-networks", type=int, help="networks (two containers each) of the idle-CPU measure "
+                    "(default 100, --quick 10)")
+    ap.add_argument("--idle-seconds", type=float, help="quiet window of the idle-CPU measure (default 60, --quick 15)")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: rebuild the summary, plots (and with --update-docs the docs) from "
                          "latest.json (latest-quick.json with --quick), with recovery.json as it is now")
@@ -66,9 +70,11 @@ def main() -> int:
         ap.error(f"unknown sections {sorted(unknown)}")
     os.makedirs(args.results, exist_ok=True)
 
-    # SIGTERM/SIGHUP clean up like Ctrl-C does.
+    # SIGTERM/SIGHUP clean up like Ctrl-C does (and SIGINT does even where a shell started us
+    # in the background with it ignored).
     def stop(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
 
@@ -93,7 +99,7 @@ def main() -> int:
                 log(f"memory: {n} networks x 2 endpoints over a private socket ({variant} Swift runtime)")
                 results["socket_scale"][variant] = scale.socket_scale(bin_dir, variant, n, 2, cleanup, args.results)
 
-        docker_parts = only & {"control", "data", "scale"}
+        docker_parts = only & {"control", "data", "scale", "idle"}
         if docker_parts:
             with real_socket_lock():
                 sup = Supervisor(args.bin_dir, socket_path=REAL_SOCKET)
@@ -119,6 +125,10 @@ def main() -> int:
                         for nets, per in shapes:
                             log(f"scale: {nets} vde network(s) x {per} containers")
                             results["scale"][f"vde_{nets}x{per}"] = scale.docker_scale("vde", nets, per, sup, dcleanup, 237)
+                    if "idle" in only:
+                        n = args.idle_networks or (10 if args.quick else 100)
+                        secs = args.idle_seconds or (15 if args.quick else 60)
+                        results["idle"] = idle.docker_idle(n, 2, secs, sup, dcleanup)
                     results["socket_still_ours"] = sup.socket_is_ours()
                     results["supervisor_stop_s"] = sup.stop()
                     results["supervisor_stop_timed_out"] = getattr(sup, "stop_timed_out", False)

@@ -7,7 +7,6 @@ namespaces and containers that the benchmark itself creates."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+
+import procfs
 
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 client, which speaks to the local dockerd 20.10
 IMAGE = "vde-test-busybox:latest"
@@ -63,76 +64,11 @@ def ratio(a: dict, b: dict) -> float | None:
 
 # --- memory ---------------------------------------------------------------------------------
 
-def smaps_rollup(pid: int) -> dict[str, int]:
-    """Pss, Rss, Private_* and friends of one process, in kB (0 values when it is gone)."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                m = re.match(r"^(\w+):\s+(\d+) kB", line)
-                if m:
-                    out[m.group(1)] = int(m.group(2))
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return out
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-
-
-def all_pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def ppid_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return -1
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
-
-
-def process_kind(argv: list[str]) -> str | None:
-    if not argv:
-        return None
-    base = os.path.basename(argv[0])
-    if base in ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap"):
-        return base
-    return None
-
-
-def processes_under(marker: str) -> dict[int, tuple[str, list[str]]]:
-    """Our vde processes: those whose argv mentions `marker` (our private run dir or socket).
-    Other people's processes on this machine are never counted or touched."""
-    found = {}
-    for pid in all_pids():
-        argv = cmdline(pid)
-        kind = process_kind(argv)
-        if kind and any(marker in a for a in argv):
-            found[pid] = (kind, argv)
-    return found
-
-
 def memory_breakdown(procs: dict[int, tuple[str, list[str]]]) -> dict:
     """Per process kind: count, total PSS/RSS/private (kB), and PSS per process."""
     kinds: dict[str, dict] = {}
     for pid, (kind, _) in procs.items():
-        r = smaps_rollup(pid)
+        r = procfs.smaps_rollup(pid)
         k = kinds.setdefault(kind, {"count": 0, "pss_kb": 0, "rss_kb": 0, "private_kb": 0, "pss_each_kb": []})
         k["count"] += 1
         k["pss_kb"] += r.get("Pss", 0)
@@ -246,7 +182,7 @@ class Supervisor:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
                                      start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
-        from plugin_client import PluginClient  # local import: no cycle at module load
+        from plugin_client import PluginClient, PluginError  # local import: no cycle at module load
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vde-supervisor exited at start ({self.proc.returncode}); see {self.log_path}")
@@ -256,7 +192,7 @@ class Supervisor:
                         c.call("/Plugin.Activate")
                     self.socket_inode = os.stat(self.socket_path).st_ino
                     return
-                except OSError:
+                except (OSError, PluginError):
                     pass
             time.sleep(0.02)
         raise RuntimeError(f"vde-supervisor did not answer on {self.socket_path} within {timeout}s")
@@ -275,20 +211,14 @@ class Supervisor:
         """Workers get only `--network-id` in argv: find them as the supervisor's children."""
         if not self.proc:
             return {}
-        found = {}
-        for pid in all_pids():
-            if ppid_of(pid) == self.proc.pid:
-                argv = cmdline(pid)
-                if process_kind(argv) == "vde-networker":
-                    found[pid] = ("vde-networker", argv)
-        return found
+        return procfs.children(self.proc.pid, ("vde-networker",))
 
     def our_processes(self) -> dict[int, tuple[str, list[str]]]:
-        procs = {pid: v for pid, v in processes_under(self.run_dir).items() if v[0] != "vde-supervisor"}
+        procs = {pid: v for pid, v in procfs.processes_under(self.run_dir).items() if v[0] != "vde-supervisor"}
         procs |= self.workers()
         self.seen |= {(pid, tuple(v[1])) for pid, v in procs.items()}
         if self.proc and self.proc.poll() is None:
-            procs[self.proc.pid] = ("vde-supervisor", cmdline(self.proc.pid))
+            procs[self.proc.pid] = ("vde-supervisor", procfs.cmdline(self.proc.pid))
         return procs
 
     def stop(self, timeout: float = 12) -> float:
@@ -310,12 +240,12 @@ class Supervisor:
 
     def leftovers(self) -> dict:
         """What is left of this supervisor's networks: processes, run dir entries."""
-        procs = {pid: v for pid, v in processes_under(self.run_dir).items() if v[0] != "vde-supervisor"}
+        procs = {pid: v for pid, v in procfs.processes_under(self.run_dir).items() if v[0] != "vde-supervisor"}
         procs |= self.workers()
         # Workers seen earlier that still run (a stopped supervisor's workers lose their parent).
         for pid, argv in self.seen:
-            if pid not in procs and tuple(cmdline(pid)) == argv:
-                procs[pid] = (process_kind(list(argv)) or "?", list(argv))
+            if pid not in procs and tuple(procfs.cmdline(pid)) == argv:
+                procs[pid] = (procfs.kind_of(list(argv)) or "?", list(argv))
         entries = sorted(os.listdir(self.run_dir)) if os.path.isdir(self.run_dir) else []
         return {"processes": [f"{pid} {' '.join(a)}" for pid, (_, a) in procs.items()], "run_dir_entries": entries}
 
@@ -323,7 +253,7 @@ class Supervisor:
         if keep_log_to and os.path.exists(self.log_path):
             shutil.copy(self.log_path, keep_log_to)
         # Kill anything of ours still running (it would be a leak, reported before this).
-        for pid in processes_under(self.run_dir):
+        for pid in procfs.processes_under(self.run_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -7,7 +7,7 @@ import os
 import secrets
 import time
 
-from common import DOCKER, IMAGE, LABEL, Cleanup, Supervisor, log, ratio, run, stats, timed
+from common import DOCKER, IMAGE, LABEL, Cleanup, Supervisor, ratio, run, stats, timed
 from plugin_client import PluginClient
 
 
@@ -84,46 +84,43 @@ def socket_endpoint_cycles(bin_dir: str, seconds: float, cleanup: Cleanup, resul
         # Network create/delete over the socket (pool + network), a few times.
         for i in range(6):
             t0 = time.perf_counter()
-            pool = c.call("/IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": f"10.233.{i}.0/24"})
+            pool_id = c.request_pool(f"10.233.{i}.0/24")
             nid = secrets.token_hex(32)
-            c.call("/NetworkDriver.CreateNetwork", {"NetworkID": nid, "Options": {}, "IPv4Data": [
-                {"AddressSpace": "LocalDefault", "Pool": f"10.233.{i}.0/24", "Gateway": f"10.233.{i}.1/24"}]})
+            c.create_network(nid, f"10.233.{i}.0/24", f"10.233.{i}.1/24")
             t1 = time.perf_counter()
-            c.call("/NetworkDriver.DeleteNetwork", {"NetworkID": nid})
-            c.call("/IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
+            c.delete_network(nid)
+            c.release_pool(pool_id)
             t2 = time.perf_counter()
             net_create.append(t1 - t0)
             net_delete.append(t2 - t1)
 
-        pool = c.call("/IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": "10.234.0.0/16"})
+        pool_id = c.request_pool("10.234.0.0/16")
         nid = secrets.token_hex(32)
-        c.call("/NetworkDriver.CreateNetwork", {"NetworkID": nid, "Options": {}, "IPv4Data": [
-            {"AddressSpace": "LocalDefault", "Pool": "10.234.0.0/16", "Gateway": "10.234.0.1/16"}]})
+        c.create_network(nid, "10.234.0.0/16", "10.234.0.1/16")
         start = time.perf_counter()
         deadline = start + seconds
         while time.perf_counter() < deadline:
             eid = secrets.token_hex(32)
             t = time.perf_counter()
 
-            def step(name, path, payload):
+            def step(name, call, *args):
                 nonlocal t
-                r = c.call(path, payload)
+                r = call(*args)
                 now = time.perf_counter()
                 lat[name].append(now - t)
                 t = now
                 return r
 
-            addr = step("RequestAddress", "/IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "", "Options": {}})
-            step("CreateEndpoint", "/NetworkDriver.CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
-                 "Interface": {"Address": addr["Address"], "AddressIPv6": "", "MacAddress": ""}, "Options": {}})
-            step("Join", "/NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": sandbox, "Options": {}})
-            step("Leave", "/NetworkDriver.Leave", {"NetworkID": nid, "EndpointID": eid})
-            step("DeleteEndpoint", "/NetworkDriver.DeleteEndpoint", {"NetworkID": nid, "EndpointID": eid})
-            step("ReleaseAddress", "/IpamDriver.ReleaseAddress", {"PoolID": pool["PoolID"], "Address": addr["Address"].split("/")[0]})
+            addr = step("RequestAddress", c.request_address, pool_id)
+            step("CreateEndpoint", c.create_endpoint, nid, eid, addr)
+            step("Join", c.join, nid, eid, sandbox)
+            step("Leave", c.leave, nid, eid)
+            step("DeleteEndpoint", c.delete_endpoint, nid, eid)
+            step("ReleaseAddress", c.release_address, pool_id, addr.split("/")[0])
             cycles += 1
         elapsed = time.perf_counter() - start
-        c.call("/NetworkDriver.DeleteNetwork", {"NetworkID": nid})
-        c.call("/IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
+        c.delete_network(nid)
+        c.release_pool(pool_id)
         reconnects = c.reconnects
     stop_s = sup.stop()
     leftovers = sup.leftovers()

@@ -20,7 +20,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from common import DOCKER, IMAGE, LABEL, Cleanup, cpu_seconds, log, processes_under, run, stats
+from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats
+from procfs import cpu_seconds, processes_under
 
 
 @dataclass

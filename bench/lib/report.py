@@ -153,6 +153,11 @@ def tables(r: dict) -> str:
                            + _idle(s.get("idle_cpu")) + ".")
             out.append("")
 
+    idle_run = r.get("idle")
+    if idle_run:
+        out.append(idle_table(idle_run))
+        out.append("")
+
     rec = r.get("recovery")
     out.append("### Recovery")
     out.append("")
@@ -165,10 +170,65 @@ def tables(r: dict) -> str:
     return "\n".join(out)
 
 
+IDLE_TARGET_PCT = 1.0  # issue 12: at most 1 % of one CPU at 100 idle networks with two containers each
+PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")
+DOCKER_KINDS = ("dockerd", "containerd", "containerd-shim")
+
+
+def idle_table(d: dict) -> str:
+    """The idle-CPU section: vde and bridge labs of the same size, per process kind."""
+    n, per, secs = d["networks"], d["containers_per_network"], d["seconds"]
+    out = [f"### Idle CPU: {n} networks × {per} containers, nothing happening ({secs:.0f} s of /proc utime + stime)", "",
+           "CPU in % of one CPU (wakeups per second: context switches summed over threads). Docker's bridge driver "
+           "runs inside dockerd, so the reference is Docker's whole stack for the same containers: dockerd, "
+           "containerd and the containers' shims.", "",
+           "| network | supervisor | workers | switches | plugs | plugin total | dockerd | containerd | shims | total |",
+           "|---|" + "---|" * (len(PLUGIN_KINDS) + len(DOCKER_KINDS) + 2)]
+
+    def cell(m, kind):
+        k = m["kinds"].get(kind)
+        if not k:
+            return "–"
+        return f"{k['pct_of_one_cpu']:.2f} ({k['wakeups_per_s']:.0f}/s)"
+
+    for driver in ("vde", "bridge"):
+        run = d.get(driver)
+        if not run:
+            continue
+        m = run["idle"]
+        plugin = f"**{m['plugin_pct']:.2f}** ({m['plugin_wakeups_per_s']:.0f}/s)" if driver == "vde" else "–"
+        out.append(f"| {driver} | " + " | ".join(cell(m, k) if driver == "vde" else "–" for k in PLUGIN_KINDS) +
+                   f" | {plugin} | " + " | ".join(cell(m, k) for k in DOCKER_KINDS) + f" | {m['total_pct']:.2f} |")
+    v = d.get("vde")
+    if v:
+        m = v["idle"]
+        verdict = ("met" if m["plugin_pct"] <= IDLE_TARGET_PCT else "NOT met") if n >= 100 else \
+            f"it holds at 100 networks; this run has {n}"
+        ratio_text = (f"; everything (plugin + Docker) vde / bridge: **{d['ratio_total_vde_over_bridge']:.2f}×**"
+                      if d.get("ratio_total_vde_over_bridge") else "")
+        left = v.get("leftovers")
+        sc = v.get("syscalls_per_s")
+        if sc:
+            out += ["", "System calls per second while idle (`strace -c -f`, after the CPU window), the most frequent:", ""]
+            for label, calls in sc.items():
+                top = ", ".join(f"{c} {n:.1f}" for c, n in list(calls.items())[:8])
+                out.append(f"- {label}{' (one of them)' if label == 'vde-networker' else ''}: "
+                           f"{sum(calls.values()):.0f}/s: {top}")
+        out += ["", f"The plugin at rest: **{m['plugin_pct']:.2f} % of one CPU** (target ≤ {IDLE_TARGET_PCT:g} %: "
+                f"{verdict}){ratio_text}. First network's containers ping each other: {v.get('first_network_ping_ok')}; "
+                f"processes gone during the window: {len(m.get('gone', []))}; nothing left behind: "
+                f"{'–' if left is None else ('yes' if left['clean'] else 'NO')}. Load average at the start of the "
+                f"vde window {m['loadavg'][0]:.1f}."]
+    return "\n".join(out)
+
+
 def _idle(cpu) -> str:
     if not cpu:
         return ""
-    kinds = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(cpu["pct_of_one_cpu"].items()))
+    if "kinds" in cpu:  # idle.measure
+        kinds = ", ".join(f"{k} {v['pct_of_one_cpu']:.1f} %" for k, v in sorted(cpu["kinds"].items()))
+    else:  # results written before idle.measure
+        kinds = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(cpu["pct_of_one_cpu"].items()))
     return f"; idle CPU over {cpu['seconds']:.0f} s: {cpu['total_pct']:.1f} % of one CPU ({kinds})"
 
 
@@ -312,6 +372,34 @@ def plots(r: dict, outdir: str) -> list[str]:
         a2.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         p = os.path.join(outdir, "bench-data-plane.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
+    idle_run = r.get("idle")
+    if idle_run and idle_run.get("vde"):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        parts = [("vde-supervisor", "supervisor", br_c), ("vde-networker", "workers", vde_c),
+                 ("vde_switch", "switches", hand_c), ("vde_plug2tap", "plugs", "#9467bd"),
+                 ("dockerd", "dockerd", "#8c564b"), ("containerd", "containerd", "#e377c2"),
+                 ("containerd-shim", "containers' shims", k_c)]
+        drivers = [d for d in ("vde", "bridge") if idle_run.get(d)]
+        bottoms = [0.0] * len(drivers)
+        for kind, label, color in parts:
+            vals = [idle_run[d]["idle"]["kinds"].get(kind, {}).get("pct_of_one_cpu", 0.0) for d in drivers]
+            ax.bar(range(len(drivers)), vals, 0.5, bottom=bottoms, label=label, color=color)
+            bottoms = [b + v for b, v in zip(bottoms, vals)]
+        for i, b in enumerate(bottoms):
+            ax.text(i, b, f"{b:.2f} %", ha="center", va="bottom", fontsize=8)
+        ax.axhline(IDLE_TARGET_PCT, color="red", linestyle="--", linewidth=1, label="target for the plugin")
+        ax.set_xticks(range(len(drivers)), [f"{d}\n{idle_run['networks']} × {idle_run['containers_per_network']}"
+                                             for d in drivers])
+        ax.set_ylabel("% of one CPU")
+        ax.set_title(f"Idle CPU over {idle_run['seconds']:.0f} s")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        p = os.path.join(outdir, "bench-idle.png")
         fig.savefig(p, dpi=110)
         plt.close(fig)
         made.append(p)

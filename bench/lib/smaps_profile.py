@@ -10,15 +10,18 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import procfs  # noqa: E402
+
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+)\s+(\S+)\s+\S+\s+\S+\s+\d+\s*(.*)$")
 
 
 def profile(pid: int) -> dict:
     groups: dict[str, dict] = {}
     cur = None
-    threads = 0
+    threads = len(procfs.threads(pid))
     try:
-        threads = len(os.listdir(f"/proc/{pid}/task"))
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
                 m = _HEADER.match(line)

@@ -9,6 +9,7 @@
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -72,5 +73,50 @@ static inline int clinux_create_tap(const char *name, const unsigned char *mac, 
     if (ioctl(sock, SIOCSIFHWADDR, &request) < 0) { int e = errno; close(sock); *step = "SIOCSIFHWADDR"; return e; }
     close(sock);
     return 0;
+}
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/// A pidfd for `pid` (close-on-exec by definition), or -1 with errno. Glibc's Swift module does
+/// not export pidfd_open; a pidfd works for any process we may signal, not only our children.
+static inline int clinux_pidfd_open(int pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/// Sends `sig` to the process behind `pidfd` (never to a later process that reuses its pid).
+/// Returns 0, or -1 with errno (ESRCH once it has exited).
+static inline int clinux_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, (void *)0, 0);
+}
+
+/// epoll_event is packed on x86_64, which Swift does not import reliably: one wrapper per use.
+/// Adds `fd` to `epfd` for `events`, with `token` as its user data. Returns 0, or -1 with errno.
+static inline int clinux_epoll_add(int epfd, int fd, unsigned int events, unsigned long long token) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = events;
+    event.data.u64 = token;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+/// Removes `fd` from `epfd`. Returns 0, or -1 with errno.
+static inline int clinux_epoll_remove(int epfd, int fd) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &event);
+}
+
+/// Waits up to `timeout_ms` (-1: for ever) for one event of `epfd` and stores its token.
+/// Returns 1, 0 on timeout, or -1 with errno.
+static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int timeout_ms) {
+    struct epoll_event event;
+    int n = epoll_wait(epfd, &event, 1, timeout_ms);
+    if (n == 1) *token = event.data.u64;
+    return n;
 }
 #endif

@@ -78,6 +78,9 @@ static inline int clinux_create_tap(const char *name, const unsigned char *mac, 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
@@ -88,6 +91,12 @@ static inline int clinux_pidfd_open(int pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+/// A close-on-exec copy of the descriptor `targetfd` of the process behind `pidfd`, or -1 with
+/// errno (EPERM without ptrace rights over it).
+static inline int clinux_pidfd_getfd(int pidfd, int targetfd) {
+    return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0);
+}
+
 /// Sends `sig` to the process behind `pidfd` (never to a later process that reuses its pid).
 /// Returns 0, or -1 with errno (ESRCH once it has exited).
 static inline int clinux_pidfd_send_signal(int pidfd, int sig) {
@@ -95,20 +104,17 @@ static inline int clinux_pidfd_send_signal(int pidfd, int sig) {
 }
 
 /// epoll_event is packed on x86_64, which Swift does not import reliably: one wrapper per use.
-/// Adds `fd` to `epfd` for `events`, with `token` as its user data. Returns 0, or -1 with errno.
-static inline int clinux_epoll_add(int epfd, int fd, unsigned int events, unsigned long long token) {
+/// Arms `fd` in `epfd` for `events`, with `token` as its user data: adds it, or modifies the
+/// registration it has (a one-shot registration stays, disarmed, until the file is closed).
+/// Returns 0, or -1 with errno.
+static inline int clinux_epoll_arm(int epfd, int fd, unsigned int events, unsigned long long token) {
     struct epoll_event event;
     memset(&event, 0, sizeof event);
     event.events = events;
     event.data.u64 = token;
-    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
-}
-
-/// Removes `fd` from `epfd`. Returns 0, or -1 with errno.
-static inline int clinux_epoll_remove(int epfd, int fd) {
-    struct epoll_event event;
-    memset(&event, 0, sizeof event);
-    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &event);
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0) return 0;
+    if (errno != EEXIST) return -1;
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event);
 }
 
 /// Waits up to `timeout_ms` (-1: for ever) for one event of `epfd` and stores its token.

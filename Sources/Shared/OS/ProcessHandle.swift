@@ -5,13 +5,27 @@ import CLinux
 import Synchronization
 
 /// A process held by a pidfd: signals reach this very process (never a later one that reuses its
-/// pid), and its exit is an event (``onExit(_:)``, ``waitForExit()``), for children and other
-/// processes alike (a switch adopted from an earlier worker is not our child). The pidfd does
-/// not reap: a child is still reaped by its parent (swift-subprocess, the supervisor's reaper).
+/// pid), and its exit is an event (``onExit(_:)``, ``waitForExit()``) from the
+/// ``DescriptorWatcher``, for children and other processes alike (a switch adopted from an
+/// earlier worker is not our child). The pidfd does not reap: a child is still reaped by its
+/// parent (swift-subprocess, the supervisor's reaper). Close the handle when done: a pending
+/// exit handler keeps it alive until then.
 public final class ProcessHandle: Sendable {
+    public typealias HandlerID = UInt64
+
     public let pid: pid_t
-    /// The pidfd; -1 once closed.
-    private let descriptor: Mutex<Int32>
+
+    private struct State {
+        /// The pidfd; -1 once closed.
+        var fd: Int32
+        var exited = false
+        /// Whether the descriptor watcher watches the pidfd for us.
+        var armed = false
+        var handlers: [HandlerID: @Sendable () -> Void] = [:]
+        var nextID: HandlerID = 1
+    }
+
+    private let state: Mutex<State>
 
     /// Opens a pidfd for `pid`. ESRCH when there is no such process.
     public init(pid: pid_t) throws(SystemCallError) {
@@ -19,7 +33,7 @@ public final class ProcessHandle: Sendable {
         let fd = clinux_pidfd_open(pid)
         guard fd >= 0 else { throw .last("pidfd_open", "pid \(pid)") }
         self.pid = pid
-        descriptor = Mutex(fd)
+        state = Mutex(State(fd: fd))
     }
 
     /// Opens a pidfd for the process `identity` names, and only for it: the start time is checked
@@ -38,44 +52,63 @@ public final class ProcessHandle: Sendable {
     /// Sends `signal`; false when the process has exited (or the handle is closed).
     @discardableResult
     public func send(_ signal: Int32) -> Bool {
-        descriptor.withLock { fd in fd >= 0 && clinux_pidfd_send_signal(fd, signal) == 0 }
+        state.withLock { $0.fd >= 0 && clinux_pidfd_send_signal($0.fd, signal) == 0 }
     }
 
-    /// True once the process has exited (a pidfd becomes readable then).
+    /// True once the process has exited (a pidfd becomes readable then), or the handle is closed.
     public var hasExited: Bool {
-        descriptor.withLock { fd in
-            guard fd >= 0 else { return true }
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        state.withLock { state in
+            guard state.fd >= 0 else { return true }
+            if state.exited { return true }
+            var entry = pollfd(fd: state.fd, events: Int16(POLLIN), revents: 0)
             return poll(&entry, 1, 0) == 1
         }
     }
 
-    /// Calls `handler` once, on the exit monitor's thread, when the process exits (at once if it
-    /// has). Returns a token for ``cancel(_:)``; nil when the handle is closed or no monitor
-    /// could be made (then `handler` is never called: check ``hasExited``).
+    /// Calls `handler` once when the process exits: on the ``DescriptorWatcher``'s thread, or at
+    /// once if it has exited. Returns an ID for ``cancel(_:)``; nil when `handler` will never be
+    /// called (the handle is closed, or no watcher could be made: check ``hasExited``).
     @discardableResult
-    public func onExit(_ handler: @escaping @Sendable () -> Void) -> ExitMonitor.Token? {
-        guard let monitor = ExitMonitor.shared else { return nil }
-        return descriptor.withLock { fd -> ExitMonitor.Token? in
-            guard fd >= 0 else { return nil }
-            return try? monitor.watch(fd, handler)
+    public func onExit(_ handler: @escaping @Sendable () -> Void) -> HandlerID? {
+        enum Outcome { case now, later(HandlerID), never }
+        let outcome: Outcome = state.withLock { state in
+            if state.exited { return .now }
+            guard state.fd >= 0 else { return .never }
+            if !state.armed {
+                guard let watcher = DescriptorWatcher.shared,
+                      (try? watcher.watch(state.fd, events: .readable, { [self] in exited() })) != nil else { return .never }
+                state.armed = true
+            }
+            let id = state.nextID
+            state.nextID += 1
+            state.handlers[id] = handler
+            return .later(id)
+        }
+        switch outcome {
+        case .now:
+            handler()
+            return nil
+        case .later(let id): return id
+        case .never: return nil
         }
     }
 
     /// Drops a handler set by ``onExit(_:)`` that has not run yet.
-    public func cancel(_ token: ExitMonitor.Token) {
-        ExitMonitor.shared?.cancel(token)
+    public func cancel(_ id: HandlerID) {
+        _ = state.withLock { $0.handlers.removeValue(forKey: id) }
     }
 
     /// Returns when the process has exited, or when the calling task is cancelled.
     public func waitForExit() async {
         let (events, continuation) = AsyncStream<Void>.makeStream()
-        guard let token = onExit({ continuation.finish() }) else {
-            // No monitor: nothing to wait on but the state itself.
-            while !hasExited, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+        guard let id = onExit({ continuation.finish() }) else {
+            if !hasExited {
+                // No watcher (out of descriptors): nothing to wait on but the state itself.
+                while !hasExited, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+            }
             return
         }
-        defer { cancel(token) }
+        defer { cancel(id) }
         for await _ in events {}
     }
 
@@ -86,88 +119,38 @@ public final class ProcessHandle: Sendable {
         return hasExited
     }
 
-    /// Closes the pidfd (a pending ``onExit(_:)`` handler is dropped). Further calls do nothing.
+    /// A copy of the descriptor `target` of the process (`pidfd_getfd`; needs ptrace rights over
+    /// it: root, or the same user without Yama restrictions). The caller closes it.
+    public func duplicateDescriptor(_ target: Int32) throws(SystemCallError) -> Int32 {
+        let copy = state.withLock { state -> Int32 in
+            guard state.fd >= 0 else {
+                errno = EBADF
+                return -1
+            }
+            return clinux_pidfd_getfd(state.fd, target)
+        }
+        guard copy >= 0 else { throw .last("pidfd_getfd", "pid \(pid) fd \(target)") }
+        return copy
+    }
+
+    /// Closes the pidfd; pending ``onExit(_:)`` handlers are dropped. Further calls do nothing.
     public func close() {
-        descriptor.withLock { fd in
-            guard fd >= 0 else { return }
-            ExitMonitor.shared?.forget(fd)
-            Glibc.close(fd)
-            fd = -1
-        }
-    }
-}
-
-/// The process's one watcher of pidfds: one thread blocked in `epoll_wait` for all of them, so
-/// waiting for exits costs nothing while nothing exits, however many processes are watched.
-public final class ExitMonitor: Sendable {
-    public typealias Token = UInt64
-
-    private struct Watch {
-        var fd: Int32
-        var handler: @Sendable () -> Void
-    }
-
-    private struct State {
-        var watches: [Token: Watch] = [:]
-        var next: Token = 1
-    }
-
-    /// Nil when no epoll instance could be made (out of descriptors).
-    public static let shared: ExitMonitor? = {
-        let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard epoll >= 0 else { return nil }
-        let monitor = ExitMonitor(epoll: epoll)
-        Task.detached { await Blocking.run { monitor.loop() } }
-        return monitor
-    }()
-
-    private let epoll: Int32
-    private let state = Mutex(State())
-
-    private init(epoll: Int32) { self.epoll = epoll }
-
-    /// Calls `handler` once when `fd` becomes readable (a pidfd: its process exited). The caller
-    /// keeps `fd` open until the handler ran or it called ``forget(_:)``.
-    func watch(_ fd: Int32, _ handler: @escaping @Sendable () -> Void) throws(SystemCallError) -> Token {
-        try state.withLock { state throws(SystemCallError) -> Token in
-            let token = state.next
-            state.next += 1
-            guard clinux_epoll_add(epoll, fd, UInt32(EPOLLIN.rawValue) | UInt32(EPOLLONESHOT.rawValue), token) == 0 else {
-                throw .last("epoll_ctl")
-            }
-            state.watches[token] = Watch(fd: fd, handler: handler)
-            return token
-        }
-    }
-
-    func cancel(_ token: Token) {
         state.withLock { state in
-            guard let watch = state.watches.removeValue(forKey: token) else { return }
-            _ = clinux_epoll_remove(epoll, watch.fd)
+            guard state.fd >= 0 else { return }
+            if state.armed { DescriptorWatcher.shared?.forget(state.fd) }
+            Glibc.close(state.fd)
+            state.fd = -1
+            state.handlers.removeAll()
         }
     }
 
-    /// Drops every watch of `fd` (before it is closed).
-    func forget(_ fd: Int32) {
-        state.withLock { state in
-            for (token, watch) in state.watches where watch.fd == fd {
-                state.watches[token] = nil
-                _ = clinux_epoll_remove(epoll, fd)
-            }
+    /// The watcher's report: the pidfd became readable.
+    private func exited() {
+        let handlers = state.withLock { state in
+            state.exited = true
+            defer { state.handlers.removeAll() }
+            return Array(state.handlers.values)
         }
-    }
-
-    private func loop() {
-        while true {
-            var token: UInt64 = 0
-            let n = clinux_epoll_wait_one(epoll, &token, -1)
-            guard n == 1 else { continue }
-            let handler: (@Sendable () -> Void)? = state.withLock { state in
-                guard let watch = state.watches.removeValue(forKey: token) else { return nil }
-                _ = clinux_epoll_remove(epoll, watch.fd)
-                return watch.handler
-            }
-            handler?()
-        }
+        for handler in handlers { handler() }
     }
 }

@@ -13,6 +13,12 @@ public enum ProcFS {
         /// Clock ticks since boot (field 22): with the pid, names a process beyond doubt.
         public var startTime: UInt64
 
+        public init(state: Character, parent: pid_t, startTime: UInt64) {
+            self.state = state
+            self.parent = parent
+            self.startTime = startTime
+        }
+
         public var isGone: Bool { state == "Z" || state == "X" }
     }
 

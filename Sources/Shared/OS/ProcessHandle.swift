@@ -49,7 +49,8 @@ public final class ProcessHandle: Sendable {
 
     deinit { close() }
 
-    /// Sends `signal`; false when the process has exited (or the handle is closed).
+    /// Sends `signal`; false when the process is gone (reaped) or the handle is closed. (A zombie
+    /// still takes signals, to no effect.)
     @discardableResult
     public func send(_ signal: Int32) -> Bool {
         state.withLock { $0.fd >= 0 && clinux_pidfd_send_signal($0.fd, signal) == 0 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 
 /// A directory opened with `O_DIRECTORY|O_NOFOLLOW`; names are resolved in it, never as paths,
 /// so a directory swapped for a symbolic link meanwhile is not followed. The owner closes it.
@@ -33,6 +34,23 @@ public struct DirectoryHandle: Sendable {
         var info = stat()
         guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
         return info.st_mode & S_IFMT
+    }
+
+    /// Reads the file `name` (not through a symbolic link), at most `limit` bytes; nil when it cannot.
+    public func readFile(_ name: String, limit: Int = 4096) -> [UInt8]? {
+        let file = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard file >= 0 else { return nil }
+        defer { Glibc.close(file) }
+        return try? FileSystem.read(FileDescriptor(rawValue: file), limit: limit, subject: name)
+    }
+
+    /// Creates the file `name`, which must not exist yet (`O_EXCL`, no symbolic link followed),
+    /// holding `bytes`.
+    public func createFile(_ name: String, bytes: [UInt8], mode: mode_t = 0o644) throws(SystemCallError) {
+        let file = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard file >= 0 else { throw .last("open", name) }
+        defer { Glibc.close(file) }
+        try FileSystem.writeAll(bytes, to: FileDescriptor(rawValue: file), subject: name)
     }
 
     /// Unlinks `name`; true when it is gone (also when it was already).

@@ -36,6 +36,8 @@ final class ChildProcess: Sendable {
         var exit: ChildExit?
         var errorTail: [String] = []
         var exitHandler: (@Sendable (ChildExit) -> Void)?
+        /// Waiters of ``waitForExit(timeout:)``, told when the child has exited.
+        var exitWaiters: [AsyncStream<Void>.Continuation] = []
     }
 
     private init(name: String, pid: pid_t, standardInput: StandardInputWriter?) {
@@ -134,16 +136,18 @@ final class ChildProcess: Sendable {
         try? await standardInput?.finish()
     }
 
-    /// Polls until the child has exited or `timeout` passed; true when it has exited. Polls every
-    /// 2 ms: a plug exits within a millisecond or two of SIGTERM, and every Leave and
-    /// DeleteEndpoint waits here.
+    /// Waits until the child has exited or `timeout` passed; true when it has exited. Told by
+    /// swift-subprocess, which learns of the exit from the child's pidfd: no polling.
     func waitForExit(timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while !hasExited {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(2))
+        let (exited, continuation) = AsyncStream<Void>.makeStream()
+        let already = state.withLock { state in
+            if state.exit != nil { return true }
+            state.exitWaiters.append(continuation)
+            return false
         }
-        return true
+        if already { return true }
+        _ = await Timeout.run(timeout) { for await _ in exited {} }
+        return hasExited
     }
 
     /// SIGTERM, then SIGKILL after `grace`; returns when the child has exited (or after a last
@@ -167,6 +171,8 @@ final class ChildProcess: Sendable {
         let handler: (@Sendable (ChildExit) -> Void)? = state.withLock { state in
             guard state.exit == nil else { return nil }
             state.exit = ChildExit(status: status, lastErrorLines: state.errorTail)
+            for waiter in state.exitWaiters { waiter.finish() }
+            state.exitWaiters = []
             defer { state.exitHandler = nil }
             return state.exitHandler
         }

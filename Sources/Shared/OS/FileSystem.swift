@@ -107,6 +107,11 @@ public enum FileSystem {
         _ = try SystemCallError.wrapping("write", subject) { try fd.writeAll(bytes) }
     }
 
+    /// Writes all of `bytes` to the raw descriptor `fd` (a pipe, stderr).
+    public static func writeAll(_ bytes: some Collection<UInt8>, to fd: Int32, subject: String? = nil) throws(SystemCallError) {
+        try writeAll(bytes, to: FileDescriptor(rawValue: fd), subject: subject)
+    }
+
     /// Replaces `path` by a file holding `bytes`, through a temporary file in the same directory
     /// and `rename`, so readers see the old file or the new one, never half of one. With `.sync`
     /// the file and then its directory are synced. The temporary file never stays behind.

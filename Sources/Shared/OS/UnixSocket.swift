@@ -91,6 +91,21 @@ public struct UnixSocket: Sendable {
         }
     }
 
+    /// Receives until `isComplete` says what arrived is a whole message, or the peer ends the
+    /// stream (the caller checks what it got), all before `deadline` (else ETIMEDOUT). More than
+    /// `limit` bytes throw EMSGSIZE.
+    public func receiveMessage(deadline: ContinuousClock.Instant, limit: Int,
+                               isComplete: ([UInt8]) -> Bool = { _ in false }) throws(SystemCallError) -> [UInt8] {
+        var received: [UInt8] = []
+        while true {
+            let chunk = try receive(maximum: 65536, deadline: deadline)
+            if chunk.isEmpty { return received }
+            received.append(contentsOf: chunk)
+            if isComplete(received) { return received }
+            if received.count > limit { throw SystemCallError(call: "recv", subject: path, errno: EMSGSIZE) }
+        }
+    }
+
     public func close() { Glibc.close(fd) }
 
     // MARK: Internals

@@ -245,23 +245,23 @@ struct ManagementClient: Sendable {
         } catch {
             return failure("did not take the command '\(command)' (\(error.text))")
         }
-        var received: [UInt8] = []
-        while true {
-            let chunk: [UInt8]
-            do {
-                chunk = try socket.receive(maximum: 16384, deadline: deadline)
-            } catch {
-                if error.errno == ETIMEDOUT { return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms") }
-                return failure("failed: recv: \(error.text)")
+        let received: [UInt8]
+        do {
+            received = try socket.receiveMessage(deadline: deadline, limit: 4 << 20) {
+                ManagementReply.parse(String(decoding: $0, as: UTF8.self)) != nil
             }
-            if chunk.isEmpty { return failure("closed the connection before replying to '\(command)'") }
-            received.append(contentsOf: chunk)
-            if let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self)) {
-                drainPrompt(socket, received: received)
-                return .success(reply)
+        } catch {
+            switch error.errno {
+            case ETIMEDOUT: return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
+            case EMSGSIZE: return failure("sent more than 4 MiB without finishing its reply")
+            default: return failure("failed: recv: \(error.text)")
             }
-            if received.count > 4 << 20 { return failure("sent more than 4 MiB without finishing its reply") }
         }
+        guard let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self)) else {
+            return failure("closed the connection before replying to '\(command)'")
+        }
+        drainPrompt(socket, received: received)
+        return .success(reply)
     }
 
     /// Reads the `vde$ ` prompt that follows a reply (briefly), so that closing the socket is an

@@ -27,17 +27,15 @@ enum ControlClient {
         } catch {
             throw Failure(message: "could not send the request: \(error.text)")
         }
-        var response: [UInt8] = []
-        while true {
-            let chunk: [UInt8]
-            do {
-                chunk = try socket.receive(maximum: 65536, deadline: deadline)
-            } catch {
-                throw Failure(message: error.errno == ETIMEDOUT ? "no answer within \(timeoutSeconds) s" : error.text)
+        let response: [UInt8]
+        do {
+            response = try socket.receiveMessage(deadline: deadline, limit: 64 << 20)
+        } catch {
+            switch error.errno {
+            case ETIMEDOUT: throw Failure(message: "no answer within \(timeoutSeconds) s")
+            case EMSGSIZE: throw Failure(message: "answer larger than 64 MiB")
+            default: throw Failure(message: error.text)
             }
-            if chunk.isEmpty { break }
-            response.append(contentsOf: chunk)
-            if response.count > 64 << 20 { throw Failure(message: "answer larger than 64 MiB") }
         }
         return try parse(response)
     }

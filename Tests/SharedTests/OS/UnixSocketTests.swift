@@ -45,6 +45,25 @@ private struct Listener {
         #expect(try socket.receive(deadline: .now + .seconds(2)).isEmpty, "the end of the stream")
     }
 
+    @Test func receiveMessageStopsWhenCompleteAtTheEndOrOverTheLimit() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let listener = try Listener(path: scratch.path + "/s")
+        defer { listener.close() }
+        let socket = try UnixSocket.connect(to: scratch.path + "/s", timeout: .seconds(2))
+        defer { socket.close() }
+        let peer = listener.accept()
+        defer { Glibc.close(peer) }
+        _ = Glibc.send(peer, "one.two", 7, 0)
+        let complete = try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100) { $0.contains(UInt8(ascii: ".")) }
+        #expect(String(decoding: complete, as: UTF8.self).hasPrefix("one."))
+        _ = Glibc.send(peer, String(repeating: "x", count: 200), 200, 0)
+        let error = #expect(throws: SystemCallError.self) { try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100) }
+        #expect(error?.errno == EMSGSIZE)
+        Glibc.shutdown(peer, Int32(SHUT_WR))
+        _ = try socket.receiveMessage(deadline: .now + .seconds(2), limit: 1 << 20)
+    }
+
     @Test func receiveGivesUpAtTheDeadlineWithETIMEDOUT() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }

@@ -8,6 +8,8 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <net/if_arp.h>
+#include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
@@ -15,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef F_SETPIPE_SZ
@@ -124,5 +127,54 @@ static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int
     int n = epoll_wait(epfd, &event, 1, timeout_ms);
     if (n == 1) *token = event.data.u64;
     return n;
+}
+
+/// Starts `path` (no PATH search) with `argv` and `envp` (both NULL-terminated) in a process group
+/// of its own, with no signal blocked, every signal at its default action, and only descriptors
+/// 0, 1 and 2 open: `in_fd`, `out_fd`, `err_fd` (-1: /dev/null). Returns 0 with `*pid` set, or an
+/// errno value (ENOENT: no such program).
+static inline int clinux_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                               int in_fd, int out_fd, int err_fd) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int result = posix_spawn_file_actions_init(&actions);
+    if (result != 0) return result;
+    result = posix_spawnattr_init(&attributes);
+    if (result != 0) { posix_spawn_file_actions_destroy(&actions); return result; }
+    int fds[3] = { in_fd, out_fd, err_fd };
+    for (int target = 0; target < 3 && result == 0; target++) {
+        if (fds[target] < 0) {
+            result = posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
+        } else {
+            /* Also for fds[target] == target: glibc then clears close-on-exec. */
+            result = posix_spawn_file_actions_adddup2(&actions, fds[target], target);
+        }
+    }
+    if (result == 0) result = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    if (result == 0) result = posix_spawnattr_setsigmask(&attributes, &none);
+    if (result == 0) result = posix_spawnattr_setsigdefault(&attributes, &all);
+    if (result == 0) result = posix_spawnattr_setpgroup(&attributes, 0);
+    if (result == 0) result = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (result == 0) result = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return result;
+}
+
+/// Reaps the exited child behind `pidfd` without blocking (waitid P_PIDFD). Returns 1 with
+/// `*code` (exit status or signal) and `*signaled`, 0 when it has not exited, -1 with errno.
+static inline int clinux_reap_pidfd(int pidfd, int *code, int *signaled) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *signaled = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
+    *code = info.si_status;
+    return 1;
 }
 #endif

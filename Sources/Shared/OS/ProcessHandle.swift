@@ -134,6 +134,11 @@ public final class ProcessHandle: Sendable {
         return copy
     }
 
+    /// Runs `body` with the pidfd (-1 once closed), which stays open meanwhile.
+    func withDescriptor<T>(_ body: (Int32) -> T) -> T {
+        state.withLock { body($0.fd) }
+    }
+
     /// Closes the pidfd; pending ``onExit(_:)`` handlers are dropped. Further calls do nothing.
     public func close() {
         state.withLock { state in

@@ -24,16 +24,33 @@ private struct Listener {
     func close() { Glibc.close(fd) }
 }
 
+/// A ``UnixSocket`` connected to a listener in a scratch directory, and the accepted peer.
+private struct ConnectedPair {
+    let scratch: ScratchDirectory
+    let listener: Listener
+    let socket: UnixSocket
+    let peer: Int32
+
+    init() throws {
+        scratch = try ScratchDirectory()
+        listener = try Listener(path: scratch.path + "/s")
+        socket = try UnixSocket.connect(to: scratch.path + "/s", timeout: .seconds(2))
+        peer = listener.accept()
+    }
+
+    func close() {
+        socket.close()
+        if peer >= 0 { Glibc.close(peer) }
+        listener.close()
+        scratch.remove()
+    }
+}
+
 @Suite(.timeLimit(.minutes(1))) struct UnixSocketTests {
     @Test func connectsSendsAndReceivesUntilTheEnd() throws {
-        let scratch = try ScratchDirectory()
-        defer { scratch.remove() }
-        let path = scratch.path + "/s"
-        let listener = try Listener(path: path)
-        defer { listener.close() }
-        let socket = try UnixSocket.connect(to: path, timeout: .seconds(2))
-        defer { socket.close() }
-        let peer = listener.accept()
+        let pair = try ConnectedPair()
+        defer { pair.close() }
+        let (socket, peer) = (pair.socket, pair.peer)
         #expect(peer >= 0)
         try socket.send(Array("ping".utf8), deadline: .now + .seconds(2))
         var buffer = [UInt8](repeating: 0, count: 16)
@@ -41,19 +58,14 @@ private struct Listener {
         #expect(Array(buffer[0..<4]) == Array("ping".utf8))
         _ = Glibc.send(peer, "pong", 4, 0)
         #expect(try socket.receive(deadline: .now + .seconds(2)) == Array("pong".utf8))
-        Glibc.close(peer)
+        Glibc.shutdown(peer, Int32(SHUT_WR))
         #expect(try socket.receive(deadline: .now + .seconds(2)).isEmpty, "the end of the stream")
     }
 
     @Test func receiveMessageStopsWhenCompleteAtTheEndOrOverTheLimit() throws {
-        let scratch = try ScratchDirectory()
-        defer { scratch.remove() }
-        let listener = try Listener(path: scratch.path + "/s")
-        defer { listener.close() }
-        let socket = try UnixSocket.connect(to: scratch.path + "/s", timeout: .seconds(2))
-        defer { socket.close() }
-        let peer = listener.accept()
-        defer { Glibc.close(peer) }
+        let pair = try ConnectedPair()
+        defer { pair.close() }
+        let (socket, peer) = (pair.socket, pair.peer)
         _ = Glibc.send(peer, "one.two", 7, 0)
         let complete = try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100) { $0.contains(UInt8(ascii: ".")) }
         #expect(String(decoding: complete, as: UTF8.self).hasPrefix("one."))
@@ -65,13 +77,9 @@ private struct Listener {
     }
 
     @Test func receiveGivesUpAtTheDeadlineWithETIMEDOUT() throws {
-        let scratch = try ScratchDirectory()
-        defer { scratch.remove() }
-        let listener = try Listener(path: scratch.path + "/s")
-        defer { listener.close() }
-        let socket = try UnixSocket.connect(to: scratch.path + "/s", timeout: .seconds(2))
-        defer { socket.close() }
-        let error = #expect(throws: SystemCallError.self) { try socket.receive(deadline: .now + .milliseconds(20)) }
+        let pair = try ConnectedPair()
+        defer { pair.close() }
+        let error = #expect(throws: SystemCallError.self) { try pair.socket.receive(deadline: .now + .milliseconds(20)) }
         #expect(error?.errno == ETIMEDOUT)
         #expect(error?.call == "recv")
     }

@@ -30,7 +30,11 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
         .target(
             name: "Shared",
-            dependencies: ["CLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strict),
         .executableTarget(
             name: "vde-supervisor",

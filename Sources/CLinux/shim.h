@@ -8,13 +8,17 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <net/if_arp.h>
+#include <signal.h>
+#include <spawn.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef F_SETPIPE_SZ
@@ -75,50 +79,103 @@ static inline int clinux_create_tap(const char *name, const unsigned char *mac, 
     return 0;
 }
 
-/// pidfd_open(2) (Linux 5.3); glibc's Swift module does not export it. Returns a close-on-exec
-/// descriptor, or -1 with errno.
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/// A pidfd for `pid` (close-on-exec by definition), or -1 with errno. Glibc's Swift module does
+/// not export pidfd_open; a pidfd works for any process we may signal, not only our children.
 static inline int clinux_pidfd_open(int pid) {
-    return (int)syscall(434 /* SYS_pidfd_open */, pid, 0);
+    return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-/// pidfd_getfd(2) (Linux 5.6): a close-on-exec duplicate of descriptor `fd` of the process
-/// behind `pidfd` (same open file). Needs ptrace access to it. Returns the new descriptor, or -1
-/// with errno.
-static inline int clinux_pidfd_getfd(int pidfd, int fd) {
-    return (int)syscall(438 /* SYS_pidfd_getfd */, pidfd, fd, 0);
+/// A close-on-exec copy of the descriptor `targetfd` of the process behind `pidfd`, or -1 with
+/// errno (EPERM without ptrace rights over it).
+static inline int clinux_pidfd_getfd(int pidfd, int targetfd) {
+    return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0);
 }
 
-/// A close-on-exec epoll instance, or -1 with errno.
-static inline int clinux_epoll_create(void) {
-    return epoll_create1(EPOLL_CLOEXEC);
+/// Sends `sig` to the process behind `pidfd` (never to a later process that reuses its pid).
+/// Returns 0, or -1 with errno (ESRCH once it has exited).
+static inline int clinux_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, (void *)0, 0);
 }
 
-/// Arms `fd` in the epoll instance `epfd` for one report (EPOLLONESHOT) of input, an error or a
-/// hang-up (EPOLLIN | EPOLLERR | EPOLLHUP), carrying `token`: with `add` it registers `fd`,
-/// without it re-arms a registered `fd`. Returns 0, or -1 with errno.
-static inline int clinux_epoll_arm_once(int epfd, int fd, unsigned long long token, int add) {
+/// epoll_event is packed on x86_64, which Swift does not import reliably: one wrapper per use.
+/// Arms `fd` in `epfd` for `events`, with `token` as its user data: adds it, or modifies the
+/// registration it has (a one-shot registration stays, disarmed, until the file is closed).
+/// Returns 0, or -1 with errno.
+static inline int clinux_epoll_arm(int epfd, int fd, unsigned int events, unsigned long long token) {
     struct epoll_event event;
     memset(&event, 0, sizeof event);
-    event.events = EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLONESHOT;
+    event.events = events;
     event.data.u64 = token;
-    return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event);
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0) return 0;
+    if (errno != EEXIST) return -1;
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event);
 }
 
-/// Removes `fd` from `epfd`. Returns 0, or -1 with errno.
-static inline int clinux_epoll_forget(int epfd, int fd) {
-    struct epoll_event unused;
-    memset(&unused, 0, sizeof unused);
-    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused);
-}
-
-/// Waits up to `timeout_ms` (-1: no limit) for up to `max` (at most 16) reports of `epfd` and
-/// stores their tokens. Returns how many, or -1 with errno (EINTR). epoll_event is packed on
-/// x86-64, which Swift imports badly: hence this wrapper.
-static inline int clinux_epoll_wait_tokens(int epfd, unsigned long long *tokens, int max, int timeout_ms) {
-    struct epoll_event events[16];
-    if (max > 16) max = 16;
-    int n = epoll_wait(epfd, events, max, timeout_ms);
-    for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
+/// Waits up to `timeout_ms` (-1: for ever) for one event of `epfd` and stores its token.
+/// Returns 1, 0 on timeout, or -1 with errno.
+static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int timeout_ms) {
+    struct epoll_event event;
+    int n = epoll_wait(epfd, &event, 1, timeout_ms);
+    if (n == 1) *token = event.data.u64;
     return n;
+}
+
+/// Starts `path` (no PATH search) with `argv` and `envp` (both NULL-terminated) in a process group
+/// of its own, with no signal blocked, every signal at its default action, and only descriptors
+/// 0, 1 and 2 open: `in_fd`, `out_fd`, `err_fd` (-1: /dev/null). Returns 0 with `*pid` set, or an
+/// errno value (ENOENT: no such program).
+static inline int clinux_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                               int in_fd, int out_fd, int err_fd) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int result = posix_spawn_file_actions_init(&actions);
+    if (result != 0) return result;
+    result = posix_spawnattr_init(&attributes);
+    if (result != 0) { posix_spawn_file_actions_destroy(&actions); return result; }
+    int fds[3] = { in_fd, out_fd, err_fd };
+    for (int target = 0; target < 3 && result == 0; target++) {
+        if (fds[target] < 0) {
+            result = posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
+        } else {
+            /* Also for fds[target] == target: glibc then clears close-on-exec. */
+            result = posix_spawn_file_actions_adddup2(&actions, fds[target], target);
+        }
+    }
+    if (result == 0) result = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    if (result == 0) result = posix_spawnattr_setsigmask(&attributes, &none);
+    if (result == 0) result = posix_spawnattr_setsigdefault(&attributes, &all);
+    if (result == 0) result = posix_spawnattr_setpgroup(&attributes, 0);
+    if (result == 0) result = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (result == 0) result = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return result;
+}
+
+/// Reaps the exited child behind `pidfd` without blocking (waitid P_PIDFD). Returns 1 with
+/// `*code` (exit status or signal) and `*signaled`, 0 when it has not exited, -1 with errno.
+static inline int clinux_reap_pidfd(int pidfd, int *code, int *signaled) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *signaled = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
+    *code = info.si_status;
+    return 1;
 }
 #endif

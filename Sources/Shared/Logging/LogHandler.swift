@@ -67,15 +67,7 @@ public struct VDELogHandler: LogHandler {
         } else {
             line = "\(Self.timestamp()) \(event.level) \(label): \(event.message)\(fields)\n"
         }
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)
-                if written <= 0 { break }
-                offset += written
-            }
-        }
+        try? FileSystem.writeAll(Array(line.utf8), to: 2)
     }
 
     static func syslogPriority(_ level: Logger.Level) -> Int {

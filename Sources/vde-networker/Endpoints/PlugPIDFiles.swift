@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Shared
 
 /// One file per running plug, `<network dir>/plugs/<endpointID>.pid` holding `PID STARTTIME`
 /// (see ``ProcessIdentity``), so that a worker that starts after a crash of its predecessor can
@@ -23,23 +24,19 @@ struct PlugPIDFiles: Sendable {
             return
         }
         do {
-            _ = try FileSystem.makeDirectories(directory, mode: 0o755)
+            try PIDFile(path: path(endpointID: endpointID)).write(identity)
         } catch {
-            logger.warning("cannot keep plug pid files: \(error)")
-            return
-        }
-        if let code = FileSystem.writeAtomically(path(endpointID: endpointID), contents: identity.fileText) {
-            logger.warning("cannot write \(path(endpointID: endpointID)): \(SystemCallError.text(code))")
+            logger.warning("cannot keep the plug's pid file: \(error)")
         }
     }
 
     func remove(endpointID: String) {
-        FileSystem.removeFile(path(endpointID: endpointID))
+        PIDFile(path: path(endpointID: endpointID)).remove()
     }
 
     /// Removes the directory when no pid file is left in it.
     func removeDirectoryIfEmpty() {
-        if FileSystem.listDirectory(directory)?.isEmpty == true { FileSystem.removeDirectory(directory) }
+        FileSystem.removeIfEmpty(directory)
     }
 
     /// Stops every plug listed whose pid, start time and program (vde_plug2tap) all still match,
@@ -49,15 +46,15 @@ struct PlugPIDFiles: Sendable {
     func stopLeftovers(logger: Logger) async -> [pid_t] {
         var stopped: [pid_t] = []
         for name in FileSystem.listDirectory(directory) ?? [] where name.hasSuffix(".pid") {
-            let file = directory + "/" + name
-            defer { FileSystem.removeFile(file) }
-            guard let text = FileSystem.readFile(file) else { continue }
-            guard let identity = ProcessIdentity(fileText: text) else {
-                logger.warning("ignoring a plug pid file without a start time (nothing proves whose pid it is)", metadata: ["file": "\(file)"])
+            let file = PIDFile(path: directory + "/" + name)
+            defer { file.remove() }
+            guard FileSystem.exists(file.path) else { continue }
+            guard let identity = file.read() else {
+                logger.warning("ignoring a plug pid file without a start time (nothing proves whose pid it is)", metadata: ["file": "\(file.path)"])
                 continue
             }
             guard identity.isRunning(program: Self.program) else { continue }
-            logger.info("stopping a plug left behind by an earlier worker", metadata: ["pid": "\(identity.pid)", "file": "\(file)"])
+            logger.info("stopping a plug left behind by an earlier worker", metadata: ["pid": "\(identity.pid)", "file": "\(file.path)"])
             await identity.stop(program: Self.program)
             stopped.append(identity.pid)
         }

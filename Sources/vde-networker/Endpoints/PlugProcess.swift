@@ -181,16 +181,15 @@ final class PlugProcess: Sendable {
     /// What the kernel says about the plug's tap; cheap (a few readlinks and one small read).
     func tapAttachment() -> TapAttachment {
         let known = tunDescriptor.withLock { $0 }
-        if let known, let info = FileSystem.readFile("/proc/\(pid)/fdinfo/\(known)") {
+        if let known, let info = ProcFS.descriptorInfo(of: pid, fd: Int32(known)) {
             return TapAttachment.parse(fdinfo: info)
         }
-        guard let fds = FileSystem.listDirectory("/proc/\(pid)/fd") else { return .unknown }
-        for name in fds {
-            guard let fd = Int(name), FileSystem.readLink("/proc/\(pid)/fd/\(name)") == "/dev/net/tun",
-                  let info = FileSystem.readFile("/proc/\(pid)/fdinfo/\(name)") else { continue }
+        guard let descriptors = ProcFS.descriptors(of: pid) else { return .unknown }
+        for (fd, target) in descriptors where target == "/dev/net/tun" {
+            guard let info = ProcFS.descriptorInfo(of: pid, fd: fd) else { continue }
             let attachment = TapAttachment.parse(fdinfo: info)
             if attachment != .unknown {
-                tunDescriptor.withLock { $0 = fd }
+                tunDescriptor.withLock { $0 = Int(fd) }
                 return attachment
             }
         }

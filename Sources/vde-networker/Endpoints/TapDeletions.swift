@@ -1,4 +1,5 @@
 import Logging
+import Shared
 
 /// Taps of removed endpoints, deleted after DeleteEndpoint has been answered.
 ///
@@ -26,16 +27,13 @@ struct TapMarkers: Sendable {
     @discardableResult
     func mark(tapName: String, logger: Logger) -> Bool {
         do {
-            _ = try FileSystem.makeDirectories(directory, mode: 0o755)
+            try FileSystem.makeDirectories(directory, mode: 0o755)
+            try FileSystem.writeAtomically(path(tapName: tapName), contents: "")
+            return true
         } catch {
-            logger.warning("cannot keep tap deletion markers: \(error)")
+            logger.warning("cannot keep a tap marker: \(error)")
             return false
         }
-        if let code = FileSystem.writeAtomically(path(tapName: tapName), contents: "") {
-            logger.warning("cannot write \(path(tapName: tapName)): \(SystemCallError.text(code))")
-            return false
-        }
-        return true
     }
 
     func unmark(tapName: String) {
@@ -44,12 +42,12 @@ struct TapMarkers: Sendable {
 
     /// Tap names with a marker (temporary files of an interrupted write are skipped).
     func marked() -> [String] {
-        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(".tmp") && (try? Taps.validate(name: $0)) != nil }
+        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(FileSystem.temporarySuffix) && (try? Taps.validate(name: $0)) != nil }
     }
 
     /// Removes the directory when no marker is left in it.
     func removeDirectoryIfEmpty() {
-        if FileSystem.listDirectory(directory)?.isEmpty == true { FileSystem.removeDirectory(directory) }
+        FileSystem.removeIfEmpty(directory)
     }
 }
 

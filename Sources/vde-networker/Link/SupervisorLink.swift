@@ -47,17 +47,12 @@ final class SupervisorLink: Sendable {
         let fd = output
         writeQueue.async { [self] in
             guard !broken.withLock({ $0 }) else { return }
-            var offset = 0
-            while offset < line.count {
-                let n = line.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 {
-                    // SIGPIPE is ignored, so a gone supervisor shows up here as EPIPE.
-                    logger.warning("cannot write to the supervisor (\(SystemCallError.text(errno))); dropping further messages")
-                    broken.withLock { $0 = true }
-                    return
-                }
-                offset += n
+            do throws(SystemCallError) {
+                try FileSystem.writeAll(line, to: fd)
+            } catch {
+                // SIGPIPE is ignored, so a gone supervisor shows up here as EPIPE.
+                logger.warning("cannot write to the supervisor (\(error.text)); dropping further messages")
+                broken.withLock { $0 = true }
             }
         }
     }

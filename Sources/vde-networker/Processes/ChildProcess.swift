@@ -3,17 +3,16 @@ import Glibc
 #endif
 import Logging
 import Shared
-import Subprocess
 import Synchronization
 
 /// How a long-running child ended.
 struct ChildExit: Sendable, CustomStringConvertible {
-    var status: TerminationStatus?
+    var status: ChildSpawn.Exit?
     /// The last lines the child wrote to stderr, oldest first.
     var lastErrorLines: [String]
 
     var description: String {
-        let how = status.map(describe) ?? "ended (status unknown)"
+        let how = status.map(\.description) ?? "ended (status unknown)"
         guard let last = lastErrorLines.last else { return how }
         return "\(how): \(last)"
     }
@@ -26,33 +25,35 @@ struct ChildExit: Sendable, CustomStringConvertible {
 /// gets a pipe on stdin that stays open until ``closeStandardInput()`` (vde_switch exits at EOF
 /// on stdin, which makes the pipe its clean stop, and makes it exit by itself when the worker
 /// dies).
+///
+/// Started by ``ChildSpawn`` and watched through its pidfd (``ProcessHandle``): while it runs,
+/// nothing in the worker wakes up for it.
 final class ChildProcess: Sendable {
     let name: String
     let pid: pid_t
-    private let standardInput: StandardInputWriter?
+    private let handle: ProcessHandle
+    /// The write end of the child's stdin pipe, while held.
+    private let standardInput: Mutex<Int32?>
     private let state = Mutex(State())
 
     private struct State {
         var exit: ChildExit?
         var errorTail: [String] = []
         var exitHandler: (@Sendable (ChildExit) -> Void)?
+        /// Waiters of ``waitForExit(timeout:)``, told when the child has exited.
+        var exitWaiters: [AsyncStream<Void>.Continuation] = []
     }
 
-    private init(name: String, pid: pid_t, standardInput: StandardInputWriter?) {
+    private init(name: String, pid: pid_t, handle: ProcessHandle, standardInput: Int32?) {
         self.name = name
         self.pid = pid
-        self.standardInput = standardInput
+        self.handle = handle
+        self.standardInput = Mutex(standardInput)
     }
 
     /// Starts `argv` and returns once it runs (not once it is ready: that is the caller's business).
     static func spawn(name: String, argv: [String], holdStandardInput: Bool, logger: Logger) async throws(ChildSpawnError) -> ChildProcess {
         precondition(!argv.isEmpty)
-        let options = {
-            var options = PlatformOptions()
-            options.processGroupID = 0
-            options.teardownSequence = [.send(signal: .terminate, allowedDurationToNextStep: .milliseconds(500))]
-            return options
-        }()
         // Its stderr: lines of up to 2 KiB; a flood keeps only the newest 64 unread lines.
         let errorPipe: ChildOutputPipe
         do {
@@ -60,52 +61,58 @@ final class ChildProcess: Sendable {
         } catch {
             throw ChildSpawnError(argv: argv, reason: "\(error)")
         }
-        let resumed = OnceFlag()
+        var input: (read: Int32, write: Int32)?
+        if holdStandardInput {
+            do {
+                input = try PipeLines.open()
+            } catch {
+                errorPipe.closeWriteEnd()
+                throw ChildSpawnError(argv: argv, reason: "\(error)")
+            }
+        }
+        let pid: pid_t
+        do {
+            pid = try ChildSpawn.start(argv, standardInput: input?.read, standardOutput: 2, standardError: errorPipe.writeEnd)
+        } catch {
+            errorPipe.closeWriteEnd()
+            if let input { close(input.read); close(input.write) }
+            throw ChildSpawnError(argv: argv, reason: error.errno == ENOENT ? "no such program" : "\(error)")
+        }
+        errorPipe.closeWriteEnd()
+        if let input { close(input.read) }
+        // Our child, not reaped until we do: the pidfd holds it even if it has exited already.
+        let handle: ProcessHandle
+        do {
+            handle = try ProcessHandle(pid: pid)
+        } catch {
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            if let input { close(input.write) }
+            throw ChildSpawnError(argv: argv, reason: "\(error)")
+        }
+        let child = ChildProcess(name: name, pid: pid, handle: handle, standardInput: input?.write)
         var childLogger = logger
         childLogger[metadataKey: "child"] = .string(name)
         let log = childLogger
-        do {
-            return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ChildProcess, any Error>) in
-                Task.detached {
-                    var child: ChildProcess?
-                    do {
-                        let result = try await Subprocess.run(
-                            .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
-                            platformOptions: options, input: .inputWriter,
-                            output: .fileDescriptor(.standardError, closeAfterSpawningProcess: false),
-                            error: .fileDescriptor(.init(rawValue: errorPipe.writeEnd), closeAfterSpawningProcess: false)
-                        ) { execution in
-                            errorPipe.closeWriteEnd()
-                            let started = ChildProcess(name: name, pid: execution.processIdentifier.value,
-                                                       standardInput: holdStandardInput ? execution.standardInputWriter : nil)
-                            child = started
-                            if !holdStandardInput { try? await execution.standardInputWriter.finish() }
-                            if resumed.claim() { continuation.resume(returning: started) }
-                            // Ends when the child has exited and closed its end of the pipe.
-                            for await line in errorPipe.lines {
-                                let text = switch line {
-                                case .line(let bytes): String(decoding: bytes, as: UTF8.self)
-                                case .oversized(let length): "(a line of \(length) bytes, dropped)"
-                                }
-                                guard !text.isEmpty else { continue }
-                                log.notice("\(text)", metadata: ["pid": "\(started.pid)"])
-                                started.recordErrorLine(text)
-                            }
-                        }
-                        child?.finish(status: result.terminationStatus)
-                    } catch {
-                        errorPipe.closeWriteEnd()
-                        if resumed.claim() {
-                            continuation.resume(throwing: error)
-                        } else {
-                            child?.finish(status: nil)
-                        }
-                    }
+        Task.detached {
+            // Ends when the child (and whatever inherited its stderr) has closed the pipe.
+            for await line in errorPipe.lines {
+                let text = switch line {
+                case .line(let bytes): String(decoding: bytes, as: UTF8.self)
+                case .oversized(let length): "(a line of \(length) bytes, dropped)"
                 }
+                guard !text.isEmpty else { continue }
+                log.notice("\(text)", metadata: ["pid": "\(pid)"])
+                child.recordErrorLine(text)
             }
-        } catch {
-            throw ChildSpawnError(argv: argv, reason: "\(error)")
+            await handle.waitForExit()
+            let status = ChildSpawn.reap(handle)
+            handle.close()
+            child.closeInput()
+            child.finish(status: status)
         }
+        return child
     }
 
     var hasExited: Bool { state.withLock { $0.exit != nil } }
@@ -122,28 +129,35 @@ final class ChildProcess: Sendable {
         if let already { handler(already) }
     }
 
-    /// Sends `signal` unless the child is known to have exited (its pid may then be reused).
+    /// Sends `signal` through the child's pidfd (never to a process that reused its pid).
     func send(_ signal: Int32) {
-        state.withLock { state in
-            if state.exit == nil { _ = kill(pid, signal) }
-        }
+        handle.send(signal)
     }
 
     /// Closes the child's stdin pipe (vde_switch then cleans up and exits).
     func closeStandardInput() async {
-        try? await standardInput?.finish()
+        closeInput()
     }
 
-    /// Polls until the child has exited or `timeout` passed; true when it has exited. Polls every
-    /// 2 ms: a plug exits within a millisecond or two of SIGTERM, and every Leave and
-    /// DeleteEndpoint waits here.
-    func waitForExit(timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while !hasExited {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(2))
+    private func closeInput() {
+        standardInput.withLock { fd in
+            if let open = fd { close(open) }
+            fd = nil
         }
-        return true
+    }
+
+    /// Waits until the child has exited or `timeout` passed; true when it has exited. Told by
+    /// swift-subprocess, which learns of the exit from the child's pidfd: no polling.
+    func waitForExit(timeout: Duration) async -> Bool {
+        let (exited, continuation) = AsyncStream<Void>.makeStream()
+        let already = state.withLock { state in
+            if state.exit != nil { return true }
+            state.exitWaiters.append(continuation)
+            return false
+        }
+        if already { return true }
+        _ = await Timeout.run(timeout) { for await _ in exited {} }
+        return hasExited
     }
 
     /// SIGTERM, then SIGKILL after `grace`; returns when the child has exited (or after a last
@@ -163,10 +177,12 @@ final class ChildProcess: Sendable {
         }
     }
 
-    private func finish(status: TerminationStatus?) {
+    private func finish(status: ChildSpawn.Exit?) {
         let handler: (@Sendable (ChildExit) -> Void)? = state.withLock { state in
             guard state.exit == nil else { return nil }
             state.exit = ChildExit(status: status, lastErrorLines: state.errorTail)
+            for waiter in state.exitWaiters { waiter.finish() }
+            state.exitWaiters = []
             defer { state.exitHandler = nil }
             return state.exitHandler
         }

@@ -43,27 +43,20 @@ struct CommandRunner: Sendable {
         }()
         let limit = timeout
         do {
-            return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
-                group.addTask {
-                    let result = try await Subprocess.run(
-                        .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
-                        platformOptions: options, input: .none,
-                        output: .string(limit: 1 << 20), error: .string(limit: 1 << 16))
-                    return CommandResult(status: result.terminationStatus,
-                                         standardOutput: result.standardOutput,
-                                         standardError: result.standardError)
-                }
-                group.addTask {
-                    try await Task.sleep(for: limit)
-                    return nil
-                }
-                // Cancelling the group kills a command that outlives the limit (teardown ends with SIGKILL).
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let result = first else {
-                    throw CommandError(argv: argv, reason: "did not finish within \(limit.milliseconds / 1000) s")
-                }
-                return result
+            // At the limit the run is cancelled, which kills the command (teardown ends with SIGKILL).
+            let result = try await Timeout.run(limit) {
+                let result = try await Subprocess.run(
+                    .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
+                    platformOptions: options, input: .none,
+                    output: .string(limit: 1 << 20), error: .string(limit: 1 << 16))
+                return CommandResult(status: result.terminationStatus,
+                                     standardOutput: result.standardOutput,
+                                     standardError: result.standardError)
             }
+            guard let result else {
+                throw CommandError(argv: argv, reason: "did not finish within \(limit.milliseconds / 1000) s")
+            }
+            return result
         } catch let error as CommandError {
             throw error
         } catch {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Shared
 
 /// Where the programs the worker runs live. Looked up once, in `PATH` and then in the usual
 /// system directories, because dockerd and systemd often run services with a short `PATH`
@@ -29,7 +30,7 @@ struct Executables: Sendable {
         let fromPath = (environmentPath ?? "").split(separator: ":").map(String.init).filter { $0.hasPrefix("/") }
         for directory in fromPath + fallbackDirectories {
             let candidate = directory + "/" + name
-            if access(candidate, X_OK) == 0, !FileSystem.isDirectory(candidate) { return candidate }
+            if FileSystem.isExecutable(candidate) { return candidate }
         }
         return nil
     }

@@ -229,93 +229,50 @@ struct ManagementClient: Sendable {
         func failure(_ reason: String) -> Result<ManagementReply, ManagementError> {
             .failure(ManagementError(socketPath: path, reason: reason))
         }
-        func remainingMilliseconds() -> Int32 {
-            Int32(max(0, (deadline - ContinuousClock.now).milliseconds))
-        }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(path.utf8)
-        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return failure("path is too long for a unix socket") }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (i, byte) in pathBytes.enumerated() { buffer[i] = byte }
-            buffer[pathBytes.count] = 0
-        }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { return failure("cannot be used: socket: \(SystemCallError.text(errno))") }
-        defer { close(fd) }
-
-        let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        let socket: UnixSocket
+        do {
+            socket = try UnixSocket.connect(to: path, deadline: deadline)
+        } catch {
+            switch error.errno {
+            case ENAMETOOLONG: return failure("path is too long for a unix socket")
+            case ETIMEDOUT: return failure("does not accept connections (no reply within \(timeout.milliseconds) ms)")
+            default: return failure(error.call == "socket" ? "cannot be used: socket: \(error.text)" : "does not answer (connect: \(error.text))")
             }
         }
-        if connected != 0 {
-            let code = errno
-            guard code == EINPROGRESS || code == EAGAIN else {
-                return failure("does not answer (connect: \(SystemCallError.text(code)))")
-            }
-            guard wait(fd, for: Int16(POLLOUT), milliseconds: remainingMilliseconds()) else {
-                return failure("does not accept connections (no reply within \(timeout.milliseconds) ms)")
-            }
-            var socketError: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
-            if socketError != 0 { return failure("does not answer (connect: \(SystemCallError.text(socketError)))") }
+        defer { socket.close() }
+        do {
+            try socket.send(Array((command + "\n").utf8), deadline: deadline)
+        } catch {
+            return failure("did not take the command '\(command)' (\(error.text))")
         }
-
-        var request = Array((command + "\n").utf8)
-        var sent = 0
-        while sent < request.count {
-            let n = request.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n > 0 { sent += n; continue }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), wait(fd, for: Int16(POLLOUT), milliseconds: remainingMilliseconds()) { continue }
-            return failure("did not take the command '\(command)' (\(n < 0 ? SystemCallError.text(errno) : "closed"))")
-        }
-
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                received.append(contentsOf: buffer[0..<n])
-                if let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self)) {
-                    drainPrompt(fd, received: received)
-                    return .success(reply)
-                }
-                if received.count > 4 << 20 { return failure("sent more than 4 MiB without finishing its reply") }
-                continue
+        let received: [UInt8]
+        do {
+            received = try socket.receiveMessage(deadline: deadline, limit: 4 << 20) {
+                ManagementReply.parse(String(decoding: $0, as: UTF8.self)) != nil
             }
-            if n == 0 { return failure("closed the connection before replying to '\(command)'") }
-            if errno == EINTR { continue }
-            guard errno == EAGAIN || errno == EWOULDBLOCK else { return failure("failed: recv: \(SystemCallError.text(errno))") }
-            guard wait(fd, for: Int16(POLLIN), milliseconds: remainingMilliseconds()) else {
-                return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
+        } catch {
+            switch error.errno {
+            case ETIMEDOUT: return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
+            case EMSGSIZE: return failure("sent more than 4 MiB without finishing its reply")
+            default: return failure("failed: recv: \(error.text)")
             }
         }
+        guard let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self)) else {
+            return failure("closed the connection before replying to '\(command)'")
+        }
+        drainPrompt(socket, received: received)
+        return .success(reply)
     }
 
     /// Reads the `vde$ ` prompt that follows a reply (briefly), so that closing the socket is an
     /// orderly end: closing with unread data resets the connection and the switch logs
     /// "Reading from mgmt Connection reset by peer".
-    private static func drainPrompt(_ fd: Int32, received: [UInt8]) {
+    private static func drainPrompt(_ socket: UnixSocket, received: [UInt8]) {
         var seen = String(decoding: received.suffix(64), as: UTF8.self)
-        var buffer = [UInt8](repeating: 0, count: 1024)
         let deadline = ContinuousClock.now + .milliseconds(50)
-        while !seen.hasSuffix(ManagementReply.prompt), ContinuousClock.now < deadline {
-            guard wait(fd, for: Int16(POLLIN), milliseconds: 10) else { continue }
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return }
-            seen = String((seen + String(decoding: buffer[0..<n], as: UTF8.self)).suffix(64))
-        }
-    }
-
-    private static func wait(_ fd: Int32, for events: Int16, milliseconds: Int32) -> Bool {
-        var descriptor = pollfd(fd: fd, events: events, revents: 0)
-        while true {
-            let n = poll(&descriptor, 1, milliseconds)
-            if n < 0 && errno == EINTR { continue }
-            return n > 0
+        while !seen.hasSuffix(ManagementReply.prompt) {
+            guard let chunk = try? socket.receive(maximum: 1024, deadline: deadline), !chunk.isEmpty else { return }
+            seen = String((seen + String(decoding: chunk, as: UTF8.self)).suffix(64))
         }
     }
 }

@@ -111,19 +111,14 @@ struct SwitchDirectory: Sendable {
     func markerOwner() -> String? {
         guard let directory = DirectoryHandle(path) else { return nil }
         defer { directory.close() }
-        let fd = openat(directory.fd, Self.markerName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[0..<n], as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
+        guard let bytes = directory.readFile(Self.markerName, limit: 256), !bytes.isEmpty else { return nil }
+        return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
     }
 
     /// Removes the marker when it holds this network's ID (another network's stays).
     private func removeOwnMarker() {
         guard markerOwner() == networkID, let directory = DirectoryHandle(path) else { return }
-        unlinkat(directory.fd, Self.markerName, 0)
+        _ = directory.remove(Self.markerName)
         directory.close()
     }
 
@@ -132,13 +127,11 @@ struct SwitchDirectory: Sendable {
             throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno))
         }
         defer { directory.close() }
-        let fd = openat(directory.fd, Self.markerName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw .unusableDirectory(path: path, option: option, reason: "cannot write \(Self.markerName): \(SystemCallError.text(errno))")
+        do {
+            try directory.createFile(Self.markerName, bytes: Array("\(networkID)\n".utf8))
+        } catch {
+            throw .unusableDirectory(path: path, option: option, reason: "cannot write \(Self.markerName): \(error.text)")
         }
-        defer { close(fd) }
-        let text = Array("\(networkID)\n".utf8)
-        _ = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 
     // MARK: Removal
@@ -183,61 +176,12 @@ struct SwitchDirectory: Sendable {
     }
 }
 
-/// A directory opened with `O_DIRECTORY|O_NOFOLLOW`; names are resolved in it, never as paths.
-struct DirectoryHandle {
-    let fd: Int32
-
-    init?(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        self.fd = fd
-    }
-
-    func close() { _ = Glibc.close(fd) }
-
-    /// The names in the directory, without `.` and `..`.
-    func names() -> [String] {
-        let copy = dup(fd)
-        guard copy >= 0, let dir = fdopendir(copy) else { return [] }
-        defer { closedir(dir) }
-        // The copy shares the descriptor's offset: `names(in:)` rewinds first.
-        return FileSystem.names(in: dir)
-    }
-
+extension DirectoryHandle {
     /// Unlinks `name` if it is a socket nobody listens on; nil when there is no such name.
     func removeIfStale(_ name: String) -> SwitchDirectory.Leftover? {
-        var info = stat()
-        guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
-        guard info.st_mode & S_IFMT == S_IFSOCK else { return .notASocket }
-        guard isRefused(name) else { return .live }
-        return unlinkat(fd, name, 0) == 0 || errno == ENOENT ? .removed : .live
-    }
-
-    /// True only when a connection to the socket `name` is refused (ECONNREFUSED): stream first,
-    /// then datagram (vde_switch's port sockets are datagram sockets). Anything else, including
-    /// a connection that is accepted or pending, or a permission error, counts as in use.
-    func isRefused(_ name: String) -> Bool {
-        // Reached through this directory's fd: the path is not resolved again from the top.
-        let path = "/proc/self/fd/\(fd)/\(name)"
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard path.utf8.count < capacity else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
-        }
-        for type in [SOCK_STREAM, SOCK_DGRAM] {
-            let socketFD = socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard socketFD >= 0 else { return false }
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socketFD, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            let code = errno
-            Glibc.close(socketFD)
-            if result == 0 { return false }
-            if code == EPROTOTYPE { continue }
-            return code == ECONNREFUSED
-        }
-        return false
+        guard let type = fileType(name) else { return nil }
+        guard type == S_IFSOCK else { return .notASocket }
+        guard isRefusedSocket(name) else { return .live }
+        return remove(name) ? .removed : .live
     }
 }

@@ -228,30 +228,25 @@ struct SwitchFiles: Sendable {
 /// vde_switch watches stdin only when it is a tty, so it may outlive a killed worker) and stops it.
 struct SwitchPIDFile: Sendable {
     static let program = "vde_switch"
-    let path: String
+    let file: PIDFile
+    var path: String { file.path }
 
-    init(networkDir: String) { path = networkDir + "/switch.pid" }
+    init(networkDir: String) { file = PIDFile(path: networkDir + "/switch.pid") }
 
     func write(pid: pid_t, logger: Logger) {
         guard let identity = ProcessIdentity.of(pid: pid) else { return }
         do {
-            _ = try FileSystem.makeDirectories(FileSystem.parent(of: path), mode: 0o755)
+            try file.write(identity)
         } catch {
             logger.warning("cannot keep the switch pid file: \(error)")
-            return
-        }
-        if let code = FileSystem.writeAtomically(path, contents: identity.fileText) {
-            logger.warning("cannot write \(path): \(SystemCallError.text(code))")
         }
     }
 
-    func remove() { FileSystem.removeFile(path) }
+    func remove() { file.remove() }
 
     /// The switch the file names, when that very process still runs vde_switch.
     func runningSwitch() -> ProcessIdentity? {
-        guard let text = FileSystem.readFile(path), let identity = ProcessIdentity(fileText: text),
-              identity.isRunning(program: Self.program) else { return nil }
-        return identity
+        file.runningProcess(program: Self.program)
     }
 
     /// Stops a switch left by an earlier worker (pid, start time and program must all match) and

@@ -20,19 +20,14 @@ struct ConfigFile: Equatable {
 
     /// Reads the file; a missing file is an empty configuration.
     static func load(_ path: String) throws -> ConfigFile {
-        guard let file = fopen(path, "r") else {
-            if errno == ENOENT { return ConfigFile() }
-            throw VDEError.system("cannot read \(path): \(String(cString: strerror(errno)))")
+        let text: [UInt8]
+        do {
+            text = try FileSystem.read(path, limit: (1 << 16) + 1)
+        } catch {
+            if error.errno == ENOENT { return ConfigFile() }
+            throw VDEError.system("cannot read \(path): \(error.text)")
         }
-        defer { fclose(file) }
-        var text: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = fread(&buffer, 1, buffer.count, file)
-            if n <= 0 { break }
-            text.append(contentsOf: buffer[..<n])
-            if text.count > 1 << 16 { throw VDEError.invalid("\(path) is larger than 64 KiB") }
-        }
+        if text.count > 1 << 16 { throw VDEError.invalid("\(path) is larger than 64 KiB") }
         return try parse(String(decoding: text, as: UTF8.self), path: path)
     }
 

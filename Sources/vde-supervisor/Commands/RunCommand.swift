@@ -140,12 +140,8 @@ struct RunCommand: AsyncParsableCommand {
 
     /// A file next to this executable (found through /proc/self/exe).
     static func siblingExecutable(_ name: String) -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard length > 0 else { return "/usr/local/bin/" + name }
-        let path = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return directory + "/" + name
+        guard let path = ProcFS.ownExecutable() else { return "/usr/local/bin/" + name }
+        return FileSystem.parent(of: path) + "/" + name
     }
 }
 

@@ -58,11 +58,6 @@ struct StatusCommand: ParsableCommand {
     }
 
     static func write(_ text: String, to fd: Int32) {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { return }
-            bytes = bytes.dropFirst(n)
-        }
+        try? FileSystem.writeAll(Array(text.utf8), to: fd)
     }
 }

@@ -197,29 +197,13 @@ enum SocketPath {
     }
 
     /// True when something accepts connections on the unix socket at `path`.
-    static func answers(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
-        }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-            }
-        }
-    }
+    static func answers(_ path: String) -> Bool { UnixSocket.answers(path) }
 
     static func makeDirectories(parentOf path: String) throws {
-        var current = ""
-        for component in path.split(separator: "/").dropLast() {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw VDEError.system("cannot create directory \(current): \(String(cString: strerror(errno)))")
-            }
+        do {
+            try FileSystem.makeDirectories(FileSystem.parent(of: path), mode: 0o755)
+        } catch {
+            throw VDEError.system("cannot create the directory of \(path): \(error)")
         }
     }
 }

@@ -35,29 +35,17 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
 
     /// The stored value; nil when there is no state file yet. `userInfo` goes to the decoder.
     func load(userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws(StateStoreError) -> Value? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            let error = errno
-            if error == ENOENT { return nil }
-            throw .read(path: path, errno: error)
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .read(path: path, errno: errno)
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
+        let bytes: [UInt8]
+        do {
+            bytes = try FileSystem.read(path, limit: .max)
+        } catch {
+            if error.errno == ENOENT { return nil }
+            throw .read(path: path, errno: error.errno)
         }
         do {
             return try JSONCoding.decode(Value.self, from: bytes, userInfo: userInfo)
         } catch {
-            var info = stat()
-            let previous = lstat(previousPath, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? previousPath : nil
+            let previous = FileSystem.isRegularFile(previousPath) ? previousPath : nil
             throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)), previous: previous)
         }
     }
@@ -96,8 +84,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     /// Makes the current file (if it is a regular file) the previous generation, atomically:
     /// a hard link to it renamed over ``previousPath``. Returns whether there was one.
     private func keepPreviousGeneration() throws(StateStoreError) -> Bool {
-        var info = stat()
-        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return false }
+        guard FileSystem.isRegularFile(path) else { return false }
         if let (step, error) = Self.linkAtomically(path, to: previousPath, via: previousTemporaryPath) {
             throw .write(path: previousPath, step: step, errno: error)
         }
@@ -127,41 +114,21 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     /// Creates (mode 0600) or truncates `path`, writes `bytes` and syncs them. Removes nothing:
     /// the caller removes the file on failure. Refuses to follow a symbolic link.
     private static func writeSynced(_ bytes: [UInt8], to path: String) throws(StateStoreError) {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .write(path: path, step: "create", errno: errno) }
-        var closed = false
-        defer { if !closed { close(fd) } }
-        // The umask may have cleared bits we want, and an old file may have other bits.
-        guard fchmod(fd, 0o600) == 0 else { throw .write(path: path, step: "chmod", errno: errno) }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .write(path: path, step: "write", errno: errno)
-            }
-            offset += n
+        do {
+            try FileSystem.write(bytes, to: path, mode: 0o600, options: [.noFollow, .sync])
+        } catch {
+            throw .write(path: path, step: error.call == "open" ? "create" : error.call, errno: error.errno)
         }
-        guard fsync(fd) == 0 else { throw .write(path: path, step: "fsync", errno: errno) }
-        closed = true
-        guard close(fd) == 0 else { throw .write(path: path, step: "close", errno: errno) }
     }
 
     /// Creates `path` and its missing parents with mode 0700; fails if it exists as a non-directory.
     static func makeDirectory(_ path: String) throws(StateStoreError) {
-        var prefix = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw .directory(path: prefix, errno: errno)
-            }
+        do {
+            try FileSystem.makeDirectories(path, mode: 0o700)
+        } catch {
+            throw .directory(path: error.subject ?? path, errno: error.errno)
         }
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw .directory(path: path, errno: errno) }
-        guard info.st_mode & S_IFMT == S_IFDIR else { throw .directory(path: path, errno: ENOTDIR) }
     }
-
-    /// A short description of a coding error: what is wrong and where.
 }
 
 
@@ -211,5 +178,5 @@ enum StateStoreError: ReportableError, Equatable {
     }
 
     /// The system's text for an errno value.
-    static func text(_ errno: Int32) -> String { String(cString: strerror(errno)) }
+    static func text(_ errno: Int32) -> String { SystemCallError.text(errno) }
 }

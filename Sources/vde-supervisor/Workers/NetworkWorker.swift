@@ -258,19 +258,18 @@ actor NetworkWorker {
         _ = await task.value
     }
 
+    /// True when `task` (the worker's run) ended within `timeout`. `task.value` does not end on
+    /// cancellation, so the wait is on a stream that a helper task finishes: a race in a task group
+    /// over `task.value` itself would wait for the worker's exit even after the timeout.
     private func waitForExit(_ task: Task<String, Never>, timeout: Duration) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                _ = await task.value
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+        let (ended, continuation) = AsyncStream<Void>.makeStream()
+        Task {
+            _ = await task.value
+            continuation.finish()
         }
+        return await Timeout.run(timeout) { () async -> Bool in
+            for await _ in ended {}
+            return true
+        } ?? false
     }
 }

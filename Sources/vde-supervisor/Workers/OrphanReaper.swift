@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 import Logging
 import ServiceLifecycle
+import Shared
 
 /// Keeps every process the supervisor started in its process tree.
 ///
@@ -59,43 +60,11 @@ struct OrphanReaper: Service, CustomStringConvertible {
         }
     }
 
-    /// Zombie children of this process: the pids listed in `/proc/self/task/*/children`
-    /// (a few small files, not a walk over every process) whose state is `Z`.
+    /// Zombie children of this process (``ProcFS/children(of:)`` whose state is `Z`).
     static func zombieChildren(of parent: Int32) -> [Int32] {
-        guard let directory = opendir("/proc/\(parent)/task") else { return [] }
-        defer { closedir(directory) }
-        var result: [Int32] = []
-        while let entry = readdir(directory) {
-            let task = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard Int32(task) != nil, let text = readSmallFile("/proc/\(parent)/task/\(task)/children") else { continue }
-            for word in text.split(separator: " ") {
-                guard let pid = Int32(word.trimmingCharacters(in: "\n")), let stat = readStat(pid) else { continue }
-                if stat.state == "Z" && stat.parent == parent { result.append(pid) }
-            }
+        ProcFS.children(of: parent).filter { pid in
+            guard let stat = ProcFS.stat(of: pid) else { return false }
+            return stat.state == "Z" && stat.parent == parent
         }
-        return result
-    }
-
-    static func readSmallFile(_ path: String) -> String? {
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let count = fread(&buffer, 1, buffer.count - 1, file)
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// State and parent pid from `/proc/PID/stat` (the command name may contain spaces and parentheses).
-    static func readStat(_ pid: Int32) -> (state: Character, parent: Int32)? {
-        guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 1024)
-        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
-        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let close = line.lastIndex(of: ")") else { return nil }
-        let fields = line[line.index(after: close)...].split(separator: " ")
-        guard fields.count >= 2, let state = fields[0].first, let parent = Int32(fields[1]) else { return nil }
-        return (state, parent)
     }
 }

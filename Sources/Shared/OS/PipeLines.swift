@@ -17,7 +17,7 @@ public enum PipeLines {
     /// A pipe that could not be made (out of file descriptors).
     public struct OpenError: Error, Sendable, CustomStringConvertible {
         public var errno: Int32
-        public var description: String { "cannot create a pipe: \(String(cString: strerror(errno)))" }
+        public var description: String { "cannot create a pipe: \(SystemCallError.text(errno))" }
     }
 
     /// Opens a close-on-exec pipe of one page: hand `write` to the child (and close it in this

@@ -1,13 +1,14 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Shared
 import Synchronization
 import Testing
 @testable import vde_networker
 
-/// The epoll thread behind ``TapWatch``, driven by pipes: a pipe whose write end closes reports
+/// ``TapWatch`` on the process's epoll thread, driven by pipes: a pipe whose write end closes reports
 /// a hang-up on its read end, as a tap's tun descriptor reports an error when the tap goes.
-@Suite(.timeLimit(.minutes(1))) struct DescriptorWatcherTests {
+@Suite(.timeLimit(.minutes(1))) struct TapWatchTests {
     final class Calls: Sendable {
         let count = Mutex(0)
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
@@ -23,41 +24,39 @@ import Testing
         return (fds[0], fds[1])
     }
 
-    @Test func aHangUpCallsTheHandlerOnce() async throws {
+    /// A watched pipe (taken over by the watch) and the write end that plays the tap.
+    func watchedPipe(rearmDelay: Duration = .seconds(1), calls: Calls) throws -> (watch: TapWatch, write: Int32) {
         let watcher = try #require(DescriptorWatcher.shared)
         let (readEnd, writeEnd) = makePipe()
-        defer { close(readEnd) }
+        let watch = try TapWatch.watch(descriptor: readEnd, watcher: watcher, rearmDelay: rearmDelay) { calls.record() }
+        return (watch, writeEnd)
+    }
+
+    @Test func aHangUpCallsTheHandlerOnce() async throws {
         let calls = Calls()
-        let token = try #require(watcher.watchErrors(of: readEnd) { calls.record() })
+        let (watch, writeEnd) = try watchedPipe(calls: calls)
+        defer { watch.close() }
         #expect(calls.count.withLock { $0 } == 0)
         close(writeEnd)
         var events = calls.stream.makeAsyncIterator()
         _ = await events.next()
-        // One-shot: a hang-up that stays does not call again.
-        var probe = pollfd(fd: readEnd, events: 0, revents: 0)
-        #expect(poll(&probe, 1, 0) == 1)
         #expect(calls.count.withLock { $0 } == 1)
-        watcher.forget(token)
     }
 
-    @Test func aForgottenDescriptorCallsNothing() async throws {
-        let watcher = try #require(DescriptorWatcher.shared)
-        let forgotten = makePipe()
-        let watched = makePipe()
-        defer { close(forgotten.read); close(watched.read) }
+    @Test func aClosedWatchCallsNothing() async throws {
         let calls = Calls()
-        let token = try #require(watcher.watchErrors(of: forgotten.read) { calls.record() })
-        watcher.forget(token)
-        close(forgotten.write)
-        // A second watch whose hang-up comes after: once it has been reported, the forgotten
-        // one (earlier, on the same thread) would have been too.
+        let (closed, closedWrite) = try watchedPipe(calls: calls)
+        closed.close()
+        close(closedWrite)
+        // A second watch whose hang-up comes after: once it has been reported, the closed one
+        // (earlier, on the same thread) would have been too.
         let second = Calls()
-        let secondToken = try #require(watcher.watchErrors(of: watched.read) { second.record() })
-        close(watched.write)
+        let (watch, writeEnd) = try watchedPipe(calls: second)
+        defer { watch.close() }
+        close(writeEnd)
         var events = second.stream.makeAsyncIterator()
         _ = await events.next()
         #expect(calls.count.withLock { $0 } == 0)
-        watcher.forget(secondToken)
     }
 
     @Test func aClosedDescriptorIsRefusedWithoutCallingTheHandler() throws {
@@ -66,28 +65,31 @@ import Testing
         close(readEnd)
         close(writeEnd)
         let calls = Calls()
-        #expect(watcher.watchErrors(of: readEnd) { calls.record() } == nil)
+        #expect(throws: TapWatch.Unavailable.self) {
+            _ = try TapWatch.watch(descriptor: readEnd, watcher: watcher, rearmDelay: .seconds(1)) { calls.record() }
+        }
         #expect(calls.count.withLock { $0 } == 0)
     }
 
     @Test func inputIsNoHangUpAndTheWatchComesBackAfterTheDelay() async throws {
-        let watcher = try #require(DescriptorWatcher(rearmDelay: .milliseconds(100)))
+        let watcher = try #require(DescriptorWatcher.shared)
         let (readEnd, writeEnd) = makePipe()
-        defer { close(readEnd) }
         let calls = Calls()
-        let token = try #require(watcher.watchErrors(of: readEnd) { calls.record() })
+        let watch = try TapWatch.watch(descriptor: readEnd, watcher: watcher, rearmDelay: .milliseconds(100)) {
+            calls.record()
+        }
+        defer { watch.close() }
         // Traffic: the one-shot fires, the descriptor shows input only, the watch waits.
         var byte: UInt8 = 1
         #expect(write(writeEnd, &byte, 1) == 1)
-        try await eventually("the watch disarmed after input") { watcher.isDisarmed(token) }
+        try await eventually("the watch disarmed after input") { watch.isDisarmed }
         #expect(calls.count.withLock { $0 } == 0)
         // The reader (the plug) takes the input; re-armed after the delay, a hang-up then calls the handler.
         #expect(read(readEnd, &byte, 1) == 1)
-        try await eventually("the watch re-armed") { !watcher.isDisarmed(token) }
+        try await eventually("the watch re-armed") { !watch.isDisarmed }
         close(writeEnd)
         var events = calls.stream.makeAsyncIterator()
         _ = await events.next()
         #expect(calls.count.withLock { $0 } == 1)
-        watcher.forget(token)
     }
 }

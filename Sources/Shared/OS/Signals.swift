@@ -3,20 +3,20 @@ import Glibc
 #endif
 import Dispatch
 
-/// Signals the worker handles itself.
-enum SignalHandling {
+/// Signals a process handles itself.
+public enum SignalHandling {
     /// A supervisor that stops reading must not kill the worker with SIGPIPE: writes then fail
     /// with EPIPE, which the link handles. Children do not inherit this (swift-subprocess resets
     /// signal dispositions in the child).
-    static func ignoreBrokenPipe() {
+    public static func ignoreBrokenPipe() {
         signal(SIGPIPE, SIG_IGN)
     }
 
-    /// SIGTERM and SIGINT, delivered as a stream instead of killing the process, so that the
+    /// SIGTERM and SIGINT, delivered as a stream instead of killing the process, so that a
     /// worker can stop its children first. The sources must stay alive: keep the returned stream.
-    static func terminationRequests() -> AsyncStream<Int32> {
+    public static func terminationRequests() -> AsyncStream<Int32> {
         AsyncStream { continuation in
-            let queue = DispatchQueue(label: "vde-networker.signals")
+            let queue = DispatchQueue(label: "SignalHandling")
             var sources: [any DispatchSourceSignal] = []
             for number in [SIGTERM, SIGINT] {
                 signal(number, SIG_IGN)

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+
+/// Starts child processes from argv arrays (no shell), for children that live long (a switch, a
+/// plug): unlike swift-subprocess's `run(...) { execution in }`, whose closure keeps a 1 s timer
+/// chain running for the child's whole life (measured by worker-core: one wake-up a second per
+/// child), nothing here wakes while the child runs: its exit comes from its pidfd
+/// (``ProcessHandle``, ``DescriptorWatcher``), and it is reaped with ``reap(_:)``.
+public enum ChildSpawn {
+    /// How a child ended.
+    public enum Exit: Sendable, Equatable, CustomStringConvertible {
+        case exited(Int32)
+        case signaled(Int32)
+
+        public var description: String {
+            switch self {
+            case .exited(let code): "exited with status \(code)"
+            case .signaled(let signal): "killed by signal \(signal)"
+            }
+        }
+    }
+
+    /// Starts `argv[0]` (a path) with `argv`, the environment of this process, its stdin, stdout
+    /// and stderr from the given descriptors (nil: /dev/null), in a process group of its own, with
+    /// no signal blocked or ignored and no other descriptor inherited. Returns its pid.
+    public static func start(_ argv: [String], standardInput: Int32? = nil, standardOutput: Int32? = nil,
+                             standardError: Int32? = nil) throws(SystemCallError) -> pid_t {
+        precondition(!argv.isEmpty)
+        var arguments = argv.map { strdup($0) }
+        arguments.append(nil)
+        defer { for argument in arguments { free(argument) } }
+        var pid: pid_t = 0
+        let code = clinux_spawn(&pid, argv[0], &arguments, environ,
+                                standardInput ?? -1, standardOutput ?? -1, standardError ?? -1)
+        guard code == 0 else { throw SystemCallError(call: "posix_spawn", subject: argv[0], errno: code) }
+        return pid
+    }
+
+    /// Reaps the exited child behind `handle` (which must be our child); nil when it has not
+    /// exited yet or was reaped already.
+    public static func reap(_ handle: ProcessHandle) -> Exit? {
+        handle.withDescriptor { fd -> Exit? in
+            var code: Int32 = 0
+            var signaled: Int32 = 0
+            guard fd >= 0, clinux_reap_pidfd(fd, &code, &signaled) == 1 else { return nil }
+            return signaled != 0 ? .signaled(code) : .exited(code)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Shared
+import Synchronization
+import Testing
+
+@Suite(.timeLimit(.minutes(1))) struct DescriptorWatcherTests {
+    private func pipePair() -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        return (fds[0], fds[1])
+    }
+
+    @Test func aWatchFiresOnceWhenTheDescriptorBecomesReadable() async throws {
+        let watcher = try #require(DescriptorWatcher.shared)
+        let pipe = pipePair()
+        defer { close(pipe.read); close(pipe.write) }
+        let (events, continuation) = AsyncStream<Void>.makeStream()
+        _ = try watcher.watch(pipe.read, events: .readable) { continuation.yield() }
+        #expect(write(pipe.write, "x", 1) == 1)
+        var iterator = events.makeAsyncIterator()
+        #expect(await iterator.next() != nil)
+        continuation.finish()
+        #expect(await iterator.next() == nil, "one-shot: the handler ran once")
+    }
+
+    @Test func errorsOnlyReportsTheHangUp() async throws {
+        let watcher = try #require(DescriptorWatcher.shared)
+        let pipe = pipePair()
+        defer { close(pipe.read) }
+        let (events, continuation) = AsyncStream<Void>.makeStream()
+        _ = try watcher.watch(pipe.read, events: .errorsOnly) { continuation.finish() }
+        close(pipe.write)
+        for await _ in events {}
+    }
+
+    @Test func aCancelledWatchNeverRunsAndTheDescriptorCanBeWatchedAgain() async throws {
+        let watcher = try #require(DescriptorWatcher.shared)
+        let pipe = pipePair()
+        defer { close(pipe.read); close(pipe.write) }
+        let cancelled = EventCount()
+        let token = try watcher.watch(pipe.read) { cancelled.bump() }
+        watcher.cancel(token)
+        let (events, continuation) = AsyncStream<Void>.makeStream()
+        #expect(write(pipe.write, "x", 1) == 1)
+        _ = try watcher.watch(pipe.read) { continuation.finish() }
+        for await _ in events {}
+        #expect(cancelled.value == 0)
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct TimeoutTests {
+    @Test func returnsTheResultOfAnOperationThatFinishesInTime() async {
+        #expect(await Timeout.run(.seconds(10)) { 42 } == 42)
+    }
+
+    @Test func givesUpAndCancelsTheOperationAtTheTimeout() async {
+        let cancelled = EventCount()
+        let start = ContinuousClock.now
+        let result: Int? = await Timeout.run(.milliseconds(20)) {
+            do {
+                try await Task.sleep(for: .seconds(30))
+            } catch {
+                cancelled.bump()
+            }
+            return 1
+        }
+        #expect(result == nil)
+        #expect(cancelled.value > 0, "the operation was cancelled and had ended")
+        #expect(ContinuousClock.now - start < .seconds(20))
+    }
+
+    @Test func throwsWhatTheOperationThrows() async {
+        struct Failure: Error {}
+        await #expect(throws: Failure.self) {
+            _ = try await Timeout.run(.seconds(10)) { () async throws -> Int in throw Failure() }
+        }
+    }
+}

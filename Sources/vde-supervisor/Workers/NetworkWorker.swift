@@ -50,13 +50,16 @@ actor NetworkWorker {
     static let missedHeartbeatLimit = 3
     /// A liveness check is under way (one at a time).
     private var checking = false
+    /// How long each ping of a liveness check waits (``heartbeatTimeout``; tests make it short).
+    private let pingTimeout: Duration
 
     init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
          onStarted: @escaping @Sendable (Started) async -> Void,
          onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
-         backoff: RestartBackoff = .worker) {
+         backoff: RestartBackoff = .worker, pingTimeout: Duration = NetworkWorker.heartbeatTimeout) {
         self.networkID = networkID
+        self.pingTimeout = pingTimeout
         self.backoff = backoff
         self.executable = executable
         self.runDir = runDir
@@ -181,7 +184,7 @@ actor NetworkWorker {
         var missed = 0
         while isCurrent(link) {
             do {
-                _ = try await link.send(.ping, timeout: Self.heartbeatTimeout)
+                _ = try await link.send(.ping, timeout: pingTimeout)
                 if missed > 0 { logger.notice("worker answers again", metadata: ["missed": "\(missed)"]) }
                 return
             } catch is WorkerTimeout {

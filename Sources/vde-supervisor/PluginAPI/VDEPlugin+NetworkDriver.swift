@@ -184,14 +184,16 @@ extension VDEPlugin {
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         let sandbox = try SandboxKey(validating: request.SandboxKey).path
-        let status = try await worker(of: networkID).join(endpointID, sandboxKey: sandbox)
-        var newState = state
-        guard let network = newState.networks[networkID], var endpoint = network.endpoints[endpointID] else {
-            throw VDEError.notFound("endpoint \(Naming.shortID(endpointID)) was deleted meanwhile")
-        }
-        endpoint.sandboxKey = sandbox
-        newState.networks[networkID]?.endpoints[endpointID] = endpoint
-        try commit(newState)
+        let worker = try worker(of: networkID)
+        let status = try await perform({ state in
+            guard state.networks[networkID]?.endpoints[endpointID] != nil else {
+                throw VDEError.notFound("endpoint \(Naming.shortID(endpointID)) was deleted meanwhile")
+            }
+            state.networks[networkID]?.endpoints[endpointID]?.sandboxKey = sandbox
+        }, worker: {
+            try await worker.join(endpointID, sandboxKey: sandbox)
+        })
+        let (network, endpoint) = try checkedEndpoint(networkID, endpointID)
         live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint joined", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
@@ -214,10 +216,10 @@ extension VDEPlugin {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
-        let status = try await worker(of: networkID).leave(endpointID)
-        var newState = state
-        newState.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil
-        try commit(newState)
+        let worker = try worker(of: networkID)
+        let status = try await perform({ $0.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil }, worker: {
+            try await worker.leave(endpointID)
+        })
         live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint left", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",

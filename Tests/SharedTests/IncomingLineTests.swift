@@ -64,3 +64,16 @@ import Testing
         #expect(IncomingLine.decode(bytes(" \t")) == .blank)
     }
 }
+
+extension IncomingLineTests {
+    /// A `command` object must name exactly one command; the refusal says where the fault is.
+    @Test(arguments: [#"{"v":2,"id":6,"command":{}}"#, #"{"v":2,"id":6,"command":{"ping":{},"status":{}}}"#, #"{"v":2,"id":6,"command":"ping"}"#])
+    func commandObjectWithoutExactlyOneCommandIsRefused(text: String) {
+        guard case .invalid(let id, let reason) = IncomingLine.decode(Array(text.utf8)) else {
+            Issue.record("accepted \(text)")
+            return
+        }
+        #expect(id == 6)
+        #expect(reason.contains("command"), "\(reason)")
+    }
+}

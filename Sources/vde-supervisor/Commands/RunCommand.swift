@@ -124,7 +124,7 @@ struct RunCommand: AsyncParsableCommand {
             }
         }, logger: logger)
         let group = ServiceGroup(
-            services: [OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin), control, server, systemd]
+            services: [plugin.orphanReaper, WorkerShutdown(plugin: plugin), control, server, systemd]
                 + (effectiveDockerSocket.map { [DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger)] } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)

@@ -26,10 +26,13 @@ actor VDEPlugin {
     var live: [String: LiveNetwork] = [:]
     /// Pings one worker at a time (``HeartbeatSweep``); started with the workers.
     private var heartbeats: Task<Void, Never>?
+    /// Reaps what a dead worker leaves behind; told of every worker's exit. A service of `run`.
+    let orphanReaper: OrphanReaper
 
     init(configuration: SupervisorConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        self.orphanReaper = OrphanReaper(logger: logger)
         self.store = StateStore(directory: configuration.stateDir)
         self.state = try store.load(userInfo: [NetworkRecord.runDirKey: configuration.runDir]) ?? SupervisorState()
         guard state.version == SupervisorState.currentVersion else {
@@ -115,7 +118,8 @@ actor VDEPlugin {
             logger: logger,
             assignment: { [weak self] in await self?.assignment(of: networkID) },
             onStarted: { [weak self] started in await self?.workerStarted(networkID: networkID, started) },
-            onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event) })
+            onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event) },
+            onExit: { [orphanReaper] in orphanReaper.workerExited() })
     }
 
     func worker(of networkID: String) throws -> NetworkWorker {

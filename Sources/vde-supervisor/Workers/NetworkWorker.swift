@@ -29,6 +29,9 @@ actor NetworkWorker {
     /// Told about every (re)start: what the worker's reply to `start` carries.
     private let onStarted: @Sendable (Started) async -> Void
     private let onEvent: @Sendable (WorkerEvent) async -> Void
+    /// Told when a worker process has exited (and been reaped): its children are re-parented
+    /// to the supervisor then (``OrphanReaper/workerExited()``).
+    private let onExit: @Sendable () -> Void
 
     private(set) var phase: Phase = .starting
     private(set) var restarts = 0
@@ -57,8 +60,10 @@ actor NetworkWorker {
          assignment: @escaping @Sendable () async -> Assignment?,
          onStarted: @escaping @Sendable (Started) async -> Void,
          onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
+         onExit: @escaping @Sendable () -> Void = {},
          backoff: RestartBackoff = .worker, pingTimeout: Duration = NetworkWorker.heartbeatTimeout) {
         self.networkID = networkID
+        self.onExit = onExit
         self.pingTimeout = pingTimeout
         self.backoff = backoff
         self.executable = executable
@@ -233,8 +238,10 @@ actor NetworkWorker {
         self.link = link
         let task = Task { await link.run() }
         linkTask = task
+        let onExit = self.onExit
         Task { [weak self] in
             let ending = await task.value
+            onExit()
             await self?.linkExited(link, ending: ending)
         }
         do {

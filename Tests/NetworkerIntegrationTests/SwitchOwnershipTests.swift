@@ -70,7 +70,7 @@ extension WorkerProcessTests {
         defer { close(listener) }
         var spec = ownSpec(scratch, worker)
         spec.managementSocket = live
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .conflict, "message: \(reply.error?.message ?? "")")
         #expect(Host.exists(live) && TestSocket.accepts(live), "the live socket must stay, and stay usable")
@@ -92,7 +92,7 @@ extension WorkerProcessTests {
         // A new socket_dir with create_sockets=true: claimed first, and given back on the refusal.
         let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/newlab/sw",
                               managementSocket: run + "/docker.sock", mode: .useOrCreate, group: nil, numPorts: 4)
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.message.contains("not empty") == true, "message: \(reply.error?.message ?? "")")
         #expect(TestSocket.accepts(run + "/docker.sock"))
@@ -115,7 +115,7 @@ extension WorkerProcessTests {
         TestSocket.makeStale(at: qemu + "/old.sock")
         let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: qemu, managementSocket: nil, mode: .useOrCreate,
                               group: nil, numPorts: 4)
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .conflict)
         #expect(reply.error?.message.contains("\(qemu) is not empty") == true, "message: \(reply.error?.message ?? "")")
@@ -168,7 +168,7 @@ extension WorkerProcessTests {
         TestSocket.makeStale(at: lab + "/ctl")
         let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
                               group: nil, numPorts: 4)
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.error?.code == .conflict)
         #expect(reply.error?.message.contains("othernetwor") == true, "message: \(reply.error?.message ?? "")")
         #expect(Host.exists(lab + "/ctl"))
@@ -205,7 +205,7 @@ extension WorkerProcessTests {
         // A new directory (created and marked by this attempt), and an empty one (marked by it).
         let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/fresh/sw",
                               managementSocket: kept + "/sw.mgmt", mode: .useOrCreate, group: "vdenwnogroup" + scratch.id, numPorts: 4)
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false && reply.error?.message.contains("No such group") == true, "reply: \(reply)")
         #expect(!Host.exists(scratch.directory + "/fresh"), "the directory this attempt created must go")
         #expect(Host.exists(kept) && !Host.exists(kept + "/" + SwitchDirectory.markerName), "the marker this attempt wrote must go")

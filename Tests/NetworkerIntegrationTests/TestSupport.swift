@@ -293,33 +293,30 @@ final class WorkerHarness: @unchecked Sendable {
         }
     }
 
-    /// Sends a request and waits for its reply.
-    func request(_ op: WorkerOperation, switch spec: SwitchSpec? = nil, endpoints: [EndpointSpec]? = nil,
-                 endpoint: EndpointSpec? = nil, endpointID: String? = nil, sandboxKey: String? = nil,
-                 timeout: Duration = .seconds(15)) async throws -> WorkerMessage {
+    /// Sends a command and waits for its reply.
+    func request(_ command: WorkerCommand, timeout: Duration = .seconds(15)) async throws -> HarnessReply {
         let id = nextID
         nextID += 1
-        let request = WorkerRequest(id: id, op: op, switch: spec, endpoints: endpoints, endpoint: endpoint,
-                                    endpointID: endpointID, sandboxKey: sandboxKey)
-        writeLine(try JSONCoding.string(request))
+        writeLine(try JSONCoding.string(WorkerRequest(id: id, command)))
         return try await reply(to: id, timeout: timeout)
     }
 
-    func reply(to id: UInt64, timeout: Duration = .seconds(15)) async throws -> WorkerMessage {
+    func reply(to id: UInt64, timeout: Duration = .seconds(15)) async throws -> HarnessReply {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if let reply = messages.withLock({ $0.first { $0.id == id } }) { return reply }
+            let found = messages.withLock { all in all.lazy.compactMap { HarnessReply($0) }.first { $0.id == id } }
+            if let found { return found }
             try await Task.sleep(for: .milliseconds(10))
         }
         throw HarnessError("no reply to request \(id) within \(timeout); worker log:\n\(logTail())")
     }
 
     /// Waits for an event of `kind` that matches `predicate` and arrived after `after` earlier messages.
-    func event(_ kind: WorkerEventKind, after: Int = 0, timeout: Duration = .seconds(10),
-               where predicate: (WorkerMessage) -> Bool = { _ in true }) async throws -> WorkerMessage {
+    func event(_ kind: WorkerEvent.Kind, after: Int = 0, timeout: Duration = .seconds(10),
+               where predicate: (WorkerEvent) -> Bool = { _ in true }) async throws -> WorkerEvent {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let found = messages.withLock { all in all.dropFirst(after).first { $0.event == kind && predicate($0) } }
+            let found = messages.withLock { all in all.dropFirst(after).compactMap(\.event).first { $0.kind == kind && predicate($0) } }
             if let found { return found }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -330,13 +327,13 @@ final class WorkerHarness: @unchecked Sendable {
 
     /// Waits for the `endpointState` event of each of `ids` (the first after `after` earlier
     /// messages) and returns them by endpoint ID.
-    func endpointStates(_ ids: [String], after: Int = 0, timeout: Duration = .seconds(20)) async throws -> [String: WorkerMessage] {
+    func endpointStates(_ ids: [String], after: Int = 0, timeout: Duration = .seconds(20)) async throws -> [String: WorkerEvent] {
         let deadline = ContinuousClock.now + timeout
         let wanted = Set(ids)
         while true {
-            var found: [String: WorkerMessage] = [:]
-            for message in messages.withLock({ Array($0.dropFirst(after)) }) where message.event == .endpointState {
-                if let id = message.endpointID, wanted.contains(id), found[id] == nil { found[id] = message }
+            var found: [String: WorkerEvent] = [:]
+            for event in messages.withLock({ Array($0.dropFirst(after)) }).compactMap(\.event) where event.kind == .endpointState {
+                if let id = event.endpointID, wanted.contains(id), found[id] == nil { found[id] = event }
             }
             if found.count == wanted.count { return found }
             if ContinuousClock.now >= deadline {
@@ -385,6 +382,50 @@ final class WorkerHarness: @unchecked Sendable {
     func logTail(lines: Int = 40) -> String {
         let text = FileRead.text(logPath) ?? ""
         return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+}
+
+extension WorkerMessage {
+    /// The event a message carries, if it is one.
+    var event: WorkerEvent? {
+        if case .event(let event) = self { return event }
+        return nil
+    }
+}
+
+/// A worker's answer to one request, flattened for assertions: `ok` and `error`, or what the
+/// reply carries in `result`.
+struct HarnessReply: Sendable {
+    var id: UInt64
+    var reply: WorkerReply?
+    var error: VDEError?
+    var ok: Bool { reply != nil }
+    var result: ReplyFields? { reply.map(ReplyFields.init) }
+
+    init?(_ message: WorkerMessage) {
+        switch message {
+        case .reply(let id, let reply): (self.id, self.reply, self.error) = (id, reply, nil)
+        case .failure(let id, let error): (self.id, self.reply, self.error) = (id, nil, error)
+        case .event: return nil
+        }
+    }
+}
+
+/// The fields of any ``WorkerReply``: each is set when the reply carries it.
+struct ReplyFields: Sendable {
+    var `switch`: SwitchStatus?
+    var endpoint: EndpointStatus?
+    var endpoints: [EndpointStatus]?
+    var otherPorts: [PortCounters]?
+
+    init(_ reply: WorkerReply) {
+        switch reply {
+        case .started(let status, let endpoints): (self.switch, self.endpoints) = (status, endpoints)
+        case .endpoint(let status): endpoint = status
+        case .status(let status): (self.switch, endpoints, otherPorts) = (status.switch, status.endpoints, status.otherPorts)
+        case .stopped(let status): self.switch = status
+        case .removed, .pong: break
+        }
     }
 }
 

@@ -57,18 +57,18 @@ struct WorkerProcessTests {
     }
 
     func add(_ worker: WorkerHarness, _ endpoint: EndpointSpec) async throws -> EndpointStatus {
-        let reply = try await worker.request(.addEndpoint, endpoint: endpoint)
+        let reply = try await worker.request(.addEndpoint(endpoint: endpoint))
         #expect(reply.ok == true, "addEndpoint: \(reply.error?.message ?? "")")
         return try #require(reply.result?.endpoint)
     }
 
-    func start(_ worker: WorkerHarness, _ spec: SwitchSpec, restoring: [EndpointSpec]? = nil) async throws -> WorkerResult {
-        let reply = try await worker.request(.start, switch: spec, endpoints: restoring)
+    func start(_ worker: WorkerHarness, _ spec: SwitchSpec, restoring: [EndpointSpec]? = nil) async throws -> ReplyFields {
+        let reply = try await worker.request(.start(switch: spec, restore: restoring ?? []))
         #expect(reply.ok == true, "start: \(reply.error?.message ?? "")\n\(worker.logTail())")
         return try #require(reply.result)
     }
 
-    func status(_ worker: WorkerHarness) async throws -> WorkerResult {
+    func status(_ worker: WorkerHarness) async throws -> ReplyFields {
         let reply = try await worker.request(.status)
         #expect(reply.ok == true)
         return try #require(reply.result)
@@ -128,8 +128,8 @@ struct WorkerProcessTests {
         let spec = ownSpec(scratch, worker)
 
         let started = try await start(worker, spec)
-        #expect(worker.allMessages.first?.event == .hello)
-        #expect(worker.allMessages.first?.pid == worker.pid)
+        #expect(worker.allMessages.first?.event?.kind == .hello)
+        #expect(worker.allMessages.first?.event?.pid == worker.pid)
         #expect(started.switch?.owned == true)
         let switchPID = try #require(started.switch?.pid)
         #expect(Host.isAlive(switchPID))
@@ -151,8 +151,8 @@ struct WorkerProcessTests {
         let ns2 = scratch.namespace("2")
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.1.1/24")
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.1.2/24")
-        #expect(try await worker.request(.joinEndpoint, endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1).ok == true)
-        #expect(try await worker.request(.joinEndpoint, endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2).ok == true)
+        #expect(try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1)).ok == true)
+        #expect(try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2)).ok == true)
         #expect(await Host.ping(from: ns1, to: "10.99.1.2"))
 
         let report = try await status(worker)
@@ -187,16 +187,16 @@ struct WorkerProcessTests {
         let ns2 = scratch.namespace("2")
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.2.1/24")
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.2.2/24")
-        _ = try await worker.request(.joinEndpoint, endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1)
-        _ = try await worker.request(.joinEndpoint, endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2)
+        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1))
+        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2))
         #expect(await Host.ping(from: ns1, to: "10.99.2.2"))
 
         // The switch dies: the worker reports it, starts a new one and re-attaches both plugs.
         var mark = worker.messageCount
         kill(oldSwitch, SIGKILL)
-        let exited = try await worker.event(.childExited, after: mark) { $0.child == "switch" }
+        let exited = try await worker.event(.childExited, after: mark) { $0.child == .switch }
         #expect(exited.pid == oldSwitch)
-        let restarted = try await worker.event(.childRestarted, after: mark) { $0.child == "switch" }
+        let restarted = try await worker.event(.childRestarted, after: mark) { $0.child == .switch }
         #expect(restarted.pid != oldSwitch)
         #expect(await Host.ping(from: ns1, to: "10.99.2.2"))
         let afterSwitch = try await status(worker)
@@ -208,9 +208,9 @@ struct WorkerProcessTests {
         let oldPlug = try #require(afterSwitch.endpoints?.first { $0.endpointID == one.endpointID }?.plugPID)
         mark = worker.messageCount
         kill(oldPlug, SIGKILL)
-        let plugExited = try await worker.event(.childExited, after: mark) { $0.child == "plug" }
+        let plugExited = try await worker.event(.childExited, after: mark) { $0.child == .plug }
         #expect(plugExited.endpointID == one.endpointID)
-        let plugRestarted = try await worker.event(.childRestarted, after: mark) { $0.child == "plug" }
+        let plugRestarted = try await worker.event(.childRestarted, after: mark) { $0.child == .plug }
         let newPlug = try #require(plugRestarted.pid)
         #expect(newPlug != oldPlug)
         let commandLine = FileRead.bytes("/proc/\(newPlug)/cmdline").map { String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self) } ?? ""
@@ -234,13 +234,13 @@ struct WorkerProcessTests {
         _ = try await add(worker, two)
         let ns1 = scratch.namespace("1")
         let ns2 = scratch.namespace("2")
-        _ = try await worker.request(.joinEndpoint, endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1)
+        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1))
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.5.1/24")
-        _ = try await worker.request(.joinEndpoint, endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2)
+        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2))
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.5.2/24")
         #expect(await Host.ping(from: ns1, to: "10.99.5.2"))
 
-        let left = try await worker.request(.leaveEndpoint, endpointID: one.endpointID)
+        let left = try await worker.request(.leaveEndpoint(endpointID: one.endpointID))
         #expect(left.result?.endpoint?.state == .unplugged)
         #expect(left.result?.endpoint?.plugPID == nil)
         #expect(await Host.eventually { !Host.isAlive(firstPlug) })
@@ -250,7 +250,7 @@ struct WorkerProcessTests {
         #expect(Host.run([Host.ip, "-n", ns1, "link", "set", one.tapName, "netns", "1"]).status == 0)
 
         let ns3 = scratch.namespace("3")
-        let joined = try await worker.request(.joinEndpoint, endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns3)
+        let joined = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns3))
         #expect(joined.result?.endpoint?.state == .plugged)
         let secondPlug = try #require(joined.result?.endpoint?.plugPID)
         #expect(secondPlug != firstPlug)
@@ -272,7 +272,7 @@ struct WorkerProcessTests {
         let joinedPlug = try #require(try await add(worker, joined).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: joined.tapName, namespace: ns, address: "10.99.3.1/24")
-        _ = try await worker.request(.joinEndpoint, endpointID: joined.endpointID, sandboxKey: "/run/netns/" + ns)
+        _ = try await worker.request(.joinEndpoint(endpointID: joined.endpointID, sandboxKey: "/run/netns/" + ns))
         var mark = worker.messageCount
         #expect(Host.run([Host.ip, "netns", "del", ns]).status == 0)
         let gone = try await worker.event(.tapGone, after: mark) { $0.endpointID == joined.endpointID }
@@ -291,14 +291,14 @@ struct WorkerProcessTests {
         #expect(report.endpoints?.isEmpty == false)
         #expect(report.endpoints?.allSatisfy { $0.state == .tapGone && $0.plugPID == nil } == true)
         // No restart attempts for a gone tap.
-        #expect(!worker.allMessages.contains { $0.event == .childRestarted })
+        #expect(!worker.allMessages.contains { $0.event?.kind == .childRestarted })
 
         // Told by the kernel (TapWatch), not found by the fallback poll.
         #expect(!(FileRead.text(worker.logPath) ?? "").contains("cannot watch the tap"))
 
         // Removing them is still fine.
-        #expect(try await worker.request(.removeEndpoint, endpointID: joined.endpointID).ok == true)
-        #expect(try await worker.request(.removeEndpoint, endpointID: host.endpointID).ok == true)
+        #expect(try await worker.request(.removeEndpoint(endpointID: joined.endpointID)).ok == true)
+        #expect(try await worker.request(.removeEndpoint(endpointID: host.endpointID)).ok == true)
         try await shutDown(worker, spec: spec)
     }
 
@@ -314,7 +314,7 @@ struct WorkerProcessTests {
         let one = endpoint(scratch, "a")
         _ = try await add(worker, one)
         let two = endpoint(scratch, "b")
-        let reply = try await worker.request(.addEndpoint, endpoint: two)
+        let reply = try await worker.request(.addEndpoint(endpoint: two))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .exhausted)
         #expect(reply.error?.message.contains("all 1 ports") == true)
@@ -322,13 +322,13 @@ struct WorkerProcessTests {
         #expect(!Host.exists("/sys/class/net/\(two.tapName)"))
 
         // Leave frees the port; remove deletes the tap and is idempotent.
-        let left = try await worker.request(.leaveEndpoint, endpointID: one.endpointID)
+        let left = try await worker.request(.leaveEndpoint(endpointID: one.endpointID))
         #expect(left.result?.endpoint?.state == .unplugged)
-        #expect(try await worker.request(.removeEndpoint, endpointID: one.endpointID).ok == true)
+        #expect(try await worker.request(.removeEndpoint(endpointID: one.endpointID)).ok == true)
         // The tap goes in the background, after the reply.
         #expect(await Host.eventually { !Host.exists("/sys/class/net/\(one.tapName)") })
-        #expect(try await worker.request(.removeEndpoint, endpointID: one.endpointID).ok == true)
-        #expect(try await worker.request(.leaveEndpoint, endpointID: one.endpointID).error?.code == .notFound)
+        #expect(try await worker.request(.removeEndpoint(endpointID: one.endpointID)).ok == true)
+        #expect(try await worker.request(.leaveEndpoint(endpointID: one.endpointID)).error?.code == .notFound)
 
         _ = try await add(worker, two)
         try await shutDown(worker, spec: spec)
@@ -341,7 +341,7 @@ struct WorkerProcessTests {
         defer { worker.stop() }
         var spec = ownSpec(scratch, worker)
         spec.group = "vdenwnogroup" + scratch.id
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .system)
         #expect(reply.error?.message.contains("exited with status") == true)
@@ -360,7 +360,7 @@ struct WorkerProcessTests {
         let one = endpoint(scratch, "a")
         #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName, "mode", "tap"]).status == 0)
         #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName, "address", "02:00:00:00:00:99"]).status == 0)
-        let reply = try await worker.request(.addEndpoint, endpoint: one)
+        let reply = try await worker.request(.addEndpoint(endpoint: one))
         #expect(reply.error?.code == .conflict)
         #expect(reply.error?.message.contains("02:00:00:00:00:99") == true)
         // Not ours: left alone.
@@ -384,7 +384,7 @@ struct WorkerProcessTests {
         #expect(started.switch?.owned == false)
         _ = try await add(worker, endpoint(scratch, "a"))
         let two = endpoint(scratch, "b")
-        let reply = try await worker.request(.addEndpoint, endpoint: two)
+        let reply = try await worker.request(.addEndpoint(endpoint: two))
         #expect(reply.error?.code == .exhausted, "message: \(reply.error?.message ?? "")")
         #expect(!Host.exists("/sys/class/net/\(two.tapName)"))
         try await shutDown(worker, spec: spec, expectOwnedGone: false)
@@ -396,7 +396,7 @@ struct WorkerProcessTests {
         let worker = try startWorker(scratch)
         defer { worker.stop() }
         let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/nothing/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 8)
-        let reply = try await worker.request(.start, switch: spec)
+        let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .unavailable)
         #expect(reply.error?.message.contains("no VDE switch answers at \(spec.ctlDir)") == true)
@@ -416,7 +416,7 @@ struct WorkerProcessTests {
 
         // `own` refuses a ctl dir where a switch answers.
         let own = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
-        let refused = try await worker.request(.start, switch: own)
+        let refused = try await worker.request(.start(switch: own))
         #expect(refused.ok == false)
         #expect(refused.error?.code == .conflict)
         #expect(refused.error?.message.contains("already answers") == true)
@@ -516,13 +516,13 @@ struct WorkerProcessTests {
         let endpoints = [endpoint(scratch, "a"), endpoint(scratch, "b"), endpoint(scratch, "c")]
         for one in endpoints { _ = try await add(worker, one) }
         for one in endpoints {
-            #expect(try await worker.request(.removeEndpoint, endpointID: one.endpointID).ok == true)
+            #expect(try await worker.request(.removeEndpoint(endpointID: one.endpointID)).ok == true)
         }
         // Added again at once: the new tap must not be deleted by the old endpoint's deletion.
         let again = endpoints[0]
         #expect(try await add(worker, again).state == .plugged)
         #expect(Host.exists("/sys/class/net/\(again.tapName)"))
-        #expect(try await worker.request(.removeEndpoint, endpointID: again.endpointID).ok == true)
+        #expect(try await worker.request(.removeEndpoint(endpointID: again.endpointID)).ok == true)
 
         let markers = FileSystem.parent(of: spec.ctlDir) + "/deleting"
         try await shutDown(worker, spec: spec)
@@ -574,7 +574,7 @@ struct WorkerProcessTests {
         let sandboxPlug = try #require(try await add(first, inSandbox).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: inSandbox.tapName, namespace: ns, address: "10.99.4.1/24")
-        _ = try await first.request(.joinEndpoint, endpointID: inSandbox.endpointID, sandboxKey: "/run/netns/" + ns)
+        _ = try await first.request(.joinEndpoint(endpointID: inSandbox.endpointID, sandboxKey: "/run/netns/" + ns))
 
         // Killed: on an external switch its plugs live on, listed in pid files.
         first.signal(SIGKILL)
@@ -624,7 +624,7 @@ struct WorkerProcessTests {
 
         kill(external.pid, SIGSTOP)
         let slow = endpoint(scratch, "a")
-        let addRequest = WorkerRequest(id: 1000, op: .addEndpoint, endpoint: slow)
+        let addRequest = WorkerRequest(id: 1000, .addEndpoint(endpoint: slow))
         worker.writeLine(try JSONCoding.string(addRequest))
         let began = ContinuousClock.now
         #expect(try await worker.request(.ping, timeout: .seconds(1)).ok == true)
@@ -649,9 +649,11 @@ struct WorkerProcessTests {
         defer { worker.stop() }
 
         worker.writeLine("this is not json")
-        worker.writeLine(#"{"v":1,"id":900,"op":"frobnicate"}"#)
-        worker.writeLine(#"{"v":1,"id":901}"#)
-        worker.writeLine(#"{"v":7,"id":902,"op":"ping"}"#)
+        worker.writeLine(#"{"v":2,"id":900,"command":{"frobnicate":{}}}"#)
+        worker.writeLine(#"{"v":2,"id":901}"#)
+        worker.writeLine(#"{"v":7,"id":902,"command":{"ping":{}}}"#)
+        // A command without a field it needs: the reply names the field.
+        worker.writeLine(#"{"v":2,"id":903,"command":{"addEndpoint":{}}}"#)
         worker.writeLine(String(repeating: "x", count: WorkerProtocol.maxLineBytes + 10))
         worker.writeLine("")
         let unknown = try await worker.reply(to: 900)
@@ -659,10 +661,10 @@ struct WorkerProcessTests {
         #expect(unknown.error?.message.contains("frobnicate") == true)
         #expect(try await worker.reply(to: 901).error?.code == .invalidArgument)
         #expect(try await worker.reply(to: 902).error?.message.contains("version 7") == true)
-        // Requests that need fields say which.
-        let missing = try await worker.request(.addEndpoint)
-        #expect(missing.error?.message.contains("'endpoint'") == true)
-        #expect(try await worker.request(.addEndpoint, endpoint: endpoint(scratch, "a")).error?.code == .unavailable)
+        let missing = try await worker.reply(to: 903)
+        #expect(missing.error?.code == .invalidArgument)
+        #expect(missing.error?.message.contains("'endpoint'") == true, "\(missing.error?.message ?? "")")
+        #expect(try await worker.request(.addEndpoint(endpoint: endpoint(scratch, "a"))).error?.code == .unavailable)
         #expect(try await worker.request(.ping).ok == true)
         #expect(worker.logTail(lines: 200).contains("dropped a line of"))
 

@@ -14,7 +14,7 @@ extension WorkerProcessTests {
         var one = endpoint(scratch, suffix)
         _ = try await add(worker, one)
         moveIntoNamespace(tap: one.tapName, namespace: ns, address: address)
-        let reply = try await worker.request(.joinEndpoint, endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns)
+        let reply = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns))
         #expect(reply.ok == true)
         one.sandboxKey = "/run/netns/" + ns
         return one
@@ -187,7 +187,7 @@ extension WorkerProcessTests {
         _ = try await add(first, kept)
         let cut = endpoint(scratch, "b")
         // The switch is full: the add makes the tap, then looks for a free port for 0.5 s.
-        first.writeLine(try JSONCoding.string(WorkerRequest(id: 99, op: .addEndpoint, endpoint: cut)))
+        first.writeLine(try JSONCoding.string(WorkerRequest(id: 99, .addEndpoint(endpoint: cut))))
         #expect(await Host.eventually(timeout: .seconds(5)) { Host.exists("/sys/class/net/\(cut.tapName)") })
         first.signal(SIGKILL)
         _ = await first.waitForExit()
@@ -207,9 +207,9 @@ extension WorkerProcessTests {
         // removeEndpoint of an endpoint the worker does not know (the undo of a failed add)
         // deletes a tap named after it and its marker.
         let undone = endpoint(scratch, "c")
-        let reply = try await second.request(.addEndpoint, endpoint: undone)
+        let reply = try await second.request(.addEndpoint(endpoint: undone))
         #expect(reply.error?.code == .exhausted)
-        #expect(try await second.request(.removeEndpoint, endpointID: undone.endpointID).ok == true)
+        #expect(try await second.request(.removeEndpoint(endpointID: undone.endpointID)).ok == true)
         #expect(!Host.exists(creating + "/" + undone.tapName))
         try await shutDown(second, spec: spec)
     }

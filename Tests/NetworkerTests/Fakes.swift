@@ -266,7 +266,7 @@ final class FakeWorkerFixture: Sendable {
     private let events = EventLog()
 
     final class EventLog: Sendable {
-        let messages = Mutex<[WorkerMessage]>([])
+        let messages = Mutex<[WorkerEvent]>([])
     }
 
     init() {
@@ -296,11 +296,11 @@ final class FakeWorkerFixture: Sendable {
         return EndpointSpec(endpointID: id, tapName: "vdefake\(n)", macAddress: "02:00:00:00:00:0\(n)", sandboxKey: sandboxKey)
     }
 
-    var allEvents: [WorkerMessage] { events.messages.withLock { $0 } }
+    var allEvents: [WorkerEvent] { events.messages.withLock { $0 } }
 
     /// Polls (every millisecond, for at most 5 s) until an event matches.
-    func event(_ kind: WorkerEventKind, where predicate: @escaping (WorkerMessage) -> Bool = { _ in true }) async throws -> WorkerMessage {
-        let found = try await eventually("a \(kind.rawValue) event") { self.allEvents.first { $0.event == kind && predicate($0) } }
+    func event(_ kind: WorkerEvent.Kind, where predicate: @escaping (WorkerEvent) -> Bool = { _ in true }) async throws -> WorkerEvent {
+        let found = try await eventually("a \(kind.rawValue) event") { self.allEvents.first { $0.kind == kind && predicate($0) } }
         return found
     }
 

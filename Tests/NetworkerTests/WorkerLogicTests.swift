@@ -9,10 +9,14 @@ import Testing
 /// it starts, restarts, re-plugs, marks and deletes. No root, no processes; the same paths with
 /// real vde_switch, plugs and namespaces are in NetworkerIntegrationTests.
 @Suite(.timeLimit(.minutes(1))) struct WorkerLogicTests {
-    func started(_ fixture: FakeWorkerFixture) async throws -> WorkerResult {
-        let result = try await fixture.worker.start(spec: fixture.spec, restoring: [])
-        #expect(fixture.lab.switchStarts == 1)
-        return result
+    func started(_ fixture: FakeWorkerFixture, restoring: [EndpointSpec] = []) async throws
+        -> (switch: SwitchStatus, endpoints: [EndpointStatus])
+    {
+        let reply = try await fixture.worker.start(spec: fixture.spec, restoring: restoring)
+        guard case .started(let status, let endpoints) = reply else {
+            throw NotYet(description: "start should reply .started, not \(reply)")
+        }
+        return (status, endpoints)
     }
 
     func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
@@ -20,14 +24,15 @@ import Testing
     @Test func anAddedEndpointGetsATapAndAPlugOnIt() async throws {
         let fixture = FakeWorkerFixture()
         let result = try await started(fixture)
-        #expect(result.switch?.owned == true)
+        #expect(result.switch.owned == true)
+        #expect(fixture.lab.switchStarts == 1)
         let one = fixture.endpoint(1)
         let added = try await fixture.worker.addEndpoint(one)
-        #expect(added.endpoint?.state == .plugged)
-        #expect(added.endpoint?.port == 1)
+        #expect(added.state == .plugged)
+        #expect(added.port == 1)
         #expect(fixture.lab.with { $0.taps[one.tapName] } == one.macAddress)
         let plug = try #require(fixture.lab.plugs(onTap: one.tapName).first)
-        #expect(added.endpoint?.plugPID == plug.pid)
+        #expect(added.plugPID == plug.pid)
         #expect(plug.isWatchingTap)
         // Kept until Join: the supervisor may not record the endpoint.
         #expect(exists(fixture.networkDir + "/creating/" + one.tapName))
@@ -45,9 +50,9 @@ import Testing
         _ = try await fixture.worker.addEndpoint(one)
         let first = try #require(fixture.lab.plugs.first)
         first.exit()
-        let exited = try await fixture.event(.childExited) { $0.child == "plug" }
+        let exited = try await fixture.event(.childExited) { $0.child == .plug }
         #expect(exited.pid == first.pid)
-        let restarted = try await fixture.event(.childRestarted) { $0.child == "plug" }
+        let restarted = try await fixture.event(.childRestarted) { $0.child == .plug }
         let second = try #require(fixture.lab.plugs.last)
         #expect(restarted.pid == second.pid)
         #expect(second !== first)
@@ -74,7 +79,7 @@ import Testing
         #expect(status.first?.state == .tapGone)
         #expect(status.first?.plugPID == nil)
         #expect(fixture.lab.plugs.count == 1, "no plug is started for a gone tap")
-        #expect(!fixture.allEvents.contains { $0.event == .childRestarted })
+        #expect(!fixture.allEvents.contains { $0.kind == .childRestarted })
         await fixture.cleanUp()
     }
 
@@ -85,8 +90,8 @@ import Testing
         let firstSwitch = try #require(fixture.lab.runningSwitch)
         let firstPlugs = fixture.lab.plugs
         firstSwitch.exit()
-        _ = try await fixture.event(.childExited) { $0.child == "switch" && $0.pid == firstSwitch.pid }
-        let restarted = try await fixture.event(.childRestarted) { $0.child == "switch" }
+        _ = try await fixture.event(.childExited) { $0.child == .switch && $0.pid == firstSwitch.pid }
+        let restarted = try await fixture.event(.childRestarted) { $0.child == .switch }
         #expect(fixture.lab.switchStarts == 2)
         #expect(restarted.detail == "re-attached 2 of 2 endpoints")
         #expect(firstPlugs.allSatisfy { $0.hasExited && !$0.isWatchingTap })
@@ -130,8 +135,8 @@ import Testing
             mkdir(fixture.networkDir + "/" + directory, 0o755)
             close(open(fixture.networkDir + "/" + directory + "/" + tap, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
         }
-        let result = try await fixture.worker.start(spec: fixture.spec, restoring: [kept])
-        #expect(result.endpoints?.map(\.endpointID) == [kept.endpointID])
+        let result = try await started(fixture, restoring: [kept])
+        #expect(result.endpoints.map(\.endpointID) == [kept.endpointID])
         #expect(fixture.lab.with { $0.deletedTaps }.sorted() == [removed.tapName, unrecorded.tapName].sorted())
         #expect(!exists(fixture.networkDir + "/deleting/" + kept.tapName))
         _ = try await fixture.event(.endpointState) { $0.endpointID == kept.endpointID && $0.state == .plugged }
@@ -195,13 +200,13 @@ import Testing
         _ = try await fixture.worker.addEndpoint(one)
         let first = try #require(fixture.lab.plugs.first)
         let left = try await fixture.worker.leaveEndpoint(one.endpointID)
-        #expect(left.endpoint?.state == .unplugged)
+        #expect(left.state == .unplugged)
         #expect(first.hasExited && !first.isWatchingTap)
         // A plug stopped on purpose is no crash: nothing restarts it.
-        #expect(!fixture.allEvents.contains { $0.event == .childExited || $0.event == .childRestarted })
+        #expect(!fixture.allEvents.contains { $0.kind == .childExited || $0.kind == .childRestarted })
         #expect(fixture.lab.plugs.count == 1)
         let joined = try await fixture.worker.joinEndpoint(one.endpointID, sandboxKey: "/run/netns/fake2")
-        #expect(joined.endpoint?.state == .plugged)
+        #expect(joined.state == .plugged)
         #expect(fixture.lab.plugs.count == 2)
         #expect(fixture.lab.plugs.last?.location == .host(tapName: one.tapName))
         await fixture.cleanUp()
@@ -219,7 +224,7 @@ import Testing
         #expect(failed?.state == .restarting)
         #expect(failed?.detail?.contains("the fake switch is stuck") == true)
         fixture.lab.with { $0.plugFailure = nil }
-        _ = try await fixture.event(.childRestarted) { $0.child == "plug" }
+        _ = try await fixture.event(.childRestarted) { $0.child == .plug }
         #expect(await fixture.worker.sortedStatuses().first?.state == .plugged)
         await fixture.cleanUp()
     }
@@ -230,7 +235,7 @@ import Testing
         let one = fixture.endpoint(1)
         let first = try await fixture.worker.addEndpoint(one)
         let again = try await fixture.worker.addEndpoint(one)
-        #expect(again.endpoint == first.endpoint)
+        #expect(again == first)
         #expect(fixture.lab.plugs.count == 1)
         var other = fixture.endpoint(2)
         other.tapName = one.tapName
@@ -255,7 +260,7 @@ import Testing
         #expect(!exists(fixture.networkDir))
         // Taps stay: they live on in the containers (dockerd removes them).
         #expect(fixture.lab.with { $0.deletedTaps }.isEmpty)
-        #expect(!fixture.allEvents.contains { $0.event == .childExited })
+        #expect(!fixture.allEvents.contains { $0.kind == .childExited })
         await fixture.cleanUp()
     }
 

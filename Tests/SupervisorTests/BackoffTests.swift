@@ -4,8 +4,8 @@ import Shared
 import Testing
 @testable import vde_supervisor
 
-/// The worker restart loop, run against a stand-in worker: a shell script that answers every
-/// request with success, or exits at once (a worker that cannot come back) once a file exists.
+/// The worker restart loop, run against a stand-in worker: a shell script that answers `start`,
+/// `shutdown` and anything else (as a ping) with success, or exits at once (a worker that cannot come back) once a file exists.
 @Suite(.serialized)
 struct WorkerRestartLoopTests {
     /// Makes the stand-in in a fresh directory; returns its directory.
@@ -19,7 +19,12 @@ struct WorkerRestartLoopTests {
             [ -e \(directory)/fail ] && exit 1
             while read -r line; do
                 id=$(printf '%s' "$line" | sed -n 's/.*"id":\\([0-9]*\\).*/\\1/p')
-                printf '{"v":1,"id":%s,"ok":true}\\n' "$id"
+                case "$line" in
+                *'"command":{"start"'*) reply='{"started":{"endpoints":[],"switch":{"ctlDir":"/x","numPorts":4,"owned":false}}}' ;;
+                *'"command":{"shutdown"'*) reply='{"stopped":{}}' ;;
+                *) reply='{"pong":{}}' ;;
+                esac
+                printf '{"v":2,"id":%s,"reply":%s}\\n' "$id" "$reply"
             done
 
             """

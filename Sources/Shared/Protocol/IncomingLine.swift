@@ -10,11 +10,27 @@ public enum IncomingLine: Sendable, Equatable {
     /// An empty (or all-blank) line; ignored.
     case blank
 
-    /// Just enough of a request to answer a line that is not a valid request.
+    /// Just enough of a request to answer a line that is not a valid request: its `v`, its `id`
+    /// and the names of its `command` object's keys (each tolerated missing or mistyped).
     private struct Envelope: Decodable {
         var v: Int?
         var id: UInt64?
-        var op: String?
+        var commandNames: [String]?
+
+        private enum CodingKeys: String, CodingKey { case v, id, command }
+        private struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            v = try? container.decodeIfPresent(Int.self, forKey: .v)
+            id = try? container.decodeIfPresent(UInt64.self, forKey: .id)
+            commandNames = (try? container.nestedContainer(keyedBy: AnyKey.self, forKey: .command))?.allKeys.map(\.stringValue)
+        }
     }
 
     public static func decode(_ bytes: [UInt8]) -> IncomingLine {
@@ -26,8 +42,8 @@ public enum IncomingLine: Sendable, Equatable {
         if let v = envelope.v, v != WorkerProtocol.version {
             return .invalid(id: envelope.id, reason: "protocol version \(v) is not supported; this worker speaks version \(WorkerProtocol.version)")
         }
-        if let op = envelope.op, WorkerOperation(rawValue: op) == nil {
-            return .invalid(id: envelope.id, reason: "unknown op '\(NetworkOptions.sanitized(op))'")
+        if let names = envelope.commandNames, names.count == 1, let name = names.first, WorkerCommand.Kind(rawValue: name) == nil {
+            return .invalid(id: envelope.id, reason: "unknown command '\(NetworkOptions.sanitized(name))'")
         }
         do {
             return .request(try JSONCoding.decode(WorkerRequest.self, from: bytes))

@@ -1,13 +1,28 @@
 /// The JSON-lines protocol between the supervisor and one `vde-networker`.
 ///
 /// One JSON object per line, UTF-8, at most ``WorkerProtocol/maxLineBytes`` bytes.
-/// The supervisor writes ``WorkerRequest``s to the worker's stdin; the worker writes
-/// ``WorkerMessage``s (replies carrying the request's `id`, and unsolicited events) to
-/// its stdout. Every line carries `v`, the protocol version. See docs/worker-protocol.md.
+/// The supervisor writes ``WorkerRequest``s (a ``WorkerCommand`` in an envelope with the
+/// protocol version and a request id) to the worker's stdin; the worker writes
+/// ``WorkerMessage``s (a ``WorkerReply`` or a failure for that id, or an unsolicited
+/// ``WorkerEvent``) to its stdout. Every line carries `v`, the protocol version, and a line of
+/// another version is refused before anything else of it is read. See docs/worker-protocol.md.
 public enum WorkerProtocol {
-    public static let version = 1
+    /// 2: commands, replies and events as tagged objects (`{"addEndpoint":{"endpoint":{...}}}`);
+    /// 1 had a flat `op` with optional fields. Bump it on any change to a case or a label.
+    public static let version = 2
     /// Longest line either side accepts; a longer one is dropped and logged.
     public static let maxLineBytes = 1 << 20
+
+    /// Reads `v` and refuses any other version, naming both (the two binaries come from one build).
+    static func checkVersion<Key: CodingKey>(_ container: KeyedDecodingContainer<Key>, key: Key) throws {
+        let v = try container.decode(Int.self, forKey: key)
+        guard v == version else {
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: container,
+                debugDescription: "protocol version \(v) is not supported; this side speaks version \(version): "
+                    + "install vde-supervisor and vde-networker from one build")
+        }
+    }
 }
 
 /// How the user asked the worker to treat the switch of its network: the intent, kept as
@@ -71,50 +86,78 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     }
 }
 
-/// The operations a supervisor asks of a worker.
-public enum WorkerOperation: String, Codable, Sendable {
+/// What the supervisor asks of a worker: one case per operation, each with exactly the fields
+/// it needs (a missing or mistyped field fails the decoding of the line, naming the field).
+/// On the wire: `{"addEndpoint":{"endpoint":{...}}}`, `{"ping":{}}`.
+public enum WorkerCommand: Codable, Sendable, Equatable {
     /// Bring up the switch (per `switch`) and reply once it is ready, with every endpoint of
-    /// `endpoints` `restarting`; they are restored afterwards, concurrently, each reported by an
-    /// `endpointState` event.
-    case start
-    /// Make the tap of `endpoint` and plug it into the switch.
-    case addEndpoint
+    /// `restore` `restarting`; they are restored afterwards, concurrently, each reported by an
+    /// `endpointState` event. Replied with ``WorkerReply/started(switch:endpoints:)``.
+    case start(switch: SwitchSpec, restore: [EndpointSpec] = [])
+    /// Make the tap of `endpoint` and plug it into the switch. Replied with ``WorkerReply/endpoint(status:)``.
+    case addEndpoint(endpoint: EndpointSpec)
     /// Record that `endpointID` now lives in the namespace `sandboxKey`; an endpoint that had
-    /// left (a `docker restart`) is plugged again.
-    case joinEndpoint
+    /// left (a `docker restart`) is plugged again. Replied with ``WorkerReply/endpoint(status:)``.
+    case joinEndpoint(endpointID: String, sandboxKey: String)
     /// Stop the plug of `endpointID` (the container leaves; dockerd moves the tap back).
-    case leaveEndpoint
-    /// Stop the plug of `endpointID` and delete its tap.
-    case removeEndpoint
-    /// Report the switch, the endpoints and their port counters.
+    /// Replied with ``WorkerReply/endpoint(status:)``.
+    case leaveEndpoint(endpointID: String)
+    /// Stop the plug of `endpointID` and delete its tap. Replied with ``WorkerReply/removed``.
+    case removeEndpoint(endpointID: String)
+    /// Report the switch, the endpoints and their port counters. Replied with ``WorkerReply/status(report:)``.
     case status
-    /// Liveness check; answered at once.
+    /// Liveness check; answered at once with ``WorkerReply/pong``.
     case ping
-    /// Stop every child, remove what the worker created, reply, and exit.
+    /// Stop every child, remove what the worker created, reply ``WorkerReply/stopped(switch:)``, and exit.
     case shutdown
+
+    /// The commands by name, as the JSON key of each case.
+    public enum Kind: String, CaseIterable, Sendable {
+        case start, addEndpoint, joinEndpoint, leaveEndpoint, removeEndpoint, status, ping, shutdown
+    }
+
+    public var kind: Kind {
+        switch self {
+        case .start: .start
+        case .addEndpoint: .addEndpoint
+        case .joinEndpoint: .joinEndpoint
+        case .leaveEndpoint: .leaveEndpoint
+        case .removeEndpoint: .removeEndpoint
+        case .status: .status
+        case .ping: .ping
+        case .shutdown: .shutdown
+        }
+    }
+
+    /// Answered at once, beside the state-changing commands (which run one at a time, in order).
+    public var isQuery: Bool { self == .ping || self == .status }
 }
 
-/// A request line, supervisor to worker.
+/// A request line, supervisor to worker: `{"v":2,"id":7,"command":{...}}`.
 public struct WorkerRequest: Codable, Sendable, Equatable {
-    public var v: Int
+    /// Chosen by the sender (the supervisor's link numbers its requests); the reply carries it back.
     public var id: UInt64
-    public var op: WorkerOperation
-    public var `switch`: SwitchSpec?
-    public var endpoints: [EndpointSpec]?
-    public var endpoint: EndpointSpec?
-    public var endpointID: String?
-    public var sandboxKey: String?
+    public var command: WorkerCommand
 
-    public init(id: UInt64, op: WorkerOperation, switch spec: SwitchSpec? = nil, endpoints: [EndpointSpec]? = nil,
-                endpoint: EndpointSpec? = nil, endpointID: String? = nil, sandboxKey: String? = nil) {
-        self.v = WorkerProtocol.version
+    public init(id: UInt64, _ command: WorkerCommand) {
         self.id = id
-        self.op = op
-        self.switch = spec
-        self.endpoints = endpoints
-        self.endpoint = endpoint
-        self.endpointID = endpointID
-        self.sandboxKey = sandboxKey
+        self.command = command
+    }
+
+    private enum CodingKeys: String, CodingKey { case v, id, command }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try WorkerProtocol.checkVersion(container, key: .v)
+        id = try container.decode(UInt64.self, forKey: .id)
+        command = try container.decode(WorkerCommand.self, forKey: .command)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(WorkerProtocol.version, forKey: .v)
+        try container.encode(id, forKey: .id)
+        try container.encode(command, forKey: .command)
     }
 }
 
@@ -202,79 +245,156 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
     }
 }
 
-/// What a successful reply carries; which fields are set depends on the operation.
-public struct WorkerResult: Codable, Sendable, Equatable {
+/// What a worker reports in answer to `status`.
+public struct WorkerStatus: Codable, Sendable, Equatable {
+    /// Absent before `start`.
     public var `switch`: SwitchStatus?
-    public var endpoint: EndpointStatus?
-    public var endpoints: [EndpointStatus]?
-    /// Counters of ports that belong to no endpoint of ours (VMs, external plugs).
+    /// Sorted by endpoint ID, each with its port's counters when the management socket told them.
+    public var endpoints: [EndpointStatus]
+    /// Ports in use that belong to no endpoint of this worker (VMs, external plugs); absent when
+    /// the management socket is unknown or did not answer in time.
     public var otherPorts: [PortCounters]?
 
-    public init(switch status: SwitchStatus? = nil, endpoint: EndpointStatus? = nil,
-                endpoints: [EndpointStatus]? = nil, otherPorts: [PortCounters]? = nil) {
+    public init(switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil) {
         self.switch = status
-        self.endpoint = endpoint
         self.endpoints = endpoints
         self.otherPorts = otherPorts
     }
 }
 
-/// Unsolicited news from a worker.
-public enum WorkerEventKind: String, Codable, Sendable {
-    /// First line a worker writes: its pid and protocol version.
-    case hello
-    /// A child (`switch` or `plug`) exited; `endpointID` names the plug's endpoint.
-    case childExited
-    /// A child was started again after it exited.
-    case childRestarted
-    /// An endpoint's tap vanished; its plug was stopped.
-    case tapGone
-    /// The outcome of restoring (or re-plugging) one endpoint: `endpointID`, `state`
-    /// (`plugged`, `unreachable` or `tapGone`), `pid` of the plug when plugged, `detail` the
-    /// reason or evidence. `tapGone` here is positive evidence that the container is gone (its
-    /// namespace file no longer exists or is no namespace; or the namespace holds no link with
-    /// the endpoint's MAC and the tap is not in the host): the supervisor forgets the endpoint.
-    case endpointState
+/// What a worker answers to a command that succeeded: one case per kind of answer (which
+/// command gets which is said at each ``WorkerCommand`` case).
+public enum WorkerReply: Codable, Sendable, Equatable {
+    /// To `start`: the switch, and every endpoint given to restore (`restarting`; each outcome
+    /// follows as an `endpointState` event).
+    case started(switch: SwitchStatus, endpoints: [EndpointStatus])
+    /// To `addEndpoint`, `joinEndpoint` and `leaveEndpoint`: the endpoint as it is now.
+    case endpoint(status: EndpointStatus)
+    /// To `removeEndpoint`.
+    case removed
+    /// To `status`.
+    case status(report: WorkerStatus)
+    /// To `ping`.
+    case pong
+    /// To `shutdown`: the switch as it was when the worker stopped it (absent before `start`).
+    case stopped(switch: SwitchStatus?)
 }
 
-/// A line from a worker: a reply (has `id`) or an event (has `event`).
-public struct WorkerMessage: Codable, Sendable, Equatable {
-    public var v: Int
-    /// Set on replies: the id of the request answered.
-    public var id: UInt64?
-    public var ok: Bool?
-    public var error: VDEError?
-    public var result: WorkerResult?
-    /// Set on events.
-    public var event: WorkerEventKind?
-    public var pid: Int32?
-    public var child: String?
-    public var endpointID: String?
-    /// Set on `endpointState` events.
-    public var state: PlugState?
-    public var detail: String?
+/// Which child of a worker an event is about.
+public enum WorkerChild: String, Codable, Sendable, Equatable {
+    case `switch`
+    case plug
+}
 
-    public init(v: Int = WorkerProtocol.version, id: UInt64? = nil, ok: Bool? = nil, error: VDEError? = nil,
-                result: WorkerResult? = nil, event: WorkerEventKind? = nil, pid: Int32? = nil, child: String? = nil,
-                endpointID: String? = nil, state: PlugState? = nil, detail: String? = nil) {
-        self.v = v
-        self.id = id
-        self.ok = ok
-        self.error = error
-        self.result = result
-        self.event = event
-        self.pid = pid
-        self.child = child
-        self.endpointID = endpointID
-        self.state = state
-        self.detail = detail
+/// Unsolicited news from a worker. On the wire: `{"childExited":{"child":"plug",...}}`.
+public enum WorkerEvent: Codable, Sendable, Equatable {
+    /// First line a worker writes: its pid.
+    case hello(pid: Int32, detail: String)
+    /// A child exited that was not being stopped; `endpointID` names a plug's endpoint, `detail`
+    /// how it ended (`killed by signal 9`, `exited with status 1: <last stderr line>`).
+    case childExited(child: WorkerChild, pid: Int32, endpointID: String? = nil, detail: String)
+    /// A child was started again after it exited; `pid` is the new one.
+    case childRestarted(child: WorkerChild, pid: Int32, endpointID: String? = nil, detail: String? = nil)
+    /// An endpoint's tap vanished under a running plug; the plug (`pid`) was stopped.
+    case tapGone(endpointID: String, pid: Int32? = nil, detail: String)
+    /// The outcome of restoring (or re-plugging) one endpoint: `plugged` (with the plug's `pid`),
+    /// `unreachable` or `tapGone`, `detail` the reason or evidence. `tapGone` here is positive
+    /// evidence that the container is gone (its namespace file no longer exists or is no
+    /// namespace; or the namespace holds no link with the endpoint's MAC and the tap is not in
+    /// the host): the supervisor forgets the endpoint.
+    case endpointState(endpointID: String, state: PlugState, pid: Int32? = nil, detail: String? = nil)
+
+    public enum Kind: String, Sendable {
+        case hello, childExited, childRestarted, tapGone, endpointState
     }
 
-    public static func reply(to id: UInt64, result: WorkerResult = WorkerResult()) -> WorkerMessage {
-        WorkerMessage(id: id, ok: true, result: result)
+    public var kind: Kind {
+        switch self {
+        case .hello: .hello
+        case .childExited: .childExited
+        case .childRestarted: .childRestarted
+        case .tapGone: .tapGone
+        case .endpointState: .endpointState
+        }
     }
 
-    public static func failure(of id: UInt64, _ error: VDEError) -> WorkerMessage {
-        WorkerMessage(id: id, ok: false, error: error)
+    /// The fields events share, for logs and tests.
+    public var pid: Int32? {
+        switch self {
+        case .hello(let pid, _), .childExited(_, let pid, _, _), .childRestarted(_, let pid, _, _): pid
+        case .tapGone(_, let pid, _), .endpointState(_, _, let pid, _): pid
+        }
+    }
+
+    public var child: WorkerChild? {
+        switch self {
+        case .childExited(let child, _, _, _), .childRestarted(let child, _, _, _): child
+        case .hello, .tapGone, .endpointState: nil
+        }
+    }
+
+    public var endpointID: String? {
+        switch self {
+        case .hello: nil
+        case .childExited(_, _, let id, _), .childRestarted(_, _, let id, _): id
+        case .tapGone(let id, _, _), .endpointState(let id, _, _, _): id
+        }
+    }
+
+    public var detail: String? {
+        switch self {
+        case .hello(_, let detail), .childExited(_, _, _, let detail), .tapGone(_, _, let detail): detail
+        case .childRestarted(_, _, _, let detail), .endpointState(_, _, _, let detail): detail
+        }
+    }
+
+    /// The plug state an `endpointState` event reports.
+    public var state: PlugState? {
+        if case .endpointState(_, let state, _, _) = self { return state }
+        return nil
+    }
+}
+
+/// A line from a worker: the reply to a request, or an event.
+///
+/// On the wire: `{"v":2,"id":7,"reply":{...}}`, `{"v":2,"id":8,"error":{"code":...,"message":...}}`,
+/// `{"v":2,"event":{...}}`. A line with none of `reply`, `error` and `event`, with more than one,
+/// or a reply without `id`, does not decode.
+public enum WorkerMessage: Codable, Sendable, Equatable {
+    case reply(id: UInt64, WorkerReply)
+    case failure(id: UInt64, VDEError)
+    case event(WorkerEvent)
+
+    private enum CodingKeys: String, CodingKey { case v, id, reply, error, event }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try WorkerProtocol.checkVersion(container, key: .v)
+        let bodies = [CodingKeys.reply, .error, .event].filter { container.contains($0) }
+        guard bodies.count == 1, let body = bodies.first else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "a worker message has exactly one of 'reply', 'error' and 'event' (found \(bodies.count))"))
+        }
+        switch body {
+        case .reply: self = .reply(id: try container.decode(UInt64.self, forKey: .id), try container.decode(WorkerReply.self, forKey: .reply))
+        case .error: self = .failure(id: try container.decode(UInt64.self, forKey: .id), try container.decode(VDEError.self, forKey: .error))
+        default: self = .event(try container.decode(WorkerEvent.self, forKey: .event))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(WorkerProtocol.version, forKey: .v)
+        switch self {
+        case .reply(let id, let reply):
+            try container.encode(id, forKey: .id)
+            try container.encode(reply, forKey: .reply)
+        case .failure(let id, let error):
+            try container.encode(id, forKey: .id)
+            try container.encode(error, forKey: .error)
+        case .event(let event):
+            try container.encode(event, forKey: .event)
+        }
     }
 }

@@ -20,7 +20,7 @@ extension Worker {
 
     /// Makes the endpoint's tap (or reuses the one an earlier attempt made), checks that the switch
     /// has a free port, starts the plug and waits until the switch shows it on a port.
-    func addEndpoint(_ requested: EndpointSpec) async throws -> WorkerResult {
+    func addEndpoint(_ requested: EndpointSpec) async throws -> EndpointStatus {
         guard let spec else { throw WorkerStateError.notStarted }
         let endpoint = try Worker.validated(requested)
         let id = endpoint.endpointID
@@ -29,7 +29,7 @@ extension Worker {
                 throw VDEError.conflict("endpoint \(id) already exists with tap \(existing.spec.tapName) and MAC \(existing.spec.macAddress)")
             }
             if existing.state == .plugged || existing.state == .restarting {
-                return WorkerResult(endpoint: existing.status())
+                return existing.status()
             }
         }
         if let other = endpoints.values.first(where: { $0.spec.tapName == endpoint.tapName && $0.spec.endpointID != id }) {
@@ -87,7 +87,7 @@ extension Worker {
         // the endpoint. Join unmarks it (dockerd joins only endpoints whose CreateEndpoint
         // succeeded), and so does the next start that is given the endpoint to restore.
         install(plug, port: port, endpointID: id)
-        return WorkerResult(endpoint: endpoints[id]?.status())
+        return try endpointStatus(id)
     }
 
     /// Fails with `exhausted` when every port is in use. A port whose client just left is freed
@@ -135,7 +135,7 @@ extension Worker {
     /// An endpoint that left earlier (a container restart: dockerd calls Leave, moves the tap back
     /// to the host namespace, then Join again) gets its plug back here, while its tap is still in
     /// the host namespace: dockerd moves it only after Join has answered.
-    func joinEndpoint(_ id: String, sandboxKey: String) async throws -> WorkerResult {
+    func joinEndpoint(_ id: String, sandboxKey: String) async throws -> EndpointStatus {
         let key = try Worker.validatedSandboxKey(sandboxKey)
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
         endpoints[id]?.spec.sandboxKey = key
@@ -151,22 +151,22 @@ extension Worker {
             let (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.spec.tapName))
             install(plug, port: port, endpointID: id)
         }
-        return WorkerResult(endpoint: endpoints[id]?.status())
+        return try endpointStatus(id)
     }
 
     /// Stops the plug; dockerd then moves the tap back to the host namespace.
-    func leaveEndpoint(_ id: String) async throws -> WorkerResult {
+    func leaveEndpoint(_ id: String) async throws -> EndpointStatus {
         guard endpoints[id] != nil else { throw EndpointError.unknown(id) }
         await stopPlug(of: id)
         endpoints[id]?.state = .unplugged
         endpoints[id]?.spec.sandboxKey = nil
-        return WorkerResult(endpoint: endpoints[id]?.status())
+        return try endpointStatus(id)
     }
 
     /// Stops the plug, forgets the endpoint and deletes its tap in the background (see
     /// ``TapMarkers``). An unknown endpoint is not an error (dockerd retries), but a tap
     /// named after it is still deleted.
-    func removeEndpoint(_ id: String) async throws -> WorkerResult {
+    func removeEndpoint(_ id: String) async throws {
         guard Naming.isValidID(id) else { throw EndpointError.invalidID(id) }
         let tapName = endpoints[id]?.spec.tapName ?? Naming.tapName(endpointID: id)
         await stopPlug(of: id)
@@ -177,7 +177,12 @@ extension Worker {
             tapCreations?.unmark(tapName: tapName)
         }
         endpoints[id] = nil
-        return WorkerResult()
+    }
+
+    /// The endpoint as it is now, for a reply.
+    func endpointStatus(_ id: String) throws -> EndpointStatus {
+        guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
+        return endpoint.status()
     }
 
     /// Stops the endpoint's plug, if one runs (SIGTERM, SIGKILL after a short grace).

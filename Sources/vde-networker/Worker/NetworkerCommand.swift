@@ -45,8 +45,8 @@ struct NetworkerCommand: AsyncParsableCommand {
         let logger = Logger(label: LogSetup.label(networkID: networkID))
         let link = SupervisorLink(logger: logger)
         let worker = Worker(networkID: networkID, executables: .resolve(), logger: logger,
-                            emit: { link.send($0) })
-        link.send(WorkerMessage(event: .hello, pid: getpid(), detail: "vde-networker for network \(Naming.shortID(networkID))"))
+                            emit: { link.send(.event($0)) })
+        link.send(.event(.hello(pid: getpid(), detail: "vde-networker for network \(Naming.shortID(networkID))")))
         logger.info("worker started", metadata: ["pid": "\(getpid())"])
 
         let reason = await Self.serve(worker: worker, link: link, signals: signals, logger: logger)
@@ -68,7 +68,7 @@ struct NetworkerCommand: AsyncParsableCommand {
             for await request in ordered {
                 let reply = await worker.handle(request)
                 link.send(reply)
-                if request.op == .shutdown { stop.yield("shutdown request") }
+                if request.command == .shutdown { stop.yield("shutdown request") }
             }
         }
         let reader = Task {
@@ -82,13 +82,13 @@ struct NetworkerCommand: AsyncParsableCommand {
             }
             for await line in incoming {
                 switch line {
-                case .request(let request) where request.op == .ping || request.op == .status:
+                case .request(let request) where request.command.isQuery:
                     Task { link.send(await worker.handle(request)) }
                 case .request(let request):
                     enqueue.yield(request)
                 case .invalid(let id, let reason):
                     logger.warning("bad line from the supervisor: \(reason)")
-                    if let id { link.send(.failure(of: id, .invalid(reason))) }
+                    if let id { link.send(.failure(id: id, .invalid(reason))) }
                 case .oversized(let length):
                     logger.warning("dropped a line of \(length) bytes from the supervisor (limit \(WorkerProtocol.maxLineBytes))")
                 case .blank:

@@ -13,7 +13,7 @@ extension Worker {
     func switchExited(_ process: any RunningSwitch, exit: ChildExit) {
         guard switchProcess === process, !shuttingDown else { return }
         logger.warning("switch exited: \(exit)", metadata: ["pid": "\(process.pid)"])
-        emit(WorkerMessage(event: .childExited, pid: process.pid, child: "switch", detail: exit.description))
+        emit(.childExited(child: .switch, pid: process.pid, detail: exit.description))
         switchProcess = nil
         switchPIDFile?.remove()
         switchState = .restarting
@@ -64,8 +64,8 @@ extension Worker {
                 for id in waiting {
                     if await replug(id) { reattached += 1 }
                 }
-                emit(WorkerMessage(event: .childRestarted, pid: process.pid, child: "switch",
-                                   detail: "re-attached \(reattached) of \(waiting.count) endpoints"))
+                emit(.childRestarted(child: .switch, pid: process.pid,
+                                     detail: "re-attached \(reattached) of \(waiting.count) endpoints"))
             }
         } catch {
             // Only a shutdown gets here.
@@ -80,7 +80,7 @@ extension Worker {
         plug.stopWatchingTap()
         guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
         logger.warning("plug exited: \(exit)", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
-        emit(WorkerMessage(event: .childExited, pid: plug.pid, child: "plug", endpointID: id, detail: exit.description))
+        emit(.childExited(child: .plug, pid: plug.pid, endpointID: id, detail: exit.description))
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil
         endpoints[id]?.state = .restarting
@@ -105,7 +105,7 @@ extension Worker {
             // While the switch restarts, its restart re-attaches every endpoint.
             guard switchState == .running else { return }
             if await replug(id), let pid = endpoints[id]?.plug?.pid {
-                emit(WorkerMessage(event: .childRestarted, pid: pid, child: "plug", endpointID: id))
+                emit(.childRestarted(child: .plug, pid: pid, endpointID: id))
             }
         }
     }
@@ -125,7 +125,7 @@ extension Worker {
             endpoints[id]?.state = .unreachable
             endpoints[id]?.detail = reason
             logger.warning("cannot tell where the tap is; will look again", metadata: ["endpoint": "\(id)", "reason": "\(reason)"])
-            emit(WorkerMessage(event: .endpointState, endpointID: id, state: .unreachable, detail: reason))
+            emit(.endpointState(endpointID: id, state: .unreachable, detail: reason))
             schedulePlugRestart(id)
             return false
         case .present(let location):
@@ -136,7 +136,7 @@ extension Worker {
                     return false
                 }
                 install(plug, port: port, endpointID: id)
-                emit(WorkerMessage(event: .endpointState, pid: plug.pid, endpointID: id, state: .plugged))
+                emit(.endpointState(endpointID: id, state: .plugged, pid: plug.pid))
                 return true
             } catch {
                 logger.warning("cannot start the plug: \(error); will retry", metadata: ["endpoint": "\(id)"])
@@ -162,7 +162,7 @@ extension Worker {
                 logger.warning("cannot delete the tap \(endpoint.spec.tapName): \(error)")
             }
         }
-        emit(WorkerMessage(event: .endpointState, endpointID: id, state: .tapGone, detail: evidence))
+        emit(.endpointState(endpointID: id, state: .tapGone, detail: evidence))
     }
 
     /// Keeps a restart task so that shutdown can cancel it; forgets finished ones.
@@ -238,7 +238,7 @@ extension Worker {
         await plug.terminate(grace: .milliseconds(300))
         await releasePort(of: plug.pid)
         logger.warning("tap gone; plug stopped", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
-        emit(WorkerMessage(event: .tapGone, pid: plug.pid, endpointID: id,
+        emit(.tapGone(endpointID: id, pid: plug.pid,
                            detail: "the tap \(endpoint.spec.tapName) is gone (container removed?); vde_plug2tap pid \(plug.pid) stopped"))
     }
 }

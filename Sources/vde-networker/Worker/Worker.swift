@@ -11,9 +11,6 @@ struct WorkerStateError: ReportableError, CustomStringConvertible {
 
     static let notStarted = WorkerStateError(vdeError: .unavailable("the worker has no switch yet: send start first"))
     static let shuttingDown = WorkerStateError(vdeError: .unavailable("the worker is shutting down"))
-    static func missingField(_ field: String, of op: WorkerOperation) -> WorkerStateError {
-        WorkerStateError(vdeError: .invalid("\(op.rawValue) needs the field '\(field)'"))
-    }
 }
 
 /// The state of one network: its switch, its endpoints and their plugs.
@@ -38,7 +35,7 @@ actor Worker {
     let host: WorkerHost
     var taps: any TapHost { host.taps }
     /// Sends an event line to the supervisor.
-    let emit: @Sendable (WorkerMessage) -> Void
+    let emit: @Sendable (WorkerEvent) -> Void
 
     var spec: SwitchSpec?
     /// True when this worker started the switch (and stops and removes it).
@@ -70,7 +67,7 @@ actor Worker {
 
     /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
     init(networkID: String, executables: Executables, logger: Logger, host: WorkerHost? = nil,
-         emit: @escaping @Sendable (WorkerMessage) -> Void) {
+         emit: @escaping @Sendable (WorkerEvent) -> Void) {
         self.networkID = networkID
         self.executables = executables
         self.logger = logger
@@ -84,38 +81,34 @@ actor Worker {
     /// Serves one request and returns its reply (a failure reply for any error).
     func handle(_ request: WorkerRequest) async -> WorkerMessage {
         do {
-            let result: WorkerResult
-            switch request.op {
+            let reply: WorkerReply
+            switch request.command {
             case .ping:
-                result = WorkerResult()
+                reply = .pong
             case .status:
-                result = await status()
-            case .start:
-                guard let spec = request.switch else { throw WorkerStateError.missingField("switch", of: .start) }
-                result = try await exclusively { try await start(spec: spec, restoring: request.endpoints ?? []) }
-            case .addEndpoint:
-                guard let endpoint = request.endpoint else { throw WorkerStateError.missingField("endpoint", of: .addEndpoint) }
-                result = try await exclusively { try await addEndpoint(endpoint) }
-            case .joinEndpoint:
-                guard let id = request.endpointID else { throw WorkerStateError.missingField("endpointID", of: .joinEndpoint) }
-                guard let key = request.sandboxKey else { throw WorkerStateError.missingField("sandboxKey", of: .joinEndpoint) }
-                result = try await exclusively { try await joinEndpoint(id, sandboxKey: key) }
-            case .leaveEndpoint:
-                guard let id = request.endpointID else { throw WorkerStateError.missingField("endpointID", of: .leaveEndpoint) }
-                result = try await exclusively { try await leaveEndpoint(id) }
-            case .removeEndpoint:
-                guard let id = request.endpointID else { throw WorkerStateError.missingField("endpointID", of: .removeEndpoint) }
-                result = try await exclusively { try await removeEndpoint(id) }
+                reply = .status(report: await status())
+            case .start(let spec, let restore):
+                reply = try await exclusively { try await start(spec: spec, restoring: restore) }
+            case .addEndpoint(let endpoint):
+                reply = .endpoint(status: try await exclusively { try await addEndpoint(endpoint) })
+            case .joinEndpoint(let id, let key):
+                reply = .endpoint(status: try await exclusively { try await joinEndpoint(id, sandboxKey: key) })
+            case .leaveEndpoint(let id):
+                reply = .endpoint(status: try await exclusively { try await leaveEndpoint(id) })
+            case .removeEndpoint(let id):
+                try await exclusively { try await removeEndpoint(id) }
+                reply = .removed
             case .shutdown:
                 let final = switchStatus()
                 await shutdown(reason: "shutdown request")
-                result = WorkerResult(switch: final)
+                reply = .stopped(switch: final)
             }
-            return .reply(to: request.id, result: result)
+            return .reply(id: request.id, reply)
         } catch {
             let failure = VDEError(wrapping: error)
-            logger.warning("\(request.op.rawValue) failed: \(failure.message)", metadata: ["id": "\(request.id)", "code": "\(failure.code.rawValue)"])
-            return .failure(of: request.id, failure)
+            logger.warning("\(request.command.kind.rawValue) failed: \(failure.message)",
+                           metadata: ["id": "\(request.id)", "code": "\(failure.code.rawValue)"])
+            return .failure(id: request.id, failure)
         }
     }
 
@@ -132,12 +125,12 @@ actor Worker {
 
     // MARK: Start
 
-    func start(spec requested: SwitchSpec, restoring: [EndpointSpec]) async throws -> WorkerResult {
+    func start(spec requested: SwitchSpec, restoring: [EndpointSpec]) async throws -> WorkerReply {
         if let spec {
             guard spec == requested else {
                 throw VDEError.conflict("the worker already runs the switch at \(spec.ctlDir) (mode \(spec.mode.rawValue)); it cannot switch to \(requested.ctlDir)")
             }
-            return WorkerResult(switch: switchStatus(), endpoints: sortedStatuses())
+            return .started(switch: switchStatus(of: spec), endpoints: sortedStatuses())
         }
         let spec = try Worker.validated(requested)
         // Every per-network path comes from the spec: the supervisor computed it once.
@@ -175,7 +168,7 @@ actor Worker {
         // Reply now: the endpoints are restored concurrently after the reply, each reported by
         // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
         let restoring = beginRestore(restoring)
-        return WorkerResult(switch: switchStatus(), endpoints: restoring)
+        return .started(switch: switchStatus(of: spec), endpoints: restoring)
     }
 
     /// Starts, or finds, the switch as `spec.mode` says.
@@ -284,8 +277,11 @@ actor Worker {
     }
 
     func switchStatus() -> SwitchStatus? {
-        guard let spec else { return nil }
-        return SwitchStatus(ctlDir: spec.ctlDir, managementSocket: spec.managementSocket, owned: owned,
+        spec.map(switchStatus(of:))
+    }
+
+    func switchStatus(of spec: SwitchSpec) -> SwitchStatus {
+        SwitchStatus(ctlDir: spec.ctlDir, managementSocket: spec.managementSocket, owned: owned,
                             pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
     }
 
@@ -295,8 +291,8 @@ actor Worker {
 
     /// The switch, every endpoint with its port counters, and the ports that are not ours.
     /// Answers within about a second even when the management socket hangs (counters are then absent).
-    func status() async -> WorkerResult {
-        guard let status = switchStatus() else { return WorkerResult() }
+    func status() async -> WorkerStatus {
+        guard let status = switchStatus() else { return WorkerStatus() }
         var ports: [PortCounters]?
         if switchState == .running, let management = managementClient(timeout: .milliseconds(800)) {
             do {
@@ -313,7 +309,7 @@ actor Worker {
             if let counters { ours.insert(counters.port) }
             return endpoint.status(counters: counters)
         }
-        return WorkerResult(switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) })
+        return WorkerStatus(switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) })
     }
 
     // MARK: Shutdown

@@ -75,7 +75,7 @@ extension VDEPlugin {
     /// pools, and records it. A network created since is not in `known` and stays.
     func forgetNetworks(notIn dockerIDs: Set<String>, among known: Set<String>) async {
         let stale = known.filter {
-            state.networks[$0] != nil && !dockerIDs.contains($0) && !networksInFlight.contains($0)
+            state.networks[$0] != nil && !dockerIDs.contains($0) && live[$0]?.change == nil
         }.sorted()
         guard !stale.isEmpty else { return }
         var newState = state
@@ -92,11 +92,8 @@ extension VDEPlugin {
         for id in stale {
             logger.warning("forgot a network that Docker no longer knows (removed while the supervisor was down)",
                            metadata: ["network": "\(Naming.shortID(id))"])
-            if let worker = workers[id] {
-                await worker.stop()
-                workers[id] = nil
-            }
-            switchStatus[id] = nil
+            let worker = live.removeValue(forKey: id)?.worker
+            await worker?.stop()
         }
     }
 }

@@ -3,30 +3,34 @@ import Shared
 
 /// The NetworkDriver calls. Field names and call order: docs/ and docker-plugin-protocol.md.
 extension VDEPlugin {
+    /// The worker first (it starts the switch, whose ownership the record keeps), then the
+    /// record is made on a copy of the state, written, swapped in, and the reply sent. A failed
+    /// save stops the worker again: nothing stays.
     func createNetwork(_ request: DockerAPI.CreateNetworkRequest) async throws -> DockerAPI.Empty {
         let id = request.NetworkID
         try Self.checkID(id, what: "network")
         try AddressChecks.check(request)
-        guard state.networks[id] == nil, !networksInFlight.contains(id) else {
+        guard state.networks[id] == nil, live[id] == nil else {
             throw VDEError.conflict("network \(Naming.shortID(id)) already exists")
         }
         let options = try NetworkOptions.parse(request.genericOptions, groupExists: Self.groupExists)
         let spec = try switchSpec(for: id, options: options)
 
-        networksInFlight.insert(id)
         // Reserved until committed (or failed): a concurrent create with the same paths is refused.
-        switchesInFlight[id] = spec
-        defer {
-            networksInFlight.remove(id)
-            switchesInFlight[id] = nil
-        }
+        live[id] = LiveNetwork(change: .creating(spec))
         let worker = makeWorker(networkID: id)
-        let result = try await worker.start(NetworkWorker.Assignment(switchSpec: spec, endpoints: []))
+        let started: NetworkWorker.Started
+        do {
+            started = try await worker.start(NetworkWorker.Assignment(switchSpec: spec, endpoints: []))
+        } catch {
+            live[id] = nil
+            throw error
+        }
 
         var newState = state
         // The spec keeps the user's intent; whether the plugin started the switch is recorded apart.
         var record = NetworkRecord(
-            id: id, options: options, switchSpec: spec, switchStarted: result.switch?.owned ?? false,
+            id: id, options: options, switchSpec: spec, switchStarted: started.switchStatus.owned,
             ipv4Data: request.IPv4Data ?? [], ipv6Data: request.IPv6Data ?? [],
             poolIDs: [], createdAt: Int64(time(nil)))
         for data in record.ipv4Data + record.ipv6Data {
@@ -39,35 +43,45 @@ extension VDEPlugin {
             try commit(newState)
         } catch {
             await worker.stop()
+            live[id] = nil
             throw error
         }
-        workers[id] = worker
-        if let status = result.switch { switchStatus[id] = status }
+        live[id] = LiveNetwork(worker: worker, switchStatus: started.switchStatus)
         return DockerAPI.Empty()
     }
 
+    /// Validate; the network goes from a copy of the state; the worker's part is to delete the
+    /// taps of endpoints still recorded (best effort, see below); the state is written and
+    /// swapped in; then the worker is stopped, and the reply sent. The stop comes after the save
+    /// because it cannot be undone: were the save to fail, the network would still be recorded
+    /// and must keep its worker. The stop itself cannot fail (it ends in SIGKILL), and a
+    /// supervisor that dies between the save and the stop leaves a worker that sees EOF on its
+    /// stdin and stops its children alike.
     func deleteNetwork(_ request: DockerAPI.NetworkRequest) async throws -> DockerAPI.Empty {
         let id = request.NetworkID
         try Self.checkID(id, what: "network")
-        guard !networksInFlight.contains(id) else {
+        guard live[id]?.change == nil else {
             throw VDEError.conflict("network \(Naming.shortID(id)) is being changed by another request; retry")
         }
         guard let record = state.networks[id] else {
             throw VDEError.notFound("no vde network \(Naming.shortID(id)) (already deleted?)")
         }
-        if let adding = endpointsInFlight[id], adding > 0 {
+        if let adding = live[id]?.addsInFlight, adding > 0 {
             throw VDEError.conflict("network \(Naming.shortID(id)) is getting \(adding) new endpoint(s) right now; retry")
         }
-        networksInFlight.insert(id)
-        defer { networksInFlight.remove(id) }
-        // dockerd sends DeleteNetwork only once it has no endpoint on the network left, and it
-        // forgets the network whatever we answer: endpoints still recorded here are ones whose
-        // DeleteEndpoint failed (their worker was down) or never came. That is Docker's evidence
-        // that they are gone: their taps are deleted (best effort) and they go with the network.
-        if !record.endpoints.isEmpty, let worker = workers[id] {
+        live[id, default: LiveNetwork()].change = .deleting
+        defer { live[id]?.change = nil }
+        let worker = live[id]?.worker
+        try await perform({ $0.networks[id] = nil }, worker: {
+            // dockerd sends DeleteNetwork only once it has no endpoint on the network left, and it
+            // forgets the network whatever we answer: endpoints still recorded here are ones whose
+            // DeleteEndpoint failed (their worker was down) or never came. That is Docker's
+            // evidence that they are gone: their taps are deleted (best effort) and they go with
+            // the network.
+            guard let worker else { return }
             for endpointID in record.endpoints.keys.sorted() {
                 do {
-                    _ = try await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+                    try await worker.removeEndpoint(endpointID)
                 } catch {
                     logger.warning("network removed with an endpoint whose tap could not be deleted", metadata: [
                         "network": "\(Naming.shortID(id))", "endpoint": "\(Naming.shortID(endpointID))",
@@ -76,20 +90,16 @@ extension VDEPlugin {
                     ])
                 }
             }
-        }
-        var newState = state
-        newState.networks[id] = nil
-        try commit(newState)
-        for endpointID in record.endpoints.keys { endpointStatus[endpointID] = nil }
-        if let worker = workers[id] {
-            await worker.stop()
-            workers[id] = nil
-        }
-        switchStatus[id] = nil
+        })
+        live[id] = nil
+        await worker?.stop()
         logger.info("network removed", metadata: ["network": "\(Naming.shortID(id))"])
         return DockerAPI.Empty()
     }
 
+    /// Validate; the worker makes the tap and plugs it; the endpoint is recorded on a copy of
+    /// the state as it is then, written, swapped in (with the worker's status), and the reply
+    /// sent. An add that failed, timed out or could not be recorded is undone (``undoAdd``).
     func createEndpoint(_ request: DockerAPI.CreateEndpointRequest) async throws -> DockerAPI.CreateEndpointResponse {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try Self.checkID(networkID, what: "network")
@@ -121,31 +131,27 @@ extension VDEPlugin {
         let worker = try worker(of: networkID)
         // DeleteNetwork refuses while an add is in flight: the worker would make a tap that
         // nobody records.
-        endpointsInFlight[networkID, default: 0] += 1
-        defer {
-            endpointsInFlight[networkID, default: 1] -= 1
-            if endpointsInFlight[networkID] == 0 { endpointsInFlight[networkID] = nil }
-        }
-        let result: WorkerResult
+        live[networkID]?.addsInFlight += 1
+        defer { live[networkID]?.addsInFlight -= 1 }
+        var added = false
+        let status: EndpointStatus
         do {
-            result = try await worker.request(WorkerRequest(id: 0, op: .addEndpoint, endpoint: endpoint.spec))
+            status = try await perform({ state in
+                guard state.networks[networkID] != nil else {
+                    throw VDEError.notFound("network \(Naming.shortID(networkID)) was deleted meanwhile")
+                }
+                state.networks[networkID]?.endpoints[endpointID] = endpoint
+            }, worker: {
+                let status = try await worker.addEndpoint(endpoint.spec)
+                added = true
+                return status
+            })
         } catch {
-            await undoAdd(endpointID, worker: worker, after: error)
+            // A worker's refusal is undone as its error says; an add the state could not take, always.
+            await undoAdd(endpointID, worker: worker, after: added ? nil : error)
             throw error
         }
-        var newState = state
-        guard newState.networks[networkID] != nil else {
-            await undoAdd(endpointID, worker: worker, after: nil)
-            throw VDEError.notFound("network \(Naming.shortID(networkID)) was deleted meanwhile")
-        }
-        newState.networks[networkID]?.endpoints[endpointID] = endpoint
-        do {
-            try commit(newState)
-        } catch {
-            await undoAdd(endpointID, worker: worker, after: nil)
-            throw error
-        }
-        if let status = result.endpoint { endpointStatus[endpointID] = status }
+        live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint created", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
             "tap": "\(tapName)", "mac": "\(mac)",
@@ -154,18 +160,19 @@ extension VDEPlugin {
             Interface: givenMAC == nil ? DockerAPI.EndpointInterface(MacAddress: mac) : nil)
     }
 
-    /// The worker first (plug stopped, tap deleted), then the state, then the reply. A worker
-    /// error is returned: the endpoint then stays recorded (and its address taken) until a
-    /// retried DeleteEndpoint succeeds or the worker finds evidence that its container is gone.
+    /// Validate; the endpoint goes from a copy of the state; the worker's part (plug stopped,
+    /// tap deleted); the state is written and swapped in; reply. A worker error is returned:
+    /// the endpoint then stays recorded (and its address taken) until a retried DeleteEndpoint
+    /// succeeds or the worker finds evidence that its container is gone.
     func deleteEndpoint(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
-        _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
-        var newState = state
-        newState.networks[networkID]?.endpoints[endpointID] = nil
-        try commit(newState)
-        endpointStatus[endpointID] = nil
+        let worker = try worker(of: networkID)
+        try await perform({ $0.networks[networkID]?.endpoints[endpointID] = nil }, worker: {
+            try await worker.removeEndpoint(endpointID)
+        })
+        live[networkID]?.endpoints[endpointID] = nil
         logger.info("endpoint deleted", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
         ])
@@ -177,15 +184,17 @@ extension VDEPlugin {
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         let sandbox = try SandboxKey(validating: request.SandboxKey).path
-        _ = try await worker(of: networkID).request(
-            WorkerRequest(id: 0, op: .joinEndpoint, endpointID: endpointID, sandboxKey: sandbox))
-        var newState = state
-        guard let network = newState.networks[networkID], var endpoint = network.endpoints[endpointID] else {
-            throw VDEError.notFound("endpoint \(Naming.shortID(endpointID)) was deleted meanwhile")
-        }
-        endpoint.sandboxKey = sandbox
-        newState.networks[networkID]?.endpoints[endpointID] = endpoint
-        try commit(newState)
+        let worker = try worker(of: networkID)
+        let status = try await perform({ state in
+            guard state.networks[networkID]?.endpoints[endpointID] != nil else {
+                throw VDEError.notFound("endpoint \(Naming.shortID(endpointID)) was deleted meanwhile")
+            }
+            state.networks[networkID]?.endpoints[endpointID]?.sandboxKey = sandbox
+        }, worker: {
+            try await worker.join(endpointID, sandboxKey: sandbox)
+        })
+        let (network, endpoint) = try checkedEndpoint(networkID, endpointID)
+        live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint joined", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
             "sandbox": "\(sandbox)",
@@ -207,11 +216,11 @@ extension VDEPlugin {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
-        _ = try await worker(of: networkID).request(WorkerRequest(id: 0, op: .leaveEndpoint, endpointID: endpointID))
-        var newState = state
-        newState.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil
-        try commit(newState)
-        endpointStatus[endpointID]?.state = .unplugged
+        let worker = try worker(of: networkID)
+        let status = try await perform({ $0.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil }, worker: {
+            try await worker.leave(endpointID)
+        })
+        live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint left", metadata: [
             "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
         ])
@@ -226,7 +235,7 @@ extension VDEPlugin {
             "socket_dir": network.switchSpec.ctlDir,
             "switch": network.ownsSwitch ? "own" : "external",
         ]
-        if let status = endpointStatus[endpoint.id] {
+        if let status = live[network.id]?.endpoints[endpoint.id] {
             value["plug_state"] = status.state.rawValue
             if let pid = status.plugPID { value["plug_pid"] = String(pid) }
             if let port = status.port { value["switch_port"] = String(port) }
@@ -239,7 +248,7 @@ extension VDEPlugin {
     /// Endpoint calls on a network that is being created or deleted fail clearly (dockerd
     /// retries or reports it): its worker may not exist yet, or may be stopping.
     func checkNotInFlight(_ networkID: String) throws {
-        guard !networksInFlight.contains(networkID) else {
+        guard live[networkID]?.change == nil else {
             throw VDEError.unavailable("network \(Naming.shortID(networkID)) is being created or deleted right now; retry")
         }
     }
@@ -255,7 +264,7 @@ extension VDEPlugin {
             if code == .conflict || code == .invalidArgument { return }
         }
         do {
-            _ = try await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+            try await worker.removeEndpoint(endpointID)
         } catch {
             logger.warning("could not undo a failed add; the worker deletes the tap at its next start", metadata: [
                 "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
@@ -302,11 +311,11 @@ extension VDEPlugin {
     }
 
     /// Refuses a spec whose paths another network uses, committed or still being created (its
-    /// reservation in ``switchesInFlight``): the same network dir, the same ctl dir when either
+    /// reservation in ``LiveNetwork/change``): the same network dir, the same ctl dir when either
     /// network may start a switch there, or the same management socket.
     func checkNoConflict(_ spec: SwitchSpec, of networkID: String) throws {
         let committed = state.networks.values.map { ($0.id, $0.switchSpec, false) }
-        let creating = switchesInFlight.map { ($0.key, $0.value, true) }
+        let creating = live.compactMap { id, network in network.reservedSpec.map { (id, $0, true) } }
         for (otherID, other, inFlight) in committed + creating where otherID != networkID {
             let whose = "network \(Naming.shortID(otherID))" + (inFlight ? " (being created right now)" : "")
             if other.networkDir == spec.networkDir {

@@ -9,16 +9,16 @@ extension VDEPlugin {
 
     func statusReport(startedAt: ContinuousClock.Instant) async -> StatusReport {
         let records = state.networks.values.sorted { $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt }
-        let workers = workers
-        let replies: [String: WorkerResult] = await withTaskGroup(of: (String, WorkerResult?).self) { group in
+        let workers = live.compactMapValues(\.worker)
+        let replies: [String: WorkerStatus] = await withTaskGroup(of: (String, WorkerStatus?).self) { group in
             for record in records {
                 guard let worker = workers[record.id] else { continue }
                 group.addTask {
-                    let result = try? await worker.request(WorkerRequest(id: 0, op: .status), timeout: Self.statusWorkerTimeout)
+                    let result = try? await worker.status(timeout: Self.statusWorkerTimeout)
                     return (record.id, result)
                 }
             }
-            var all: [String: WorkerResult] = [:]
+            var all: [String: WorkerStatus] = [:]
             for await (id, result) in group { if let result { all[id] = result } }
             return all
         }
@@ -35,7 +35,7 @@ extension VDEPlugin {
             healthy: networks.allSatisfy(\.healthy))
     }
 
-    private func networkInfo(_ record: NetworkRecord, worker: NetworkWorker?, reply: WorkerResult?) async -> StatusReport.NetworkInfo {
+    private func networkInfo(_ record: NetworkRecord, worker: NetworkWorker?, reply: WorkerStatus?) async -> StatusReport.NetworkInfo {
         var workerInfo = StatusReport.WorkerInfo(pid: nil, state: "stopped", uptimeSeconds: nil, restarts: 0, lastError: nil)
         if let worker {
             let phase = await worker.phase
@@ -47,7 +47,7 @@ extension VDEPlugin {
                 workerInfo.uptimeSeconds = (ContinuousClock.now - started).components.seconds
             }
         }
-        let switchReport = reply?.switch ?? switchStatus[record.id]
+        let switchReport = reply?.switch ?? live[record.id]?.switchStatus
         let statuses = Dictionary((reply?.endpoints ?? []).map { ($0.endpointID, $0) }, uniquingKeysWith: { a, _ in a })
         let endpoints = record.endpoints.values.sorted { $0.id < $1.id }.map { endpoint -> StatusReport.EndpointInfo in
             let status = statuses[endpoint.id]

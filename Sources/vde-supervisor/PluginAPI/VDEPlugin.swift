@@ -5,9 +5,10 @@ import Shared
 /// The `vde` plugin's brain: the NetworkDriver and IpamDriver calls, the state they change,
 /// and the workers that carry out the network work.
 ///
-/// Every change follows the same order: validate, apply to a copy of the state, have the
-/// worker do its part, write the state file atomically, then swap the copy in and reply.
-/// A failed step changes nothing.
+/// Every change follows one order (``perform(_:worker:)``): validate, apply to a copy of the
+/// state, have the worker do its part, write the state file atomically, then swap the copy in
+/// (and what memory holds of the network) and reply. A failed step changes nothing. Where a
+/// call departs from that, its comment and docs/architecture.md say how and why.
 actor VDEPlugin {
     /// The plugin's code runs on a queue of its own: `commit` writes and syncs the state file and
     /// `createNetwork` looks up `socket_group` (NSS, possibly over the network) inside the actor,
@@ -20,19 +21,11 @@ actor VDEPlugin {
     let startedAt = ContinuousClock.now
     private let store: StateStore<SupervisorState>
     private(set) var state: SupervisorState
-    /// One per network in the state (set by CreateNetwork and restore, removed by DeleteNetwork).
-    var workers: [String: NetworkWorker] = [:]
-    /// Networks being created or deleted right now; other calls for them wait or fail.
-    var networksInFlight: Set<String> = []
-    /// The switches of networks being created, by network ID: reservations of their paths, so
-    /// that a concurrent create sees them before they are committed (see `switchConflict`).
-    var switchesInFlight: [String: SwitchSpec] = [:]
-    /// CreateEndpoint calls waiting for their worker, by network; DeleteNetwork refuses meanwhile.
-    var endpointsInFlight: [String: Int] = [:]
-    /// What the workers last reported about each endpoint (plug pid, port); not persisted.
-    var endpointStatus: [String: EndpointStatus] = [:]
-    /// What the workers last reported about each network's switch.
-    var switchStatus: [String: SwitchStatus] = [:]
+    /// One per network in the state, and one per network being created: its worker, what the
+    /// worker last reported, the calls under way (see ``LiveNetwork``).
+    var live: [String: LiveNetwork] = [:]
+    /// Pings one worker at a time (``HeartbeatSweep``); started with the workers.
+    private var heartbeats: Task<Void, Never>?
 
     init(configuration: SupervisorConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -52,11 +45,30 @@ actor VDEPlugin {
         state = newState
     }
 
+    /// The one order of a change: `change` is applied to a copy of the state first (validation:
+    /// a change that cannot apply throws here, before the worker acts); then the worker does its
+    /// part; then `change` is applied again, to the state as it is now (other calls may have
+    /// committed while the worker worked, and their changes must not be lost), and the result
+    /// is written atomically and swapped in. `change` must therefore give the same result when
+    /// applied to a state that already has it. Returns what the worker's part returned; the
+    /// caller swaps in what memory holds of the network and replies.
+    func perform<T>(_ change: (inout SupervisorState) throws -> Void, worker part: () async throws -> T) async throws -> T {
+        var copy = state
+        try change(&copy)
+        let result = try await part()
+        var next = state
+        try change(&next)
+        try commit(next)
+        return result
+    }
+
     // MARK: workers
 
     /// Starts a worker for every network in the state and waits until each has made its first
-    /// attempt to restore its network (a failed one is logged and retried with backoff).
+    /// attempt to restore its network (a failed one is logged and retried with backoff). Then
+    /// starts the heartbeat sweep, which checks one worker at a time.
     func restoreNetworks() async {
+        startHeartbeats()
         let ids = state.networks.keys.sorted()
         guard !ids.isEmpty else { return }
         logger.info("restoring networks from state", metadata: ["networks": "\(ids.count)"])
@@ -64,18 +76,31 @@ actor VDEPlugin {
             for id in ids {
                 guard let assignment = assignment(of: id) else { continue }
                 let worker = makeWorker(networkID: id)
-                workers[id] = worker
+                live[id, default: LiveNetwork()].worker = worker
                 group.addTask { await worker.restore(assignment) }
             }
         }
     }
 
+    /// Starts the heartbeat sweep (once).
+    func startHeartbeats() {
+        guard heartbeats == nil else { return }
+        let sweep = HeartbeatSweep(workers: { [weak self] in await self?.runningWorkers() ?? [] })
+        heartbeats = Task { await sweep.run() }
+    }
+
+    /// The workers of the networks, sorted by network ID (the sweep's order).
+    func runningWorkers() -> [NetworkWorker] {
+        live.keys.sorted().compactMap { live[$0]?.worker }
+    }
+
     /// Stops every worker (each stops its switch and plugs). Used on supervisor shutdown.
     func stopAllWorkers() async {
-        let all = workers
-        workers.removeAll()
+        heartbeats?.cancel()
+        let all = live.values.compactMap(\.worker)
+        for id in live.keys { live[id]?.worker = nil }
         await withTaskGroup(of: Void.self) { group in
-            for worker in all.values {
+            for worker in all {
                 group.addTask { await worker.stop() }
             }
         }
@@ -89,12 +114,12 @@ actor VDEPlugin {
             logLevel: configuration.logLevel,
             logger: logger,
             assignment: { [weak self] in await self?.assignment(of: networkID) },
-            onStarted: { [weak self] result in await self?.workerStarted(networkID: networkID, result: result) },
-            onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event: event) })
+            onStarted: { [weak self] started in await self?.workerStarted(networkID: networkID, started) },
+            onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event) })
     }
 
     func worker(of networkID: String) throws -> NetworkWorker {
-        guard let worker = workers[networkID] else {
+        guard let worker = live[networkID]?.worker else {
             throw VDEError.unavailable("network \(Naming.shortID(networkID)) has no worker")
         }
         return worker
@@ -105,106 +130,104 @@ actor VDEPlugin {
         return NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
     }
 
-    private func workerStarted(networkID: String, result: WorkerResult) {
-        if let status = result.switch { switchStatus[networkID] = status }
-        recordSwitchStarted(networkID: networkID, result.switch?.owned)
-        var stale: [String] = []
-        for endpoint in result.endpoints ?? [] {
-            guard state.networks[networkID]?.endpoints[endpoint.endpointID] != nil else { continue }
-            // The reply says `restarting`; an `endpointState` event of this worker may have been
-            // handled already (events and this call race). The worker's `hello` cleared what the
-            // earlier worker reported, so a status present now is such an event's: keep it.
-            if endpoint.state == .restarting, endpointStatus[endpoint.endpointID] != nil { continue }
-            endpointStatus[endpoint.endpointID] = endpoint
-            if endpoint.state == .tapGone { stale.append(endpoint.endpointID) }
-        }
-        if !stale.isEmpty { forgetStaleEndpoints(stale, of: networkID) }
+    private func workerStarted(networkID: String, _ started: NetworkWorker.Started) {
+        guard let record = state.networks[networkID] else { return }
+        let gone = live[networkID, default: LiveNetwork()].workerStarted(started, recorded: Set(record.endpoints.keys))
+        recordSwitchStarted(networkID: networkID, started.switchStatus.owned)
+        if !gone.isEmpty { sweepStaleEndpoints(gone, of: networkID) }
     }
 
     /// Endpoints whose container is gone, on the worker's evidence (the container was removed
     /// while the supervisor or worker was down, so dockerd's Leave/DeleteEndpoint never reached
-    /// us): forget them and free their addresses, then have the worker remove what is left
-    /// (idempotent: it already stopped their plugs and deleted their taps).
-    ///
-    /// The order is the usual one: the worker has done its part before it reports `tapGone`
-    /// (plug stopped, tap deleted in the background under a deletion marker), the state file is
-    /// written, then memory. The `removeEndpoint` sent afterwards only lets the worker drop its
-    /// record; it is idempotent, and a worker that missed it is not given the endpoint again.
-    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) {
-        var newState = state
-        guard var network = newState.networks[networkID] else { return }
+    /// us): they are forgotten and their addresses freed, in a task of its own (this is called
+    /// while the worker's link delivers an event, and the worker's part needs that link).
+    private func sweepStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) {
+        Task { await self.forgetStaleEndpoints(endpointIDs, of: networkID, evidence: evidence) }
+    }
+
+    /// The stale-endpoint sweep, in the order of every change (``perform(_:worker:)``): the
+    /// endpoints still recorded are forgotten on a copy of the state (addresses freed); the
+    /// worker's part is `removeEndpoint` for each (it stopped their plugs and deleted their taps
+    /// before it reported them gone; this lets it drop its records, and is idempotent); its
+    /// failure is logged, not fatal: the evidence stands, and a later worker is not given the
+    /// endpoints again. Then the state is written and the statuses dropped.
+    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) async {
+        let stale = endpointIDs.filter { state.networks[networkID]?.endpoints[$0] != nil }
+        guard !stale.isEmpty, let network = state.networks[networkID] else { return }
+        let worker = live[networkID]?.worker
+        do {
+            try await perform({ Self.forget(stale, of: networkID, in: &$0) }, worker: {
+                for endpointID in stale {
+                    do {
+                        try await worker?.removeEndpoint(endpointID)
+                    } catch {
+                        logger.info("the worker could not drop a stale endpoint; it is forgotten all the same", metadata: [
+                            "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
+                        ])
+                    }
+                }
+            })
+        } catch {
+            logger.error("could not record the removal of stale endpoints", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            return
+        }
+        for endpointID in stale {
+            live[networkID]?.endpoints[endpointID] = nil
+            logger.warning("forgot a stale endpoint: its container is gone (removed while we were down)", metadata: [
+                "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+                "tap": "\(network.endpoints[endpointID]?.tapName ?? "?")", "evidence": "\(evidence ?? "tap gone")",
+            ])
+        }
+    }
+
+    /// Forgets `endpointIDs` of a network and frees their addresses; endpoints already gone are skipped.
+    private static func forget(_ endpointIDs: [String], of networkID: String, in state: inout SupervisorState) {
+        guard var network = state.networks[networkID] else { return }
         for endpointID in endpointIDs {
             guard let endpoint = network.endpoints.removeValue(forKey: endpointID) else { continue }
             for address in [endpoint.address, endpoint.addressIPv6].compactMap({ $0 }).map(NetworkRecord.stripPrefix) {
                 for poolID in network.poolIDs {
-                    if (try? newState.ipam.releaseAddress(DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: address))) != nil {
+                    if (try? state.ipam.releaseAddress(DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: address))) != nil {
                         break
                     }
                 }
             }
-            endpointStatus[endpointID] = nil
-            logger.warning("forgot a stale endpoint: its container is gone (removed while we were down)", metadata: [
-                "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
-                "tap": "\(endpoint.tapName)", "evidence": "\(evidence ?? "tap gone")",
-            ])
         }
-        newState.networks[networkID] = network
-        if let worker = workers[networkID] {
-            Task {
-                for endpointID in endpointIDs {
-                    _ = try? await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
-                }
-            }
-        }
-        do {
-            try commit(newState)
-        } catch {
-            logger.error("could not record the removal of stale endpoints", metadata: ["error": "\(VDEError(wrapping: error).message)"])
-        }
+        state.networks[networkID] = network
     }
 
-    /// The outcome of restoring or re-plugging one endpoint. `tapGone` carries evidence that the
-    /// container is gone: the endpoint is forgotten at once. `unreachable` is no evidence: the
-    /// endpoint is kept, and the worker keeps looking.
-    private func endpointStateChanged(networkID: String, endpointID: String, state newState: PlugState, pid: Int32?,
-                                      detail: String?, metadata: Logger.Metadata) {
-        guard let endpoint = state.networks[networkID]?.endpoints[endpointID] else { return }
-        var status = endpointStatus[endpointID]
-            ?? EndpointStatus(endpointID: endpointID, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: newState)
-        status.state = newState
-        status.plugPID = newState == .plugged ? pid : nil
-        status.detail = detail
-        endpointStatus[endpointID] = status
-        switch newState {
-        case .plugged: logger.debug("endpoint plugged", metadata: metadata)
-        case .unreachable: logger.warning("cannot tell where the endpoint's tap is; the worker keeps looking", metadata: metadata)
-        case .tapGone: forgetStaleEndpoints([endpointID], of: networkID, evidence: detail)
-        case .unplugged, .restarting: break
-        }
-    }
-
-    private func workerEvent(networkID: String, event: WorkerMessage) {
+    private func workerEvent(networkID: String, _ event: WorkerEvent) {
         var metadata: Logger.Metadata = ["network": "\(Naming.shortID(networkID))"]
-        if let child = event.child { metadata["child"] = "\(child)" }
+        if let child = event.child { metadata["child"] = "\(child.rawValue)" }
         if let pid = event.pid { metadata["pid"] = "\(pid)" }
         if let endpoint = event.endpointID { metadata["endpoint"] = "\(Naming.shortID(endpoint))" }
         if let detail = event.detail { metadata["detail"] = "\(detail)" }
-        switch event.event {
+        guard let record = state.networks[networkID] else { return }
+        switch event {
         case .hello:
             // A new worker of this network: what the earlier one reported about its endpoints is
             // void. `hello` is its first line, handled before its start reply and its events.
             logger.debug("worker said hello", metadata: metadata)
-            for id in state.networks[networkID].map({ Array($0.endpoints.keys) }) ?? [] { endpointStatus[id] = nil }
-        case .childExited: logger.info("child exited", metadata: metadata)
-        case .childRestarted: logger.info("child restarted", metadata: metadata)
-        case .tapGone:
+            live[networkID]?.workerSaidHello()
+        case .childExited:
+            logger.info("child exited", metadata: metadata)
+        case .childRestarted:
+            logger.info("child restarted", metadata: metadata)
+        case .tapGone(let endpointID, _, _):
             logger.info("endpoint's tap vanished; its plug was stopped", metadata: metadata)
-            if let id = event.endpointID { endpointStatus[id]?.state = .tapGone }
-        case .endpointState:
-            guard let id = event.endpointID, let newState = event.state else { return }
-            endpointStateChanged(networkID: networkID, endpointID: id, state: newState, pid: event.pid, detail: event.detail,
-                                 metadata: metadata)
-        case nil: break
+            live[networkID]?.endpoints[endpointID]?.state = .tapGone
+        case .endpointState(let endpointID, let newState, let pid, let detail):
+            // The outcome of restoring or re-plugging one endpoint. `tapGone` carries evidence
+            // that the container is gone: the endpoint is forgotten. `unreachable` is no
+            // evidence: the endpoint is kept, and the worker keeps looking.
+            guard let endpoint = record.endpoints[endpointID] else { return }
+            live[networkID]?.endpointStateChanged(endpoint, to: newState, pid: pid, detail: detail)
+            switch newState {
+            case .plugged: logger.debug("endpoint plugged", metadata: metadata)
+            case .unreachable: logger.warning("cannot tell where the endpoint's tap is; the worker keeps looking", metadata: metadata)
+            case .tapGone: sweepStaleEndpoints([endpointID], of: networkID, evidence: detail)
+            case .unplugged, .restarting: break
+            }
         }
     }
 }
@@ -213,7 +236,7 @@ extension VDEPlugin {
     /// One line for systemd's STATUS= and logs: networks, endpoints, worker health.
     func statusLine() async -> String {
         var running = 0, restarting = 0, other = 0
-        for worker in workers.values {
+        for worker in live.values.compactMap(\.worker) {
             switch await worker.phase {
             case .running: running += 1
             case .restarting, .starting: restarting += 1

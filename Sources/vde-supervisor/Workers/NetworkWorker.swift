@@ -2,7 +2,11 @@ import Logging
 import Shared
 
 /// Keeps the worker process of one network running: starts it, hands it the network to
-/// restore, and brings it back with backoff when it exits unexpectedly.
+/// restore, and brings it back with backoff when it exits unexpectedly or stops answering.
+///
+/// The supervisor talks to a worker only through the typed methods here (``addEndpoint(_:)``,
+/// ``join(_:sandboxKey:)``, ...): each sends one ``WorkerCommand`` and returns what its
+/// ``WorkerReply`` carries.
 actor NetworkWorker {
     /// What the worker of a network is doing, as `status` shows it.
     enum Phase: String, Codable, Sendable {
@@ -22,9 +26,9 @@ actor NetworkWorker {
     private var logger: Logger
     /// Reads the network's current assignment from the plugin's state; nil once it is deleted.
     private let assignment: @Sendable () async -> Assignment?
-    /// Told about every (re)start: the worker's reply to `start`.
-    private let onStarted: @Sendable (WorkerResult) async -> Void
-    private let onEvent: @Sendable (WorkerMessage) async -> Void
+    /// Told about every (re)start: what the worker's reply to `start` carries.
+    private let onStarted: @Sendable (Started) async -> Void
+    private let onEvent: @Sendable (WorkerEvent) async -> Void
 
     private(set) var phase: Phase = .starting
     private(set) var restarts = 0
@@ -40,19 +44,22 @@ actor NetworkWorker {
 
     static let startTimeout: Duration = .seconds(15)
     static let requestTimeout: Duration = .seconds(15)
-    /// A running worker is pinged this often; `missedHeartbeatLimit` unanswered pings in a row
-    /// mean it is stuck, and it is killed (and so restarted).
-    static let heartbeatInterval: Duration = .seconds(2)
+    /// A liveness check (``checkAlive()``) pings with this limit; `missedHeartbeatLimit` missed
+    /// pings in a row mean the worker is stuck, and it is killed (and so restarted).
     static let heartbeatTimeout: Duration = .seconds(2)
     static let missedHeartbeatLimit = 3
-    private var heartbeatTask: Task<Void, Never>?
+    /// A liveness check is under way (one at a time).
+    private var checking = false
+    /// How long each ping of a liveness check waits (``heartbeatTimeout``; tests make it short).
+    private let pingTimeout: Duration
 
     init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
-         onStarted: @escaping @Sendable (WorkerResult) async -> Void,
-         onEvent: @escaping @Sendable (WorkerMessage) async -> Void,
-         backoff: RestartBackoff = .worker) {
+         onStarted: @escaping @Sendable (Started) async -> Void,
+         onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
+         backoff: RestartBackoff = .worker, pingTimeout: Duration = NetworkWorker.heartbeatTimeout) {
         self.networkID = networkID
+        self.pingTimeout = pingTimeout
         self.backoff = backoff
         self.executable = executable
         self.runDir = runDir
@@ -69,7 +76,7 @@ actor NetworkWorker {
 
     /// Starts the worker and waits until its switch is ready. A failure of this first start
     /// is thrown (CreateNetwork reports it) and nothing is left running.
-    func start(_ assignment: Assignment) async throws -> WorkerResult {
+    func start(_ assignment: Assignment) async throws -> Started {
         do {
             let result = try await launch(assignment)
             becameReady()
@@ -98,8 +105,52 @@ actor NetworkWorker {
         becameReady()
     }
 
-    /// Sends a request once the worker runs (waiting for a restart in progress, within the timeout).
-    func request(_ request: WorkerRequest, timeout: Duration = NetworkWorker.requestTimeout) async throws -> WorkerResult {
+    /// What a worker's reply to `start` carries: its switch, and the endpoints it restores
+    /// (`restarting`; each outcome follows as an `endpointState` event).
+    struct Started: Sendable, Equatable {
+        var switchStatus: SwitchStatus
+        var endpoints: [EndpointStatus]
+    }
+
+    // MARK: commands
+
+    /// Makes the endpoint's tap and plugs it into the switch.
+    func addEndpoint(_ endpoint: EndpointSpec) async throws -> EndpointStatus {
+        let command = WorkerCommand.addEndpoint(endpoint: endpoint)
+        guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
+        return status
+    }
+
+    /// Records the container's namespace (and plugs an endpoint that had left).
+    func join(_ endpointID: String, sandboxKey: String) async throws -> EndpointStatus {
+        let command = WorkerCommand.joinEndpoint(endpointID: endpointID, sandboxKey: sandboxKey)
+        guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
+        return status
+    }
+
+    /// Stops the endpoint's plug (the container leaves).
+    func leave(_ endpointID: String) async throws -> EndpointStatus {
+        let command = WorkerCommand.leaveEndpoint(endpointID: endpointID)
+        guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
+        return status
+    }
+
+    /// Stops the endpoint's plug and deletes its tap; idempotent (an unknown endpoint is no error).
+    func removeEndpoint(_ endpointID: String) async throws {
+        let command = WorkerCommand.removeEndpoint(endpointID: endpointID)
+        guard case .removed = try await send(command) else { throw Self.unexpectedReply(to: command) }
+    }
+
+    /// The switch, the endpoints with their counters, and the ports that are not ours.
+    func status(timeout: Duration) async throws -> WorkerStatus {
+        guard case .status(let status) = try await send(.status, timeout: timeout) else { throw Self.unexpectedReply(to: .status) }
+        return status
+    }
+
+    /// Sends a command once the worker runs (waiting for a restart in progress, within the
+    /// timeout). A timeout also starts a liveness check: a worker that does not answer a
+    /// command may hang, and one that hangs is found this way without a periodic ping.
+    private func send(_ command: WorkerCommand, timeout: Duration = NetworkWorker.requestTimeout) async throws -> WorkerReply {
         if phase == .starting || phase == .restarting {
             await waitUntilReady(timeout: timeout)
         }
@@ -107,13 +158,55 @@ actor NetworkWorker {
             throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is \(phase.rawValue)"
                 + (lastError.map { " (last error: \($0))" } ?? ""))
         }
-        return try await link.request(request, timeout: timeout)
+        do {
+            return try await link.send(command, timeout: timeout)
+        } catch let timedOut as WorkerTimeout {
+            Task { await self.checkAlive() }
+            throw timedOut
+        }
+    }
+
+    /// A reply of the wrong kind: the two sides disagree on the protocol (a bug; both come from one build).
+    private static func unexpectedReply(to command: WorkerCommand) -> VDEError {
+        VDEError(.internal, "the worker answered '\(command.kind.rawValue)' with a reply meant for another command")
+    }
+
+    // MARK: liveness
+
+    /// Pings the worker; a missed ping is followed at once by another, and
+    /// `missedHeartbeatLimit` missed in a row kill the worker, which restarts it. Called for one
+    /// worker at a time by the plugin's ``HeartbeatSweep`` and after any command that timed
+    /// out; a check already under way makes this a no-op.
+    func checkAlive() async {
+        guard !checking, let link, isCurrent(link) else { return }
+        checking = true
+        defer { checking = false }
+        var missed = 0
+        while isCurrent(link) {
+            do {
+                _ = try await link.send(.ping, timeout: pingTimeout)
+                if missed > 0 { logger.notice("worker answers again", metadata: ["missed": "\(missed)"]) }
+                return
+            } catch is WorkerTimeout {
+                guard isCurrent(link) else { return }
+                missed += 1
+                logger.warning("worker missed a heartbeat", metadata: ["missed": "\(missed)"])
+                if missed >= Self.missedHeartbeatLimit {
+                    lastError = "worker stopped answering (\(missed) heartbeats missed); killed"
+                    logger.error("worker stopped answering; killing it so that it restarts")
+                    await link.kill9()
+                    return
+                }
+            } catch {
+                // The worker exited: restarting it is `linkExited`'s business.
+                return
+            }
+        }
     }
 
     /// Stops the worker: it stops its children and removes what it created. Waits for its exit.
     func stop() async {
         stopRequested = true
-        heartbeatTask?.cancel()
         phase = .stopping
         becameReady()
         guard let link, let task = linkTask else {
@@ -121,7 +214,9 @@ actor NetworkWorker {
             return
         }
         do {
-            _ = try await link.request(WorkerRequest(id: 0, op: .shutdown), timeout: .seconds(10))
+            guard case .stopped = try await link.send(.shutdown, timeout: .seconds(10)) else {
+                throw Self.unexpectedReply(to: .shutdown)
+            }
         } catch {
             logger.warning("worker did not shut down cleanly; terminating it", metadata: ["error": "\(error)"])
             await link.terminate()
@@ -132,7 +227,7 @@ actor NetworkWorker {
 
     // MARK: internals
 
-    private func launch(_ assignment: Assignment) async throws -> WorkerResult {
+    private func launch(_ assignment: Assignment) async throws -> Started {
         let link = WorkerLink(networkID: networkID, executable: executable, runDir: runDir, logLevel: logLevel, logger: logger,
                               onEvent: onEvent)
         self.link = link
@@ -143,13 +238,14 @@ actor NetworkWorker {
             await self?.linkExited(link, ending: ending)
         }
         do {
-            let result = try await link.request(
-                WorkerRequest(id: 0, op: .start, switch: assignment.switchSpec, endpoints: assignment.endpoints),
-                timeout: Self.startTimeout)
+            let command = WorkerCommand.start(switch: assignment.switchSpec, restore: assignment.endpoints)
+            guard case .started(let switchStatus, let endpoints) = try await link.send(command, timeout: Self.startTimeout) else {
+                throw Self.unexpectedReply(to: command)
+            }
+            let result = Started(switchStatus: switchStatus, endpoints: endpoints)
             phase = .running
             startedAt = .now
             backoff.started()
-            startHeartbeat(for: link)
             let pid = await link.pid
             logger.info("network up", metadata: [
                 "ctl": "\(assignment.switchSpec.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
@@ -165,37 +261,8 @@ actor NetworkWorker {
         }
     }
 
-    /// Pings the worker while it runs; kills it when it stops answering, which restarts it.
-    private func startHeartbeat(for link: WorkerLink) {
-        heartbeatTask?.cancel()
-        heartbeatTask = Task { [weak self] in
-            var missed = 0
-            while !Task.isCancelled {
-                do { try await Task.sleep(for: Self.heartbeatInterval) } catch { return }
-                guard let self, await self.isCurrent(link) else { return }
-                do {
-                    _ = try await link.request(WorkerRequest(id: 0, op: .ping), timeout: Self.heartbeatTimeout)
-                    missed = 0
-                } catch {
-                    missed += 1
-                    await self.heartbeatMissed(missed, link: link)
-                }
-            }
-        }
-    }
-
     private func isCurrent(_ candidate: WorkerLink) -> Bool {
         candidate === link && phase == .running && !stopRequested
-    }
-
-    private func heartbeatMissed(_ count: Int, link: WorkerLink) async {
-        guard isCurrent(link) else { return }
-        logger.warning("worker missed a heartbeat", metadata: ["missed": "\(count)"])
-        if count >= Self.missedHeartbeatLimit {
-            lastError = "worker stopped answering (\(count) heartbeats missed); killed"
-            logger.error("worker stopped answering; killing it so that it restarts")
-            await link.kill9()
-        }
     }
 
     private func linkExited(_ exitedLink: WorkerLink, ending: String) async {
@@ -203,7 +270,6 @@ actor NetworkWorker {
         if stopRequested { return }
         guard phase == .running else { return }  // a failed launch is handled where it happened
         phase = .restarting
-        heartbeatTask?.cancel()
         lastError = (lastError.map { $0 + "; " } ?? "") + "worker exited: \(ending)"
         logger.error("worker exited unexpectedly; restarting it", metadata: ["ending": "\(ending)"])
         await restartLoop()

@@ -6,18 +6,18 @@ import SystemPackage
 
 /// One running `vde-networker` process and the JSON-lines link to it over its stdin and stdout.
 ///
-/// `run` spawns the process and returns when it has exited; meanwhile `request` sends a
-/// request line and waits for the reply with the same id. Events go to `onEvent`.
-/// Malformed, oversized or unexpected lines from the worker are logged and survived.
+/// `run` spawns the process and returns when it has exited; meanwhile `send` numbers a command,
+/// writes it as one request line and waits for the reply with the same id. Events go to
+/// `onEvent`. Malformed, oversized or unexpected lines from the worker are logged and survived.
 actor WorkerLink {
     let networkID: String
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
     private let logger: Logger
-    private let onEvent: @Sendable (WorkerMessage) async -> Void
+    private let onEvent: @Sendable (WorkerEvent) async -> Void
 
-    private var pending: [UInt64: CheckedContinuation<WorkerResult, any Error>] = [:]
+    private var pending: [UInt64: CheckedContinuation<WorkerReply, any Error>] = [:]
     private var nextRequestID: UInt64 = 1
     /// Lines waiting to be written to the worker's stdin; made at init so that requests sent
     /// before the process is up simply wait in the queue.
@@ -28,7 +28,7 @@ actor WorkerLink {
     private(set) var pid: Int32?
 
     init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
-         onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
+         onEvent: @escaping @Sendable (WorkerEvent) async -> Void) {
         self.networkID = networkID
         self.executable = executable
         self.runDir = runDir
@@ -100,22 +100,21 @@ actor WorkerLink {
         outbox = nil
     }
 
-    /// Sends a request and waits for its reply, at most `timeout`.
-    func request(_ request: WorkerRequest, timeout: Duration) async throws -> WorkerResult {
+    /// Sends `command` and waits for its reply, at most `timeout`. A failure reply is thrown as
+    /// the worker's ``VDEError``; so are a timeout and the worker's exit (`unavailable`).
+    func send(_ command: WorkerCommand, timeout: Duration) async throws -> WorkerReply {
         guard !exited, let outbox else {
             throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is not running")
         }
-        var request = request
-        request.id = nextRequestID
+        let id = nextRequestID
         nextRequestID += 1
-        let id = request.id
-        var line = try JSONCoding.encode(request)
+        var line = try JSONCoding.encode(WorkerRequest(id: id, command))
         line.append(UInt8(ascii: "\n"))
         logger.trace("to worker", metadata: ["line": "\(String(decoding: line.dropLast(), as: UTF8.self))"])
-        let operation = request.op
+        let kind = command.kind
         let timer = Task {
             try await Task.sleep(for: timeout)
-            self.timedOut(id, operation: operation, after: timeout)
+            self.timedOut(id, command: kind, after: timeout)
         }
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
@@ -155,33 +154,26 @@ actor WorkerLink {
                 return
             }
             logger.trace("from worker", metadata: ["line": "\(String(decoding: bytes, as: UTF8.self))"])
-            guard message.v == WorkerProtocol.version else {
-                logger.warning("line of unknown protocol version from the worker", metadata: ["v": "\(message.v)"])
-                return
-            }
-            if let id = message.id {
-                guard let continuation = pending.removeValue(forKey: id) else {
-                    logger.warning("reply to an unknown or timed-out request", metadata: ["id": "\(id)"])
-                    return
-                }
-                if message.ok == true {
-                    continuation.resume(returning: message.result ?? WorkerResult())
-                } else {
-                    continuation.resume(throwing: message.error ?? VDEError(.internal, "the worker failed without saying why"))
-                }
-            } else if message.event != nil {
-                await onEvent(message)
-            } else {
-                logger.warning("line from the worker is neither a reply nor an event")
+            switch message {
+            case .reply(let id, let reply): answer(id, with: .success(reply))
+            case .failure(let id, let error): answer(id, with: .failure(error))
+            case .event(let event): await onEvent(event)
             }
         }
     }
 
-    private func timedOut(_ id: UInt64, operation: WorkerOperation, after timeout: Duration) {
+    private func answer(_ id: UInt64, with outcome: Result<WorkerReply, VDEError>) {
+        guard let continuation = pending.removeValue(forKey: id) else {
+            logger.warning("reply to an unknown or timed-out request", metadata: ["id": "\(id)"])
+            return
+        }
+        continuation.resume(with: outcome)
+    }
+
+    private func timedOut(_ id: UInt64, command: WorkerCommand.Kind, after timeout: Duration) {
         guard let continuation = pending.removeValue(forKey: id) else { return }
-        logger.warning("worker did not answer in time", metadata: ["op": "\(operation.rawValue)", "timeout": "\(timeout)"])
-        continuation.resume(throwing: VDEError.unavailable(
-            "the worker of network \(Naming.shortID(networkID)) did not answer '\(operation.rawValue)' within \(timeout)"))
+        logger.warning("worker did not answer in time", metadata: ["command": "\(command.rawValue)", "timeout": "\(timeout)"])
+        continuation.resume(throwing: WorkerTimeout(networkID: networkID, command: command, timeout: timeout))
     }
 
     private func finish(reason: String) {
@@ -195,4 +187,17 @@ actor WorkerLink {
                 "the worker of network \(Naming.shortID(networkID)) exited (\(reason))"))
         }
     }
+}
+
+/// A worker that did not answer a command in time: `unavailable` to the caller, and a sign
+/// that the worker may hang (``NetworkWorker`` then checks it at once; see docs/recovery.md).
+struct WorkerTimeout: ReportableError, CustomStringConvertible {
+    var networkID: String
+    var command: WorkerCommand.Kind
+    var timeout: Duration
+
+    var vdeError: VDEError {
+        .unavailable("the worker of network \(Naming.shortID(networkID)) did not answer '\(command.rawValue)' within \(timeout)")
+    }
+    var description: String { vdeError.message }
 }

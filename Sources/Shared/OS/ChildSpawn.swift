@@ -22,18 +22,34 @@ public enum ChildSpawn {
         }
     }
 
-    /// Starts `argv[0]` (a path) with `argv`, the environment of this process, its stdin, stdout
-    /// and stderr from the given descriptors (nil: /dev/null), in a process group of its own, with
-    /// no signal blocked or ignored and no other descriptor inherited. Returns its pid.
-    public static func start(_ argv: [String], standardInput: Int32? = nil, standardOutput: Int32? = nil,
-                             standardError: Int32? = nil) throws(SystemCallError) -> pid_t {
+    /// Starts `argv[0]` (a path) with `argv`, the environment of this process (with the entries
+    /// of `environment` added or replaced), its stdin, stdout and stderr from the given
+    /// descriptors (nil: /dev/null), in a process group of its own, with no signal blocked or
+    /// ignored and no other descriptor inherited. Returns its pid.
+    public static func start(_ argv: [String], environment: [String: String] = [:], standardInput: Int32? = nil,
+                             standardOutput: Int32? = nil, standardError: Int32? = nil) throws(SystemCallError) -> pid_t {
         precondition(!argv.isEmpty)
         var arguments = argv.map { strdup($0) }
         arguments.append(nil)
         defer { for argument in arguments { free(argument) } }
+        var variables: [UnsafeMutablePointer<CChar>?] = []
+        if !environment.isEmpty {
+            var inherited = environ
+            while let entry = inherited.pointee {
+                let text = String(cString: entry)
+                let name = text.prefix { $0 != "=" }
+                if environment[String(name)] == nil { variables.append(strdup(entry)) }
+                inherited += 1
+            }
+            for (name, value) in environment.sorted(by: { $0.key < $1.key }) { variables.append(strdup(name + "=" + value)) }
+            variables.append(nil)
+        }
+        defer { for variable in variables { free(variable) } }
         var pid: pid_t = 0
-        let code = clinux_spawn(&pid, argv[0], &arguments, environ,
-                                standardInput ?? -1, standardOutput ?? -1, standardError ?? -1)
+        let code = variables.isEmpty
+            ? clinux_spawn(&pid, argv[0], &arguments, environ, standardInput ?? -1, standardOutput ?? -1, standardError ?? -1)
+            : clinux_spawn(&pid, argv[0], &arguments, &variables, standardInput ?? -1, standardOutput ?? -1,
+                           standardError ?? -1)
         guard code == 0 else { throw SystemCallError(call: "posix_spawn", subject: argv[0], errno: code) }
         return pid
     }

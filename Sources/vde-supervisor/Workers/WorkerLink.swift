@@ -1,8 +1,7 @@
 import Glibc
 import Logging
+import CLinux
 import Shared
-import Subprocess
-import SystemPackage
 
 /// One running `vde-networker` process and the JSON-lines link to it over its stdin and stdout.
 ///
@@ -42,57 +41,86 @@ actor WorkerLink {
     /// Returns a description of how it ended (exit status or spawn error).
     ///
     /// The pipes are served outside the actor (nonisolated), so that reading and writing never
-    /// occupy the actor that requests, replies and timeouts need.
+    /// occupy the actor that requests, replies and timeouts need. The worker is started with
+    /// ``ChildSpawn`` and its exit comes from its pidfd: swift-subprocess's `run { }` kept a 1 s
+    /// timer chain running for each worker's whole life (an idle supervisor woke 100 times a
+    /// second at 100 networks; strace, protocol helper's measurement).
     nonisolated func run() async -> String {
         let stream = outboxLines
-        var platformOptions = PlatformOptions()
-        // Its own process group: a Ctrl-C meant for the supervisor must not reach workers first.
-        platformOptions.processGroupID = 0
-        let arguments = Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue, "--run-dir", runDir])
+        let argv = [executable, "--network-id", networkID, "--log-level", logLevel.rawValue, "--run-dir", runDir]
         let executable = self.executable
-        let ending: String = await Task.detached {
-            // The worker's stdout: a small pipe of our own, not `output: .sequence` (see PipeLines).
-            let stdoutPipe: ChildOutputPipe
-            do {
-                stdoutPipe = try ChildOutputPipe(maxLineBytes: WorkerProtocol.maxLineBytes)
-            } catch {
-                return "could not run \(executable): \(error)"
+        // The worker's stdout: a small pipe of our own (see PipeLines); its stdin: a pipe whose
+        // write end is ours, non-blocking (a full pipe waits for room in the descriptor watcher).
+        let stdoutPipe: ChildOutputPipe
+        let stdin: (read: Int32, write: Int32)
+        do {
+            stdoutPipe = try ChildOutputPipe(maxLineBytes: WorkerProtocol.maxLineBytes)
+            stdin = try PipeLines.open()
+        } catch {
+            await finish(reason: "could not run \(executable): \(error)")
+            return "could not run \(executable): \(error)"
+        }
+        let process: ProcessHandle
+        do {
+            // Its own process group: a Ctrl-C meant for the supervisor must not reach workers
+            // first. One malloc arena: a worker runs once per network, and per-thread arenas cost
+            // more than they gain in a process this quiet.
+            let pid = try ChildSpawn.start(argv, environment: ["MALLOC_ARENA_MAX": "1"], standardInput: stdin.read,
+                                           standardOutput: stdoutPipe.writeEnd, standardError: 2)
+            close(stdin.read)
+            stdoutPipe.closeWriteEnd()
+            process = try ProcessHandle(pid: pid)
+        } catch {
+            close(stdin.read)
+            close(stdin.write)
+            stdoutPipe.closeWriteEnd()
+            await finish(reason: "could not run \(executable): \(error)")
+            return "could not run \(executable): \(error)"
+        }
+        await started(pid: process.pid)
+        _ = clinux_set_nonblocking(stdin.write)
+        let writing = Task.detached {
+            for await line in stream {
+                guard await Self.write(line, to: stdin.write) else { break }
             }
-            defer { stdoutPipe.closeWriteEnd() }
-            do {
-                let result = try await Subprocess.run(
-                    .path(FilePath(executable)), arguments: arguments,
-                    // One malloc arena: a worker runs once per network, and per-thread arenas
-                    // cost more than they gain in a process this quiet.
-                    environment: .inherit.updating(["MALLOC_ARENA_MAX": "1"]),
-                    platformOptions: platformOptions,
-                    input: .inputWriter,
-                    output: .fileDescriptor(.init(rawValue: stdoutPipe.writeEnd), closeAfterSpawningProcess: false),
-                    error: .currentStandardError
-                ) { execution in
-                    stdoutPipe.closeWriteEnd()
-                    await self.started(pid: execution.processIdentifier.value)
-                    let writer = execution.standardInputWriter
-                    let writing = Task.detached {
-                        for await line in stream {
-                            do { _ = try await writer.write(line) } catch { break }
-                        }
-                        try? await writer.finish()
-                    }
-                    for await line in stdoutPipe.lines {
-                        await self.received(line)
-                    }
-                    // EOF on its stdout: the worker is exiting. Stop writing.
-                    await self.closeOutbox()
-                    await writing.value
-                }
-                return "\(result.terminationStatus)"
-            } catch {
-                return "could not run \(executable): \(error)"
-            }
-        }.value
+            close(stdin.write)
+        }
+        for await line in stdoutPipe.lines {
+            await received(line)
+        }
+        // EOF on its stdout: the worker is exiting. Stop writing.
+        await closeOutbox()
+        await writing.value
+        await process.waitForExit()
+        let ending = ChildSpawn.reap(process).map(\.description) ?? "exited (status unknown: reaped elsewhere)"
+        process.close()
         await finish(reason: ending)
         return ending
+    }
+
+    /// Writes all of `line` to the non-blocking pipe `fd`, waiting in the descriptor watcher
+    /// while the pipe is full. False when the worker no longer reads (EPIPE) or on an error.
+    private static func write(_ line: [UInt8], to fd: Int32) async -> Bool {
+        var offset = 0
+        while offset < line.count {
+            let written = line[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written > 0 {
+                offset += written
+                continue
+            }
+            let code = errno
+            if written < 0 && code == EINTR { continue }
+            guard written < 0, code == EAGAIN, let watcher = DescriptorWatcher.shared else { return false }
+            let armed: Bool = await withCheckedContinuation { continuation in
+                do {
+                    _ = try watcher.watch(fd, events: .writable) { continuation.resume(returning: true) }
+                } catch {
+                    continuation.resume(returning: false)
+                }
+            }
+            guard armed else { return false }
+        }
+        return true
     }
 
     private func closeOutbox() {

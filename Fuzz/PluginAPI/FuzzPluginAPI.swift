@@ -73,7 +73,7 @@ func checkCreateNetwork(_ request: DockerAPI.CreateNetworkRequest) throws {
     do {
         _ = try NetworkOptions.parse(request.genericOptions)
     } catch {
-        _ = NetworkOptions.sanitized("\(error)")
+        _ = UntrustedText("\(error)")
     }
 }
 

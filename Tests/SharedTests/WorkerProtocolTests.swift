@@ -2,14 +2,18 @@ import Shared
 import Testing
 
 @Suite struct WorkerProtocolTests {
-    private let spec = SwitchSpec(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt",
-                                  mode: .useOrCreate, group: "vde", numPorts: 32)
+    private var spec: SwitchSpec {
+        get throws {
+            try SwitchSpec(paths: NetworkPaths(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt"),
+                           mode: .useOrCreate, group: "vde", numPorts: 32)
+        }
+    }
     private let endpoint = EndpointSpec(endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01",
                                         sandboxKey: "/var/run/docker/netns/1")
 
     @Test func requestRoundTrip() throws {
         let requests = [
-            WorkerRequest(id: 1, op: .start, switch: spec, endpoints: [endpoint]),
+            WorkerRequest(id: 1, op: .start, switch: try spec, endpoints: [endpoint]),
             WorkerRequest(id: 2, op: .addEndpoint, endpoint: endpoint),
             WorkerRequest(id: 3, op: .joinEndpoint, endpointID: "abc123", sandboxKey: "/var/run/docker/netns/1"),
             WorkerRequest(id: UInt64.max, op: .ping),
@@ -31,7 +35,7 @@ import Testing
     }
 
     @Test func encodedRequestWithPathsIsOneLine() throws {
-        let text = try JSONCoding.string(WorkerRequest(id: 1, op: .start, switch: spec, endpoints: [endpoint]))
+        let text = try JSONCoding.string(WorkerRequest(id: 1, op: .start, switch: try spec, endpoints: [endpoint]))
         #expect(!text.contains("\n"))
         #expect(text.contains(#""ctlDir":"/run/vde/net""#))
     }

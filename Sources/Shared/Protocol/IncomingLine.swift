@@ -27,7 +27,7 @@ public enum IncomingLine: Sendable, Equatable {
             return .invalid(id: envelope.id, reason: "protocol version \(v) is not supported; this worker speaks version \(WorkerProtocol.version)")
         }
         if let op = envelope.op, WorkerOperation(rawValue: op) == nil {
-            return .invalid(id: envelope.id, reason: "unknown op '\(NetworkOptions.sanitized(op))'")
+            return .invalid(id: envelope.id, reason: "unknown op '\(UntrustedText(op))'")
         }
         do {
             return .request(try JSONCoding.decode(WorkerRequest.self, from: bytes))
@@ -37,7 +37,7 @@ public enum IncomingLine: Sendable, Equatable {
     }
 
     private static func preview(_ bytes: [UInt8]) -> String {
-        let text = NetworkOptions.sanitized(String(decoding: bytes.prefix(80), as: UTF8.self))
+        let text = UntrustedText(String(decoding: bytes.prefix(80), as: UTF8.self)).description
         return bytes.count > 80 ? text + "..." : text
     }
 }

@@ -73,10 +73,10 @@ extension Worker {
     // MARK: Plugs
 
     /// A plug exited on its own: report it and restart it (unless its tap is gone by then).
-    func plugExited(_ plug: PlugProcess, endpointID id: String, exit: ChildExit) async {
+    func plugExited(_ plug: PlugProcess, endpointID id: EndpointID, exit: ChildExit) async {
         guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
         logger.warning("plug exited: \(exit)", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
-        emit(WorkerMessage(event: .childExited, pid: plug.pid, child: "plug", endpointID: id, detail: exit.description))
+        emit(WorkerMessage(event: .childExited, pid: plug.pid, child: "plug", endpointID: id.rawValue, detail: exit.description))
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil
         endpoints[id]?.state = .restarting
@@ -85,7 +85,7 @@ extension Worker {
         schedulePlugRestart(id)
     }
 
-    func schedulePlugRestart(_ id: String) {
+    func schedulePlugRestart(_ id: EndpointID) {
         guard let delay = endpoints[id]?.backoff.nextDelay() else { return }
         remember(Task { [weak self] in
             if delay > .zero { try? await Task.sleep(for: delay) }
@@ -94,14 +94,14 @@ extension Worker {
         })
     }
 
-    func restartPlug(_ id: String) async {
+    func restartPlug(_ id: EndpointID) async {
         _ = try? await exclusively {
             guard let endpoint = endpoints[id], endpoint.state == .restarting || endpoint.state == .unreachable,
                   endpoint.plug == nil else { return }
             // While the switch restarts, its restart re-attaches every endpoint.
             guard switchState == .running else { return }
             if await replug(id), let pid = endpoints[id]?.plug?.pid {
-                emit(WorkerMessage(event: .childRestarted, pid: pid, child: "plug", endpointID: id))
+                emit(WorkerMessage(event: .childRestarted, pid: pid, child: "plug", endpointID: id.rawValue))
             }
         }
     }
@@ -110,7 +110,7 @@ extension Worker {
     /// outcome (`endpointState`). A tap that is gone (with evidence) is not plugged again; one
     /// the worker could not look for is `unreachable` and looked for again with backoff, as is
     /// a plug that fails. Returns true when a plug runs.
-    func replug(_ id: String) async -> Bool {
+    func replug(_ id: EndpointID) async -> Bool {
         guard let endpoint = endpoints[id] else { return false }
         switch await locateTap(of: endpoint.spec) {
         case .gone(let evidence):
@@ -121,7 +121,7 @@ extension Worker {
             endpoints[id]?.state = .unreachable
             endpoints[id]?.detail = reason
             logger.warning("cannot tell where the tap is; will look again", metadata: ["endpoint": "\(id)", "reason": "\(reason)"])
-            emit(WorkerMessage(event: .endpointState, endpointID: id, state: .unreachable, detail: reason))
+            emit(WorkerMessage(event: .endpointState, endpointID: id.rawValue, state: .unreachable, detail: reason))
             schedulePlugRestart(id)
             return false
         case .present(let location):
@@ -132,7 +132,7 @@ extension Worker {
                     return false
                 }
                 install(plug, port: port, endpointID: id)
-                emit(WorkerMessage(event: .endpointState, pid: plug.pid, endpointID: id, state: .plugged))
+                emit(WorkerMessage(event: .endpointState, pid: plug.pid, endpointID: id.rawValue, state: .plugged))
                 return true
             } catch {
                 logger.warning("cannot start the plug: \(error); will retry", metadata: ["endpoint": "\(id)"])
@@ -146,7 +146,7 @@ extension Worker {
 
     /// The endpoint's tap is gone for good: nothing runs for it any more, a tap of its name left
     /// in the host is deleted, and the supervisor is told (it forgets the endpoint).
-    func endpointGone(_ id: String, evidence: String) async {
+    func endpointGone(_ id: EndpointID, evidence: String) async {
         guard let endpoint = endpoints[id] else { return }
         endpoints[id]?.state = .tapGone
         endpoints[id]?.detail = evidence
@@ -158,7 +158,7 @@ extension Worker {
                 logger.warning("cannot delete the tap \(endpoint.spec.tapName): \(error)")
             }
         }
-        emit(WorkerMessage(event: .endpointState, endpointID: id, state: .tapGone, detail: evidence))
+        emit(WorkerMessage(event: .endpointState, endpointID: id.rawValue, state: .tapGone, detail: evidence))
     }
 
     /// Keeps a restart task so that shutdown can cancel it; forgets finished ones.
@@ -196,14 +196,14 @@ extension Worker {
             case .unknown:
                 // No fd info (it cannot usually happen): fall back to names and paths.
                 let inHost = taps.exists(endpoint.spec.tapName)
-                let inSandbox = endpoint.spec.sandboxKey.map(FileSystem.exists) ?? false
+                let inSandbox = endpoint.spec.sandboxKey.map { FileSystem.exists($0.rawValue) } ?? false
                 gone = !inHost && !inSandbox && !plug.child.hasExited
             }
             if gone { await tapVanished(id, plug: plug) }
         }
     }
 
-    func tapVanished(_ id: String, plug: PlugProcess) async {
+    func tapVanished(_ id: EndpointID, plug: PlugProcess) async {
         guard let endpoint = endpoints[id], endpoint.plug === plug else { return }
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil
@@ -212,7 +212,7 @@ extension Worker {
         await plug.child.terminate(grace: .milliseconds(300))
         await releasePort(of: plug.pid)
         logger.warning("tap gone; plug stopped", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
-        emit(WorkerMessage(event: .tapGone, pid: plug.pid, endpointID: id,
+        emit(WorkerMessage(event: .tapGone, pid: plug.pid, endpointID: id.rawValue,
                            detail: "the tap \(endpoint.spec.tapName) is gone (container removed?); vde_plug2tap pid \(plug.pid) stopped"))
     }
 }

@@ -21,18 +21,18 @@ actor VDEPlugin {
     private let store: StateStore<SupervisorState>
     private(set) var state: SupervisorState
     /// One per network in the state (set by CreateNetwork and restore, removed by DeleteNetwork).
-    var workers: [String: NetworkWorker] = [:]
+    var workers: [NetworkID: NetworkWorker] = [:]
     /// Networks being created or deleted right now; other calls for them wait or fail.
-    var networksInFlight: Set<String> = []
+    var networksInFlight: Set<NetworkID> = []
     /// The switches of networks being created, by network ID: reservations of their paths, so
     /// that a concurrent create sees them before they are committed (see `switchConflict`).
-    var switchesInFlight: [String: SwitchSpec] = [:]
+    var switchesInFlight: [NetworkID: SwitchSpec] = [:]
     /// CreateEndpoint calls waiting for their worker, by network; DeleteNetwork refuses meanwhile.
-    var endpointsInFlight: [String: Int] = [:]
+    var endpointsInFlight: [NetworkID: Int] = [:]
     /// What the workers last reported about each endpoint (plug pid, port); not persisted.
-    var endpointStatus: [String: EndpointStatus] = [:]
+    var endpointStatus: [EndpointID: EndpointStatus] = [:]
     /// What the workers last reported about each network's switch.
-    var switchStatus: [String: SwitchStatus] = [:]
+    var switchStatus: [NetworkID: SwitchStatus] = [:]
 
     init(configuration: SupervisorConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -81,7 +81,7 @@ actor VDEPlugin {
         }
     }
 
-    func makeWorker(networkID: String) -> NetworkWorker {
+    func makeWorker(networkID: NetworkID) -> NetworkWorker {
         NetworkWorker(
             networkID: networkID,
             executable: configuration.networkerPath,
@@ -93,22 +93,22 @@ actor VDEPlugin {
             onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event: event) })
     }
 
-    func worker(of networkID: String) throws -> NetworkWorker {
+    func worker(of networkID: NetworkID) throws -> NetworkWorker {
         guard let worker = workers[networkID] else {
-            throw VDEError.unavailable("network \(Naming.shortID(networkID)) has no worker")
+            throw VDEError.unavailable("network \(networkID.short) has no worker")
         }
         return worker
     }
 
-    private func assignment(of networkID: String) -> NetworkWorker.Assignment? {
+    private func assignment(of networkID: NetworkID) -> NetworkWorker.Assignment? {
         guard let record = state.networks[networkID] else { return nil }
         return NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
     }
 
-    private func workerStarted(networkID: String, result: WorkerResult) {
+    private func workerStarted(networkID: NetworkID, result: WorkerResult) {
         if let status = result.switch { switchStatus[networkID] = status }
         recordSwitchStarted(networkID: networkID, result.switch?.owned)
-        var stale: [String] = []
+        var stale: [EndpointID] = []
         for endpoint in result.endpoints ?? [] {
             guard state.networks[networkID]?.endpoints[endpoint.endpointID] != nil else { continue }
             // The reply says `restarting`; an `endpointState` event of this worker may have been
@@ -130,7 +130,7 @@ actor VDEPlugin {
     /// (plug stopped, tap deleted in the background under a deletion marker), the state file is
     /// written, then memory. The `removeEndpoint` sent afterwards only lets the worker drop its
     /// record; it is idempotent, and a worker that missed it is not given the endpoint again.
-    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) {
+    func forgetStaleEndpoints(_ endpointIDs: [EndpointID], of networkID: NetworkID, evidence: String? = nil) {
         var newState = state
         guard var network = newState.networks[networkID] else { return }
         for endpointID in endpointIDs {
@@ -144,7 +144,7 @@ actor VDEPlugin {
             }
             endpointStatus[endpointID] = nil
             logger.warning("forgot a stale endpoint: its container is gone (removed while we were down)", metadata: [
-                "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
                 "tap": "\(endpoint.tapName)", "evidence": "\(evidence ?? "tap gone")",
             ])
         }
@@ -152,7 +152,7 @@ actor VDEPlugin {
         if let worker = workers[networkID] {
             Task {
                 for endpointID in endpointIDs {
-                    _ = try? await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID))
+                    _ = try? await worker.request(WorkerRequest(id: 0, op: .removeEndpoint, endpointID: endpointID.rawValue))
                 }
             }
         }
@@ -166,7 +166,7 @@ actor VDEPlugin {
     /// The outcome of restoring or re-plugging one endpoint. `tapGone` carries evidence that the
     /// container is gone: the endpoint is forgotten at once. `unreachable` is no evidence: the
     /// endpoint is kept, and the worker keeps looking.
-    private func endpointStateChanged(networkID: String, endpointID: String, state newState: PlugState, pid: Int32?,
+    private func endpointStateChanged(networkID: NetworkID, endpointID: EndpointID, state newState: PlugState, pid: Int32?,
                                       detail: String?, metadata: Logger.Metadata) {
         guard let endpoint = state.networks[networkID]?.endpoints[endpointID] else { return }
         var status = endpointStatus[endpointID]
@@ -183,11 +183,13 @@ actor VDEPlugin {
         }
     }
 
-    private func workerEvent(networkID: String, event: WorkerMessage) {
-        var metadata: Logger.Metadata = ["network": "\(Naming.shortID(networkID))"]
+    private func workerEvent(networkID: NetworkID, event: WorkerMessage) {
+        var metadata: Logger.Metadata = ["network": "\(networkID.short)"]
         if let child = event.child { metadata["child"] = "\(child)" }
         if let pid = event.pid { metadata["pid"] = "\(pid)" }
-        if let endpoint = event.endpointID { metadata["endpoint"] = "\(Naming.shortID(endpoint))" }
+        // The endpoint ID of an event is read once, here; an ID that breaks the rule names no endpoint of ours.
+        let endpointID = event.endpointID.flatMap { try? EndpointID($0) }
+        if let endpoint = endpointID { metadata["endpoint"] = "\(endpoint.short)" }
         if let detail = event.detail { metadata["detail"] = "\(detail)" }
         switch event.event {
         case .hello:
@@ -199,9 +201,9 @@ actor VDEPlugin {
         case .childRestarted: logger.info("child restarted", metadata: metadata)
         case .tapGone:
             logger.info("endpoint's tap vanished; its plug was stopped", metadata: metadata)
-            if let id = event.endpointID { endpointStatus[id]?.state = .tapGone }
+            if let id = endpointID { endpointStatus[id]?.state = .tapGone }
         case .endpointState:
-            guard let id = event.endpointID, let newState = event.state else { return }
+            guard let id = endpointID, let newState = event.state else { return }
             endpointStateChanged(networkID: networkID, endpointID: id, state: newState, pid: event.pid, detail: event.detail,
                                  metadata: metadata)
         case nil: break

@@ -58,7 +58,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         } catch {
             var info = stat()
             let previous = lstat(previousPath, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? previousPath : nil
-            throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)), previous: previous)
+            throw .corrupt(path: path, detail: UntrustedText(JSONCoding.describe(error)).description, previous: previous)
         }
     }
 
@@ -71,7 +71,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         do {
             bytes = try JSONCoding.encodePretty(value) + [UInt8(ascii: "\n")]
         } catch {
-            throw .encoding(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)))
+            throw .encoding(path: path, detail: UntrustedText(JSONCoding.describe(error)).description)
         }
         try Self.makeDirectory(directory)
         let temporary = temporaryPath

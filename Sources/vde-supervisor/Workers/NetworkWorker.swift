@@ -15,7 +15,7 @@ actor NetworkWorker {
         var endpoints: [EndpointSpec]
     }
 
-    let networkID: String
+    let networkID: NetworkID
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
@@ -47,7 +47,7 @@ actor NetworkWorker {
     static let missedHeartbeatLimit = 3
     private var heartbeatTask: Task<Void, Never>?
 
-    init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+    init(networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
          onStarted: @escaping @Sendable (WorkerResult) async -> Void,
          onEvent: @escaping @Sendable (WorkerMessage) async -> Void,
@@ -58,7 +58,7 @@ actor NetworkWorker {
         self.runDir = runDir
         self.logLevel = logLevel
         var logger = logger
-        logger[metadataKey: "network"] = "\(Naming.shortID(networkID))"
+        logger[metadataKey: "network"] = "\(networkID.short)"
         self.logger = logger
         self.assignment = assignment
         self.onStarted = onStarted
@@ -104,7 +104,7 @@ actor NetworkWorker {
             await waitUntilReady(timeout: timeout)
         }
         guard phase == .running, let link else {
-            throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is \(phase.rawValue)"
+            throw VDEError.unavailable("the worker of network \(networkID.short) is \(phase.rawValue)"
                 + (lastError.map { " (last error: \($0))" } ?? ""))
         }
         return try await link.request(request, timeout: timeout)
@@ -152,7 +152,7 @@ actor NetworkWorker {
             startHeartbeat(for: link)
             let pid = await link.pid
             logger.info("network up", metadata: [
-                "ctl": "\(assignment.switchSpec.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
+                "ctl": "\(assignment.switchSpec.paths.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
                 "workerPID": "\(pid.map(String.init) ?? "?")",
             ])
             await onStarted(result)

@@ -10,7 +10,7 @@ import SystemPackage
 /// request line and waits for the reply with the same id. Events go to `onEvent`.
 /// Malformed, oversized or unexpected lines from the worker are logged and survived.
 actor WorkerLink {
-    let networkID: String
+    let networkID: NetworkID
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
@@ -27,7 +27,7 @@ actor WorkerLink {
     /// The worker's pid while it runs.
     private(set) var pid: Int32?
 
-    init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+    init(networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          onEvent: @escaping @Sendable (WorkerMessage) async -> Void) {
         self.networkID = networkID
         self.executable = executable
@@ -48,7 +48,7 @@ actor WorkerLink {
         var platformOptions = PlatformOptions()
         // Its own process group: a Ctrl-C meant for the supervisor must not reach workers first.
         platformOptions.processGroupID = 0
-        let arguments = Arguments(["--network-id", networkID, "--log-level", logLevel.rawValue, "--run-dir", runDir])
+        let arguments = Arguments(["--network-id", networkID.rawValue, "--log-level", logLevel.rawValue, "--run-dir", runDir])
         let executable = self.executable
         let ending: String = await Task.detached {
             // The worker's stdout: a small pipe of our own, not `output: .sequence` (see PipeLines).
@@ -103,7 +103,7 @@ actor WorkerLink {
     /// Sends a request and waits for its reply, at most `timeout`.
     func request(_ request: WorkerRequest, timeout: Duration) async throws -> WorkerResult {
         guard !exited, let outbox else {
-            throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is not running")
+            throw VDEError.unavailable("the worker of network \(networkID.short) is not running")
         }
         var request = request
         request.id = nextRequestID
@@ -181,7 +181,7 @@ actor WorkerLink {
         guard let continuation = pending.removeValue(forKey: id) else { return }
         logger.warning("worker did not answer in time", metadata: ["op": "\(operation.rawValue)", "timeout": "\(timeout)"])
         continuation.resume(throwing: VDEError.unavailable(
-            "the worker of network \(Naming.shortID(networkID)) did not answer '\(operation.rawValue)' within \(timeout)"))
+            "the worker of network \(networkID.short) did not answer '\(operation.rawValue)' within \(timeout)"))
     }
 
     private func finish(reason: String) {
@@ -192,7 +192,7 @@ actor WorkerLink {
         pending.removeAll()
         for (_, continuation) in waiting {
             continuation.resume(throwing: VDEError.unavailable(
-                "the worker of network \(Naming.shortID(networkID)) exited (\(reason))"))
+                "the worker of network \(networkID.short) exited (\(reason))"))
         }
     }
 }

@@ -85,11 +85,11 @@ public enum DockerAPI {
     }
 
     public struct CreateNetworkRequest: Codable, Sendable {
-        public var NetworkID: Shared.NetworkID
+        public var NetworkID: NetworkID
         public var Options: [String: OptionValue]?
         public var IPv4Data: [IPAMData]?
         public var IPv6Data: [IPAMData]?
-        public init(NetworkID: Shared.NetworkID, Options: [String: OptionValue]? = nil, IPv4Data: [IPAMData]? = nil, IPv6Data: [IPAMData]? = nil) {
+        public init(NetworkID: NetworkID, Options: [String: OptionValue]? = nil, IPv4Data: [IPAMData]? = nil, IPv6Data: [IPAMData]? = nil) {
             self.NetworkID = NetworkID
             self.Options = Options
             self.IPv4Data = IPv4Data
@@ -104,8 +104,8 @@ public enum DockerAPI {
     }
 
     public struct NetworkRequest: Codable, Sendable {
-        public var NetworkID: Shared.NetworkID
-        public init(NetworkID: Shared.NetworkID) { self.NetworkID = NetworkID }
+        public var NetworkID: NetworkID
+        public init(NetworkID: NetworkID) { self.NetworkID = NetworkID }
     }
 
     public struct EndpointInterface: Codable, Sendable, Equatable {
@@ -128,17 +128,17 @@ public enum DockerAPI {
             if try container.decodeIfPresent(String.self, forKey: .MacAddress)?.isEmpty ?? true {
                 MacAddress = nil
             } else {
-                MacAddress = try container.decode(Shared.MACAddress.self, forKey: .MacAddress)
+                MacAddress = try container.decode(MACAddress.self, forKey: .MacAddress)
             }
         }
     }
 
     public struct CreateEndpointRequest: Codable, Sendable {
-        public var NetworkID: Shared.NetworkID
-        public var EndpointID: Shared.EndpointID
+        public var NetworkID: NetworkID
+        public var EndpointID: EndpointID
         public var Interface: EndpointInterface?
         public var Options: [String: OptionValue]?
-        public init(NetworkID: Shared.NetworkID, EndpointID: Shared.EndpointID, Interface: EndpointInterface? = nil, Options: [String: OptionValue]? = nil) {
+        public init(NetworkID: NetworkID, EndpointID: EndpointID, Interface: EndpointInterface? = nil, Options: [String: OptionValue]? = nil) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
             self.Interface = Interface
@@ -153,9 +153,9 @@ public enum DockerAPI {
     }
 
     public struct EndpointRequest: Codable, Sendable {
-        public var NetworkID: Shared.NetworkID
-        public var EndpointID: Shared.EndpointID
-        public init(NetworkID: Shared.NetworkID, EndpointID: Shared.EndpointID) {
+        public var NetworkID: NetworkID
+        public var EndpointID: EndpointID
+        public init(NetworkID: NetworkID, EndpointID: EndpointID) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
         }
@@ -167,11 +167,11 @@ public enum DockerAPI {
     }
 
     public struct JoinRequest: Codable, Sendable {
-        public var NetworkID: Shared.NetworkID
-        public var EndpointID: Shared.EndpointID
-        public var SandboxKey: Shared.SandboxKey
+        public var NetworkID: NetworkID
+        public var EndpointID: EndpointID
+        public var SandboxKey: SandboxKey
         public var Options: [String: OptionValue]?
-        public init(NetworkID: Shared.NetworkID, EndpointID: Shared.EndpointID, SandboxKey: Shared.SandboxKey, Options: [String: OptionValue]? = nil) {
+        public init(NetworkID: NetworkID, EndpointID: EndpointID, SandboxKey: SandboxKey, Options: [String: OptionValue]? = nil) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
             self.SandboxKey = SandboxKey

@@ -13,7 +13,7 @@ struct ChildExit: Sendable, CustomStringConvertible {
     var lastErrorLines: [String]
 
     var description: String {
-        let how = status.map(describe) ?? "ended (status unknown)"
+        let how = status.map(\.summary) ?? "ended (status unknown)"
         guard let last = lastErrorLines.last else { return how }
         return "\(how): \(last)"
     }

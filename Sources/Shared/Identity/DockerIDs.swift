@@ -1,44 +1,38 @@
-/// The rule of dockerd's object IDs, shared by ``NetworkID`` and ``EndpointID``.
+/// A dockerd object ID: a network's (``NetworkID``) or an endpoint's (``EndpointID``), one type
+/// per kind so that one cannot be passed for the other.
 ///
 /// Docker IDs are 64 hex digits; tests and tools may send shorter ones. Anything outside ASCII
 /// letters and digits is refused, because IDs end up in interface names, paths and argv.
-enum DockerIDRule {
-    static let maxBytes = 128
+public struct DockerID<Kind: DockerIDKind>: CheckedString {
+    public static var maxBytes: Int { 128 }
     /// How much of an ID operators see (`docker network ls` shows 12 characters).
-    static let shortLength = 12
+    public static var shortLength: Int { 12 }
 
-    static func check(_ text: String, kind: String) throws(VDEError) {
-        let valid = (1...maxBytes).contains(text.utf8.count) && text.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a)
-        }
-        guard valid else {
-            throw .invalid("\(kind) ID '\(UntrustedText(text))' is not a Docker ID (letters and digits, at most \(maxBytes))")
-        }
-    }
-}
-
-/// A Docker network's ID (`NetworkID` of the plugin calls).
-public struct NetworkID: CheckedString {
     public let rawValue: String
 
     public init(_ text: String) throws(VDEError) {
-        try DockerIDRule.check(text, kind: "network")
+        let valid = (1...Self.maxBytes).contains(text.utf8.count) && text.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a)
+        }
+        guard valid else {
+            throw .invalid("\(Kind.name) ID '\(UntrustedText(text))' is not a Docker ID (letters and digits, at most \(Self.maxBytes))")
+        }
         rawValue = text
     }
 
     /// The first 12 characters, as `docker network ls` shows them: logs, messages, run dirs.
-    public var short: String { String(rawValue.prefix(DockerIDRule.shortLength)) }
+    public var short: String { String(rawValue.prefix(Self.shortLength)) }
 }
 
+/// What a ``DockerID`` identifies; its name appears in messages.
+public protocol DockerIDKind: Sendable {
+    static var name: String { get }
+}
+
+public enum NetworkKind: DockerIDKind { public static var name: String { "network" } }
+public enum EndpointKind: DockerIDKind { public static var name: String { "endpoint" } }
+
+/// A Docker network's ID (`NetworkID` of the plugin calls).
+public typealias NetworkID = DockerID<NetworkKind>
 /// A Docker endpoint's ID (`EndpointID`): one container's attachment to one network.
-public struct EndpointID: CheckedString {
-    public let rawValue: String
-
-    public init(_ text: String) throws(VDEError) {
-        try DockerIDRule.check(text, kind: "endpoint")
-        rawValue = text
-    }
-
-    /// The first 12 characters, for logs and messages.
-    public var short: String { String(rawValue.prefix(DockerIDRule.shortLength)) }
-}
+public typealias EndpointID = DockerID<EndpointKind>

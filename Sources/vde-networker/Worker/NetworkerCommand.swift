@@ -113,7 +113,7 @@ struct NetworkerCommand: AsyncParsableCommand {
     }
 }
 
-extension NetworkID: ExpressibleByArgument {
+extension DockerID: ExpressibleByArgument where Kind == NetworkKind {
     /// `--network-id` is read by the one rule of network IDs; ArgumentParser reports a refusal.
     public init?(argument: String) {
         guard let id = try? NetworkID(argument) else { return nil }

@@ -340,8 +340,9 @@ extension Acceptance {
                 _ = try await client.ok("/NetworkDriver.Join", Requests.join(network: network, endpoint: endpoint, sandbox: sandbox),
                                         as: DockerAPI.JoinResponse.self)
                 #expect(supervisor.stateText().contains(sandbox), "the state should record the sandbox key")
-                let (_, message) = try await client.refused("/NetworkDriver.Join",
-                    Requests.join(network: network, endpoint: endpoint, sandbox: "relative/netns"))
+                // Raw JSON: the typed request cannot even hold a relative key.
+                let body = #"{"NetworkID":"\#(network)","EndpointID":"\#(endpoint)","SandboxKey":"relative/netns"}"#
+                let (_, message) = try client.refusal("/NetworkDriver.Join", try await client.post("/NetworkDriver.Join", raw: Array(body.utf8)))
                 #expect(message.contains("SandboxKey") && !message.contains("unix socket"), "\(message)")
                 try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, endpoint))
                 try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))

@@ -275,7 +275,7 @@ final class FakeWorkerFixture: Sendable {
         var template = Array((temporary + "/vdenw-unit-XXXXXX").utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(made != nil, "mkdtemp: \(errno)")
-        directory = String(cString: template)
+        directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let events = self.events
         var logger = Logger(label: "fake-worker")
         logger.logLevel = .critical

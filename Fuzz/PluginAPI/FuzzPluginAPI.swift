@@ -53,17 +53,17 @@ func reencode<T: Encodable>(_ value: T) throws {
     _ = try JSONCoding.encode(value)
 }
 
-func checkID(_ id: String) throws {
-    if Naming.isValidID(id) { _ = Naming.shortID(id) }
+/// IDs were checked by the decode (``NetworkID``, ``EndpointID``): what is derived from them must fit.
+func checkID(_ id: NetworkID) throws {
+    precondition((try? NetworkID(id.rawValue)) == id, "a decoded network ID must pass its own rule")
+    _ = id.short
 }
 
 func checkEndpoint(_ request: DockerAPI.EndpointRequest) throws {
     try checkID(request.NetworkID)
-    if Naming.isValidID(request.EndpointID) {
-        let tap = Naming.tapName(endpointID: request.EndpointID)
-        precondition(tap.utf8.count <= 15, "tap name \(tap) is longer than a Linux link name may be")
-        _ = Naming.macAddress(endpointID: request.EndpointID)
-    }
+    let tap = TapName(endpoint: request.EndpointID)
+    precondition((try? TapName(tap.rawValue)) == tap, "tap name \(tap) breaks the tap name rule")
+    _ = MACAddress(derivedFrom: request.EndpointID)
 }
 
 func checkCreateNetwork(_ request: DockerAPI.CreateNetworkRequest) throws {
@@ -73,14 +73,14 @@ func checkCreateNetwork(_ request: DockerAPI.CreateNetworkRequest) throws {
     do {
         _ = try NetworkOptions.parse(request.genericOptions)
     } catch {
-        _ = NetworkOptions.sanitized("\(error)")
+        _ = UntrustedText("\(error)").description
     }
 }
 
 func checkCreateEndpoint(_ request: DockerAPI.CreateEndpointRequest) throws {
     try checkEndpoint(DockerAPI.EndpointRequest(NetworkID: request.NetworkID, EndpointID: request.EndpointID))
-    if let mac = request.Interface?.MacAddress, let normalized = Naming.normalizedMAC(mac) {
-        precondition(Naming.macBytes(normalized)?.count == 6, "normalized MAC \(normalized) is not six bytes")
+    if let mac = request.Interface?.MacAddress {
+        precondition(mac.bytes.count == 6 && (try? MACAddress(mac.rawValue)) == mac, "a decoded MAC \(mac) must be six bytes and normalised")
     }
     try reencode(request)
 }

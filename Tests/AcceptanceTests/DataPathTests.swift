@@ -30,12 +30,12 @@ extension Acceptance {
                         let created = try await client.ok("/NetworkDriver.CreateEndpoint",
                             Requests.createEndpoint(network: network, endpoint: endpoint, address: address),
                             as: DockerAPI.CreateEndpointResponse.self)
-                        let mac = try #require(created.Interface?.MacAddress)
+                        let mac = try #require(created.Interface?.MacAddress?.rawValue)
                         let joined = try await client.ok("/NetworkDriver.Join",
                             Requests.join(network: network, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
                         #expect(joined.Gateway == "10.202.0.1")
-                        let tap = joined.InterfaceName.SrcName
-                        #expect(tap == Naming.tapName(endpointID: endpoint))
+                        let tap = joined.InterfaceName.SrcName.rawValue
+                        #expect(tap == Requests.tap(of: endpoint))
                         try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
                         plugged.append(Plugged(endpoint: endpoint, tap: tap, mac: mac, address: address, namespace: ns))
                     }
@@ -65,7 +65,7 @@ extension Acceptance {
                         #expect(HostInspector.linkExists(p.tap), "\(p.tap) should be back in the host netns")
                         try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, p.endpoint))
                     }
-                    try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+                    try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
 
                     try await Poll.until("the network's worker, switch and plugs to exit", deadline: .seconds(15)) {
                         HostInspector.vdeProcesses(mentioning: needles + plugged.map(\.tap)).isEmpty
@@ -100,11 +100,11 @@ extension Acceptance {
                         let endpoint = IDs.dockerID()
                         let created = try await client.ok("/NetworkDriver.CreateEndpoint",
                             Requests.createEndpoint(network: network, endpoint: endpoint, address: address), as: DockerAPI.CreateEndpointResponse.self)
-                        let mac = try #require(created.Interface?.MacAddress)
+                        let mac = try #require(created.Interface?.MacAddress?.rawValue)
                         let joined = try await client.ok("/NetworkDriver.Join",
                             Requests.join(network: network, endpoint: endpoint, sandbox: namespaces[i].path), as: DockerAPI.JoinResponse.self)
-                        try await namespaces[i].adoptAsEth0(tap: joined.InterfaceName.SrcName, mac: mac, address: address)
-                        endpoints.append((network, endpoint, joined.InterfaceName.SrcName, mac))
+                        try await namespaces[i].adoptAsEth0(tap: joined.InterfaceName.SrcName.rawValue, mac: mac, address: address)
+                        endpoints.append((network, endpoint, joined.InterfaceName.SrcName.rawValue, mac))
                     }
                     let a1 = namespaces[0], b1 = namespaces[2]
                     let peerA = try await a1.ping("10.203.0.11")
@@ -125,7 +125,7 @@ extension Acceptance {
                         try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(e.network, e.endpoint))
                     }
                     for id in [networkA, networkB] {
-                        try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: id))
+                        try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(id))
                     }
                 }
             }

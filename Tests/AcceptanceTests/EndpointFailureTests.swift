@@ -37,7 +37,7 @@ extension Acceptance.PluginProtocolTests {
             }
             #expect(!supervisor.stateText().contains(endpoint))
             try await Poll.until("the endpoint's tap to be deleted") { !HostInspector.linkExists(Self.tap(of: endpoint)) }
-            try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+            try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
         }
     }
 
@@ -70,7 +70,7 @@ extension Acceptance.PluginProtocolTests {
             }
             #expect(!supervisor.stateText().contains(cut))
             try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, first), timeout: .seconds(30))
-            try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+            try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
         }
     }
 
@@ -94,13 +94,13 @@ extension Acceptance.PluginProtocolTests {
                     $0.contains("to worker") && $0.contains("addEndpoint") && $0.contains(endpoint)
                 }
             }
-            let refused = try await client.refused("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+            let refused = try await client.refused("/NetworkDriver.DeleteNetwork", Requests.network(network))
             #expect(refused.message.contains("new endpoint"), "refusal: \(refused.message)")
             #expect(supervisor.stateText().contains(network))
 
             _ = try await adding.value
             try await Poll.until("DeleteNetwork to succeed once the add is over", deadline: .seconds(60), every: .milliseconds(500)) {
-                try await client.post("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network)).isSuccess
+                try await client.post("/NetworkDriver.DeleteNetwork", Requests.network(network)).isSuccess
             }
             #expect(!supervisor.stateText().contains(network))
             #expect(!HostInspector.linkExists(Self.tap(of: endpoint)), "the add's tap is left")

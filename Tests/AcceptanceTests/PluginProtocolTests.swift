@@ -61,17 +61,17 @@ extension Acceptance {
                 let created = try await client.ok("/NetworkDriver.CreateEndpoint",
                     Requests.createEndpoint(network: network, endpoint: endpoint, address: address.Address),
                     as: DockerAPI.CreateEndpointResponse.self)
-                let mac = try #require(created.Interface?.MacAddress, "CreateEndpoint without MacAddress must return one")
+                let mac = try #require(created.Interface?.MacAddress?.rawValue, "CreateEndpoint without MacAddress must return one")
                 try expectLocallyAdministeredUnicast(mac)
                 let echoedAddress = created.Interface?.Address ?? ""
                 #expect(echoedAddress.isEmpty, "must not re-set the given Address")
-                let tap = Naming.tapName(endpointID: endpoint)
+                let tap = Requests.tap(of: endpoint)
                 #expect(HostInspector.linkExists(tap), "the tap \(tap) must exist in the host netns after CreateEndpoint")
 
                 let joined = try await client.ok("/NetworkDriver.Join",
                     Requests.join(network: network, endpoint: endpoint, sandbox: "/var/run/docker/netns/acceptance"),
                     as: DockerAPI.JoinResponse.self)
-                #expect(joined.InterfaceName.SrcName == tap)
+                #expect(joined.InterfaceName.SrcName.rawValue == tap)
                 #expect(joined.InterfaceName.DstPrefix == "eth")
                 #expect(joined.Gateway == "10.200.1.1")
 
@@ -97,7 +97,7 @@ extension Acceptance {
                 // docker network rm N
                 try await client.ok("/IpamDriver.ReleaseAddress", DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: "10.200.1.1"))
                 try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
-                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+                try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
                 #expect(!supervisor.stateText().contains(network), "state file still mentions the deleted network")
                 #expect(!supervisor.stateText().contains(pool.PoolID), "state file still mentions the released pool")
                 try await Poll.until("the network's worker and switch to go away") {
@@ -116,13 +116,13 @@ extension Acceptance {
                     as: DockerAPI.CreateEndpointResponse.self)
                 // dockerd rolls back when a reply re-sets a field it gave.
                 let returned = created.Interface ?? DockerAPI.EndpointInterface()
-                #expect((returned.MacAddress ?? "").isEmpty && (returned.Address ?? "").isEmpty && (returned.AddressIPv6 ?? "").isEmpty,
+                #expect(returned.MacAddress == nil && (returned.Address ?? "").isEmpty && (returned.AddressIPv6 ?? "").isEmpty,
                         "CreateEndpoint with a MacAddress must not return an Interface: \(returned)")
-                let tap = Naming.tapName(endpointID: endpoint)
+                let tap = Requests.tap(of: endpoint)
                 let link = try await Command.check([NetNS.ip, "-o", "link", "show", "dev", tap])
                 #expect(link.stdout.contains("02:42:0a:c8:09:14"), "the tap should carry the given MAC: \(link.stdout)")
                 try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
-                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+                try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
             }
         }
 
@@ -195,7 +195,7 @@ extension Acceptance {
                 for pool in [a, b, ranged, v6] {
                     try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 }
-                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: networkA))
+                try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(networkA))
                 _ = try await client.refused("/IpamDriver.RequestAddress", DockerAPI.RequestAddressRequest(PoolID: a.PoolID, Address: "", Options: [:]))
             }
         }
@@ -296,7 +296,7 @@ extension Acceptance {
                             Requests.createEndpoint(network: network, endpoint: id, address: address))
                         #expect(status == 400, "\(address): \(status) \(message)")
                         #expect(message.contains("Interface.Address") && message.contains(word), "\(address): \(message)")
-                        #expect(!HostInspector.linkExists(Naming.tapName(endpointID: id)), "no tap for a refused endpoint")
+                        #expect(!HostInspector.linkExists(Requests.tap(of: id)), "no tap for a refused endpoint")
                     }
                 }
                 for (gateway, aux) in [("10.200.8.1/24", "10.200.7.2"), ("10.200.7.1/24", "10.200.7.300")] {
@@ -320,9 +320,9 @@ extension Acceptance {
                 // dockerd sends DeleteNetwork only when it has no endpoint left on the network (and
                 // forgets the network whatever the answer): an endpoint still recorded then is one
                 // whose DeleteEndpoint failed; it goes with the network, and so does its tap.
-                #expect(HostInspector.linkExists(Naming.tapName(endpointID: endpoint)))
-                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
-                #expect(!HostInspector.linkExists(Naming.tapName(endpointID: endpoint)),
+                #expect(HostInspector.linkExists(Requests.tap(of: endpoint)))
+                try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
+                #expect(!HostInspector.linkExists(Requests.tap(of: endpoint)),
                         "the tap of an endpoint Docker no longer has must go with its network")
                 #expect(!supervisor.stateText().contains(endpoint))
                 #expect(!supervisor.stateText().contains(network))
@@ -340,12 +340,13 @@ extension Acceptance {
                 _ = try await client.ok("/NetworkDriver.Join", Requests.join(network: network, endpoint: endpoint, sandbox: sandbox),
                                         as: DockerAPI.JoinResponse.self)
                 #expect(supervisor.stateText().contains(sandbox), "the state should record the sandbox key")
-                let (_, message) = try await client.refused("/NetworkDriver.Join",
-                    Requests.join(network: network, endpoint: endpoint, sandbox: "relative/netns"))
+                // Raw JSON: the typed request cannot even hold a relative key.
+                let body = #"{"NetworkID":"\#(network)","EndpointID":"\#(endpoint)","SandboxKey":"relative/netns"}"#
+                let (_, message) = try client.refusal("/NetworkDriver.Join", try await client.post("/NetworkDriver.Join", raw: Array(body.utf8)))
                 #expect(message.contains("SandboxKey") && !message.contains("unix socket"), "\(message)")
                 try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, endpoint))
                 try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
-                try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+                try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
             }
         }
 
@@ -376,7 +377,7 @@ extension Acceptance {
                 for id in networks { #expect(supervisor.stateText().contains(id)) }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for id in networks {
-                        group.addTask { try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: id)) }
+                        group.addTask { try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(id)) }
                     }
                     try await group.waitForAll()
                 }

@@ -37,12 +37,12 @@ extension Acceptance {
                         let winner = winners[0], loser = winner == first ? second : first
                         let (status, message) = try client.refusal("CreateNetwork", try #require(replies[loser]))
                         #expect((400..<500).contains(status))
-                        #expect(message.contains("network \(Naming.shortID(winner))"), "the refusal should name the winner: \(message)")
+                        #expect(message.contains("network \(winner.prefix(12))"), "the refusal should name the winner: \(message)")
                         #expect(!supervisor.stateText().contains(loser))
                         // The winner's switch still answers: nothing of it was unlinked.
                         let winnerDir = try #require((winner == first ? options : secondOptions)["socket_dir"])
                         #expect(UnixListener.accepts(winnerDir + "/ctl"), "the winner's switch must still answer")
-                        try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: winner))
+                        try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(winner))
                         #expect(!TempDir.exists(dir + "/sw") && !TempDir.exists(dir + "/other") && !TempDir.exists(dir + "/m"),
                                 "nothing of either network may stay: \((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])")
                     }
@@ -94,8 +94,8 @@ extension Acceptance {
                                 Requests.createEndpoint(network: network, endpoint: endpoint, address: address), as: DockerAPI.CreateEndpointResponse.self)
                             let joined = try await client.ok("/NetworkDriver.Join",
                                 Requests.join(network: network, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
-                            try await ns.adoptAsEth0(tap: joined.InterfaceName.SrcName, mac: try #require(created.Interface?.MacAddress), address: address)
-                            endpoints.append((endpoint, joined.InterfaceName.SrcName, String(address.split(separator: "/")[0]), ns))
+                            try await ns.adoptAsEth0(tap: joined.InterfaceName.SrcName.rawValue, mac: try #require(created.Interface?.MacAddress?.rawValue), address: address)
+                            endpoints.append((endpoint, joined.InterfaceName.SrcName.rawValue, String(address.split(separator: "/")[0]), ns))
                         }
                         func pings() async throws -> Bool {
                             try await endpoints[0].ns.ping(endpoints[1].address, count: 1, wait: 1).succeeded
@@ -116,7 +116,7 @@ extension Acceptance {
                         }
 
                         // Every file of ours is under the network's own run dir, whatever the switch's place.
-                        let networkDir = supervisor.runDir + "/" + Naming.shortID(network)
+                        let networkDir = NetworkPaths.networkDir(runDir: supervisor.runDir, network: NetworkID(stringLiteral: network))
                         try await Poll.until("the plug pid files under \(networkDir)/plugs") {
                             ((try? FileManager.default.contentsOfDirectory(atPath: networkDir + "/plugs")) ?? []).count == 2
                         }
@@ -138,7 +138,7 @@ extension Acceptance {
                             try await endpoint.ns.returnEth0(as: endpoint.tap)
                             try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint.id))
                         }
-                        try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: network))
+                        try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
                         for endpoint in endpoints {
                             #expect(!HostInspector.linkExists(endpoint.tap), "tap \(endpoint.tap) stayed after network rm")
                         }

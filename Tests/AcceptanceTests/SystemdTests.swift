@@ -267,7 +267,7 @@ extension Acceptance {
                 }
             }
             let switches = try await container.exec(["pgrep", "-a", "vde_switch"])
-            #expect(switches.stdout.contains("/run/vde-supervisor/\(Naming.shortID(own))/ctl"), "the default switch: \(switches)")
+            #expect(switches.stdout.contains("/run/vde-supervisor/\(own.prefix(12))/ctl"), "the default switch: \(switches)")
             #expect(switches.stdout.contains("/run/vde-lab/sw"), "the switch in /run/vde-lab/sw: \(switches)")
 
             let refused = try await pluginCall(container, "/NetworkDriver.CreateNetwork",
@@ -278,7 +278,7 @@ extension Acceptance {
             #expect(!(try await container.exec(["test", "-e", "/srv/vde-lab"])).succeeded, "nothing may be created under /srv")
 
             for (id, _, _) in created {
-                let reply = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: id))
+                let reply = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", Requests.network(id))
                 #expect(reply.status == 200, "DeleteNetwork: \(reply)")
             }
             #expect(!(try await container.exec(["test", "-e", "/run/vde-lab/sw"])).succeeded, "the created socket_dir goes with its network")

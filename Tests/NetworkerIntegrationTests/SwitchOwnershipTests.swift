@@ -68,13 +68,13 @@ extension WorkerProcessTests {
         let live = other + "/live.sock"
         let listener = TestSocket.listen(at: live)
         defer { close(listener) }
-        var spec = ownSpec(scratch, worker)
-        spec.managementSocket = live
+        var spec = try ownSpec(scratch, worker)
+        spec.paths = try NetworkPaths(networkDir: spec.paths.networkDir, ctlDir: spec.paths.ctlDir, managementSocket: live)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .conflict, "message: \(reply.error?.message ?? "")")
         #expect(Host.exists(live) && TestSocket.accepts(live), "the live socket must stay, and stay usable")
-        #expect(Host.processes(commandLineContaining: spec.ctlDir).isEmpty, "no switch may start")
+        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty, "no switch may start")
         #expect(try await worker.request(.ping).ok == true)
     }
 
@@ -90,7 +90,7 @@ extension WorkerProcessTests {
         defer { close(listener) }
         TestSocket.makeStale(at: run + "/stale.sock")
         // A new socket_dir with create_sockets=true: claimed first, and given back on the refusal.
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/newlab/sw",
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/newlab/sw",
                               managementSocket: run + "/docker.sock", mode: .useOrCreate, group: nil, numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
@@ -113,7 +113,7 @@ extension WorkerProcessTests {
         let listener = TestSocket.listen(at: monitor)
         defer { close(listener) }
         TestSocket.makeStale(at: qemu + "/old.sock")
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: qemu, managementSocket: nil, mode: .useOrCreate,
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: qemu, managementSocket: nil, mode: .useOrCreate,
                               group: nil, numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
@@ -142,7 +142,7 @@ extension WorkerProcessTests {
         let listener = TestSocket.listen(at: keep)
         defer { close(listener) }
 
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
                               group: nil, numPorts: 4)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == true)
@@ -166,7 +166,7 @@ extension WorkerProcessTests {
         mkdir(lab, 0o755)
         #expect(Host.run(["sh", "-c", "echo othernetwork123 > \(lab)/\(SwitchDirectory.markerName)"]).status == 0)
         TestSocket.makeStale(at: lab + "/ctl")
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
                               group: nil, numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.error?.code == .conflict)
@@ -181,18 +181,18 @@ extension WorkerProcessTests {
         defer { worker.stop() }
         let dir = scratch.directory + "/new/lab"
         let management = scratch.directory + "/mgmt-dir/lab.mgmt"
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: dir, managementSocket: management, mode: .useOrCreate,
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: dir, managementSocket: management, mode: .useOrCreate,
                               group: nil, numPorts: 4)
         _ = try await start(worker, spec)
-        #expect(FileRead.text(dir + "/" + SwitchDirectory.markerName)?.contains(worker.networkID) == true)
-        #expect(FileRead.text(scratch.directory + "/mgmt-dir/" + SwitchDirectory.markerName)?.contains(worker.networkID) == true)
-        let switchFile = networkDir(scratch, worker) + "/switch.pid"
+        #expect(FileRead.text(dir + "/" + SwitchDirectory.markerName)?.contains(worker.networkID.rawValue) == true)
+        #expect(FileRead.text(scratch.directory + "/mgmt-dir/" + SwitchDirectory.markerName)?.contains(worker.networkID.rawValue) == true)
+        let switchFile = try paths(scratch, worker).switchPIDFile
         let text = try #require(FileRead.text(switchFile), "the switch pid file must exist while the switch runs")
         let pid = try #require(pid_t(text.split(separator: " ").first ?? ""))
         #expect(text.split(separator: " ").count == 2 && TestSocket.startTime(of: pid) == UInt64(TestSocket.trimmed(String(text.split(separator: " ")[1]))))
         try await shutDown(worker, spec: spec)
         #expect(!Host.exists(scratch.directory + "/new") && !Host.exists(scratch.directory + "/mgmt-dir"))
-        #expect(!Host.exists(networkDir(scratch, worker)))
+        #expect(!Host.exists(try networkDir(scratch, worker)))
     }
 
     @Test func aSwitchThatCannotStartLeavesNoMarkerAndNoDirectory() async throws {
@@ -203,8 +203,8 @@ extension WorkerProcessTests {
         let kept = scratch.directory + "/kept"
         mkdir(kept, 0o755)
         // A new directory (created and marked by this attempt), and an empty one (marked by it).
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/fresh/sw",
-                              managementSocket: kept + "/sw.mgmt", mode: .useOrCreate, group: "vdenwnogroup" + scratch.id, numPorts: 4)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/fresh/sw",
+                              managementSocket: kept + "/sw.mgmt", mode: .useOrCreate, group: GroupName(stringLiteral: "vdenwnogroup" + scratch.id), numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false && reply.error?.message.contains("No such group") == true, "reply: \(reply)")
         #expect(!Host.exists(scratch.directory + "/fresh"), "the directory this attempt created must go")
@@ -217,26 +217,26 @@ extension WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         // A switch that does not exit at EOF on stdin (as upstream vde-2 without a tty): a daemon.
-        #expect(Host.run(["mkdir", "-p", spec.networkDir]).status == 0)
+        #expect(Host.run(["mkdir", "-p", spec.paths.networkDir]).status == 0)
         let daemonPIDFile = scratch.directory + "/daemon.pid"
-        let result = Host.run(["vde_switch", "-d", "-s", spec.ctlDir, "-M", spec.managementSocket!, "-n", "5", "-p", daemonPIDFile])
+        let result = Host.run(["vde_switch", "-d", "-s", spec.paths.ctlDir, "-M", spec.paths.managementSocket!, "-n", "5", "-p", daemonPIDFile])
         #expect(result.status == 0, "vde_switch -d: \(result.output)")
         // The daemon writes its pid file after the fork: wait for it.
         #expect(await Host.eventually { pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")) != nil })
         let leftover = try #require(pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")))
         scratch.trackProcess(leftover)
         let start = try #require(TestSocket.startTime(of: leftover))
-        #expect(Host.run(["sh", "-c", "echo '\(leftover) \(start)' > \(spec.networkDir)/switch.pid"]).status == 0)
+        #expect(Host.run(["sh", "-c", "echo '\(leftover) \(start)' > \(spec.paths.switchPIDFile)"]).status == 0)
 
         let started = try await self.start(worker, spec)
         #expect(started.switch?.owned == true)
         #expect(await Host.eventually { !Host.isAlive(leftover) }, "the predecessor's switch must be stopped")
         let now = try #require(started.switch?.pid)
-        #expect(FileRead.text(spec.networkDir + "/switch.pid")?.hasPrefix("\(now) ") == true)
+        #expect(FileRead.text(spec.paths.switchPIDFile)?.hasPrefix("\(now) ") == true)
         try await shutDown(worker, spec: spec)
-        #expect(!Host.exists(spec.networkDir + "/switch.pid"))
+        #expect(!Host.exists(spec.paths.switchPIDFile))
     }
 
     @Test func aSwitchPIDFileNamingAnotherProcessStopsNothing() async throws {
@@ -244,12 +244,12 @@ extension WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         let bystander = try #require(Host.spawn(["sleep", "60"]))
         scratch.trackProcess(bystander)
         let start = try #require(TestSocket.startTime(of: bystander))
-        #expect(Host.run(["mkdir", "-p", spec.networkDir]).status == 0)
-        #expect(Host.run(["sh", "-c", "echo '\(bystander) \(start)' > \(spec.networkDir)/switch.pid"]).status == 0)
+        #expect(Host.run(["mkdir", "-p", spec.paths.networkDir]).status == 0)
+        #expect(Host.run(["sh", "-c", "echo '\(bystander) \(start)' > \(spec.paths.switchPIDFile)"]).status == 0)
         _ = try await self.start(worker, spec)
         #expect(Host.isAlive(bystander), "a pid file never kills a process that is not the switch")
         try await shutDown(worker, spec: spec)
@@ -264,7 +264,7 @@ extension WorkerProcessTests {
         // A vde_plug2tap that is not ours (a user's, or one that got a reused pid).
         let tap = scratch.tapName("u")
         let pipe = Host.pipe()
-        let foreign = try #require(Host.spawn(["vde_plug2tap", "-s", external.ctlDir, tap], stdin: pipe.read, stderr: -1))
+        let foreign = try #require(Host.spawn(["vde_plug2tap", "-s", external.ctlDir, tap.rawValue], stdin: pipe.read, stderr: -1))
         close(pipe.read)
         defer { close(pipe.write) }
         scratch.trackProcess(foreign)
@@ -272,12 +272,12 @@ extension WorkerProcessTests {
 
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let plugs = networkDir(scratch, worker) + "/plugs"
+        let plugs = try paths(scratch, worker).plugsDir
         #expect(Host.run(["mkdir", "-p", plugs]).status == 0)
         let start = try #require(TestSocket.startTime(of: foreign))
         // The old format (a pid alone proves nothing), and the right pid with another start time.
         #expect(Host.run(["sh", "-c", "echo \(foreign) > \(plugs)/old.pid; echo '\(foreign) \(start + 7)' > \(plugs)/reused.pid"]).status == 0)
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
                               mode: .external, group: nil, numPorts: 7)
         _ = try await self.start(worker, spec)
         #expect(Host.isAlive(foreign), "the pid files must not kill a plug they cannot prove is theirs")

@@ -209,9 +209,9 @@ final class Scratch: @unchecked Sendable {
     func trackProcess(_ pid: pid_t) { processes.append(pid) }
 
     /// A tap name that no other test uses.
-    func tapName(_ suffix: String) -> String {
-        let name = "vt\(id)\(suffix)"
-        trackTap(name)
+    func tapName(_ suffix: String) -> TapName {
+        let name = TapName(stringLiteral: "vt\(id)\(suffix)")
+        trackTap(name.rawValue)
         return name
     }
 
@@ -232,7 +232,7 @@ final class Scratch: @unchecked Sendable {
 /// A running vde-networker with pipes on stdin and stdout; collects every line it writes.
 final class WorkerHarness: @unchecked Sendable {
     let pid: pid_t
-    let networkID: String
+    let networkID: NetworkID
     let logPath: String
     private var input: Int32
     private let messages = Mutex<[WorkerMessage]>([])
@@ -241,14 +241,14 @@ final class WorkerHarness: @unchecked Sendable {
     private var reaped: Int32?
 
     /// `environment`: the worker's whole environment (nil: this process's).
-    init(networkID: String = "net" + Host.randomHex(12), runDir: String, logPath: String, environment: [String]? = nil) throws {
+    init(networkID: NetworkID = NetworkID(stringLiteral: "net" + Host.randomHex(12)), runDir: String, logPath: String, environment: [String]? = nil) throws {
         self.networkID = networkID
         self.logPath = logPath
         let stdinPipe = Host.pipe()
         let stdoutPipe = Host.pipe()
         let log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(log) }
-        guard let pid = Host.spawn([Host.networkerPath, "--network-id", networkID, "--log-level", "debug", "--run-dir", runDir],
+        guard let pid = Host.spawn([Host.networkerPath, "--network-id", networkID.rawValue, "--log-level", "debug", "--run-dir", runDir],
                                    stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: log, environment: environment) else {
             throw HarnessError("cannot start \(Host.networkerPath): build it first (swift build --scratch-path .build-worker --product vde-networker) or set VDE_NETWORKER")
         }
@@ -327,11 +327,11 @@ final class WorkerHarness: @unchecked Sendable {
 
     /// Waits for the `endpointState` event of each of `ids` (the first after `after` earlier
     /// messages) and returns them by endpoint ID.
-    func endpointStates(_ ids: [String], after: Int = 0, timeout: Duration = .seconds(20)) async throws -> [String: WorkerEvent] {
+    func endpointStates(_ ids: [EndpointID], after: Int = 0, timeout: Duration = .seconds(20)) async throws -> [EndpointID: WorkerEvent] {
         let deadline = ContinuousClock.now + timeout
         let wanted = Set(ids)
         while true {
-            var found: [String: WorkerEvent] = [:]
+            var found: [EndpointID: WorkerEvent] = [:]
             for event in messages.withLock({ Array($0.dropFirst(after)) }).compactMap(\.event) where event.kind == .endpointState {
                 if let id = event.endpointID, wanted.contains(id), found[id] == nil { found[id] = event }
             }
@@ -432,4 +432,12 @@ struct ReplyFields: Sendable {
 struct HarnessError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+extension SwitchSpec {
+    /// A spec with its paths, both checked as the supervisor's would be (tests spell the paths out).
+    init(networkDir: String, ctlDir: String, managementSocket: String?, mode: SwitchMode, group: GroupName?, numPorts: Int) throws {
+        try self.init(paths: NetworkPaths(networkDir: networkDir, ctlDir: ctlDir, managementSocket: managementSocket),
+                      mode: mode, group: group, numPorts: numPorts)
+    }
 }

@@ -17,7 +17,7 @@ struct WorkerProcessTests {
 
     // MARK: Fixtures
 
-    func startWorker(_ scratch: Scratch, networkID: String? = nil) throws -> WorkerHarness {
+    func startWorker(_ scratch: Scratch, networkID: NetworkID? = nil) throws -> WorkerHarness {
         let worker = try networkID.map {
             try WorkerHarness(networkID: $0, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
         } ?? WorkerHarness(runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
@@ -26,24 +26,27 @@ struct WorkerProcessTests {
     }
 
     /// The layout the supervisor uses for a switch of its own: `<run dir>/<short id>/{ctl,mgmt}`.
-    func ownSpec(_ scratch: Scratch, _ worker: WorkerHarness, numPorts: Int = 4, mode: SwitchMode = .own) -> SwitchSpec {
-        let dir = networkDir(scratch, worker)
-        return SwitchSpec(networkDir: dir, ctlDir: dir + "/ctl", managementSocket: dir + "/mgmt", mode: mode,
-                          group: nil, numPorts: numPorts)
+    func ownSpec(_ scratch: Scratch, _ worker: WorkerHarness, numPorts: Int = 4, mode: SwitchMode = .own) throws -> SwitchSpec {
+        try SwitchSpec(paths: try paths(scratch, worker), mode: mode, group: nil, numPorts: numPorts)
     }
 
-    /// The network's own run dir, as the supervisor computes it: `<run dir>/<short id>`.
-    func networkDir(_ scratch: Scratch, _ worker: WorkerHarness) -> String {
-        Naming.networkRunDir(runDir: scratch.directory + "/run", networkID: worker.networkID)
+    /// The network's paths, as the supervisor computes them (`<run dir>/<short id>/{ctl,mgmt,...}`).
+    func paths(_ scratch: Scratch, _ worker: WorkerHarness) throws -> NetworkPaths {
+        try NetworkPaths(runDir: scratch.directory + "/run", network: worker.networkID, options: NetworkOptions())
+    }
+
+    func networkDir(_ scratch: Scratch, _ worker: WorkerHarness) throws -> String {
+        try paths(scratch, worker).networkDir
     }
 
     func endpoint(_ scratch: Scratch, _ suffix: String) -> EndpointSpec {
-        let id = scratch.id + suffix + Host.randomHex(8)
-        return EndpointSpec(endpointID: id, tapName: scratch.tapName(suffix), macAddress: Naming.macAddress(endpointID: id))
+        let id = EndpointID(stringLiteral: scratch.id + suffix + Host.randomHex(8))
+        return EndpointSpec(endpointID: id, tapName: scratch.tapName(suffix), macAddress: MACAddress(derivedFrom: id))
     }
 
     /// What dockerd does after Join: move the tap into the namespace, rename it, address it, bring it up.
-    func moveIntoNamespace(tap: String, namespace: String, address: String) {
+    func moveIntoNamespace(tap name: TapName, namespace: String, address: String) {
+        let tap = name.rawValue
         for argv in [
             [Host.ip, "link", "set", tap, "netns", namespace],
             [Host.ip, "-n", namespace, "link", "set", tap, "name", "eth0"],
@@ -80,9 +83,9 @@ struct WorkerProcessTests {
         #expect(reply.ok == true)
         #expect(await worker.waitForExit() == 0)
         if expectOwnedGone {
-            #expect(await Host.eventually { Host.processes(commandLineContaining: spec.ctlDir).isEmpty })
-            #expect(!Host.exists(spec.ctlDir))
-            #expect(!Host.exists(spec.managementSocket ?? "/nonexistent"))
+            #expect(await Host.eventually { Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty })
+            #expect(!Host.exists(spec.paths.ctlDir))
+            #expect(!Host.exists(spec.paths.managementSocket ?? "/nonexistent"))
         }
         #expect(worker.nonProtocolLines.isEmpty, "stdout carried non-protocol lines: \(worker.nonProtocolLines)")
     }
@@ -125,7 +128,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
 
         let started = try await start(worker, spec)
         #expect(worker.allMessages.first?.event?.kind == .hello)
@@ -133,7 +136,7 @@ struct WorkerProcessTests {
         #expect(started.switch?.owned == true)
         let switchPID = try #require(started.switch?.pid)
         #expect(Host.isAlive(switchPID))
-        #expect(Host.exists(spec.ctlDir) && Host.exists(spec.managementSocket!))
+        #expect(Host.exists(spec.paths.ctlDir) && Host.exists(spec.paths.managementSocket!))
 
         let one = endpoint(scratch, "a")
         let two = endpoint(scratch, "b")
@@ -141,7 +144,7 @@ struct WorkerProcessTests {
         let second = try await add(worker, two)
         #expect(first.state == .plugged && second.state == .plugged)
         #expect(first.port != nil && second.port != nil && first.port != second.port)
-        #expect(FileRead.text("/sys/class/net/\(one.tapName)/address")?.hasPrefix(one.macAddress) == true)
+        #expect(FileRead.text("/sys/class/net/\(one.tapName)/address")?.hasPrefix(one.macAddress.rawValue) == true)
 
         // Adding again is idempotent.
         let again = try await add(worker, one)
@@ -151,8 +154,8 @@ struct WorkerProcessTests {
         let ns2 = scratch.namespace("2")
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.1.1/24")
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.1.2/24")
-        #expect(try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1)).ok == true)
-        #expect(try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2)).ok == true)
+        #expect(try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1))).ok == true)
+        #expect(try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2))).ok == true)
         #expect(await Host.ping(from: ns1, to: "10.99.1.2"))
 
         let report = try await status(worker)
@@ -167,7 +170,7 @@ struct WorkerProcessTests {
 
         try await shutDown(worker, spec: spec)
         #expect(!Host.isAlive(switchPID))
-        #expect(!Host.exists(FileSystem.parent(of: spec.ctlDir)), "the network run dir should be removed")
+        #expect(!Host.exists(spec.paths.networkDir), "the network run dir should be removed")
     }
 
     @Test func switchAndPlugsAreRestartedAfterKill() async throws {
@@ -175,7 +178,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         let started = try await start(worker, spec)
         let oldSwitch = try #require(started.switch?.pid)
 
@@ -187,8 +190,8 @@ struct WorkerProcessTests {
         let ns2 = scratch.namespace("2")
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.2.1/24")
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.2.2/24")
-        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1))
-        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2))
+        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1)))
+        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2)))
         #expect(await Host.ping(from: ns1, to: "10.99.2.2"))
 
         // The switch dies: the worker reports it, starts a new one and re-attaches both plugs.
@@ -226,7 +229,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         _ = try await start(worker, spec)
         let one = endpoint(scratch, "a")
         let two = endpoint(scratch, "b")
@@ -234,9 +237,9 @@ struct WorkerProcessTests {
         _ = try await add(worker, two)
         let ns1 = scratch.namespace("1")
         let ns2 = scratch.namespace("2")
-        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns1))
+        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1)))
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.5.1/24")
-        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: "/run/netns/" + ns2))
+        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2)))
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.5.2/24")
         #expect(await Host.ping(from: ns1, to: "10.99.5.2"))
 
@@ -246,11 +249,11 @@ struct WorkerProcessTests {
         #expect(await Host.eventually { !Host.isAlive(firstPlug) })
         // What dockerd does when the container stops: the tap goes back to the host, under its name.
         #expect(Host.run([Host.ip, "-n", ns1, "link", "set", "eth0", "down"]).status == 0)
-        #expect(Host.run([Host.ip, "-n", ns1, "link", "set", "eth0", "name", one.tapName]).status == 0)
-        #expect(Host.run([Host.ip, "-n", ns1, "link", "set", one.tapName, "netns", "1"]).status == 0)
+        #expect(Host.run([Host.ip, "-n", ns1, "link", "set", "eth0", "name", one.tapName.rawValue]).status == 0)
+        #expect(Host.run([Host.ip, "-n", ns1, "link", "set", one.tapName.rawValue, "netns", "1"]).status == 0)
 
         let ns3 = scratch.namespace("3")
-        let joined = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns3))
+        let joined = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns3)))
         #expect(joined.result?.endpoint?.state == .plugged)
         let secondPlug = try #require(joined.result?.endpoint?.plugPID)
         #expect(secondPlug != firstPlug)
@@ -264,7 +267,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         _ = try await start(worker, spec)
 
         // In a container namespace that is then deleted.
@@ -272,7 +275,7 @@ struct WorkerProcessTests {
         let joinedPlug = try #require(try await add(worker, joined).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: joined.tapName, namespace: ns, address: "10.99.3.1/24")
-        _ = try await worker.request(.joinEndpoint(endpointID: joined.endpointID, sandboxKey: "/run/netns/" + ns))
+        _ = try await worker.request(.joinEndpoint(endpointID: joined.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
         var mark = worker.messageCount
         #expect(Host.run([Host.ip, "netns", "del", ns]).status == 0)
         let gone = try await worker.event(.tapGone, after: mark) { $0.endpointID == joined.endpointID }
@@ -283,7 +286,7 @@ struct WorkerProcessTests {
         let host = endpoint(scratch, "b")
         let hostPlug = try #require(try await add(worker, host).plugPID)
         mark = worker.messageCount
-        #expect(Host.run([Host.ip, "link", "del", host.tapName]).status == 0)
+        #expect(Host.run([Host.ip, "link", "del", host.tapName.rawValue]).status == 0)
         _ = try await worker.event(.tapGone, after: mark) { $0.endpointID == host.endpointID }
         #expect(await Host.eventually { !Host.isAlive(hostPlug) })
 
@@ -307,7 +310,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker, numPorts: 1)
+        let spec = try ownSpec(scratch, worker, numPorts: 1)
         let started = try await start(worker, spec)
         #expect(started.switch?.numPorts == 1)
 
@@ -339,15 +342,15 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        var spec = ownSpec(scratch, worker)
-        spec.group = "vdenwnogroup" + scratch.id
+        var spec = try ownSpec(scratch, worker)
+        spec.group = GroupName(stringLiteral: "vdenwnogroup" + scratch.id)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .system)
         #expect(reply.error?.message.contains("exited with status") == true)
         #expect(reply.error?.message.contains("No such group") == true, "message: \(reply.error?.message ?? "")")
         try await shutDown(worker, spec: spec)
-        #expect(!Host.exists(scratch.directory + "/run/" + Naming.shortID(worker.networkID)))
+        #expect(!Host.exists(try networkDir(scratch, worker)))
     }
 
     @Test func tapNameTakenByAnotherInterfaceIsAConflict() async throws {
@@ -355,11 +358,11 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         _ = try await start(worker, spec)
         let one = endpoint(scratch, "a")
-        #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName, "mode", "tap"]).status == 0)
-        #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName, "address", "02:00:00:00:00:99"]).status == 0)
+        #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName.rawValue, "mode", "tap"]).status == 0)
+        #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", "02:00:00:00:00:99"]).status == 0)
         let reply = try await worker.request(.addEndpoint(endpoint: one))
         #expect(reply.error?.code == .conflict)
         #expect(reply.error?.message.contains("02:00:00:00:00:99") == true)
@@ -367,7 +370,7 @@ struct WorkerProcessTests {
         #expect(Host.exists("/sys/class/net/\(one.tapName)"))
 
         // A tap with the right MAC (left by an earlier attempt) is reused.
-        #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName, "address", one.macAddress]).status == 0)
+        #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", one.macAddress.rawValue]).status == 0)
         #expect(try await add(worker, one).state == .plugged)
         try await shutDown(worker, spec: spec)
     }
@@ -379,7 +382,7 @@ struct WorkerProcessTests {
         defer { external.stop() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: nil, mode: .external, group: nil, numPorts: 1)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: nil, mode: .external, group: nil, numPorts: 1)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == false)
         _ = try await add(worker, endpoint(scratch, "a"))
@@ -395,11 +398,11 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/nothing/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 8)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/nothing/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 8)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .unavailable)
-        #expect(reply.error?.message.contains("no VDE switch answers at \(spec.ctlDir)") == true)
+        #expect(reply.error?.message.contains("no VDE switch answers at \(spec.paths.ctlDir)") == true)
         #expect(reply.error?.message.contains("create_sockets=true") == true)
         #expect(!Host.exists(scratch.directory + "/nothing"))
         #expect(try await worker.request(.ping).ok == true)
@@ -415,13 +418,13 @@ struct WorkerProcessTests {
         defer { worker.stop() }
 
         // `own` refuses a ctl dir where a switch answers.
-        let own = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
+        let own = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
         let refused = try await worker.request(.start(switch: own))
         #expect(refused.ok == false)
         #expect(refused.error?.code == .conflict)
         #expect(refused.error?.message.contains("already answers") == true)
 
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .useOrCreate, group: nil, numPorts: 4)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .useOrCreate, group: nil, numPorts: 4)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == false)
         #expect(started.switch?.pid == nil)
@@ -441,7 +444,7 @@ struct WorkerProcessTests {
         let worker = try startWorker(scratch)
         defer { worker.stop() }
         // A user's socket_dir with create_sockets=true, here without a management socket.
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: scratch.directory + "/user/switch", managementSocket: nil, mode: .useOrCreate, group: nil, numPorts: 2)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/user/switch", managementSocket: nil, mode: .useOrCreate, group: nil, numPorts: 2)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == true)
         let switchPID = try #require(started.switch?.pid)
@@ -457,15 +460,15 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         _ = try await start(worker, spec)
         _ = try await add(worker, endpoint(scratch, "a"))
-        #expect(Host.processes(commandLineContaining: spec.ctlDir).count == 2)
+        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).count == 2)
 
         worker.closeInput()
         #expect(await worker.waitForExit() == 0)
-        #expect(Host.processes(commandLineContaining: spec.ctlDir).isEmpty)
-        #expect(!Host.exists(spec.ctlDir) && !Host.exists(spec.managementSocket!))
+        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
+        #expect(!Host.exists(spec.paths.ctlDir) && !Host.exists(spec.paths.managementSocket!))
     }
 
     @Test func sigtermStopsEverything() async throws {
@@ -473,14 +476,14 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         _ = try await start(worker, spec)
         _ = try await add(worker, endpoint(scratch, "a"))
 
         worker.signal(SIGTERM)
         #expect(await worker.waitForExit() == 0)
-        #expect(Host.processes(commandLineContaining: spec.ctlDir).isEmpty)
-        #expect(!Host.exists(spec.ctlDir) && !Host.exists(spec.managementSocket!))
+        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
+        #expect(!Host.exists(spec.paths.ctlDir) && !Host.exists(spec.paths.managementSocket!))
     }
 
     @Test func sigkillOfTheWorkerLeavesNoSwitchOrPlug() async throws {
@@ -488,7 +491,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         let started = try await start(worker, spec)
         let switchPID = try #require(started.switch?.pid)
         let plugs = [
@@ -500,8 +503,8 @@ struct WorkerProcessTests {
         #expect(await worker.waitForExit() == 128 + SIGKILL)
         // The switch sees EOF on its stdin and exits; the plugs follow their switch.
         #expect(await Host.eventually(timeout: .seconds(5)) { !Host.isAlive(switchPID) && plugs.allSatisfy { !Host.isAlive($0) } })
-        #expect(Host.processes(commandLineContaining: spec.ctlDir).isEmpty)
-        #expect(await Host.eventually { !Host.exists(spec.ctlDir) })
+        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
+        #expect(await Host.eventually { !Host.exists(spec.paths.ctlDir) })
     }
 
     /// DeleteEndpoint is answered before the tap is gone; a shutdown right after still waits for
@@ -511,7 +514,7 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         _ = try await start(worker, spec)
         let endpoints = [endpoint(scratch, "a"), endpoint(scratch, "b"), endpoint(scratch, "c")]
         for one in endpoints { _ = try await add(worker, one) }
@@ -524,7 +527,7 @@ struct WorkerProcessTests {
         #expect(Host.exists("/sys/class/net/\(again.tapName)"))
         #expect(try await worker.request(.removeEndpoint(endpointID: again.endpointID)).ok == true)
 
-        let markers = FileSystem.parent(of: spec.ctlDir) + "/deleting"
+        let markers = spec.paths.deletingDir
         try await shutDown(worker, spec: spec)
         for one in endpoints { #expect(!Host.exists("/sys/class/net/\(one.tapName)"), "tap \(one.tapName) left behind") }
         #expect(!Host.exists(markers))
@@ -537,16 +540,16 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = ownSpec(scratch, worker)
-        let markers = FileSystem.parent(of: spec.ctlDir) + "/deleting"
+        let spec = try ownSpec(scratch, worker)
+        let markers = spec.paths.deletingDir
         let orphan = endpoint(scratch, "a")
         let kept = endpoint(scratch, "b")
         for one in [orphan, kept] {
-            #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName, "mode", "tap"]).status == 0)
-            #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName, "address", one.macAddress]).status == 0)
+            #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName.rawValue, "mode", "tap"]).status == 0)
+            #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", one.macAddress.rawValue]).status == 0)
         }
         #expect(Host.run(["mkdir", "-p", markers]).status == 0)
-        #expect(Host.run(["touch", markers + "/" + orphan.tapName, markers + "/" + kept.tapName]).status == 0)
+        #expect(Host.run(["touch", markers + "/" + orphan.tapName.rawValue, markers + "/" + kept.tapName.rawValue]).status == 0)
 
         let mark = worker.messageCount
         let started = try await start(worker, spec, restoring: [kept])
@@ -554,7 +557,7 @@ struct WorkerProcessTests {
         #expect(try await worker.endpointStates([kept.endpointID], after: mark)[kept.endpointID]?.state == .plugged)
         #expect(!Host.exists("/sys/class/net/\(orphan.tapName)"))
         #expect(Host.exists("/sys/class/net/\(kept.tapName)"))
-        #expect(!Host.exists(markers + "/" + orphan.tapName) && !Host.exists(markers + "/" + kept.tapName))
+        #expect(!Host.exists("\(markers)/\(orphan.tapName)") && !Host.exists("\(markers)/\(kept.tapName)"))
         try await shutDown(worker, spec: spec)
     }
 
@@ -565,7 +568,7 @@ struct WorkerProcessTests {
         defer { external.stop() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = SwitchSpec(networkDir: networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
                               mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let inHost = endpoint(scratch, "a")
@@ -574,19 +577,19 @@ struct WorkerProcessTests {
         let sandboxPlug = try #require(try await add(first, inSandbox).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: inSandbox.tapName, namespace: ns, address: "10.99.4.1/24")
-        _ = try await first.request(.joinEndpoint(endpointID: inSandbox.endpointID, sandboxKey: "/run/netns/" + ns))
+        _ = try await first.request(.joinEndpoint(endpointID: inSandbox.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
 
         // Killed: on an external switch its plugs live on, listed in pid files.
         first.signal(SIGKILL)
         _ = await first.waitForExit()
-        let pidDir = Naming.networkRunDir(runDir: scratch.directory + "/run", networkID: first.networkID) + "/plugs"
+        let pidDir = try paths(scratch, first).plugsDir
         #expect(Host.isAlive(hostPlug) && Host.isAlive(sandboxPlug))
         #expect(Host.exists("\(pidDir)/\(inHost.endpointID).pid"))
 
         let second = try startWorker(scratch, networkID: first.networkID)
         defer { second.stop() }
         var restoredSandbox = inSandbox
-        restoredSandbox.sandboxKey = "/run/netns/" + ns
+        restoredSandbox.sandboxKey = SandboxKey(stringLiteral: "/run/netns/" + ns)
         let gone = endpoint(scratch, "c")
         let mark = second.messageCount
         let started = try await start(second, spec, restoring: [inHost, restoredSandbox, gone])
@@ -619,7 +622,7 @@ struct WorkerProcessTests {
         }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = SwitchSpec(networkDir: networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(worker, spec)
 
         kill(external.pid, SIGSTOP)
@@ -668,7 +671,7 @@ struct WorkerProcessTests {
         #expect(try await worker.request(.ping).ok == true)
         #expect(worker.logTail(lines: 200).contains("dropped a line of"))
 
-        let spec = ownSpec(scratch, worker)
+        let spec = try ownSpec(scratch, worker)
         try await shutDown(worker, spec: spec)
     }
 }

@@ -14,9 +14,9 @@ extension WorkerProcessTests {
         var one = endpoint(scratch, suffix)
         _ = try await add(worker, one)
         moveIntoNamespace(tap: one.tapName, namespace: ns, address: address)
-        let reply = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: "/run/netns/" + ns))
+        let reply = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
         #expect(reply.ok == true)
-        one.sandboxKey = "/run/netns/" + ns
+        one.sandboxKey = SandboxKey(stringLiteral: "/run/netns/" + ns)
         return one
     }
 
@@ -30,7 +30,7 @@ extension WorkerProcessTests {
         defer { external.stop() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = SwitchSpec(networkDir: networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let nsMissing = scratch.namespace("m")
         let nsUnmounted = scratch.namespace("u")
@@ -45,13 +45,13 @@ extension WorkerProcessTests {
         // back to the host, and the namespace files go (or stay behind, unmounted).
         for (one, ns) in [(missing, nsMissing), (unmounted, nsUnmounted)] {
             #expect(Host.run([Host.ip, "-n", ns, "link", "set", "eth0", "down"]).status == 0)
-            #expect(Host.run([Host.ip, "-n", ns, "link", "set", "eth0", "name", one.tapName]).status == 0)
-            #expect(Host.run([Host.ip, "-n", ns, "link", "set", one.tapName, "netns", "1"]).status == 0)
+            #expect(Host.run([Host.ip, "-n", ns, "link", "set", "eth0", "name", one.tapName.rawValue]).status == 0)
+            #expect(Host.run([Host.ip, "-n", ns, "link", "set", one.tapName.rawValue, "netns", "1"]).status == 0)
         }
         #expect(Host.run([Host.ip, "netns", "del", nsMissing]).status == 0)
         let deadFile = scratch.directory + "/unmounted-netns"
         #expect(Host.run(["touch", deadFile]).status == 0)
-        unmounted.sandboxKey = deadFile
+        unmounted.sandboxKey = SandboxKey(stringLiteral: deadFile)
         #expect(Host.exists("/sys/class/net/\(missing.tapName)") && Host.exists("/sys/class/net/\(unmounted.tapName)"))
 
         let logBefore = (FileRead.text(first.logPath) ?? "").utf8.count
@@ -72,12 +72,12 @@ extension WorkerProcessTests {
         // one started for the live container).
         // The second worker's lines only (both write to the same file).
         let log = String(decoding: Array((FileRead.text(second.logPath) ?? "").utf8.dropFirst(logBefore)), as: UTF8.self)
-        #expect(log.split(separator: "\n").contains { $0.contains("plug started") && $0.contains(alive.endpointID) })
+        #expect(log.split(separator: "\n").contains { $0.contains("plug started") && $0.contains(alive.endpointID.rawValue) })
         for gone in [missing, unmounted] {
-            #expect(!log.split(separator: "\n").contains { $0.contains("plug started") && $0.contains(gone.endpointID) },
+            #expect(!log.split(separator: "\n").contains { $0.contains("plug started") && $0.contains(gone.endpointID.rawValue) },
                     "a plug was started for \(gone.endpointID)")
             // (`ip link del TAP` of the background deletion may still run.)
-            let plugs = Host.processes(commandLineContaining: gone.tapName).filter { pid in
+            let plugs = Host.processes(commandLineContaining: gone.tapName.rawValue).filter { pid in
                 FileRead.text("/proc/\(pid)/cmdline")?.contains("vde_plug2tap") == true
             }
             #expect(plugs.isEmpty, "plugs on \(gone.tapName): \(plugs)")
@@ -95,7 +95,7 @@ extension WorkerProcessTests {
         defer { external.stop() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = SwitchSpec(networkDir: networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let ns = scratch.namespace("1")
         let joined = try await joinedEndpoint(scratch, first, suffix: "a", namespace: ns, address: "10.99.7.1/24")
@@ -149,7 +149,7 @@ extension WorkerProcessTests {
         defer { scratch.cleanUp() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = ownSpec(scratch, first, numPorts: 128)
+        let spec = try ownSpec(scratch, first, numPorts: 128)
         _ = try await start(first, spec)
         var all: [EndpointSpec] = []
         for index in 0..<100 {
@@ -181,7 +181,7 @@ extension WorkerProcessTests {
         defer { scratch.cleanUp() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = ownSpec(scratch, first, numPorts: 1)
+        let spec = try ownSpec(scratch, first, numPorts: 1)
         _ = try await start(first, spec)
         let kept = endpoint(scratch, "a")
         _ = try await add(first, kept)
@@ -192,15 +192,15 @@ extension WorkerProcessTests {
         first.signal(SIGKILL)
         _ = await first.waitForExit()
         #expect(Host.exists("/sys/class/net/\(cut.tapName)"), "the add finished before the kill; the test proves nothing")
-        let creating = FileSystem.parent(of: spec.ctlDir) + "/creating"
-        #expect(Host.exists(creating + "/" + cut.tapName))
+        let creating = spec.paths.creatingDir
+        #expect(Host.exists("\(creating)/\(cut.tapName)"))
 
         let second = try startWorker(scratch, networkID: first.networkID)
         defer { second.stop() }
         let mark = second.messageCount
         _ = try await start(second, spec, restoring: [kept])
         #expect(!Host.exists("/sys/class/net/\(cut.tapName)"))
-        #expect(!Host.exists(creating + "/" + cut.tapName) && !Host.exists(creating + "/" + kept.tapName))
+        #expect(!Host.exists("\(creating)/\(cut.tapName)") && !Host.exists("\(creating)/\(kept.tapName)"))
         #expect(try await second.endpointStates([kept.endpointID], after: mark)[kept.endpointID]?.state == .plugged)
         #expect(Host.exists("/sys/class/net/\(kept.tapName)"))
 
@@ -210,7 +210,7 @@ extension WorkerProcessTests {
         let reply = try await second.request(.addEndpoint(endpoint: undone))
         #expect(reply.error?.code == .exhausted)
         #expect(try await second.request(.removeEndpoint(endpointID: undone.endpointID)).ok == true)
-        #expect(!Host.exists(creating + "/" + undone.tapName))
+        #expect(!Host.exists("\(creating)/\(undone.tapName)"))
         try await shutDown(second, spec: spec)
     }
 }

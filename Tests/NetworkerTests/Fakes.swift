@@ -16,9 +16,9 @@ final class FakeLab: Sendable {
         var switches: [FakeSwitch] = []
         var plugs: [FakePlug] = []
         /// Tap name -> MAC, in the host namespace.
-        var taps: [String: String] = [:]
-        var createdTaps: [String] = []
-        var deletedTaps: [String] = []
+        var taps: [TapName: MACAddress] = [:]
+        var createdTaps: [TapName] = []
+        var deletedTaps: [TapName] = []
         /// Ports of the running switch, by port number -> plug pid.
         var ports: [Int: pid_t] = [:]
         /// Ports a client can get.
@@ -27,9 +27,9 @@ final class FakeLab: Sendable {
         /// The next plugs fail to attach with this error.
         var plugFailure: PlugError?
         /// Sandbox key -> what the file is.
-        var sandboxes: [String: SandboxFile] = [:]
+        var sandboxes: [SandboxKey: SandboxFile] = [:]
         /// Sandbox key -> links inside.
-        var links: [String: [LinkInfo]] = [:]
+        var links: [SandboxKey: [LinkInfo]] = [:]
         /// While set, tap deletions wait for ``FakeLab/releaseDeletions()``.
         var holdDeletions = false
         var heldDeletions: [CheckedContinuation<Void, Never>] = []
@@ -49,14 +49,14 @@ final class FakeLab: Sendable {
             plugs: FakePlugLauncher(lab: self),
             taps: FakeTaps(lab: self),
             management: { _, _ in FakeManagement(lab: self) },
-            sandboxFile: { path in self.with { $0.sandboxes[path] ?? .missing } },
-            namespaceLinks: { path in self.with { $0.links[path] } ?? [] })
+            sandboxFile: { key in self.with { $0.sandboxes[key] ?? .missing } },
+            namespaceLinks: { key in self.with { $0.links[key] } ?? [] })
     }
 
     var runningSwitch: FakeSwitch? { with { $0.switches.last { !$0.hasExited } } }
     var switchStarts: Int { with { $0.switches.count } }
     var plugs: [FakePlug] { with { $0.plugs } }
-    func plugs(onTap tap: String) -> [FakePlug] { plugs.filter { $0.location == .host(tapName: tap) } }
+    func plugs(onTap tap: TapName) -> [FakePlug] { plugs.filter { $0.location == .host(tapName: tap) } }
 
     func allocatePID() -> pid_t {
         with { state in
@@ -204,22 +204,22 @@ struct FakePlugLauncher: PlugLauncher {
 struct FakeTaps: TapHost {
     let lab: FakeLab
 
-    func exists(_ name: String) -> Bool { lab.with { $0.taps[name] != nil } }
-    func isTunTap(_ name: String) -> Bool { exists(name) }
+    func exists(_ name: TapName) -> Bool { lab.with { $0.taps[name] != nil } }
+    func isTunTap(_ name: TapName) -> Bool { exists(name) }
 
-    func existing(name: String, macAddress: String) -> Taps.Existing {
+    func existing(name: TapName, macAddress: MACAddress) -> Taps.Existing {
         guard let mac = lab.with({ $0.taps[name] }) else { return .none }
         return mac == macAddress ? .sameTap : .conflicting(reason: "has the MAC address \(mac), not \(macAddress)")
     }
 
-    func create(name: String, macAddress: String) async throws(TapError) {
+    func create(name: TapName, macAddress: MACAddress) async throws(TapError) {
         lab.with { state in
             state.taps[name] = macAddress
             state.createdTaps.append(name)
         }
     }
 
-    func delete(name: String) async throws(TapError) {
+    func delete(name: TapName) async throws(TapError) {
         let hold = lab.with { $0.holdDeletions }
         if hold {
             await withCheckedContinuation { continuation in
@@ -260,6 +260,7 @@ struct FakeManagement: SwitchManagement {
 
 /// A worker on a fake lab, in a scratch directory of its own, with every event it emits.
 final class FakeWorkerFixture: Sendable {
+    static let networkID: NetworkID = "0123456789abcdef000000000000000000000000000000000000000000000000"
     let lab = FakeLab()
     let worker: Worker
     let directory: String
@@ -274,26 +275,37 @@ final class FakeWorkerFixture: Sendable {
         var template = Array((temporary + "/vdenw-unit-XXXXXX").utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(made != nil, "mkdtemp: \(errno)")
-        directory = String(cString: template)
+        directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let events = self.events
         var logger = Logger(label: "fake-worker")
         logger.logLevel = .critical
-        worker = Worker(networkID: "0123456789abcdef" + String(repeating: "0", count: 48),
+        worker = Worker(networkID: Self.networkID,
                         executables: Executables(vdeSwitch: "/nonexistent/vde_switch", vdePlug2tap: "/nonexistent/vde_plug2tap",
                                                  ip: "/nonexistent/ip", nsenter: "/nonexistent/nsenter"),
                         logger: logger, host: lab.host, emit: { message in events.messages.withLock { $0.append(message) } })
     }
 
-    var networkDir: String { directory + "/net" }
-
-    var spec: SwitchSpec {
-        SwitchSpec(networkDir: networkDir, ctlDir: networkDir + "/ctl", managementSocket: networkDir + "/mgmt", mode: .own,
-                   group: nil, numPorts: lab.with { $0.capacity })
+    /// The network's paths as the supervisor computes them, below the scratch directory.
+    var paths: NetworkPaths {
+        do {
+            return try NetworkPaths(runDir: directory, network: Self.networkID, options: NetworkOptions())
+        } catch {
+            preconditionFailure("the fixture's paths break a rule: \(error)")
+        }
     }
 
-    func endpoint(_ n: Int, sandboxKey: String? = nil) -> EndpointSpec {
-        let id = String(repeating: "e", count: 8) + String(n)
-        return EndpointSpec(endpointID: id, tapName: "vdefake\(n)", macAddress: "02:00:00:00:00:0\(n)", sandboxKey: sandboxKey)
+    var spec: SwitchSpec {
+        do {
+            return try SwitchSpec(paths: paths, mode: .own, group: nil, numPorts: lab.with { $0.capacity })
+        } catch {
+            preconditionFailure("the fixture's spec breaks a rule: \(error)")
+        }
+    }
+
+    func endpoint(_ n: Int, sandboxKey: SandboxKey? = nil) -> EndpointSpec {
+        EndpointSpec(endpointID: EndpointID(stringLiteral: String(repeating: "e", count: 8) + String(n)),
+                     tapName: TapName(stringLiteral: "vdefake\(n)"), macAddress: MACAddress(stringLiteral: "02:00:00:00:00:0\(n)"),
+                     sandboxKey: sandboxKey)
     }
 
     var allEvents: [WorkerEvent] { events.messages.withLock { $0 } }

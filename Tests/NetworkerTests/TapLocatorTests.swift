@@ -9,9 +9,9 @@ import Testing
         var description: String { "nsenter: reassociate to namespace 'ns/net' failed: Operation not permitted" }
     }
 
-    let mac = "02:42:ac:11:00:02"
+    let mac: MACAddress = "02:42:ac:11:00:02"
 
-    func endpoint(sandbox: String? = "/var/run/docker/netns/abc") -> EndpointSpec {
+    func endpoint(sandbox: SandboxKey? = "/var/run/docker/netns/abc") -> EndpointSpec {
         EndpointSpec(endpointID: "e1", tapName: "vdee1", macAddress: mac, sandboxKey: sandbox)
     }
 
@@ -80,7 +80,7 @@ import Testing
 
 @Suite struct SandboxFileTests {
     @Test func missingPathIsMissing() {
-        #expect(SandboxFile.inspect("/nonexistent-\(Int.random(in: 0...1_000_000))/ns") == .missing)
+        #expect(SandboxFile.inspect(SandboxKey(stringLiteral: "/nonexistent-\(Int.random(in: 0...1_000_000))/ns")) == .missing)
     }
 
     @Test func regularFileIsNoNamespace() {

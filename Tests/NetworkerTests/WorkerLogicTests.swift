@@ -35,9 +35,9 @@ import Testing
         #expect(added.plugPID == plug.pid)
         #expect(plug.isWatchingTap)
         // Kept until Join: the supervisor may not record the endpoint.
-        #expect(exists(fixture.networkDir + "/creating/" + one.tapName))
+        #expect(exists(fixture.paths.creatingDir + "/\(one.tapName)"))
         _ = try await fixture.worker.joinEndpoint(one.endpointID, sandboxKey: "/run/netns/fake1")
-        #expect(!exists(fixture.networkDir + "/creating/" + one.tapName))
+        #expect(!exists(fixture.paths.creatingDir + "/\(one.tapName)"))
         await fixture.cleanUp()
         #expect(plug.hasExited)
         #expect(fixture.lab.runningSwitch == nil)
@@ -110,7 +110,7 @@ import Testing
         fixture.lab.with { $0.holdDeletions = true }
         _ = try await fixture.worker.removeEndpoint(one.endpointID)
         // Answered while the deletion still runs: the marker says so to a next worker.
-        let marker = fixture.networkDir + "/deleting/" + one.tapName
+        let marker = fixture.paths.deletingDir + "/\(one.tapName)"
         #expect(exists(marker))
         #expect(fixture.lab.with { $0.taps[one.tapName] } != nil)
         #expect(await fixture.worker.sortedStatuses().isEmpty)
@@ -130,15 +130,16 @@ import Testing
         fixture.lab.with { state in
             for endpoint in [removed, kept, unrecorded] { state.taps[endpoint.tapName] = endpoint.macAddress }
         }
-        for (directory, tap) in [("deleting", removed.tapName), ("deleting", kept.tapName), ("creating", unrecorded.tapName)] {
-            mkdir(fixture.networkDir, 0o755)
-            mkdir(fixture.networkDir + "/" + directory, 0o755)
-            close(open(fixture.networkDir + "/" + directory + "/" + tap, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        let paths = fixture.paths
+        for (directory, tap) in [(paths.deletingDir, removed.tapName), (paths.deletingDir, kept.tapName), (paths.creatingDir, unrecorded.tapName)] {
+            mkdir(paths.networkDir, 0o755)
+            mkdir(directory, 0o755)
+            close(open(directory + "/\(tap)", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
         }
         let result = try await started(fixture, restoring: [kept])
         #expect(result.endpoints.map(\.endpointID) == [kept.endpointID])
         #expect(fixture.lab.with { $0.deletedTaps }.sorted() == [removed.tapName, unrecorded.tapName].sorted())
-        #expect(!exists(fixture.networkDir + "/deleting/" + kept.tapName))
+        #expect(!exists(fixture.paths.deletingDir + "/\(kept.tapName)"))
         _ = try await fixture.event(.endpointState) { $0.endpointID == kept.endpointID && $0.state == .plugged }
         #expect(fixture.lab.plugs(onTap: kept.tapName).count == 1)
         await fixture.cleanUp()
@@ -161,7 +162,7 @@ import Testing
     @Test func aPlugReplacedAfterItsContainerWentIsReportedGone() async throws {
         let fixture = FakeWorkerFixture()
         _ = try await started(fixture)
-        let key = "/run/netns/fake-gone"
+        let key: SandboxKey = "/run/netns/fake-gone"
         let one = fixture.endpoint(1)
         _ = try await fixture.worker.addEndpoint(one)
         _ = try await fixture.worker.joinEndpoint(one.endpointID, sandboxKey: key)
@@ -170,14 +171,14 @@ import Testing
         try #require(fixture.lab.plugs.first).exit()
         let gone = try await fixture.event(.endpointState) { $0.state == .tapGone }
         #expect(gone.endpointID == one.endpointID)
-        #expect(gone.detail?.contains(key) == true)
+        #expect(gone.detail?.contains(key.rawValue) == true)
         #expect(fixture.lab.plugs.count == 1, "no plug is started for a container that is gone")
         await fixture.cleanUp()
     }
 
     @Test func aContainerThatCannotBeLookedIntoIsUnreachableNotGone() async throws {
         let fixture = FakeWorkerFixture()
-        let key = "/run/netns/fake-unknown"
+        let key: SandboxKey = "/run/netns/fake-unknown"
         fixture.lab.with { $0.sandboxes[key] = .cannotCheck(errno: EACCES) }
         let one = fixture.endpoint(1, sandboxKey: key)
         _ = try await fixture.worker.start(spec: fixture.spec, restoring: [one])
@@ -250,14 +251,14 @@ import Testing
         for n in 1...2 {
             let endpoint = fixture.endpoint(n)
             _ = try await fixture.worker.addEndpoint(endpoint)
-            _ = try await fixture.worker.joinEndpoint(endpoint.endpointID, sandboxKey: "/run/netns/fake\(n)")
+            _ = try await fixture.worker.joinEndpoint(endpoint.endpointID, sandboxKey: SandboxKey("/run/netns/fake\(n)"))
         }
-        #expect(exists(fixture.networkDir + "/ctl"))
+        #expect(exists(fixture.paths.ctlDir))
         let theSwitch = try #require(fixture.lab.runningSwitch)
         await fixture.worker.shutdown(reason: "test")
         #expect(fixture.lab.plugs.allSatisfy { $0.hasExited && !$0.isWatchingTap })
         #expect(theSwitch.hasExited)
-        #expect(!exists(fixture.networkDir))
+        #expect(!exists(fixture.paths.networkDir))
         // Taps stay: they live on in the containers (dockerd removes them).
         #expect(fixture.lab.with { $0.deletedTaps }.isEmpty)
         #expect(!fixture.allEvents.contains { $0.kind == .childExited })

@@ -2,8 +2,14 @@ import Shared
 import Testing
 
 @Suite struct WorkerProtocolTests {
-    private static let spec = SwitchSpec(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt",
-                                         mode: .useOrCreate, group: "vde", numPorts: 32)
+    private static let spec: SwitchSpec = {
+        do {
+            return try SwitchSpec(paths: NetworkPaths(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt"),
+                                  mode: .useOrCreate, group: "vde", numPorts: 32)
+        } catch {
+            preconditionFailure("the test spec breaks a rule: \(error)")
+        }
+    }()
     private static let endpoint = EndpointSpec(endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01",
                                                sandboxKey: "/var/run/docker/netns/1")
     private static let switchStatus = SwitchStatus(ctlDir: "/run/vde/net", managementSocket: nil, owned: true, pid: 42, numPorts: 32)
@@ -29,6 +35,21 @@ import Testing
         #expect(try JSONCoding.decode(WorkerRequest.self, from: Array(text.utf8)) == request)
         // The command's JSON key is its kind's name, which the worker uses to name an unknown command.
         #expect(text.contains(#""command":{"\#(command.kind.rawValue)":"#), "\(text)")
+    }
+
+    @Test func startCarriesThePathsAsOneLine() throws {
+        let text = try JSONCoding.string(WorkerRequest(id: 1, .start(switch: Self.spec, restore: [Self.endpoint])))
+        #expect(!text.contains("\n"))
+        #expect(text.contains(#""ctlDir":"/run/vde/net""#))
+        #expect(text.contains(#""networkDir":"/run/vde-supervisor/abc""#))
+    }
+
+    /// IDs and sandbox keys in commands are checked by the decode, like every other identity.
+    @Test func commandWithBadIdentityDoesNotDecode() {
+        let badID = #"{"command":{"leaveEndpoint":{"endpointID":"../x"}},"id":1,"v":2}"#
+        #expect(throws: (any Error).self) { try JSONCoding.decode(WorkerRequest.self, from: Array(badID.utf8)) }
+        let badKey = #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"relative/ns"}},"id":1,"v":2}"#
+        #expect(throws: (any Error).self) { try JSONCoding.decode(WorkerRequest.self, from: Array(badKey.utf8)) }
     }
 
     /// The exact lines, as docs/worker-protocol.md shows them.

@@ -19,7 +19,7 @@ private let v6 = [DockerAPI.IPAMData(AddressSpace: "vde-local", Pool: "fd00:9::/
 
 private func endpoint(_ address: String, _ addressIPv6: String = "") -> DockerAPI.CreateEndpointRequest {
     DockerAPI.CreateEndpointRequest(NetworkID: "n", EndpointID: "e",
-                                    Interface: DockerAPI.EndpointInterface(Address: address, AddressIPv6: addressIPv6, MacAddress: ""))
+                                    Interface: DockerAPI.EndpointInterface(Address: address, AddressIPv6: addressIPv6, MacAddress: nil))
 }
 
 private func network(_ ipv4: [DockerAPI.IPAMData], _ ipv6: [DockerAPI.IPAMData] = []) -> DockerAPI.CreateNetworkRequest {

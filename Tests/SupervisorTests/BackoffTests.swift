@@ -62,12 +62,12 @@ struct WorkerRestartLoopTests {
         signal(SIGPIPE, SIG_IGN)
         let directory = try makeStandIn()
         defer { _ = Glibc.system("rm -rf -- '\(directory)'") }
-        let spec = SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
+        let spec = try SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
         let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let worker = NetworkWorker(
-            networkID: String(repeating: "ab", count: 32), executable: directory + "/worker", runDir: directory,
+            networkID: NetworkID(stringLiteral: String(repeating: "ab", count: 32)), executable: directory + "/worker", runDir: directory,
             logLevel: .error, logger: logger,
             assignment: { assignment }, onStarted: { _ in }, onEvent: { _ in },
             backoff: RestartBackoff(initial: .milliseconds(100), maximum: .seconds(30), stableAfter: .milliseconds(200)))

@@ -66,15 +66,15 @@ final class SlowDockerSocket: Sendable {
 }
 
 @Suite(.timeLimit(.minutes(1))) struct DockerReconcilerTests {
-    static func record(_ id: String) throws -> NetworkRecord {
+    static func record(_ id: NetworkID) throws -> NetworkRecord {
         NetworkRecord(id: id, options: try NetworkOptions.parse([:]),
-                      switchSpec: SwitchSpec(networkDir: "/run/vde-test/\(id.prefix(12))", ctlDir: "/run/vde-test/\(id.prefix(12))/ctl", managementSocket: nil,
+                      switchSpec: try SwitchSpec(networkDir: "/run/vde-test/\(id.short)", ctlDir: "/run/vde-test/\(id.short)/ctl", managementSocket: "/run/vde-test/\(id.short)/mgmt",
                                              mode: .own, group: nil, numPorts: 32), switchStarted: true,
                       ipv4Data: [], ipv6Data: [], poolIDs: [], createdAt: 0)
     }
 
     /// Adds a network to the plugin's state the way CreateNetwork records it.
-    static func add(_ id: String, to plugin: VDEPlugin) async throws {
+    static func add(_ id: NetworkID, to plugin: VDEPlugin) async throws {
         var state = await plugin.state
         state.networks[id] = try record(id)
         try await plugin.commit(state)
@@ -91,8 +91,9 @@ final class SlowDockerSocket: Sendable {
             configuration: SupervisorConfiguration(socketPath: directory + "/vde.sock", stateDir: directory + "/state",
                                                    runDir: directory + "/run", networkerPath: "/bin/false"),
             logger: .init(label: "test"))
-        let removedMeanwhile = String(repeating: "a", count: 64), createdMeanwhile = String(repeating: "b", count: 64)
-        let stillThere = String(repeating: "c", count: 64)
+        let removedMeanwhile = NetworkID(stringLiteral: String(repeating: "a", count: 64))
+        let createdMeanwhile = NetworkID(stringLiteral: String(repeating: "b", count: 64))
+        let stillThere = NetworkID(stringLiteral: String(repeating: "c", count: 64))
         try await Self.add(removedMeanwhile, to: plugin)
         try await Self.add(stillThere, to: plugin)
         let docker = try SlowDockerSocket(path: directory + "/docker.sock",

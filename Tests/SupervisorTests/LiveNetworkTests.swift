@@ -4,8 +4,8 @@ import Testing
 
 /// What the plugin keeps in memory of one network (``LiveNetwork``): the statuses a worker reports.
 @Suite struct LiveNetworkTests {
-    private static func status(_ id: String, _ state: PlugState, pid: Int32? = nil) -> EndpointStatus {
-        EndpointStatus(endpointID: id, tapName: "vde" + id, macAddress: "02:00:00:00:00:01", state: state, plugPID: pid)
+    private static func status(_ id: EndpointID, _ state: PlugState, pid: Int32? = nil) -> EndpointStatus {
+        EndpointStatus(endpointID: id, tapName: TapName(endpoint: id), macAddress: "02:00:00:00:00:01", state: state, plugPID: pid)
     }
     private static let switchStatus = SwitchStatus(ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", owned: true, pid: 7, numPorts: 32)
 
@@ -49,8 +49,8 @@ import Testing
         #expect(network.endpoints["a"]?.detail == "nsenter failed")
     }
 
-    @Test func onlyANetworkBeingCreatedReservesItsSpec() {
-        let spec = SwitchSpec(networkDir: "/run/x", ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", mode: .own, group: nil, numPorts: 32)
+    @Test func onlyANetworkBeingCreatedReservesItsSpec() throws {
+        let spec = try SwitchSpec(networkDir: "/run/x", ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", mode: .own, group: nil, numPorts: 32)
         #expect(LiveNetwork(change: .creating(spec)).reservedSpec == spec)
         #expect(LiveNetwork(change: .deleting).reservedSpec == nil)
         #expect(LiveNetwork().reservedSpec == nil)

@@ -6,7 +6,7 @@ import Testing
 /// when the state is read.
 @Suite struct NetworkRecordMigrationTests {
     static let runDir = "/run/vde-supervisor"
-    static let id = "0123456789abcdef0123"
+    static let id: NetworkID = "0123456789abcdef0123"
 
     /// A record as vde-supervisor wrote it before: `mode` overwritten with own/external.
     static func oldRecord(mode: String, ctlDir: String, options: String) -> String {
@@ -29,7 +29,7 @@ import Testing
             mode: "own", ctlDir: "/run/lab", options: #"{"socketDir":"/run/lab","createSockets":true,"numSwitchports":32}"#))
         #expect(record.switchSpec.mode == .useOrCreate, "socket_dir + create_sockets is the intent useOrCreate")
         #expect(record.switchStarted, "mode own meant: the plugin started the switch")
-        #expect(record.switchSpec.networkDir == "/run/vde-supervisor/0123456789ab", "not beside the user's socket_dir")
+        #expect(record.switchSpec.paths.networkDir == "/run/vde-supervisor/0123456789ab", "not beside the user's socket_dir")
     }
 
     @Test func anOldExternalRecordStaysExternal() throws {
@@ -51,11 +51,11 @@ import Testing
             mode: "own", ctlDir: "/run/vde-supervisor/0123456789ab/ctl", options: #"{"createSockets":false,"numSwitchports":32}"#))
         #expect(record.switchSpec.mode == .own)
         #expect(record.switchStarted)
-        #expect(record.switchSpec.networkDir == "/run/vde-supervisor/0123456789ab")
+        #expect(record.switchSpec.paths.networkDir == "/run/vde-supervisor/0123456789ab")
     }
 
     @Test func aNewRecordRoundTripsAsWritten() throws {
-        let spec = SwitchSpec(networkDir: "/somewhere/else/0123456789ab", ctlDir: "/run/lab", managementSocket: nil,
+        let spec = try SwitchSpec(networkDir: "/somewhere/else/0123456789ab", ctlDir: "/run/lab", managementSocket: nil,
                               mode: .useOrCreate, group: nil, numPorts: 8)
         var state = SupervisorState()
         state.networks[Self.id] = NetworkRecord(id: Self.id, options: NetworkOptions(socketDir: "/run/lab", createSockets: true),
@@ -65,7 +65,7 @@ import Testing
         let decoded = try Self.decode(text)
         #expect(decoded == state.networks[Self.id])
         // The recorded directory wins over the run dir the reader knows.
-        #expect(decoded.switchSpec.networkDir == "/somewhere/else/0123456789ab")
+        #expect(decoded.switchSpec.paths.networkDir == "/somewhere/else/0123456789ab")
     }
 
     @Test func anOldRecordCannotBeReadWithoutTheRunDir() {

@@ -54,6 +54,22 @@ final class PluginRouterTests {
         #expect((body["Err"] as? String)?.contains("malformed") == true)
     }
 
+    /// IDs, MACs and sandbox keys are read once, by the request's decode: a bad one is a 400
+    /// that names the field and the rule, before any handler runs.
+    @Test(arguments: [
+        ("/NetworkDriver.DeleteNetwork", #"{"NetworkID":"../etc"}"#, ["NetworkID", "not a Docker ID"]),
+        ("/NetworkDriver.CreateEndpoint", #"{"NetworkID":"n1","EndpointID":"a b","Interface":{}}"#, ["EndpointID", "not a Docker ID"]),
+        ("/NetworkDriver.CreateEndpoint", #"{"NetworkID":"n1","EndpointID":"e1","Interface":{"MacAddress":"01:00:5e:00:00:01"}}"#,
+         ["MacAddress", "not a unicast MAC"]),
+        ("/NetworkDriver.Join", #"{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"relative/ns"}"#, ["SandboxKey", "absolute"]),
+    ])
+    func badIdentitiesAre400NamingTheField(path: String, body: String, words: [String]) async {
+        let (status, reply) = await call(path, body)
+        #expect(status == 400)
+        let message = reply["Err"] as? String ?? ""
+        for word in words { #expect(message.contains(word), "\(message)") }
+    }
+
     @Test func emptyBodyWhereArgumentsAreNeededIs400() async {
         let (status, body) = await call("/IpamDriver.RequestPool")
         #expect(status == 400)

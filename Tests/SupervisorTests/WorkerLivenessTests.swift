@@ -41,12 +41,12 @@ struct WorkerLivenessTests {
 
     private func startWorker(in directory: String) async throws -> NetworkWorker {
         signal(SIGPIPE, SIG_IGN)
-        let spec = SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
+        let spec = try SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
         let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let worker = NetworkWorker(
-            networkID: String(repeating: "cd", count: 32), executable: directory + "/worker", runDir: directory,
+            networkID: try NetworkID(String(repeating: "cd", count: 32)), executable: directory + "/worker", runDir: directory,
             logLevel: .error, logger: logger, assignment: { assignment }, onStarted: { _ in }, onEvent: { _ in },
             pingTimeout: Self.pingTimeout)
         _ = try await worker.start(assignment)

@@ -34,24 +34,24 @@ public enum Blocking {
 
     /// Where the timeouts of ``run(timeout:_:)`` fire (a serial queue gets a thread of its own).
     private static let timers = DispatchQueue(label: "Blocking.timers")
-}
 
-/// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
-private func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
-    let box = Unmanaged.passRetained(Box(body))
-    var attributes = pthread_attr_t()
-    pthread_attr_init(&attributes)
-    defer { pthread_attr_destroy(&attributes) }
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    var thread = pthread_t()
-    let started = pthread_create(&thread, &attributes, { raw in
-        Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
-        return nil
-    }, box.toOpaque())
-    if started != 0 {
-        box.release()
-        DispatchQueue.global().async(execute: body)
+    /// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
+    private static func startThread(_ body: @escaping @Sendable () -> Void) {
+        final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
+        let box = Unmanaged.passRetained(Box(body))
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        let started = pthread_create(&thread, &attributes, { raw in
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, box.toOpaque())
+        if started != 0 {
+            box.release()
+            DispatchQueue.global().async(execute: body)
+        }
     }
 }
 

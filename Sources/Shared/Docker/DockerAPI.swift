@@ -1,5 +1,10 @@
 /// The Docker remote network and IPAM plugin API, with dockerd's exact field names.
 /// See docs/ and `docker-plugin-protocol.md`: optional fields may be absent or `null`.
+///
+/// IDs, MACs and sandbox keys are typed (``NetworkID``, ``EndpointID``, ``MACAddress``,
+/// ``SandboxKey``): a request that breaks their rules fails to decode, with the rule's message
+/// and the field's name, before any handler runs. Addresses stay text here: ``IPAddress`` reads
+/// them in the supervisor's `AddressChecks`, which knows the network's subnets.
 public enum DockerAPI {
     /// The generic options key under which dockerd passes `docker network create -o k=v`.
     public static let genericOptionsKey = "com.docker.network.generic"
@@ -80,11 +85,11 @@ public enum DockerAPI {
     }
 
     public struct CreateNetworkRequest: Codable, Sendable {
-        public var NetworkID: String
+        public var NetworkID: NetworkID
         public var Options: [String: OptionValue]?
         public var IPv4Data: [IPAMData]?
         public var IPv6Data: [IPAMData]?
-        public init(NetworkID: String, Options: [String: OptionValue]? = nil, IPv4Data: [IPAMData]? = nil, IPv6Data: [IPAMData]? = nil) {
+        public init(NetworkID: NetworkID, Options: [String: OptionValue]? = nil, IPv4Data: [IPAMData]? = nil, IPv6Data: [IPAMData]? = nil) {
             self.NetworkID = NetworkID
             self.Options = Options
             self.IPv4Data = IPv4Data
@@ -99,27 +104,41 @@ public enum DockerAPI {
     }
 
     public struct NetworkRequest: Codable, Sendable {
-        public var NetworkID: String
-        public init(NetworkID: String) { self.NetworkID = NetworkID }
+        public var NetworkID: NetworkID
+        public init(NetworkID: NetworkID) { self.NetworkID = NetworkID }
     }
 
     public struct EndpointInterface: Codable, Sendable, Equatable {
         public var Address: String?
         public var AddressIPv6: String?
-        public var MacAddress: String?
-        public init(Address: String? = nil, AddressIPv6: String? = nil, MacAddress: String? = nil) {
+        /// dockerd sends `""` when the user gave no MAC: that reads as nil.
+        public var MacAddress: MACAddress?
+        public init(Address: String? = nil, AddressIPv6: String? = nil, MacAddress: MACAddress? = nil) {
             self.Address = Address
             self.AddressIPv6 = AddressIPv6
             self.MacAddress = MacAddress
         }
+
+        private enum CodingKeys: String, CodingKey { case Address, AddressIPv6, MacAddress }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            Address = try container.decodeIfPresent(String.self, forKey: .Address)
+            AddressIPv6 = try container.decodeIfPresent(String.self, forKey: .AddressIPv6)
+            if try container.decodeIfPresent(String.self, forKey: .MacAddress)?.isEmpty ?? true {
+                MacAddress = nil
+            } else {
+                MacAddress = try container.decode(MACAddress.self, forKey: .MacAddress)
+            }
+        }
     }
 
     public struct CreateEndpointRequest: Codable, Sendable {
-        public var NetworkID: String
-        public var EndpointID: String
+        public var NetworkID: NetworkID
+        public var EndpointID: EndpointID
         public var Interface: EndpointInterface?
         public var Options: [String: OptionValue]?
-        public init(NetworkID: String, EndpointID: String, Interface: EndpointInterface? = nil, Options: [String: OptionValue]? = nil) {
+        public init(NetworkID: NetworkID, EndpointID: EndpointID, Interface: EndpointInterface? = nil, Options: [String: OptionValue]? = nil) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
             self.Interface = Interface
@@ -134,9 +153,9 @@ public enum DockerAPI {
     }
 
     public struct EndpointRequest: Codable, Sendable {
-        public var NetworkID: String
-        public var EndpointID: String
-        public init(NetworkID: String, EndpointID: String) {
+        public var NetworkID: NetworkID
+        public var EndpointID: EndpointID
+        public init(NetworkID: NetworkID, EndpointID: EndpointID) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
         }
@@ -148,11 +167,11 @@ public enum DockerAPI {
     }
 
     public struct JoinRequest: Codable, Sendable {
-        public var NetworkID: String
-        public var EndpointID: String
-        public var SandboxKey: String
+        public var NetworkID: NetworkID
+        public var EndpointID: EndpointID
+        public var SandboxKey: SandboxKey
         public var Options: [String: OptionValue]?
-        public init(NetworkID: String, EndpointID: String, SandboxKey: String, Options: [String: OptionValue]? = nil) {
+        public init(NetworkID: NetworkID, EndpointID: EndpointID, SandboxKey: SandboxKey, Options: [String: OptionValue]? = nil) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
             self.SandboxKey = SandboxKey
@@ -161,9 +180,9 @@ public enum DockerAPI {
     }
 
     public struct InterfaceName: Codable, Sendable, Equatable {
-        public var SrcName: String
+        public var SrcName: TapName
         public var DstPrefix: String
-        public init(SrcName: String, DstPrefix: String) {
+        public init(SrcName: TapName, DstPrefix: String) {
             self.SrcName = SrcName
             self.DstPrefix = DstPrefix
         }

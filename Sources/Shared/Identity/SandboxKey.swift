@@ -3,14 +3,15 @@
 /// It is a path the worker opens with `nsenter --net=`, not a socket the plugin binds, so the
 /// unix-socket limit of 90 bytes does not apply: it must be absolute, shorter than `PATH_MAX`,
 /// and free of control characters (it reaches argv and logs).
-public struct SandboxKey: Sendable, Hashable, CustomStringConvertible {
+public struct SandboxKey: CheckedString {
     /// `PATH_MAX` counts the terminating NUL.
     public static let maxBytes = 4095
 
-    public let path: String
+    /// The namespace's path.
+    public let rawValue: String
 
-    public init(validating path: String) throws(VDEError) {
-        let shown = NetworkOptions.sanitized(path)
+    public init(_ path: String) throws(VDEError) {
+        let shown = UntrustedText(path)
         guard !path.isEmpty else {
             throw .invalid("SandboxKey is empty; dockerd sends the container's network namespace path")
         }
@@ -23,8 +24,6 @@ public struct SandboxKey: Sendable, Hashable, CustomStringConvertible {
         guard !path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
             throw .invalid("SandboxKey '\(shown)' contains control characters")
         }
-        self.path = path
+        rawValue = path
     }
-
-    public var description: String { path }
 }

@@ -19,11 +19,11 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public var socketDir: String?
     public var createSockets: Bool
     public var managementSocket: String?
-    public var socketGroup: String?
+    public var socketGroup: GroupName?
     public var numSwitchports: Int
 
     public init(socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
-                socketGroup: String? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports) {
+                socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports) {
         self.socketDir = socketDir
         self.createSockets = createSockets
         self.managementSocket = managementSocket
@@ -32,10 +32,10 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     }
 
     /// Parses the generic options map. `groupExists` checks a `socket_group` name against the system.
-    public static func parse(_ raw: [String: String], groupExists: (String) -> Bool = { _ in true }) throws(VDEError) -> NetworkOptions {
+    public static func parse(_ raw: [String: String], groupExists: (GroupName) -> Bool = { _ in true }) throws(VDEError) -> NetworkOptions {
         var options = NetworkOptions()
         for key in raw.keys.sorted() where !knownKeys.contains(key) {
-            throw .invalid("unknown vde network option '\(sanitized(key))'; known options: \(knownKeys.joined(separator: ", "))")
+            throw .invalid("unknown vde network option '\(UntrustedText(key))'; known options: \(knownKeys.joined(separator: ", "))")
         }
         if let value = raw[socketDirKey] {
             options.socketDir = try checkedPath(value, option: socketDirKey)
@@ -50,17 +50,20 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
             options.managementSocket = try checkedPath(value, option: managementSocketKey)
         }
         if let value = raw[socketGroupKey] {
-            guard isValidGroupName(value) else {
-                throw .invalid("option socket_group='\(sanitized(value))' is not a valid group name")
+            let group: GroupName
+            do {
+                group = try GroupName(value)
+            } catch {
+                throw .invalid("option socket_group: \(error.message)")
             }
-            guard groupExists(value) else {
-                throw .invalid("option socket_group='\(value)': no such group on this host (create it with groupadd, or pick an existing group)")
+            guard groupExists(group) else {
+                throw .invalid("option socket_group='\(group)': no such group on this host (create it with groupadd, or pick an existing group)")
             }
-            options.socketGroup = value
+            options.socketGroup = group
         }
         if let value = raw[numSwitchportsKey] {
             guard value.count <= 6, value.allSatisfy(\.isASCIIDigit), let n = Int(value), n >= 1, n <= maxNumSwitchports else {
-                throw .invalid("option num_switchports='\(sanitized(value))' must be a whole number from 1 to \(maxNumSwitchports)")
+                throw .invalid("option num_switchports='\(UntrustedText(value))' must be a whole number from 1 to \(maxNumSwitchports)")
             }
             options.numSwitchports = n
         }
@@ -75,14 +78,14 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         switch value {
         case "true", "1": return true
         case "false", "0": return false
-        default: throw .invalid("option \(option)='\(sanitized(value))' must be true or false")
+        default: throw .invalid("option \(option)='\(UntrustedText(value))' must be true or false")
         }
     }
 
     /// Accepts an absolute, normalised path without `.`/`..` components, control characters
     /// or a trailing slash, short enough for unix sockets below it.
     public static func checkedPath(_ value: String, option: String) throws(VDEError) -> String {
-        let shown = sanitized(value)
+        let shown = UntrustedText(value)
         guard value.hasPrefix("/") else {
             throw .invalid("option \(option)='\(shown)' must be an absolute path")
         }
@@ -100,20 +103,6 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
             throw .invalid("option \(option)='\(shown)' must be a normalised path (no '.', '..', '//' or trailing '/')")
         }
         return value
-    }
-
-    public static func isValidGroupName(_ name: String) -> Bool {
-        guard (1...32).contains(name.utf8.count), let first = name.unicodeScalars.first else { return false }
-        let allowed = { (c: Unicode.Scalar) in
-            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "_" || c == "-" || c == "."
-        }
-        return first != "-" && name.unicodeScalars.allSatisfy(allowed)
-    }
-
-    /// A value made safe to echo in an error message (no control characters, bounded length).
-    public static func sanitized(_ value: String) -> String {
-        let cleaned = String(String.UnicodeScalarView(value.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }))
-        return cleaned.count > 100 ? String(cleaned.prefix(100)) + "..." : cleaned
     }
 }
 

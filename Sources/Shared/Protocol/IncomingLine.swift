@@ -43,7 +43,7 @@ public enum IncomingLine: Sendable, Equatable {
             return .invalid(id: envelope.id, reason: "protocol version \(v) is not supported; this worker speaks version \(WorkerProtocol.version)")
         }
         if let names = envelope.commandNames, names.count == 1, let name = names.first, WorkerCommand.Kind(rawValue: name) == nil {
-            return .invalid(id: envelope.id, reason: "unknown command '\(NetworkOptions.sanitized(name))'")
+            return .invalid(id: envelope.id, reason: "unknown command '\(UntrustedText(name))'")
         }
         do {
             return .request(try JSONCoding.decode(WorkerRequest.self, from: bytes))
@@ -53,7 +53,7 @@ public enum IncomingLine: Sendable, Equatable {
     }
 
     private static func preview(_ bytes: [UInt8]) -> String {
-        let text = NetworkOptions.sanitized(String(decoding: bytes.prefix(80), as: UTF8.self))
+        let text = UntrustedText(String(decoding: bytes.prefix(80), as: UTF8.self)).description
         return bytes.count > 80 ? text + "..." : text
     }
 }

@@ -38,46 +38,69 @@ public enum SwitchMode: String, Codable, Sendable, Equatable {
     case external
 }
 
-/// What a worker needs to run the switch of one network.
+/// What a worker needs to run the switch of one network. Decoding checks it whole (paths,
+/// group, port count, a management socket for an `own` switch), so the worker trusts it.
 public struct SwitchSpec: Codable, Sendable, Equatable {
-    /// The network's own run directory, `<supervisor run dir>/<first 12 characters of the
-    /// network ID>`: plug pid files (`plugs/`), tap deletion markers (`deleting/`), the switch
-    /// pid file (`switch.pid`). Computed once by the supervisor and recorded in its state; the
-    /// worker never derives a directory itself.
-    public var networkDir: String
-    /// The switch's ctl directory (`vde_switch -s`, `vde_plug2tap -s`, QEMU's `sock=`).
-    public var ctlDir: String
-    /// The switch's management socket (`vde_switch -M`), when known.
-    public var managementSocket: String?
+    /// Every path of the network, computed once by the supervisor and recorded in its state;
+    /// the worker derives none. On the wire its fields sit beside the others (`networkDir`,
+    /// `ctlDir`, `managementSocket`).
+    public var paths: NetworkPaths
     public var mode: SwitchMode
     /// Group that may use the switch's sockets (`vde_switch -g`).
-    public var group: String?
+    public var group: GroupName?
     /// How many containers and VMs may attach at once.
     public var numPorts: Int
 
-    public init(networkDir: String, ctlDir: String, managementSocket: String?, mode: SwitchMode, group: String?, numPorts: Int) {
-        self.networkDir = networkDir
-        self.ctlDir = ctlDir
-        self.managementSocket = managementSocket
+    public init(paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int) throws(VDEError) {
+        guard (1...NetworkOptions.maxNumSwitchports).contains(numPorts) else {
+            throw .invalid("numPorts \(numPorts) must be from 1 to \(NetworkOptions.maxNumSwitchports)")
+        }
+        if mode == .own && paths.managementSocket == nil {
+            // The supervisor always sets it for its own switches: without it the worker could not
+            // see ports and counters, and would see a full switch only through a probe.
+            throw .invalid("a switch of mode own needs a management socket; the supervisor sent none")
+        }
+        self.paths = paths
         self.mode = mode
         self.group = group
         self.numPorts = numPorts
+    }
+
+    private enum CodingKeys: String, CodingKey { case mode, group, numPorts }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        do {
+            try self.init(paths: NetworkPaths(from: decoder), mode: container.decode(SwitchMode.self, forKey: .mode),
+                          group: container.decodeIfPresent(GroupName.self, forKey: .group),
+                          numPorts: container.decode(Int.self, forKey: .numPorts))
+        } catch let error as VDEError {
+            throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try paths.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(mode, forKey: .mode)
+        try container.encodeIfPresent(group, forKey: .group)
+        try container.encode(numPorts, forKey: .numPorts)
     }
 }
 
 /// One endpoint as the worker must provide it: a tap plugged into the switch.
 public struct EndpointSpec: Codable, Sendable, Equatable {
-    public var endpointID: String
+    public var endpointID: EndpointID
     /// The tap's name in the host namespace (before dockerd moves it, and after Leave).
-    public var tapName: String
-    public var macAddress: String
+    public var tapName: TapName
+    public var macAddress: MACAddress
     /// The container's network namespace once joined (`/var/run/docker/netns/...`).
-    public var sandboxKey: String?
+    public var sandboxKey: SandboxKey?
     /// The endpoint's IPv4 address (no prefix), announced by unsolicited ARP after a re-plug.
-    public var ipv4Address: String?
+    public var ipv4Address: IPv4Address?
 
-    public init(endpointID: String, tapName: String, macAddress: String, sandboxKey: String? = nil,
-                ipv4Address: String? = nil) {
+    public init(endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, sandboxKey: SandboxKey? = nil,
+                ipv4Address: IPv4Address? = nil) {
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress
@@ -98,12 +121,12 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
     case addEndpoint(endpoint: EndpointSpec)
     /// Record that `endpointID` now lives in the namespace `sandboxKey`; an endpoint that had
     /// left (a `docker restart`) is plugged again. Replied with ``WorkerReply/endpoint(status:)``.
-    case joinEndpoint(endpointID: String, sandboxKey: String)
+    case joinEndpoint(endpointID: EndpointID, sandboxKey: SandboxKey)
     /// Stop the plug of `endpointID` (the container leaves; dockerd moves the tap back).
     /// Replied with ``WorkerReply/endpoint(status:)``.
-    case leaveEndpoint(endpointID: String)
+    case leaveEndpoint(endpointID: EndpointID)
     /// Stop the plug of `endpointID` and delete its tap. Replied with ``WorkerReply/removed``.
-    case removeEndpoint(endpointID: String)
+    case removeEndpoint(endpointID: EndpointID)
     /// Report the switch, the endpoints and their port counters. Replied with ``WorkerReply/status(report:)``.
     case status
     /// Liveness check; answered at once with ``WorkerReply/pong``.
@@ -221,9 +244,9 @@ public enum PlugState: String, Codable, Sendable, Equatable {
 
 /// One endpoint as the worker runs it.
 public struct EndpointStatus: Codable, Sendable, Equatable {
-    public var endpointID: String
-    public var tapName: String
-    public var macAddress: String
+    public var endpointID: EndpointID
+    public var tapName: TapName
+    public var macAddress: MACAddress
     public var state: PlugState
     public var plugPID: Int32?
     /// The switch port of the plug, when known from the management socket.
@@ -232,7 +255,7 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
     /// Why the endpoint is in its state, when that needs saying (`unreachable`, `tapGone`).
     public var detail: String?
 
-    public init(endpointID: String, tapName: String, macAddress: String, state: PlugState, plugPID: Int32? = nil,
+    public init(endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, state: PlugState, plugPID: Int32? = nil,
                 port: Int? = nil, counters: PortCounters? = nil, detail: String? = nil) {
         self.endpointID = endpointID
         self.tapName = tapName
@@ -292,17 +315,17 @@ public enum WorkerEvent: Codable, Sendable, Equatable {
     case hello(pid: Int32, detail: String)
     /// A child exited that was not being stopped; `endpointID` names a plug's endpoint, `detail`
     /// how it ended (`killed by signal 9`, `exited with status 1: <last stderr line>`).
-    case childExited(child: WorkerChild, pid: Int32, endpointID: String? = nil, detail: String)
+    case childExited(child: WorkerChild, pid: Int32, endpointID: EndpointID? = nil, detail: String)
     /// A child was started again after it exited; `pid` is the new one.
-    case childRestarted(child: WorkerChild, pid: Int32, endpointID: String? = nil, detail: String? = nil)
+    case childRestarted(child: WorkerChild, pid: Int32, endpointID: EndpointID? = nil, detail: String? = nil)
     /// An endpoint's tap vanished under a running plug; the plug (`pid`) was stopped.
-    case tapGone(endpointID: String, pid: Int32? = nil, detail: String)
+    case tapGone(endpointID: EndpointID, pid: Int32? = nil, detail: String)
     /// The outcome of restoring (or re-plugging) one endpoint: `plugged` (with the plug's `pid`),
     /// `unreachable` or `tapGone`, `detail` the reason or evidence. `tapGone` here is positive
     /// evidence that the container is gone (its namespace file no longer exists or is no
     /// namespace; or the namespace holds no link with the endpoint's MAC and the tap is not in
     /// the host): the supervisor forgets the endpoint.
-    case endpointState(endpointID: String, state: PlugState, pid: Int32? = nil, detail: String? = nil)
+    case endpointState(endpointID: EndpointID, state: PlugState, pid: Int32? = nil, detail: String? = nil)
 
     public enum Kind: String, Sendable {
         case hello, childExited, childRestarted, tapGone, endpointState
@@ -333,7 +356,7 @@ public enum WorkerEvent: Codable, Sendable, Equatable {
         }
     }
 
-    public var endpointID: String? {
+    public var endpointID: EndpointID? {
         switch self {
         case .hello: nil
         case .childExited(_, _, let id, _), .childRestarted(_, _, let id, _): id

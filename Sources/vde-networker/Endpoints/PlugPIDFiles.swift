@@ -1,3 +1,4 @@
+import Shared
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,9 +17,9 @@ struct PlugPIDFiles: Sendable {
     /// `<network dir>/plugs`.
     var directory: String
 
-    func path(endpointID: String) -> String { "\(directory)/\(endpointID).pid" }
+    func path(endpointID: EndpointID) -> String { "\(directory)/\(endpointID).pid" }
 
-    func write(endpointID: String, pid: pid_t, logger: Logger) {
+    func write(endpointID: EndpointID, pid: pid_t, logger: Logger) {
         guard let identity = ProcessIdentity.of(pid: pid) else {
             logger.warning("cannot write the pid file of plug \(pid): it no longer runs")
             return
@@ -30,7 +31,7 @@ struct PlugPIDFiles: Sendable {
         }
     }
 
-    func remove(endpointID: String) {
+    func remove(endpointID: EndpointID) {
         PIDFile(path: path(endpointID: endpointID)).remove()
     }
 

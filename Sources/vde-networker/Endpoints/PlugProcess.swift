@@ -45,8 +45,8 @@ enum PlugError: ReportableError, CustomStringConvertible {
 /// Where a plug runs: on a tap in the host namespace, or on the tap inside a container's
 /// namespace after dockerd moved (and renamed) it there.
 enum PlugLocation: Sendable, Equatable, CustomStringConvertible {
-    case host(tapName: String)
-    case sandbox(path: String, interface: String)
+    case host(tapName: TapName)
+    case sandbox(path: SandboxKey, interface: String)
 
     var description: String {
         switch self {
@@ -96,9 +96,9 @@ final class PlugProcess: Sendable {
     static func argv(ctlDir: String, location: PlugLocation, executables: Executables) -> [String] {
         switch location {
         case .host(let tapName):
-            return [executables.vdePlug2tap, "-s", ctlDir, "--", tapName]
+            return [executables.vdePlug2tap, "-s", ctlDir, "--", tapName.rawValue]
         case .sandbox(let path, let interface):
-            return NetworkNamespace(path: path).command([executables.vdePlug2tap, "-s", ctlDir, "--", interface], nsenter: executables.nsenter)
+            return NetworkNamespace(path: path.rawValue).command([executables.vdePlug2tap, "-s", ctlDir, "--", interface], nsenter: executables.nsenter)
         }
     }
 

@@ -3,19 +3,13 @@ import Shared
 
 /// Why a tap could not be made, checked or removed.
 enum TapError: ReportableError, CustomStringConvertible {
-    case invalidName(String)
-    case invalidMAC(String)
     /// An interface of that name exists with another MAC, or is not a tap.
-    case conflict(name: String, reason: String)
+    case conflict(name: TapName, reason: String)
     case commandFailed(CommandError)
-    case systemCallFailed(name: String, step: String, errno: Int32)
+    case systemCallFailed(name: TapName, step: String, errno: Int32)
 
     var description: String {
         switch self {
-        case .invalidName(let name):
-            "'\(NetworkOptions.sanitized(name))' is not a usable interface name: 1 to 15 characters out of letters, digits, '_', '.' and '-', not starting with '-'"
-        case .invalidMAC(let mac):
-            "'\(NetworkOptions.sanitized(mac))' is not a unicast MAC address (aa:bb:cc:dd:ee:ff)"
         case .conflict(let name, let reason):
             "an interface named \(name) already exists and \(reason); remove it (ip link del \(name)) or use another endpoint"
         case .commandFailed(let error):
@@ -27,7 +21,6 @@ enum TapError: ReportableError, CustomStringConvertible {
 
     var vdeError: VDEError {
         switch self {
-        case .invalidName, .invalidMAC: .invalid(description)
         case .conflict: .conflict(description)
         case .commandFailed, .systemCallFailed: .system(description)
         }
@@ -37,7 +30,7 @@ enum TapError: ReportableError, CustomStringConvertible {
 /// An interface as `ip -o link show` lists it.
 struct LinkInfo: Sendable, Equatable {
     var name: String
-    var macAddress: String?
+    var macAddress: MACAddress?
 }
 
 /// Parsing of `ip -o link show`: one line per link,
@@ -51,19 +44,18 @@ enum LinkList {
             guard fields.count >= 2, fields[0].hasSuffix(":"), fields[1].hasSuffix(":") else { continue }
             var name = fields[1].dropLast()
             if let at = name.firstIndex(of: "@") { name = name[..<at] }
-            var mac: String?
+            var mac: MACAddress?
             if let index = fields.firstIndex(of: "link/ether"), index + 1 < fields.count {
-                mac = Naming.normalizedMAC(String(fields[index + 1]))
+                mac = try? MACAddress(String(fields[index + 1]))
             }
             links.append(LinkInfo(name: String(name), macAddress: mac))
         }
         return links
     }
 
-    /// The link with `macAddress` (normalised), if any.
-    static func find(macAddress: String, in links: [LinkInfo]) -> LinkInfo? {
-        let wanted = Naming.normalizedMAC(macAddress)
-        return links.first { $0.macAddress != nil && $0.macAddress == wanted }
+    /// The link with `macAddress`, if any.
+    static func find(macAddress: MACAddress, in links: [LinkInfo]) -> LinkInfo? {
+        links.first { $0.macAddress == macAddress }
     }
 }
 
@@ -75,34 +67,17 @@ struct Taps: Sendable {
     var ip: String
     var runner: CommandRunner
 
-    /// Checks a tap name: the kernel allows 15 bytes (IFNAMSIZ - 1); slashes, spaces and
-    /// control characters would break sysfs paths and `ip` argv.
-    static func validate(name: String) throws(TapError) {
-        let bytes = Array(name.utf8)
-        let allowed = { (c: UInt8) in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x5f || c == 0x2e || c == 0x2d
-        }
-        guard (1...15).contains(bytes.count), bytes.allSatisfy(allowed), bytes[0] != 0x2d, name != ".", name != ".." else {
-            throw .invalidName(name)
-        }
-    }
-
-    static func checkedMAC(_ mac: String) throws(TapError) -> String {
-        guard let normalized = Naming.normalizedMAC(mac) else { throw .invalidMAC(mac) }
-        return normalized
-    }
-
     /// Cheap: a sysfs lookup, no process.
-    func exists(_ name: String) -> Bool {
-        FileSystem.exists("/sys/class/net/" + name)
+    func exists(_ name: TapName) -> Bool {
+        FileSystem.exists("/sys/class/net/\(name)")
     }
 
-    func currentMAC(of name: String) -> String? {
-        FileSystem.readFile("/sys/class/net/\(name)/address").flatMap { Naming.normalizedMAC(String($0.trimmingSpaces())) }
+    func currentMAC(of name: TapName) -> MACAddress? {
+        FileSystem.readFile("/sys/class/net/\(name)/address").flatMap { try? MACAddress(String($0.trimmingSpaces())) }
     }
 
     /// True for tun and tap devices (they have `tun_flags` in sysfs).
-    func isTunTap(_ name: String) -> Bool {
+    func isTunTap(_ name: TapName) -> Bool {
         FileSystem.exists("/sys/class/net/\(name)/tun_flags")
     }
 
@@ -114,23 +89,22 @@ struct Taps: Sendable {
         case conflicting(reason: String)
     }
 
-    func existing(name: String, macAddress: String) -> Existing {
+    func existing(name: TapName, macAddress: MACAddress) -> Existing {
         guard exists(name) else { return .none }
         guard isTunTap(name) else { return .conflicting(reason: "is not a tap") }
         let current = currentMAC(of: name)
-        guard current == macAddress else { return .conflicting(reason: "has the MAC address \(current ?? "unknown"), not \(macAddress)") }
+        guard current == macAddress else { return .conflicting(reason: "has the MAC address \(current.map { "\($0)" } ?? "unknown"), not \(macAddress)") }
         return .sameTap
     }
 
     /// Makes a persistent tap with `macAddress`, down, in the host namespace, with ioctls in this
     /// process (what `ip tuntap add` and `ip link set address` do, without two processes: every
     /// CreateEndpoint pays this). If a step fails, a tap already made is deleted again.
-    func create(name: String, macAddress: String) async throws(TapError) {
-        try Taps.validate(name: name)
-        guard let mac = Naming.macBytes(macAddress) else { throw .invalidMAC(macAddress) }
+    func create(name: TapName, macAddress: MACAddress) async throws(TapError) {
+        let mac = macAddress.bytes
         let failure: (step: String, code: Int32)? = await Blocking.run {
             var step: UnsafePointer<CChar>?
-            let code = clinux_create_tap(name, mac, &step)
+            let code = clinux_create_tap(name.rawValue, mac, &step)
             return code == 0 ? nil : (step.map { String(cString: $0) } ?? "?", code)
         }
         guard let failure else { return }
@@ -138,9 +112,9 @@ struct Taps: Sendable {
         throw .systemCallFailed(name: name, step: failure.step, errno: failure.code)
     }
 
-    func delete(name: String) async throws(TapError) {
+    func delete(name: TapName) async throws(TapError) {
         do {
-            try await runner.check([ip, "link", "del", name])
+            try await runner.check([ip, "link", "del", name.rawValue])
         } catch {
             // Gone meanwhile is fine: deleting is idempotent.
             if exists(name) { throw .commandFailed(error) }

@@ -21,11 +21,11 @@ struct TapMarkers: Sendable {
     /// `<network run dir>/deleting` (or `/creating`).
     var directory: String
 
-    func path(tapName: String) -> String { "\(directory)/\(tapName)" }
+    func path(tapName: TapName) -> String { "\(directory)/\(tapName)" }
 
     /// Writes the marker; false when it cannot (the caller then deletes the tap at once).
     @discardableResult
-    func mark(tapName: String, logger: Logger) -> Bool {
+    func mark(tapName: TapName, logger: Logger) -> Bool {
         do {
             try FileSystem.makeDirectories(directory, mode: 0o755)
             try FileSystem.writeAtomically(path(tapName: tapName), contents: "")
@@ -36,13 +36,13 @@ struct TapMarkers: Sendable {
         }
     }
 
-    func unmark(tapName: String) {
+    func unmark(tapName: TapName) {
         FileSystem.removeFile(path(tapName: tapName))
     }
 
     /// Tap names with a marker (temporary files of an interrupted write are skipped).
-    func marked() -> [String] {
-        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(FileSystem.temporarySuffix) && (try? Taps.validate(name: $0)) != nil }
+    func marked() -> [TapName] {
+        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(FileSystem.temporarySuffix) }.compactMap { try? TapName($0) }
     }
 
     /// Removes the directory when no marker is left in it.
@@ -54,7 +54,7 @@ struct TapMarkers: Sendable {
 extension Worker {
     /// Deletes the tap `name` (if it is a tap) in the background, after writing its marker. Without
     /// a marker it deletes at once, as before: a crash must never leave a tap nobody deletes.
-    func deleteTapInBackground(_ name: String) async throws {
+    func deleteTapInBackground(_ name: TapName) async throws {
         // A repeated DeleteEndpoint while the first deletion runs: that one deletes it.
         guard tapDeletions[name] == nil, taps.exists(name), taps.isTunTap(name) else { return }
         guard let markers = tapMarkers, markers.mark(tapName: name, logger: logger) else {
@@ -75,12 +75,12 @@ extension Worker {
         }
     }
 
-    private func tapDeletionEnded(_ name: String) {
+    private func tapDeletionEnded(_ name: TapName) {
         tapDeletions[name] = nil
     }
 
     /// Waits until the background deletion of `name`, if one runs, has ended.
-    func waitForTapDeletion(_ name: String) async {
+    func waitForTapDeletion(_ name: TapName) async {
         await tapDeletions[name]?.value
     }
 
@@ -95,7 +95,7 @@ extension Worker {
     /// endpoints in `deleting/`; endpoints it never recorded in `creating/`: it died, or the add
     /// was undone while it was down), except those of endpoints being restored (their markers
     /// are stale), and removes the markers. `what` names such an endpoint in the log.
-    func deleteMarkedTaps(_ markers: TapMarkers?, keeping kept: Set<String>, what: String) async {
+    func deleteMarkedTaps(_ markers: TapMarkers?, keeping kept: Set<TapName>, what: String) async {
         guard let markers else { return }
         for name in markers.marked() {
             if !kept.contains(name) {

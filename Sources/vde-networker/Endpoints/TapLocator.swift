@@ -31,8 +31,8 @@ enum SandboxFile: Sendable, Equatable {
     /// `NSFS_MAGIC` from linux/magic.h.
     static let nsfsMagic = 0x6e73_6673
 
-    static func inspect(_ path: String) -> SandboxFile {
-        let result = clinux_fs_type(path)
+    static func inspect(_ key: SandboxKey) -> SandboxFile {
+        let result = clinux_fs_type(key.rawValue)
         guard result >= 0 else {
             let code = errno
             return code == ENOENT || code == ENOTDIR ? .missing : .cannotCheck(errno: code)
@@ -47,10 +47,10 @@ enum SandboxFile: Sendable, Equatable {
 /// decision can be tested without a host.
 struct TapLocator: Sendable {
     /// How an interface of the tap's name in the host relates to the endpoint.
-    var hostTap: @Sendable (_ name: String, _ macAddress: String) -> Taps.Existing
-    var sandboxFile: @Sendable (_ path: String) -> SandboxFile
+    var hostTap: @Sendable (_ name: TapName, _ macAddress: MACAddress) -> Taps.Existing
+    var sandboxFile: @Sendable (_ key: SandboxKey) -> SandboxFile
     /// The links inside the namespace at `path`; throws when it cannot be entered or listed.
-    var links: @Sendable (_ path: String) async throws -> [LinkInfo]
+    var links: @Sendable (_ key: SandboxKey) async throws -> [LinkInfo]
 
     func locate(_ endpoint: EndpointSpec) async -> TapLookup {
         let host = hostTap(endpoint.tapName, endpoint.macAddress)
@@ -99,7 +99,7 @@ enum InterfaceName {
     struct Invalid: Error, CustomStringConvertible {
         var name: String
         var description: String {
-            "the interface name '\(NetworkOptions.sanitized(name))' is not usable (1 to 15 bytes, no '/', ':', whitespace or control characters, not '.' or '..', not starting with '-')"
+            "the interface name '\(UntrustedText(name))' is not usable (1 to 15 bytes, no '/', ':', whitespace or control characters, not '.' or '..', not starting with '-')"
         }
     }
 

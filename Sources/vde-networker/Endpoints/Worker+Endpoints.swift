@@ -6,12 +6,8 @@ struct EndpointError: ReportableError, CustomStringConvertible {
     var vdeError: VDEError
     var description: String { vdeError.message }
 
-    static func unknown(_ id: String) -> EndpointError {
-        EndpointError(vdeError: .notFound("no endpoint \(NetworkOptions.sanitized(id)) on this network"))
-    }
-
-    static func invalidID(_ id: String) -> EndpointError {
-        EndpointError(vdeError: .invalid("'\(NetworkOptions.sanitized(id))' is not a valid endpoint ID (letters and digits only)"))
+    static func unknown(_ id: EndpointID) -> EndpointError {
+        EndpointError(vdeError: .notFound("no endpoint \(id) on this network"))
     }
 }
 
@@ -20,9 +16,8 @@ extension Worker {
 
     /// Makes the endpoint's tap (or reuses the one an earlier attempt made), checks that the switch
     /// has a free port, starts the plug and waits until the switch shows it on a port.
-    func addEndpoint(_ requested: EndpointSpec) async throws -> EndpointStatus {
+    func addEndpoint(_ endpoint: EndpointSpec) async throws -> EndpointStatus {
         guard let spec else { throw WorkerStateError.notStarted }
-        let endpoint = try Worker.validated(requested)
         let id = endpoint.endpointID
         if let existing = endpoints[id] {
             guard existing.spec.tapName == endpoint.tapName, existing.spec.macAddress == endpoint.macAddress else {
@@ -60,14 +55,14 @@ extension Worker {
         let port: Int?
         do {
             if let management = managementClient() {
-                try await checkFreePort(management: management, capacity: usablePorts ?? spec.numPorts, ctlDir: spec.ctlDir)
+                try await checkFreePort(management: management, capacity: usablePorts ?? spec.numPorts, ctlDir: spec.paths.ctlDir)
             } else {
                 // Without a management socket, a probe is the only way to see a full switch: on a
                 // full switch libvdeplug waits for a port that never comes.
-                switch await host.switches.probe(ctlDir: spec.ctlDir, timeout: .milliseconds(500)) {
+                switch await host.switches.probe(ctlDir: spec.paths.ctlDir, timeout: .milliseconds(500)) {
                 case .answers: break
-                case .noReply: throw PlugError.noFreePort(ctlDir: spec.ctlDir)
-                case .absent(let code): throw SwitchError.notAnswering(ctlDir: spec.ctlDir, errno: code)
+                case .noReply: throw PlugError.noFreePort(ctlDir: spec.paths.ctlDir)
+                case .absent(let code): throw SwitchError.notAnswering(ctlDir: spec.paths.ctlDir, errno: code)
                 }
             }
             (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.tapName))
@@ -105,29 +100,6 @@ extension Worker {
         }
     }
 
-    static func validated(_ endpoint: EndpointSpec) throws -> EndpointSpec {
-        guard Naming.isValidID(endpoint.endpointID) else { throw EndpointError.invalidID(endpoint.endpointID) }
-        try Taps.validate(name: endpoint.tapName)
-        var checked = endpoint
-        checked.macAddress = try Taps.checkedMAC(endpoint.macAddress)
-        if let key = endpoint.sandboxKey { checked.sandboxKey = try validatedSandboxKey(key) }
-        // Only ever an argument to arping: anything but a dotted quad is dropped.
-        if let address = endpoint.ipv4Address, !isDottedQuad(address) { checked.ipv4Address = nil }
-        return checked
-    }
-
-    static func isDottedQuad(_ text: String) -> Bool {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { part in
-            (1...3).contains(part.count) && part.allSatisfy(\.isASCIIDigit) && Int(part).map { $0 <= 255 } == true
-        }
-    }
-
-    /// The same rule as the supervisor's (`SandboxKey` in Shared: one rule for both processes).
-    static func validatedSandboxKey(_ key: String) throws -> String {
-        try SandboxKey(validating: key).path
-    }
-
     // MARK: joinEndpoint, leaveEndpoint, removeEndpoint
 
     /// Records the container's namespace: a plug restarted later must run there.
@@ -135,8 +107,7 @@ extension Worker {
     /// An endpoint that left earlier (a container restart: dockerd calls Leave, moves the tap back
     /// to the host namespace, then Join again) gets its plug back here, while its tap is still in
     /// the host namespace: dockerd moves it only after Join has answered.
-    func joinEndpoint(_ id: String, sandboxKey: String) async throws -> EndpointStatus {
-        let key = try Worker.validatedSandboxKey(sandboxKey)
+    func joinEndpoint(_ id: EndpointID, sandboxKey key: SandboxKey) async throws -> EndpointStatus {
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
         endpoints[id]?.spec.sandboxKey = key
         tapCreations?.unmark(tapName: endpoint.spec.tapName)
@@ -155,7 +126,7 @@ extension Worker {
     }
 
     /// Stops the plug; dockerd then moves the tap back to the host namespace.
-    func leaveEndpoint(_ id: String) async throws -> EndpointStatus {
+    func leaveEndpoint(_ id: EndpointID) async throws -> EndpointStatus {
         guard endpoints[id] != nil else { throw EndpointError.unknown(id) }
         await stopPlug(of: id)
         endpoints[id]?.state = .unplugged
@@ -166,9 +137,8 @@ extension Worker {
     /// Stops the plug, forgets the endpoint and deletes its tap in the background (see
     /// ``TapMarkers``). An unknown endpoint is not an error (dockerd retries), but a tap
     /// named after it is still deleted.
-    func removeEndpoint(_ id: String) async throws {
-        guard Naming.isValidID(id) else { throw EndpointError.invalidID(id) }
-        let tapName = endpoints[id]?.spec.tapName ?? Naming.tapName(endpointID: id)
+    func removeEndpoint(_ id: EndpointID) async throws {
+        let tapName = endpoints[id]?.spec.tapName ?? TapName(endpoint: id)
         await stopPlug(of: id)
         pidFiles?.remove(endpointID: id)
         let usedByAnother = endpoints.values.contains { $0.spec.tapName == tapName && $0.spec.endpointID != id }
@@ -180,13 +150,13 @@ extension Worker {
     }
 
     /// The endpoint as it is now, for a reply.
-    func endpointStatus(_ id: String) throws -> EndpointStatus {
+    func endpointStatus(_ id: EndpointID) throws -> EndpointStatus {
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
         return endpoint.status()
     }
 
     /// Stops the endpoint's plug, if one runs (SIGTERM, SIGKILL after a short grace).
-    func stopPlug(of id: String) async {
+    func stopPlug(of id: EndpointID) async {
         guard let plug = endpoints[id]?.plug else { return }
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil
@@ -231,13 +201,13 @@ extension Worker {
     // MARK: Plugs
 
     /// Starts a plug at `location` and waits until it holds a switch port; stops it on failure.
-    func attachPlug(endpointID: String, at location: PlugLocation) async throws -> (any RunningPlug, Int?) {
+    func attachPlug(endpointID: EndpointID, at location: PlugLocation) async throws -> (any RunningPlug, Int?) {
         guard let spec else { throw WorkerStateError.notStarted }
         var plugLogger = logger
-        plugLogger[metadataKey: "endpoint"] = .string(endpointID)
-        let plug = try await host.plugs.start(ctlDir: spec.ctlDir, location: location, logger: plugLogger)
+        plugLogger[metadataKey: "endpoint"] = .string(endpointID.rawValue)
+        let plug = try await host.plugs.start(ctlDir: spec.paths.ctlDir, location: location, logger: plugLogger)
         do {
-            let port = try await plug.waitUntilAttached(ctlDir: spec.ctlDir, management: managementClient())
+            let port = try await plug.waitUntilAttached(ctlDir: spec.paths.ctlDir, management: managementClient())
             logger.info("plug started", metadata: ["endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
                                                    "port": "\(port.map(String.init) ?? "?")"])
             announce(endpointID: endpointID, at: location)
@@ -252,17 +222,17 @@ extension Worker {
     /// (the kernel flushes a device's neighbours when its carrier drops, as it does while no plug
     /// holds the tap), and their packets would then wait for ARP's 1 s retransmit. One
     /// unsolicited ARP from the container updates them at once. Best effort, in the background.
-    func announce(endpointID: String, at location: PlugLocation) {
+    func announce(endpointID: EndpointID, at location: PlugLocation) {
         guard case .sandbox(let path, let interface) = location,
               let address = endpoints[endpointID]?.spec.ipv4Address, let busybox = executables.busybox else { return }
         let argv = [executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
-                    "-I", interface, "--", address]
+                    "-I", interface, "--", address.rawValue]
         let runner = self.runner
         Task.detached { _ = try? await runner.run(argv) }
     }
 
     /// Makes `plug` the endpoint's running plug and watches it.
-    func install(_ plug: any RunningPlug, port: Int?, endpointID id: String) {
+    func install(_ plug: any RunningPlug, port: Int?, endpointID id: EndpointID) {
         endpoints[id]?.plug = plug
         endpoints[id]?.port = port
         endpoints[id]?.state = .plugged
@@ -296,25 +266,15 @@ extension Worker {
     /// background, after `start` has replied: each outcome is reported by an `endpointState`
     /// event. Returns their statuses for the reply.
     func beginRestore(_ requested: [EndpointSpec]) -> [EndpointStatus] {
-        var statuses: [EndpointStatus] = []
-        var ids: [String] = []
+        // The specs were checked when the request was decoded.
+        let ids = requested.map(\.endpointID)
         for spec in requested {
-            do {
-                let endpoint = try Worker.validated(spec)
-                endpoints[endpoint.endpointID] = ManagedEndpoint(spec: endpoint, state: .restarting)
-                ids.append(endpoint.endpointID)
-            } catch {
-                // A bad record cannot be plugged, but is no evidence that its container is gone.
-                logger.error("cannot restore endpoint \(NetworkOptions.sanitized(spec.endpointID)): \(error)")
-                statuses.append(EndpointStatus(endpointID: spec.endpointID, tapName: spec.tapName, macAddress: spec.macAddress,
-                                               state: .unreachable, detail: "cannot restore: \(error)"))
-            }
+            endpoints[spec.endpointID] = ManagedEndpoint(spec: spec, state: .restarting)
         }
-        statuses += ids.compactMap { endpoints[$0]?.status() }
         if !ids.isEmpty {
             remember(Task { [weak self] in await self?.restoreEndpoints(ids) })
         }
-        return statuses.sorted { $0.endpointID < $1.endpointID }
+        return ids.sorted().compactMap { endpoints[$0]?.status() }
     }
 
     /// How many endpoints are restored at once: enough that a large network comes back in a
@@ -323,7 +283,7 @@ extension Worker {
 
     /// Restores `ids` concurrently, holding the gate so that no other operation changes them
     /// meanwhile (`ping` and `status` still answer).
-    func restoreEndpoints(_ ids: [String]) async {
+    func restoreEndpoints(_ ids: [EndpointID]) async {
         _ = try? await exclusively {
             await withTaskGroup(of: Void.self) { group in
                 var running = 0
@@ -341,7 +301,7 @@ extension Worker {
     }
 
     /// Plugs one endpoint the supervisor knew before this worker started, if it still waits.
-    func restoreEndpoint(_ id: String) async {
+    func restoreEndpoint(_ id: EndpointID) async {
         guard !shuttingDown, !Task.isCancelled, let endpoint = endpoints[id], endpoint.plug == nil,
               endpoint.state == .restarting || endpoint.state == .unreachable else { return }
         // While the switch restarts, its restart re-attaches every endpoint.

@@ -13,7 +13,7 @@ struct CommandResult: Sendable {
     /// The first line of stderr, or the exit status: what a user needs to see in an error.
     var failureSummary: String {
         let firstLine = standardError.split(separator: "\n").first.map(String.init) ?? ""
-        return firstLine.isEmpty ? describe(status) : firstLine
+        return firstLine.isEmpty ? status.summary : firstLine
     }
 }
 
@@ -75,10 +75,12 @@ struct CommandRunner: Sendable {
     }
 }
 
-/// `exited with status 1` / `killed by signal 9`.
-func describe(_ status: TerminationStatus) -> String {
-    switch status {
-    case .exited(let code): "exited with status \(code)"
-    case .signaled(let signal): "killed by signal \(signal)"
+extension TerminationStatus {
+    /// `exited with status 1` / `killed by signal 9`.
+    var summary: String {
+        switch self {
+        case .exited(let code): "exited with status \(code)"
+        case .signaled(let signal): "killed by signal \(signal)"
+        }
     }
 }

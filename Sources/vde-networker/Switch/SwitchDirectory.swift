@@ -24,11 +24,11 @@ struct SwitchDirectory: Sendable {
 
     /// The directory itself.
     let path: String
-    let networkID: String
+    let networkID: NetworkID
     /// True when the directory is inside the network's run dir: no marker is needed or written.
     let insideNetworkDir: Bool
 
-    init(path: String, networkID: String, networkDir: String) {
+    init(path: String, networkID: NetworkID, networkDir: String) {
         self.path = path
         self.networkID = networkID
         insideNetworkDir = path == networkDir || path.hasPrefix(networkDir + "/")
@@ -87,7 +87,7 @@ struct SwitchDirectory: Sendable {
         if names.contains(Self.markerName) {
             let owner = markerOwner()
             guard owner == networkID else {
-                throw .directoryOfAnotherNetwork(path: path, option: option, networkID: owner ?? "?")
+                throw .directoryOfAnotherNetwork(path: path, option: option, owner: owner)
             }
             return Claim()
         }
@@ -108,11 +108,12 @@ struct SwitchDirectory: Sendable {
     }
 
     /// The network ID in the marker file, when there is one (read without following a link).
-    func markerOwner() -> String? {
+    func markerOwner() -> NetworkID? {
         guard let directory = DirectoryHandle(path) else { return nil }
         defer { directory.close() }
         guard let bytes = directory.readFile(Self.markerName, limit: 256), !bytes.isEmpty else { return nil }
-        return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
+        return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first
+            .flatMap { try? NetworkID(String($0)) }
     }
 
     /// Removes the marker when it holds this network's ID (another network's stays).

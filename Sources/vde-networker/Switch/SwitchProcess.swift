@@ -20,7 +20,7 @@ enum SwitchError: ReportableError, CustomStringConvertible {
     /// The directory holds things the plugin did not put there (and no marker of ours).
     case directoryNotOurs(path: String, option: String, names: [String])
     /// The directory carries the marker of another network.
-    case directoryOfAnotherNetwork(path: String, option: String, networkID: String)
+    case directoryOfAnotherNetwork(path: String, option: String, owner: NetworkID?)
     /// `external` mode, and nothing answers at the ctl dir.
     case notAnswering(ctlDir: String, errno: Int32)
     /// Something accepts connections at the ctl dir but gives no port: full or hung.
@@ -45,8 +45,8 @@ enum SwitchError: ReportableError, CustomStringConvertible {
             "cannot use \(path) for -o \(option): \(reason)"
         case .directoryNotOurs(let path, let option, let names):
             "-o \(option): \(path) is not empty (it holds \(names.prefix(5).joined(separator: ", "))\(names.count > 5 ? ", ..." : "")) and was not set up by vde-supervisor; the plugin starts a switch only in a directory that does not exist or is empty, and never touches other programs' files: pick a new directory, e.g. \(path)/vde-\(FileSystem.lastComponent(of: path))"
-        case .directoryOfAnotherNetwork(let path, let option, let networkID):
-            "-o \(option): \(path) belongs to vde network \(Naming.shortID(networkID)) (its marker file \(SwitchDirectory.markerName) says so): pick another path"
+        case .directoryOfAnotherNetwork(let path, let option, let owner):
+            "-o \(option): \(path) belongs to vde network \(owner?.short ?? "?") (its marker file \(SwitchDirectory.markerName) says so): pick another path"
         case .notAnswering(let ctlDir, let code):
             "no VDE switch answers at \(ctlDir) (\(SystemCallError.text(code))): start one with vde_switch -s \(ctlDir), or add -o create_sockets=true"
         case .noPort(let ctlDir):
@@ -93,10 +93,10 @@ final class SwitchProcess: Sendable {
     /// `vde_switch -s CTL -M MGMT -n PORTS+1 [-g GROUP -m 0660]`: `-n N` gives N-1 ports to clients,
     /// since port 0 is never allocated.
     static func argv(spec: SwitchSpec, executables: Executables) -> [String] {
-        var argv = [executables.vdeSwitch, "-s", spec.ctlDir]
-        if let management = spec.managementSocket { argv += ["-M", management] }
+        var argv = [executables.vdeSwitch, "-s", spec.paths.ctlDir]
+        if let management = spec.paths.managementSocket { argv += ["-M", management] }
         argv += ["-n", String(spec.numPorts + 1)]
-        if let group = spec.group { argv += ["-g", group, "-m", "0660"] }
+        if let group = spec.group { argv += ["-g", group.rawValue, "-m", "0660"] }
         return argv
     }
 
@@ -113,18 +113,18 @@ final class SwitchProcess: Sendable {
             throw .spawnFailed(error)
         }
         let started = ContinuousClock.now
-        let result = await SwitchProbe.waitUntilAnswering(ctlDir: spec.ctlDir, timeout: readyTimeout) { child.hasExited }
+        let result = await SwitchProbe.waitUntilAnswering(ctlDir: spec.paths.ctlDir, timeout: readyTimeout) { child.hasExited }
         if result == .answers, !child.hasExited {
-            logger.info("switch up", metadata: ["pid": "\(child.pid)", "ctl": "\(spec.ctlDir)",
+            logger.info("switch up", metadata: ["pid": "\(child.pid)", "ctl": "\(spec.paths.ctlDir)",
                                                 "ms": "\((ContinuousClock.now - started).milliseconds)"])
             return SwitchProcess(child: child, files: files)
         }
         // Give a dying switch a moment to say why.
         _ = await child.waitForExit(timeout: .milliseconds(200))
-        if let exit = child.exit { throw .exited(ctlDir: spec.ctlDir, exit: exit) }
+        if let exit = child.exit { throw .exited(ctlDir: spec.paths.ctlDir, exit: exit) }
         let process = SwitchProcess(child: child, files: files)
         await process.stop(logger: logger)
-        throw .notReady(ctlDir: spec.ctlDir, waited: readyTimeout)
+        throw .notReady(ctlDir: spec.paths.ctlDir, waited: readyTimeout)
     }
 
     /// Closes the switch's stdin, waits up to `grace` for it to exit, then kills it; finally removes
@@ -150,11 +150,11 @@ struct SwitchFiles: Sendable {
     /// The management socket's directory and name, when the spec has one.
     let management: (directory: SwitchDirectory, name: String)?
 
-    init(spec: SwitchSpec, networkID: String) {
+    init(spec: SwitchSpec, networkID: NetworkID) {
         self.spec = spec
-        ctl = SwitchDirectory(path: spec.ctlDir, networkID: networkID, networkDir: spec.networkDir)
-        management = spec.managementSocket.map {
-            (SwitchDirectory(path: FileSystem.parent(of: $0), networkID: networkID, networkDir: spec.networkDir),
+        ctl = SwitchDirectory(path: spec.paths.ctlDir, networkID: networkID, networkDir: spec.paths.networkDir)
+        management = spec.paths.managementSocket.map {
+            (SwitchDirectory(path: FileSystem.parent(of: $0), networkID: networkID, networkDir: spec.paths.networkDir),
              FileSystem.lastComponent(of: $0))
         }
     }
@@ -184,17 +184,17 @@ struct SwitchFiles: Sendable {
                 claims.append((management.directory, try management.directory.claim(option: "management_socket")))
                 let name = management.name
                 switch management.directory.removeStale(where: { $0 == name }, logger: logger)[name] {
-                case .live?: throw SwitchError.managementSocketInUse(path: spec.managementSocket ?? name)
+                case .live?: throw SwitchError.managementSocketInUse(path: spec.paths.managementSocket ?? name)
                 case .notASocket?:
-                    throw SwitchError.unusableDirectory(path: spec.managementSocket ?? name, option: "management_socket",
+                    throw SwitchError.unusableDirectory(path: spec.paths.managementSocket ?? name, option: "management_socket",
                                                         reason: "it exists and is not a socket")
                 case .removed?, nil: break
                 }
             }
             for (name, outcome) in ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger).sorted(by: { $0.key < $1.key }) {
                 switch outcome {
-                case .live: throw SwitchError.ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "accepts connections")
-                case .notASocket: throw SwitchError.ctlNameInUse(path: spec.ctlDir + "/" + name, reason: "is not a socket")
+                case .live: throw SwitchError.ctlNameInUse(path: spec.paths.ctlDir + "/" + name, reason: "accepts connections")
+                case .notASocket: throw SwitchError.ctlNameInUse(path: spec.paths.ctlDir + "/" + name, reason: "is not a socket")
                 case .removed: break
                 }
             }
@@ -231,7 +231,7 @@ struct SwitchPIDFile: Sendable {
     let file: PIDFile
     var path: String { file.path }
 
-    init(networkDir: String) { file = PIDFile(path: networkDir + "/switch.pid") }
+    init(path: String) { file = PIDFile(path: path) }
 
     func write(pid: pid_t, logger: Logger) {
         guard let identity = ProcessIdentity.of(pid: pid) else { return }

@@ -7,8 +7,8 @@ enum LogSetup {
 
     /// The label every line carries: `vde-networker[<short network ID>]`, so that the lines of
     /// several workers in one journal can be told apart.
-    static func label(networkID: String) -> String {
-        "vde-networker[\(Naming.shortID(networkID))]"
+    static func label(networkID: NetworkID) -> String {
+        "vde-networker[\(networkID.short)]"
     }
 
     /// The same format as the supervisor's: journald priorities under systemd, timestamps elsewhere.

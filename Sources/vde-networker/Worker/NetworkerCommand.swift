@@ -15,8 +15,8 @@ struct NetworkerCommand: AsyncParsableCommand {
         abstract: "Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).",
         discussion: "Requests arrive as JSON lines on stdin; replies and events leave on stdout; logs go to stderr.")
 
-    @Option(name: .customLong("network-id"), help: "The Docker network this worker serves.")
-    var networkID: String
+    @Option(name: .customLong("network-id"), help: "The Docker network this worker serves (1 to 128 letters and digits).")
+    var networkID: NetworkID
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning or error.")
     var logLevel: String = "info"
@@ -27,9 +27,6 @@ struct NetworkerCommand: AsyncParsableCommand {
     var runDir: String = "/run/vde-supervisor"
 
     func validate() throws {
-        guard Naming.isValidID(networkID) else {
-            throw ValidationError("--network-id must be 1 to 128 letters and digits")
-        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(LogSetup.levels.joined(separator: ", "))")
         }
@@ -46,7 +43,7 @@ struct NetworkerCommand: AsyncParsableCommand {
         let link = SupervisorLink(logger: logger)
         let worker = Worker(networkID: networkID, executables: .resolve(), logger: logger,
                             emit: { link.send(.event($0)) })
-        link.send(.event(.hello(pid: getpid(), detail: "vde-networker for network \(Naming.shortID(networkID))")))
+        link.send(.event(.hello(pid: getpid(), detail: "vde-networker for network \(networkID.short)")))
         logger.info("worker started", metadata: ["pid": "\(getpid())"])
 
         let reason = await Self.serve(worker: worker, link: link, signals: signals, logger: logger)
@@ -113,5 +110,13 @@ struct NetworkerCommand: AsyncParsableCommand {
         enqueue.finish()
         _ = (reader, sequencer)
         return reason
+    }
+}
+
+extension DockerID: ExpressibleByArgument where Kind == NetworkKind {
+    /// `--network-id` is read by the one rule of network IDs; ArgumentParser reports a refusal.
+    public init?(argument: String) {
+        guard let id = try? NetworkID(argument) else { return nil }
+        self = id
     }
 }

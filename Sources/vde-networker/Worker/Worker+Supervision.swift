@@ -75,7 +75,7 @@ extension Worker {
     // MARK: Plugs
 
     /// A plug exited on its own: report it and restart it (unless its tap is gone by then).
-    func plugExited(_ plug: any RunningPlug, endpointID id: String, exit: ChildExit) async {
+    func plugExited(_ plug: any RunningPlug, endpointID id: EndpointID, exit: ChildExit) async {
         // The watch's duplicate of the tun descriptor keeps the tap attached: free it first.
         plug.stopWatchingTap()
         guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
@@ -89,7 +89,7 @@ extension Worker {
         schedulePlugRestart(id)
     }
 
-    func schedulePlugRestart(_ id: String) {
+    func schedulePlugRestart(_ id: EndpointID) {
         guard let delay = endpoints[id]?.backoff.nextDelay() else { return }
         remember(Task { [weak self] in
             if delay > .zero { try? await Task.sleep(for: delay) }
@@ -98,7 +98,7 @@ extension Worker {
         })
     }
 
-    func restartPlug(_ id: String) async {
+    func restartPlug(_ id: EndpointID) async {
         _ = try? await exclusively {
             guard let endpoint = endpoints[id], endpoint.state == .restarting || endpoint.state == .unreachable,
                   endpoint.plug == nil else { return }
@@ -114,7 +114,7 @@ extension Worker {
     /// outcome (`endpointState`). A tap that is gone (with evidence) is not plugged again; one
     /// the worker could not look for is `unreachable` and looked for again with backoff, as is
     /// a plug that fails. Returns true when a plug runs.
-    func replug(_ id: String) async -> Bool {
+    func replug(_ id: EndpointID) async -> Bool {
         guard let endpoint = endpoints[id] else { return false }
         switch await locateTap(of: endpoint.spec) {
         case .gone(let evidence):
@@ -150,7 +150,7 @@ extension Worker {
 
     /// The endpoint's tap is gone for good: nothing runs for it any more, a tap of its name left
     /// in the host is deleted, and the supervisor is told (it forgets the endpoint).
-    func endpointGone(_ id: String, evidence: String) async {
+    func endpointGone(_ id: EndpointID, evidence: String) async {
         guard let endpoint = endpoints[id] else { return }
         endpoints[id]?.state = .tapGone
         endpoints[id]?.detail = evidence
@@ -176,7 +176,7 @@ extension Worker {
 
     /// Watches the tap of a plug just installed (see ``TapWatch``): the kernel says when it is
     /// gone. Where no watch can be set up, the tap is polled instead (``startTapPolling(every:)``).
-    func watchTap(of id: String, plug: any RunningPlug) {
+    func watchTap(of id: EndpointID, plug: any RunningPlug) {
         do {
             try plug.watchTap { [weak self] in
                 Task { await self?.tapVanished(id, plug: plug) }
@@ -221,7 +221,7 @@ extension Worker {
             case .unknown:
                 // No fd info (it cannot usually happen): fall back to names and paths.
                 let inHost = taps.exists(endpoint.spec.tapName)
-                let inSandbox = endpoint.spec.sandboxKey.map(FileSystem.exists) ?? false
+                let inSandbox = endpoint.spec.sandboxKey.map { FileSystem.exists($0.rawValue) } ?? false
                 gone = !inHost && !inSandbox && !plug.hasExited
             }
             if gone { await tapVanished(id, plug: plug) }
@@ -229,7 +229,7 @@ extension Worker {
         return unwatched
     }
 
-    func tapVanished(_ id: String, plug: any RunningPlug) async {
+    func tapVanished(_ id: EndpointID, plug: any RunningPlug) async {
         guard !shuttingDown, let endpoint = endpoints[id], endpoint.plug === plug else { return }
         endpoints[id]?.plug = nil
         endpoints[id]?.port = nil

@@ -27,7 +27,7 @@ actor Worker {
         case stopped
     }
 
-    let networkID: String
+    let networkID: NetworkID
     let executables: Executables
     let logger: Logger
     let runner: CommandRunner
@@ -49,7 +49,7 @@ actor Worker {
     var switchBackoff = RestartBackoff()
     /// Ports the switch really offers (`port/showinfo`), when the management socket tells.
     var usablePorts: Int?
-    var endpoints: [String: ManagedEndpoint] = [:]
+    var endpoints: [EndpointID: ManagedEndpoint] = [:]
     /// Directories this worker created (outermost first), removed at shutdown when empty.
     var createdDirectories: [String] = []
     var pidFiles: PlugPIDFiles?
@@ -57,7 +57,7 @@ actor Worker {
     /// `creating/<tap>`: taps being made for an endpoint not yet recorded (see ``deleteMarkedTaps(_:keeping:what:)``).
     var tapCreations: TapMarkers?
     /// Background deletions of removed endpoints' taps, by tap name (see ``TapMarkers``).
-    var tapDeletions: [String: Task<Void, Never>] = [:]
+    var tapDeletions: [TapName: Task<Void, Never>] = [:]
     var gate = SerialGate()
     var shuttingDown = false
     var shutdownTask: Task<Void, Never>?
@@ -66,7 +66,7 @@ actor Worker {
     var restartTasks: [Task<Void, Never>] = []
 
     /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
-    init(networkID: String, executables: Executables, logger: Logger, host: WorkerHost? = nil,
+    init(networkID: NetworkID, executables: Executables, logger: Logger, host: WorkerHost? = nil,
          emit: @escaping @Sendable (WorkerEvent) -> Void) {
         self.networkID = networkID
         self.executables = executables
@@ -128,22 +128,22 @@ actor Worker {
     func start(spec requested: SwitchSpec, restoring: [EndpointSpec]) async throws -> WorkerReply {
         if let spec {
             guard spec == requested else {
-                throw VDEError.conflict("the worker already runs the switch at \(spec.ctlDir) (mode \(spec.mode.rawValue)); it cannot switch to \(requested.ctlDir)")
+                throw VDEError.conflict("the worker already runs the switch at \(spec.paths.ctlDir) (mode \(spec.mode.rawValue)); it cannot switch to \(requested.paths.ctlDir)")
             }
             return .started(switch: switchStatus(of: spec), endpoints: sortedStatuses())
         }
-        let spec = try Worker.validated(requested)
+        let spec = requested
         // Every per-network path comes from the spec: the supervisor computed it once.
-        let pidFiles = PlugPIDFiles(directory: spec.networkDir + "/plugs")
+        let pidFiles = PlugPIDFiles(directory: spec.paths.plugsDir)
         self.pidFiles = pidFiles
         let leftovers = await pidFiles.stopLeftovers(logger: logger)
-        tapMarkers = TapMarkers(directory: spec.networkDir + "/deleting")
+        tapMarkers = TapMarkers(directory: spec.paths.deletingDir)
         await deleteMarkedTaps(tapMarkers, keeping: Set(restoring.map(\.tapName)), what: "an endpoint removed before the last worker stopped")
         switchFiles = SwitchFiles(spec: spec, networkID: networkID)
-        let switchPIDFile = SwitchPIDFile(networkDir: spec.networkDir)
+        let switchPIDFile = SwitchPIDFile(path: spec.paths.switchPIDFile)
         self.switchPIDFile = switchPIDFile
         await switchPIDFile.stopLeftover(logger: logger)
-        tapCreations = TapMarkers(directory: spec.networkDir + "/creating")
+        tapCreations = TapMarkers(directory: spec.paths.creatingDir)
         await deleteMarkedTaps(tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
@@ -177,71 +177,44 @@ actor Worker {
         case .own:
             try await startOwnedSwitch(spec)
         case .useOrCreate:
-            switch await host.switches.probe(ctlDir: spec.ctlDir) {
+            switch await host.switches.probe(ctlDir: spec.paths.ctlDir) {
             case .answers:
-                logger.info("using the switch that answers at \(spec.ctlDir)")
+                logger.info("using the switch that answers at \(spec.paths.ctlDir)")
             case .noReply:
-                throw SwitchError.noPort(ctlDir: spec.ctlDir)
+                throw SwitchError.noPort(ctlDir: spec.paths.ctlDir)
             case .absent:
-                if spec.managementSocket == nil {
+                if spec.paths.managementSocket == nil {
                     logger.warning("starting a switch without a management socket: no counters, and full ports show only through a probe")
                 }
                 try await startOwnedSwitch(spec)
             }
         case .external:
-            switch await host.switches.probe(ctlDir: spec.ctlDir) {
+            switch await host.switches.probe(ctlDir: spec.paths.ctlDir) {
             case .answers:
-                logger.info("using the external switch at \(spec.ctlDir)")
+                logger.info("using the external switch at \(spec.paths.ctlDir)")
             case .noReply:
-                throw SwitchError.noPort(ctlDir: spec.ctlDir)
+                throw SwitchError.noPort(ctlDir: spec.paths.ctlDir)
             case .absent(let code):
-                throw SwitchError.notAnswering(ctlDir: spec.ctlDir, errno: code)
+                throw SwitchError.notAnswering(ctlDir: spec.paths.ctlDir, errno: code)
             }
         }
-    }
-
-    /// Checks what the supervisor sent, so that no bad value reaches an argv or a path.
-    static func validated(_ spec: SwitchSpec) throws -> SwitchSpec {
-        _ = try NetworkOptions.checkedPath(spec.networkDir, option: "networkDir")
-        _ = try NetworkOptions.checkedPath(spec.ctlDir, option: "socket_dir")
-        if let management = spec.managementSocket {
-            _ = try NetworkOptions.checkedPath(management, option: "management_socket")
-            guard management != spec.ctlDir else { throw SwitchError.invalidSpec("the ctl dir and the management socket must be different paths") }
-        }
-        guard (1...NetworkOptions.maxNumSwitchports).contains(spec.numPorts) else {
-            throw SwitchError.invalidSpec("numPorts \(spec.numPorts) must be from 1 to \(NetworkOptions.maxNumSwitchports)")
-        }
-        if let group = spec.group {
-            let allowed = group.unicodeScalars.allSatisfy { c in
-                (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "_" || c == "-" || c == "."
-            }
-            guard (1...32).contains(group.utf8.count), allowed, !group.hasPrefix("-") else {
-                throw SwitchError.invalidSpec("'\(NetworkOptions.sanitized(group))' is not a valid group name")
-            }
-        }
-        if spec.mode == .own && spec.managementSocket == nil {
-            // The supervisor always sets it for its own switches: without it the worker could not
-            // see ports and counters, and would see a full switch only through a probe.
-            throw SwitchError.invalidSpec("a switch of mode own needs a management socket; the supervisor sent none")
-        }
-        return spec
     }
 
     /// Starts vde_switch at the spec's ctl dir, after checking that no switch is there already and
     /// that the directories are the plugin's to use (see ``SwitchDirectory``).
     func startOwnedSwitch(_ spec: SwitchSpec) async throws {
-        var probe = await host.switches.probe(ctlDir: spec.ctlDir)
+        var probe = await host.switches.probe(ctlDir: spec.paths.ctlDir)
         if probe == .answers {
             // The switch of a worker that was just killed exits at EOF on its stdin; give it a moment.
             let deadline = ContinuousClock.now + .seconds(1)
             while probe == .answers, ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(50))
-                probe = await host.switches.probe(ctlDir: spec.ctlDir)
+                probe = await host.switches.probe(ctlDir: spec.paths.ctlDir)
             }
         }
         switch probe {
         case .absent: break
-        case .answers, .noReply: throw SwitchError.alreadyRunning(ctlDir: spec.ctlDir)
+        case .answers, .noReply: throw SwitchError.alreadyRunning(ctlDir: spec.paths.ctlDir)
         }
         let files = switchFiles ?? SwitchFiles(spec: spec, networkID: networkID)
         let prepared = try files.prepare(logger: logger)
@@ -273,7 +246,7 @@ actor Worker {
 
     func managementClient(timeout: Duration = .seconds(1)) -> (any SwitchManagement)? {
         let connect = host.management
-        return spec?.managementSocket.map { connect($0, timeout) }
+        return spec?.paths.managementSocket.map { connect($0, timeout) }
     }
 
     func switchStatus() -> SwitchStatus? {
@@ -281,7 +254,7 @@ actor Worker {
     }
 
     func switchStatus(of spec: SwitchSpec) -> SwitchStatus {
-        SwitchStatus(ctlDir: spec.ctlDir, managementSocket: spec.managementSocket, owned: owned,
+        SwitchStatus(ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket, owned: owned,
                             pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
     }
 
@@ -373,7 +346,7 @@ actor Worker {
     /// dir (a directory only vde-supervisor uses), each only when empty.
     private func removeCreatedDirectories() {
         var candidates = createdDirectories.reversed().map { $0 }
-        if let networkDir = spec?.networkDir, !candidates.contains(networkDir) { candidates.append(networkDir) }
+        if let networkDir = spec?.paths.networkDir, !candidates.contains(networkDir) { candidates.append(networkDir) }
         for directory in candidates where FileSystem.listDirectory(directory)?.isEmpty == true {
             FileSystem.removeDirectory(directory)
         }

@@ -16,9 +16,9 @@ struct WorkerHost: Sendable {
     /// A client of the switch's management socket at `path`, each exchange within `timeout`.
     var management: @Sendable (_ path: String, _ timeout: Duration) -> any SwitchManagement
     /// What a sandbox key path is right now (see ``SandboxFile``).
-    var sandboxFile: @Sendable (_ path: String) -> SandboxFile
-    /// The links inside the namespace at `path`; throws when it cannot be entered or listed.
-    var namespaceLinks: @Sendable (_ path: String) async throws -> [LinkInfo]
+    var sandboxFile: @Sendable (_ key: SandboxKey) -> SandboxFile
+    /// The links inside the namespace at `key`; throws when it cannot be entered or listed.
+    var namespaceLinks: @Sendable (_ key: SandboxKey) async throws -> [LinkInfo]
 
     /// The real thing: vde_switch, vde_plug2tap, taps by ioctl and `ip`, nsenter.
     static func system(executables: Executables, logger: Logger) -> WorkerHost {
@@ -29,7 +29,7 @@ struct WorkerHost: Sendable {
             taps: Taps(ip: executables.ip, runner: runner),
             management: { path, timeout in ManagementClient(socketPath: path, timeout: timeout) },
             sandboxFile: SandboxFile.inspect,
-            namespaceLinks: { path in try await NetworkNamespace(path: path).links(runner: runner, executables: executables) })
+            namespaceLinks: { key in try await NetworkNamespace(path: key.rawValue).links(runner: runner, executables: executables) })
     }
 }
 
@@ -130,16 +130,16 @@ extension PlugProcess: RunningPlug {
 
 /// Taps in the worker's (host) network namespace (see ``Taps``).
 protocol TapHost: Sendable {
-    func exists(_ name: String) -> Bool
-    func isTunTap(_ name: String) -> Bool
-    func existing(name: String, macAddress: String) -> Taps.Existing
-    func create(name: String, macAddress: String) async throws(TapError)
-    func delete(name: String) async throws(TapError)
+    func exists(_ name: TapName) -> Bool
+    func isTunTap(_ name: TapName) -> Bool
+    func existing(name: TapName, macAddress: MACAddress) -> Taps.Existing
+    func create(name: TapName, macAddress: MACAddress) async throws(TapError)
+    func delete(name: TapName) async throws(TapError)
 }
 
 extension TapHost {
     /// Deletes `name` if it is a tap in the host namespace; leaves anything else alone.
-    func deleteIfTap(name: String) async throws(TapError) {
+    func deleteIfTap(name: TapName) async throws(TapError) {
         guard exists(name), isTunTap(name) else { return }
         try await delete(name: name)
     }

@@ -48,7 +48,7 @@ struct ConfigFile: Equatable {
                 }
                 config.logLevel = level
             default:
-                throw VDEError.invalid("\(path) line \(index + 1): unknown key '\(NetworkOptions.sanitized(parts[0]))' (known: log_level)")
+                throw VDEError.invalid("\(path) line \(index + 1): unknown key '\(UntrustedText(parts[0]))' (known: log_level)")
             }
         }
         return config

@@ -37,7 +37,7 @@ struct StatusCommand: ParsableCommand {
         if let network {
             report.networks = report.networks.filter { $0.id.hasPrefix(network) }
             guard !report.networks.isEmpty else {
-                Self.printError("vde-supervisor status: no vde network with an ID starting with '\(NetworkOptions.sanitized(network))'")
+                Self.printError("vde-supervisor status: no vde network with an ID starting with '\(UntrustedText(network))'")
                 throw ExitCode(1)
             }
             report.healthy = report.networks.allSatisfy(\.healthy)

@@ -68,14 +68,14 @@ extension VDEPlugin {
     var networkCount: Int { state.networks.count }
 
     /// The IDs of the networks in the state now.
-    var networkIDs: Set<String> { Set(state.networks.keys) }
+    var networkIDs: Set<NetworkID> { Set(state.networks.keys) }
 
     /// Forgets the networks of `known` (the plugin's networks when dockerd was asked) whose IDs
     /// dockerd does not know: stops their workers (and so their own switches), frees their
     /// pools, and records it. A network created since is not in `known` and stays.
-    func forgetNetworks(notIn dockerIDs: Set<String>, among known: Set<String>) async {
+    func forgetNetworks(notIn dockerIDs: Set<String>, among known: Set<NetworkID>) async {
         let stale = known.filter {
-            state.networks[$0] != nil && !dockerIDs.contains($0) && live[$0]?.change == nil
+            state.networks[$0] != nil && !dockerIDs.contains($0.rawValue) && live[$0]?.change == nil
         }.sorted()
         guard !stale.isEmpty else { return }
         var newState = state
@@ -91,7 +91,7 @@ extension VDEPlugin {
         }
         for id in stale {
             logger.warning("forgot a network that Docker no longer knows (removed while the supervisor was down)",
-                           metadata: ["network": "\(Naming.shortID(id))"])
+                           metadata: ["network": "\(id.short)"])
             let worker = live.removeValue(forKey: id)?.worker
             await worker?.stop()
         }

@@ -10,8 +10,12 @@ struct InterfaceAddress: Hashable, Sendable {
     /// Parses with the one address parser (``IPAddress``) and the one subnet rule (``Subnet``).
     init(parsing text: String) throws(IPAMError) {
         let parts = text.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count <= 2 else { throw .invalidAddress(input: text, reason: "it has more than one '/'") }
-        address = try IPAddress(parsing: String(parts[0]))
+        guard parts.count <= 2 else { throw .invalidAddress(AddressParseError(input: text, reason: "it has more than one '/'")) }
+        do {
+            address = try IPAddress(parsing: String(parts[0]))
+        } catch {
+            throw .invalidAddress(error)
+        }
         guard parts.count == 2 else {
             prefixLength = nil
             return
@@ -21,7 +25,7 @@ struct InterfaceAddress: Hashable, Sendable {
         guard !prefix.isEmpty, prefix.utf8.count <= 3, prefix.allSatisfy(\.isASCIIDigit),
               prefix.count == 1 || prefix.first != "0",
               let length = Int(prefix), length <= address.bitWidth else {
-            throw .invalidAddress(input: text, reason: "the prefix length must be a number from 0 to \(address.bitWidth)")
+            throw .invalidAddress(AddressParseError(input: text, reason: "the prefix length must be a number from 0 to \(address.bitWidth)"))
         }
         prefixLength = length
     }
@@ -108,7 +112,9 @@ enum AddressChecks {
 
     /// dockerd sends IPAM addresses without a prefix length.
     private static func checkPlain(_ text: String, field: String, poolID: String, in ipam: IPAMState) throws(IPAMError) {
-        let address = try within(field) { () throws(IPAMError) in try IPAddress(parsing: text) }
+        let address = try within(field) { () throws(IPAMError) in
+            do throws(AddressParseError) { return try IPAddress(parsing: text) } catch { throw .invalidAddress(error) }
+        }
         // An unknown pool is refused by IPAMState with its own message.
         guard let pool = ipam.pool(id: poolID) else { return }
         guard pool.subnet.contains(address) else {

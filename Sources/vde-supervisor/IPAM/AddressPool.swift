@@ -1,3 +1,5 @@
+import Shared
+
 /// One address pool handed out by `RequestPool`: a `--subnet`, optionally an `--ip-range`
 /// for automatic assignment, its gateway and the addresses given out.
 ///
@@ -21,7 +23,7 @@ struct AddressPool: Codable, Sendable, Equatable {
     /// Addresses given to endpoints and aux addresses, sorted, without the gateway.
     private(set) var allocated: [IPAddress]
     /// The Docker network the pool serves, once `CreateNetwork` told us (see `IPAMState.bindPool`).
-    var networkID: String?
+    var networkID: NetworkID?
     /// When `RequestPool` made it (seconds since the epoch); nil in state files of older versions.
     /// While it serves no network yet and is younger than ``IPAMState/pendingSeconds`` it is
     /// *pending*: no second pool of its subnet may be made (see ``IPAMState/requestPool(_:now:)``).
@@ -142,7 +144,7 @@ struct AddressPool: Codable, Sendable, Equatable {
         gatewayHeld = try c.decodeIfPresent(Bool.self, forKey: .gatewayHeld) ?? false
         let stored = try c.decodeIfPresent([IPAddress].self, forKey: .allocated) ?? []
         allocated = Array(Set(stored)).sorted()
-        networkID = try c.decodeIfPresent(String.self, forKey: .networkID)
+        networkID = try c.decodeIfPresent(NetworkID.self, forKey: .networkID)
         requestedAt = try c.decodeIfPresent(Int64.self, forKey: .requestedAt)
         if let subPool, !subnet.contains(subPool) {
             throw DecodingError.dataCorruptedError(

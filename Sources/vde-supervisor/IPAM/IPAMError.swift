@@ -5,7 +5,7 @@ import Shared
 /// they are echoed.
 enum IPAMError: ReportableError, Equatable {
     /// Text that is not an IPv4 or IPv6 address.
-    case invalidAddress(input: String, reason: String)
+    case invalidAddress(AddressParseError)
     /// Text that is not a subnet in CIDR form.
     case invalidSubnet(input: String, reason: String)
     /// A subnet such as `10.0.0.1/24` whose host part is not zero.
@@ -46,27 +46,27 @@ enum IPAMError: ReportableError, Equatable {
 
     var vdeError: VDEError {
         switch self {
-        case .invalidAddress(let input, let reason):
-            return .invalid("'\(Self.shown(input))' is not a valid IP address: \(Self.shown(reason))")
+        case .invalidAddress(let error):
+            return error.vdeError
         case .invalidSubnet(let input, let reason):
-            return .invalid("'\(Self.shown(input))' is not a valid subnet (expected CIDR form such as 10.10.0.0/24 or fd00:10::/64): \(Self.shown(reason))")
+            return .invalid("'\(UntrustedText(input))' is not a valid subnet (expected CIDR form such as 10.10.0.0/24 or fd00:10::/64): \(UntrustedText(reason))")
         case .hostBitsSet(let input, let canonical):
-            return .invalid("subnet '\(Self.shown(input))' has host bits set; did you mean \(canonical)?")
+            return .invalid("subnet '\(UntrustedText(input))' has host bits set; did you mean \(canonical)?")
         case .missingPool(let v6):
             return .invalid("the vde IPAM driver needs --subnet\(v6 ? " for the IPv6 side of the network" : ""): "
                 + "it has no default address pool (for example: docker network create -d vde --ipam-driver vde "
                 + (v6 ? "--ipv6 --subnet 10.10.0.0/24 --subnet fd00:10::/64 NAME)" : "--subnet 10.10.0.0/24 NAME)"))
         case .familyMismatch(let pool, let requestedV6):
             return requestedV6
-                ? .invalid("subnet \(Self.shown(pool)) is IPv4 but Docker asked for an IPv6 pool; give an IPv6 --subnet for the IPv6 side of the network")
-                : .invalid("subnet \(Self.shown(pool)) is IPv6 but Docker asked for an IPv4 pool; add --ipv6 to "
+                ? .invalid("subnet \(UntrustedText(pool)) is IPv4 but Docker asked for an IPv6 pool; give an IPv6 --subnet for the IPv6 side of the network")
+                : .invalid("subnet \(UntrustedText(pool)) is IPv6 but Docker asked for an IPv4 pool; add --ipv6 to "
                     + "docker network create (and give an IPv4 --subnet as well)")
         case .subPoolOutside(let subPool, let pool):
-            return .invalid("--ip-range \(Self.shown(subPool)) is not inside --subnet \(pool); pick a range within the subnet")
+            return .invalid("--ip-range \(UntrustedText(subPool)) is not inside --subnet \(pool); pick a range within the subnet")
         case .unknownPool(let id):
-            return .notFound("no vde address pool with ID '\(Self.shown(id))' (the network may have been removed)")
+            return .notFound("no vde address pool with ID '\(UntrustedText(id))' (the network may have been removed)")
         case .addressOutsidePool(let address, let pool):
-            return .invalid("address \(Self.shown(address)) is not inside \(pool); pick an address of that subnet")
+            return .invalid("address \(UntrustedText(address)) is not inside \(pool); pick an address of that subnet")
         case .addressInUse(let address, let pool):
             return .conflict("address \(address) of \(pool) is already in use; pick another address or leave it to the driver")
         case .gatewayTaken(let address, let pool):
@@ -79,7 +79,7 @@ enum IPAMError: ReportableError, Equatable {
             return .exhausted("no free address left in \(range) (pool \(poolID)); remove unused containers, "
                 + "or create the network with a larger --subnet or --ip-range")
         case .addressNotAllocated(let address, let pool):
-            return .notFound("address \(Self.shown(address)) is not allocated in \(pool)")
+            return .notFound("address \(UntrustedText(address)) is not allocated in \(pool)")
         case .poolPending(let subnet, let poolID):
             return .conflict("another network with subnet \(subnet) is being created right now (pool \(poolID)); "
                 + "retry in a moment (dockerd does not tell the plugin which pool a new network uses, so two "
@@ -88,15 +88,12 @@ enum IPAMError: ReportableError, Equatable {
             let inner = error.vdeError
             return VDEError(inner.code, "\(field): \(inner.message)")
         case .wrongFamily(let field, let input, let expectedV6):
-            return .invalid("\(field) '\(Self.shown(input))' is \(expectedV6 ? "IPv4" : "IPv6"); this field carries \(expectedV6 ? "IPv6" : "IPv4")")
+            return .invalid("\(field) '\(UntrustedText(input))' is \(expectedV6 ? "IPv4" : "IPv6"); this field carries \(expectedV6 ? "IPv6" : "IPv4")")
         case .noSubnet(let field, let input, let v6):
-            return .invalid("\(field) '\(Self.shown(input))' is \(v6 ? "IPv6" : "IPv4") but the network has no \(v6 ? "IPv6" : "IPv4") subnet")
+            return .invalid("\(field) '\(UntrustedText(input))' is \(v6 ? "IPv6" : "IPv4") but the network has no \(v6 ? "IPv6" : "IPv4") subnet")
         case .outsideSubnets(let field, let input, let subnets):
-            return .invalid("\(field) '\(Self.shown(input))' is not an address of the network's subnet "
+            return .invalid("\(field) '\(UntrustedText(input))' is not an address of the network's subnet "
                 + "\(subnets.joined(separator: " or ")) (with its prefix length)")
         }
     }
-
-    /// Outside text, made safe to print.
-    private static func shown(_ text: String) -> String { NetworkOptions.sanitized(text) }
 }

@@ -81,7 +81,7 @@ struct IPAMState: Codable, Sendable, Equatable {
     /// pending pools of one subnet exist: between a RequestPool and its CreateNetwork the subnet
     /// names one pool, the newest unbound one. (Older unbound pools are leftovers of a dockerd
     /// that died between the two calls.)
-    mutating func bindPool(subnet: String, networkID: String) -> String? {
+    mutating func bindPool(subnet: String, networkID: NetworkID) -> String? {
         guard let wanted = try? Subnet(parsing: subnet) else { return nil }
         if let bound = pools.first(where: { $0.subnet == wanted && $0.networkID == networkID }) {
             return bound.id
@@ -92,7 +92,7 @@ struct IPAMState: Codable, Sendable, Equatable {
     }
 
     /// The PoolIDs serving `networkID`, in creation order.
-    func poolIDs(ofNetwork networkID: String) -> [String] {
+    func poolIDs(ofNetwork networkID: NetworkID) -> [String] {
         pools.filter { $0.networkID == networkID }.map(\.id)
     }
 
@@ -104,7 +104,7 @@ struct IPAMState: Codable, Sendable, Equatable {
     /// Removes every pool serving `networkID` (for cleaning up after a network dockerd forgot);
     /// returns their PoolIDs.
     @discardableResult
-    mutating func removePools(ofNetwork networkID: String) -> [String] {
+    mutating func removePools(ofNetwork networkID: NetworkID) -> [String] {
         let ids = poolIDs(ofNetwork: networkID)
         pools.removeAll { $0.networkID == networkID }
         return ids
@@ -124,7 +124,9 @@ struct IPAMState: Codable, Sendable, Equatable {
         let index = try poolIndex(r.PoolID)
         var pool = pools[index]
         var requested: IPAddress? = nil
-        if let text = r.Address, !text.isEmpty { requested = try IPAddress(parsing: text) }
+        if let text = r.Address, !text.isEmpty {
+            do { requested = try IPAddress(parsing: text) } catch { throw .invalidAddress(error) }
+        }
         let isGatewayRequest = r.Options?[DockerAPI.requestAddressTypeKey] == DockerAPI.gatewayAddressType
         let address: IPAddress
         if isGatewayRequest {

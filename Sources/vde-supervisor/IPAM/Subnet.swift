@@ -1,3 +1,5 @@
+import Shared
+
 /// A CIDR subnet: a network address whose host bits are zero, and a prefix length.
 struct Subnet: Hashable, Sendable {
     /// The network address (first address of the subnet).
@@ -29,7 +31,7 @@ struct Subnet: Hashable, Sendable {
         do {
             address = try IPAddress(parsing: String(parts[0]))
         } catch {
-            throw .invalidSubnet(input: text, reason: error.reasonText)
+            throw .invalidSubnet(input: text, reason: error.reason)
         }
         let prefixText = parts[1]
         guard !prefixText.isEmpty, prefixText.utf8.count <= 3,
@@ -104,15 +106,5 @@ extension Subnet: Codable {
     func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
-    }
-}
-
-extension IPAMError {
-    /// The reason part of a parse error, to be embedded in another error.
-    var reasonText: String {
-        switch self {
-        case .invalidAddress(_, let reason), .invalidSubnet(_, let reason): return reason
-        default: return vdeError.message
-        }
     }
 }

@@ -29,10 +29,10 @@ struct PluginRouter: Sendable {
     func reply(method: String, path: String, body: [UInt8]) async -> PluginReply {
         let isIPAM = path.hasPrefix("/IpamDriver.")
         guard let handler = routes[path] else {
-            return Self.errorReply(status: 404, "unknown plugin call \(NetworkOptions.sanitized(path)) (this is the vde network and IPAM plugin)", ipam: isIPAM)
+            return Self.errorReply(status: 404, "unknown plugin call \(UntrustedText(path)) (this is the vde network and IPAM plugin)", ipam: isIPAM)
         }
         guard method == "POST" else {
-            return Self.errorReply(status: 405, "plugin calls use POST, not \(NetworkOptions.sanitized(method))", ipam: isIPAM)
+            return Self.errorReply(status: 405, "plugin calls use POST, not \(UntrustedText(method))", ipam: isIPAM)
         }
         do {
             return PluginReply(status: 200, body: try await handler(plugin, body))

@@ -142,7 +142,7 @@ struct UnixHTTPServer: Service {
                             reply = await handler("\(requestHead.method)", requestHead.uri, body)
                         }
                         logger.debug("\(name) call", metadata: [
-                            "path": "\(NetworkOptions.sanitized(requestHead.uri))", "status": "\(reply.status)",
+                            "path": "\(UntrustedText(requestHead.uri))", "status": "\(reply.status)",
                             "duration": "\(ContinuousClock.now - started)",
                         ])
                         if logger.logLevel <= .trace {

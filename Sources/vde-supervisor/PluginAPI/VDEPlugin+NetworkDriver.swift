@@ -8,10 +8,9 @@ extension VDEPlugin {
     /// save stops the worker again: nothing stays.
     func createNetwork(_ request: DockerAPI.CreateNetworkRequest) async throws -> DockerAPI.Empty {
         let id = request.NetworkID
-        try Self.checkID(id, what: "network")
         try AddressChecks.check(request)
         guard state.networks[id] == nil, live[id] == nil else {
-            throw VDEError.conflict("network \(Naming.shortID(id)) already exists")
+            throw VDEError.conflict("network \(id.short) already exists")
         }
         let options = try NetworkOptions.parse(request.genericOptions, groupExists: Self.groupExists)
         let spec = try switchSpec(for: id, options: options)
@@ -59,15 +58,14 @@ extension VDEPlugin {
     /// stdin and stops its children alike.
     func deleteNetwork(_ request: DockerAPI.NetworkRequest) async throws -> DockerAPI.Empty {
         let id = request.NetworkID
-        try Self.checkID(id, what: "network")
         guard live[id]?.change == nil else {
-            throw VDEError.conflict("network \(Naming.shortID(id)) is being changed by another request; retry")
+            throw VDEError.conflict("network \(id.short) is being changed by another request; retry")
         }
         guard let record = state.networks[id] else {
-            throw VDEError.notFound("no vde network \(Naming.shortID(id)) (already deleted?)")
+            throw VDEError.notFound("no vde network \(id.short) (already deleted?)")
         }
         if let adding = live[id]?.addsInFlight, adding > 0 {
-            throw VDEError.conflict("network \(Naming.shortID(id)) is getting \(adding) new endpoint(s) right now; retry")
+            throw VDEError.conflict("network \(id.short) is getting \(adding) new endpoint(s) right now; retry")
         }
         live[id, default: LiveNetwork()].change = .deleting
         defer { live[id]?.change = nil }
@@ -84,8 +82,8 @@ extension VDEPlugin {
                     try await worker.removeEndpoint(endpointID)
                 } catch {
                     logger.warning("network removed with an endpoint whose tap could not be deleted", metadata: [
-                        "network": "\(Naming.shortID(id))", "endpoint": "\(Naming.shortID(endpointID))",
-                        "tap": "\(record.endpoints[endpointID]?.tapName ?? "?")",
+                        "network": "\(id.short)", "endpoint": "\(endpointID.short)",
+                        "tap": "\(record.endpoints[endpointID].map { "\($0.tapName)" } ?? "?")",
                         "error": "\(VDEError(wrapping: error).message)",
                     ])
                 }
@@ -93,7 +91,7 @@ extension VDEPlugin {
         })
         live[id] = nil
         await worker?.stop()
-        logger.info("network removed", metadata: ["network": "\(Naming.shortID(id))"])
+        logger.info("network removed", metadata: ["network": "\(id.short)"])
         return DockerAPI.Empty()
     }
 
@@ -102,27 +100,17 @@ extension VDEPlugin {
     /// sent. An add that failed, timed out or could not be recorded is undone (``undoAdd``).
     func createEndpoint(_ request: DockerAPI.CreateEndpointRequest) async throws -> DockerAPI.CreateEndpointResponse {
         let networkID = request.NetworkID, endpointID = request.EndpointID
-        try Self.checkID(networkID, what: "network")
-        try Self.checkID(endpointID, what: "endpoint")
         try checkNotInFlight(networkID)
         try AddressChecks.check(request, in: existingNetwork(networkID))
         guard state.network(ofEndpoint: endpointID) == nil else {
-            throw VDEError.conflict("endpoint \(Naming.shortID(endpointID)) already exists")
+            throw VDEError.conflict("endpoint \(endpointID.short) already exists")
         }
-        let tapName = Naming.tapName(endpointID: endpointID)
+        let tapName = TapName(endpoint: endpointID)
         if let other = state.endpoint(usingTap: tapName) {
-            throw VDEError.conflict("tap \(tapName) is already used by endpoint \(Naming.shortID(other.id))")
+            throw VDEError.conflict("tap \(tapName) is already used by endpoint \(other.id.short)")
         }
-        let givenMAC = request.Interface?.MacAddress.flatMap { $0.isEmpty ? nil : $0 }
-        let mac: String
-        if let givenMAC {
-            guard let normalized = Naming.normalizedMAC(givenMAC) else {
-                throw VDEError.invalid("MAC address '\(NetworkOptions.sanitized(givenMAC))' is not a unicast MAC like 02:42:ac:11:00:02")
-            }
-            mac = normalized
-        } else {
-            mac = Naming.macAddress(endpointID: endpointID)
-        }
+        let givenMAC = request.Interface?.MacAddress
+        let mac = givenMAC ?? MACAddress(derivedFrom: endpointID)
         let endpoint = EndpointRecord(
             id: endpointID, networkID: networkID, tapName: tapName, macAddress: mac, macGenerated: givenMAC == nil,
             address: request.Interface?.Address.flatMap { $0.isEmpty ? nil : $0 },
@@ -138,7 +126,7 @@ extension VDEPlugin {
         do {
             status = try await perform({ state in
                 guard state.networks[networkID] != nil else {
-                    throw VDEError.notFound("network \(Naming.shortID(networkID)) was deleted meanwhile")
+                    throw VDEError.notFound("network \(networkID.short) was deleted meanwhile")
                 }
                 state.networks[networkID]?.endpoints[endpointID] = endpoint
             }, worker: {
@@ -153,7 +141,7 @@ extension VDEPlugin {
         }
         live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint created", metadata: [
-            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
             "tap": "\(tapName)", "mac": "\(mac)",
         ])
         return DockerAPI.CreateEndpointResponse(
@@ -174,7 +162,7 @@ extension VDEPlugin {
         })
         live[networkID]?.endpoints[endpointID] = nil
         logger.info("endpoint deleted", metadata: [
-            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
         ])
         return DockerAPI.Empty()
     }
@@ -183,11 +171,11 @@ extension VDEPlugin {
         let networkID = request.NetworkID, endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
-        let sandbox = try SandboxKey(validating: request.SandboxKey).path
+        let sandbox = request.SandboxKey
         let worker = try worker(of: networkID)
         let status = try await perform({ state in
             guard state.networks[networkID]?.endpoints[endpointID] != nil else {
-                throw VDEError.notFound("endpoint \(Naming.shortID(endpointID)) was deleted meanwhile")
+                throw VDEError.notFound("endpoint \(endpointID.short) was deleted meanwhile")
             }
             state.networks[networkID]?.endpoints[endpointID]?.sandboxKey = sandbox
         }, worker: {
@@ -196,7 +184,7 @@ extension VDEPlugin {
         let (network, endpoint) = try checkedEndpoint(networkID, endpointID)
         live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint joined", metadata: [
-            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
             "sandbox": "\(sandbox)",
         ])
         var response = DockerAPI.JoinResponse(
@@ -222,7 +210,7 @@ extension VDEPlugin {
         })
         live[networkID]?.endpoints[endpointID] = status
         logger.info("endpoint left", metadata: [
-            "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
         ])
         return DockerAPI.Empty()
     }
@@ -230,9 +218,9 @@ extension VDEPlugin {
     func endpointOperInfo(_ request: DockerAPI.EndpointRequest) throws -> DockerAPI.EndpointOperInfoResponse {
         let (network, endpoint) = try checkedEndpoint(request.NetworkID, request.EndpointID)
         var value: [String: String] = [
-            "tap": endpoint.tapName,
-            "mac_address": endpoint.macAddress,
-            "socket_dir": network.switchSpec.ctlDir,
+            "tap": endpoint.tapName.rawValue,
+            "mac_address": endpoint.macAddress.rawValue,
+            "socket_dir": network.switchSpec.paths.ctlDir,
             "switch": network.ownsSwitch ? "own" : "external",
         ]
         if let status = live[network.id]?.endpoints[endpoint.id] {
@@ -247,9 +235,9 @@ extension VDEPlugin {
 
     /// Endpoint calls on a network that is being created or deleted fail clearly (dockerd
     /// retries or reports it): its worker may not exist yet, or may be stopping.
-    func checkNotInFlight(_ networkID: String) throws {
+    func checkNotInFlight(_ networkID: NetworkID) throws {
         guard live[networkID]?.change == nil else {
-            throw VDEError.unavailable("network \(Naming.shortID(networkID)) is being created or deleted right now; retry")
+            throw VDEError.unavailable("network \(networkID.short) is being created or deleted right now; retry")
         }
     }
 
@@ -258,7 +246,7 @@ extension VDEPlugin {
     /// state does not know. Not after a refusal that made nothing (a bad request, a name taken
     /// by an interface that is not ours). Best effort: a worker that cannot do it now deletes
     /// the tap at its next start (the tap's `creating/` marker).
-    func undoAdd(_ endpointID: String, worker: NetworkWorker, after error: (any Error)?) async {
+    func undoAdd(_ endpointID: EndpointID, worker: NetworkWorker, after error: (any Error)?) async {
         if let error {
             let code = VDEError(wrapping: error).code
             if code == .conflict || code == .invalidArgument { return }
@@ -267,28 +255,17 @@ extension VDEPlugin {
             try await worker.removeEndpoint(endpointID)
         } catch {
             logger.warning("could not undo a failed add; the worker deletes the tap at its next start", metadata: [
-                "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
+                "endpoint": "\(endpointID.short)", "error": "\(VDEError(wrapping: error).message)",
             ])
         }
     }
 
     /// The switch a new network gets: its own under the run dir, or the one at `socket_dir`.
-    /// The network's own run dir (`networkDir`) is computed here, once, for every mode.
-    func switchSpec(for networkID: String, options: NetworkOptions) throws -> SwitchSpec {
-        let networkDir = Naming.networkRunDir(runDir: configuration.runDir, networkID: networkID)
-        guard networkDir.utf8.count + 5 <= NetworkOptions.maxPathLength else {
-            throw VDEError.invalid("run dir \(configuration.runDir) is too long for unix socket paths below it")
-        }
-        let spec: SwitchSpec
-        if let socketDir = options.socketDir {
-            spec = SwitchSpec(networkDir: networkDir, ctlDir: socketDir, managementSocket: options.managementSocket,
-                              mode: options.createSockets ? .useOrCreate : .external,
-                              group: options.socketGroup, numPorts: options.numSwitchports)
-        } else {
-            spec = SwitchSpec(networkDir: networkDir, ctlDir: networkDir + "/ctl",
-                              managementSocket: options.managementSocket ?? networkDir + "/mgmt",
-                              mode: .own, group: options.socketGroup, numPorts: options.numSwitchports)
-        }
+    /// The network's paths (``NetworkPaths``) are computed here, once, for every mode.
+    func switchSpec(for networkID: NetworkID, options: NetworkOptions) throws -> SwitchSpec {
+        let paths = try NetworkPaths(runDir: configuration.runDir, network: networkID, options: options)
+        let mode: SwitchMode = options.socketDir == nil ? .own : options.createSockets ? .useOrCreate : .external
+        let spec = try SwitchSpec(paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports)
         try checkNoConflict(spec, of: networkID)
         return spec
     }
@@ -296,7 +273,7 @@ extension VDEPlugin {
     /// Records the fact "the plugin started this network's switch" as a (re)started worker
     /// reports it (a `useOrCreate` network may find a switch running after a restart, or start
     /// one). The intent, `switchSpec.mode`, is never changed.
-    func recordSwitchStarted(networkID: String, _ owned: Bool?) {
+    func recordSwitchStarted(networkID: NetworkID, _ owned: Bool?) {
         guard let owned, var record = state.networks[networkID], record.switchStarted != owned else { return }
         record.switchStarted = owned
         var newState = state
@@ -305,7 +282,7 @@ extension VDEPlugin {
             try commit(newState)
         } catch {
             logger.warning("could not record who started the switch", metadata: [
-                "network": "\(Naming.shortID(networkID))", "error": "\(VDEError(wrapping: error).message)",
+                "network": "\(networkID.short)", "error": "\(VDEError(wrapping: error).message)",
             ])
         }
     }
@@ -313,49 +290,41 @@ extension VDEPlugin {
     /// Refuses a spec whose paths another network uses, committed or still being created (its
     /// reservation in ``LiveNetwork/change``): the same network dir, the same ctl dir when either
     /// network may start a switch there, or the same management socket.
-    func checkNoConflict(_ spec: SwitchSpec, of networkID: String) throws {
+    func checkNoConflict(_ spec: SwitchSpec, of networkID: NetworkID) throws {
         let committed = state.networks.values.map { ($0.id, $0.switchSpec, false) }
         let creating = live.compactMap { id, network in network.reservedSpec.map { (id, $0, true) } }
         for (otherID, other, inFlight) in committed + creating where otherID != networkID {
-            let whose = "network \(Naming.shortID(otherID))" + (inFlight ? " (being created right now)" : "")
-            if other.networkDir == spec.networkDir {
-                throw VDEError.conflict("\(whose) already uses \(spec.networkDir): network IDs share their first 12 characters")
+            let whose = "network \(otherID.short)" + (inFlight ? " (being created right now)" : "")
+            if other.paths.networkDir == spec.paths.networkDir {
+                throw VDEError.conflict("\(whose) already uses \(spec.paths.networkDir): network IDs share their first 12 characters")
             }
-            if other.ctlDir == spec.ctlDir, other.mode != .external || spec.mode != .external {
-                throw VDEError.conflict("socket_dir \(spec.ctlDir) is the switch of \(whose): pick another socket_dir, "
+            if other.paths.ctlDir == spec.paths.ctlDir, other.mode != .external || spec.mode != .external {
+                throw VDEError.conflict("socket_dir \(spec.paths.ctlDir) is the switch of \(whose): pick another socket_dir, "
                     + "or use that switch without create_sockets")
             }
-            if let management = spec.managementSocket, management == other.managementSocket {
+            if let management = spec.paths.managementSocket, management == other.paths.managementSocket {
                 throw VDEError.conflict("management_socket \(management) is used by \(whose): pick another path")
             }
         }
     }
 
-    func existingNetwork(_ id: String) throws -> NetworkRecord {
+    func existingNetwork(_ id: NetworkID) throws -> NetworkRecord {
         guard let network = state.networks[id] else {
-            throw VDEError.notFound("no vde network \(Naming.shortID(id))")
+            throw VDEError.notFound("no vde network \(id.short)")
         }
         return network
     }
 
     /// The network and endpoint a request names, or a clear error when either is unknown.
-    func checkedEndpoint(_ networkID: String, _ endpointID: String) throws -> (network: NetworkRecord, endpoint: EndpointRecord) {
-        try Self.checkID(networkID, what: "network")
-        try Self.checkID(endpointID, what: "endpoint")
+    func checkedEndpoint(_ networkID: NetworkID, _ endpointID: EndpointID) throws -> (network: NetworkRecord, endpoint: EndpointRecord) {
         let network = try existingNetwork(networkID)
         guard let endpoint = network.endpoints[endpointID] else {
-            throw VDEError.notFound("no endpoint \(Naming.shortID(endpointID)) in network \(Naming.shortID(networkID))")
+            throw VDEError.notFound("no endpoint \(endpointID.short) in network \(networkID.short)")
         }
         return (network, endpoint)
     }
 
-    static func checkID(_ id: String, what: String) throws {
-        guard Naming.isValidID(id) else {
-            throw VDEError.invalid("\(what) ID '\(NetworkOptions.sanitized(id))' is not a Docker ID (letters and digits, at most 128)")
-        }
-    }
-
-    static func groupExists(_ name: String) -> Bool {
-        name.withCString { getgrnam($0) } != nil
+    static func groupExists(_ name: GroupName) -> Bool {
+        name.rawValue.withCString { getgrnam($0) } != nil
     }
 }

@@ -10,7 +10,7 @@ extension VDEPlugin {
     func statusReport(startedAt: ContinuousClock.Instant) async -> StatusReport {
         let records = state.networks.values.sorted { $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt }
         let workers = live.compactMapValues(\.worker)
-        let replies: [String: WorkerStatus] = await withTaskGroup(of: (String, WorkerStatus?).self) { group in
+        let replies: [NetworkID: WorkerStatus] = await withTaskGroup(of: (NetworkID, WorkerStatus?).self) { group in
             for record in records {
                 guard let worker = workers[record.id] else { continue }
                 group.addTask {
@@ -18,7 +18,7 @@ extension VDEPlugin {
                     return (record.id, result)
                 }
             }
-            var all: [String: WorkerStatus] = [:]
+            var all: [NetworkID: WorkerStatus] = [:]
             for await (id, result) in group { if let result { all[id] = result } }
             return all
         }
@@ -52,8 +52,9 @@ extension VDEPlugin {
         let endpoints = record.endpoints.values.sorted { $0.id < $1.id }.map { endpoint -> StatusReport.EndpointInfo in
             let status = statuses[endpoint.id]
             return StatusReport.EndpointInfo(
-                id: endpoint.id, shortID: Naming.shortID(endpoint.id), tap: endpoint.tapName, macAddress: endpoint.macAddress,
-                ipv4: endpoint.address, ipv6: endpoint.addressIPv6, sandbox: endpoint.sandboxKey,
+                id: endpoint.id.rawValue, shortID: endpoint.id.short, tap: endpoint.tapName.rawValue,
+                macAddress: endpoint.macAddress.rawValue, ipv4: endpoint.address, ipv6: endpoint.addressIPv6,
+                sandbox: endpoint.sandboxKey?.rawValue,
                 state: status?.state.rawValue ?? "unknown", plugPID: status?.plugPID, switchPort: status?.port,
                 counters: status?.counters.map(Self.counters), detail: status?.detail)
         }
@@ -62,11 +63,11 @@ extension VDEPlugin {
             endpoint.state == "plugged" || (endpoint.sandbox == nil && endpoint.state == "unplugged")
         }
         return StatusReport.NetworkInfo(
-            id: record.id, shortID: Naming.shortID(record.id),
+            id: record.id.rawValue, shortID: record.id.short,
             subnets: (record.ipv4Data + record.ipv6Data).map(\.Pool),
             gateways: (record.ipv4Data + record.ipv6Data).compactMap(\.Gateway),
             switch: StatusReport.SwitchInfo(
-                ctlDir: record.switchSpec.ctlDir, managementSocket: record.switchSpec.managementSocket,
+                ctlDir: record.switchSpec.paths.ctlDir, managementSocket: record.switchSpec.paths.managementSocket,
                 ownership: record.ownsSwitch ? "own" : "external", pid: switchReport?.pid,
                 numPorts: record.switchSpec.numPorts),
             worker: workerInfo,

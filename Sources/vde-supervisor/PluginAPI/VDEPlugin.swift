@@ -23,7 +23,7 @@ actor VDEPlugin {
     private(set) var state: SupervisorState
     /// One per network in the state, and one per network being created: its worker, what the
     /// worker last reported, the calls under way (see ``LiveNetwork``).
-    var live: [String: LiveNetwork] = [:]
+    var live: [NetworkID: LiveNetwork] = [:]
     /// Pings one worker at a time (``HeartbeatSweep``); started with the workers.
     private var heartbeats: Task<Void, Never>?
 
@@ -106,7 +106,7 @@ actor VDEPlugin {
         }
     }
 
-    func makeWorker(networkID: String) -> NetworkWorker {
+    func makeWorker(networkID: NetworkID) -> NetworkWorker {
         NetworkWorker(
             networkID: networkID,
             executable: configuration.networkerPath,
@@ -118,19 +118,19 @@ actor VDEPlugin {
             onEvent: { [weak self] event in await self?.workerEvent(networkID: networkID, event) })
     }
 
-    func worker(of networkID: String) throws -> NetworkWorker {
+    func worker(of networkID: NetworkID) throws -> NetworkWorker {
         guard let worker = live[networkID]?.worker else {
-            throw VDEError.unavailable("network \(Naming.shortID(networkID)) has no worker")
+            throw VDEError.unavailable("network \(networkID.short) has no worker")
         }
         return worker
     }
 
-    private func assignment(of networkID: String) -> NetworkWorker.Assignment? {
+    private func assignment(of networkID: NetworkID) -> NetworkWorker.Assignment? {
         guard let record = state.networks[networkID] else { return nil }
         return NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
     }
 
-    private func workerStarted(networkID: String, _ started: NetworkWorker.Started) {
+    private func workerStarted(networkID: NetworkID, _ started: NetworkWorker.Started) {
         guard let record = state.networks[networkID] else { return }
         let gone = live[networkID, default: LiveNetwork()].workerStarted(started, recorded: Set(record.endpoints.keys))
         recordSwitchStarted(networkID: networkID, started.switchStatus.owned)
@@ -141,7 +141,7 @@ actor VDEPlugin {
     /// while the supervisor or worker was down, so dockerd's Leave/DeleteEndpoint never reached
     /// us): they are forgotten and their addresses freed, in a task of its own (this is called
     /// while the worker's link delivers an event, and the worker's part needs that link).
-    private func sweepStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) {
+    private func sweepStaleEndpoints(_ endpointIDs: [EndpointID], of networkID: NetworkID, evidence: String? = nil) {
         Task { await self.forgetStaleEndpoints(endpointIDs, of: networkID, evidence: evidence) }
     }
 
@@ -151,7 +151,7 @@ actor VDEPlugin {
     /// before it reported them gone; this lets it drop its records, and is idempotent); its
     /// failure is logged, not fatal: the evidence stands, and a later worker is not given the
     /// endpoints again. Then the state is written and the statuses dropped.
-    func forgetStaleEndpoints(_ endpointIDs: [String], of networkID: String, evidence: String? = nil) async {
+    func forgetStaleEndpoints(_ endpointIDs: [EndpointID], of networkID: NetworkID, evidence: String? = nil) async {
         let stale = endpointIDs.filter { state.networks[networkID]?.endpoints[$0] != nil }
         guard !stale.isEmpty, let network = state.networks[networkID] else { return }
         let worker = live[networkID]?.worker
@@ -162,7 +162,7 @@ actor VDEPlugin {
                         try await worker?.removeEndpoint(endpointID)
                     } catch {
                         logger.info("the worker could not drop a stale endpoint; it is forgotten all the same", metadata: [
-                            "endpoint": "\(Naming.shortID(endpointID))", "error": "\(VDEError(wrapping: error).message)",
+                            "endpoint": "\(endpointID.short)", "error": "\(VDEError(wrapping: error).message)",
                         ])
                     }
                 }
@@ -174,14 +174,14 @@ actor VDEPlugin {
         for endpointID in stale {
             live[networkID]?.endpoints[endpointID] = nil
             logger.warning("forgot a stale endpoint: its container is gone (removed while we were down)", metadata: [
-                "network": "\(Naming.shortID(networkID))", "endpoint": "\(Naming.shortID(endpointID))",
+                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
                 "tap": "\(network.endpoints[endpointID]?.tapName ?? "?")", "evidence": "\(evidence ?? "tap gone")",
             ])
         }
     }
 
     /// Forgets `endpointIDs` of a network and frees their addresses; endpoints already gone are skipped.
-    private static func forget(_ endpointIDs: [String], of networkID: String, in state: inout SupervisorState) {
+    private static func forget(_ endpointIDs: [EndpointID], of networkID: NetworkID, in state: inout SupervisorState) {
         guard var network = state.networks[networkID] else { return }
         for endpointID in endpointIDs {
             guard let endpoint = network.endpoints.removeValue(forKey: endpointID) else { continue }
@@ -196,11 +196,11 @@ actor VDEPlugin {
         state.networks[networkID] = network
     }
 
-    private func workerEvent(networkID: String, _ event: WorkerEvent) {
-        var metadata: Logger.Metadata = ["network": "\(Naming.shortID(networkID))"]
+    private func workerEvent(networkID: NetworkID, _ event: WorkerEvent) {
+        var metadata: Logger.Metadata = ["network": "\(networkID.short)"]
         if let child = event.child { metadata["child"] = "\(child.rawValue)" }
         if let pid = event.pid { metadata["pid"] = "\(pid)" }
-        if let endpoint = event.endpointID { metadata["endpoint"] = "\(Naming.shortID(endpoint))" }
+        if let endpoint = event.endpointID { metadata["endpoint"] = "\(endpoint.short)" }
         if let detail = event.detail { metadata["detail"] = "\(detail)" }
         guard let record = state.networks[networkID] else { return }
         switch event {

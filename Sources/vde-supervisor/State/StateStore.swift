@@ -46,7 +46,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
             return try JSONCoding.decode(Value.self, from: bytes, userInfo: userInfo)
         } catch {
             let previous = FileSystem.isRegularFile(previousPath) ? previousPath : nil
-            throw .corrupt(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)), previous: previous)
+            throw .corrupt(path: path, detail: UntrustedText(JSONCoding.describe(error)).description, previous: previous)
         }
     }
 
@@ -59,7 +59,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         do {
             bytes = try JSONCoding.encodePretty(value) + [UInt8(ascii: "\n")]
         } catch {
-            throw .encoding(path: path, detail: NetworkOptions.sanitized(JSONCoding.describe(error)))
+            throw .encoding(path: path, detail: UntrustedText(JSONCoding.describe(error)).description)
         }
         try Self.makeDirectory(directory)
         let temporary = temporaryPath

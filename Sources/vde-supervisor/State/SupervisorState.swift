@@ -8,16 +8,16 @@ struct SupervisorState: Codable, Sendable, Equatable {
     static let currentVersion = 1
 
     var version = SupervisorState.currentVersion
-    var networks: [String: NetworkRecord] = [:]
+    var networks: [NetworkID: NetworkRecord] = [:]
     var ipam = IPAMState()
 
     /// The network that has an endpoint with this ID, if any.
-    func network(ofEndpoint endpointID: String) -> NetworkRecord? {
+    func network(ofEndpoint endpointID: EndpointID) -> NetworkRecord? {
         networks.values.first { $0.endpoints[endpointID] != nil }
     }
 
     /// The endpoint using a tap of this name, in any network.
-    func endpoint(usingTap tapName: String) -> EndpointRecord? {
+    func endpoint(usingTap tapName: TapName) -> EndpointRecord? {
         for network in networks.values {
             if let endpoint = network.endpoints.values.first(where: { $0.tapName == tapName }) { return endpoint }
         }
@@ -27,10 +27,10 @@ struct SupervisorState: Codable, Sendable, Equatable {
 
 /// One Docker network of the `vde` driver.
 struct NetworkRecord: Codable, Sendable, Equatable {
-    var id: String
+    var id: NetworkID
     var options: NetworkOptions
     /// The switch as the user asked for it: `mode` is the intent (`own`, `useOrCreate`,
-    /// `external`) and never changes; `networkDir` is the network's own run dir, computed once.
+    /// `external`) and never changes; `paths` are the network's paths, computed once.
     var switchSpec: SwitchSpec
     /// The fact: true when the plugin started the network's switch (the worker's
     /// `SwitchStatus.owned` at the last start), false when it used one that was running.
@@ -39,14 +39,14 @@ struct NetworkRecord: Codable, Sendable, Equatable {
     var ipv6Data: [DockerAPI.IPAMData]
     /// The vde IPAM pools serving this network (empty with Docker's default IPAM).
     var poolIDs: [String]
-    var endpoints: [String: EndpointRecord] = [:]
+    var endpoints: [EndpointID: EndpointRecord] = [:]
     /// Seconds since the epoch.
     var createdAt: Int64
 
     var ownsSwitch: Bool { switchStarted }
 
-    init(id: String, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool, ipv4Data: [DockerAPI.IPAMData],
-         ipv6Data: [DockerAPI.IPAMData], poolIDs: [String], endpoints: [String: EndpointRecord] = [:], createdAt: Int64) {
+    init(id: NetworkID, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool, ipv4Data: [DockerAPI.IPAMData],
+         ipv6Data: [DockerAPI.IPAMData], poolIDs: [String], endpoints: [EndpointID: EndpointRecord] = [:], createdAt: Int64) {
         self.id = id
         self.options = options
         self.switchSpec = switchSpec
@@ -72,7 +72,7 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         var ctlDir: String
         var managementSocket: String?
         var mode: SwitchMode
-        var group: String?
+        var group: GroupName?
         var numPorts: Int
     }
 
@@ -84,19 +84,19 @@ struct NetworkRecord: Codable, Sendable, Equatable {
     ///   `external`, neither `own`.
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        id = try container.decode(String.self, forKey: .id)
+        id = try container.decode(NetworkID.self, forKey: .id)
         options = try container.decode(NetworkOptions.self, forKey: .options)
         ipv4Data = try container.decode([DockerAPI.IPAMData].self, forKey: .ipv4Data)
         ipv6Data = try container.decode([DockerAPI.IPAMData].self, forKey: .ipv6Data)
         poolIDs = try container.decode([String].self, forKey: .poolIDs)
-        endpoints = try container.decodeIfPresent([String: EndpointRecord].self, forKey: .endpoints) ?? [:]
+        endpoints = try container.decodeIfPresent([EndpointID: EndpointRecord].self, forKey: .endpoints) ?? [:]
         createdAt = try container.decode(Int64.self, forKey: .createdAt)
         let stored = try container.decode(StoredSwitchSpec.self, forKey: .switchSpec)
         let networkDir: String
         if let recorded = stored.networkDir {
             networkDir = recorded
         } else if let runDir = decoder.userInfo[Self.runDirKey] as? String {
-            networkDir = Naming.networkRunDir(runDir: runDir, networkID: id)
+            networkDir = NetworkPaths.networkDir(runDir: runDir, network: id)
         } else {
             throw DecodingError.keyNotFound(StoredKey.networkDir, DecodingError.Context(
                 codingPath: container.codingPath + [CodingKeys.switchSpec],
@@ -109,8 +109,13 @@ struct NetworkRecord: Codable, Sendable, Equatable {
             switchStarted = stored.mode == .own
             if options.socketDir != nil { mode = options.createSockets ? .useOrCreate : .external }
         }
-        switchSpec = SwitchSpec(networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket,
-                                mode: mode, group: stored.group, numPorts: stored.numPorts)
+        do {
+            let paths = try NetworkPaths(networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket)
+            switchSpec = try SwitchSpec(paths: paths, mode: mode, group: stored.group, numPorts: stored.numPorts)
+        } catch {
+            throw DecodingError.dataCorrupted(DecodingError.Context(
+                codingPath: container.codingPath + [CodingKeys.switchSpec], debugDescription: error.message))
+        }
     }
 
     private enum StoredKey: String, CodingKey { case networkDir }
@@ -131,20 +136,20 @@ struct NetworkRecord: Codable, Sendable, Equatable {
 
 /// One container attachment: a tap plugged into the network's switch.
 struct EndpointRecord: Codable, Sendable, Equatable {
-    var id: String
-    var networkID: String
-    var tapName: String
-    var macAddress: String
+    var id: EndpointID
+    var networkID: NetworkID
+    var tapName: TapName
+    var macAddress: MACAddress
     /// True when dockerd gave no MAC and the plugin chose one.
     var macGenerated: Bool
     /// `ip/prefix` as dockerd assigned it, if any.
     var address: String?
     var addressIPv6: String?
     /// The container's netns, from Join; nil before Join and after Leave.
-    var sandboxKey: String?
+    var sandboxKey: SandboxKey?
 
     var spec: EndpointSpec {
         EndpointSpec(endpointID: id, tapName: tapName, macAddress: macAddress, sandboxKey: sandboxKey,
-                     ipv4Address: address.map(NetworkRecord.stripPrefix))
+                     ipv4Address: address.flatMap { try? IPv4Address(NetworkRecord.stripPrefix($0)) })
     }
 }

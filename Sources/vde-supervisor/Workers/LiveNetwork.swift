@@ -23,7 +23,7 @@ struct LiveNetwork: Sendable {
     /// What the worker last reported about the switch.
     var switchStatus: SwitchStatus?
     /// What the worker last reported about each endpoint (plug state and pid, port), by endpoint ID.
-    var endpoints: [String: EndpointStatus] = [:]
+    var endpoints: [EndpointID: EndpointStatus] = [:]
 
     /// The switch paths a network being created holds.
     var reservedSpec: SwitchSpec? {
@@ -37,9 +37,9 @@ struct LiveNetwork: Sendable {
     /// the same worker may have been handled already (events and the reply race). `hello`, the
     /// worker's first line, cleared what an earlier worker reported, so a status present now is
     /// such an event's: it is kept.
-    mutating func workerStarted(_ started: NetworkWorker.Started, recorded: Set<String>) -> [String] {
+    mutating func workerStarted(_ started: NetworkWorker.Started, recorded: Set<EndpointID>) -> [EndpointID] {
         switchStatus = started.switchStatus
-        var gone: [String] = []
+        var gone: [EndpointID] = []
         for endpoint in started.endpoints where recorded.contains(endpoint.endpointID) {
             if endpoint.state == .restarting, endpoints[endpoint.endpointID] != nil { continue }
             endpoints[endpoint.endpointID] = endpoint

@@ -19,7 +19,7 @@ actor NetworkWorker {
         var endpoints: [EndpointSpec]
     }
 
-    let networkID: String
+    let networkID: NetworkID
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
@@ -53,7 +53,7 @@ actor NetworkWorker {
     /// How long each ping of a liveness check waits (``heartbeatTimeout``; tests make it short).
     private let pingTimeout: Duration
 
-    init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+    init(networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          assignment: @escaping @Sendable () async -> Assignment?,
          onStarted: @escaping @Sendable (Started) async -> Void,
          onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
@@ -65,7 +65,7 @@ actor NetworkWorker {
         self.runDir = runDir
         self.logLevel = logLevel
         var logger = logger
-        logger[metadataKey: "network"] = "\(Naming.shortID(networkID))"
+        logger[metadataKey: "network"] = "\(networkID.short)"
         self.logger = logger
         self.assignment = assignment
         self.onStarted = onStarted
@@ -122,21 +122,21 @@ actor NetworkWorker {
     }
 
     /// Records the container's namespace (and plugs an endpoint that had left).
-    func join(_ endpointID: String, sandboxKey: String) async throws -> EndpointStatus {
+    func join(_ endpointID: EndpointID, sandboxKey: SandboxKey) async throws -> EndpointStatus {
         let command = WorkerCommand.joinEndpoint(endpointID: endpointID, sandboxKey: sandboxKey)
         guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
         return status
     }
 
     /// Stops the endpoint's plug (the container leaves).
-    func leave(_ endpointID: String) async throws -> EndpointStatus {
+    func leave(_ endpointID: EndpointID) async throws -> EndpointStatus {
         let command = WorkerCommand.leaveEndpoint(endpointID: endpointID)
         guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
         return status
     }
 
     /// Stops the endpoint's plug and deletes its tap; idempotent (an unknown endpoint is no error).
-    func removeEndpoint(_ endpointID: String) async throws {
+    func removeEndpoint(_ endpointID: EndpointID) async throws {
         let command = WorkerCommand.removeEndpoint(endpointID: endpointID)
         guard case .removed = try await send(command) else { throw Self.unexpectedReply(to: command) }
     }
@@ -155,7 +155,7 @@ actor NetworkWorker {
             await waitUntilReady(timeout: timeout)
         }
         guard phase == .running, let link else {
-            throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is \(phase.rawValue)"
+            throw VDEError.unavailable("the worker of network \(networkID.short) is \(phase.rawValue)"
                 + (lastError.map { " (last error: \($0))" } ?? ""))
         }
         do {
@@ -248,7 +248,7 @@ actor NetworkWorker {
             backoff.started()
             let pid = await link.pid
             logger.info("network up", metadata: [
-                "ctl": "\(assignment.switchSpec.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
+                "ctl": "\(assignment.switchSpec.paths.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
                 "workerPID": "\(pid.map(String.init) ?? "?")",
             ])
             await onStarted(result)

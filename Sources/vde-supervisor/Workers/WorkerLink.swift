@@ -9,7 +9,7 @@ import Shared
 /// writes it as one request line and waits for the reply with the same id. Events go to
 /// `onEvent`. Malformed, oversized or unexpected lines from the worker are logged and survived.
 actor WorkerLink {
-    let networkID: String
+    let networkID: NetworkID
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
@@ -26,7 +26,7 @@ actor WorkerLink {
     /// The worker's pid while it runs.
     private(set) var pid: Int32?
 
-    init(networkID: String, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+    init(networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
          onEvent: @escaping @Sendable (WorkerEvent) async -> Void) {
         self.networkID = networkID
         self.executable = executable
@@ -47,7 +47,7 @@ actor WorkerLink {
     /// second at 100 networks; strace, protocol helper's measurement).
     nonisolated func run() async -> String {
         let stream = outboxLines
-        let argv = [executable, "--network-id", networkID, "--log-level", logLevel.rawValue, "--run-dir", runDir]
+        let argv = [executable, "--network-id", networkID.rawValue, "--log-level", logLevel.rawValue, "--run-dir", runDir]
         let executable = self.executable
         // The worker's stdout: a small pipe of our own (see PipeLines); its stdin: a pipe whose
         // write end is ours, non-blocking (a full pipe waits for room in the descriptor watcher).
@@ -132,7 +132,7 @@ actor WorkerLink {
     /// the worker's ``VDEError``; so are a timeout and the worker's exit (`unavailable`).
     func send(_ command: WorkerCommand, timeout: Duration) async throws -> WorkerReply {
         guard !exited, let outbox else {
-            throw VDEError.unavailable("the worker of network \(Naming.shortID(networkID)) is not running")
+            throw VDEError.unavailable("the worker of network \(networkID.short) is not running")
         }
         let id = nextRequestID
         nextRequestID += 1
@@ -212,7 +212,7 @@ actor WorkerLink {
         pending.removeAll()
         for (_, continuation) in waiting {
             continuation.resume(throwing: VDEError.unavailable(
-                "the worker of network \(Naming.shortID(networkID)) exited (\(reason))"))
+                "the worker of network \(networkID.short) exited (\(reason))"))
         }
     }
 }
@@ -220,12 +220,12 @@ actor WorkerLink {
 /// A worker that did not answer a command in time: `unavailable` to the caller, and a sign
 /// that the worker may hang (``NetworkWorker`` then checks it at once; see docs/recovery.md).
 struct WorkerTimeout: ReportableError, CustomStringConvertible {
-    var networkID: String
+    var networkID: NetworkID
     var command: WorkerCommand.Kind
     var timeout: Duration
 
     var vdeError: VDEError {
-        .unavailable("the worker of network \(Naming.shortID(networkID)) did not answer '\(command.rawValue)' within \(timeout)")
+        .unavailable("the worker of network \(networkID.short) did not answer '\(command.rawValue)' within \(timeout)")
     }
     var description: String { vdeError.message }
 }

@@ -76,8 +76,8 @@ struct PluginClient: Sendable {
 
     private func note(_ request: some Encodable) {
         switch request {
-        case let r as DockerAPI.CreateNetworkRequest: seen.network(r.NetworkID)
-        case let r as DockerAPI.CreateEndpointRequest: seen.network(r.NetworkID); seen.endpoint(r.EndpointID)
+        case let r as DockerAPI.CreateNetworkRequest: seen.network(r.NetworkID.rawValue)
+        case let r as DockerAPI.CreateEndpointRequest: seen.network(r.NetworkID.rawValue); seen.endpoint(r.EndpointID.rawValue)
         default: break
         }
     }
@@ -96,11 +96,12 @@ struct JSONObject: Decodable {
     }
 }
 
-/// Builders for the requests dockerd sends, with its defaults filled in.
+/// Builders for the requests dockerd sends, with its defaults filled in. IDs are the tests' own
+/// (``IDs/dockerID()``): they pass the rules, or the test stops at once.
 enum Requests {
     static func createNetwork(_ id: String, pool: String, gateway: String?, options: [String: String] = [:], v6: DockerAPI.IPAMData? = nil) -> DockerAPI.CreateNetworkRequest {
         DockerAPI.CreateNetworkRequest(
-            NetworkID: id,
+            NetworkID: NetworkID(stringLiteral: id),
             Options: [
                 DockerAPI.genericOptionsKey: .map(options),
                 "com.docker.network.enable_ipv6": .bool(v6 != nil),
@@ -111,17 +112,27 @@ enum Requests {
 
     static func createEndpoint(network: String, endpoint: String, address: String, mac: String = "") -> DockerAPI.CreateEndpointRequest {
         DockerAPI.CreateEndpointRequest(
-            NetworkID: network, EndpointID: endpoint,
-            Interface: DockerAPI.EndpointInterface(Address: address, AddressIPv6: "", MacAddress: mac),
+            NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint),
+            Interface: DockerAPI.EndpointInterface(Address: address, AddressIPv6: "", MacAddress: mac.isEmpty ? nil : MACAddress(stringLiteral: mac)),
             Options: ["com.docker.network.endpoint.exposedports": .other, "com.docker.network.portmap": .other])
     }
 
     static func join(network: String, endpoint: String, sandbox: String) -> DockerAPI.JoinRequest {
-        DockerAPI.JoinRequest(NetworkID: network, EndpointID: endpoint, SandboxKey: sandbox, Options: [:])
+        DockerAPI.JoinRequest(NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint),
+                              SandboxKey: SandboxKey(stringLiteral: sandbox), Options: [:])
     }
 
     static func endpoint(_ network: String, _ endpoint: String) -> DockerAPI.EndpointRequest {
-        DockerAPI.EndpointRequest(NetworkID: network, EndpointID: endpoint)
+        DockerAPI.EndpointRequest(NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint))
+    }
+
+    static func network(_ id: String) -> DockerAPI.NetworkRequest {
+        DockerAPI.NetworkRequest(NetworkID: NetworkID(stringLiteral: id))
+    }
+
+    /// The tap the plugin makes for an endpoint (the one rule, ``TapName/init(endpoint:)``).
+    static func tap(of endpoint: String) -> String {
+        TapName(endpoint: EndpointID(stringLiteral: endpoint)).rawValue
     }
 }
 

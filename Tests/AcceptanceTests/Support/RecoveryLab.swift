@@ -190,10 +190,10 @@ struct RecoveryLab: Sendable {
             }
             let created = try await client.ok("/NetworkDriver.CreateEndpoint",
                 Requests.createEndpoint(network: id, endpoint: endpoint, address: address), as: DockerAPI.CreateEndpointResponse.self)
-            let mac = try #require(created.Interface?.MacAddress)
+            let mac = try #require(created.Interface?.MacAddress?.rawValue)
             let joined = try await client.ok("/NetworkDriver.Join",
                 Requests.join(network: id, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
-            let tap = joined.InterfaceName.SrcName
+            let tap = joined.InterfaceName.SrcName.rawValue
             try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
             endpoints.append(Endpoint(id: endpoint, tap: tap, mac: mac, address: String(address.split(separator: "/")[0]), namespace: ns))
         }

@@ -31,10 +31,10 @@ enum StatusLab {
                 let created = try await client.ok("/NetworkDriver.CreateEndpoint",
                     Requests.createEndpoint(network: network, endpoint: endpoint, address: address),
                     as: DockerAPI.CreateEndpointResponse.self)
-                let mac = try #require(created.Interface?.MacAddress, "CreateEndpoint chose no MAC")
+                let mac = try #require(created.Interface?.MacAddress?.rawValue, "CreateEndpoint chose no MAC")
                 let joined = try await client.ok("/NetworkDriver.Join",
                     Requests.join(network: network, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
-                let tap = joined.InterfaceName.SrcName
+                let tap = joined.InterfaceName.SrcName.rawValue
                 made.append(StatusEndpoint(id: endpoint, tap: tap, mac: mac, address: address, namespace: ns))
                 try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
             }
@@ -61,7 +61,7 @@ enum StatusLab {
     }
 
     static func deleteNetwork(_ client: PluginClient, _ id: String) async throws {
-        try await client.ok("/NetworkDriver.DeleteNetwork", DockerAPI.NetworkRequest(NetworkID: id))
+        try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(id))
     }
 
     /// What dockerd does after Leave: move the link back to the host under its own name.

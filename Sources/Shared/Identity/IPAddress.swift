@@ -1,19 +1,20 @@
 /// An IPv4 or IPv6 address held as a number, parsed strictly and printed canonically
-/// (IPv6 per RFC 5952).
-enum IPAddress: Hashable, Sendable {
+/// (IPv6 per RFC 5952). The one address reader of both processes: the supervisor's IPAM and
+/// address checks, and ``IPv4Address`` of the worker protocol.
+public enum IPAddress: Hashable, Sendable {
     case v4(UInt32)
     case v6(UInt128)
 
-    var isV6: Bool {
+    public var isV6: Bool {
         if case .v6 = self { return true }
         return false
     }
 
     /// 32 for IPv4, 128 for IPv6.
-    var bitWidth: Int { isV6 ? 128 : 32 }
+    public var bitWidth: Int { isV6 ? 128 : 32 }
 
     /// The address as an unsigned number; IPv4 occupies the low 32 bits.
-    var value: UInt128 {
+    public var value: UInt128 {
         switch self {
         case .v4(let v): return UInt128(v)
         case .v6(let v): return v
@@ -21,15 +22,15 @@ enum IPAddress: Hashable, Sendable {
     }
 
     /// The address of the given family whose number is `value` (truncated to 32 bits for IPv4).
-    init(v6: Bool, value: UInt128) {
+    public init(v6: Bool, value: UInt128) {
         self = v6 ? .v6(value) : .v4(UInt32(truncatingIfNeeded: value))
     }
 
     /// Parses dotted-quad IPv4 (`10.0.0.1`, no leading zeros) or IPv6 (`fd00::1`, also with
     /// a trailing dotted quad as in `::ffff:10.0.0.1`). Zone indices (`%eth0`) are refused.
-    init(parsing text: String) throws(IPAMError) {
+    public init(parsing text: String) throws(AddressParseError) {
         let bytes = Array(text.utf8)
-        func fail(_ reason: String) -> IPAMError { .invalidAddress(input: text, reason: reason) }
+        func fail(_ reason: String) -> AddressParseError { AddressParseError(input: text, reason: reason) }
         guard !bytes.isEmpty else { throw fail("it is empty") }
         guard bytes.count <= Self.maxTextLength else { throw fail("it is too long") }
         if bytes.contains(UInt8(ascii: ":")) {
@@ -49,17 +50,17 @@ enum IPAddress: Hashable, Sendable {
     }
 
     /// Longest accepted text: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255` has 45 characters.
-    static let maxTextLength = 45
+    public static let maxTextLength = 45
 
     /// The reason a parse failed, as a value so that the parsers can return it in a `Result`.
-    struct ParseFailure: Error {
-        var text: String
+    public struct ParseFailure: Error {
+        public var text: String
         init(_ text: String) { self.text = text }
     }
 
     /// Four decimal numbers 0...255 separated by dots, without leading zeros (they would be
     /// ambiguous: some tools read them as octal).
-    static func parseV4(_ bytes: ArraySlice<UInt8>) -> Result<UInt32, ParseFailure> {
+    public static func parseV4(_ bytes: ArraySlice<UInt8>) -> Result<UInt32, ParseFailure> {
         let parts = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard parts.count == 4 else { return .failure(.init("an IPv4 address has four numbers separated by dots")) }
         var result: UInt32 = 0
@@ -82,7 +83,7 @@ enum IPAddress: Hashable, Sendable {
 
     /// Eight groups of one to four hex digits, one `::` standing for one or more zero groups,
     /// and optionally a dotted quad in place of the last two groups.
-    static func parseV6(_ bytes: ArraySlice<UInt8>) -> Result<UInt128, ParseFailure> {
+    public static func parseV6(_ bytes: ArraySlice<UInt8>) -> Result<UInt128, ParseFailure> {
         let colon = UInt8(ascii: ":")
         // Locate the one allowed "::".
         var doubleColon: Int? = nil
@@ -172,7 +173,7 @@ extension IPAddress: CustomStringConvertible {
     /// Dotted quad for IPv4; RFC 5952 for IPv6: lower case, no leading zeros, the longest run
     /// (the first of equally long ones) of two or more zero groups shortened to `::`.
     /// IPv4-mapped addresses are printed in hex form (`::ffff:a00:1`).
-    var description: String {
+    public var description: String {
         switch self {
         case .v4(let v):
             return "\(v >> 24).\(v >> 16 & 0xff).\(v >> 8 & 0xff).\(v & 0xff)"
@@ -199,7 +200,7 @@ extension IPAddress: CustomStringConvertible {
 
 extension IPAddress: Comparable {
     /// IPv4 before IPv6, then by number.
-    static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
+    public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
         if lhs.isV6 != rhs.isV6 { return !lhs.isV6 }
         return lhs.value < rhs.value
     }
@@ -207,7 +208,7 @@ extension IPAddress: Comparable {
 
 extension IPAddress: Codable {
     /// Stored as its canonical text, so that the state file is readable.
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         let text = try container.decode(String.self)
         do {
@@ -217,8 +218,41 @@ extension IPAddress: Codable {
         }
     }
 
-    func encode(to encoder: any Encoder) throws {
+    public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
+    }
+}
+
+/// Text that is not an IPv4 or IPv6 address: the text and why.
+public struct AddressParseError: ReportableError, Equatable {
+    public var input: String
+    public var reason: String
+
+    public init(input: String, reason: String) {
+        self.input = input
+        self.reason = reason
+    }
+
+    public var vdeError: VDEError {
+        .invalid("'\(UntrustedText(input))' is not a valid IP address: \(UntrustedText(reason))")
+    }
+}
+
+/// An IPv4 address without prefix length (`10.0.0.5`), as the worker announces it by ARP after
+/// a re-plug; read by ``IPAddress``'s parser.
+public struct IPv4Address: CheckedString {
+    public let rawValue: String
+    public let value: UInt32
+
+    public init(_ text: String) throws(VDEError) {
+        guard text.utf8.count <= 15 else { throw AddressParseError(input: text, reason: "it is too long").vdeError }
+        switch IPAddress.parseV4(Array(text.utf8)[...]) {
+        case .success(let value):
+            self.value = value
+            rawValue = IPAddress.v4(value).description
+        case .failure(let failure):
+            throw AddressParseError(input: text, reason: failure.text).vdeError
+        }
     }
 }

@@ -1,0 +1,85 @@
+/// Every path of one network, computed once by the supervisor at CreateNetwork
+/// (``init(runDir:network:options:)``), recorded in its state and sent to the worker in the
+/// switch spec. Nothing else derives a path of a network: the worker and the tests read them here.
+///
+/// - `networkDir`: the network's own run dir, `<run dir>/<short network ID>`: what the plugin
+///   keeps of its own (``plugsDir``, ``deletingDir``, ``creatingDir``, ``switchPIDFile``), and,
+///   without `socket_dir`, the switch's sockets.
+/// - `ctlDir`: the switch's ctl directory (`vde_switch -s`, `vde_plug2tap -s`, QEMU's `sock=`).
+/// - `managementSocket`: the switch's management socket (`vde_switch -M`), when known.
+///
+/// Decoding checks every path as ``NetworkOptions/checkedPath(_:option:)`` does (absolute,
+/// normalised, short enough for unix sockets), so no bad path reaches an argv or a file call.
+public struct NetworkPaths: Codable, Sendable, Equatable {
+    public let networkDir: String
+    public let ctlDir: String
+    public let managementSocket: String?
+
+    /// The names below `networkDir`, in one place.
+    enum Name {
+        static let ctl = "ctl"
+        static let management = "mgmt"
+        static let plugs = "plugs"
+        static let deleting = "deleting"
+        static let creating = "creating"
+        static let switchPID = "switch.pid"
+    }
+
+    /// Checks the three paths: each as a `-o` path option, the ctl dir and the management
+    /// socket different.
+    public init(networkDir: String, ctlDir: String, managementSocket: String?) throws(VDEError) {
+        self.networkDir = try NetworkOptions.checkedPath(networkDir, option: "networkDir")
+        self.ctlDir = try NetworkOptions.checkedPath(ctlDir, option: NetworkOptions.socketDirKey)
+        if let managementSocket {
+            _ = try NetworkOptions.checkedPath(managementSocket, option: NetworkOptions.managementSocketKey)
+            guard managementSocket != ctlDir else {
+                throw .invalid("the ctl dir and the management socket must be different paths")
+            }
+        }
+        self.managementSocket = managementSocket
+    }
+
+    /// The paths of a new network: its own run dir below `runDir`; its switch there
+    /// (`ctl`, `mgmt`) unless `socket_dir` names one (then `management_socket` or none).
+    public init(runDir: String, network: NetworkID, options: NetworkOptions) throws(VDEError) {
+        let networkDir = Self.networkDir(runDir: runDir, network: network)
+        // The longest name the switch puts below its ctl dir must fit a unix socket path.
+        guard networkDir.utf8.count + 1 + Name.ctl.utf8.count + 1 <= NetworkOptions.maxPathLength else {
+            throw .invalid("run dir \(UntrustedText(runDir)) is too long for unix socket paths below it")
+        }
+        if let socketDir = options.socketDir {
+            try self.init(networkDir: networkDir, ctlDir: socketDir, managementSocket: options.managementSocket)
+        } else {
+            try self.init(networkDir: networkDir, ctlDir: networkDir + "/" + Name.ctl,
+                          managementSocket: options.managementSocket ?? networkDir + "/" + Name.management)
+        }
+    }
+
+    /// `<run dir>/<short network ID>`. Only for the two places that make a ``NetworkPaths``:
+    /// a new network, and a state record written before `networkDir` was recorded.
+    public static func networkDir(runDir: String, network: NetworkID) -> String {
+        (runDir.hasSuffix("/") ? String(runDir.dropLast()) : runDir) + "/" + network.short
+    }
+
+    /// Pid files of the running plugs, `<endpoint ID>.pid`.
+    public var plugsDir: String { networkDir + "/" + Name.plugs }
+    /// Markers of taps whose deletion has not finished.
+    public var deletingDir: String { networkDir + "/" + Name.deleting }
+    /// Markers of taps made for an endpoint the supervisor has not recorded yet.
+    public var creatingDir: String { networkDir + "/" + Name.creating }
+    /// The identity of the switch the plugin started.
+    public var switchPIDFile: String { networkDir + "/" + Name.switchPID }
+
+    private enum CodingKeys: String, CodingKey { case networkDir, ctlDir, managementSocket }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        do {
+            try self.init(networkDir: container.decode(String.self, forKey: .networkDir),
+                          ctlDir: container.decode(String.self, forKey: .ctlDir),
+                          managementSocket: container.decodeIfPresent(String.self, forKey: .managementSocket))
+        } catch let error as VDEError {
+            throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
+        }
+    }
+}

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Synchronization
 
 /// Starts child processes from argv arrays (no shell), for children that live long (a switch, a
 /// plug): unlike swift-subprocess's `run(...) { execution in }`, whose closure keeps a 1 s timer
@@ -51,7 +52,17 @@ public enum ChildSpawn {
             : clinux_spawn(&pid, argv[0], &arguments, &variables, standardInput ?? -1, standardOutput ?? -1,
                            standardError ?? -1)
         guard code == 0 else { throw SystemCallError(call: "posix_spawn", subject: argv[0], errno: code) }
+        unreaped.withLock { _ = $0.insert(pid) }
         return pid
+    }
+
+    /// The children started here and not yet reaped by ``reap(_:)``: their starter reaps them,
+    /// so a reaper of orphans (the supervisor's `OrphanReaper`) leaves them alone.
+    private static let unreaped = Mutex<Set<pid_t>>([])
+
+    /// True when `pid` is a child started here that its starter has not reaped yet.
+    public static func willBeReapedByItsStarter(_ pid: pid_t) -> Bool {
+        unreaped.withLock { $0.contains(pid) }
     }
 
     /// Reaps the exited child behind `handle` (which must be our child); nil when it has not
@@ -61,6 +72,7 @@ public enum ChildSpawn {
             var code: Int32 = 0
             var signaled: Int32 = 0
             guard fd >= 0, clinux_reap_pidfd(fd, &code, &signaled) == 1 else { return nil }
+            _ = unreaped.withLock { $0.remove(handle.pid) }
             return signaled != 0 ? .signaled(code) : .exited(code)
         }
     }

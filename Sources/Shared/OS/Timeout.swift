@@ -33,4 +33,15 @@ public enum Timeout {
             return try await group.next() ?? nil
         }
     }
+
+    /// Calls `action` once `timeout` has passed, unless the returned task is cancelled first: the
+    /// deadline of something that is not a task of its own (a stored continuation, a list of
+    /// waiters), which `action` then resumes. Cancel the task when the wait ends in time.
+    @discardableResult
+    public static func after(_ timeout: Duration, _ action: @escaping @Sendable () async -> Void) -> Task<Void, Never> {
+        Task {
+            do { try await Task.sleep(for: timeout) } catch { return }
+            await action()
+        }
+    }
 }

@@ -63,9 +63,7 @@ final class SupervisorLink: Sendable {
         let done = OnceFlag()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             writeQueue.async { if done.claim() { continuation.resume() } }
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(timeout.milliseconds)) {
-                if done.claim() { continuation.resume() }
-            }
+            Timeout.after(timeout) { if done.claim() { continuation.resume() } }
         }
     }
 }

@@ -306,10 +306,7 @@ actor NetworkWorker {
     }
 
     private func waitUntilReady(timeout: Duration) async {
-        let timer = Task {
-            try await Task.sleep(for: timeout)
-            self.becameReady()
-        }
+        let timer = Timeout.after(timeout) { await self.becameReady() }
         defer { timer.cancel() }
         await withCheckedContinuation { continuation in
             readyWaiters.append(continuation)

@@ -7,6 +7,9 @@ import Shared
 
 /// Keeps every process the supervisor started in its process tree.
 ///
+/// Workers are not its business: ``ChildSpawn`` started them and their ``WorkerLink`` reaps
+/// them through their pidfd (``ChildSpawn/willBeReapedByItsStarter(_:)``).
+///
 /// The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): what a dead worker leaves
 /// behind (a switch or plug on its way out) is re-parented to the supervisor rather than to
 /// init, so an operator sees it under the service and systemd's cgroup keeps it. Such adopted
@@ -49,7 +52,7 @@ struct OrphanReaper: Service, CustomStringConvertible {
             while !seenZombies.isEmpty {
                 do { try await Task.sleep(for: settle) } catch { return }
                 let zombies = Set(Self.zombieChildren(of: getpid()))
-                for pid in zombies.intersection(seenZombies) {
+                for pid in zombies.intersection(seenZombies) where !ChildSpawn.willBeReapedByItsStarter(pid) {
                     var status: Int32 = 0
                     if waitpid(pid, &status, WNOHANG) == pid {
                         logger.info("reaped an orphaned child", metadata: ["pid": "\(pid)", "status": "\(status)"])

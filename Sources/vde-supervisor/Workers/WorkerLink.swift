@@ -140,10 +140,7 @@ actor WorkerLink {
         line.append(UInt8(ascii: "\n"))
         logger.trace("to worker", metadata: ["line": "\(String(decoding: line.dropLast(), as: UTF8.self))"])
         let kind = command.kind
-        let timer = Task {
-            try await Task.sleep(for: timeout)
-            self.timedOut(id, command: kind, after: timeout)
-        }
+        let timer = Timeout.after(timeout) { await self.timedOut(id, command: kind, after: timeout) }
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
             pending[id] = continuation

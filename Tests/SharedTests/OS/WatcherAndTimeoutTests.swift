@@ -77,4 +77,19 @@ import Testing
             _ = try await Timeout.run(.seconds(10)) { () async throws -> Int in throw Failure() }
         }
     }
+
+    @Test func afterActsOnceTheTimeoutHasPassed() async {
+        let (fired, continuation) = AsyncStream.makeStream(of: Void.self)
+        Timeout.after(.milliseconds(10)) { continuation.yield() }
+        var events = fired.makeAsyncIterator()
+        #expect(await events.next() != nil)
+    }
+
+    @Test func afterDoesNotActWhenCancelledInTime() async {
+        let acted = EventCount()
+        let timer = Timeout.after(.milliseconds(50)) { acted.bump() }
+        timer.cancel()
+        await timer.value
+        #expect(acted.value == 0)
+    }
 }

@@ -47,23 +47,17 @@ enum SwitchProbe {
         guard handlerInstalled else { return .absent(errno: EINVAL) }
         let job = ProbeJob(url: "vde://" + ctlDir)
         guard job.start() else { return .absent(errno: EAGAIN) }
-        return await withTaskGroup(of: ProbeResult?.self) { group -> ProbeResult in
-            group.addTask { await job.result() }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            if case let value?? = await group.next() {
-                group.cancelAll()
-                return value
-            }
-            // Timed out: interrupt the thread until it has left vde_open, then collect it.
-            await job.interruptUntilFinished()
-            var late: ProbeResult?
-            for await value in group { if let value { late = value } }
-            // A port got after the deadline still proves a switch; a failure then is our interrupt.
-            return late == .answers ? .answers : .noReply
+        // Whoever claims first decides: the result in time, or the deadline, which then
+        // interrupts the thread until it has left vde_open.
+        let decided = OnceFlag()
+        let deadline = Timeout.after(timeout) {
+            if decided.claim() { await job.interruptUntilFinished() }
         }
+        let value = await job.result()
+        deadline.cancel()
+        if decided.claim() { return value }
+        // A port got after the deadline still proves a switch; a failure then is our interrupt.
+        return value == .answers ? .answers : .noReply
     }
 
     /// Polls ``probe(ctlDir:timeout:)`` until it answers, `stop` says to give up, or `timeout` passes.

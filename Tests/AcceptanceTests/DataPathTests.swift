@@ -42,7 +42,7 @@ extension Acceptance {
 
                     // The network's processes exist while it is in use (so that the checks
                     // below that they are gone mean something).
-                    let needles = ["--network-id \(network)", network, supervisor.switchDir(network: network)]
+                    let needles = try ["--network-id \(network)", network, supervisor.switchDir(network: network)]
                     let running = HostInspector.vdeProcesses(mentioning: needles + plugged.map(\.tap))
                     #expect(running.contains { $0.program == "vde-networker" }, "no vde-networker for the network: \(running)")
                     #expect(running.contains { $0.program == "vde_switch" }, "no vde_switch for the network: \(running)")

@@ -191,7 +191,7 @@ extension Acceptance {
                 let network = try await scope.network("gone", ["--subnet", "10.77.9.0/24"])
                 let c1 = try await scope.container("c1", network: "gone", ip: "10.77.9.10")
                 let c2 = try await scope.container("c2", network: "gone", ip: "10.77.9.11")
-                let switchDir = supervisor.switchDir(network: network)
+                let switchDir = try supervisor.switchDir(network: network)
                 let needles = ["--network-id \(network)", network, switchDir, c1.tap, c2.tap]
                 let running = HostInspector.vdeProcesses(mentioning: needles)
                 #expect(running.contains { $0.program == "vde-networker" }, "no worker for the network: \(running)")
@@ -207,7 +207,7 @@ extension Acceptance {
                 for tap in [c1.tap, c2.tap] {
                     try await Poll.until("tap \(tap) to be deleted") { !HostInspector.linkExists(tap) }
                 }
-                let networkRunDir = supervisor.runDir + "/" + String(network.prefix(12))
+                let networkRunDir = try supervisor.paths(network: network).networkDir
                 try await Poll.until("no sockets left below \(networkRunDir)") {
                     TempDir.sockets(under: networkRunDir).isEmpty
                 }

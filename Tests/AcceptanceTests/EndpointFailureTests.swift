@@ -6,12 +6,10 @@ import Testing
 extension Acceptance.PluginProtocolTests {
     /// The worker process of `network` (the first found).
     static func workerPID(of network: String) async throws -> Int32 {
-        try await Poll.value("the vde-networker of network \(network.prefix(12))") {
+        try await Poll.value("the vde-networker of network \(NetworkID(stringLiteral: network).short)") {
             HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network]).first { $0.program == "vde-networker" }?.pid
         }
     }
-
-    static func tap(of endpoint: String) -> String { "vde" + String(endpoint.prefix(12)) }
 
     /// DeleteEndpoint asks the worker first: when the worker cannot do it (here it is stopped,
     /// then killed by the heartbeat), the call fails and the endpoint stays recorded, with its
@@ -36,7 +34,7 @@ extension Acceptance.PluginProtocolTests {
                 try await client.post("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint)).isSuccess
             }
             #expect(!supervisor.stateText().contains(endpoint))
-            try await Poll.until("the endpoint's tap to be deleted") { !HostInspector.linkExists(Self.tap(of: endpoint)) }
+            try await Poll.until("the endpoint's tap to be deleted") { !HostInspector.linkExists(Requests.tap(of: endpoint)) }
             try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
         }
     }
@@ -57,16 +55,16 @@ extension Acceptance.PluginProtocolTests {
                 try await client.post("/NetworkDriver.CreateEndpoint", Requests.createEndpoint(network: network, endpoint: cut, address: "10.203.2.6/24"))
             }
             try await Poll.until("the add to make its tap", deadline: .seconds(10), every: .milliseconds(2)) {
-                HostInspector.linkExists(Self.tap(of: cut))
+                HostInspector.linkExists(Requests.tap(of: cut))
             }
             kill(worker, SIGKILL)
-            let madeBeforeKill = HostInspector.linkExists(Self.tap(of: cut))
+            let madeBeforeKill = HostInspector.linkExists(Requests.tap(of: cut))
             #expect(madeBeforeKill, "the add ended before the kill; the test proves nothing")
             let reply = try await adding.value
             #expect(!reply.isSuccess, "the add should fail when its worker is killed: \(reply)")
 
             try await Poll.until("the tap of the failed add to be deleted", deadline: .seconds(30)) {
-                !HostInspector.linkExists(Self.tap(of: cut))
+                !HostInspector.linkExists(Requests.tap(of: cut))
             }
             #expect(!supervisor.stateText().contains(cut))
             try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, first), timeout: .seconds(30))
@@ -103,7 +101,7 @@ extension Acceptance.PluginProtocolTests {
                 try await client.post("/NetworkDriver.DeleteNetwork", Requests.network(network)).isSuccess
             }
             #expect(!supervisor.stateText().contains(network))
-            #expect(!HostInspector.linkExists(Self.tap(of: endpoint)), "the add's tap is left")
+            #expect(!HostInspector.linkExists(Requests.tap(of: endpoint)), "the add's tap is left")
         }
     }
 }

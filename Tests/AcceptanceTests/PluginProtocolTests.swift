@@ -101,7 +101,7 @@ extension Acceptance {
                 #expect(!supervisor.stateText().contains(network), "state file still mentions the deleted network")
                 #expect(!supervisor.stateText().contains(pool.PoolID), "state file still mentions the released pool")
                 try await Poll.until("the network's worker and switch to go away") {
-                    HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network, supervisor.switchDir(network: network)]).isEmpty
+                    try HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network, supervisor.switchDir(network: network)]).isEmpty
                 }
             }
         }
@@ -225,7 +225,7 @@ extension Acceptance {
                             #expect(message.contains(word), "error for \(options) should mention '\(word)': \(message)")
                         }
                         #expect(!supervisor.stateText().contains(id))
-                        #expect(!TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
+                        #expect(try !TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
                     }
                 }
 
@@ -306,7 +306,7 @@ extension Acceptance {
                         request.IPv4Data?[0].AuxAddresses = ["router": aux]
                         let (_, message) = try await client.refused("/NetworkDriver.CreateNetwork", request)
                         #expect(message.contains("IPv4Data[0]."), "should name the field: \(message)")
-                        #expect(!TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
+                        #expect(try !TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
                     }
                 }
                 let pool = try await client.ok("/IpamDriver.RequestPool",

@@ -174,7 +174,7 @@ extension Acceptance {
                         let remaining = ["A": lab.a.endpoints.prefix(2).map(\.id), "B": lab.b.endpoints.map(\.id)]
                         try await lab.waitUntilConsistent("the stale endpoint forgotten, the rest restored", expectEndpoints: remaining,
                                                           killed: [killed] + oldPIDs)
-                        try await Poll.until("state.json to forget the stale endpoint \(gone.id.prefix(12))") {
+                        try await Poll.until("state.json to forget the stale endpoint \(EndpointID(stringLiteral: gone.id).short)") {
                             !(TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id)
                         }
                         let report = try await lab.status()

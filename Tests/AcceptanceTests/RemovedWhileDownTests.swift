@@ -36,10 +36,10 @@ extension Acceptance.DockerTests {
                     let lines = log.split(separator: "\n")
                     #expect(!lines.contains { $0.contains("plug started") && $0.contains(gone.endpointID) },
                             "a plug was started for the removed container's endpoint \(gone.endpointID)")
-                    #expect(lines.contains { $0.contains("forgot a stale endpoint") && $0.contains(String(gone.endpointID.prefix(12))) },
+                    #expect(lines.contains { $0.contains("forgot a stale endpoint") && $0.contains(EndpointID(stringLiteral: gone.endpointID).short) },
                             "the supervisor did not say it forgot the endpoint:\n\(supervisor.logTail())")
                     #expect(!supervisor.stateText().contains(gone.endpointID), "the state file still has the removed endpoint")
-                    #expect(!HostInspector.linkExists("vde" + String(gone.endpointID.prefix(12))), "the removed container's tap is left")
+                    #expect(!HostInspector.linkExists(gone.tap), "the removed container's tap is left")
                     let ping = try await scope.ping(from: "a", "10.77.14.11")
                     #expect(ping.succeeded, "a -> the new container with the freed address: \(ping)")
                     let failures = await scope.cleanup()

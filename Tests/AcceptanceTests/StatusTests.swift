@@ -73,8 +73,8 @@ extension Acceptance {
                         }
 
                         // A prefix no network has.
-                        var unknown = String(IDs.dockerID().prefix(12))
-                        while netA.hasPrefix(unknown) || netB.hasPrefix(unknown) { unknown = String(IDs.dockerID().prefix(12)) }
+                        var unknown = try NetworkID(IDs.dockerID()).short
+                        while netA.hasPrefix(unknown) || netB.hasPrefix(unknown) { unknown = try NetworkID(IDs.dockerID()).short }
                         let none = try await StatusCLI.run([unknown], socket: socket)
                         #expect(none.exitCode == 1, "an unknown prefix must exit 1: \(none)")
                         #expect(none.stderr.contains(unknown), "the message should name the prefix: \(none)")
@@ -122,7 +122,7 @@ extension Acceptance {
                         }
                         #expect(reached)
                         // The table has the counter columns, filled in.
-                        let table = try await StatusCLI.run([String(network.prefix(12))], socket: socket)
+                        let table = try await StatusCLI.run([NetworkID(network).short], socket: socket)
                         #expect(table.exitCode == 0, "\(table)")
                         #expect(table.stdout.contains("SENT PKTS/BYTES") && table.stdout.contains("RECEIVED PKTS/BYTES"),
                                 "the table should have counter columns:\n\(table.stdout)")
@@ -379,11 +379,11 @@ extension Acceptance {
 
         /// A network with its own switch, as the fixture's supervisor runs it: facts checked against /proc.
         static func checkOwnNetwork(_ n: StatusDoc.Network, supervisor: Supervisor, subnet: String, gateway: String) throws {
-            #expect(n.shortID == String(n.id.prefix(12)), "shortID \(n.shortID) of \(n.id)")
+            #expect(try n.shortID == NetworkID(n.id).short, "shortID \(n.shortID) of \(n.id)")
             #expect(n.subnets == [subnet], "subnets: \(n.subnets)")
             #expect(n.gateways.count == 1 && n.gateways.allSatisfy { $0 == gateway || $0.hasPrefix(gateway + "/") }, "gateways: \(n.gateways)")
             #expect(n.healthy)
-            #expect(n.switch.ctlDir == supervisor.switchDir(network: n.id), "ctlDir \(n.switch.ctlDir)")
+            #expect(try n.switch.ctlDir == supervisor.switchDir(network: n.id), "ctlDir \(n.switch.ctlDir)")
             #expect(n.switch.ownership == "own")
             #expect(n.switch.numPorts > 0)
             // The plugin's own switch has a management socket: the counters come from it.
@@ -405,7 +405,7 @@ extension Acceptance {
 
         /// A joined endpoint as it should be: facts as created, plugged by a live vde_plug2tap on a port.
         static func checkPluggedEndpoint(_ e: StatusDoc.Endpoint, expected: StatusEndpoint, network: StatusDoc.Network) throws {
-            #expect(e.shortID == String(expected.id.prefix(12)))
+            #expect(try e.shortID == EndpointID(expected.id).short)
             #expect(e.tap == expected.tap, "tap \(e.tap), Join said \(expected.tap)")
             #expect(e.macAddress.lowercased() == expected.mac.lowercased(), "MAC \(e.macAddress), CreateEndpoint said \(expected.mac)")
             #expect(e.ipv4.map { $0 == expected.address || $0 == expected.ip } == true, "ipv4 \(e.ipv4 ?? "absent"), expected \(expected.address)")
@@ -433,7 +433,7 @@ extension Acceptance {
         /// The external-switch checks, with the test's own plug attached to the switch from the other namespace.
         static func checkExternal(network: String, endpoint: StatusEndpoint, other: NetNS, ctlDir: String, management: String,
                                   switchPID: Int32, dir: String, socket: String) async throws {
-            let prefix = String(network.prefix(12))
+            let prefix = try NetworkID(network).short
             let before = try await healthyStatus(socket: socket)
             let n = try #require(before.report.network(network))
             #expect(n.switch.ownership == "external")

@@ -37,7 +37,7 @@ extension Acceptance {
                         let winner = winners[0], loser = winner == first ? second : first
                         let (status, message) = try client.refusal("CreateNetwork", try #require(replies[loser]))
                         #expect((400..<500).contains(status))
-                        #expect(message.contains("network \(winner.prefix(12))"), "the refusal should name the winner: \(message)")
+                        #expect(message.contains("network \(NetworkID(stringLiteral: winner).short)"), "the refusal should name the winner: \(message)")
                         #expect(!supervisor.stateText().contains(loser))
                         // The winner's switch still answers: nothing of it was unlinked.
                         let winnerDir = try #require((winner == first ? options : secondOptions)["socket_dir"])
@@ -116,11 +116,12 @@ extension Acceptance {
                         }
 
                         // Every file of ours is under the network's own run dir, whatever the switch's place.
-                        let networkDir = NetworkPaths.networkDir(runDir: supervisor.runDir, network: NetworkID(stringLiteral: network))
-                        try await Poll.until("the plug pid files under \(networkDir)/plugs") {
-                            ((try? FileManager.default.contentsOfDirectory(atPath: networkDir + "/plugs")) ?? []).count == 2
+                        let paths = try supervisor.paths(network: network, options: NetworkOptions(socketDir: socketDir, createSockets: true))
+                        let networkDir = paths.networkDir
+                        try await Poll.until("the plug pid files under \(paths.plugsDir)") {
+                            ((try? FileManager.default.contentsOfDirectory(atPath: paths.plugsDir)) ?? []).count == 2
                         }
-                        #expect(TempDir.exists(networkDir + "/switch.pid"))
+                        #expect(TempDir.exists(paths.switchPIDFile))
                         #expect(try FileManager.default.contentsOfDirectory(atPath: lab) == ["sw"], "nothing of ours beside the user's socket_dir")
                         let inSocketDir = try FileManager.default.contentsOfDirectory(atPath: socketDir)
                         #expect(inSocketDir.allSatisfy { $0 == ".vde-supervisor" || $0 == "ctl" || $0.first?.isNumber == true },

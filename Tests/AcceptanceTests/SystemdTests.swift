@@ -267,7 +267,9 @@ extension Acceptance {
                 }
             }
             let switches = try await container.exec(["pgrep", "-a", "vde_switch"])
-            #expect(switches.stdout.contains("/run/vde-supervisor/\(own.prefix(12))/ctl"), "the default switch: \(switches)")
+            // The unit runs the supervisor with its default run dir.
+            let ownPaths = try NetworkPaths(runDir: "/run/vde-supervisor", network: NetworkID(own), options: NetworkOptions())
+            #expect(switches.stdout.contains(ownPaths.ctlDir), "the default switch: \(switches)")
             #expect(switches.stdout.contains("/run/vde-lab/sw"), "the switch in /run/vde-lab/sw: \(switches)")
 
             let refused = try await pluginCall(container, "/NetworkDriver.CreateNetwork",

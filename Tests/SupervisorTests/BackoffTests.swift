@@ -62,12 +62,15 @@ struct WorkerRestartLoopTests {
         signal(SIGPIPE, SIG_IGN)
         let directory = try makeStandIn()
         defer { _ = Glibc.system("rm -rf -- '\(directory)'") }
-        let spec = try SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
+        let networkID = NetworkID(stringLiteral: String(repeating: "ab", count: 32))
+        // An existing switch at a socket_dir of the test's; the paths as the supervisor computes them.
+        let paths = try NetworkPaths(runDir: directory, network: networkID, options: NetworkOptions(socketDir: directory + "/sw"))
+        let spec = try SwitchSpec(paths: paths, mode: .external, group: nil, numPorts: 4)
         let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let worker = NetworkWorker(
-            networkID: NetworkID(stringLiteral: String(repeating: "ab", count: 32)), executable: directory + "/worker", runDir: directory,
+            networkID: networkID, executable: directory + "/worker", runDir: directory,
             logLevel: .error, logger: logger,
             assignment: { assignment }, onStarted: { _ in }, onEvent: { _ in },
             backoff: RestartBackoff(initial: .milliseconds(100), maximum: .seconds(30), stableAfter: .milliseconds(200)))

@@ -67,8 +67,9 @@ final class SlowDockerSocket: Sendable {
 
 @Suite(.timeLimit(.minutes(1))) struct DockerReconcilerTests {
     static func record(_ id: NetworkID) throws -> NetworkRecord {
-        NetworkRecord(id: id, options: try NetworkOptions.parse([:]),
-                      switchSpec: try SwitchSpec(networkDir: "/run/vde-test/\(id.short)", ctlDir: "/run/vde-test/\(id.short)/ctl", managementSocket: "/run/vde-test/\(id.short)/mgmt",
+        let options = try NetworkOptions.parse([:])
+        return NetworkRecord(id: id, options: options,
+                      switchSpec: try SwitchSpec(paths: NetworkPaths(runDir: "/run/vde-test", network: id, options: options),
                                              mode: .own, group: nil, numPorts: 32), switchStarted: true,
                       ipv4Data: [], ipv6Data: [], poolIDs: [], createdAt: 0)
     }

@@ -41,12 +41,15 @@ struct WorkerLivenessTests {
 
     private func startWorker(in directory: String) async throws -> NetworkWorker {
         signal(SIGPIPE, SIG_IGN)
-        let spec = try SwitchSpec(networkDir: directory + "/run", ctlDir: directory + "/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 4)
+        let networkID = try NetworkID(String(repeating: "cd", count: 32))
+        // An existing switch at a socket_dir of the test's; the paths as the supervisor computes them.
+        let paths = try NetworkPaths(runDir: directory, network: networkID, options: NetworkOptions(socketDir: directory + "/sw"))
+        let spec = try SwitchSpec(paths: paths, mode: .external, group: nil, numPorts: 4)
         let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let worker = NetworkWorker(
-            networkID: try NetworkID(String(repeating: "cd", count: 32)), executable: directory + "/worker", runDir: directory,
+            networkID: networkID, executable: directory + "/worker", runDir: directory,
             logLevel: .error, logger: logger, assignment: { assignment }, onStarted: { _ in }, onEvent: { _ in },
             pingTimeout: Self.pingTimeout)
         _ = try await worker.start(assignment)

@@ -55,7 +55,7 @@ struct Attachment: Sendable {
     var ipAddress: String
     var macAddress: String
     var gateway: String
-    var tap: String { "vde" + String(endpointID.prefix(12)) }
+    var tap: String { Requests.tap(of: endpointID) }
 }
 
 /// The containers and networks one test made; removes them all at the end, also on failure.

@@ -132,6 +132,8 @@ struct RecoveryLab: Sendable {
     struct Network: Sendable {
         var name: String
         var id: String
+        /// Its paths as the supervisor computes them (its own switch in the run dir).
+        var paths: NetworkPaths
         var endpoints: [Endpoint]
         /// The vde IPAM pool, when the network uses the vde IPAM driver.
         var poolID: String?
@@ -144,9 +146,6 @@ struct RecoveryLab: Sendable {
 
     var networks: [Network] { [a, b] }
     var client: PluginClient { host.client }
-
-    func ctlDir(_ network: Network) -> String { host.runDir + "/" + String(network.id.prefix(12)) + "/ctl" }
-    func networkRunDir(_ network: Network) -> String { host.runDir + "/" + String(network.id.prefix(12)) }
 
     /// Builds A (10.211.1.0/24, `aEndpoints` endpoints; through the vde IPAM driver when
     /// `vdeIPAM`) and B (10.211.2.0/24, Docker's default IPAM, 2 endpoints) in `namespaces`
@@ -197,7 +196,8 @@ struct RecoveryLab: Sendable {
             try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
             endpoints.append(Endpoint(id: endpoint, tap: tap, mac: mac, address: String(address.split(separator: "/")[0]), namespace: ns))
         }
-        return Network(name: name, id: id, endpoints: endpoints, poolID: poolID)
+        let paths = try NetworkPaths(runDir: host.runDir, network: NetworkID(id), options: NetworkOptions())
+        return Network(name: name, id: id, paths: paths, endpoints: endpoints, poolID: poolID)
     }
 
     // MARK: traffic
@@ -238,7 +238,7 @@ struct RecoveryLab: Sendable {
     }
 
     func running(_ network: Network, in table: [Int32: RecoveryProcess] = RecoveryProcess.all()) -> Running {
-        let ctl = ctlDir(network)
+        let ctl = network.paths.ctlDir
         var result = Running(workers: [], switches: [], plugs: [])
         for p in table.values.sorted(by: { $0.pid < $1.pid }) where !p.isZombie {
             switch p.program {
@@ -311,22 +311,20 @@ struct RecoveryLab: Sendable {
             }
             if !reported.healthy { problems.append("\(name): status says not healthy") }
             let reportedIDs = Set(reported.endpoints.map(\.id))
-            if reportedIDs != expected { problems.append("\(name): status lists endpoints \(reportedIDs.map { $0.prefix(12) }.sorted()), expected \(expected.map { $0.prefix(12) }.sorted())") }
+            let short = { (id: String) in (try? EndpointID(id))?.short ?? id }
+            if reportedIDs != expected { problems.append("\(name): status lists endpoints \(reportedIDs.map(short).sorted()), expected \(expected.map(short).sorted())") }
             for endpoint in reported.endpoints {
-                if endpoint.state != "plugged" { problems.append("\(name): endpoint \(endpoint.id.prefix(12)) is \(endpoint.state)") }
+                if endpoint.state != "plugged" { problems.append("\(name): endpoint \(short(endpoint.id)) is \(endpoint.state)") }
                 if endpoint.plugPID == nil || !live.plugs.contains(endpoint.plugPID!) {
-                    problems.append("\(name): endpoint \(endpoint.id.prefix(12)) plug pid \(endpoint.plugPID.map(String.init) ?? "nil") is not a running plug \(live.plugs)")
+                    problems.append("\(name): endpoint \(short(endpoint.id)) plug pid \(endpoint.plugPID.map(String.init) ?? "nil") is not a running plug \(live.plugs)")
                 }
             }
             problems += socketProblems(network, name: name, ports: reported.endpoints.compactMap(\.switchPort), plugs: live.plugs)
         }
         // Nothing of this test's run dir belongs to a network that is not A or B.
-        let known = Set(networks.map { String($0.id.prefix(12)) })
-        for socket in TempDir.sockets(under: host.runDir) {
-            let relative = socket.dropFirst(host.runDir.count + 1)
-            if let first = relative.split(separator: "/").first, !known.contains(String(first)) {
-                problems.append("socket of no network in the run dir: \(socket)")
-            }
+        let known = networks.map(\.paths.networkDir)
+        for socket in TempDir.sockets(under: host.runDir) where !known.contains(where: { socket.hasPrefix($0 + "/") }) {
+            problems.append("socket of no network in the run dir: \(socket)")
         }
         return problems
     }
@@ -335,12 +333,14 @@ struct RecoveryLab: Sendable {
     /// data socket per plugged port and one pid file per running plug; nothing stale.
     private func socketProblems(_ network: Network, name: String, ports: [Int], plugs: [Int32]) -> [String] {
         var problems: [String] = []
-        let dir = networkRunDir(network), ctl = ctlDir(network)
-        let sockets = Set(TempDir.sockets(under: dir))
-        for required in [ctl + "/ctl", dir + "/mgmt"] where !sockets.contains(required) {
+        let paths = network.paths, ctl = paths.ctlDir
+        let sockets = Set(TempDir.sockets(under: paths.networkDir))
+        // The switch's own ctl socket in its ctl dir, and its management socket.
+        let named = [ctl + "/ctl"] + (paths.managementSocket.map { [$0] } ?? [])
+        for required in named where !sockets.contains(required) {
             problems.append("\(name): \(required) is missing")
         }
-        let data = sockets.subtracting([ctl + "/ctl", dir + "/mgmt"])
+        let data = sockets.subtracting(named)
         var dataPorts: [Int] = []
         for path in data.sorted() {
             let file = (path as NSString).lastPathComponent
@@ -353,10 +353,10 @@ struct RecoveryLab: Sendable {
         if dataPorts.sorted() != ports.sorted() {
             problems.append("\(name): data sockets for ports \(dataPorts.sorted()) but endpoints on ports \(ports.sorted()) (\(data.sorted()))")
         }
-        let pidFiles = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/plugs")) ?? []
+        let pidFiles = (try? FileManager.default.contentsOfDirectory(atPath: paths.plugsDir)) ?? []
         // A pid file holds `PID STARTTIME`.
         let recorded = pidFiles.compactMap {
-            TempDir.readText(dir + "/plugs/" + $0).flatMap { $0.split(separator: " ").first.flatMap { Int32(String($0).trimmingWhitespace) } }
+            TempDir.readText(paths.plugsDir + "/" + $0).flatMap { $0.split(separator: " ").first.flatMap { Int32(String($0).trimmingWhitespace) } }
         }
         if Set(recorded) != Set(plugs) || pidFiles.count != plugs.count {
             problems.append("\(name): plug pid files \(pidFiles.count) naming \(recorded.sorted()), running plugs \(plugs)")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Shared
 import Subprocess
 import Testing
 
@@ -16,8 +17,13 @@ struct Supervisor: Sendable {
     /// The state file's bytes, or nil when it does not exist.
     func stateBytes() -> [UInt8]? { TempDir.readBytes(stateFile) }
     func stateText() -> String { TempDir.readText(stateFile) ?? "" }
+    /// The network's paths as this supervisor computes them (``NetworkPaths``), for `options`
+    /// (by default its own switch).
+    func paths(network: String, options: NetworkOptions = NetworkOptions()) throws -> NetworkPaths {
+        try NetworkPaths(runDir: runDir, network: NetworkID(network), options: options)
+    }
     /// The ctl dir of the network's own switch.
-    func switchDir(network: String) -> String { runDir + "/" + String(network.prefix(12)) + "/ctl" }
+    func switchDir(network: String) throws -> String { try paths(network: network).ctlDir }
     func logTail(_ bytes: Int = 6000) -> String { process.logTail(bytes) }
 
     /// Fails unless the supervisor still answers (`NetworkDriver.GetCapabilities`).
@@ -138,8 +144,9 @@ enum SupervisorFixture {
             HostInspector.vdeProcesses(mentioning: needles).isEmpty
         }
         for p in HostInspector.vdeProcesses(mentioning: needles) { kill(p.pid, SIGKILL) }
-        for endpoint in seen.endpoints {
-            let tap = "vde" + String(endpoint.prefix(12))
+        // An ID the plugin refused got no tap.
+        for endpoint in seen.endpoints.compactMap({ try? EndpointID($0) }) {
+            let tap = TapName(endpoint: endpoint).rawValue
             if HostInspector.linkExists(tap) {
                 removed.append("tap \(tap)")
                 _ = try? await Command.run([NetNS.ip, "link", "del", tap], timeout: .seconds(10))

@@ -69,7 +69,8 @@ let package = Package(
         // Root-free unit tests of the worker (fakes, parsers); `scripts/test --unit` runs them.
         .testTarget(name: "NetworkerTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),
         // The built vde-networker with real vde_switch, vde_plug2tap, taps and namespaces (root).
-        .testTarget(name: "NetworkerIntegrationTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),
+        .testTarget(
+            name: "NetworkerIntegrationTests", dependencies: ["vde-networker", "Shared"], swiftSettings: strict),
         .testTarget(
             name: "AcceptanceTests",
             dependencies: [

@@ -9,11 +9,26 @@
 /// The calls with a JSON body, as in `PluginRouter.makeRoutes` (`call(path, Type.self)`):
 /// `scripts/fuzz` refuses to build when this list and PluginRouter.swift differ.
 let routes: [(path: String, decode: ([UInt8]) throws -> Void)] = [
-    ("/NetworkDriver.CreateNetwork", { try checkCreateNetwork(JSONCoding.decode(DockerAPI.CreateNetworkRequest.self, from: $0)) }),
-    ("/NetworkDriver.DeleteNetwork", { try checkID(JSONCoding.decode(DockerAPI.NetworkRequest.self, from: $0).NetworkID) }),
-    ("/NetworkDriver.CreateEndpoint", { try checkCreateEndpoint(JSONCoding.decode(DockerAPI.CreateEndpointRequest.self, from: $0)) }),
-    ("/NetworkDriver.DeleteEndpoint", { try checkEndpoint(JSONCoding.decode(DockerAPI.EndpointRequest.self, from: $0)) }),
-    ("/NetworkDriver.EndpointOperInfo", { try checkEndpoint(JSONCoding.decode(DockerAPI.EndpointRequest.self, from: $0)) }),
+    (
+        "/NetworkDriver.CreateNetwork",
+        { try checkCreateNetwork(JSONCoding.decode(DockerAPI.CreateNetworkRequest.self, from: $0)) }
+    ),
+    (
+        "/NetworkDriver.DeleteNetwork",
+        { try checkID(JSONCoding.decode(DockerAPI.NetworkRequest.self, from: $0).NetworkID) }
+    ),
+    (
+        "/NetworkDriver.CreateEndpoint",
+        { try checkCreateEndpoint(JSONCoding.decode(DockerAPI.CreateEndpointRequest.self, from: $0)) }
+    ),
+    (
+        "/NetworkDriver.DeleteEndpoint",
+        { try checkEndpoint(JSONCoding.decode(DockerAPI.EndpointRequest.self, from: $0)) }
+    ),
+    (
+        "/NetworkDriver.EndpointOperInfo",
+        { try checkEndpoint(JSONCoding.decode(DockerAPI.EndpointRequest.self, from: $0)) }
+    ),
     ("/NetworkDriver.Join", { try checkJoin(JSONCoding.decode(DockerAPI.JoinRequest.self, from: $0)) }),
     ("/NetworkDriver.Leave", { try checkEndpoint(JSONCoding.decode(DockerAPI.EndpointRequest.self, from: $0)) }),
     ("/IpamDriver.RequestPool", { try reencode(JSONCoding.decode(DockerAPI.RequestPoolRequest.self, from: $0)) }),
@@ -80,7 +95,9 @@ func checkCreateNetwork(_ request: DockerAPI.CreateNetworkRequest) throws {
 func checkCreateEndpoint(_ request: DockerAPI.CreateEndpointRequest) throws {
     try checkEndpoint(DockerAPI.EndpointRequest(NetworkID: request.NetworkID, EndpointID: request.EndpointID))
     if let mac = request.Interface?.MacAddress {
-        precondition(mac.bytes.count == 6 && (try? MACAddress(mac.rawValue)) == mac, "a decoded MAC \(mac) must be six bytes and normalised")
+        precondition(
+            mac.bytes.count == 6 && (try? MACAddress(mac.rawValue)) == mac,
+            "a decoded MAC \(mac) must be six bytes and normalised")
     }
     try reencode(request)
 }

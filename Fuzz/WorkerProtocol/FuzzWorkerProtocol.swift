@@ -41,13 +41,18 @@ public func fuzzWorkerProtocol(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CI
     }
     let tail = stream.count - (stream.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0)
     precondition(framer.pendingBytes == tail, "framer holds \(framer.pendingBytes) bytes, the stream ends with \(tail)")
-    precondition(limitedLines.count == expected.count, "limited framer returned \(limitedLines.count) lines for \(expected.count)")
+    precondition(
+        limitedLines.count == expected.count,
+        "limited framer returned \(limitedLines.count) lines for \(expected.count)")
     for (line, want) in zip(limitedLines, expected) {
         switch line {
         case .line(let bytes):
-            precondition(bytes.count <= smallLimit && bytes.elementsEqual(want), "limited framer passed a long or changed line")
+            precondition(
+                bytes.count <= smallLimit && bytes.elementsEqual(want), "limited framer passed a long or changed line")
         case .oversized(let length):
-            precondition(want.count > smallLimit && length == want.count, "oversized(\(length)) for a line of \(want.count) bytes")
+            precondition(
+                want.count > smallLimit && length == want.count,
+                "oversized(\(length)) for a line of \(want.count) bytes")
         }
     }
 
@@ -62,7 +67,9 @@ public func fuzzWorkerProtocol(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CI
 func workerSide(_ bytes: [UInt8]) {
     switch IncomingLine.decode(bytes) {
     case .request(let request):
-        guard let again = try? JSONCoding.encode(request) else { preconditionFailure("a decoded request does not encode") }
+        guard let again = try? JSONCoding.encode(request) else {
+            preconditionFailure("a decoded request does not encode")
+        }
         precondition(IncomingLine.decode(again) == .request(request), "a request does not survive encode and decode")
     case .invalid(_, let reason):
         precondition(!reason.isEmpty, "a refusal without a reason")
@@ -82,5 +89,7 @@ func supervisorSide(_ bytes: [UInt8]) {
         return
     }
     guard let again = try? JSONCoding.encode(message) else { preconditionFailure("a decoded message does not encode") }
-    precondition((try? JSONCoding.decode(WorkerMessage.self, from: again)) == message, "a message does not survive encode and decode")
+    precondition(
+        (try? JSONCoding.decode(WorkerMessage.self, from: again)) == message,
+        "a message does not survive encode and decode")
 }

@@ -21,18 +21,23 @@ extension Acceptance {
                 try await NetNS.with(count: 2) { namespaces in
                     let client = supervisor.client
                     let network = IDs.dockerID()
-                    try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(network, pool: "10.202.0.0/24", gateway: "10.202.0.1/24"))
+                    try await client.ok(
+                        "/NetworkDriver.CreateNetwork",
+                        Requests.createNetwork(network, pool: "10.202.0.0/24", gateway: "10.202.0.1/24"))
 
                     var plugged: [Plugged] = []
                     for (i, ns) in namespaces.enumerated() {
                         let endpoint = IDs.dockerID()
                         let address = "10.202.0.\(10 + i)/24"
-                        let created = try await client.ok("/NetworkDriver.CreateEndpoint",
+                        let created = try await client.ok(
+                            "/NetworkDriver.CreateEndpoint",
                             Requests.createEndpoint(network: network, endpoint: endpoint, address: address),
                             as: DockerAPI.CreateEndpointResponse.self)
                         let mac = try #require(created.Interface?.MacAddress?.rawValue)
-                        let joined = try await client.ok("/NetworkDriver.Join",
-                            Requests.join(network: network, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
+                        let joined = try await client.ok(
+                            "/NetworkDriver.Join",
+                            Requests.join(network: network, endpoint: endpoint, sandbox: ns.path),
+                            as: DockerAPI.JoinResponse.self)
                         #expect(joined.Gateway == "10.202.0.1")
                         let tap = joined.InterfaceName.SrcName.rawValue
                         #expect(tap == Requests.tap(of: endpoint))
@@ -44,11 +49,17 @@ extension Acceptance {
                     // below that they are gone mean something).
                     let needles = try ["--network-id \(network)", network, supervisor.switchDir(network: network)]
                     let running = HostInspector.vdeProcesses(mentioning: needles + plugged.map(\.tap))
-                    #expect(running.contains { $0.program == "vde-networker" }, "no vde-networker for the network: \(running)")
-                    #expect(running.contains { $0.program == "vde_switch" }, "no vde_switch for the network: \(running)")
-                    #expect(!TempDir.sockets(under: supervisor.runDir).isEmpty, "the network's switch sockets should be in the run dir")
+                    #expect(
+                        running.contains { $0.program == "vde-networker" },
+                        "no vde-networker for the network: \(running)")
+                    #expect(
+                        running.contains { $0.program == "vde_switch" }, "no vde_switch for the network: \(running)")
+                    #expect(
+                        !TempDir.sockets(under: supervisor.runDir).isEmpty,
+                        "the network's switch sockets should be in the run dir")
 
-                    let first = plugged[0], second = plugged[1]
+                    let first = plugged[0]
+                    let second = plugged[1]
                     let target = String(second.address.split(separator: "/")[0])
                     let back = String(first.address.split(separator: "/")[0])
                     let there = try await first.namespace.ping(target)
@@ -57,7 +68,9 @@ extension Acceptance {
                     #expect(reply.succeeded, "ping \(second.address) -> \(back) failed: \(reply)")
                     // The peer answered with the MAC the plugin gave it.
                     let neighbours = try await first.namespace.ip("neigh", "show", target)
-                    #expect(neighbours.stdout.lowercased().contains(second.mac.lowercased()), "neighbour entry \(neighbours.stdout) should carry \(second.mac)")
+                    #expect(
+                        neighbours.stdout.lowercased().contains(second.mac.lowercased()),
+                        "neighbour entry \(neighbours.stdout) should carry \(second.mac)")
 
                     for p in plugged {
                         try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, p.endpoint))
@@ -72,7 +85,8 @@ extension Acceptance {
                     }
                     for p in plugged {
                         try await Poll.until("tap \(p.tap) to be deleted") { !HostInspector.linkExists(p.tap) }
-                        #expect(!(try await p.namespace.linkExists("eth0")), "eth0 of \(p.namespace.name) should be gone")
+                        #expect(
+                            !(try await p.namespace.linkExists("eth0")), "eth0 of \(p.namespace.name) should be gone")
                     }
                     try await Poll.until("no sockets left in the run dir \(supervisor.runDir)") {
                         TempDir.sockets(under: supervisor.runDir).isEmpty
@@ -88,25 +102,36 @@ extension Acceptance {
             try await SupervisorFixture.with { supervisor in
                 try await NetNS.with(count: 4) { namespaces in
                     let client = supervisor.client
-                    let networkA = IDs.dockerID(), networkB = IDs.dockerID()
+                    let networkA = IDs.dockerID()
+                    let networkB = IDs.dockerID()
                     for id in [networkA, networkB] {
-                        try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(id, pool: "10.203.0.0/24", gateway: "10.203.0.1/24"))
+                        try await client.ok(
+                            "/NetworkDriver.CreateNetwork",
+                            Requests.createNetwork(id, pool: "10.203.0.0/24", gateway: "10.203.0.1/24"))
                     }
                     // A1 = .10, A2 = .11 on A; B1 = .10 (the same address), B2 = .12 on B.
-                    let layout = [(networkA, "10.203.0.10/24"), (networkA, "10.203.0.11/24"),
-                                  (networkB, "10.203.0.10/24"), (networkB, "10.203.0.12/24")]
+                    let layout = [
+                        (networkA, "10.203.0.10/24"), (networkA, "10.203.0.11/24"),
+                        (networkB, "10.203.0.10/24"), (networkB, "10.203.0.12/24"),
+                    ]
                     var endpoints: [(network: String, endpoint: String, tap: String, mac: String)] = []
                     for (i, (network, address)) in layout.enumerated() {
                         let endpoint = IDs.dockerID()
-                        let created = try await client.ok("/NetworkDriver.CreateEndpoint",
-                            Requests.createEndpoint(network: network, endpoint: endpoint, address: address), as: DockerAPI.CreateEndpointResponse.self)
+                        let created = try await client.ok(
+                            "/NetworkDriver.CreateEndpoint",
+                            Requests.createEndpoint(network: network, endpoint: endpoint, address: address),
+                            as: DockerAPI.CreateEndpointResponse.self)
                         let mac = try #require(created.Interface?.MacAddress?.rawValue)
-                        let joined = try await client.ok("/NetworkDriver.Join",
-                            Requests.join(network: network, endpoint: endpoint, sandbox: namespaces[i].path), as: DockerAPI.JoinResponse.self)
-                        try await namespaces[i].adoptAsEth0(tap: joined.InterfaceName.SrcName.rawValue, mac: mac, address: address)
+                        let joined = try await client.ok(
+                            "/NetworkDriver.Join",
+                            Requests.join(network: network, endpoint: endpoint, sandbox: namespaces[i].path),
+                            as: DockerAPI.JoinResponse.self)
+                        try await namespaces[i].adoptAsEth0(
+                            tap: joined.InterfaceName.SrcName.rawValue, mac: mac, address: address)
                         endpoints.append((network, endpoint, joined.InterfaceName.SrcName.rawValue, mac))
                     }
-                    let a1 = namespaces[0], b1 = namespaces[2]
+                    let a1 = namespaces[0]
+                    let b1 = namespaces[2]
                     let peerA = try await a1.ping("10.203.0.11")
                     #expect(peerA.succeeded, "A1 must reach A2: \(peerA)")
                     let peerB = try await b1.ping("10.203.0.12")
@@ -115,7 +140,9 @@ extension Acceptance {
                     #expect(!across.succeeded, "A1 reached B2 on the other network: \(across)")
                     // A2 answered for .11, and A1 never learnt B1's MAC for its own address's twin.
                     let neighbours = try await a1.ip("neigh", "show").stdout.lowercased()
-                    #expect(neighbours.contains(endpoints[1].mac.lowercased()), "A1's neighbours \(neighbours) should hold A2's MAC")
+                    #expect(
+                        neighbours.contains(endpoints[1].mac.lowercased()),
+                        "A1's neighbours \(neighbours) should hold A2's MAC")
                     #expect(!neighbours.contains(endpoints[3].mac.lowercased()), "A1 learnt B2's MAC: \(neighbours)")
 
                     for (i, e) in endpoints.enumerated() {
@@ -132,4 +159,3 @@ extension Acceptance {
         }
     }
 }
-

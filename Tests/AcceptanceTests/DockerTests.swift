@@ -18,7 +18,8 @@ extension Acceptance {
         }
 
         func networkInspect(_ name: String, _ format: String) async throws -> String {
-            try await Docker.check(["network", "inspect", "--format", format, name], timeout: .seconds(30)).stdout.trimmingWhitespace
+            try await Docker.check(["network", "inspect", "--format", format, name], timeout: .seconds(30)).stdout
+                .trimmingWhitespace
         }
 
         @Test func createAndRemoveNetworks() async throws {
@@ -60,18 +61,23 @@ extension Acceptance {
 
         @Test func gatewayAddressRules() async throws {
             try await withDocker { _, scope in
-                try await scope.network("gw", ["--ipam-driver", "vde", "--subnet", "10.77.4.0/24", "--gateway", "10.77.4.1"])
+                try await scope.network(
+                    "gw", ["--ipam-driver", "vde", "--subnet", "10.77.4.0/24", "--gateway", "10.77.4.1"])
                 // Containers without --ip never get the gateway address.
                 let p1 = try await scope.container("p1", network: "gw")
                 let p2 = try await scope.container("p2", network: "gw")
                 for p in [p1, p2] {
-                    #expect(p.ipAddress != "10.77.4.1" && p.ipAddress.hasPrefix("10.77.4."), "automatic address \(p.ipAddress)")
+                    #expect(
+                        p.ipAddress != "10.77.4.1" && p.ipAddress.hasPrefix("10.77.4."),
+                        "automatic address \(p.ipAddress)")
                 }
-                #expect(p1.gateway == "10.77.4.1", "Join should give the gateway to an ordinary endpoint: \(p1.gateway)")
+                #expect(
+                    p1.gateway == "10.77.4.1", "Join should give the gateway to an ordinary endpoint: \(p1.gateway)")
                 // One container may take it explicitly, and is reachable there.
                 let g = try await scope.container("g", network: "gw", ip: "10.77.4.1")
                 #expect(g.ipAddress == "10.77.4.1")
-                #expect(g.gateway != "10.77.4.1", "the endpoint holding the gateway address must not get itself as gateway")
+                #expect(
+                    g.gateway != "10.77.4.1", "the endpoint holding the gateway address must not get itself as gateway")
                 let ping = try await scope.ping(from: "p1", "10.77.4.1")
                 #expect(ping.succeeded, "p1 -> the container at the gateway address: \(ping)")
                 // A second one cannot.
@@ -90,7 +96,9 @@ extension Acceptance {
                 let tapsBefore = HostInspector.pluginTaps()
                 let third = try await scope.startContainer("c3", network: "ports", ip: "10.77.5.12")
                 #expect(!third.succeeded, "a third container started on a 2-port switch: \(third)")
-                #expect(third.output.lowercased().contains("port"), "the error should mention the switch ports: \(third.output)")
+                #expect(
+                    third.output.lowercased().contains("port"),
+                    "the error should mention the switch ports: \(third.output)")
                 try await Poll.until("the failed container's tap to be removed") {
                     HostInspector.pluginTaps().subtracting(tapsBefore).isEmpty
                 }
@@ -123,16 +131,22 @@ extension Acceptance {
             try await withDocker { _, scope in
                 try await TempDir.with("sd") { dir in
                     let socketDir = dir + "/sw"
-                    try await scope.network("sd", ["--subnet", "10.77.7.0/24", "-o", "socket_dir=\(socketDir)", "-o", "create_sockets=true"])
+                    try await scope.network(
+                        "sd",
+                        ["--subnet", "10.77.7.0/24", "-o", "socket_dir=\(socketDir)", "-o", "create_sockets=true"])
                     try await scope.container("c", network: "sd", ip: "10.77.7.10")
                     #expect(TempDir.exists(socketDir + "/ctl"), "the switch's ctl socket should be at \(socketDir)/ctl")
                     try await NetNS.with(count: 1) { namespaces in
                         let ns = namespaces[0]
                         let tap = "vxtap" + IDs.tag(6)
-                        let plugArgv = [NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap]
+                        let plugArgv = [
+                            NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap,
+                        ]
                         try await Background.with(plugArgv, logPath: dir + "/plug.log") { plug in
                             try await Poll.until("vde_plug2tap to make \(tap) in \(ns.name)") {
-                                guard plug.isRunning else { throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())") }
+                                guard plug.isRunning else {
+                                    throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())")
+                                }
                                 return try await ns.linkExists(tap)
                             }
                             try await ns.ip("addr", "add", "10.77.7.50/24", "dev", tap)
@@ -155,11 +169,16 @@ extension Acceptance {
         @Test func existingSwitchIsUsedAndLeftRunning() async throws {
             try await withDocker { _, scope in
                 try await TempDir.with("ex") { dir in
-                    let switchDir = dir + "/sw", management = dir + "/mgmt"
-                    let run = try await Background.with(["/usr/bin/vde_switch", "-s", switchDir, "-M", management],
-                                                        logPath: dir + "/switch.log", stop: .closeStdin) { vdeSwitch in
+                    let switchDir = dir + "/sw"
+                    let management = dir + "/mgmt"
+                    let run = try await Background.with(
+                        ["/usr/bin/vde_switch", "-s", switchDir, "-M", management],
+                        logPath: dir + "/switch.log", stop: .closeStdin
+                    ) { vdeSwitch in
                         try await Poll.until("the test's vde_switch to listen at \(switchDir)/ctl") {
-                            guard vdeSwitch.isRunning else { throw AcceptanceFailure("vde_switch exited: \(vdeSwitch.logTail())") }
+                            guard vdeSwitch.isRunning else {
+                                throw AcceptanceFailure("vde_switch exited: \(vdeSwitch.logTail())")
+                            }
                             return TempDir.exists(switchDir + "/ctl")
                         }
                         try await scope.network("ex", ["--subnet", "10.77.8.0/24", "-o", "socket_dir=\(switchDir)"])
@@ -168,7 +187,9 @@ extension Acceptance {
                         let ping = try await scope.ping(from: "a", "10.77.8.11")
                         #expect(ping.succeeded, "containers on an existing switch: \(ping)")
                         let ports = try await managementCommand(management, "port/allprint")
-                        #expect(ports.contains("vde_plug2tap") || ports.contains("pid="), "the switch should list the plugin's plugs: \(ports.prefix(2000))")
+                        #expect(
+                            ports.contains("vde_plug2tap") || ports.contains("pid="),
+                            "the switch should list the plugin's plugs: \(ports.prefix(2000))")
 
                         try await scope.removeContainer("a")
                         try await scope.removeContainer("b")
@@ -177,11 +198,16 @@ extension Acceptance {
                             HostInspector.vdeProcesses(mentioning: [switchDir]).allSatisfy { $0.pid == vdeSwitch.pid }
                         }
                         #expect(vdeSwitch.isRunning, "docker network rm stopped a switch the plugin did not start")
-                        #expect(TempDir.exists(switchDir + "/ctl"), "docker network rm removed the existing switch's ctl socket")
-                        #expect(UnixHTTPClient.answers(socket: switchDir + "/ctl"), "the existing switch no longer accepts connections")
+                        #expect(
+                            TempDir.exists(switchDir + "/ctl"),
+                            "docker network rm removed the existing switch's ctl socket")
+                        #expect(
+                            UnixHTTPClient.answers(socket: switchDir + "/ctl"),
+                            "the existing switch no longer accepts connections")
                     }
                     try run.outcome.get()
-                    #expect(run.stopSteps == ["close stdin"], "the test's vde_switch did not exit on EOF: \(run.stopSteps)")
+                    #expect(
+                        run.stopSteps == ["close stdin"], "the test's vde_switch did not exit on EOF: \(run.stopSteps)")
                 }
             }
         }
@@ -212,7 +238,9 @@ extension Acceptance {
                     TempDir.sockets(under: networkRunDir).isEmpty
                 }
                 #expect(!supervisor.stateText().contains(network), "state file still mentions \(network)")
-                #expect(!supervisor.stateText().contains(c1.endpointID), "state file still mentions endpoint \(c1.endpointID)")
+                #expect(
+                    !supervisor.stateText().contains(c1.endpointID),
+                    "state file still mentions endpoint \(c1.endpointID)")
             }
         }
 
@@ -223,7 +251,9 @@ extension Acceptance {
             try await TempDir.with("restart") { root in
                 let scope = DockerScope()
                 do {
-                    let network = try await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { supervisor in
+                    let network = try await SupervisorFixture.with(
+                        socket: SupervisorFixture.realSocket, directory: root
+                    ) { supervisor in
                         await Docker.removeLabelledLeftovers()
                         let id = try await scope.network("rs", ["--subnet", "10.77.11.0/24"])
                         try await scope.container("a", network: "rs", ip: "10.77.11.10")
@@ -232,9 +262,15 @@ extension Acceptance {
                         #expect(ping.succeeded, "before the restart: \(ping)")
                         return id
                     }
-                    try await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { supervisor in
-                        #expect(supervisor.stateText().contains(network), "the state file lost the network across the restart")
-                        try await Poll.until("a -> b to work again after the supervisor restarted", deadline: .seconds(30), every: .milliseconds(500)) {
+                    try await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) {
+                        supervisor in
+                        #expect(
+                            supervisor.stateText().contains(network),
+                            "the state file lost the network across the restart")
+                        try await Poll.until(
+                            "a -> b to work again after the supervisor restarted", deadline: .seconds(30),
+                            every: .milliseconds(500)
+                        ) {
                             try await scope.ping(from: "a", "10.77.11.11", count: 1, wait: 1).succeeded
                         }
                         let ping = try await scope.ping(from: "b", "10.77.11.10")
@@ -244,12 +280,15 @@ extension Acceptance {
                         let toNew = try await scope.ping(from: "a", "10.77.11.12")
                         #expect(toNew.succeeded, "a -> a container started after the restart: \(toNew)")
                         let failures = await scope.cleanup()
-                        #expect(failures.isEmpty, "removing the containers and the network after the restart: \(failures)")
+                        #expect(
+                            failures.isEmpty, "removing the containers and the network after the restart: \(failures)")
                         #expect(!supervisor.stateText().contains(network))
                     }
                 } catch {
                     // Remove what is left while a plugin serves, so dockerd can reach the driver.
-                    _ = try? await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { _ in await scope.cleanup() }
+                    _ = try? await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { _ in
+                        await scope.cleanup()
+                    }
                     throw error
                 }
             }
@@ -263,13 +302,21 @@ extension Acceptance {
                 try await scope.container("b", network: "kw", ip: "10.77.12.11")
                 let before = try await scope.ping(from: "a", "10.77.12.11")
                 #expect(before.succeeded, "before the kill: \(before)")
-                let worker = try #require(HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network]).first { $0.program == "vde-networker" },
-                                          "no vde-networker for network \(network)")
+                let worker = try #require(
+                    HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network]).first {
+                        $0.program == "vde-networker"
+                    },
+                    "no vde-networker for network \(network)")
                 kill(worker.pid, SIGKILL)
                 try await Poll.until("a new vde-networker for the network", deadline: .seconds(30)) {
-                    HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network]).contains { $0.program == "vde-networker" && $0.pid != worker.pid }
+                    HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network]).contains {
+                        $0.program == "vde-networker" && $0.pid != worker.pid
+                    }
                 }
-                try await Poll.until("a -> b to work again after the worker was killed", deadline: .seconds(30), every: .milliseconds(500)) {
+                try await Poll.until(
+                    "a -> b to work again after the worker was killed", deadline: .seconds(30),
+                    every: .milliseconds(500)
+                ) {
                     try await scope.ping(from: "a", "10.77.12.11", count: 1, wait: 1).succeeded
                 }
                 let after = try await scope.ping(from: "b", "10.77.12.10")
@@ -279,17 +326,23 @@ extension Acceptance {
 
         @Test func badOptionsAreClearNetworkCreateErrors() async throws {
             try await withDocker { _, scope in
-                let unknown = try await scope.createNetwork("bad1", ["--subnet", "10.77.10.0/24", "-o", "bogus_option=1"])
+                let unknown = try await scope.createNetwork(
+                    "bad1", ["--subnet", "10.77.10.0/24", "-o", "bogus_option=1"])
                 #expect(!unknown.succeeded, "an unknown option was accepted: \(unknown)")
-                #expect(unknown.stderr.contains("bogus_option") && unknown.stderr.contains("num_switchports"),
-                        "the error should name the option and list the known ones: \(unknown.stderr)")
-                let ports = try await scope.createNetwork("bad2", ["--subnet", "10.77.10.0/24", "-o", "num_switchports=abc"])
+                #expect(
+                    unknown.stderr.contains("bogus_option") && unknown.stderr.contains("num_switchports"),
+                    "the error should name the option and list the known ones: \(unknown.stderr)")
+                let ports = try await scope.createNetwork(
+                    "bad2", ["--subnet", "10.77.10.0/24", "-o", "num_switchports=abc"])
                 #expect(!ports.succeeded, "num_switchports=abc was accepted: \(ports)")
-                #expect(ports.stderr.contains("num_switchports"), "the error should name num_switchports: \(ports.stderr)")
-                let relative = try await scope.createNetwork("bad3", ["--subnet", "10.77.10.0/24", "-o", "socket_dir=relative/dir"])
+                #expect(
+                    ports.stderr.contains("num_switchports"), "the error should name num_switchports: \(ports.stderr)")
+                let relative = try await scope.createNetwork(
+                    "bad3", ["--subnet", "10.77.10.0/24", "-o", "socket_dir=relative/dir"])
                 #expect(!relative.succeeded, "a relative socket_dir was accepted: \(relative)")
                 #expect(relative.stderr.contains("socket_dir"), "the error should name socket_dir: \(relative.stderr)")
-                let listed = try await Docker.check(["network", "ls", "--format", "{{.Name}}"], timeout: .seconds(30)).stdout
+                let listed = try await Docker.check(["network", "ls", "--format", "{{.Name}}"], timeout: .seconds(30))
+                    .stdout
                 for base in ["bad1", "bad2", "bad3"] {
                     #expect(!listed.contains(scope.name(base)), "refused network \(scope.name(base)) exists anyway")
                 }
@@ -302,11 +355,14 @@ extension Acceptance {
 /// to the status line (`1000 Success` or `1xxx error`). The switch wants one command per read:
 /// a command and `logout` sent together come back as an error.
 func managementCommand(_ socket: String, _ command: String) async throws -> String {
-    let raw = try await UnixHTTPClient.exchange(socket: socket, bytes: Array("\(command)\n".utf8), timeout: .seconds(10)) { reply in
+    let raw = try await UnixHTTPClient.exchange(
+        socket: socket, bytes: Array("\(command)\n".utf8), timeout: .seconds(10)
+    ) { reply in
         let text = String(decoding: reply, as: UTF8.self)
         guard let data = text.range(of: "0000 DATA END WITH") ?? text.range(of: "vde$ 1") else { return false }
         return text[data.lowerBound...].split(separator: "\n").contains { line in
-            line.count >= 5 && line.hasPrefix("1") && line.prefix(4).allSatisfy(\.isNumber) && line.dropFirst(4).first == " "
+            line.count >= 5 && line.hasPrefix("1") && line.prefix(4).allSatisfy(\.isNumber)
+                && line.dropFirst(4).first == " "
         }
     }
     return String(decoding: raw, as: UTF8.self)

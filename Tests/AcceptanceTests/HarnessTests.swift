@@ -30,7 +30,8 @@ extension Acceptance {
         /// `scripts/test --sanitize address --filter HarnessTests` reports (LeakSanitizer).
         @Test func filesReadWholeAndEmptyFilesWithoutLeaking() async throws {
             try await TempDir.with("read") { dir in
-                let empty = dir + "/empty", full = dir + "/full"
+                let empty = dir + "/empty"
+                let full = dir + "/full"
                 #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
                 let text = String(repeating: "0123456789abcdef", count: 600)  // more than one 4 KiB read
                 #expect(FileManager.default.createFile(atPath: full, contents: Data(text.utf8)))
@@ -45,15 +46,23 @@ extension Acceptance {
                 try await Poll.until("never", deadline: .milliseconds(300)) { false }
             }
             var calls = 0
-            try await Poll.until("third call") { calls += 1; return calls == 3 }
+            try await Poll.until("third call") {
+                calls += 1
+                return calls == 3
+            }
             #expect(calls == 3)
         }
 
         @Test func backgroundSwitchStopsOnEOFAndNamespacesWork() async throws {
             try HostRequirements.check()
             try await TempDir.with("harness") { dir in
-                let run = try await Background.with(["/usr/bin/vde_switch", "-s", dir + "/sw", "-M", dir + "/mgmt"], logPath: dir + "/log", stop: .closeStdin) { sw in
-                    try await Poll.until("switch ctl socket") { TempDir.exists(dir + "/sw/ctl") && TempDir.exists(dir + "/mgmt") }
+                let run = try await Background.with(
+                    ["/usr/bin/vde_switch", "-s", dir + "/sw", "-M", dir + "/mgmt"], logPath: dir + "/log",
+                    stop: .closeStdin
+                ) { sw in
+                    try await Poll.until("switch ctl socket") {
+                        TempDir.exists(dir + "/sw/ctl") && TempDir.exists(dir + "/mgmt")
+                    }
                     let info = try await managementCommand(dir + "/mgmt", "port/showinfo")
                     #expect(info.contains("Numports=32") && info.contains("1000 Success"), "management reply: \(info)")
                     #expect(sw.isRunning)
@@ -75,9 +84,11 @@ extension Acceptance {
         }
 
         @Test func httpRepliesParse() throws {
-            let plain = try UnixHTTPClient.parse(Array("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n{\"Err\":1}".utf8))
+            let plain = try UnixHTTPClient.parse(
+                Array("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n{\"Err\":1}".utf8))
             #expect(plain.status == 404 && plain.bodyText == "{\"Err\":1}")
-            let chunked = try UnixHTTPClient.parse(Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n".utf8))
+            let chunked = try UnixHTTPClient.parse(
+                Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n".utf8))
             #expect(chunked.status == 200 && chunked.bodyText == "{\"a\":1}")
             #expect(throws: AcceptanceFailure.self) { try UnixHTTPClient.parse(Array("garbage".utf8)) }
         }

@@ -11,14 +11,18 @@ extension Acceptance {
             try await SupervisorFixture.with { supervisor in
                 let client = supervisor.client
                 let activate = try await client.ok("/Plugin.Activate", as: DockerAPI.ActivateResponse.self)
-                #expect(Set(activate.Implements).isSuperset(of: ["NetworkDriver", "IpamDriver"]), "Activate: \(activate.Implements)")
+                #expect(
+                    Set(activate.Implements).isSuperset(of: ["NetworkDriver", "IpamDriver"]),
+                    "Activate: \(activate.Implements)")
 
-                let capabilities = try await client.ok("/NetworkDriver.GetCapabilities", as: DockerAPI.CapabilitiesResponse.self)
+                let capabilities = try await client.ok(
+                    "/NetworkDriver.GetCapabilities", as: DockerAPI.CapabilitiesResponse.self)
                 #expect(capabilities.Scope == "local")
                 #expect(capabilities.ConnectivityScope == "local")
 
                 _ = try await client.ok("/IpamDriver.GetCapabilities", as: DockerAPI.IPAMCapabilitiesResponse.self)
-                let spaces = try await client.ok("/IpamDriver.GetDefaultAddressSpaces", as: DockerAPI.AddressSpacesResponse.self)
+                let spaces = try await client.ok(
+                    "/IpamDriver.GetDefaultAddressSpaces", as: DockerAPI.AddressSpacesResponse.self)
                 #expect(!spaces.LocalDefaultAddressSpace.isEmpty)
                 #expect(!spaces.GlobalDefaultAddressSpace.isEmpty)
 
@@ -32,76 +36,102 @@ extension Acceptance {
         @Test func fullLifecycleInDockerdOrder() async throws {
             try await SupervisorFixture.with { supervisor in
                 let client = supervisor.client
-                let spaces = try await client.ok("/IpamDriver.GetDefaultAddressSpaces", as: DockerAPI.AddressSpacesResponse.self)
+                let spaces = try await client.ok(
+                    "/IpamDriver.GetDefaultAddressSpaces", as: DockerAPI.AddressSpacesResponse.self)
 
                 // docker network create -d vde --ipam-driver vde --subnet 10.200.1.0/24 --gateway 10.200.1.1
-                let pool = try await client.ok("/IpamDriver.RequestPool",
-                    DockerAPI.RequestPoolRequest(AddressSpace: spaces.LocalDefaultAddressSpace, Pool: "10.200.1.0/24", SubPool: "", Options: [:], V6: false),
+                let pool = try await client.ok(
+                    "/IpamDriver.RequestPool",
+                    DockerAPI.RequestPoolRequest(
+                        AddressSpace: spaces.LocalDefaultAddressSpace, Pool: "10.200.1.0/24", SubPool: "", Options: [:],
+                        V6: false),
                     as: DockerAPI.RequestPoolResponse.self)
                 #expect(!pool.PoolID.isEmpty)
                 #expect(pool.Pool == "10.200.1.0/24")
-                let gateway = try await client.ok("/IpamDriver.RequestAddress",
-                    DockerAPI.RequestAddressRequest(PoolID: pool.PoolID, Address: "10.200.1.1", Options: [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType]),
+                let gateway = try await client.ok(
+                    "/IpamDriver.RequestAddress",
+                    DockerAPI.RequestAddressRequest(
+                        PoolID: pool.PoolID, Address: "10.200.1.1",
+                        Options: [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType]),
                     as: DockerAPI.RequestAddressResponse.self)
                 #expect(gateway.Address == "10.200.1.1/24")
 
                 let network = IDs.dockerID()
-                try await client.ok("/NetworkDriver.CreateNetwork",
+                try await client.ok(
+                    "/NetworkDriver.CreateNetwork",
                     Requests.createNetwork(network, pool: "10.200.1.0/24", gateway: "10.200.1.1/24"))
                 #expect(supervisor.stateText().contains(network), "state file should record the network")
 
                 // docker run --net N ...
-                let address = try await client.ok("/IpamDriver.RequestAddress",
+                let address = try await client.ok(
+                    "/IpamDriver.RequestAddress",
                     DockerAPI.RequestAddressRequest(PoolID: pool.PoolID, Address: "", Options: [:]),
                     as: DockerAPI.RequestAddressResponse.self)
-                #expect(address.Address.hasPrefix("10.200.1.") && address.Address.hasSuffix("/24"), "address \(address.Address)")
+                #expect(
+                    address.Address.hasPrefix("10.200.1.") && address.Address.hasSuffix("/24"),
+                    "address \(address.Address)")
                 #expect(address.Address != "10.200.1.1/24", "the gateway address must not be handed out automatically")
 
                 let endpoint = IDs.dockerID()
-                let created = try await client.ok("/NetworkDriver.CreateEndpoint",
+                let created = try await client.ok(
+                    "/NetworkDriver.CreateEndpoint",
                     Requests.createEndpoint(network: network, endpoint: endpoint, address: address.Address),
                     as: DockerAPI.CreateEndpointResponse.self)
-                let mac = try #require(created.Interface?.MacAddress?.rawValue, "CreateEndpoint without MacAddress must return one")
+                let mac = try #require(
+                    created.Interface?.MacAddress?.rawValue, "CreateEndpoint without MacAddress must return one")
                 try expectLocallyAdministeredUnicast(mac)
                 let echoedAddress = created.Interface?.Address ?? ""
                 #expect(echoedAddress.isEmpty, "must not re-set the given Address")
                 let tap = Requests.tap(of: endpoint)
-                #expect(HostInspector.linkExists(tap), "the tap \(tap) must exist in the host netns after CreateEndpoint")
+                #expect(
+                    HostInspector.linkExists(tap), "the tap \(tap) must exist in the host netns after CreateEndpoint")
 
-                let joined = try await client.ok("/NetworkDriver.Join",
+                let joined = try await client.ok(
+                    "/NetworkDriver.Join",
                     Requests.join(network: network, endpoint: endpoint, sandbox: "/var/run/docker/netns/acceptance"),
                     as: DockerAPI.JoinResponse.self)
                 #expect(joined.InterfaceName.SrcName.rawValue == tap)
                 #expect(joined.InterfaceName.DstPrefix == "eth")
                 #expect(joined.Gateway == "10.200.1.1")
 
-                let program = try await client.post("/NetworkDriver.ProgramExternalConnectivity",
+                let program = try await client.post(
+                    "/NetworkDriver.ProgramExternalConnectivity",
                     ExternalConnectivityRequest(NetworkID: network, EndpointID: endpoint))
                 #expect(program.isSuccess || program.status == 404, "ProgramExternalConnectivity: \(program)")
-                #expect((try? JSONSerialization.jsonObject(with: Data(program.body))) != nil, "reply must be JSON: \(program)")
+                #expect(
+                    (try? JSONSerialization.jsonObject(with: Data(program.body))) != nil,
+                    "reply must be JSON: \(program)")
 
-                let info = try await client.ok("/NetworkDriver.EndpointOperInfo",
+                let info = try await client.ok(
+                    "/NetworkDriver.EndpointOperInfo",
                     Requests.endpoint(network, endpoint), as: DockerAPI.EndpointOperInfoResponse.self)
                 _ = info.Value
 
-                let revoke = try await client.post("/NetworkDriver.RevokeExternalConnectivity",
+                let revoke = try await client.post(
+                    "/NetworkDriver.RevokeExternalConnectivity",
                     ExternalConnectivityRequest(NetworkID: network, EndpointID: endpoint))
                 #expect(revoke.isSuccess || revoke.status == 404, "RevokeExternalConnectivity: \(revoke)")
 
                 try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, endpoint))
                 try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
                 try await Poll.until("tap \(tap) to be deleted after DeleteEndpoint") { !HostInspector.linkExists(tap) }
-                try await client.ok("/IpamDriver.ReleaseAddress",
-                    DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: String(address.Address.split(separator: "/")[0])))
+                try await client.ok(
+                    "/IpamDriver.ReleaseAddress",
+                    DockerAPI.ReleaseAddressRequest(
+                        PoolID: pool.PoolID, Address: String(address.Address.split(separator: "/")[0])))
 
                 // docker network rm N
-                try await client.ok("/IpamDriver.ReleaseAddress", DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: "10.200.1.1"))
+                try await client.ok(
+                    "/IpamDriver.ReleaseAddress",
+                    DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: "10.200.1.1"))
                 try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
                 #expect(!supervisor.stateText().contains(network), "state file still mentions the deleted network")
                 #expect(!supervisor.stateText().contains(pool.PoolID), "state file still mentions the released pool")
                 try await Poll.until("the network's worker and switch to go away") {
-                    try HostInspector.vdeProcesses(mentioning: ["--network-id \(network)", network, supervisor.switchDir(network: network)]).isEmpty
+                    try HostInspector.vdeProcesses(mentioning: [
+                        "--network-id \(network)", network, supervisor.switchDir(network: network),
+                    ]).isEmpty
                 }
             }
         }
@@ -109,15 +139,22 @@ extension Acceptance {
         @Test func createEndpointWithGivenMACReturnsNoInterface() async throws {
             try await SupervisorFixture.with { supervisor in
                 let client = supervisor.client
-                let network = IDs.dockerID(), endpoint = IDs.dockerID()
-                try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(network, pool: "10.200.9.0/24", gateway: "10.200.9.1/24"))
-                let created = try await client.ok("/NetworkDriver.CreateEndpoint",
-                    Requests.createEndpoint(network: network, endpoint: endpoint, address: "10.200.9.20/24", mac: "02:42:0a:c8:09:14"),
+                let network = IDs.dockerID()
+                let endpoint = IDs.dockerID()
+                try await client.ok(
+                    "/NetworkDriver.CreateNetwork",
+                    Requests.createNetwork(network, pool: "10.200.9.0/24", gateway: "10.200.9.1/24"))
+                let created = try await client.ok(
+                    "/NetworkDriver.CreateEndpoint",
+                    Requests.createEndpoint(
+                        network: network, endpoint: endpoint, address: "10.200.9.20/24", mac: "02:42:0a:c8:09:14"),
                     as: DockerAPI.CreateEndpointResponse.self)
                 // dockerd rolls back when a reply re-sets a field it gave.
                 let returned = created.Interface ?? DockerAPI.EndpointInterface()
-                #expect(returned.MacAddress == nil && (returned.Address ?? "").isEmpty && (returned.AddressIPv6 ?? "").isEmpty,
-                        "CreateEndpoint with a MacAddress must not return an Interface: \(returned)")
+                #expect(
+                    returned.MacAddress == nil && (returned.Address ?? "").isEmpty
+                        && (returned.AddressIPv6 ?? "").isEmpty,
+                    "CreateEndpoint with a MacAddress must not return an Interface: \(returned)")
                 let tap = Requests.tap(of: endpoint)
                 let link = try await Command.check([NetNS.ip, "-o", "link", "show", "dev", tap])
                 #expect(link.stdout.contains("02:42:0a:c8:09:14"), "the tap should carry the given MAC: \(link.stdout)")
@@ -129,15 +166,22 @@ extension Acceptance {
         @Test func ipamRules() async throws {
             try await SupervisorFixture.with { supervisor in
                 let client = supervisor.client
-                func requestPool(_ pool: String, sub: String = "", v6: Bool = false) async throws -> DockerAPI.RequestPoolResponse {
-                    try await client.ok("/IpamDriver.RequestPool",
-                        DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: pool, SubPool: sub, Options: [:], V6: v6),
+                func requestPool(_ pool: String, sub: String = "", v6: Bool = false) async throws
+                    -> DockerAPI.RequestPoolResponse
+                {
+                    try await client.ok(
+                        "/IpamDriver.RequestPool",
+                        DockerAPI.RequestPoolRequest(
+                            AddressSpace: "LocalDefault", Pool: pool, SubPool: sub, Options: [:], V6: v6),
                         as: DockerAPI.RequestPoolResponse.self)
                 }
-                func request(_ poolID: String, _ address: String = "", gateway: Bool = false) async throws -> HTTPReply {
-                    try await client.post("/IpamDriver.RequestAddress", DockerAPI.RequestAddressRequest(
-                        PoolID: poolID, Address: address,
-                        Options: gateway ? [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType] : [:]))
+                func request(_ poolID: String, _ address: String = "", gateway: Bool = false) async throws -> HTTPReply
+                {
+                    try await client.post(
+                        "/IpamDriver.RequestAddress",
+                        DockerAPI.RequestAddressRequest(
+                            PoolID: poolID, Address: address,
+                            Options: gateway ? [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType] : [:]))
                 }
                 func address(_ reply: HTTPReply) throws -> String {
                     guard reply.isSuccess else { throw AcceptanceFailure("RequestAddress failed: \(reply)") }
@@ -148,11 +192,15 @@ extension Acceptance {
                 // the other (CreateNetwork does not say which pool it uses, so the plugin refuses a
                 // second pool of a subnet until the first is bound to its network).
                 let a = try await requestPool("10.200.3.0/29")
-                let (pendingStatus, pending) = try await client.refused("/IpamDriver.RequestPool",
-                    DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: "10.200.3.0/29", SubPool: "", Options: [:], V6: false))
+                let (pendingStatus, pending) = try await client.refused(
+                    "/IpamDriver.RequestPool",
+                    DockerAPI.RequestPoolRequest(
+                        AddressSpace: "LocalDefault", Pool: "10.200.3.0/29", SubPool: "", Options: [:], V6: false))
                 #expect(pendingStatus == 409 && pending.contains("retry"), "\(pendingStatus) \(pending)")
                 let networkA = IDs.dockerID()
-                try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(networkA, pool: "10.200.3.0/29", gateway: nil))
+                try await client.ok(
+                    "/NetworkDriver.CreateNetwork",
+                    Requests.createNetwork(networkA, pool: "10.200.3.0/29", gateway: nil))
                 #expect(supervisor.stateText().contains(a.PoolID))
                 let b = try await requestPool("10.200.3.0/29")
                 #expect(a.PoolID != b.PoolID, "two pools of one subnet need distinct IDs")
@@ -161,8 +209,11 @@ extension Acceptance {
                 #expect(try address(try await request(a.PoolID, "10.200.3.1", gateway: true)) == "10.200.3.1/29")
                 var automatic: [String] = []
                 for _ in 0..<5 { automatic.append(try address(try await request(a.PoolID))) }
-                #expect(Set(automatic) == ["10.200.3.2/29", "10.200.3.3/29", "10.200.3.4/29", "10.200.3.5/29", "10.200.3.6/29"],
-                        "automatic addresses: \(automatic)")
+                #expect(
+                    Set(automatic) == [
+                        "10.200.3.2/29", "10.200.3.3/29", "10.200.3.4/29", "10.200.3.5/29", "10.200.3.6/29",
+                    ],
+                    "automatic addresses: \(automatic)")
                 let exhausted = try client.refusal("/IpamDriver.RequestAddress", try await request(a.PoolID))
                 #expect(!exhausted.message.isEmpty)
 
@@ -180,7 +231,9 @@ extension Acceptance {
                 for _ in 0..<3 {
                     let value = try address(try await request(ranged.PoolID))
                     let last = Int(value.split(separator: "/")[0].split(separator: ".")[3]) ?? -1
-                    #expect((128...191).contains(last) && value.hasSuffix("/24"), "address \(value) outside --ip-range 10.200.5.128/26")
+                    #expect(
+                        (128...191).contains(last) && value.hasSuffix("/24"),
+                        "address \(value) outside --ip-range 10.200.5.128/26")
                 }
 
                 // IPv6.
@@ -189,14 +242,18 @@ extension Acceptance {
                 #expect(v6Address.hasPrefix("fd00:77:1::") && v6Address.hasSuffix("/64"), "IPv6 address \(v6Address)")
 
                 // Released addresses come back.
-                try await client.ok("/IpamDriver.ReleaseAddress", DockerAPI.ReleaseAddressRequest(PoolID: a.PoolID, Address: "10.200.3.4"))
+                try await client.ok(
+                    "/IpamDriver.ReleaseAddress",
+                    DockerAPI.ReleaseAddressRequest(PoolID: a.PoolID, Address: "10.200.3.4"))
                 #expect(try address(try await request(a.PoolID)) == "10.200.3.4/29")
 
                 for pool in [a, b, ranged, v6] {
                     try await client.ok("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest(PoolID: pool.PoolID))
                 }
                 try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(networkA))
-                _ = try await client.refused("/IpamDriver.RequestAddress", DockerAPI.RequestAddressRequest(PoolID: a.PoolID, Address: "", Options: [:]))
+                _ = try await client.refused(
+                    "/IpamDriver.RequestAddress",
+                    DockerAPI.RequestAddressRequest(PoolID: a.PoolID, Address: "", Options: [:]))
             }
         }
 
@@ -206,9 +263,14 @@ extension Acceptance {
             try await SupervisorFixture.with { supervisor in
                 let client = supervisor.client
                 // A known network with an endpoint, so that the state file has content.
-                let network = IDs.dockerID(), endpoint = IDs.dockerID()
-                try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(network, pool: "10.200.6.0/24", gateway: "10.200.6.1/24"))
-                try await client.ok("/NetworkDriver.CreateEndpoint", Requests.createEndpoint(network: network, endpoint: endpoint, address: "10.200.6.5/24"))
+                let network = IDs.dockerID()
+                let endpoint = IDs.dockerID()
+                try await client.ok(
+                    "/NetworkDriver.CreateNetwork",
+                    Requests.createNetwork(network, pool: "10.200.6.0/24", gateway: "10.200.6.1/24"))
+                try await client.ok(
+                    "/NetworkDriver.CreateEndpoint",
+                    Requests.createEndpoint(network: network, endpoint: endpoint, address: "10.200.6.5/24"))
 
                 func unchanged(_ what: String, _ attempt: () async throws -> Void) async throws {
                     let before = supervisor.stateBytes()
@@ -219,18 +281,22 @@ extension Acceptance {
                 func refusedCreate(_ options: [String: String], mentioning words: [String]) async throws {
                     try await unchanged("CreateNetwork with \(options)") {
                         let id = IDs.dockerID()
-                        let (_, message) = try await client.refused("/NetworkDriver.CreateNetwork",
-                            Requests.createNetwork(id, pool: "10.200.7.0/24", gateway: "10.200.7.1/24", options: options))
+                        let (_, message) = try await client.refused(
+                            "/NetworkDriver.CreateNetwork",
+                            Requests.createNetwork(
+                                id, pool: "10.200.7.0/24", gateway: "10.200.7.1/24", options: options))
                         for word in words {
                             #expect(message.contains(word), "error for \(options) should mention '\(word)': \(message)")
                         }
                         #expect(!supervisor.stateText().contains(id))
-                        #expect(try !TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
+                        #expect(
+                            try !TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
                     }
                 }
 
                 try await unchanged("malformed JSON") {
-                    let reply = try await client.post("/NetworkDriver.CreateNetwork", raw: Array(#"{"NetworkID": "abc", "Options": {"#.utf8))
+                    let reply = try await client.post(
+                        "/NetworkDriver.CreateNetwork", raw: Array(#"{"NetworkID": "abc", "Options": {"#.utf8))
                     #expect(reply.status == 400, "malformed JSON: \(reply)")
                     _ = try client.refusal("malformed JSON", reply)
                 }
@@ -241,24 +307,29 @@ extension Acceptance {
                 }
                 try await unchanged("CreateEndpoint on an unknown network") {
                     let unknown = IDs.dockerID()
-                    let (_, message) = try await client.refused("/NetworkDriver.CreateEndpoint",
+                    let (_, message) = try await client.refused(
+                        "/NetworkDriver.CreateEndpoint",
                         Requests.createEndpoint(network: unknown, endpoint: IDs.dockerID(), address: "10.200.6.9/24"))
                     #expect(message.lowercased().contains("network"), "should say which network is unknown: \(message)")
                 }
                 try await unchanged("Join of an unknown endpoint") {
-                    let (_, message) = try await client.refused("/NetworkDriver.Join",
+                    let (_, message) = try await client.refused(
+                        "/NetworkDriver.Join",
                         Requests.join(network: network, endpoint: IDs.dockerID(), sandbox: "/var/run/docker/netns/x"))
                     #expect(message.lowercased().contains("endpoint"), "should say the endpoint is unknown: \(message)")
                 }
                 try await unchanged("RequestAddress in an unknown pool") {
-                    let (_, message) = try await client.refused("/IpamDriver.RequestAddress",
+                    let (_, message) = try await client.refused(
+                        "/IpamDriver.RequestAddress",
                         DockerAPI.RequestAddressRequest(PoolID: "no-such-pool", Address: "", Options: [:]))
                     #expect(message.lowercased().contains("pool"), "should say the pool is unknown: \(message)")
                 }
                 try await unchanged("an unknown path") {
                     let reply = try await client.post("/NetworkDriver.NoSuchCall", raw: Array("{}".utf8))
                     #expect(reply.status == 404, "unknown path: \(reply)")
-                    #expect((try? JSONSerialization.jsonObject(with: Data(reply.body))) != nil, "404 body must be JSON: \(reply)")
+                    #expect(
+                        (try? JSONSerialization.jsonObject(with: Data(reply.body))) != nil,
+                        "404 body must be JSON: \(reply)")
                 }
                 try await unchanged("a body over 1 MiB") {
                     var body = Array(#"{"NetworkID":""#.utf8)
@@ -268,7 +339,8 @@ extension Acceptance {
                     #expect(reply.status == 413, "oversized body: \(reply.status) \(reply.bodyText.prefix(300))")
                 }
                 try await unchanged("a request that is not HTTP") {
-                    let raw = try await UnixHTTPClient.exchange(socket: supervisor.socket, bytes: Array("HELLO\r\n\r\n".utf8), timeout: .seconds(20))
+                    let raw = try await UnixHTTPClient.exchange(
+                        socket: supervisor.socket, bytes: Array("HELLO\r\n\r\n".utf8), timeout: .seconds(20))
                     try #require(!raw.isEmpty, "no reply to a request that is not HTTP")
                     let reply = try UnixHTTPClient.parse(raw)
                     #expect((400..<500).contains(reply.status), "garbage request: \(reply)")
@@ -280,22 +352,32 @@ extension Acceptance {
                 try await refusedCreate(["num_switchports": "abc"], mentioning: ["num_switchports"])
                 try await refusedCreate(["create_sockets": "maybe"], mentioning: ["create_sockets"])
                 try await unchanged("RequestPool without Pool") {
-                    let (_, message) = try await client.refused("/IpamDriver.RequestPool",
-                        DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: "", SubPool: "", Options: [:], V6: false))
-                    #expect(message.contains("subnet") || message.contains("Pool") || message.contains("pool"), "should ask for --subnet: \(message)")
+                    let (_, message) = try await client.refused(
+                        "/IpamDriver.RequestPool",
+                        DockerAPI.RequestPoolRequest(
+                            AddressSpace: "LocalDefault", Pool: "", SubPool: "", Options: [:], V6: false))
+                    #expect(
+                        message.contains("subnet") || message.contains("Pool") || message.contains("pool"),
+                        "should ask for --subnet: \(message)")
                 }
                 try await unchanged("RequestPool with a malformed subnet") {
-                    _ = try await client.refused("/IpamDriver.RequestPool",
-                        DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: "10.300.0.0/24", SubPool: "", Options: [:], V6: false))
+                    _ = try await client.refused(
+                        "/IpamDriver.RequestPool",
+                        DockerAPI.RequestPoolRequest(
+                            AddressSpace: "LocalDefault", Pool: "10.300.0.0/24", SubPool: "", Options: [:], V6: false))
                 }
                 // Every address dockerd sends is parsed and must lie in the network's subnet.
-                for (address, word) in [("999.1.2.3/24", "999"), ("10.200.99.5/24", "10.200.6.0/24"), ("fd00::5/64", "IPv6")] {
+                for (address, word) in [
+                    ("999.1.2.3/24", "999"), ("10.200.99.5/24", "10.200.6.0/24"), ("fd00::5/64", "IPv6"),
+                ] {
                     try await unchanged("CreateEndpoint with Interface.Address \(address)") {
                         let id = IDs.dockerID()
-                        let (status, message) = try await client.refused("/NetworkDriver.CreateEndpoint",
+                        let (status, message) = try await client.refused(
+                            "/NetworkDriver.CreateEndpoint",
                             Requests.createEndpoint(network: network, endpoint: id, address: address))
                         #expect(status == 400, "\(address): \(status) \(message)")
-                        #expect(message.contains("Interface.Address") && message.contains(word), "\(address): \(message)")
+                        #expect(
+                            message.contains("Interface.Address") && message.contains(word), "\(address): \(message)")
                         #expect(!HostInspector.linkExists(Requests.tap(of: id)), "no tap for a refused endpoint")
                     }
                 }
@@ -306,13 +388,17 @@ extension Acceptance {
                         request.IPv4Data?[0].AuxAddresses = ["router": aux]
                         let (_, message) = try await client.refused("/NetworkDriver.CreateNetwork", request)
                         #expect(message.contains("IPv4Data[0]."), "should name the field: \(message)")
-                        #expect(try !TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
+                        #expect(
+                            try !TempDir.exists(supervisor.switchDir(network: id)), "no switch for a refused network")
                     }
                 }
-                let pool = try await client.ok("/IpamDriver.RequestPool",
-                    DockerAPI.RequestPoolRequest(AddressSpace: "vde-local", Pool: "10.200.10.0/24"), as: DockerAPI.RequestPoolResponse.self)
+                let pool = try await client.ok(
+                    "/IpamDriver.RequestPool",
+                    DockerAPI.RequestPoolRequest(AddressSpace: "vde-local", Pool: "10.200.10.0/24"),
+                    as: DockerAPI.RequestPoolResponse.self)
                 try await unchanged("ReleaseAddress of an address that is no address") {
-                    let (status, message) = try await client.refused("/IpamDriver.ReleaseAddress",
+                    let (status, message) = try await client.refused(
+                        "/IpamDriver.ReleaseAddress",
                         DockerAPI.ReleaseAddressRequest(PoolID: pool.PoolID, Address: "10.200.10.999"))
                     #expect(status == 400 && message.contains("not a valid IP address"), "\(status) \(message)")
                 }
@@ -322,8 +408,9 @@ extension Acceptance {
                 // whose DeleteEndpoint failed; it goes with the network, and so does its tap.
                 #expect(HostInspector.linkExists(Requests.tap(of: endpoint)))
                 try await client.ok("/NetworkDriver.DeleteNetwork", Requests.network(network))
-                #expect(!HostInspector.linkExists(Requests.tap(of: endpoint)),
-                        "the tap of an endpoint Docker no longer has must go with its network")
+                #expect(
+                    !HostInspector.linkExists(Requests.tap(of: endpoint)),
+                    "the tap of an endpoint Docker no longer has must go with its network")
                 #expect(!supervisor.stateText().contains(endpoint))
                 #expect(!supervisor.stateText().contains(network))
             }
@@ -333,16 +420,23 @@ extension Acceptance {
         @Test func joinTakesASandboxKeyLongerThanASocketPath() async throws {
             try await SupervisorFixture.with { supervisor in
                 let client = supervisor.client
-                let network = IDs.dockerID(), endpoint = IDs.dockerID()
-                try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(network, pool: "10.200.11.0/24", gateway: "10.200.11.1/24"))
-                try await client.ok("/NetworkDriver.CreateEndpoint", Requests.createEndpoint(network: network, endpoint: endpoint, address: "10.200.11.5/24"))
+                let network = IDs.dockerID()
+                let endpoint = IDs.dockerID()
+                try await client.ok(
+                    "/NetworkDriver.CreateNetwork",
+                    Requests.createNetwork(network, pool: "10.200.11.0/24", gateway: "10.200.11.1/24"))
+                try await client.ok(
+                    "/NetworkDriver.CreateEndpoint",
+                    Requests.createEndpoint(network: network, endpoint: endpoint, address: "10.200.11.5/24"))
                 let sandbox = "/var/run/docker/netns/" + String(repeating: "s", count: 100)
-                _ = try await client.ok("/NetworkDriver.Join", Requests.join(network: network, endpoint: endpoint, sandbox: sandbox),
-                                        as: DockerAPI.JoinResponse.self)
+                _ = try await client.ok(
+                    "/NetworkDriver.Join", Requests.join(network: network, endpoint: endpoint, sandbox: sandbox),
+                    as: DockerAPI.JoinResponse.self)
                 #expect(supervisor.stateText().contains(sandbox), "the state should record the sandbox key")
                 // Raw JSON: the typed request cannot even hold a relative key.
                 let body = #"{"NetworkID":"\#(network)","EndpointID":"\#(endpoint)","SandboxKey":"relative/netns"}"#
-                let (_, message) = try client.refusal("/NetworkDriver.Join", try await client.post("/NetworkDriver.Join", raw: Array(body.utf8)))
+                let (_, message) = try client.refusal(
+                    "/NetworkDriver.Join", try await client.post("/NetworkDriver.Join", raw: Array(body.utf8)))
                 #expect(message.contains("SandboxKey") && !message.contains("unix socket"), "\(message)")
                 try await client.ok("/NetworkDriver.Leave", Requests.endpoint(network, endpoint))
                 try await client.ok("/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
@@ -356,7 +450,10 @@ extension Acceptance {
                 let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                     for i in 0..<20 {
                         group.addTask {
-                            try await client.post(i % 2 == 0 ? "/NetworkDriver.GetCapabilities" : "/Plugin.Activate", timeout: .seconds(30)).status
+                            try await client.post(
+                                i % 2 == 0 ? "/NetworkDriver.GetCapabilities" : "/Plugin.Activate",
+                                timeout: .seconds(30)
+                            ).status
                         }
                     }
                     return try await group.reduce(into: [Int]()) { $0.append($1) }
@@ -369,7 +466,9 @@ extension Acceptance {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for (i, id) in networks.enumerated() {
                         group.addTask {
-                            try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(id, pool: "10.201.\(i).0/24", gateway: "10.201.\(i).1/24"))
+                            try await client.ok(
+                                "/NetworkDriver.CreateNetwork",
+                                Requests.createNetwork(id, pool: "10.201.\(i).0/24", gateway: "10.201.\(i).1/24"))
                         }
                     }
                     try await group.waitForAll()

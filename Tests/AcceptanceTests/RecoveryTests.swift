@@ -56,7 +56,8 @@ extension Acceptance {
         /// kill -9 of one child of network A, then every check of this suite.
         static func killAndCheck(_ fault: Fault) async throws {
             try await Self.withLab { lab in
-                let beforeA = Self.snapshot(lab, lab.a), beforeB = Self.snapshot(lab, lab.b)
+                let beforeA = Self.snapshot(lab, lab.a)
+                let beforeB = Self.snapshot(lab, lab.b)
                 let restartsBefore = try #require(try await lab.status().network(lab.a.id)).worker.restarts
                 let victim: Int32
                 switch fault {
@@ -65,11 +66,14 @@ extension Acceptance {
                 case .plug: victim = try #require(beforeA.plugs.first)
                 }
                 let b = lab.b
-                let summary = try await RecoveryPinger.with("B", from: b.endpoints[0].namespace, to: b.endpoints[1].address, dir: lab.workDir) { pinger in
+                let summary = try await RecoveryPinger.with(
+                    "B", from: b.endpoints[0].namespace, to: b.endpoints[1].address, dir: lab.workDir
+                ) { pinger in
                     try await pinger.waitForReplies(20)
                     kill(victim, SIGKILL)
                     try await lab.waitForConnectivity(lab.a, deadline: .seconds(10))
-                    try await lab.waitUntilConsistent("everything back after kill -9 of A's \(fault) (pid \(victim))", killed: [victim])
+                    try await lab.waitUntilConsistent(
+                        "everything back after kill -9 of A's \(fault) (pid \(victim))", killed: [victim])
                     // B is still pinged a little after A has healed.
                     let seen = pinger.repliedSequences().count
                     try await pinger.waitForReplies(seen + 20)
@@ -77,10 +81,14 @@ extension Acceptance {
                 }
 
                 // B saw no loss: every probe answered but, at most, the one in flight at SIGINT.
-                #expect(summary.missing.allSatisfy { $0 == summary.transmitted }, "network B lost pings during the fault of A's \(fault): \(summary)")
+                #expect(
+                    summary.missing.allSatisfy { $0 == summary.transmitted },
+                    "network B lost pings during the fault of A's \(fault): \(summary)")
                 #expect(summary.errors == 0, "network B's pings met errors: \(summary)")
                 #expect(summary.transmitted >= 40, "too few pings on B to mean anything: \(summary)")
-                #expect(Self.snapshot(lab, lab.b) == beforeB, "network B's processes changed: before \(beforeB), after \(Self.snapshot(lab, lab.b))")
+                #expect(
+                    Self.snapshot(lab, lab.b) == beforeB,
+                    "network B's processes changed: before \(beforeB), after \(Self.snapshot(lab, lab.b))")
 
                 let afterA = Self.snapshot(lab, lab.a)
                 let statusA = try #require(try await lab.status().network(lab.a.id))
@@ -89,18 +97,35 @@ extension Acceptance {
                 switch fault {
                 case .worker:
                     #expect(afterA.worker != beforeA.worker, "A's worker was not replaced: \(afterA)")
-                    #expect(statusA.worker.restarts == restartsBefore + 1, "status should count one restart of A's worker: \(statusA.worker)")
-                    #expect(statusA.worker.lastError != nil, "status should say why A's worker restarted: \(statusA.worker)")
-                    #expect(afterA.switch != beforeA.switch, "A's switch should be a new one (it exits with its worker): \(afterA)")
+                    #expect(
+                        statusA.worker.restarts == restartsBefore + 1,
+                        "status should count one restart of A's worker: \(statusA.worker)")
+                    #expect(
+                        statusA.worker.lastError != nil, "status should say why A's worker restarted: \(statusA.worker)"
+                    )
+                    #expect(
+                        afterA.switch != beforeA.switch,
+                        "A's switch should be a new one (it exits with its worker): \(afterA)")
                 case .switch:
-                    #expect(afterA.worker == beforeA.worker, "A's worker should stay: before \(beforeA), after \(afterA)")
+                    #expect(
+                        afterA.worker == beforeA.worker, "A's worker should stay: before \(beforeA), after \(afterA)")
                     #expect(afterA.switch != beforeA.switch, "A's switch was not replaced: \(afterA)")
-                    #expect(statusA.worker.restarts == restartsBefore, "A's worker should not restart for a switch crash: \(statusA.worker)")
-                    #expect(Set(afterA.plugs).isDisjoint(with: beforeA.plugs), "all of A's plugs exit with their switch and are new: before \(beforeA.plugs), after \(afterA.plugs)")
+                    #expect(
+                        statusA.worker.restarts == restartsBefore,
+                        "A's worker should not restart for a switch crash: \(statusA.worker)")
+                    #expect(
+                        Set(afterA.plugs).isDisjoint(with: beforeA.plugs),
+                        "all of A's plugs exit with their switch and are new: before \(beforeA.plugs), after \(afterA.plugs)"
+                    )
                 case .plug:
-                    #expect(afterA.worker == beforeA.worker && afterA.switch == beforeA.switch, "only the plug should change: before \(beforeA), after \(afterA)")
-                    #expect(!afterA.plugs.contains(victim), "the killed plug \(victim) is still listed: \(afterA.plugs)")
-                    #expect(Set(afterA.plugs).intersection(beforeA.plugs) == Set(beforeA.plugs).subtracting([victim]), "A's other plug should be left alone: before \(beforeA.plugs), after \(afterA.plugs)")
+                    #expect(
+                        afterA.worker == beforeA.worker && afterA.switch == beforeA.switch,
+                        "only the plug should change: before \(beforeA), after \(afterA)")
+                    #expect(
+                        !afterA.plugs.contains(victim), "the killed plug \(victim) is still listed: \(afterA.plugs)")
+                    #expect(
+                        Set(afterA.plugs).intersection(beforeA.plugs) == Set(beforeA.plugs).subtracting([victim]),
+                        "A's other plug should be left alone: before \(beforeA.plugs), after \(afterA.plugs)")
                     #expect(statusA.worker.restarts == restartsBefore)
                 }
                 // And traffic both ways on A.
@@ -122,18 +147,26 @@ extension Acceptance {
                         let stateBefore = TempDir.readText(supervisor.stateFile) ?? ""
 
                         let killed = try await supervisor.kill9()
-                        try await Self.waitUntilGone(oldPIDs, what: "every worker, switch and plug after kill -9 of the supervisor", supervisor: supervisor)
-                        #expect(TempDir.readText(supervisor.stateFile) == stateBefore, "state.json changed while no supervisor ran")
+                        try await Self.waitUntilGone(
+                            oldPIDs, what: "every worker, switch and plug after kill -9 of the supervisor",
+                            supervisor: supervisor)
+                        #expect(
+                            TempDir.readText(supervisor.stateFile) == stateBefore,
+                            "state.json changed while no supervisor ran")
                         try await supervisor.start()
 
                         for network in lab.networks {
                             try await lab.waitForConnectivity(network, deadline: .seconds(10))
                         }
-                        try await lab.waitUntilConsistent("everything back after a supervisor restart", killed: [killed] + oldPIDs)
+                        try await lab.waitUntilConsistent(
+                            "everything back after a supervisor restart", killed: [killed] + oldPIDs)
                         let now = lab.networks.map { lab.running($0) }
                         for (before, after) in zip(old, now) {
-                            #expect(Set(before.workers + before.switches + before.plugs).isDisjoint(with: after.workers + after.switches + after.plugs),
-                                    "processes of the killed supervisor's tree still serve: before \(before), after \(after)")
+                            #expect(
+                                Set(before.workers + before.switches + before.plugs).isDisjoint(
+                                    with: after.workers + after.switches + after.plugs),
+                                "processes of the killed supervisor's tree still serve: before \(before), after \(after)"
+                            )
                         }
                         let back = try await lab.pingOnce(lab.b, from: 1, to: 0)
                         #expect(back.succeeded, "B2 -> B1 after the restart: \(back)")
@@ -152,15 +185,20 @@ extension Acceptance {
             try await RecoverySupervisor.with { supervisor in
                 try await RecoveryNamespaces.with(count: 5) { namespaces in
                     try await TempDir.with("rping") { dir in
-                        let lab = try await RecoveryLab.build(host: supervisor, namespaces: namespaces, aEndpoints: 3, vdeIPAM: true, workDir: dir)
+                        let lab = try await RecoveryLab.build(
+                            host: supervisor, namespaces: namespaces, aEndpoints: 3, vdeIPAM: true, workDir: dir)
                         try await lab.waitUntilConsistent("the two networks before the fault")
                         let gone = lab.a.endpoints[2]
                         let poolID = try #require(lab.a.poolID)
                         #expect((TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id))
-                        let oldPIDs = lab.networks.compactMap { n in lab.running(n) }.flatMap { $0.workers + $0.switches + $0.plugs }
+                        let oldPIDs = lab.networks.compactMap { n in lab.running(n) }.flatMap {
+                            $0.workers + $0.switches + $0.plugs
+                        }
 
                         let killed = try await supervisor.kill9()
-                        try await Self.waitUntilGone(oldPIDs, what: "every worker, switch and plug after kill -9 of the supervisor", supervisor: supervisor)
+                        try await Self.waitUntilGone(
+                            oldPIDs, what: "every worker, switch and plug after kill -9 of the supervisor",
+                            supervisor: supervisor)
                         // `docker rm` of the container while the plugin is down.
                         if tapMovedBack {
                             try await gone.namespace.ip("link", "set", "dev", "eth0", "down")
@@ -172,25 +210,39 @@ extension Acceptance {
                         try await supervisor.start()
 
                         let remaining = ["A": lab.a.endpoints.prefix(2).map(\.id), "B": lab.b.endpoints.map(\.id)]
-                        try await lab.waitUntilConsistent("the stale endpoint forgotten, the rest restored", expectEndpoints: remaining,
-                                                          killed: [killed] + oldPIDs)
-                        try await Poll.until("state.json to forget the stale endpoint \(EndpointID(stringLiteral: gone.id).short)") {
+                        try await lab.waitUntilConsistent(
+                            "the stale endpoint forgotten, the rest restored", expectEndpoints: remaining,
+                            killed: [killed] + oldPIDs)
+                        try await Poll.until(
+                            "state.json to forget the stale endpoint \(EndpointID(stringLiteral: gone.id).short)"
+                        ) {
                             !(TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id)
                         }
                         let report = try await lab.status()
-                        #expect(!report.networks.flatMap(\.endpoints).contains { $0.id == gone.id }, "status still lists the stale endpoint")
-                        #expect(!HostInspector.linkExists(gone.tap), "the stale endpoint's tap \(gone.tap) is in the host netns")
-                        let mentioning = HostInspector.vdeProcesses(mentioning: [gone.tap, gone.namespace.path, gone.id])
+                        #expect(
+                            !report.networks.flatMap(\.endpoints).contains { $0.id == gone.id },
+                            "status still lists the stale endpoint")
+                        #expect(
+                            !HostInspector.linkExists(gone.tap),
+                            "the stale endpoint's tap \(gone.tap) is in the host netns")
+                        let mentioning = HostInspector.vdeProcesses(mentioning: [
+                            gone.tap, gone.namespace.path, gone.id,
+                        ])
                         #expect(mentioning.isEmpty, "processes left for the stale endpoint: \(mentioning)")
                         try await lab.waitForConnectivity(lab.a, deadline: .seconds(10))
                         try await lab.waitForConnectivity(lab.b, deadline: .seconds(10))
 
                         // Its address came from the vde pool: it is free again.
-                        let again = try await supervisor.client.ok("/IpamDriver.RequestAddress",
+                        let again = try await supervisor.client.ok(
+                            "/IpamDriver.RequestAddress",
                             DockerAPI.RequestAddressRequest(PoolID: poolID, Address: gone.address, Options: [:]),
                             as: DockerAPI.RequestAddressResponse.self)
-                        #expect(again.Address.hasPrefix(gone.address + "/"), "the stale endpoint's address should be free again: got \(again.Address)")
-                        try await supervisor.client.ok("/IpamDriver.ReleaseAddress", DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: gone.address))
+                        #expect(
+                            again.Address.hasPrefix(gone.address + "/"),
+                            "the stale endpoint's address should be free again: got \(again.Address)")
+                        try await supervisor.client.ok(
+                            "/IpamDriver.ReleaseAddress",
+                            DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: gone.address))
                     }
                 }
             }
@@ -202,30 +254,42 @@ extension Acceptance {
             try await Self.withLab { lab in
                 let stopped = try #require(lab.running(lab.a).workers.first)
                 let restartsBefore = try #require(try await lab.status().network(lab.a.id)).worker.restarts
-                let b = lab.b, beforeB = Self.snapshot(lab, lab.b)
+                let b = lab.b
+                let beforeB = Self.snapshot(lab, lab.b)
                 kill(stopped, SIGSTOP)
                 defer {
                     // Never leave a stopped process behind, whatever happened.
                     if HostInspector.processState(stopped) == "T" { kill(stopped, SIGCONT) }
                 }
-                let summary = try await RecoveryPinger.with("B", from: b.endpoints[0].namespace, to: b.endpoints[1].address, dir: lab.workDir) { pinger in
+                let summary = try await RecoveryPinger.with(
+                    "B", from: b.endpoints[0].namespace, to: b.endpoints[1].address, dir: lab.workDir
+                ) { pinger in
                     try await pinger.waitForReplies(20)
                     var last: RecoveryStatus.Worker?
                     do {
-                        try await Poll.until("status to show A's hung worker replaced", deadline: .seconds(20), every: .milliseconds(250)) {
+                        try await Poll.until(
+                            "status to show A's hung worker replaced", deadline: .seconds(20), every: .milliseconds(250)
+                        ) {
                             guard let worker = try await lab.status().network(lab.a.id)?.worker else { return false }
                             last = worker
-                            return worker.restarts > restartsBefore && worker.state == "running" && worker.pid != stopped
+                            return worker.restarts > restartsBefore && worker.state == "running"
+                                && worker.pid != stopped
                         }
                     } catch {
-                        throw AcceptanceFailure("\(error); last worker status: \(last.map { "\($0)" } ?? "none")\n--- supervisor log ---\n\(lab.host.logTail(6000))")
+                        throw AcceptanceFailure(
+                            "\(error); last worker status: \(last.map { "\($0)" } ?? "none")\n--- supervisor log ---\n\(lab.host.logTail(6000))"
+                        )
                     }
-                    #expect(last?.lastError?.contains("heartbeat") == true, "lastError should name the missed heartbeats: \(String(describing: last))")
+                    #expect(
+                        last?.lastError?.contains("heartbeat") == true,
+                        "lastError should name the missed heartbeats: \(String(describing: last))")
                     try await lab.waitForConnectivity(lab.a, deadline: .seconds(10))
                     try await lab.waitUntilConsistent("everything back after A's worker hung", killed: [stopped])
                     return try await pinger.stop()
                 }
-                #expect(summary.missing.allSatisfy { $0 == summary.transmitted }, "network B lost pings while A's worker hung: \(summary)")
+                #expect(
+                    summary.missing.allSatisfy { $0 == summary.transmitted },
+                    "network B lost pings while A's worker hung: \(summary)")
                 #expect(Self.snapshot(lab, lab.b) == beforeB, "network B's processes changed")
             }
         }
@@ -241,7 +305,8 @@ extension Acceptance {
                     return left.isEmpty
                 }
             } catch {
-                throw AcceptanceFailure("\(error): still there: \(left)\n--- supervisor log ---\n\(supervisor.logTail(6000))")
+                throw AcceptanceFailure(
+                    "\(error): still there: \(left)\n--- supervisor log ---\n\(supervisor.logTail(6000))")
             }
         }
     }

@@ -14,7 +14,8 @@ extension Acceptance.DockerTests {
         try await TempDir.with("rmdown") { root in
             let scope = DockerScope()
             do {
-                let gone = try await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { _ in
+                let gone = try await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) {
+                    _ in
                     await Docker.removeLabelledLeftovers()
                     _ = try await scope.network("rd", ["--subnet", "10.77.14.0/24"])
                     try await scope.container("a", network: "rd", ip: "10.77.14.10")
@@ -26,19 +27,28 @@ extension Acceptance.DockerTests {
                 try await scope.removeContainer("b")
 
                 try await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { supervisor in
-                    try await Poll.until("docker run --ip 10.77.14.11 (the removed container's address) to succeed",
-                                         deadline: .seconds(90), every: .seconds(1)) {
+                    try await Poll.until(
+                        "docker run --ip 10.77.14.11 (the removed container's address) to succeed",
+                        deadline: .seconds(90), every: .seconds(1)
+                    ) {
                         let run = try await scope.startContainer("c", network: "rd", ip: "10.77.14.11")
                         if !run.succeeded { _ = try? await Docker.run(["rm", "-f", scope.name("c")]) }
                         return run.succeeded
                     }
                     let log = TempDir.readText(supervisor.logPath) ?? ""
                     let lines = log.split(separator: "\n")
-                    #expect(!lines.contains { $0.contains("plug started") && $0.contains(gone.endpointID) },
-                            "a plug was started for the removed container's endpoint \(gone.endpointID)")
-                    #expect(lines.contains { $0.contains("forgot a stale endpoint") && $0.contains(EndpointID(stringLiteral: gone.endpointID).short) },
-                            "the supervisor did not say it forgot the endpoint:\n\(supervisor.logTail())")
-                    #expect(!supervisor.stateText().contains(gone.endpointID), "the state file still has the removed endpoint")
+                    #expect(
+                        !lines.contains { $0.contains("plug started") && $0.contains(gone.endpointID) },
+                        "a plug was started for the removed container's endpoint \(gone.endpointID)")
+                    #expect(
+                        lines.contains {
+                            $0.contains("forgot a stale endpoint")
+                                && $0.contains(EndpointID(stringLiteral: gone.endpointID).short)
+                        },
+                        "the supervisor did not say it forgot the endpoint:\n\(supervisor.logTail())")
+                    #expect(
+                        !supervisor.stateText().contains(gone.endpointID),
+                        "the state file still has the removed endpoint")
                     #expect(!HostInspector.linkExists(gone.tap), "the removed container's tap is left")
                     let ping = try await scope.ping(from: "a", "10.77.14.11")
                     #expect(ping.succeeded, "a -> the new container with the freed address: \(ping)")
@@ -46,7 +56,9 @@ extension Acceptance.DockerTests {
                     #expect(failures.isEmpty, "removing the containers and the network: \(failures)")
                 }
             } catch {
-                _ = try? await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { _ in await scope.cleanup() }
+                _ = try? await SupervisorFixture.with(socket: SupervisorFixture.realSocket, directory: root) { _ in
+                    await scope.cleanup()
+                }
                 throw error
             }
         }

@@ -14,7 +14,9 @@ extension Acceptance {
                 let listener = run.listener
                 try await run.waitUntilListening()
                 // Before any connection the supervisor has not even been executed: nothing is notified.
-                try await observe(for: .seconds(1), "no sd_notify message and no supervisor before the first connection") {
+                try await observe(
+                    for: .seconds(1), "no sd_notify message and no supervisor before the first connection"
+                ) {
                     listener.messages.isEmpty && run.command == "systemd-socket-"
                 }
 
@@ -27,11 +29,13 @@ extension Acceptance {
                 #expect(run.command == "vde-supervisor", "the activated process should be vde-supervisor")
 
                 let ready = try await listener.wait(for: "READY=1") { $0 == "READY=1" }
-                let status = try #require(listener.lines.first { $0.line.hasPrefix("STATUS=") }?.line,
-                                          "a STATUS= line should come with or after READY=1: \(listener.transcript())")
+                let status = try #require(
+                    listener.lines.first { $0.line.hasPrefix("STATUS=") }?.line,
+                    "a STATUS= line should come with or after READY=1: \(listener.transcript())")
                 let statusText = status.dropFirst("STATUS=".count)
-                #expect(statusText.first?.isNumber == true && statusText.contains("network(s)"),
-                        "STATUS should start with the network count: \(status)")
+                #expect(
+                    statusText.first?.isNumber == true && statusText.contains("network(s)"),
+                    "STATUS should start with the network count: \(status)")
 
                 // WATCHDOG=1 at half of WATCHDOG_USEC (a protocol property; tolerances are wide).
                 try await expectWatchdogSpacing(run, from: ready, watchdogUsec: watchdogUsec)
@@ -39,9 +43,12 @@ extension Acceptance {
                 // SIGHUP: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again.
                 let beforeReload = listener.messages.count
                 run.process.signal(SIGHUP)
-                let reloading = try await listener.wait(for: "RELOADING=1 after SIGHUP", from: beforeReload) { $0 == "RELOADING=1" }
-                #expect(listener.messages[reloading].lines.contains { $0.hasPrefix("MONOTONIC_USEC=") },
-                        "RELOADING=1 should carry MONOTONIC_USEC: \(listener.messages[reloading])")
+                let reloading = try await listener.wait(for: "RELOADING=1 after SIGHUP", from: beforeReload) {
+                    $0 == "RELOADING=1"
+                }
+                #expect(
+                    listener.messages[reloading].lines.contains { $0.hasPrefix("MONOTONIC_USEC=") },
+                    "RELOADING=1 should carry MONOTONIC_USEC: \(listener.messages[reloading])")
                 try await listener.wait(for: "READY=1 after RELOADING=1", from: reloading + 1) { $0 == "READY=1" }
                 #expect(run.process.isRunning, "the supervisor must survive SIGHUP")
                 try await Poll.until("the supervisor to log the reload") {
@@ -51,25 +58,33 @@ extension Acceptance {
                 // A second supervisor on the same socket path (not activated) refuses to start.
                 let control2 = run.dir + "/control2.sock"
                 let second = try await Command.run(
-                    [run.supervisorPath, "run", "--socket", run.socket, "--control-socket", control2,
-                     "--state-dir", run.dir + "/state2", "--run-dir", run.dir + "/run2", "--networker", run.networkerPath,
-                     "--config", run.dir + "/absent.conf"], timeout: .seconds(30))
+                    [
+                        run.supervisorPath, "run", "--socket", run.socket, "--control-socket", control2,
+                        "--state-dir", run.dir + "/state2", "--run-dir", run.dir + "/run2", "--networker",
+                        run.networkerPath,
+                        "--config", run.dir + "/absent.conf",
+                    ], timeout: .seconds(30))
                 #expect(!second.succeeded, "a second supervisor on \(run.socket) must refuse to start: \(second)")
-                #expect(second.output.contains("another vde-supervisor already serves \(run.socket)"),
-                        "the refusal should name the socket clearly: \(second)")
+                #expect(
+                    second.output.contains("another vde-supervisor already serves \(run.socket)"),
+                    "the refusal should name the socket clearly: \(second)")
                 #expect(!TempDir.exists(control2), "the refused supervisor must not have served anything")
                 #expect(TempDir.exists(run.socket), "the refused supervisor must not remove the activated socket")
-                let still = try await UnixHTTPClient.post(socket: run.socket, path: "/NetworkDriver.GetCapabilities", body: [], timeout: .seconds(30))
+                let still = try await UnixHTTPClient.post(
+                    socket: run.socket, path: "/NetworkDriver.GetCapabilities", body: [], timeout: .seconds(30))
                 #expect(still.status == 200, "the activated supervisor must still answer: \(still)")
                 #expect(run.process.isRunning)
 
                 // SIGTERM: STOPPING=1, then exit.
                 try await run.terminate()
             }
-            #expect(finished.status == .exited(0), "exit status after SIGTERM: \(finished.status)\n\(finished.log.suffix(4000))")
+            #expect(
+                finished.status == .exited(0),
+                "exit status after SIGTERM: \(finished.status)\n\(finished.log.suffix(4000))")
             let messages = finished.messages
-            let stopping = try #require(messages.firstIndex { $0.lines.contains("STOPPING=1") },
-                                        "STOPPING=1 after SIGTERM: \(finished.transcript)")
+            let stopping = try #require(
+                messages.firstIndex { $0.lines.contains("STOPPING=1") },
+                "STOPPING=1 after SIGTERM: \(finished.transcript)")
             let late = messages[(stopping + 1)...].filter { $0.lines.contains("WATCHDOG=1") }
             #expect(late.isEmpty, "no WATCHDOG=1 may follow STOPPING=1: \(finished.transcript)")
         }
@@ -97,21 +112,31 @@ extension Acceptance {
             for attempt in 1...5 {
                 let pid = Locked<pid_t?>(nil)
                 let signalled = Locked(false)
-                let finished = try await ActivatedSupervisor.with("sdhup", watchdogUsec: 1_000_000, onMessage: { message in
+                let sendHangupAtReady: @Sendable (NotifyMessage) -> Void = { message in
                     guard message.lines.contains("READY=1") else { return }
                     signalled.withLock { done in
-                        if !done, let p = pid.value { kill(p, SIGHUP); done = true }
+                        if !done, let p = pid.value {
+                            kill(p, SIGHUP)
+                            done = true
+                        }
                     }
-                }) { run in
+                }
+                let finished = try await ActivatedSupervisor.with(
+                    "sdhup", watchdogUsec: 1_000_000, onMessage: sendHangupAtReady
+                ) { run in
                     pid.set(run.process.pid)
                     // A bare connection activates it (the reply is not what this test is about).
                     try await run.waitUntilListening()
                     #expect(UnixHTTPClient.answers(socket: run.socket))
                     let listener = run.listener
-                    try await Poll.until("READY=1, RELOADING=1, READY=1 after a SIGHUP sent the instant READY=1 arrived (attempt \(attempt))",
-                                         every: .milliseconds(20)) {
+                    try await Poll.until(
+                        "READY=1, RELOADING=1, READY=1 after a SIGHUP sent the instant READY=1 arrived (attempt \(attempt))",
+                        every: .milliseconds(20)
+                    ) {
                         guard run.process.isRunning else {
-                            throw AcceptanceFailure("attempt \(attempt): the supervisor died of a SIGHUP sent right after READY=1 (SIGHUP is not handled yet when READY=1 is sent; messages and log above)")
+                            throw AcceptanceFailure(
+                                "attempt \(attempt): the supervisor died of a SIGHUP sent right after READY=1 (SIGHUP is not handled yet when READY=1 is sent; messages and log above)"
+                            )
                         }
                         guard let reloading = listener.firstIndex(where: { $0 == "RELOADING=1" }) else { return false }
                         return listener.firstIndex(from: reloading + 1, where: { $0 == "READY=1" }) != nil
@@ -119,22 +144,28 @@ extension Acceptance {
                     #expect(signalled.value)
                     try await run.terminate()
                 }
-                #expect(finished.status == .exited(0), "attempt \(attempt): exit status after SIGTERM: \(finished.status)")
+                #expect(
+                    finished.status == .exited(0), "attempt \(attempt): exit status after SIGTERM: \(finished.status)")
             }
         }
 
         /// Waits for 4 WATCHDOG=1 pings after message `ready` and checks that each gap is
         /// between 0.3 and 0.8 of WATCHDOG_USEC (the supervisor aims at 0.5).
-        private func expectWatchdogSpacing(_ run: ActivatedSupervisor, from ready: Int, watchdogUsec: Int) async throws {
+        private func expectWatchdogSpacing(_ run: ActivatedSupervisor, from ready: Int, watchdogUsec: Int) async throws
+        {
             let usec = Double(watchdogUsec) / 1e6
-            try await Poll.until("4 WATCHDOG=1 pings after READY=1", deadline: .seconds(Int64(usec * 6) + 5), every: .milliseconds(50)) {
+            try await Poll.until(
+                "4 WATCHDOG=1 pings after READY=1", deadline: .seconds(Int64(usec * 6) + 5), every: .milliseconds(50)
+            ) {
                 run.watchdogTimes(from: ready).count >= 4
             }
             let pings = run.watchdogTimes(from: ready)
             for (a, b) in zip(pings, pings.dropFirst()) {
                 let gap = (b - a).inSeconds
-                #expect(gap >= 0.3 * usec && gap <= 0.8 * usec,
-                        "WATCHDOG=1 every \(gap) s with WATCHDOG_USEC=\(watchdogUsec): expected about \(usec / 2) s (0.3-0.8 of it): \(run.listener.transcript())")
+                #expect(
+                    gap >= 0.3 * usec && gap <= 0.8 * usec,
+                    "WATCHDOG=1 every \(gap) s with WATCHDOG_USEC=\(watchdogUsec): expected about \(usec / 2) s (0.3-0.8 of it): \(run.listener.transcript())"
+                )
             }
         }
 
@@ -158,18 +189,27 @@ extension Acceptance {
             let supervisor = try Binaries.supervisor
             try await TempDir.with("sdunits") { dir in
                 guard let socketUnit = TempDir.readText(Repository.file("systemd/vde-supervisor.socket")),
-                      let serviceUnit = TempDir.readText(Repository.file("systemd/vde-supervisor.service")) else {
-                    throw AcceptanceFailure("systemd/vde-supervisor.socket or .service missing under \(Repository.root)")
+                    let serviceUnit = TempDir.readText(Repository.file("systemd/vde-supervisor.service"))
+                else {
+                    throw AcceptanceFailure(
+                        "systemd/vde-supervisor.socket or .service missing under \(Repository.root)")
                 }
-                #expect(serviceUnit.contains("ExecStart=/usr/local/bin/vde-supervisor "), "ExecStart should name /usr/local/bin/vde-supervisor")
+                #expect(
+                    serviceUnit.contains("ExecStart=/usr/local/bin/vde-supervisor "),
+                    "ExecStart should name /usr/local/bin/vde-supervisor")
                 let service = serviceUnit.replacingOccurrences(of: "/usr/local/bin/vde-supervisor", with: supervisor)
                 try socketUnit.write(toFile: dir + "/vde-supervisor.socket", atomically: true, encoding: .utf8)
                 try service.write(toFile: dir + "/vde-supervisor.service", atomically: true, encoding: .utf8)
-                let verify = try await Command.run([SystemdTools.analyze, "verify",
-                                                    dir + "/vde-supervisor.socket", dir + "/vde-supervisor.service"],
-                                                   timeout: .seconds(60))
+                let verify = try await Command.run(
+                    [
+                        SystemdTools.analyze, "verify",
+                        dir + "/vde-supervisor.socket", dir + "/vde-supervisor.service",
+                    ],
+                    timeout: .seconds(60))
                 #expect(verify.succeeded, "systemd-analyze verify: \(verify)")
-                let complaints = verify.output.split(whereSeparator: \.isNewline).filter { $0.contains("vde-supervisor") }
+                let complaints = verify.output.split(whereSeparator: \.isNewline).filter {
+                    $0.contains("vde-supervisor")
+                }
                 #expect(complaints.isEmpty, "systemd-analyze verify complains about the units: \(verify)")
             }
         }
@@ -201,8 +241,13 @@ extension Acceptance {
             for unit in ["vde-supervisor.socket", "vde-supervisor.service"] {
                 try await Docker.check(["cp", Repository.file("systemd/" + unit), "\(container.name):\(stage)/\(unit)"])
             }
-            try await container.check(["install", "-m", "0755", "\(stage)/vde-supervisor", "\(stage)/vde-networker", "/usr/local/bin/"])
-            try await container.check(["install", "-m", "0644", "\(stage)/vde-supervisor.socket", "\(stage)/vde-supervisor.service", "/etc/systemd/system/"])
+            try await container.check([
+                "install", "-m", "0755", "\(stage)/vde-supervisor", "\(stage)/vde-networker", "/usr/local/bin/",
+            ])
+            try await container.check([
+                "install", "-m", "0644", "\(stage)/vde-supervisor.socket", "\(stage)/vde-supervisor.service",
+                "/etc/systemd/system/",
+            ])
             // The binaries must run there: every library they need is in the image.
             for name in StaticBinaries.names {
                 let ldd = try await container.check(["ldd", "/usr/local/bin/" + name])
@@ -212,25 +257,34 @@ extension Acceptance {
             try await container.check(["systemctl", "daemon-reload"])
             try await container.check(["systemctl", "start", "vde-supervisor.socket"])
             #expect(try await container.property("ActiveState", of: "vde-supervisor.socket") == "active")
-            #expect(try await container.property("ActiveState", of: "vde-supervisor.service") == "inactive",
-                    "the service must wait for the first connection")
+            #expect(
+                try await container.property("ActiveState", of: "vde-supervisor.service") == "inactive",
+                "the service must wait for the first connection")
         }
 
         private func curlActivate(_ container: SystemdContainer) async throws -> CommandResult {
-            try await container.exec(["curl", "-sS", "--fail", "--max-time", "30", "--unix-socket", Self.pluginSocket,
-                                      "-X", "POST", "http://x/Plugin.Activate"], timeout: .seconds(60))
+            try await container.exec(
+                [
+                    "curl", "-sS", "--fail", "--max-time", "30", "--unix-socket", Self.pluginSocket,
+                    "-X", "POST", "http://x/Plugin.Activate",
+                ], timeout: .seconds(60))
         }
 
         private func expectActivateAnswer(_ reply: CommandResult) throws {
             guard reply.succeeded else { throw AcceptanceFailure("curl Plugin.Activate failed: \(reply)") }
-            let implements = try JSONCoding.decode(DockerAPI.ActivateResponse.self, from: Array(reply.stdout.utf8)).Implements
+            let implements = try JSONCoding.decode(DockerAPI.ActivateResponse.self, from: Array(reply.stdout.utf8))
+                .Implements
             #expect(Set(implements).isSuperset(of: ["NetworkDriver", "IpamDriver"]), "Implements: \(implements)")
         }
 
         /// Polls until the service is active (READY=1 seen) with a main pid other than `old`.
-        private func activeMainPID(_ container: SystemdContainer, other old: String? = nil, deadline: Duration = .seconds(30)) async throws -> String {
-            try await Poll.value("vde-supervisor.service active with a main pid\(old.map { " other than \($0)" } ?? "")",
-                                 deadline: deadline, every: .milliseconds(200)) {
+        private func activeMainPID(
+            _ container: SystemdContainer, other old: String? = nil, deadline: Duration = .seconds(30)
+        ) async throws -> String {
+            try await Poll.value(
+                "vde-supervisor.service active with a main pid\(old.map { " other than \($0)" } ?? "")",
+                deadline: deadline, every: .milliseconds(200)
+            ) {
                 let state = try await container.property("ActiveState", of: "vde-supervisor.service")
                 let sub = try await container.property("SubState", of: "vde-supervisor.service")
                 let pid = try await container.property("MainPID", of: "vde-supervisor.service")
@@ -240,11 +294,16 @@ extension Acceptance {
         }
 
         /// One plugin call through curl; returns the HTTP status and the body.
-        private func pluginCall(_ container: SystemdContainer, _ path: String, _ request: some Encodable) async throws -> (status: Int, body: String) {
+        private func pluginCall(_ container: SystemdContainer, _ path: String, _ request: some Encodable) async throws
+            -> (status: Int, body: String)
+        {
             let body = try JSONCoding.string(request)
-            let reply = try await container.exec(["curl", "-sS", "--max-time", "30", "--unix-socket", Self.pluginSocket,
-                                                  "-X", "POST", "--data-binary", body, "-w", "\n%{http_code}", "http://x" + path],
-                                                 timeout: .seconds(60))
+            let reply = try await container.exec(
+                [
+                    "curl", "-sS", "--max-time", "30", "--unix-socket", Self.pluginSocket,
+                    "-X", "POST", "--data-binary", body, "-w", "\n%{http_code}", "http://x" + path,
+                ],
+                timeout: .seconds(60))
             guard reply.succeeded, let last = reply.stdout.split(separator: "\n").last, let status = Int(last) else {
                 throw AcceptanceFailure("curl \(path) failed: \(reply)")
             }
@@ -254,36 +313,50 @@ extension Acceptance {
         /// ProtectSystem=strict with ReadWritePaths=/run: the default switch (under the run dir)
         /// and a switch the plugin creates under /run work; one under /srv is refused clearly.
         private func exerciseConfinement(_ container: SystemdContainer) async throws {
-            let own = IDs.dockerID(), inRun = IDs.dockerID(), inSrv = IDs.dockerID()
+            let own = IDs.dockerID()
+            let inRun = IDs.dockerID()
+            let inSrv = IDs.dockerID()
             let created = [
                 (own, [String: String](), "10.231.1"),
                 (inRun, ["socket_dir": "/run/vde-lab/sw", "create_sockets": "true"], "10.231.2"),
             ]
             for (id, options, subnet) in created {
-                let reply = try await pluginCall(container, "/NetworkDriver.CreateNetwork",
+                let reply = try await pluginCall(
+                    container, "/NetworkDriver.CreateNetwork",
                     Requests.createNetwork(id, pool: subnet + ".0/24", gateway: subnet + ".1/24", options: options))
                 if reply.status != 200 {
-                    Issue.record(AcceptanceFailure("CreateNetwork \(options) under the unit: \(reply)\n\(await container.diagnostics())"))
+                    Issue.record(
+                        AcceptanceFailure(
+                            "CreateNetwork \(options) under the unit: \(reply)\n\(await container.diagnostics())"))
                 }
             }
             let switches = try await container.exec(["pgrep", "-a", "vde_switch"])
             // The unit runs the supervisor with its default run dir.
-            let ownPaths = try NetworkPaths(runDir: "/run/vde-supervisor", network: NetworkID(own), options: NetworkOptions())
+            let ownPaths = try NetworkPaths(
+                runDir: "/run/vde-supervisor", network: NetworkID(own), options: NetworkOptions())
             #expect(switches.stdout.contains(ownPaths.ctlDir), "the default switch: \(switches)")
             #expect(switches.stdout.contains("/run/vde-lab/sw"), "the switch in /run/vde-lab/sw: \(switches)")
 
-            let refused = try await pluginCall(container, "/NetworkDriver.CreateNetwork",
-                Requests.createNetwork(inSrv, pool: "10.231.3.0/24", gateway: "10.231.3.1/24",
-                                       options: ["socket_dir": "/srv/vde-lab/sw", "create_sockets": "true"]))
-            #expect(refused.status != 200 && refused.body.contains("/srv/vde-lab") && refused.body.contains("Read-only file system"),
-                    "a socket_dir outside the writable trees must be refused clearly: \(refused)")
-            #expect(!(try await container.exec(["test", "-e", "/srv/vde-lab"])).succeeded, "nothing may be created under /srv")
+            let refused = try await pluginCall(
+                container, "/NetworkDriver.CreateNetwork",
+                Requests.createNetwork(
+                    inSrv, pool: "10.231.3.0/24", gateway: "10.231.3.1/24",
+                    options: ["socket_dir": "/srv/vde-lab/sw", "create_sockets": "true"]))
+            #expect(
+                refused.status != 200 && refused.body.contains("/srv/vde-lab")
+                    && refused.body.contains("Read-only file system"),
+                "a socket_dir outside the writable trees must be refused clearly: \(refused)")
+            #expect(
+                !(try await container.exec(["test", "-e", "/srv/vde-lab"])).succeeded,
+                "nothing may be created under /srv")
 
             for (id, _, _) in created {
                 let reply = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", Requests.network(id))
                 #expect(reply.status == 200, "DeleteNetwork: \(reply)")
             }
-            #expect(!(try await container.exec(["test", "-e", "/run/vde-lab/sw"])).succeeded, "the created socket_dir goes with its network")
+            #expect(
+                !(try await container.exec(["test", "-e", "/run/vde-lab/sw"])).succeeded,
+                "the created socket_dir goes with its network")
         }
 
         /// The inode of the plugin socket file: a new one means a new listening socket.
@@ -299,8 +372,9 @@ extension Acceptance {
             let status = try await container.exec(["systemctl", "status", "--no-pager", "-l", "vde-supervisor"])
             #expect(status.succeeded, "systemctl status: \(status)")
             #expect(status.stdout.contains("active (running)"), "systemctl status: \(status)")
-            #expect(status.stdout.contains("Status: \"") && status.stdout.contains("network(s)"),
-                    "systemctl status should show the STATUS= line: \(status)")
+            #expect(
+                status.stdout.contains("Status: \"") && status.stdout.contains("network(s)"),
+                "systemctl status should show the STATUS= line: \(status)")
             #expect(try await container.property("StatusText", of: "vde-supervisor").contains("network(s)"))
 
             // kill -9 of the main pid: Restart=on-failure brings it back, and it serves again.
@@ -313,14 +387,18 @@ extension Acceptance {
             // The point of socket activation: the listening socket outlives the restart, so
             // what dockerd sends meanwhile waits in its backlog instead of failing.
             let socketAfter = try await socketInode(container)
-            #expect(socketBefore == socketAfter,
-                    "systemd closed and re-created \(Self.pluginSocket) when it restarted the service (inode \(socketBefore) -> \(socketAfter)): requests during the restart fail instead of queueing. PartOf=vde-supervisor.service in vde-supervisor.socket propagates the restart to the socket.")
+            #expect(
+                socketBefore == socketAfter,
+                "systemd closed and re-created \(Self.pluginSocket) when it restarted the service (inode \(socketBefore) -> \(socketAfter)): requests during the restart fail instead of queueing. PartOf=vde-supervisor.service in vde-supervisor.socket propagates the restart to the socket."
+            )
 
             // systemctl reload: SIGHUP through ExecReload; the same process goes on serving.
             let reload = try await container.exec(["systemctl", "reload", "vde-supervisor"], timeout: .seconds(60))
             #expect(reload.succeeded, "systemctl reload: \(reload)")
             try await Poll.until("the journal to show the reload", deadline: .seconds(20), every: .milliseconds(250)) {
-                let journal = try await container.exec(["journalctl", "--no-pager", "-o", "cat", "-u", "vde-supervisor.service"])
+                let journal = try await container.exec([
+                    "journalctl", "--no-pager", "-o", "cat", "-u", "vde-supervisor.service",
+                ])
                 return journal.stdout.contains("configuration reloaded")
             }
             #expect(try await activeMainPID(container) == secondPID, "reload must not restart the service")
@@ -329,7 +407,8 @@ extension Acceptance {
             try await exerciseConfinement(container)
 
             // A clean stop ends the service without a failure.
-            try await container.check(["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))
+            try await container.check(
+                ["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))
             #expect(try await container.property("Result", of: "vde-supervisor.service") == "success")
         }
     }

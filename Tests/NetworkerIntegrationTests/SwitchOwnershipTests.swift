@@ -1,9 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
 @testable import vde_networker
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Unix sockets a test makes: a live listener (someone else's socket) or a stale name.
 enum TestSocket {
@@ -17,7 +19,9 @@ enum TestSocket {
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         precondition(bound == 0, "bind \(path): \(errno)")
         if type == Int32(SOCK_STREAM.rawValue) { precondition(Glibc.listen(fd, 16) == 0) }
@@ -39,7 +43,9 @@ enum TestSocket {
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
         }
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         } == 0
     }
 
@@ -69,7 +75,8 @@ extension WorkerProcessTests {
         let listener = TestSocket.listen(at: live)
         defer { close(listener) }
         var spec = try ownSpec(scratch, worker)
-        spec.paths = try NetworkPaths(networkDir: spec.paths.networkDir, ctlDir: spec.paths.ctlDir, managementSocket: live)
+        spec.paths = try NetworkPaths(
+            networkDir: spec.paths.networkDir, ctlDir: spec.paths.ctlDir, managementSocket: live)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .conflict, "message: \(reply.error?.message ?? "")")
@@ -90,8 +97,9 @@ extension WorkerProcessTests {
         defer { close(listener) }
         TestSocket.makeStale(at: run + "/stale.sock")
         // A new socket_dir with create_sockets=true: claimed first, and given back on the refusal.
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/newlab/sw",
-                              managementSocket: run + "/docker.sock", mode: .useOrCreate, group: nil, numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/newlab/sw",
+            managementSocket: run + "/docker.sock", mode: .useOrCreate, group: nil, numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.message.contains("not empty") == true, "message: \(reply.error?.message ?? "")")
@@ -113,8 +121,9 @@ extension WorkerProcessTests {
         let listener = TestSocket.listen(at: monitor)
         defer { close(listener) }
         TestSocket.makeStale(at: qemu + "/old.sock")
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: qemu, managementSocket: nil, mode: .useOrCreate,
-                              group: nil, numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: qemu, managementSocket: nil, mode: .useOrCreate,
+            group: nil, numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .conflict)
@@ -142,8 +151,9 @@ extension WorkerProcessTests {
         let listener = TestSocket.listen(at: keep)
         defer { close(listener) }
 
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
-                              group: nil, numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
+            group: nil, numPorts: 4)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == true)
         #expect(!Host.exists(lab + "/001.6"), "the stale port socket of the killed switch is removed")
@@ -166,8 +176,9 @@ extension WorkerProcessTests {
         mkdir(lab, 0o755)
         #expect(Host.run(["sh", "-c", "echo othernetwork123 > \(lab)/\(SwitchDirectory.markerName)"]).status == 0)
         TestSocket.makeStale(at: lab + "/ctl")
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
-                              group: nil, numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: lab, managementSocket: nil, mode: .useOrCreate,
+            group: nil, numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.error?.code == .conflict)
         #expect(reply.error?.message.contains("othernetwor") == true, "message: \(reply.error?.message ?? "")")
@@ -181,15 +192,20 @@ extension WorkerProcessTests {
         defer { worker.stop() }
         let dir = scratch.directory + "/new/lab"
         let management = scratch.directory + "/mgmt-dir/lab.mgmt"
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: dir, managementSocket: management, mode: .useOrCreate,
-                              group: nil, numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: dir, managementSocket: management, mode: .useOrCreate,
+            group: nil, numPorts: 4)
         _ = try await start(worker, spec)
         #expect(FileRead.text(dir + "/" + SwitchDirectory.markerName)?.contains(worker.networkID.rawValue) == true)
-        #expect(FileRead.text(scratch.directory + "/mgmt-dir/" + SwitchDirectory.markerName)?.contains(worker.networkID.rawValue) == true)
+        #expect(
+            FileRead.text(scratch.directory + "/mgmt-dir/" + SwitchDirectory.markerName)?.contains(
+                worker.networkID.rawValue) == true)
         let switchFile = try paths(scratch, worker).switchPIDFile
         let text = try #require(FileRead.text(switchFile), "the switch pid file must exist while the switch runs")
         let pid = try #require(pid_t(text.split(separator: " ").first ?? ""))
-        #expect(text.split(separator: " ").count == 2 && TestSocket.startTime(of: pid) == UInt64(TestSocket.trimmed(String(text.split(separator: " ")[1]))))
+        #expect(
+            text.split(separator: " ").count == 2
+                && TestSocket.startTime(of: pid) == UInt64(TestSocket.trimmed(String(text.split(separator: " ")[1]))))
         try await shutDown(worker, spec: spec)
         #expect(!Host.exists(scratch.directory + "/new") && !Host.exists(scratch.directory + "/mgmt-dir"))
         #expect(!Host.exists(try networkDir(scratch, worker)))
@@ -203,12 +219,16 @@ extension WorkerProcessTests {
         let kept = scratch.directory + "/kept"
         mkdir(kept, 0o755)
         // A new directory (created and marked by this attempt), and an empty one (marked by it).
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/fresh/sw",
-                              managementSocket: kept + "/sw.mgmt", mode: .useOrCreate, group: GroupName(stringLiteral: "vdenwnogroup" + scratch.id), numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/fresh/sw",
+            managementSocket: kept + "/sw.mgmt", mode: .useOrCreate,
+            group: GroupName(stringLiteral: "vdenwnogroup" + scratch.id), numPorts: 4)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false && reply.error?.message.contains("No such group") == true, "reply: \(reply)")
         #expect(!Host.exists(scratch.directory + "/fresh"), "the directory this attempt created must go")
-        #expect(Host.exists(kept) && !Host.exists(kept + "/" + SwitchDirectory.markerName), "the marker this attempt wrote must go")
+        #expect(
+            Host.exists(kept) && !Host.exists(kept + "/" + SwitchDirectory.markerName),
+            "the marker this attempt wrote must go")
         try await shutDown(worker, spec: spec, expectOwnedGone: false)
     }
 
@@ -221,7 +241,10 @@ extension WorkerProcessTests {
         // A switch that does not exit at EOF on stdin (as upstream vde-2 without a tty): a daemon.
         #expect(Host.run(["mkdir", "-p", spec.paths.networkDir]).status == 0)
         let daemonPIDFile = scratch.directory + "/daemon.pid"
-        let result = Host.run(["vde_switch", "-d", "-s", spec.paths.ctlDir, "-M", spec.paths.managementSocket!, "-n", "5", "-p", daemonPIDFile])
+        let result = Host.run([
+            "vde_switch", "-d", "-s", spec.paths.ctlDir, "-M", spec.paths.managementSocket!, "-n", "5", "-p",
+            daemonPIDFile,
+        ])
         #expect(result.status == 0, "vde_switch -d: \(result.output)")
         // The daemon writes its pid file after the fork: wait for it.
         #expect(await Host.eventually { pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")) != nil })
@@ -264,7 +287,8 @@ extension WorkerProcessTests {
         // A vde_plug2tap that is not ours (a user's, or one that got a reused pid).
         let tap = scratch.tapName("u")
         let pipe = Host.pipe()
-        let foreign = try #require(Host.spawn(["vde_plug2tap", "-s", external.ctlDir, tap.rawValue], stdin: pipe.read, stderr: -1))
+        let foreign = try #require(
+            Host.spawn(["vde_plug2tap", "-s", external.ctlDir, tap.rawValue], stdin: pipe.read, stderr: -1))
         close(pipe.read)
         defer { close(pipe.write) }
         scratch.trackProcess(foreign)
@@ -276,9 +300,14 @@ extension WorkerProcessTests {
         #expect(Host.run(["mkdir", "-p", plugs]).status == 0)
         let start = try #require(TestSocket.startTime(of: foreign))
         // The old format (a pid alone proves nothing), and the right pid with another start time.
-        #expect(Host.run(["sh", "-c", "echo \(foreign) > \(plugs)/old.pid; echo '\(foreign) \(start + 7)' > \(plugs)/reused.pid"]).status == 0)
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
-                              mode: .external, group: nil, numPorts: 7)
+        #expect(
+            Host.run([
+                "sh", "-c", "echo \(foreign) > \(plugs)/old.pid; echo '\(foreign) \(start + 7)' > \(plugs)/reused.pid",
+            ]).status == 0)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir,
+            managementSocket: external.managementSocket,
+            mode: .external, group: nil, numPorts: 7)
         _ = try await self.start(worker, spec)
         #expect(Host.isAlive(foreign), "the pid files must not kill a plug they cannot prove is theirs")
         #expect(!Host.exists(plugs + "/old.pid") && !Host.exists(plugs + "/reused.pid"))

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import Shared
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Host helpers for the integration tests: spawning with posix_spawn (argv arrays only),
 /// process liveness, and a tracker that removes whatever a test made.
@@ -43,13 +44,16 @@ enum Host {
     /// Random hex for unique names.
     static func randomHex(_ count: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        return String((0..<count).map { _ in "0123456789abcdef".randomElement(using: &generator)! })
+        let digits = Array("0123456789abcdef")
+        return String((0..<count).map { _ in digits[Int.random(in: 0..<digits.count, using: &generator)] })
     }
 
     /// Spawns `argv` with the given fds as stdin/stdout/stderr (-1: /dev/null), in a new process
     /// group, with default signal handling and the fds marked close-on-exec left behind.
-    static func spawn(_ argv: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = 2,
-                      environment: [String]? = nil) -> pid_t? {
+    static func spawn(
+        _ argv: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = 2,
+        environment: [String]? = nil
+    ) -> pid_t? {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -71,7 +75,8 @@ enum Host {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setsigmask(&attributes, &empty)
         posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for arg in cArgs { free(arg) } }
         var pid: pid_t = 0
@@ -133,7 +138,8 @@ enum Host {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
             guard let pid = pid_t(name), pid != getpid(),
-                  let bytes = FileRead.bytes("/proc/\(pid)/cmdline"), !bytes.isEmpty else { continue }
+                let bytes = FileRead.bytes("/proc/\(pid)/cmdline"), !bytes.isEmpty
+            else { continue }
             let commandLine = String(decoding: bytes.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
             if commandLine.contains(text), isAlive(pid) { found.append(pid) }
         }
@@ -156,7 +162,10 @@ enum Host {
     static func ping(from namespace: String, to address: String, timeout: Duration = .seconds(10)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         repeat {
-            if run([Host.ip, "netns", "exec", namespace, "busybox", "ping", "-c", "3", "-W", "1", address]).status == 0 { return true }
+            if run([Host.ip, "netns", "exec", namespace, "busybox", "ping", "-c", "3", "-W", "1", address]).status == 0
+            {
+                return true
+            }
             try? await Task.sleep(for: .milliseconds(200))
         } while ContinuousClock.now < deadline
         return false
@@ -241,16 +250,24 @@ final class WorkerHarness: @unchecked Sendable {
     private var reaped: Int32?
 
     /// `environment`: the worker's whole environment (nil: this process's).
-    init(networkID: NetworkID = NetworkID(stringLiteral: "net" + Host.randomHex(12)), runDir: String, logPath: String, environment: [String]? = nil) throws {
+    init(
+        networkID: NetworkID = NetworkID(stringLiteral: "net" + Host.randomHex(12)), runDir: String, logPath: String,
+        environment: [String]? = nil
+    ) throws {
         self.networkID = networkID
         self.logPath = logPath
         let stdinPipe = Host.pipe()
         let stdoutPipe = Host.pipe()
         let log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(log) }
-        guard let pid = Host.spawn([Host.networkerPath, "--network-id", networkID.rawValue, "--log-level", "debug", "--run-dir", runDir],
-                                   stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: log, environment: environment) else {
-            throw HarnessError("cannot start \(Host.networkerPath): build it first (swift build --scratch-path .build-worker --product vde-networker) or set VDE_NETWORKER")
+        guard
+            let pid = Host.spawn(
+                [Host.networkerPath, "--network-id", networkID.rawValue, "--log-level", "debug", "--run-dir", runDir],
+                stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: log, environment: environment)
+        else {
+            throw HarnessError(
+                "cannot start \(Host.networkerPath): build it first (swift build --scratch-path .build-worker --product vde-networker) or set VDE_NETWORKER"
+            )
         }
         self.pid = pid
         close(stdinPipe.read)
@@ -287,7 +304,7 @@ final class WorkerHarness: @unchecked Sendable {
         var bytes = Array((text + "\n").utf8)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { write(input, $0.baseAddress! + offset, $0.count - offset) }
+            let n = bytes.withUnsafeMutableBytes { write(input, $0.baseAddress.map { $0 + offset }, $0.count - offset) }
             if n <= 0 { return }
             offset += n
         }
@@ -312,32 +329,42 @@ final class WorkerHarness: @unchecked Sendable {
     }
 
     /// Waits for an event of `kind` that matches `predicate` and arrived after `after` earlier messages.
-    func event(_ kind: WorkerEvent.Kind, after: Int = 0, timeout: Duration = .seconds(10),
-               where predicate: (WorkerEvent) -> Bool = { _ in true }) async throws -> WorkerEvent {
+    func event(
+        _ kind: WorkerEvent.Kind, after: Int = 0, timeout: Duration = .seconds(10),
+        where predicate: (WorkerEvent) -> Bool = { _ in true }
+    ) async throws -> WorkerEvent {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let found = messages.withLock { all in all.dropFirst(after).compactMap(\.event).first { $0.kind == kind && predicate($0) } }
+            let found = messages.withLock { all in
+                all.dropFirst(after).compactMap(\.event).first { $0.kind == kind && predicate($0) }
+            }
             if let found { return found }
             try await Task.sleep(for: .milliseconds(10))
         }
-        throw HarnessError("no \(kind.rawValue) event within \(timeout); messages: \(allMessages.count); worker log:\n\(logTail())")
+        throw HarnessError(
+            "no \(kind.rawValue) event within \(timeout); messages: \(allMessages.count); worker log:\n\(logTail())")
     }
 
     var messageCount: Int { messages.withLock { $0.count } }
 
     /// Waits for the `endpointState` event of each of `ids` (the first after `after` earlier
     /// messages) and returns them by endpoint ID.
-    func endpointStates(_ ids: [EndpointID], after: Int = 0, timeout: Duration = .seconds(20)) async throws -> [EndpointID: WorkerEvent] {
+    func endpointStates(_ ids: [EndpointID], after: Int = 0, timeout: Duration = .seconds(20)) async throws
+        -> [EndpointID: WorkerEvent]
+    {
         let deadline = ContinuousClock.now + timeout
         let wanted = Set(ids)
         while true {
             var found: [EndpointID: WorkerEvent] = [:]
-            for event in messages.withLock({ Array($0.dropFirst(after)) }).compactMap(\.event) where event.kind == .endpointState {
+            for event in messages.withLock({ Array($0.dropFirst(after)) }).compactMap(\.event)
+            where event.kind == .endpointState {
                 if let id = event.endpointID, wanted.contains(id), found[id] == nil { found[id] = event }
             }
             if found.count == wanted.count { return found }
             if ContinuousClock.now >= deadline {
-                throw HarnessError("endpointState for \(found.count) of \(wanted.count) endpoints within \(timeout); worker log:\n\(logTail())")
+                throw HarnessError(
+                    "endpointState for \(found.count) of \(wanted.count) endpoints within \(timeout); worker log:\n\(logTail())"
+                )
             }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -422,7 +449,8 @@ struct ReplyFields: Sendable {
         switch reply {
         case .started(let status, let endpoints): (self.switch, self.endpoints) = (status, endpoints)
         case .endpoint(let status): endpoint = status
-        case .status(let status): (self.switch, endpoints, otherPorts) = (status.switch, status.endpoints, status.otherPorts)
+        case .status(let status):
+            (self.switch, endpoints, otherPorts) = (status.switch, status.endpoints, status.otherPorts)
         case .stopped(let status): self.switch = status
         case .removed, .pong: break
         }
@@ -436,8 +464,12 @@ struct HarnessError: Error, CustomStringConvertible {
 
 extension SwitchSpec {
     /// A spec with its paths, both checked as the supervisor's would be (tests spell the paths out).
-    init(networkDir: String, ctlDir: String, managementSocket: String?, mode: SwitchMode, group: GroupName?, numPorts: Int) throws {
-        try self.init(paths: NetworkPaths(networkDir: networkDir, ctlDir: ctlDir, managementSocket: managementSocket),
-                      mode: mode, group: group, numPorts: numPorts)
+    init(
+        networkDir: String, ctlDir: String, managementSocket: String?, mode: SwitchMode, group: GroupName?,
+        numPorts: Int
+    ) throws {
+        try self.init(
+            paths: NetworkPaths(networkDir: networkDir, ctlDir: ctlDir, managementSocket: managementSocket),
+            mode: mode, group: group, numPorts: numPorts)
     }
 }

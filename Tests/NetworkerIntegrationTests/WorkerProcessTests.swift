@@ -1,9 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
 @testable import vde_networker
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The built vde-networker with real vde_switch, vde_plug2tap, taps and network namespaces.
 /// Needs root, vde2 and iproute2 (scripts/test installs them); without them the tests fail,
@@ -18,15 +20,19 @@ struct WorkerProcessTests {
     // MARK: Fixtures
 
     func startWorker(_ scratch: Scratch, networkID: NetworkID? = nil) throws -> WorkerHarness {
-        let worker = try networkID.map {
-            try WorkerHarness(networkID: $0, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
-        } ?? WorkerHarness(runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
+        let worker =
+            try networkID.map {
+                try WorkerHarness(
+                    networkID: $0, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
+            } ?? WorkerHarness(runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
         scratch.trackProcess(worker.pid)
         return worker
     }
 
     /// The layout the supervisor uses for a switch of its own: `<run dir>/<short id>/{ctl,mgmt}`.
-    func ownSpec(_ scratch: Scratch, _ worker: WorkerHarness, numPorts: Int = 4, mode: SwitchMode = .own) throws -> SwitchSpec {
+    func ownSpec(_ scratch: Scratch, _ worker: WorkerHarness, numPorts: Int = 4, mode: SwitchMode = .own) throws
+        -> SwitchSpec
+    {
         try SwitchSpec(paths: try paths(scratch, worker), mode: mode, group: nil, numPorts: numPorts)
     }
 
@@ -65,7 +71,9 @@ struct WorkerProcessTests {
         return try #require(reply.result?.endpoint)
     }
 
-    func start(_ worker: WorkerHarness, _ spec: SwitchSpec, restoring: [EndpointSpec]? = nil) async throws -> ReplyFields {
+    func start(_ worker: WorkerHarness, _ spec: SwitchSpec, restoring: [EndpointSpec]? = nil) async throws
+        -> ReplyFields
+    {
         let reply = try await worker.request(.start(switch: spec, restore: restoring ?? []))
         #expect(reply.ok == true, "start: \(reply.error?.message ?? "")\n\(worker.logTail())")
         return try #require(reply.result)
@@ -114,7 +122,9 @@ struct WorkerProcessTests {
         let management = scratch.directory + "/ext/mgmt"
         mkdir(scratch.directory + "/ext", 0o755)
         let pipe = Host.pipe()
-        let pid = try #require(Host.spawn(["vde_switch", "-s", ctlDir, "-M", management, "-n", String(ports)], stdin: pipe.read, stderr: -1))
+        let pid = try #require(
+            Host.spawn(
+                ["vde_switch", "-s", ctlDir, "-M", management, "-n", String(ports)], stdin: pipe.read, stderr: -1))
         close(pipe.read)
         scratch.trackProcess(pid)
         #expect(await Host.eventually { Host.exists(ctlDir + "/ctl") && Host.exists(management) })
@@ -154,8 +164,14 @@ struct WorkerProcessTests {
         let ns2 = scratch.namespace("2")
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.1.1/24")
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.1.2/24")
-        #expect(try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1))).ok == true)
-        #expect(try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2))).ok == true)
+        #expect(
+            try await worker.request(
+                .joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1))
+            ).ok == true)
+        #expect(
+            try await worker.request(
+                .joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2))
+            ).ok == true)
         #expect(await Host.ping(from: ns1, to: "10.99.1.2"))
 
         let report = try await status(worker)
@@ -190,8 +206,10 @@ struct WorkerProcessTests {
         let ns2 = scratch.namespace("2")
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.2.1/24")
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.2.2/24")
-        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1)))
-        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2)))
+        _ = try await worker.request(
+            .joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1)))
+        _ = try await worker.request(
+            .joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2)))
         #expect(await Host.ping(from: ns1, to: "10.99.2.2"))
 
         // The switch dies: the worker reports it, starts a new one and re-attaches both plugs.
@@ -216,7 +234,10 @@ struct WorkerProcessTests {
         let plugRestarted = try await worker.event(.childRestarted, after: mark) { $0.child == .plug }
         let newPlug = try #require(plugRestarted.pid)
         #expect(newPlug != oldPlug)
-        let commandLine = FileRead.bytes("/proc/\(newPlug)/cmdline").map { String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self) } ?? ""
+        let commandLine =
+            FileRead.bytes("/proc/\(newPlug)/cmdline").map {
+                String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+            } ?? ""
         #expect(commandLine.contains("vde_plug2tap") && commandLine.contains(" eth0"), "cmdline: \(commandLine)")
         #expect(await Host.ping(from: ns2, to: "10.99.2.1"))
 
@@ -237,9 +258,11 @@ struct WorkerProcessTests {
         _ = try await add(worker, two)
         let ns1 = scratch.namespace("1")
         let ns2 = scratch.namespace("2")
-        _ = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1)))
+        _ = try await worker.request(
+            .joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns1)))
         moveIntoNamespace(tap: one.tapName, namespace: ns1, address: "10.99.5.1/24")
-        _ = try await worker.request(.joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2)))
+        _ = try await worker.request(
+            .joinEndpoint(endpointID: two.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns2)))
         moveIntoNamespace(tap: two.tapName, namespace: ns2, address: "10.99.5.2/24")
         #expect(await Host.ping(from: ns1, to: "10.99.5.2"))
 
@@ -253,7 +276,8 @@ struct WorkerProcessTests {
         #expect(Host.run([Host.ip, "-n", ns1, "link", "set", one.tapName.rawValue, "netns", "1"]).status == 0)
 
         let ns3 = scratch.namespace("3")
-        let joined = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns3)))
+        let joined = try await worker.request(
+            .joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns3)))
         #expect(joined.result?.endpoint?.state == .plugged)
         let secondPlug = try #require(joined.result?.endpoint?.plugPID)
         #expect(secondPlug != firstPlug)
@@ -275,7 +299,8 @@ struct WorkerProcessTests {
         let joinedPlug = try #require(try await add(worker, joined).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: joined.tapName, namespace: ns, address: "10.99.3.1/24")
-        _ = try await worker.request(.joinEndpoint(endpointID: joined.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
+        _ = try await worker.request(
+            .joinEndpoint(endpointID: joined.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
         var mark = worker.messageCount
         #expect(Host.run([Host.ip, "netns", "del", ns]).status == 0)
         let gone = try await worker.event(.tapGone, after: mark) { $0.endpointID == joined.endpointID }
@@ -362,7 +387,8 @@ struct WorkerProcessTests {
         _ = try await start(worker, spec)
         let one = endpoint(scratch, "a")
         #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName.rawValue, "mode", "tap"]).status == 0)
-        #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", "02:00:00:00:00:99"]).status == 0)
+        #expect(
+            Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", "02:00:00:00:00:99"]).status == 0)
         let reply = try await worker.request(.addEndpoint(endpoint: one))
         #expect(reply.error?.code == .conflict)
         #expect(reply.error?.message.contains("02:00:00:00:00:99") == true)
@@ -370,7 +396,9 @@ struct WorkerProcessTests {
         #expect(Host.exists("/sys/class/net/\(one.tapName)"))
 
         // A tap with the right MAC (left by an earlier attempt) is reused.
-        #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", one.macAddress.rawValue]).status == 0)
+        #expect(
+            Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", one.macAddress.rawValue]).status
+                == 0)
         #expect(try await add(worker, one).state == .plugged)
         try await shutDown(worker, spec: spec)
     }
@@ -382,7 +410,9 @@ struct WorkerProcessTests {
         defer { external.stop() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: nil, mode: .external, group: nil, numPorts: 1)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: nil,
+            mode: .external, group: nil, numPorts: 1)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == false)
         _ = try await add(worker, endpoint(scratch, "a"))
@@ -398,7 +428,9 @@ struct WorkerProcessTests {
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/nothing/ctl", managementSocket: nil, mode: .external, group: nil, numPorts: 8)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/nothing/ctl",
+            managementSocket: nil, mode: .external, group: nil, numPorts: 8)
         let reply = try await worker.request(.start(switch: spec))
         #expect(reply.ok == false)
         #expect(reply.error?.code == .unavailable)
@@ -418,13 +450,17 @@ struct WorkerProcessTests {
         defer { worker.stop() }
 
         // `own` refuses a ctl dir where a switch answers.
-        let own = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
+        let own = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir,
+            managementSocket: scratch.directory + "/own-mgmt", mode: .own, group: nil, numPorts: 4)
         let refused = try await worker.request(.start(switch: own))
         #expect(refused.ok == false)
         #expect(refused.error?.code == .conflict)
         #expect(refused.error?.message.contains("already answers") == true)
 
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .useOrCreate, group: nil, numPorts: 4)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir,
+            managementSocket: external.managementSocket, mode: .useOrCreate, group: nil, numPorts: 4)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == false)
         #expect(started.switch?.pid == nil)
@@ -444,7 +480,9 @@ struct WorkerProcessTests {
         let worker = try startWorker(scratch)
         defer { worker.stop() }
         // A user's socket_dir with create_sockets=true, here without a management socket.
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/user/switch", managementSocket: nil, mode: .useOrCreate, group: nil, numPorts: 2)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: scratch.directory + "/user/switch",
+            managementSocket: nil, mode: .useOrCreate, group: nil, numPorts: 2)
         let started = try await start(worker, spec)
         #expect(started.switch?.owned == true)
         let switchPID = try #require(started.switch?.pid)
@@ -502,7 +540,10 @@ struct WorkerProcessTests {
         worker.signal(SIGKILL)
         #expect(await worker.waitForExit() == 128 + SIGKILL)
         // The switch sees EOF on its stdin and exits; the plugs follow their switch.
-        #expect(await Host.eventually(timeout: .seconds(5)) { !Host.isAlive(switchPID) && plugs.allSatisfy { !Host.isAlive($0) } })
+        #expect(
+            await Host.eventually(timeout: .seconds(5)) {
+                !Host.isAlive(switchPID) && plugs.allSatisfy { !Host.isAlive($0) }
+            })
         #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
         #expect(await Host.eventually { !Host.exists(spec.paths.ctlDir) })
     }
@@ -529,7 +570,9 @@ struct WorkerProcessTests {
 
         let markers = spec.paths.deletingDir
         try await shutDown(worker, spec: spec)
-        for one in endpoints { #expect(!Host.exists("/sys/class/net/\(one.tapName)"), "tap \(one.tapName) left behind") }
+        for one in endpoints {
+            #expect(!Host.exists("/sys/class/net/\(one.tapName)"), "tap \(one.tapName) left behind")
+        }
         #expect(!Host.exists(markers))
     }
 
@@ -546,10 +589,14 @@ struct WorkerProcessTests {
         let kept = endpoint(scratch, "b")
         for one in [orphan, kept] {
             #expect(Host.run([Host.ip, "tuntap", "add", "dev", one.tapName.rawValue, "mode", "tap"]).status == 0)
-            #expect(Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", one.macAddress.rawValue]).status == 0)
+            #expect(
+                Host.run([Host.ip, "link", "set", "dev", one.tapName.rawValue, "address", one.macAddress.rawValue])
+                    .status == 0)
         }
         #expect(Host.run(["mkdir", "-p", markers]).status == 0)
-        #expect(Host.run(["touch", markers + "/" + orphan.tapName.rawValue, markers + "/" + kept.tapName.rawValue]).status == 0)
+        #expect(
+            Host.run(["touch", markers + "/" + orphan.tapName.rawValue, markers + "/" + kept.tapName.rawValue]).status
+                == 0)
 
         let mark = worker.messageCount
         let started = try await start(worker, spec, restoring: [kept])
@@ -568,8 +615,10 @@ struct WorkerProcessTests {
         defer { external.stop() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket,
-                              mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir,
+            managementSocket: external.managementSocket,
+            mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let inHost = endpoint(scratch, "a")
         let inSandbox = endpoint(scratch, "b")
@@ -577,7 +626,8 @@ struct WorkerProcessTests {
         let sandboxPlug = try #require(try await add(first, inSandbox).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: inSandbox.tapName, namespace: ns, address: "10.99.4.1/24")
-        _ = try await first.request(.joinEndpoint(endpointID: inSandbox.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
+        _ = try await first.request(
+            .joinEndpoint(endpointID: inSandbox.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
 
         // Killed: on an external switch its plugs live on, listed in pid files.
         first.signal(SIGKILL)
@@ -601,7 +651,10 @@ struct WorkerProcessTests {
         #expect(outcomes[gone.endpointID]?.state == .tapGone)
         let restored = [inHost, inSandbox].compactMap { outcomes[$0.endpointID] }
         let newSandboxPlug = try #require(outcomes[inSandbox.endpointID]?.pid)
-        let commandLine = FileRead.bytes("/proc/\(newSandboxPlug)/cmdline").map { String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self) } ?? ""
+        let commandLine =
+            FileRead.bytes("/proc/\(newSandboxPlug)/cmdline").map {
+                String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+            } ?? ""
         #expect(commandLine.hasSuffix(" eth0 "), "cmdline: \(commandLine)")
         let report = try await status(second)
         #expect(report.endpoints?.filter { $0.counters != nil }.count == 2)
@@ -622,7 +675,9 @@ struct WorkerProcessTests {
         }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, worker), ctlDir: external.ctlDir,
+            managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(worker, spec)
 
         kill(external.pid, SIGSTOP)

@@ -1,20 +1,25 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
 @testable import vde_networker
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Restore after a worker restart: present / gone / unknown with real namespaces, a large
 /// network, and the taps of unfinished adds.
 extension WorkerProcessTests {
     /// An endpoint that joined the namespace `ns` (its tap moved there as dockerd does).
-    func joinedEndpoint(_ scratch: Scratch, _ worker: WorkerHarness, suffix: String, namespace ns: String,
-                        address: String) async throws -> EndpointSpec {
+    func joinedEndpoint(
+        _ scratch: Scratch, _ worker: WorkerHarness, suffix: String, namespace ns: String,
+        address: String
+    ) async throws -> EndpointSpec {
         var one = endpoint(scratch, suffix)
         _ = try await add(worker, one)
         moveIntoNamespace(tap: one.tapName, namespace: ns, address: address)
-        let reply = try await worker.request(.joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
+        let reply = try await worker.request(
+            .joinEndpoint(endpointID: one.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
         #expect(reply.ok == true)
         one.sandboxKey = SandboxKey(stringLiteral: "/run/netns/" + ns)
         return one
@@ -30,13 +35,17 @@ extension WorkerProcessTests {
         defer { external.stop() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir,
+            managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let nsMissing = scratch.namespace("m")
         let nsUnmounted = scratch.namespace("u")
         let nsAlive = scratch.namespace("a")
-        let missing = try await joinedEndpoint(scratch, first, suffix: "m", namespace: nsMissing, address: "10.99.6.1/24")
-        var unmounted = try await joinedEndpoint(scratch, first, suffix: "u", namespace: nsUnmounted, address: "10.99.6.2/24")
+        let missing = try await joinedEndpoint(
+            scratch, first, suffix: "m", namespace: nsMissing, address: "10.99.6.1/24")
+        var unmounted = try await joinedEndpoint(
+            scratch, first, suffix: "u", namespace: nsUnmounted, address: "10.99.6.2/24")
         let alive = try await joinedEndpoint(scratch, first, suffix: "a", namespace: nsAlive, address: "10.99.6.3/24")
         first.signal(SIGKILL)
         _ = await first.waitForExit()
@@ -65,17 +74,25 @@ extension WorkerProcessTests {
         #expect(outcomes[unmounted.endpointID]?.state == .tapGone)
         #expect(outcomes[unmounted.endpointID]?.detail?.contains("no network namespace") == true)
         #expect(outcomes[alive.endpointID]?.state == .plugged)
-        #expect(await Host.eventually {
-            !Host.exists("/sys/class/net/\(missing.tapName)") && !Host.exists("/sys/class/net/\(unmounted.tapName)")
-        })
+        #expect(
+            await Host.eventually {
+                !Host.exists("/sys/class/net/\(missing.tapName)") && !Host.exists("/sys/class/net/\(unmounted.tapName)")
+            })
         // No plug was ever started on the taps of the removed containers (the check sees the
         // one started for the live container).
         // The second worker's lines only (both write to the same file).
-        let log = String(decoding: Array((FileRead.text(second.logPath) ?? "").utf8.dropFirst(logBefore)), as: UTF8.self)
-        #expect(log.split(separator: "\n").contains { $0.contains("plug started") && $0.contains(alive.endpointID.rawValue) })
+        let log = String(
+            decoding: Array((FileRead.text(second.logPath) ?? "").utf8.dropFirst(logBefore)), as: UTF8.self)
+        #expect(
+            log.split(separator: "\n").contains {
+                $0.contains("plug started") && $0.contains(alive.endpointID.rawValue)
+            })
         for gone in [missing, unmounted] {
-            #expect(!log.split(separator: "\n").contains { $0.contains("plug started") && $0.contains(gone.endpointID.rawValue) },
-                    "a plug was started for \(gone.endpointID)")
+            #expect(
+                !log.split(separator: "\n").contains {
+                    $0.contains("plug started") && $0.contains(gone.endpointID.rawValue)
+                },
+                "a plug was started for \(gone.endpointID)")
             // (`ip link del TAP` of the background deletion may still run.)
             let plugs = Host.processes(commandLineContaining: gone.tapName.rawValue).filter { pid in
                 FileRead.text("/proc/\(pid)/cmdline")?.contains("vde_plug2tap") == true
@@ -95,7 +112,9 @@ extension WorkerProcessTests {
         defer { external.stop() }
         let first = try startWorker(scratch)
         defer { first.stop() }
-        let spec = try SwitchSpec(networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir, managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
+        let spec = try SwitchSpec(
+            networkDir: try networkDir(scratch, first), ctlDir: external.ctlDir,
+            managementSocket: external.managementSocket, mode: .external, group: nil, numPorts: 7)
         _ = try await start(first, spec)
         let ns = scratch.namespace("1")
         let joined = try await joinedEndpoint(scratch, first, suffix: "a", namespace: ns, address: "10.99.7.1/24")
@@ -105,8 +124,12 @@ extension WorkerProcessTests {
         let bin = scratch.directory + "/bin"
         let deny = scratch.directory + "/deny"
         mkdir(bin, 0o755)
-        let script = "#!/bin/sh\nif [ -e \(deny) ]; then echo \"nsenter: cannot open $1: Permission denied\" >&2; exit 1; fi\nexec /usr/bin/nsenter \"$@\"\n"
-        #expect(Host.run(["sh", "-c", "printf '%s' \"$0\" > \(bin)/nsenter && chmod 755 \(bin)/nsenter && touch \(deny)", script]).status == 0)
+        let script =
+            "#!/bin/sh\nif [ -e \(deny) ]; then echo \"nsenter: cannot open $1: Permission denied\" >&2; exit 1; fi\nexec /usr/bin/nsenter \"$@\"\n"
+        #expect(
+            Host.run([
+                "sh", "-c", "printf '%s' \"$0\" > \(bin)/nsenter && chmod 755 \(bin)/nsenter && touch \(deny)", script,
+            ]).status == 0)
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
         // This process's environment with the fake first in PATH (the rest, e.g. the sanitizer
         // runs' LD_LIBRARY_PATH, must reach the worker too).
@@ -118,8 +141,9 @@ extension WorkerProcessTests {
             entry += 1
         }
         environment.append("PATH=\(bin):\(path)")
-        let second = try WorkerHarness(networkID: first.networkID, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log",
-                                       environment: environment)
+        let second = try WorkerHarness(
+            networkID: first.networkID, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log",
+            environment: environment)
         scratch.trackProcess(second.pid)
         defer { second.stop() }
         let mark = second.messageCount
@@ -191,7 +215,8 @@ extension WorkerProcessTests {
         #expect(await Host.eventually(timeout: .seconds(5)) { Host.exists("/sys/class/net/\(cut.tapName)") })
         first.signal(SIGKILL)
         _ = await first.waitForExit()
-        #expect(Host.exists("/sys/class/net/\(cut.tapName)"), "the add finished before the kill; the test proves nothing")
+        #expect(
+            Host.exists("/sys/class/net/\(cut.tapName)"), "the add finished before the kill; the test proves nothing")
         let creating = spec.paths.creatingDir
         #expect(Host.exists("\(creating)/\(cut.tapName)"))
 

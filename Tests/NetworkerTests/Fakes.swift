@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
 import Synchronization
 import Testing
+
 @testable import vde_networker
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A switch, its plugs, taps and namespaces in memory, behind ``WorkerHost``: what a test
 /// does to them (a crash, a vanished tap, a full switch) is what the worker then sees.
@@ -153,7 +155,9 @@ final class FakePlug: FakeChild, RunningPlug, @unchecked Sendable {
         lab.with { state in state.ports = state.ports.filter { $0.value != pid } }
     }
 
-    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration) async throws(PlugError) -> Int? {
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration)
+        async throws(PlugError) -> Int?
+    {
         let pid = self.pid
         let outcome: Result<Int, PlugError> = lab.with { state in
             if let failure = state.plugFailure { return .failure(failure) }
@@ -174,7 +178,9 @@ final class FakePlug: FakeChild, RunningPlug, @unchecked Sendable {
     func tapAttachment() -> TapAttachment { lab.with { $0.tapAttachment } }
 
     func watchTap(onGone: @escaping @Sendable () -> Void) throws(TapWatch.Unavailable) {
-        if lab.with({ $0.watchUnavailable }) { throw TapWatch.Unavailable(description: "pidfd_getfd: Function not implemented") }
+        if lab.with({ $0.watchUnavailable }) {
+            throw TapWatch.Unavailable(description: "pidfd_getfd: Function not implemented")
+        }
         watch.withLock { $0 = onGone }
     }
 
@@ -243,12 +249,16 @@ struct FakeManagement: SwitchManagement {
 
     func ports() async throws(ManagementError) -> [PortCounters] {
         lab.with { state in
-            state.ports.sorted { $0.key < $1.key }.map { PortCounters(port: $0.key, peer: "vde_plug2tap: pid=\($0.value)", peerPID: $0.value) }
+            state.ports.sorted { $0.key < $1.key }.map {
+                PortCounters(port: $0.key, peer: "vde_plug2tap: pid=\($0.value)", peerPID: $0.value)
+            }
         }
     }
 
     func portEntries() async throws(ManagementError) -> [PortEntry] {
-        try await ports().map { PortEntry(counters: $0, active: true, endpoints: [.init(id: 1, program: $0.peer, pid: $0.peerPID)]) }
+        try await ports().map {
+            PortEntry(counters: $0, active: true, endpoints: [.init(id: 1, program: $0.peer, pid: $0.peerPID)])
+        }
     }
 
     func closeEndpoint(port: Int, id: Int) async throws(ManagementError) {
@@ -273,16 +283,18 @@ final class FakeWorkerFixture: Sendable {
     init() {
         let temporary = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         var template = Array((temporary + "/vdenw-unit-XXXXXX").utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }
         precondition(made != nil, "mkdtemp: \(errno)")
         directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let events = self.events
         var logger = Logger(label: "fake-worker")
         logger.logLevel = .critical
-        worker = Worker(networkID: Self.networkID,
-                        executables: Executables(vdeSwitch: "/nonexistent/vde_switch", vdePlug2tap: "/nonexistent/vde_plug2tap",
-                                                 ip: "/nonexistent/ip", nsenter: "/nonexistent/nsenter"),
-                        logger: logger, host: lab.host, emit: { message in events.messages.withLock { $0.append(message) } })
+        worker = Worker(
+            networkID: Self.networkID,
+            executables: Executables(
+                vdeSwitch: "/nonexistent/vde_switch", vdePlug2tap: "/nonexistent/vde_plug2tap",
+                ip: "/nonexistent/ip", nsenter: "/nonexistent/nsenter"),
+            logger: logger, host: lab.host, emit: { message in events.messages.withLock { $0.append(message) } })
     }
 
     /// The network's paths as the supervisor computes them, below the scratch directory.
@@ -303,16 +315,22 @@ final class FakeWorkerFixture: Sendable {
     }
 
     func endpoint(_ n: Int, sandboxKey: SandboxKey? = nil) -> EndpointSpec {
-        EndpointSpec(endpointID: EndpointID(stringLiteral: String(repeating: "e", count: 8) + String(n)),
-                     tapName: TapName(stringLiteral: "vdefake\(n)"), macAddress: MACAddress(stringLiteral: "02:00:00:00:00:0\(n)"),
-                     sandboxKey: sandboxKey)
+        EndpointSpec(
+            endpointID: EndpointID(stringLiteral: String(repeating: "e", count: 8) + String(n)),
+            tapName: TapName(stringLiteral: "vdefake\(n)"),
+            macAddress: MACAddress(stringLiteral: "02:00:00:00:00:0\(n)"),
+            sandboxKey: sandboxKey)
     }
 
     var allEvents: [WorkerEvent] { events.messages.withLock { $0 } }
 
     /// Polls (every millisecond, for at most 5 s) until an event matches.
-    func event(_ kind: WorkerEvent.Kind, where predicate: @escaping (WorkerEvent) -> Bool = { _ in true }) async throws -> WorkerEvent {
-        let found = try await eventually("a \(kind.rawValue) event") { self.allEvents.first { $0.kind == kind && predicate($0) } }
+    func event(_ kind: WorkerEvent.Kind, where predicate: @escaping (WorkerEvent) -> Bool = { _ in true }) async throws
+        -> WorkerEvent
+    {
+        let found = try await eventually("a \(kind.rawValue) event") {
+            self.allEvents.first { $0.kind == kind && predicate($0) }
+        }
         return found
     }
 

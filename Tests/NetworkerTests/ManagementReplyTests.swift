@@ -1,5 +1,6 @@
 import Shared
 import Testing
+
 @testable import vde_networker
 
 /// Replies captured from a real vde_switch 2.3.2 (`-n 33`): two vde_plug2tap plugs that had
@@ -32,7 +33,8 @@ enum CapturedReplies {
         """
 
     /// Port 1's client has left (the port stays listed, INACTIVE, and is free); port 2 is in use.
-    static let allprintWithInactivePort = "0000 DATA END WITH '.'\nPort 0001 untagged_vlan=0000 INACTIVE - Unnamed Allocatable\n Current User: NONE Access Control: (User: NONE - Group: NONE)\n IN:  pkts          0          bytes                    0\n OUT: pkts          0          bytes                    0\nPort 0002 untagged_vlan=0000 ACTIVE - Unnamed Allocatable\n Current User: root Access Control: (User: NONE - Group: NONE)\n IN:  pkts          0          bytes                    0\n OUT: pkts          0          bytes                    0\n  -- endpoint ID 0007 module unix prog   : QEMU user=root pid=29796\n.\n1000 Success\n\nvde$ "
+    static let allprintWithInactivePort =
+        "0000 DATA END WITH '.'\nPort 0001 untagged_vlan=0000 INACTIVE - Unnamed Allocatable\n Current User: NONE Access Control: (User: NONE - Group: NONE)\n IN:  pkts          0          bytes                    0\n OUT: pkts          0          bytes                    0\nPort 0002 untagged_vlan=0000 ACTIVE - Unnamed Allocatable\n Current User: root Access Control: (User: NONE - Group: NONE)\n IN:  pkts          0          bytes                    0\n OUT: pkts          0          bytes                    0\n  -- endpoint ID 0007 module unix prog   : QEMU user=root pid=29796\n.\n1000 Success\n\nvde$ "
 
     static let allprintEmpty = "0000 DATA END WITH '.'\n.\n1000 Success\n\nvde$ "
 
@@ -53,20 +55,25 @@ enum CapturedReplies {
     @Test func portCountersOfPlugsAndQEMU() throws {
         let reply = try #require(ManagementReply.parse(CapturedReplies.allprintWithQEMU))
         let ports = PortReport.parse(reply.data)
-        #expect(ports == [
-            PortCounters(port: 1, inPackets: 10, inBytes: 852, outPackets: 10, outBytes: 852,
-                         peer: "vde_plug2tap: user=root pid=12068", peerPID: 12068),
-            PortCounters(port: 2, inPackets: 10, inBytes: 852, outPackets: 9, outBytes: 762,
-                         peer: "vde_plug2tap: user=root pid=12077", peerPID: 12077),
-            PortCounters(port: 3, inPackets: 0, inBytes: 0, outPackets: 11, outBytes: 894,
-                         peer: "QEMU user=root pid=12085", peerPID: 12085),
-        ])
+        #expect(
+            ports == [
+                PortCounters(
+                    port: 1, inPackets: 10, inBytes: 852, outPackets: 10, outBytes: 852,
+                    peer: "vde_plug2tap: user=root pid=12068", peerPID: 12068),
+                PortCounters(
+                    port: 2, inPackets: 10, inBytes: 852, outPackets: 9, outBytes: 762,
+                    peer: "vde_plug2tap: user=root pid=12077", peerPID: 12077),
+                PortCounters(
+                    port: 3, inPackets: 0, inBytes: 0, outPackets: 11, outBytes: 894,
+                    peer: "QEMU user=root pid=12085", peerPID: 12085),
+            ])
     }
 
     @Test func inactivePortsAreFree() throws {
         let reply = try #require(ManagementReply.parse(CapturedReplies.allprintWithInactivePort))
         #expect(PortReport.parseAll(reply.data).map(\.active) == [false, true])
-        #expect(PortReport.parse(reply.data) == [PortCounters(port: 2, peer: "QEMU user=root pid=29796", peerPID: 29796)])
+        #expect(
+            PortReport.parse(reply.data) == [PortCounters(port: 2, peer: "QEMU user=root pid=29796", peerPID: 29796)])
     }
 
     @Test func endpointIDsForEpclose() throws {

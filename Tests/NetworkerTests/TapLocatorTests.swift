@@ -1,5 +1,6 @@
 import Shared
 import Testing
+
 @testable import vde_networker
 
 /// The decision "present / gone / unknown" with fake looks at the host, the sandbox file and
@@ -15,8 +16,10 @@ import Testing
         EndpointSpec(endpointID: "e1", tapName: "vdee1", macAddress: mac, sandboxKey: sandbox)
     }
 
-    func locator(host: Taps.Existing = .none, file: SandboxFile = .namespace,
-                 links: Result<[LinkInfo], Unlistable> = .success([])) -> TapLocator {
+    func locator(
+        host: Taps.Existing = .none, file: SandboxFile = .namespace,
+        links: Result<[LinkInfo], Unlistable> = .success([])
+    ) -> TapLocator {
         TapLocator(hostTap: { _, _ in host }, sandboxFile: { _ in file }, links: { _ in try links.get() })
     }
 
@@ -37,8 +40,9 @@ import Testing
 
     @Test func linkWithTheMACInsideTheNamespaceIsPresentThere() async {
         let links = [LinkInfo(name: "lo", macAddress: nil), LinkInfo(name: "eth0", macAddress: mac)]
-        #expect(await locator(links: .success(links)).locate(endpoint())
-            == .present(.sandbox(path: "/var/run/docker/netns/abc", interface: "eth0")))
+        #expect(
+            await locator(links: .success(links)).locate(endpoint())
+                == .present(.sandbox(path: "/var/run/docker/netns/abc", interface: "eth0")))
     }
 
     @Test func missingSandboxKeyIsEvidence() async {
@@ -80,7 +84,9 @@ import Testing
 
 @Suite struct SandboxFileTests {
     @Test func missingPathIsMissing() {
-        #expect(SandboxFile.inspect(SandboxKey(stringLiteral: "/nonexistent-\(Int.random(in: 0...1_000_000))/ns")) == .missing)
+        #expect(
+            SandboxFile.inspect(SandboxKey(stringLiteral: "/nonexistent-\(Int.random(in: 0...1_000_000))/ns"))
+                == .missing)
     }
 
     @Test func regularFileIsNoNamespace() {
@@ -101,8 +107,10 @@ import Testing
         #expect((try? InterfaceName.validate(name)) != nil)
     }
 
-    @Test(arguments: ["", ".", "..", "-eth0", "a/b", "a:b", "a b", "a\tb", "a\nb", "a\u{7f}", "a\u{85}b",
-                      "0123456789abcdef"])
+    @Test(arguments: [
+        "", ".", "..", "-eth0", "a/b", "a:b", "a b", "a\tb", "a\nb", "a\u{7f}", "a\u{85}b",
+        "0123456789abcdef",
+    ])
     func unusableNames(_ name: String) {
         #expect(throws: InterfaceName.Invalid.self) { try InterfaceName.validate(name) }
     }

@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Synchronization
 import Testing
+
 @testable import vde_networker
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// ``TapWatch`` on the process's epoll thread, driven by pipes: a pipe whose write end closes reports
 /// a hang-up on its read end, as a tap's tun descriptor reports an error when the tap goes.

@@ -1,9 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
 @testable import vde_networker
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The worker's decisions against a fake switch, fake plugs and fake taps (``FakeLab``): what
 /// it starts, restarts, re-plugs, marks and deletes. No root, no processes; the same paths with
@@ -131,7 +133,10 @@ import Testing
             for endpoint in [removed, kept, unrecorded] { state.taps[endpoint.tapName] = endpoint.macAddress }
         }
         let paths = fixture.paths
-        for (directory, tap) in [(paths.deletingDir, removed.tapName), (paths.deletingDir, kept.tapName), (paths.creatingDir, unrecorded.tapName)] {
+        for (directory, tap) in [
+            (paths.deletingDir, removed.tapName), (paths.deletingDir, kept.tapName),
+            (paths.creatingDir, unrecorded.tapName),
+        ] {
             mkdir(paths.networkDir, 0o755)
             mkdir(directory, 0o755)
             close(open(directory + "/\(tap)", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
@@ -218,7 +223,9 @@ import Testing
         _ = try await started(fixture)
         let one = fixture.endpoint(1)
         _ = try await fixture.worker.addEndpoint(one)
-        fixture.lab.with { $0.plugFailure = .notAttached(pid: 0, ctlDir: "fake", waited: .zero, cause: "the fake switch is stuck") }
+        fixture.lab.with {
+            $0.plugFailure = .notAttached(pid: 0, ctlDir: "fake", waited: .zero, cause: "the fake switch is stuck")
+        }
         try #require(fixture.lab.plugs.first).exit()
         try await eventually("a failed re-plug") { fixture.lab.plugs.count >= 2 }
         let failed = await fixture.worker.sortedStatuses().first
@@ -251,7 +258,8 @@ import Testing
         for n in 1...2 {
             let endpoint = fixture.endpoint(n)
             _ = try await fixture.worker.addEndpoint(endpoint)
-            _ = try await fixture.worker.joinEndpoint(endpoint.endpointID, sandboxKey: SandboxKey("/run/netns/fake\(n)"))
+            _ = try await fixture.worker.joinEndpoint(
+                endpoint.endpointID, sandboxKey: SandboxKey("/run/netns/fake\(n)"))
         }
         #expect(exists(fixture.paths.ctlDir))
         let theSwitch = try #require(fixture.lab.runningSwitch)

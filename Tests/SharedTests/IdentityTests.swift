@@ -15,7 +15,9 @@ private func decoded<T: Decodable>(_ type: T.Type, from text: String) throws -> 
         #expect(try EndpointID(text).rawValue == text)
     }
 
-    @Test(arguments: ["", String(repeating: "a", count: 129), "../etc", "a/b", "a b", "a-b", "a_b", "a.b", "a\n", "é", "a;b", "$(x)"])
+    @Test(arguments: [
+        "", String(repeating: "a", count: 129), "../etc", "a/b", "a b", "a-b", "a_b", "a.b", "a\n", "é", "a;b", "$(x)",
+    ])
     func refused(_ text: String) {
         let network = #expect(throws: VDEError.self) { try NetworkID(text) }
         #expect(network?.code == .invalidArgument)
@@ -45,7 +47,9 @@ private func decoded<T: Decodable>(_ type: T.Type, from text: String) throws -> 
         let json = String(decoding: try JSONCoding.encode(map), as: UTF8.self)
         #expect(json == #"{"abc":1}"#)
         #expect(try JSONCoding.decode([NetworkID: Int].self, from: Array(json.utf8)) == map)
-        #expect(throws: DecodingError.self) { try JSONCoding.decode([NetworkID: Int].self, from: Array(#"{"a/b":1}"#.utf8)) }
+        #expect(throws: DecodingError.self) {
+            try JSONCoding.decode([NetworkID: Int].self, from: Array(#"{"a/b":1}"#.utf8))
+        }
     }
 }
 
@@ -103,7 +107,7 @@ private func decoded<T: Decodable>(_ type: T.Type, from text: String) throws -> 
     }
 
     @Test(arguments: [
-        "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "03:00:00:00:00:00",   // multicast / broadcast
+        "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "03:00:00:00:00:00",  // multicast / broadcast
         "", "garbage", "02:00:00:00:00", "02:00:00:00:00:00:00", "02-00-00-00-00-01", "2:0:0:0:0:1",
         "02:00:00:00:00:0g", "002:00:00:00:00:01", "02:00:00:00:00:01:", " 02:00:00:00:00:01", "02:00:00:00:00:０1",
     ])
@@ -120,10 +124,12 @@ private func decoded<T: Decodable>(_ type: T.Type, from text: String) throws -> 
     @Test func emptyMacAddressOfDockerReadsAsNone() throws {
         let none = try JSONCoding.decode(DockerAPI.EndpointInterface.self, from: Array(#"{"MacAddress":""}"#.utf8))
         #expect(none.MacAddress == nil)
-        let given = try JSONCoding.decode(DockerAPI.EndpointInterface.self, from: Array(#"{"MacAddress":"02:AA:00:00:00:01"}"#.utf8))
+        let given = try JSONCoding.decode(
+            DockerAPI.EndpointInterface.self, from: Array(#"{"MacAddress":"02:AA:00:00:00:01"}"#.utf8))
         #expect(given.MacAddress?.rawValue == "02:aa:00:00:00:01")
         #expect(throws: DecodingError.self) {
-            try JSONCoding.decode(DockerAPI.EndpointInterface.self, from: Array(#"{"MacAddress":"01:00:5e:00:00:01"}"#.utf8))
+            try JSONCoding.decode(
+                DockerAPI.EndpointInterface.self, from: Array(#"{"MacAddress":"01:00:5e:00:00:01"}"#.utf8))
         }
     }
 }

@@ -6,7 +6,8 @@ import Testing
     private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
     @Test func validRequest() throws {
-        let line = bytes(#"{"v":2,"id":7,"command":{"joinEndpoint":{"endpointID":"abc","sandboxKey":"/var/run/docker/netns/x"}}}"#)
+        let line = bytes(
+            #"{"v":2,"id":7,"command":{"joinEndpoint":{"endpointID":"abc","sandboxKey":"/var/run/docker/netns/x"}}}"#)
         guard case .request(let request) = IncomingLine.decode(line) else {
             Issue.record("not decoded as a request")
             return
@@ -16,16 +17,23 @@ import Testing
     }
 
     @Test func requestRoundTripsThroughSharedCoding() throws {
-        let request = WorkerRequest(id: 3, .addEndpoint(endpoint: EndpointSpec(endpointID: "e1", tapName: "vdee1", macAddress: "02:00:00:00:00:01")))
+        let request = WorkerRequest(
+            id: 3,
+            .addEndpoint(endpoint: EndpointSpec(endpointID: "e1", tapName: "vdee1", macAddress: "02:00:00:00:00:01")))
         #expect(IncomingLine.decode(try JSONCoding.encode(request)) == .request(request))
     }
 
     @Test func unknownCommandIsAnsweredWithItsID() {
-        #expect(IncomingLine.decode(bytes(#"{"v":2,"id":9,"command":{"explode":{}}}"#)) == .invalid(id: 9, reason: "unknown command 'explode'"))
+        #expect(
+            IncomingLine.decode(bytes(#"{"v":2,"id":9,"command":{"explode":{}}}"#))
+                == .invalid(id: 9, reason: "unknown command 'explode'"))
     }
 
     @Test func missingFieldOfACommandIsNamedAndAnswered() {
-        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":2,"id":5,"command":{"addEndpoint":{}}}"#)) else {
+        guard
+            case .invalid(let id, let reason) = IncomingLine.decode(
+                bytes(#"{"v":2,"id":5,"command":{"addEndpoint":{}}}"#))
+        else {
             Issue.record("accepted")
             return
         }
@@ -34,7 +42,8 @@ import Testing
     }
 
     @Test func otherProtocolVersionIsRefused() {
-        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":7,"id":4,"command":{"ping":{}}}"#)) else {
+        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":7,"id":4,"command":{"ping":{}}}"#))
+        else {
             Issue.record("accepted")
             return
         }
@@ -67,7 +76,10 @@ import Testing
 
 extension IncomingLineTests {
     /// A `command` object must name exactly one command; the refusal says where the fault is.
-    @Test(arguments: [#"{"v":2,"id":6,"command":{}}"#, #"{"v":2,"id":6,"command":{"ping":{},"status":{}}}"#, #"{"v":2,"id":6,"command":"ping"}"#])
+    @Test(arguments: [
+        #"{"v":2,"id":6,"command":{}}"#, #"{"v":2,"id":6,"command":{"ping":{},"status":{}}}"#,
+        #"{"v":2,"id":6,"command":"ping"}"#,
+    ])
     func commandObjectWithoutExactlyOneCommandIsRefused(text: String) {
         guard case .invalid(let id, let reason) = IncomingLine.decode(Array(text.utf8)) else {
             Issue.record("accepted \(text)")

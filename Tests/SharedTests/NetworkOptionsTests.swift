@@ -2,8 +2,10 @@ import Shared
 import Testing
 
 /// The error `NetworkOptions.parse` threw, or nil (recording an issue) when it succeeded.
-private func parseError(_ raw: [String: String], groupExists: (GroupName) -> Bool = { _ in true },
-                        sourceLocation: SourceLocation = #_sourceLocation) -> VDEError? {
+private func parseError(
+    _ raw: [String: String], groupExists: (GroupName) -> Bool = { _ in true },
+    sourceLocation: SourceLocation = #_sourceLocation
+) -> VDEError? {
     do {
         let options = try NetworkOptions.parse(raw, groupExists: groupExists)
         Issue.record("accepted \(raw) as \(options)", sourceLocation: sourceLocation)
@@ -27,13 +29,18 @@ private func parseError(_ raw: [String: String], groupExists: (GroupName) -> Boo
 
     @Test func everyKey() throws {
         var asked: [String] = []
-        let options = try NetworkOptions.parse([
-            "socket_dir": "/run/vde/net1",
-            "create_sockets": "true",
-            "management_socket": "/run/vde/net1.mgmt",
-            "socket_group": "vde-users",
-            "num_switchports": "64",
-        ], groupExists: { asked.append($0.rawValue); return true })
+        let options = try NetworkOptions.parse(
+            [
+                "socket_dir": "/run/vde/net1",
+                "create_sockets": "true",
+                "management_socket": "/run/vde/net1.mgmt",
+                "socket_group": "vde-users",
+                "num_switchports": "64",
+            ],
+            groupExists: {
+                asked.append($0.rawValue)
+                return true
+            })
         #expect(options.socketDir == "/run/vde/net1")
         #expect(options.createSockets)
         #expect(options.managementSocket == "/run/vde/net1.mgmt")
@@ -125,19 +132,28 @@ private func parseError(_ raw: [String: String], groupExists: (GroupName) -> Boo
         let error = parseError(["socket_group": "nosuchgroup"], groupExists: { $0.rawValue == "vde" })
         #expect(error?.message.contains("nosuchgroup") == true)
         #expect(error?.message.contains("no such group") == true)
-        #expect((try? NetworkOptions.parse(["socket_group": "vde"], groupExists: { $0.rawValue == "vde" }))?.socketGroup == "vde")
+        #expect(
+            (try? NetworkOptions.parse(["socket_group": "vde"], groupExists: { $0.rawValue == "vde" }))?.socketGroup
+                == "vde")
     }
 
     @Test(arguments: ["", "-vde", "a b", "vde;id", String(repeating: "g", count: 33), "grüppe", "a/b"])
     func invalidGroupNamesAreRefusedWithoutAsking(name: String) {
         var asked = false
-        let error = parseError(["socket_group": name], groupExists: { _ in asked = true; return true })
+        let error = parseError(
+            ["socket_group": name],
+            groupExists: { _ in
+                asked = true
+                return true
+            })
         #expect(error?.message.contains("not a valid group name") == true)
         #expect(!asked)
     }
 
     @Test func optionsAreCodable() throws {
-        let options = try NetworkOptions.parse(["socket_dir": "/run/vde/a", "create_sockets": "1", "num_switchports": "8"])
+        let options = try NetworkOptions.parse([
+            "socket_dir": "/run/vde/a", "create_sockets": "1", "num_switchports": "8",
+        ])
         let decoded = try JSONCoding.decode(NetworkOptions.self, from: try JSONCoding.encode(options))
         #expect(decoded == options)
     }

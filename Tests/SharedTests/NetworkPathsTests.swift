@@ -25,30 +25,41 @@ import Testing
 
     @Test func runDirTooLongForSocketsIsRefused() {
         let runDir = "/" + String(repeating: "r", count: 80)
-        let error = #expect(throws: VDEError.self) { try NetworkPaths(runDir: runDir, network: network, options: NetworkOptions()) }
+        let error = #expect(throws: VDEError.self) {
+            try NetworkPaths(runDir: runDir, network: network, options: NetworkOptions())
+        }
         #expect(error?.message.contains("too long") == true)
     }
 
-    @Test(arguments: [("relative", "/run/c", nil), ("/run/n", "/run/../c", nil), ("/run/n", "/run/c", "/run/c"), ("/run/n", "/run/c", "/run/m/")])
+    @Test(arguments: [
+        ("relative", "/run/c", nil), ("/run/n", "/run/../c", nil), ("/run/n", "/run/c", "/run/c"),
+        ("/run/n", "/run/c", "/run/m/"),
+    ])
     func badPathsAreRefused(networkDir: String, ctlDir: String, management: String?) {
-        #expect(throws: VDEError.self) { try NetworkPaths(networkDir: networkDir, ctlDir: ctlDir, managementSocket: management) }
+        #expect(throws: VDEError.self) {
+            try NetworkPaths(networkDir: networkDir, ctlDir: ctlDir, managementSocket: management)
+        }
     }
 
     /// The wire and the state file keep the flat fields they had before `paths` existed.
     @Test func switchSpecKeepsItsFlatJSON() throws {
-        let paths = try NetworkPaths(networkDir: "/run/vde/abc", ctlDir: "/run/vde/abc/ctl", managementSocket: "/run/vde/abc/mgmt")
+        let paths = try NetworkPaths(
+            networkDir: "/run/vde/abc", ctlDir: "/run/vde/abc/ctl", managementSocket: "/run/vde/abc/mgmt")
         let spec = try SwitchSpec(paths: paths, mode: .own, group: "vde", numPorts: 8)
         let text = try JSONCoding.string(spec)
-        #expect(text == #"{"ctlDir":"/run/vde/abc/ctl","group":"vde","managementSocket":"/run/vde/abc/mgmt","mode":"own","networkDir":"/run/vde/abc","numPorts":8}"#)
+        #expect(
+            text
+                == #"{"ctlDir":"/run/vde/abc/ctl","group":"vde","managementSocket":"/run/vde/abc/mgmt","mode":"own","networkDir":"/run/vde/abc","numPorts":8}"#
+        )
         #expect(try JSONCoding.decode(SwitchSpec.self, from: Array(text.utf8)) == spec)
     }
 
     @Test(arguments: [
-        #"{"ctlDir":"/run/c","mode":"own","networkDir":"/run/n","numPorts":8}"#,            // own without management socket
-        #"{"ctlDir":"/run/c","mode":"external","networkDir":"/run/n","numPorts":0}"#,       // no ports
-        #"{"ctlDir":"run/c","mode":"external","networkDir":"/run/n","numPorts":8}"#,        // relative
+        #"{"ctlDir":"/run/c","mode":"own","networkDir":"/run/n","numPorts":8}"#,  // own without management socket
+        #"{"ctlDir":"/run/c","mode":"external","networkDir":"/run/n","numPorts":0}"#,  // no ports
+        #"{"ctlDir":"run/c","mode":"external","networkDir":"/run/n","numPorts":8}"#,  // relative
         #"{"ctlDir":"/run/c","group":"-g","mode":"external","networkDir":"/run/n","numPorts":8}"#,
-        #"{"ctlDir":"/run/c","mode":"external","numPorts":8}"#,                             // no networkDir
+        #"{"ctlDir":"/run/c","mode":"external","numPorts":8}"#,  // no networkDir
     ])
     func badSwitchSpecFailsToDecode(_ json: String) {
         #expect(throws: DecodingError.self) { try JSONCoding.decode(SwitchSpec.self, from: Array(json.utf8)) }

@@ -1,15 +1,17 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-@testable import Shared
 import Synchronization
 import Testing
+
+@testable import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 private func writeAll(_ fd: Int32, _ text: String) {
     var bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress.map { $0 + offset }, $0.count - offset) }
         precondition(n > 0, "write failed")
         offset += n
     }
@@ -37,10 +39,14 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
 @Suite(.timeLimit(.minutes(1))) struct PipeLinesTests {
     @Test func pipeIsSmallAndCloseOnExec() throws {
         let pipe = try PipeLines.open()
-        defer { close(pipe.read); close(pipe.write) }
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
         #expect(fcntl(pipe.read, F_GETFD) & FD_CLOEXEC != 0)
         #expect(fcntl(pipe.write, F_GETFD) & FD_CLOEXEC != 0)
-        #expect(fcntl(pipe.read, 1032 /* F_GETPIPE_SZ */) == 4096)
+        let getPipeSize: Int32 = 1032  // F_GETPIPE_SZ, which Glibc does not export
+        #expect(fcntl(pipe.read, getPipeSize) == 4096)
     }
 
     @Test func linesArriveUntilTheWriterClosesThenTheReadEndIsClosed() async throws {
@@ -109,7 +115,10 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
     @Test func aPollerWithoutItsWakeUpPipeIsAnErrorAndTheNextUseRetries() throws {
         let attempts = Mutex(0)
         let slot = PipePollerSlot(makePipe: {
-            let attempt = attempts.withLock { $0 += 1; return $0 }
+            let attempt = attempts.withLock {
+                $0 += 1
+                return $0
+            }
             if attempt == 1 { return .failure(PipeLines.OpenError(errno: EMFILE)) }
             return Result { () throws(PipeLines.OpenError) in try PipeLines.open() }
         })

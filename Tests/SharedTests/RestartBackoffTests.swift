@@ -6,7 +6,10 @@ import Testing
         var backoff = RestartBackoff(initial: .milliseconds(250), maximum: .seconds(2), stableAfter: .seconds(10))
         let now = ContinuousClock.now
         let delays = (0..<7).map { _ in backoff.nextDelay(now: now) }
-        #expect(delays == [.zero, .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(2), .seconds(2)])
+        #expect(
+            delays == [
+                .zero, .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(2), .seconds(2),
+            ])
     }
 
     @Test func aStableRunResetsTheBackoff() {
@@ -30,4 +33,3 @@ import Testing
         #expect(delays == [.zero, .milliseconds(250), .milliseconds(500), .seconds(1)])
     }
 }
-

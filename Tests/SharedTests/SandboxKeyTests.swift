@@ -3,8 +3,10 @@ import Testing
 
 @Suite struct SandboxKeyTests {
     /// Sandbox keys are paths, not socket paths: a key longer than a unix socket path is fine.
-    @Test(arguments: ["/var/run/docker/netns/1a2b3c4d5e6f", "/" + String(repeating: "n", count: 200),
-                      "/" + String(repeating: "p", count: SandboxKey.maxBytes - 1)])
+    @Test(arguments: [
+        "/var/run/docker/netns/1a2b3c4d5e6f", "/" + String(repeating: "n", count: 200),
+        "/" + String(repeating: "p", count: SandboxKey.maxBytes - 1),
+    ])
     func acceptedKeys(_ path: String) {
         #expect((try? SandboxKey(path))?.rawValue == path)
     }

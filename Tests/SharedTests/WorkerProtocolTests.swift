@@ -4,17 +4,23 @@ import Testing
 @Suite struct WorkerProtocolTests {
     private static let spec: SwitchSpec = {
         do {
-            return try SwitchSpec(paths: NetworkPaths(networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt"),
-                                  mode: .useOrCreate, group: "vde", numPorts: 32)
+            return try SwitchSpec(
+                paths: NetworkPaths(
+                    networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde/net", managementSocket: "/run/vde/net.mgmt"
+                ),
+                mode: .useOrCreate, group: "vde", numPorts: 32)
         } catch {
             preconditionFailure("the test spec breaks a rule: \(error)")
         }
     }()
-    private static let endpoint = EndpointSpec(endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01",
-                                               sandboxKey: "/var/run/docker/netns/1")
-    private static let switchStatus = SwitchStatus(ctlDir: "/run/vde/net", managementSocket: nil, owned: true, pid: 42, numPorts: 32)
+    private static let endpoint = EndpointSpec(
+        endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01",
+        sandboxKey: "/var/run/docker/netns/1")
+    private static let switchStatus = SwitchStatus(
+        ctlDir: "/run/vde/net", managementSocket: nil, owned: true, pid: 42, numPorts: 32)
     private static let endpointStatus = EndpointStatus(
-        endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01", state: .plugged, plugPID: 43, port: 2,
+        endpointID: "abc123", tapName: "vdeabc123", macAddress: "02:00:00:00:00:01", state: .plugged, plugPID: 43,
+        port: 2,
         counters: PortCounters(port: 2, inPackets: 1, inBytes: 60, outPackets: 2, outBytes: 120))
 
     static let commands: [WorkerCommand] = [
@@ -55,17 +61,26 @@ import Testing
     /// The exact lines, as docs/worker-protocol.md shows them.
     @Test func goldenRequestLines() throws {
         #expect(try JSONCoding.string(WorkerRequest(id: 7, .status)) == #"{"command":{"status":{}},"id":7,"v":2}"#)
-        #expect(try JSONCoding.string(WorkerRequest(id: 3, .joinEndpoint(endpointID: "e1", sandboxKey: "/var/run/docker/netns/x")))
-            == #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"/var/run/docker/netns/x"}},"id":3,"v":2}"#)
-        #expect(try JSONCoding.string(WorkerRequest(id: 4, .removeEndpoint(endpointID: "e1")))
-            == #"{"command":{"removeEndpoint":{"endpointID":"e1"}},"id":4,"v":2}"#)
+        #expect(
+            try JSONCoding.string(
+                WorkerRequest(id: 3, .joinEndpoint(endpointID: "e1", sandboxKey: "/var/run/docker/netns/x")))
+                == #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"/var/run/docker/netns/x"}},"id":3,"v":2}"#
+        )
+        #expect(
+            try JSONCoding.string(WorkerRequest(id: 4, .removeEndpoint(endpointID: "e1")))
+                == #"{"command":{"removeEndpoint":{"endpointID":"e1"}},"id":4,"v":2}"#)
     }
 
     static let messages: [WorkerMessage] = [
         .reply(id: 1, .started(switch: switchStatus, endpoints: [endpointStatus])),
         .reply(id: 2, .endpoint(status: endpointStatus)),
         .reply(id: 3, .removed),
-        .reply(id: 4, .status(report: WorkerStatus(switch: switchStatus, endpoints: [endpointStatus], otherPorts: [PortCounters(port: 5, peer: "QEMU")]))),
+        .reply(
+            id: 4,
+            .status(
+                report: WorkerStatus(
+                    switch: switchStatus, endpoints: [endpointStatus], otherPorts: [PortCounters(port: 5, peer: "QEMU")]
+                ))),
         .reply(id: 5, .status(report: WorkerStatus())),
         .reply(id: 6, .pong),
         .reply(id: 7, .stopped(switch: nil)),
@@ -89,10 +104,13 @@ import Testing
 
     @Test func goldenMessageLines() throws {
         #expect(try JSONCoding.string(WorkerMessage.reply(id: 6, .pong)) == #"{"id":6,"reply":{"pong":{}},"v":2}"#)
-        #expect(try JSONCoding.string(WorkerMessage.failure(id: 2, .system("boom")))
-            == #"{"error":{"code":"system","message":"boom"},"id":2,"v":2}"#)
-        #expect(try JSONCoding.string(WorkerMessage.event(.childExited(child: .switch, pid: 42, detail: "killed by signal 9")))
-            == #"{"event":{"childExited":{"child":"switch","detail":"killed by signal 9","pid":42}},"v":2}"#)
+        #expect(
+            try JSONCoding.string(WorkerMessage.failure(id: 2, .system("boom")))
+                == #"{"error":{"code":"system","message":"boom"},"id":2,"v":2}"#)
+        #expect(
+            try JSONCoding.string(
+                WorkerMessage.event(.childExited(child: .switch, pid: 42, detail: "killed by signal 9")))
+                == #"{"event":{"childExited":{"child":"switch","detail":"killed by signal 9","pid":42}},"v":2}"#)
     }
 
     @Test func eventAccessorsNameTheSharedFields() {
@@ -146,7 +164,8 @@ import Testing
     }
 
     @Test func unknownFieldsAreIgnored() throws {
-        let request = try JSONCoding.decode(WorkerRequest.self, from: Array(#"{"v":2,"id":5,"command":{"ping":{}},"future":true}"#.utf8))
+        let request = try JSONCoding.decode(
+            WorkerRequest.self, from: Array(#"{"v":2,"id":5,"command":{"ping":{}},"future":true}"#.utf8))
         #expect(request == WorkerRequest(id: 5, .ping))
     }
 

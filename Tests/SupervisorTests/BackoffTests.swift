@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 /// The worker restart loop, run against a stand-in worker: a shell script that answers `start`,
@@ -64,7 +65,8 @@ struct WorkerRestartLoopTests {
         defer { _ = Glibc.system("rm -rf -- '\(directory)'") }
         let networkID = NetworkID(stringLiteral: String(repeating: "ab", count: 32))
         // An existing switch at a socket_dir of the test's; the paths as the supervisor computes them.
-        let paths = try NetworkPaths(runDir: directory, network: networkID, options: NetworkOptions(socketDir: directory + "/sw"))
+        let paths = try NetworkPaths(
+            runDir: directory, network: networkID, options: NetworkOptions(socketDir: directory + "/sw"))
         let spec = try SwitchSpec(paths: paths, mode: .external, group: nil, numPorts: 4)
         let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
         var logger = Logger(label: "test")
@@ -73,7 +75,8 @@ struct WorkerRestartLoopTests {
             networkID: networkID, executable: directory + "/worker", runDir: directory,
             logLevel: .error, logger: logger,
             assignment: { assignment }, onStarted: { _ in }, onEvent: { _ in },
-            backoff: RestartBackoff(initial: .milliseconds(100), maximum: .seconds(30), stableAfter: .milliseconds(200)))
+            backoff: RestartBackoff(initial: .milliseconds(100), maximum: .seconds(30), stableAfter: .milliseconds(200))
+        )
         _ = try await worker.start(assignment)
         let pid = try #require(await worker.workerPID)
         // The run that counts as healthy: longer than stableAfter.

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import vde_supervisor
 
 struct ConfigFileTests {

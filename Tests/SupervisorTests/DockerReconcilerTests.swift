@@ -4,6 +4,7 @@ import Glibc
 import Shared
 import Synchronization
 import Testing
+
 @testable import vde_supervisor
 
 /// A stand-in for dockerd's API socket that answers `GET /networks` only when the test lets it,
@@ -17,7 +18,9 @@ final class SlowDockerSocket: Sendable {
 
     init(path: String, networks: String) throws {
         self.path = path
-        reply = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(networks.utf8.count)\r\n\r\n" + networks
+        reply =
+            "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(networks.utf8.count)\r\n\r\n"
+            + networks
         listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         try #require(listener >= 0)
         var address = sockaddr_un()
@@ -26,9 +29,12 @@ final class SlowDockerSocket: Sendable {
             for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
-        try #require(bound == 0 && listen(listener, 8) == 0, "cannot listen on \(path): \(String(cString: strerror(errno)))")
+        try #require(
+            bound == 0 && listen(listener, 8) == 0, "cannot listen on \(path): \(String(cString: strerror(errno)))")
         DispatchQueue(label: "SlowDockerSocket").async { [self] in serve() }
     }
 
@@ -68,10 +74,12 @@ final class SlowDockerSocket: Sendable {
 @Suite(.timeLimit(.minutes(1))) struct DockerReconcilerTests {
     static func record(_ id: NetworkID) throws -> NetworkRecord {
         let options = try NetworkOptions.parse([:])
-        return NetworkRecord(id: id, options: options,
-                      switchSpec: try SwitchSpec(paths: NetworkPaths(runDir: "/run/vde-test", network: id, options: options),
-                                             mode: .own, group: nil, numPorts: 32), switchStarted: true,
-                      ipv4Data: [], ipv6Data: [], poolIDs: [], createdAt: 0)
+        return NetworkRecord(
+            id: id, options: options,
+            switchSpec: try SwitchSpec(
+                paths: NetworkPaths(runDir: "/run/vde-test", network: id, options: options),
+                mode: .own, group: nil, numPorts: 32), switchStarted: true,
+            ipv4Data: [], ipv6Data: [], poolIDs: [], createdAt: 0)
     }
 
     /// Adds a network to the plugin's state the way CreateNetwork records it.
@@ -83,22 +91,28 @@ final class SlowDockerSocket: Sendable {
 
     @Test func aNetworkCreatedWhileDockerdIsAskedIsKept() async throws {
         var template = Array("/tmp/vde-reconciler-test-XXXXXX".utf8CString)
-        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        let directory = template.withUnsafeMutableBufferPointer {
+            $0.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/nonexistent"
+        }
         defer {
-            for file in ["/state/state.json", "/state/state.json.1", "/state/lock", "/state", "/docker.sock"] { remove(directory + file) }
+            for file in ["/state/state.json", "/state/state.json.1", "/state/lock", "/state", "/docker.sock"] {
+                remove(directory + file)
+            }
             rmdir(directory)
         }
         let plugin = try VDEPlugin(
-            configuration: SupervisorConfiguration(socketPath: directory + "/vde.sock", stateDir: directory + "/state",
-                                                   runDir: directory + "/run", networkerPath: "/bin/false"),
+            configuration: SupervisorConfiguration(
+                socketPath: directory + "/vde.sock", stateDir: directory + "/state",
+                runDir: directory + "/run", networkerPath: "/bin/false"),
             logger: .init(label: "test"))
         let removedMeanwhile = NetworkID(stringLiteral: String(repeating: "a", count: 64))
         let createdMeanwhile = NetworkID(stringLiteral: String(repeating: "b", count: 64))
         let stillThere = NetworkID(stringLiteral: String(repeating: "c", count: 64))
         try await Self.add(removedMeanwhile, to: plugin)
         try await Self.add(stillThere, to: plugin)
-        let docker = try SlowDockerSocket(path: directory + "/docker.sock",
-                                          networks: #"[{"Id":"\#(stillThere)","Driver":"vde"},{"Id":"f00","Driver":"bridge"}]"#)
+        let docker = try SlowDockerSocket(
+            path: directory + "/docker.sock",
+            networks: #"[{"Id":"\#(stillThere)","Driver":"vde"},{"Id":"f00","Driver":"bridge"}]"#)
         defer { docker.close() }
         let reconciler = DockerReconciler(plugin: plugin, dockerSocket: docker.path, logger: .init(label: "test"))
         let run = Task { await reconciler.reconcileOnce() }

@@ -1,5 +1,6 @@
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 // MARK: Helpers
@@ -9,10 +10,14 @@ private let gatewayOptions = [DockerAPI.requestAddressTypeKey: DockerAPI.gateway
 extension IPAMState {
     /// RequestPool; returns the PoolID. Each call happens long after the one before (so a pool
     /// of the same subnet is no longer pending), unless `now` is given.
-    mutating func pool(_ subnet: String?, range: String? = nil, v6: Bool? = nil,
-                       options: [String: String]? = nil, now: Int64? = nil) throws(IPAMError) -> String {
-        try requestPool(.init(AddressSpace: "vde-local", Pool: subnet, SubPool: range, Options: options, V6: v6),
-                        now: now ?? Int64(nextPoolNumber) * 1000).PoolID
+    mutating func pool(
+        _ subnet: String?, range: String? = nil, v6: Bool? = nil,
+        options: [String: String]? = nil, now: Int64? = nil
+    ) throws(IPAMError) -> String {
+        try requestPool(
+            .init(AddressSpace: "vde-local", Pool: subnet, SubPool: range, Options: options, V6: v6),
+            now: now ?? Int64(nextPoolNumber) * 1000
+        ).PoolID
     }
 
     /// RequestAddress for the gateway; returns the reply's `ip/n`.
@@ -21,8 +26,10 @@ extension IPAMState {
     }
 
     /// RequestAddress for an endpoint (or aux address); returns the reply's `ip/n`.
-    mutating func address(_ poolID: String, _ address: String? = nil,
-                          options: [String: String]? = nil) throws(IPAMError) -> String {
+    mutating func address(
+        _ poolID: String, _ address: String? = nil,
+        options: [String: String]? = nil
+    ) throws(IPAMError) -> String {
         try requestAddress(.init(PoolID: poolID, Address: address, Options: options)).Address
     }
 
@@ -46,7 +53,9 @@ private func expectFailure(
         let reported = error.vdeError
         #expect(reported.code == code, "\(reported.message)", sourceLocation: sourceLocation)
         for word in words {
-            #expect(reported.message.contains(word), "'\(word)' missing in: \(reported.message)", sourceLocation: sourceLocation)
+            #expect(
+                reported.message.contains(word), "'\(word)' missing in: \(reported.message)",
+                sourceLocation: sourceLocation)
         }
         #expect(copy == state, "a failed call changed the state", sourceLocation: sourceLocation)
         return error
@@ -56,8 +65,10 @@ private func expectFailure(
 }
 
 /// A state with one IPv4 pool `subnet` (and gateway, unless nil); returns it and the PoolID.
-private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = nil,
-                           gateway: String? = "") throws -> (IPAMState, String) {
+private func stateWithPool(
+    _ subnet: String = "10.0.0.0/24", range: String? = nil,
+    gateway: String? = ""
+) throws -> (IPAMState, String) {
     var state = IPAMState()
     let id = try state.pool(subnet, range: range, v6: false)
     if let gateway { _ = try state.gateway(id, gateway.isEmpty ? nil : gateway) }
@@ -69,7 +80,8 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
 @Suite struct IPAMPoolTests {
     @Test func requestPoolAnswersCanonicalPoolAndUniqueIDs() throws {
         var state = IPAMState()
-        let first = try state.requestPool(.init(AddressSpace: "vde-local", Pool: "10.0.0.0/24", SubPool: "", Options: [:], V6: false))
+        let first = try state.requestPool(
+            .init(AddressSpace: "vde-local", Pool: "10.0.0.0/24", SubPool: "", Options: [:], V6: false))
         #expect(first.PoolID == "vde-pool-1")
         #expect(first.Pool == "10.0.0.0/24")
         #expect(first.Data.isEmpty)
@@ -82,7 +94,9 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
     @Test func poolIsRequiredAndNeverDefaulted() {
         for pool in [nil, ""] as [String?] {
             for v6 in [false, true] {
-                let error = expectFailure(IPAMState(), .invalidArgument, mentioning: ["the vde IPAM driver needs --subnet"]) { s throws(IPAMError) in
+                let error = expectFailure(
+                    IPAMState(), .invalidArgument, mentioning: ["the vde IPAM driver needs --subnet"]
+                ) { s throws(IPAMError) in
                     _ = try s.pool(pool, v6: v6)
                 }
                 #expect(error == .missingPool(v6: v6))
@@ -125,8 +139,12 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         expectFailure(state, .invalidArgument, mentioning: ["10.0.1.0/25", "10.0.0.0/24"]) { s throws(IPAMError) in
             _ = try s.pool("10.0.0.0/24", range: "10.0.1.0/25")
         }
-        expectFailure(state, .invalidArgument) { s throws(IPAMError) in _ = try s.pool("10.0.0.0/24", range: "10.0.0.0/23") }
-        expectFailure(state, .invalidArgument) { s throws(IPAMError) in _ = try s.pool("10.0.0.0/24", range: "fd00::/120") }
+        expectFailure(state, .invalidArgument) { s throws(IPAMError) in
+            _ = try s.pool("10.0.0.0/24", range: "10.0.0.0/23")
+        }
+        expectFailure(state, .invalidArgument) { s throws(IPAMError) in
+            _ = try s.pool("10.0.0.0/24", range: "fd00::/120")
+        }
         expectFailure(state, .invalidArgument, mentioning: ["did you mean 10.0.0.128/25"]) { s throws(IPAMError) in
             _ = try s.pool("10.0.0.0/24", range: "10.0.0.129/25")
         }
@@ -157,7 +175,9 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
     @Test func releasePool() throws {
         var (state, id) = try stateWithPool()
         _ = try state.address(id)
-        expectFailure(state, .notFound, mentioning: ["vde-pool-9"]) { s throws(IPAMError) in try s.releasePool(id: "vde-pool-9") }
+        expectFailure(state, .notFound, mentioning: ["vde-pool-9"]) { s throws(IPAMError) in
+            try s.releasePool(id: "vde-pool-9")
+        }
         try state.releasePool(id: id)
         #expect(state.pool(id: id) == nil)
         #expect(state.allocatedAddresses(inPool: id) == nil)
@@ -222,7 +242,9 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         let later = try state.pool("10.0.0.0/24", now: 1000 + IPAMState.pendingSeconds)
         _ = try state.pool("10.0.2.0/24", now: 5000)
         _ = try state.pool("10.0.2.0/24", now: 4000)
-        var old = try JSONCoding.decode(IPAMState.self, from: Array(#"{"pools":[{"id":"vde-pool-9","subnet":"10.0.3.0/24","v6":false}],"nextPoolNumber":10}"#.utf8))
+        var old = try JSONCoding.decode(
+            IPAMState.self,
+            from: Array(#"{"pools":[{"id":"vde-pool-9","subnet":"10.0.3.0/24","v6":false}],"nextPoolNumber":10}"#.utf8))
         _ = try old.pool("10.0.3.0/24", now: 1)
         // The newest unbound pool of the subnet is the pending one.
         #expect(state.bindPool(subnet: "10.0.0.0/24", networkID: "netA") == later)
@@ -256,12 +278,16 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         var state = IPAMState()
         let id = try state.pool("10.0.0.0/24", range: "10.0.0.0/25")
         #expect(try state.gateway(id, "10.0.0.254") == "10.0.0.254/24")
-        expectFailure(state, .conflict, mentioning: ["10.0.0.254"]) { s throws(IPAMError) in _ = try s.gateway(id, "10.0.0.1") }
+        expectFailure(state, .conflict, mentioning: ["10.0.0.254"]) { s throws(IPAMError) in
+            _ = try s.gateway(id, "10.0.0.1")
+        }
         let other = try state.pool("10.0.0.0/24")
         expectFailure(state, .invalidArgument, mentioning: ["10.0.1.1", "10.0.0.0/24", other]) { s throws(IPAMError) in
             _ = try s.gateway(other, "10.0.1.1")
         }
-        expectFailure(state, .invalidArgument, mentioning: ["fd00::1"]) { s throws(IPAMError) in _ = try s.gateway(other, "fd00::1") }
+        expectFailure(state, .invalidArgument, mentioning: ["fd00::1"]) { s throws(IPAMError) in
+            _ = try s.gateway(other, "fd00::1")
+        }
         expectFailure(state, .invalidArgument) { s throws(IPAMError) in _ = try s.gateway(other, "10.0.0.x") }
     }
 
@@ -282,7 +308,9 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         var (state, id) = try stateWithPool()
         #expect(try state.address(id, "10.0.0.1") == "10.0.0.1/24")
         #expect(state.pool(id: id)?.gatewayHeld == true)
-        expectFailure(state, .conflict, mentioning: ["10.0.0.1", "gateway"]) { s throws(IPAMError) in _ = try s.address(id, "10.0.0.1") }
+        expectFailure(state, .conflict, mentioning: ["10.0.0.1", "gateway"]) { s throws(IPAMError) in
+            _ = try s.address(id, "10.0.0.1")
+        }
         // Still never handed out automatically.
         #expect(try state.address(id) == "10.0.0.2/24")
     }
@@ -299,14 +327,18 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         // Without a hold, releasing forgets the gateway (network removal).
         try state.release(id, "10.0.0.1")
         #expect(state.pool(id: id)?.gateway == nil)
-        expectFailure(state, .notFound, mentioning: ["10.0.0.1"]) { s throws(IPAMError) in try s.release(id, "10.0.0.1") }
+        expectFailure(state, .notFound, mentioning: ["10.0.0.1"]) { s throws(IPAMError) in try s.release(id, "10.0.0.1")
+        }
         // A new gateway may be requested afterwards.
         #expect(try state.gateway(id) == "10.0.0.1/24")
     }
 
     @Test func onlyTheGatewayTypeMakesAGatewayRequest() throws {
         var (state, id) = try stateWithPool(gateway: nil)
-        let other = [DockerAPI.requestAddressTypeKey: "something.else", "com.docker.network.endpoint.macaddress": "02:00:00:00:00:01"]
+        let other = [
+            DockerAPI.requestAddressTypeKey: "something.else",
+            "com.docker.network.endpoint.macaddress": "02:00:00:00:00:01",
+        ]
         #expect(try state.address(id, nil, options: other) == "10.0.0.1/24")
         #expect(state.pool(id: id)?.gateway == nil)
         #expect(state.allocatedAddresses(inPool: id) == ["10.0.0.1"])
@@ -337,7 +369,7 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
 
     @Test func releasedAddressesAreReusedLowestFirst() throws {
         var (state, id) = try stateWithPool()
-        for _ in 0..<4 { _ = try state.address(id) }          // .2 ... .5
+        for _ in 0..<4 { _ = try state.address(id) }  // .2 ... .5
         try state.release(id, "10.0.0.4")
         try state.release(id, "10.0.0.3")
         #expect(try state.address(id) == "10.0.0.3/24")
@@ -359,7 +391,9 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         #expect(try state.address(id) == "10.0.0.252/24")
         #expect(try state.address(id) == "10.0.0.253/24")
         #expect(try state.address(id) == "10.0.0.254/24")
-        expectFailure(state, .exhausted, mentioning: ["no free address left in --ip-range 10.0.0.252/30 of 10.0.0.0/24", id]) { s throws(IPAMError) in
+        expectFailure(
+            state, .exhausted, mentioning: ["no free address left in --ip-range 10.0.0.252/30 of 10.0.0.0/24", id]
+        ) { s throws(IPAMError) in
             _ = try s.address(id)
         }
     }
@@ -402,7 +436,8 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
     @Test func exhaustionNamesThePool() throws {
         var (state, id) = try stateWithPool("10.0.0.0/30")
         #expect(try state.address(id) == "10.0.0.2/30")
-        let error = expectFailure(state, .exhausted, mentioning: ["no free address left in 10.0.0.0/30 (pool \(id))"]) { s throws(IPAMError) in
+        let error = expectFailure(state, .exhausted, mentioning: ["no free address left in 10.0.0.0/30 (pool \(id))"]) {
+            s throws(IPAMError) in
             _ = try s.address(id)
         }
         #expect(error == .exhausted(range: "10.0.0.0/30", poolID: id))
@@ -424,7 +459,7 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
 
     @Test func auxAddressesArePlainExplicitRequests() throws {
         var (state, id) = try stateWithPool()
-        _ = try state.address(id, "10.0.0.2")               // --aux-address host=10.0.0.2
+        _ = try state.address(id, "10.0.0.2")  // --aux-address host=10.0.0.2
         #expect(try state.address(id) == "10.0.0.3/24")
         try state.release(id, "10.0.0.2")
         #expect(try state.address(id) == "10.0.0.2/24")
@@ -433,8 +468,12 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
     @Test func releaseErrors() throws {
         var (state, id) = try stateWithPool()
         _ = try state.address(id)
-        expectFailure(state, .notFound, mentioning: ["10.0.0.77", id]) { s throws(IPAMError) in try s.release(id, "10.0.0.77") }
-        expectFailure(state, .notFound, mentioning: ["vde-pool-42"]) { s throws(IPAMError) in try s.release("vde-pool-42", "10.0.0.2") }
+        expectFailure(state, .notFound, mentioning: ["10.0.0.77", id]) { s throws(IPAMError) in
+            try s.release(id, "10.0.0.77")
+        }
+        expectFailure(state, .notFound, mentioning: ["vde-pool-42"]) { s throws(IPAMError) in
+            try s.release("vde-pool-42", "10.0.0.2")
+        }
         expectFailure(state, .notFound) { s throws(IPAMError) in try s.release(id, "garbage") }
         expectFailure(state, .notFound) { s throws(IPAMError) in try s.release(id, "") }
         try state.release(id, "10.0.0.2")
@@ -457,7 +496,8 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         #expect(seen.count == 61)
         expectFailure(state, .exhausted) { s throws(IPAMError) in _ = try s.address(id) }
         // Release every third address; they come back lowest first.
-        let released = (state.allocatedAddresses(inPool: id) ?? []).enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
+        let released = (state.allocatedAddresses(inPool: id) ?? []).enumerated().filter { $0.offset % 3 == 0 }.map(
+            \.element)
         for address in released { try state.release(id, address) }
         for address in released { #expect(try state.address(id) == "\(address)/26") }
         expectFailure(state, .exhausted) { s throws(IPAMError) in _ = try s.address(id) }
@@ -493,13 +533,18 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
         // The anycast address may be given explicitly; only automatic assignment skips it.
         #expect(try state.address(id, "fd00:1::") == "fd00:1::/64")
         #expect(try state.address(id) == "fd00:1::3/64")
-        expectFailure(state, .conflict, mentioning: ["fd00:1::abcd"]) { s throws(IPAMError) in _ = try s.address(id, "fd00:1::abcd") }
+        expectFailure(state, .conflict, mentioning: ["fd00:1::abcd"]) { s throws(IPAMError) in
+            _ = try s.address(id, "fd00:1::abcd")
+        }
         expectFailure(state, .invalidArgument, mentioning: ["fd00:2::1", "fd00:1::/64"]) { s throws(IPAMError) in
             _ = try s.address(id, "fd00:2::1")
         }
         expectFailure(state, .invalidArgument) { s throws(IPAMError) in _ = try s.address(id, "10.0.0.1") }
         try state.release(id, "fd00:1:0::abcd")
-        #expect(state.allocatedAddresses(inPool: id) == ["fd00:1::", "fd00:1::2", "fd00:1::3", "fd00:1::ffff:ffff:ffff:ffff"])
+        #expect(
+            state.allocatedAddresses(inPool: id) == [
+                "fd00:1::", "fd00:1::2", "fd00:1::3", "fd00:1::ffff:ffff:ffff:ffff",
+            ])
     }
 
     @Test func manyAllocationsInASlash64StayFast() throws {
@@ -571,7 +616,8 @@ private func stateWithPool(_ subnet: String = "10.0.0.0/24", range: String? = ni
 
     @Test func decodingToleratesMissingKeys() throws {
         #expect(try JSONCoding.decode(IPAMState.self, from: Array("{}".utf8)) == IPAMState())
-        let json = #"{"pools":[{"id":"vde-pool-1","subnet":"10.0.0.0/24","allocated":["10.0.0.3","10.0.0.2","10.0.0.3"]}]}"#
+        let json =
+            #"{"pools":[{"id":"vde-pool-1","subnet":"10.0.0.0/24","allocated":["10.0.0.3","10.0.0.2","10.0.0.3"]}]}"#
         var state = try JSONCoding.decode(IPAMState.self, from: Array(json.utf8))
         #expect(state.allocatedAddresses(inPool: "vde-pool-1") == ["10.0.0.2", "10.0.0.3"])
         #expect(try state.address("vde-pool-1") == "10.0.0.1/24")

@@ -1,5 +1,6 @@
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 /// Parses or fails the test with the error's message.
@@ -58,9 +59,9 @@ private func parseError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
         ("1::", "1::"),
         ("FD00::1", "fd00::1"),
         ("fd00:0000:0000:0000:0000:0000:0000:0001", "fd00::1"),
-        ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),           // first of two equal runs
-        ("2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"),             // the longest run wins
-        ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),        // a single zero group stays
+        ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),  // first of two equal runs
+        ("2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"),  // the longest run wins
+        ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),  // a single zero group stays
         ("2001:0db8:00a0:0000:0000:0000:0000:0000", "2001:db8:a0::"),
         ("1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"),
         ("::2:3:4:5:6:7:8", "0:2:3:4:5:6:7:8"),

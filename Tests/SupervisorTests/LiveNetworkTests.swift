@@ -1,19 +1,23 @@
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 /// What the plugin keeps in memory of one network (``LiveNetwork``): the statuses a worker reports.
 @Suite struct LiveNetworkTests {
     private static func status(_ id: EndpointID, _ state: PlugState, pid: Int32? = nil) -> EndpointStatus {
-        EndpointStatus(endpointID: id, tapName: TapName(endpoint: id), macAddress: "02:00:00:00:00:01", state: state, plugPID: pid)
+        EndpointStatus(
+            endpointID: id, tapName: TapName(endpoint: id), macAddress: "02:00:00:00:00:01", state: state, plugPID: pid)
     }
-    private static let switchStatus = SwitchStatus(ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", owned: true, pid: 7, numPorts: 32)
+    private static let switchStatus = SwitchStatus(
+        ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", owned: true, pid: 7, numPorts: 32)
 
     @Test func startReplyRecordsTheSwitchAndReturnsTheGoneEndpoints() {
         var network = LiveNetwork()
         let gone = network.workerStarted(
-            NetworkWorker.Started(switchStatus: Self.switchStatus,
-                                  endpoints: [Self.status("a", .restarting), Self.status("b", .tapGone), Self.status("c", .restarting)]),
+            NetworkWorker.Started(
+                switchStatus: Self.switchStatus,
+                endpoints: [Self.status("a", .restarting), Self.status("b", .tapGone), Self.status("c", .restarting)]),
             recorded: ["a", "b"])
         #expect(gone == ["b"])
         #expect(network.switchStatus == Self.switchStatus)
@@ -26,10 +30,12 @@ import Testing
     @Test func anEarlierEventOfTheSameWorkerWinsOverTheReply() {
         var network = LiveNetwork()
         network.workerSaidHello()
-        let record = EndpointRecord(id: "a", networkID: "n", tapName: "vdea", macAddress: "02:00:00:00:00:01", macGenerated: true)
+        let record = EndpointRecord(
+            id: "a", networkID: "n", tapName: "vdea", macAddress: "02:00:00:00:00:01", macGenerated: true)
         network.endpointStateChanged(record, to: .plugged, pid: 42, detail: nil)
-        _ = network.workerStarted(NetworkWorker.Started(switchStatus: Self.switchStatus, endpoints: [Self.status("a", .restarting)]),
-                                  recorded: ["a"])
+        _ = network.workerStarted(
+            NetworkWorker.Started(switchStatus: Self.switchStatus, endpoints: [Self.status("a", .restarting)]),
+            recorded: ["a"])
         #expect(network.endpoints["a"]?.state == .plugged)
         #expect(network.endpoints["a"]?.plugPID == 42)
     }
@@ -42,7 +48,8 @@ import Testing
 
     @Test func aPlugPIDIsKeptOnlyWhilePlugged() {
         var network = LiveNetwork(endpoints: ["a": Self.status("a", .plugged, pid: 5)])
-        let record = EndpointRecord(id: "a", networkID: "n", tapName: "vdea", macAddress: "02:00:00:00:00:01", macGenerated: true)
+        let record = EndpointRecord(
+            id: "a", networkID: "n", tapName: "vdea", macAddress: "02:00:00:00:00:01", macGenerated: true)
         network.endpointStateChanged(record, to: .unreachable, pid: 9, detail: "nsenter failed")
         #expect(network.endpoints["a"]?.state == .unreachable)
         #expect(network.endpoints["a"]?.plugPID == nil)
@@ -50,7 +57,9 @@ import Testing
     }
 
     @Test func onlyANetworkBeingCreatedReservesItsSpec() throws {
-        let spec = try SwitchSpec(networkDir: "/run/x", ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", mode: .own, group: nil, numPorts: 32)
+        let spec = try SwitchSpec(
+            networkDir: "/run/x", ctlDir: "/run/x/ctl", managementSocket: "/run/x/mgmt", mode: .own, group: nil,
+            numPorts: 32)
         #expect(LiveNetwork(change: .creating(spec)).reservedSpec == spec)
         #expect(LiveNetwork(change: .deleting).reservedSpec == nil)
         #expect(LiveNetwork().reservedSpec == nil)

@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import Testing
+
 @testable import vde_supervisor
 
 @Suite struct OrphanReaperTests {
@@ -14,7 +15,7 @@ import Testing
         // that only leaves a zombie, so keep making children until one is reaped.
         var pid: pid_t = 0
         var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         #expect(posix_spawn(&pid, "/bin/true", nil, nil, &argv, environ) == 0)
         var reaped = false
         while !reaped {

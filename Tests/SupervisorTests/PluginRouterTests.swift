@@ -1,6 +1,7 @@
 import Glibc
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 /// The router with a real plugin actor on a temporary state dir; calls that need no worker.
@@ -10,7 +11,9 @@ final class PluginRouterTests {
 
     init() throws {
         var template = Array("/tmp/vde-router-test-XXXXXX".utf8CString)
-        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        directory = template.withUnsafeMutableBufferPointer {
+            $0.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/nonexistent"
+        }
         let configuration = SupervisorConfiguration(
             socketPath: directory + "/vde.sock", stateDir: directory + "/state", runDir: directory + "/run",
             networkerPath: "/bin/false")
@@ -58,10 +61,19 @@ final class PluginRouterTests {
     /// that names the field and the rule, before any handler runs.
     @Test(arguments: [
         ("/NetworkDriver.DeleteNetwork", #"{"NetworkID":"../etc"}"#, ["NetworkID", "not a Docker ID"]),
-        ("/NetworkDriver.CreateEndpoint", #"{"NetworkID":"n1","EndpointID":"a b","Interface":{}}"#, ["EndpointID", "not a Docker ID"]),
-        ("/NetworkDriver.CreateEndpoint", #"{"NetworkID":"n1","EndpointID":"e1","Interface":{"MacAddress":"01:00:5e:00:00:01"}}"#,
-         ["MacAddress", "not a unicast MAC"]),
-        ("/NetworkDriver.Join", #"{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"relative/ns"}"#, ["SandboxKey", "absolute"]),
+        (
+            "/NetworkDriver.CreateEndpoint", #"{"NetworkID":"n1","EndpointID":"a b","Interface":{}}"#,
+            ["EndpointID", "not a Docker ID"]
+        ),
+        (
+            "/NetworkDriver.CreateEndpoint",
+            #"{"NetworkID":"n1","EndpointID":"e1","Interface":{"MacAddress":"01:00:5e:00:00:01"}}"#,
+            ["MacAddress", "not a unicast MAC"]
+        ),
+        (
+            "/NetworkDriver.Join", #"{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"relative/ns"}"#,
+            ["SandboxKey", "absolute"]
+        ),
     ])
     func badIdentitiesAre400NamingTheField(path: String, body: String, words: [String]) async {
         let (status, reply) = await call(path, body)
@@ -87,7 +99,8 @@ final class PluginRouterTests {
         let (status, pool) = await call("/IpamDriver.RequestPool", #"{"Pool":"10.9.0.0/29"}"#)
         #expect(status == 200)
         let poolID = pool["PoolID"] as? String ?? ""
-        let (gatewayStatus, gateway) = await call("/IpamDriver.RequestAddress",
+        let (gatewayStatus, gateway) = await call(
+            "/IpamDriver.RequestAddress",
             #"{"PoolID":"\#(poolID)","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}"#)
         #expect(gatewayStatus == 200)
         #expect(gateway["Address"] as? String == "10.9.0.1/29")
@@ -102,7 +115,8 @@ final class PluginRouterTests {
     }
 
     @Test func badOptionsAreRefusedBeforeAnyWorkerStarts() async {
-        let (status, body) = await call("/NetworkDriver.CreateNetwork",
+        let (status, body) = await call(
+            "/NetworkDriver.CreateNetwork",
             #"{"NetworkID":"abcdef0123456789","Options":{"com.docker.network.generic":{"socket_dri":"/x"}}}"#)
         #expect(status == 400)
         #expect((body["Err"] as? String)?.contains("known options") == true)
@@ -120,12 +134,19 @@ struct AnyDecodable: Decodable {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if let string = try? container.decode(String.self) { value = string }
-        else if let bool = try? container.decode(Bool.self) { value = bool }
-        else if let int = try? container.decode(Int.self) { value = int }
-        else if let array = try? container.decode([String].self) { value = array }
-        else if let object = try? container.decode([String: AnyDecodable].self) { value = object.mapValues(\.value) }
-        else { value = NSNullLike() }
+        if let string = try? container.decode(String.self) {
+            value = string
+        } else if let bool = try? container.decode(Bool.self) {
+            value = bool
+        } else if let int = try? container.decode(Int.self) {
+            value = int
+        } else if let array = try? container.decode([String].self) {
+            value = array
+        } else if let object = try? container.decode([String: AnyDecodable].self) {
+            value = object.mapValues(\.value)
+        } else {
+            value = NSNullLike()
+        }
     }
 }
 

@@ -1,12 +1,15 @@
 import Glibc
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 @Suite struct StateDirLockTests {
     @Test func aSecondHolderIsRefusedWithThePidOfTheFirst() throws {
         var template = Array("/tmp/vde-lock-test-XXXXXX".utf8CString)
-        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        let directory = template.withUnsafeMutableBufferPointer {
+            $0.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/nonexistent"
+        }
         defer {
             for file in ["/state/lock", "/state"] { remove(directory + file) }
             rmdir(directory)

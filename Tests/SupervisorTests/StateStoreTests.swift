@@ -1,6 +1,7 @@
 import Glibc
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 // MARK: Helpers
@@ -38,7 +39,7 @@ private struct Sample: Codable, Sendable, Equatable {
 /// A fresh directory under /tmp, removed with everything in it when `body` returns.
 private func withTemporaryDirectory(_ body: (String) throws -> Void) throws {
     var template = Array("/tmp/vde-statestore-test-XXXXXX".utf8CString)
-    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }
     try #require(made != nil, "mkdtemp failed")
     let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
     defer { removeTree(path) }
@@ -65,7 +66,7 @@ private func directoryEntries(_ path: String) -> [String] {
     var names: [String] = []
     while let entry = readdir(dir) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
         if name != "." && name != ".." { names.append(name) }
     }
@@ -102,7 +103,9 @@ private func permissions(_ path: String) -> mode_t? {
 }
 
 /// The StateStoreError a call threw, or nil (recording an issue) when it did not throw one.
-private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) -> StateStoreError? {
+private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void)
+    -> StateStoreError?
+{
     do {
         try body()
         Issue.record("expected a StateStoreError, the call succeeded", sourceLocation: sourceLocation)
@@ -281,7 +284,9 @@ private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
             try store.save(Sample(name: "b", numbers: [2]))
             try store.save(Sample(name: "c", numbers: [3]))
             #expect(try store.load() == Sample(name: "c", numbers: [3]))
-            #expect(try StateStore<Sample>(directory: dir, fileName: "state.json.1").load() == Sample(name: "b", numbers: [2]))
+            #expect(
+                try StateStore<Sample>(directory: dir, fileName: "state.json.1").load()
+                    == Sample(name: "b", numbers: [2]))
             #expect(directoryEntries(dir).sorted() == ["state.json", "state.json.1"])
             #expect(permissions(store.previousPath) == 0o600)
         }
@@ -312,7 +317,10 @@ private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
             var store = StateStore<Sample>(directory: dir)
             try store.save(Sample(name: "old", numbers: [1]))
             let before = readFile(store.path)
-            store.syncDirectory = { _ in errno = EIO; return -1 }
+            store.syncDirectory = { _ in
+                errno = EIO
+                return -1
+            }
             let error = storeError { try store.save(Sample(name: "new", numbers: [2])) }
             #expect(error == .directorySync(path: store.path, errno: EIO, restored: true))
             #expect(readFile(store.path) == before)
@@ -325,7 +333,10 @@ private func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
     @Test func aFailedDirectorySyncOfTheFirstSaveLeavesNoFile() throws {
         try withTemporaryDirectory { dir throws in
             var store = StateStore<Sample>(directory: dir)
-            store.syncDirectory = { _ in errno = EIO; return -1 }
+            store.syncDirectory = { _ in
+                errno = EIO
+                return -1
+            }
             let error = storeError { try store.save(Sample(name: "new", numbers: [2])) }
             #expect(error == .directorySync(path: store.path, errno: EIO, restored: true))
             #expect(try store.load() == nil)

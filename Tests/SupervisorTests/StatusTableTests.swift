@@ -1,31 +1,39 @@
 import Testing
+
 @testable import vde_supervisor
 
 struct StatusTableTests {
     static let report = StatusReport(
-        supervisor: .init(pid: 42, pluginSocket: "/run/docker/plugins/vde.sock", stateDir: "/var/lib/vde-supervisor",
-                          uptimeSeconds: 3725, statusLine: "1 network(s), 1 endpoint(s); workers: 1 healthy"),
+        supervisor: .init(
+            pid: 42, pluginSocket: "/run/docker/plugins/vde.sock", stateDir: "/var/lib/vde-supervisor",
+            uptimeSeconds: 3725, statusLine: "1 network(s), 1 endpoint(s); workers: 1 healthy"),
         networks: [
-            .init(id: "3f2a1b9c0d1e" + String(repeating: "0", count: 52), shortID: "3f2a1b9c0d1e",
-                  subnets: ["10.77.1.0/24"], gateways: ["10.77.1.1/24"],
-                  switch: .init(ctlDir: "/run/vde-supervisor/3f2a1b9c0d1e/ctl", managementSocket: nil, ownership: "own",
-                                pid: 100, numPorts: 32),
-                  worker: .init(pid: 99, state: "running", uptimeSeconds: 61, restarts: 2, lastError: nil),
-                  healthy: true,
-                  endpoints: [
-                    .init(id: "a1b2c3d4e5f6", shortID: "a1b2c3d4e5f6", tap: "vdea1b2c3d4e5f6", macAddress: "02:00:00:00:00:01",
-                          ipv4: "10.77.1.10/24", ipv6: nil, sandbox: "/var/run/docker/netns/abc", state: "plugged",
-                          plugPID: 101, switchPort: 1,
-                          counters: .init(inPackets: 12, inBytes: 2048, outPackets: 10, outBytes: 980)),
-                  ],
-                  otherPorts: []),
+            .init(
+                id: "3f2a1b9c0d1e" + String(repeating: "0", count: 52), shortID: "3f2a1b9c0d1e",
+                subnets: ["10.77.1.0/24"], gateways: ["10.77.1.1/24"],
+                switch: .init(
+                    ctlDir: "/run/vde-supervisor/3f2a1b9c0d1e/ctl", managementSocket: nil, ownership: "own",
+                    pid: 100, numPorts: 32),
+                worker: .init(pid: 99, state: "running", uptimeSeconds: 61, restarts: 2, lastError: nil),
+                healthy: true,
+                endpoints: [
+                    .init(
+                        id: "a1b2c3d4e5f6", shortID: "a1b2c3d4e5f6", tap: "vdea1b2c3d4e5f6",
+                        macAddress: "02:00:00:00:00:01",
+                        ipv4: "10.77.1.10/24", ipv6: nil, sandbox: "/var/run/docker/netns/abc", state: "plugged",
+                        plugPID: 101, switchPort: 1,
+                        counters: .init(inPackets: 12, inBytes: 2048, outPackets: 10, outBytes: 980))
+                ],
+                otherPorts: [])
         ],
         healthy: true)
 
     @Test func plainTableHasTheFactsAndNoEscapes() {
         let text = StatusTable(report: Self.report, color: false, detailed: false).render()
-        for fact in ["3f2a1b9c0d1e", "10.77.1.0/24", "/run/vde-supervisor/3f2a1b9c0d1e/ctl", "own", "running", "1h2m",
-                     "vdea1b2c3d4e5f6", "02:00:00:00:00:01", "10.77.1.10/24", "12/2.0KiB", "10/980B", "plugged", "101"] {
+        for fact in [
+            "3f2a1b9c0d1e", "10.77.1.0/24", "/run/vde-supervisor/3f2a1b9c0d1e/ctl", "own", "running", "1h2m",
+            "vdea1b2c3d4e5f6", "02:00:00:00:00:01", "10.77.1.10/24", "12/2.0KiB", "10/980B", "plugged", "101",
+        ] {
             #expect(text.contains(fact), "missing \(fact)")
         }
         #expect(!text.contains("\u{1B}"))

@@ -5,6 +5,7 @@ import NIOCore
 import ServiceLifecycle
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 /// A raw client socket with a receive timeout, to act like a slow or greedy client. Its blocking
@@ -23,7 +24,9 @@ private struct RawClient: Sendable {
             for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         try #require(connected == 0, "connect: \(String(cString: strerror(errno)))")
     }
@@ -58,7 +61,9 @@ private struct RawClient: Sendable {
             }
             bytes += buffer[..<n]
             // One whole reply of the test handler ("{}"): stop reading, the connection stays open.
-            if String(decoding: bytes, as: UTF8.self).hasSuffix("\r\n\r\n{}") { return (String(decoding: bytes, as: UTF8.self), false) }
+            if String(decoding: bytes, as: UTF8.self).hasSuffix("\r\n\r\n{}") {
+                return (String(decoding: bytes, as: UTF8.self), false)
+            }
         }
     }
 
@@ -70,10 +75,14 @@ private let halfRequest = "POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nCon
 
 /// Runs a server with `limits` on a temporary socket in a service group, until `body` returns;
 /// then triggers graceful shutdown and returns how long the server took to stop.
-private func withServer(_ limits: UnixHTTPServer.Limits,
-                        _ body: (UnixHTTPServer) async throws -> Void) async throws -> Duration {
+private func withServer(
+    _ limits: UnixHTTPServer.Limits,
+    _ body: (UnixHTTPServer) async throws -> Void
+) async throws -> Duration {
     var template = Array("/tmp/vde-http-test-XXXXXX".utf8CString)
-    let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    let directory = template.withUnsafeMutableBufferPointer {
+        $0.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/nonexistent"
+    }
     defer {
         unlink(directory + "/http.sock")
         rmdir(directory)
@@ -132,9 +141,14 @@ private func withServer(_ limits: UnixHTTPServer.Limits,
     }
 
     @Test func connectionsOverTheCapAreClosedWhileTheFirstAreServed() async throws {
-        _ = try await withServer(.init(requestTimeout: .seconds(60), idleTimeout: .seconds(60), maxConnections: 2)) { server in
-            let first = try RawClient(path: server.socketPath), second = try RawClient(path: server.socketPath)
-            defer { first.close(); second.close() }
+        _ = try await withServer(.init(requestTimeout: .seconds(60), idleTimeout: .seconds(60), maxConnections: 2)) {
+            server in
+            let first = try RawClient(path: server.socketPath)
+            let second = try RawClient(path: server.socketPath)
+            defer {
+                first.close()
+                second.close()
+            }
             for client in [first, second] {
                 client.send(request)
                 #expect(await client.receive().text.hasPrefix("HTTP/1.1 200"))

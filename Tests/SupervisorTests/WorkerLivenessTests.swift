@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import Shared
 import Testing
+
 @testable import vde_supervisor
 
 /// Hang detection (``NetworkWorker/checkAlive()``), against a stand-in worker: a shell script
@@ -43,7 +44,8 @@ struct WorkerLivenessTests {
         signal(SIGPIPE, SIG_IGN)
         let networkID = try NetworkID(String(repeating: "cd", count: 32))
         // An existing switch at a socket_dir of the test's; the paths as the supervisor computes them.
-        let paths = try NetworkPaths(runDir: directory, network: networkID, options: NetworkOptions(socketDir: directory + "/sw"))
+        let paths = try NetworkPaths(
+            runDir: directory, network: networkID, options: NetworkOptions(socketDir: directory + "/sw"))
         let spec = try SwitchSpec(paths: paths, mode: .external, group: nil, numPorts: 4)
         let assignment = NetworkWorker.Assignment(switchSpec: spec, endpoints: [])
         var logger = Logger(label: "test")

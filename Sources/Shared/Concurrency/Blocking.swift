@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Runs blocking calls (sockets, libvdeplug, file syncs, NSS look-ups) on a thread of their own
 /// instead of the cooperative pool: with two cores the pool has two threads, and one stuck call
@@ -37,17 +38,23 @@ public enum Blocking {
 
     /// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
     private static func startThread(_ body: @escaping @Sendable () -> Void) {
-        final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
+        final class Box {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
         let box = Unmanaged.passRetained(Box(body))
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         var thread = pthread_t()
-        let started = pthread_create(&thread, &attributes, { raw in
-            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, box.toOpaque())
+        let started = pthread_create(
+            &thread, &attributes,
+            { raw in
+                guard let raw else { return nil }
+                Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
+                return nil
+            }, box.toOpaque())
         if started != 0 {
             box.release()
             DispatchQueue.global().async(execute: body)
@@ -62,7 +69,6 @@ extension Duration {
         let (product, overflow) = Int(seconds).multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? .max : product.addingReportingOverflow(Int(attoseconds / 1_000_000_000)).partialValue
     }
-
 
     /// Whole milliseconds, for poll(2) timeouts and messages.
     public var milliseconds: Int {

@@ -13,7 +13,9 @@ public struct RestartBackoff: Sendable, Equatable {
     public private(set) var attempts = 0
     private var runningSince: ContinuousClock.Instant?
 
-    public init(initial: Duration = .milliseconds(250), maximum: Duration = .seconds(30), stableAfter: Duration = .seconds(10)) {
+    public init(
+        initial: Duration = .milliseconds(250), maximum: Duration = .seconds(30), stableAfter: Duration = .seconds(10)
+    ) {
         self.initial = initial
         self.maximum = maximum
         self.stableAfter = stableAfter

@@ -47,7 +47,9 @@ public enum DockerAPI {
         public var Pool: String
         public var Gateway: String?
         public var AuxAddresses: [String: String]?
-        public init(AddressSpace: String? = nil, Pool: String, Gateway: String? = nil, AuxAddresses: [String: String]? = nil) {
+        public init(
+            AddressSpace: String? = nil, Pool: String, Gateway: String? = nil, AuxAddresses: [String: String]? = nil
+        ) {
             self.AddressSpace = AddressSpace
             self.Pool = Pool
             self.Gateway = Gateway
@@ -65,11 +67,17 @@ public enum DockerAPI {
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.singleValueContainer()
-            if let s = try? c.decode(String.self) { self = .string(s) }
-            else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-            else if let n = try? c.decode(Double.self) { self = .number(n) }
-            else if let m = try? c.decode([String: String].self) { self = .map(m) }
-            else { self = .other }
+            if let s = try? c.decode(String.self) {
+                self = .string(s)
+            } else if let b = try? c.decode(Bool.self) {
+                self = .bool(b)
+            } else if let n = try? c.decode(Double.self) {
+                self = .number(n)
+            } else if let m = try? c.decode([String: String].self) {
+                self = .map(m)
+            } else {
+                self = .other
+            }
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -89,7 +97,10 @@ public enum DockerAPI {
         public var Options: [String: OptionValue]?
         public var IPv4Data: [IPAMData]?
         public var IPv6Data: [IPAMData]?
-        public init(NetworkID: NetworkID, Options: [String: OptionValue]? = nil, IPv4Data: [IPAMData]? = nil, IPv6Data: [IPAMData]? = nil) {
+        public init(
+            NetworkID: NetworkID, Options: [String: OptionValue]? = nil, IPv4Data: [IPAMData]? = nil,
+            IPv6Data: [IPAMData]? = nil
+        ) {
             self.NetworkID = NetworkID
             self.Options = Options
             self.IPv4Data = IPv4Data
@@ -138,7 +149,10 @@ public enum DockerAPI {
         public var EndpointID: EndpointID
         public var Interface: EndpointInterface?
         public var Options: [String: OptionValue]?
-        public init(NetworkID: NetworkID, EndpointID: EndpointID, Interface: EndpointInterface? = nil, Options: [String: OptionValue]? = nil) {
+        public init(
+            NetworkID: NetworkID, EndpointID: EndpointID, Interface: EndpointInterface? = nil,
+            Options: [String: OptionValue]? = nil
+        ) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
             self.Interface = Interface
@@ -171,7 +185,9 @@ public enum DockerAPI {
         public var EndpointID: EndpointID
         public var SandboxKey: SandboxKey
         public var Options: [String: OptionValue]?
-        public init(NetworkID: NetworkID, EndpointID: EndpointID, SandboxKey: SandboxKey, Options: [String: OptionValue]? = nil) {
+        public init(
+            NetworkID: NetworkID, EndpointID: EndpointID, SandboxKey: SandboxKey, Options: [String: OptionValue]? = nil
+        ) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
             self.SandboxKey = SandboxKey
@@ -238,7 +254,10 @@ public enum DockerAPI {
         public var SubPool: String?
         public var Options: [String: String]?
         public var V6: Bool?
-        public init(AddressSpace: String? = nil, Pool: String? = nil, SubPool: String? = nil, Options: [String: String]? = nil, V6: Bool? = nil) {
+        public init(
+            AddressSpace: String? = nil, Pool: String? = nil, SubPool: String? = nil, Options: [String: String]? = nil,
+            V6: Bool? = nil
+        ) {
             self.AddressSpace = AddressSpace
             self.Pool = Pool
             self.SubPool = SubPool

@@ -9,7 +9,8 @@
 /// A string literal written in code (a test's ID, a constant) is checked too: one that breaks the
 /// rule is a programming error and stops the process. Text from outside goes through ``init(_:)``.
 public protocol CheckedString: Codable, Hashable, Comparable, Sendable, CustomStringConvertible, CodingKeyRepresentable,
-    ExpressibleByStringLiteral {
+    ExpressibleByStringLiteral
+{
     /// The text, as checked (and for some types normalised).
     var rawValue: String { get }
     /// Checks `text` against the type's rule; the error says what is accepted.
@@ -38,7 +39,8 @@ extension CheckedString {
         do {
             try self.init(text)
         } catch {
-            preconditionFailure("the literal \"\(UntrustedText(text))\" breaks the rule of \(Self.self): \(error.message)")
+            preconditionFailure(
+                "the literal \"\(UntrustedText(text))\" breaks the rule of \(Self.self): \(error.message)")
         }
     }
 

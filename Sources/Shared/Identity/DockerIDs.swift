@@ -11,11 +11,15 @@ public struct DockerID<Kind: DockerIDKind>: CheckedString {
     public let rawValue: String
 
     public init(_ text: String) throws(VDEError) {
-        let valid = (1...Self.maxBytes).contains(text.utf8.count) && text.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a)
-        }
+        let valid =
+            (1...Self.maxBytes).contains(text.utf8.count)
+            && text.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a)
+            }
         guard valid else {
-            throw .invalid("\(Kind.name) ID '\(UntrustedText(text))' is not a Docker ID (letters and digits, at most \(Self.maxBytes))")
+            throw .invalid(
+                "\(Kind.name) ID '\(UntrustedText(text))' is not a Docker ID (letters and digits, at most \(Self.maxBytes))"
+            )
         }
         rawValue = text
     }

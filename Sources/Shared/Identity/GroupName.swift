@@ -6,7 +6,8 @@ public struct GroupName: CheckedString {
 
     public init(_ text: String) throws(VDEError) {
         let allowed = { (c: Unicode.Scalar) in
-            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "_" || c == "-" || c == "."
+            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "_" || c == "-"
+                || c == "."
         }
         guard (1...32).contains(text.utf8.count), !text.hasPrefix("-"), text.unicodeScalars.allSatisfy(allowed) else {
             throw .invalid("'\(UntrustedText(text))' is not a valid group name")

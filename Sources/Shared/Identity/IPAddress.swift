@@ -134,7 +134,9 @@ public enum IPAddress: Hashable, Sendable {
         var out: [UInt16] = []
         for (index, part) in parts.enumerated() {
             let shown = String(decoding: part.prefix(16), as: UTF8.self)
-            guard !part.isEmpty else { return .failure(.init("empty group (a single ':' at the start or end, or ':' where '::' was meant)")) }
+            guard !part.isEmpty else {
+                return .failure(.init("empty group (a single ':' at the start or end, or ':' where '::' was meant)"))
+            }
             if part.contains(UInt8(ascii: ".")) {
                 guard mayEndWithV4, index == parts.count - 1 else {
                     return .failure(.init("a dotted IPv4 part may only end an IPv6 address"))
@@ -179,12 +181,17 @@ extension IPAddress: CustomStringConvertible {
             return "\(v >> 24).\(v >> 16 & 0xff).\(v >> 8 & 0xff).\(v & 0xff)"
         case .v6(let v):
             let groups = (0..<8).map { UInt16(truncatingIfNeeded: v >> (16 * (7 - $0))) }
-            var bestStart = -1, bestLength = 0, runStart = -1
+            var bestStart = -1
+            var bestLength = 0
+            var runStart = -1
             for (i, g) in groups.enumerated() {
                 if g == 0 {
                     if runStart < 0 { runStart = i }
                     let length = i - runStart + 1
-                    if length > bestLength { bestStart = runStart; bestLength = length }
+                    if length > bestLength {
+                        bestStart = runStart
+                        bestLength = length
+                    }
                 } else {
                     runStart = -1
                 }

@@ -40,7 +40,9 @@ public struct MACAddress: CheckedString {
         guard parts.count == 6 else { return nil }
         var bytes: [UInt8] = []
         for part in parts {
-            guard part.utf8.count == 2, part.allSatisfy(\.isHexDigit), let b = UInt8(part, radix: 16) else { return nil }
+            guard part.utf8.count == 2, part.allSatisfy(\.isHexDigit), let b = UInt8(part, radix: 16) else {
+                return nil
+            }
             bytes.append(b)
         }
         guard bytes[0] & 1 == 0 else { return nil }

@@ -50,8 +50,9 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
         if let socketDir = options.socketDir {
             try self.init(networkDir: networkDir, ctlDir: socketDir, managementSocket: options.managementSocket)
         } else {
-            try self.init(networkDir: networkDir, ctlDir: networkDir + "/" + Name.ctl,
-                          managementSocket: options.managementSocket ?? networkDir + "/" + Name.management)
+            try self.init(
+                networkDir: networkDir, ctlDir: networkDir + "/" + Name.ctl,
+                managementSocket: options.managementSocket ?? networkDir + "/" + Name.management)
         }
     }
 
@@ -75,9 +76,10 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         do {
-            try self.init(networkDir: container.decode(String.self, forKey: .networkDir),
-                          ctlDir: container.decode(String.self, forKey: .ctlDir),
-                          managementSocket: container.decodeIfPresent(String.self, forKey: .managementSocket))
+            try self.init(
+                networkDir: container.decode(String.self, forKey: .networkDir),
+                ctlDir: container.decode(String.self, forKey: .ctlDir),
+                managementSocket: container.decodeIfPresent(String.self, forKey: .managementSocket))
         } catch let error as VDEError {
             throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
         }

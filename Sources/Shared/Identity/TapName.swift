@@ -14,10 +14,15 @@ public struct TapName: CheckedString {
     public init(_ text: String) throws(VDEError) {
         let bytes = Array(text.utf8)
         let allowed = { (c: UInt8) in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x5f || c == 0x2e || c == 0x2d
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x5f || c == 0x2e
+                || c == 0x2d
         }
-        guard (1...Self.maxBytes).contains(bytes.count), bytes.allSatisfy(allowed), bytes[0] != 0x2d, text != ".", text != ".." else {
-            throw .invalid("'\(UntrustedText(text))' is not a usable interface name: 1 to 15 characters out of letters, digits, '_', '.' and '-', not starting with '-'")
+        guard (1...Self.maxBytes).contains(bytes.count), bytes.allSatisfy(allowed), bytes[0] != 0x2d, text != ".",
+            text != ".."
+        else {
+            throw .invalid(
+                "'\(UntrustedText(text))' is not a usable interface name: 1 to 15 characters out of letters, digits, '_', '.' and '-', not starting with '-'"
+            )
         }
         rawValue = text
     }

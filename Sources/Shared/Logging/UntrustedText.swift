@@ -9,7 +9,8 @@ public struct UntrustedText: Sendable, CustomStringConvertible {
     public let description: String
 
     public init(_ text: some StringProtocol, limit: Int = UntrustedText.defaultLimit) {
-        let cleaned = String(String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }))
+        let cleaned = String(
+            String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }))
         description = cleaned.count > limit ? String(cleaned.prefix(limit)) + "..." : cleaned
     }
 }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLinux
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Starts child processes from argv arrays (no shell), for children that live long (a switch, a
 /// plug): unlike swift-subprocess's `run(...) { execution in }`, whose closure keeps a 1 s timer
@@ -27,8 +28,10 @@ public enum ChildSpawn {
     /// of `environment` added or replaced), its stdin, stdout and stderr from the given
     /// descriptors (nil: /dev/null), in a process group of its own, with no signal blocked or
     /// ignored and no other descriptor inherited. Returns its pid.
-    public static func start(_ argv: [String], environment: [String: String] = [:], standardInput: Int32? = nil,
-                             standardOutput: Int32? = nil, standardError: Int32? = nil) throws(SystemCallError) -> pid_t {
+    public static func start(
+        _ argv: [String], environment: [String: String] = [:], standardInput: Int32? = nil,
+        standardOutput: Int32? = nil, standardError: Int32? = nil
+    ) throws(SystemCallError) -> pid_t {
         precondition(!argv.isEmpty)
         var arguments = argv.map { strdup($0) }
         arguments.append(nil)
@@ -42,15 +45,20 @@ public enum ChildSpawn {
                 if environment[String(name)] == nil { variables.append(strdup(entry)) }
                 inherited += 1
             }
-            for (name, value) in environment.sorted(by: { $0.key < $1.key }) { variables.append(strdup(name + "=" + value)) }
+            for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
+                variables.append(strdup(name + "=" + value))
+            }
             variables.append(nil)
         }
         defer { for variable in variables { free(variable) } }
         var pid: pid_t = 0
-        let code = variables.isEmpty
-            ? clinux_spawn(&pid, argv[0], &arguments, environ, standardInput ?? -1, standardOutput ?? -1, standardError ?? -1)
-            : clinux_spawn(&pid, argv[0], &arguments, &variables, standardInput ?? -1, standardOutput ?? -1,
-                           standardError ?? -1)
+        let code =
+            variables.isEmpty
+            ? clinux_spawn(
+                &pid, argv[0], &arguments, environ, standardInput ?? -1, standardOutput ?? -1, standardError ?? -1)
+            : clinux_spawn(
+                &pid, argv[0], &arguments, &variables, standardInput ?? -1, standardOutput ?? -1,
+                standardError ?? -1)
         guard code == 0 else { throw SystemCallError(call: "posix_spawn", subject: argv[0], errno: code) }
         unreaped.withLock { _ = $0.insert(pid) }
         return pid

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLinux
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The process's one watcher of descriptors: one thread blocked in `epoll_wait` for all of them,
 /// started on first use, so waiting for events (a pidfd's process exited, a dup'd tun descriptor
@@ -53,8 +54,10 @@ public final class DescriptorWatcher: Sendable {
 
     /// Calls `handler` once when `events` (or an error or hang-up) occur on `fd`. Watching a
     /// descriptor again replaces its earlier watch (epoll keeps one registration per file).
-    public func watch(_ fd: Int32, events: Events = .readable,
-                      _ handler: @escaping @Sendable () -> Void) throws(SystemCallError) -> Token {
+    public func watch(
+        _ fd: Int32, events: Events = .readable,
+        _ handler: @escaping @Sendable () -> Void
+    ) throws(SystemCallError) -> Token {
         try state.withLock { state throws(SystemCallError) -> Token in
             let token = state.next
             state.next += 1

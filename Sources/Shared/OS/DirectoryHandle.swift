@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A directory opened with `O_DIRECTORY|O_NOFOLLOW`; names are resolved in it, never as paths,
 /// so a directory swapped for a symbolic link meanwhile is not followed. The owner closes it.

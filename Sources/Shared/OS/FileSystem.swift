@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Files and directories, on plain libc and swift-system (the worker stays free of Foundation):
 /// the one place both executables read a whole file, write one (atomically, synced), make
@@ -50,13 +51,16 @@ public enum FileSystem {
     }
 
     /// Reads `fd` from its current offset to its end, at most `limit` bytes.
-    public static func read(_ fd: FileDescriptor, limit: Int, subject: String? = nil) throws(SystemCallError) -> [UInt8] {
+    public static func read(_ fd: FileDescriptor, limit: Int, subject: String? = nil) throws(SystemCallError) -> [UInt8]
+    {
         var result: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: min(max(limit, 1), 64 * 1024))
         while result.count < limit {
             let wanted = min(chunk.count, limit - result.count)
             let n = try SystemCallError.wrapping("read", subject) {
-                try chunk.withUnsafeMutableBytes { try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<wanted])) }
+                try chunk.withUnsafeMutableBytes {
+                    try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<wanted]))
+                }
             }
             if n == 0 { break }
             result.append(contentsOf: chunk[0..<n])
@@ -86,12 +90,15 @@ public enum FileSystem {
 
     /// Creates or truncates `path` with `mode` (set exactly, whatever the umask or an old file's
     /// bits), writes all of `bytes` and closes it. Removes nothing on failure.
-    public static func write(_ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644,
-                             options: WriteOptions = []) throws(SystemCallError) {
+    public static func write(
+        _ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644,
+        options: WriteOptions = []
+    ) throws(SystemCallError) {
         var openOptions: FileDescriptor.OpenOptions = [.create, .truncate, .closeOnExec]
         if options.contains(.noFollow) { openOptions.insert(.noFollow) }
         let fd = try SystemCallError.wrapping("open", path) {
-            try FileDescriptor.open(FilePath(path), .writeOnly, options: openOptions, permissions: FilePermissions(rawValue: CModeT(mode)))
+            try FileDescriptor.open(
+                FilePath(path), .writeOnly, options: openOptions, permissions: FilePermissions(rawValue: CModeT(mode)))
         }
         var closed = false
         defer { if !closed { try? fd.close() } }
@@ -103,20 +110,26 @@ public enum FileSystem {
     }
 
     /// Writes all of `bytes` to `fd` (retrying short writes and EINTR).
-    public static func writeAll(_ bytes: some Collection<UInt8>, to fd: FileDescriptor, subject: String? = nil) throws(SystemCallError) {
+    public static func writeAll(_ bytes: some Collection<UInt8>, to fd: FileDescriptor, subject: String? = nil)
+        throws(SystemCallError)
+    {
         _ = try SystemCallError.wrapping("write", subject) { try fd.writeAll(bytes) }
     }
 
     /// Writes all of `bytes` to the raw descriptor `fd` (a pipe, stderr).
-    public static func writeAll(_ bytes: some Collection<UInt8>, to fd: Int32, subject: String? = nil) throws(SystemCallError) {
+    public static func writeAll(_ bytes: some Collection<UInt8>, to fd: Int32, subject: String? = nil)
+        throws(SystemCallError)
+    {
         try writeAll(bytes, to: FileDescriptor(rawValue: fd), subject: subject)
     }
 
     /// Replaces `path` by a file holding `bytes`, through a temporary file in the same directory
     /// and `rename`, so readers see the old file or the new one, never half of one. With `.sync`
     /// the file and then its directory are synced. The temporary file never stays behind.
-    public static func writeAtomically(_ path: String, bytes: some Collection<UInt8>, mode: mode_t = 0o644,
-                                       options: WriteOptions = []) throws(SystemCallError) {
+    public static func writeAtomically(
+        _ path: String, bytes: some Collection<UInt8>, mode: mode_t = 0o644,
+        options: WriteOptions = []
+    ) throws(SystemCallError) {
         let temporary = path + temporarySuffix
         do throws(SystemCallError) {
             try write(bytes, to: temporary, mode: mode, options: options.union(.noFollow))
@@ -133,8 +146,10 @@ public enum FileSystem {
     public static let temporarySuffix = ".tmp"
 
     /// ``writeAtomically(_:bytes:mode:options:)`` for text.
-    public static func writeAtomically(_ path: String, contents: String, mode: mode_t = 0o644,
-                                       options: WriteOptions = []) throws(SystemCallError) {
+    public static func writeAtomically(
+        _ path: String, contents: String, mode: mode_t = 0o644,
+        options: WriteOptions = []
+    ) throws(SystemCallError) {
         try writeAtomically(path, bytes: Array(contents.utf8), mode: mode, options: options)
     }
 

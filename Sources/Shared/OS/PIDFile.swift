@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A file holding one ``ProcessIdentity`` (`PID STARTTIME`), written atomically, so that a later

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLinux
 import Dispatch
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Pipes from child processes, read line by line with little memory.
 ///
@@ -198,14 +199,18 @@ final class PipePoller: Sendable {
     /// Reads what the pipe holds, at most 16 buffers at a time, so that one child that floods
     /// its pipe cannot starve the others (poll reports it again in the next round). True at EOF
     /// or on an error.
-    private func drain(_ token: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, pipes: inout [UInt64: Pipe]) -> Bool {
+    private func drain(_ token: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, pipes: inout [UInt64: Pipe])
+        -> Bool
+    {
         guard let fd = pipes[token]?.fd else { return false }
         var reads = 0
         while reads < 16 {
             let n = read(fd, buffer.baseAddress, buffer.count)
             if n > 0 {
                 reads += 1
-                for line in pipes[token]!.framer.feed(buffer[0..<n]) { pipes[token]!.continuation.yield(line) }
+                guard var pipe = pipes[token] else { return true }
+                for line in pipe.framer.feed(buffer[0..<n]) { pipe.continuation.yield(line) }
+                pipes[token] = pipe
                 continue
             }
             if n < 0 && errno == EINTR { continue }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Readers of `/proc`: the one place that parses a process's stat line, command line, children
@@ -34,14 +34,18 @@ public enum ProcFS {
         guard let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
         guard fields.count > 19, fields[0].count == 1, let state = fields[0].first,
-              let parent = pid_t(fields[1]), let start = UInt64(fields[19]) else { return nil }
+            let parent = pid_t(fields[1]), let start = UInt64(fields[19])
+        else { return nil }
         return Stat(state: state, parent: parent, startTime: start)
     }
 
     /// The last path component of argv[0] of `pid`; nil for a zombie, a kernel thread or a vanished process.
     public static func program(of pid: pid_t) -> String? {
         guard let bytes = FileSystem.readBytes("/proc/\(pid)/cmdline", limit: 4096), !bytes.isEmpty else { return nil }
-        let first = bytes.split(separator: 0, omittingEmptySubsequences: false).first.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let first =
+            bytes.split(separator: 0, omittingEmptySubsequences: false).first.map {
+                String(decoding: $0, as: UTF8.self)
+            } ?? ""
         return FileSystem.lastComponent(of: first)
     }
 

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLinux
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A process held by a pidfd: signals reach this very process (never a later one that reuses its
 /// pid), and its exit is an event (``onExit(_:)``, ``waitForExit()``) from the
@@ -71,13 +72,18 @@ public final class ProcessHandle: Sendable {
     /// called (the handle is closed, or no watcher could be made: check ``hasExited``).
     @discardableResult
     public func onExit(_ handler: @escaping @Sendable () -> Void) -> HandlerID? {
-        enum Outcome { case now, later(HandlerID), never }
+        enum Outcome {
+            case now
+            case later(HandlerID)
+            case never
+        }
         let outcome: Outcome = state.withLock { state in
             if state.exited { return .now }
             guard state.fd >= 0 else { return .never }
             if !state.armed {
                 guard let watcher = DescriptorWatcher.shared,
-                      (try? watcher.watch(state.fd, events: .readable, { [self] in exited() })) != nil else { return .never }
+                    (try? watcher.watch(state.fd, events: .readable, { [self] in exited() })) != nil
+                else { return .never }
                 state.armed = true
             }
             let id = state.nextID

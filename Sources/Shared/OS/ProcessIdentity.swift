@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A process named beyond doubt: its pid plus its start time (field 22 of `/proc/PID/stat`,

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A failed system call: which call, on what (a path, a socket, a pid), and the errno with the
 /// system's text for it (`mkdir /run/vde: Permission denied`). The one error type of the OS layer;

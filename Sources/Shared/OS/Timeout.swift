@@ -8,7 +8,8 @@
 /// `Blocking.run(timeout:_:)`, which leaves them behind on their own thread.
 public enum Timeout {
     /// The result of `operation`, or nil when `timeout` passed first (or the calling task was cancelled).
-    public static func run<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T? {
+    public static func run<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T?
+    {
         await withTaskGroup(of: T?.self) { group in
             group.addTask { await operation() }
             group.addTask {
@@ -22,7 +23,9 @@ public enum Timeout {
 
     /// The result of `operation`, or nil when `timeout` passed first; an error of `operation`
     /// (or the calling task's cancellation) is thrown.
-    public static func run<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T? {
+    public static func run<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T)
+        async throws -> T?
+    {
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await operation() }
             group.addTask {

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A connected unix socket (stream or datagram) with a deadline on every step: the one place
@@ -23,8 +23,10 @@ public struct UnixSocket: Sendable {
 
     /// Connects to `path`, waiting at most until `deadline` for a busy listener to accept.
     /// A timeout throws ETIMEDOUT (from `connect`).
-    public static func connect(to path: String, kind: Kind = .stream,
-                               deadline: ContinuousClock.Instant) throws(SystemCallError) -> UnixSocket {
+    public static func connect(
+        to path: String, kind: Kind = .stream,
+        deadline: ContinuousClock.Instant
+    ) throws(SystemCallError) -> UnixSocket {
         let fd = try open(kind: kind, path: path)
         let code = attempt(fd, path: path)
         if code == 0 { return UnixSocket(fd: fd, path: path) }
@@ -47,7 +49,9 @@ public struct UnixSocket: Sendable {
     }
 
     /// ``connect(to:kind:deadline:)`` with a time limit.
-    public static func connect(to path: String, kind: Kind = .stream, timeout: Duration) throws(SystemCallError) -> UnixSocket {
+    public static func connect(to path: String, kind: Kind = .stream, timeout: Duration) throws(SystemCallError)
+        -> UnixSocket
+    {
         try connect(to: path, kind: kind, deadline: .now + timeout)
     }
 
@@ -68,12 +72,21 @@ public struct UnixSocket: Sendable {
     public func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant) throws(SystemCallError) {
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n > 0 { sent += n; continue }
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress.map { $0 + sent }, $0.count - sent, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                sent += n
+                continue
+            }
             let code = n < 0 ? errno : EPIPE
             if code == EINTR { continue }
-            guard code == EAGAIN || code == EWOULDBLOCK else { throw SystemCallError(call: "send", subject: path, errno: code) }
-            guard Self.wait(fd, for: POLLOUT, until: deadline) else { throw SystemCallError(call: "send", subject: path, errno: ETIMEDOUT) }
+            guard code == EAGAIN || code == EWOULDBLOCK else {
+                throw SystemCallError(call: "send", subject: path, errno: code)
+            }
+            guard Self.wait(fd, for: POLLOUT, until: deadline) else {
+                throw SystemCallError(call: "send", subject: path, errno: ETIMEDOUT)
+            }
         }
     }
 
@@ -86,16 +99,22 @@ public struct UnixSocket: Sendable {
             if n >= 0 { return Array(buffer[0..<n]) }
             let code = errno
             if code == EINTR { continue }
-            guard code == EAGAIN || code == EWOULDBLOCK else { throw SystemCallError(call: "recv", subject: path, errno: code) }
-            guard Self.wait(fd, for: POLLIN, until: deadline) else { throw SystemCallError(call: "recv", subject: path, errno: ETIMEDOUT) }
+            guard code == EAGAIN || code == EWOULDBLOCK else {
+                throw SystemCallError(call: "recv", subject: path, errno: code)
+            }
+            guard Self.wait(fd, for: POLLIN, until: deadline) else {
+                throw SystemCallError(call: "recv", subject: path, errno: ETIMEDOUT)
+            }
         }
     }
 
     /// Receives until `isComplete` says what arrived is a whole message, or the peer ends the
     /// stream (the caller checks what it got), all before `deadline` (else ETIMEDOUT). More than
     /// `limit` bytes throw EMSGSIZE.
-    public func receiveMessage(deadline: ContinuousClock.Instant, limit: Int,
-                               isComplete: ([UInt8]) -> Bool = { _ in false }) throws(SystemCallError) -> [UInt8] {
+    public func receiveMessage(
+        deadline: ContinuousClock.Instant, limit: Int,
+        isComplete: ([UInt8]) -> Bool = { _ in false }
+    ) throws(SystemCallError) -> [UInt8] {
         var received: [UInt8] = []
         while true {
             let chunk = try receive(maximum: 65536, deadline: deadline)

@@ -8,7 +8,9 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public static let managementSocketKey = "management_socket"
     public static let socketGroupKey = "socket_group"
     public static let numSwitchportsKey = "num_switchports"
-    public static let knownKeys = [socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey]
+    public static let knownKeys = [
+        socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey,
+    ]
 
     public static let defaultNumSwitchports = 32
     public static let maxNumSwitchports = 1024
@@ -22,8 +24,10 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public var socketGroup: GroupName?
     public var numSwitchports: Int
 
-    public init(socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
-                socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports) {
+    public init(
+        socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
+        socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports
+    ) {
         self.socketDir = socketDir
         self.createSockets = createSockets
         self.managementSocket = managementSocket
@@ -32,10 +36,14 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     }
 
     /// Parses the generic options map. `groupExists` checks a `socket_group` name against the system.
-    public static func parse(_ raw: [String: String], groupExists: (GroupName) -> Bool = { _ in true }) throws(VDEError) -> NetworkOptions {
+    public static func parse(_ raw: [String: String], groupExists: (GroupName) -> Bool = { _ in true }) throws(VDEError)
+        -> NetworkOptions
+    {
         var options = NetworkOptions()
         for key in raw.keys.sorted() where !knownKeys.contains(key) {
-            throw .invalid("unknown vde network option '\(UntrustedText(key))'; known options: \(knownKeys.joined(separator: ", "))")
+            throw .invalid(
+                "unknown vde network option '\(UntrustedText(key))'; known options: \(knownKeys.joined(separator: ", "))"
+            )
         }
         if let value = raw[socketDirKey] {
             options.socketDir = try checkedPath(value, option: socketDirKey)
@@ -43,7 +51,8 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         if let value = raw[createSocketsKey] {
             options.createSockets = try parseBool(value, option: createSocketsKey)
             if options.createSockets && options.socketDir == nil {
-                throw .invalid("option create_sockets=true needs socket_dir=/absolute/path: it says where to start the switch")
+                throw .invalid(
+                    "option create_sockets=true needs socket_dir=/absolute/path: it says where to start the switch")
             }
         }
         if let value = raw[managementSocketKey] {
@@ -57,13 +66,18 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
                 throw .invalid("option socket_group: \(error.message)")
             }
             guard groupExists(group) else {
-                throw .invalid("option socket_group='\(group)': no such group on this host (create it with groupadd, or pick an existing group)")
+                throw .invalid(
+                    "option socket_group='\(group)': no such group on this host (create it with groupadd, or pick an existing group)"
+                )
             }
             options.socketGroup = group
         }
         if let value = raw[numSwitchportsKey] {
-            guard value.count <= 6, value.allSatisfy(\.isASCIIDigit), let n = Int(value), n >= 1, n <= maxNumSwitchports else {
-                throw .invalid("option num_switchports='\(UntrustedText(value))' must be a whole number from 1 to \(maxNumSwitchports)")
+            guard value.count <= 6, value.allSatisfy(\.isASCIIDigit), let n = Int(value), n >= 1, n <= maxNumSwitchports
+            else {
+                throw .invalid(
+                    "option num_switchports='\(UntrustedText(value))' must be a whole number from 1 to \(maxNumSwitchports)"
+                )
             }
             options.numSwitchports = n
         }
@@ -90,7 +104,8 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
             throw .invalid("option \(option)='\(shown)' must be an absolute path")
         }
         guard value.utf8.count <= maxPathLength else {
-            throw .invalid("option \(option) is \(value.utf8.count) bytes long; unix socket paths allow at most \(maxPathLength)")
+            throw .invalid(
+                "option \(option) is \(value.utf8.count) bytes long; unix socket paths allow at most \(maxPathLength)")
         }
         guard value != "/" else {
             throw .invalid("option \(option) must not be the root directory")

@@ -29,7 +29,8 @@ public enum IncomingLine: Sendable, Equatable {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             v = try? container.decodeIfPresent(Int.self, forKey: .v)
             id = try? container.decodeIfPresent(UInt64.self, forKey: .id)
-            commandNames = (try? container.nestedContainer(keyedBy: AnyKey.self, forKey: .command))?.allKeys.map(\.stringValue)
+            commandNames = (try? container.nestedContainer(keyedBy: AnyKey.self, forKey: .command))?.allKeys.map(
+                \.stringValue)
         }
     }
 
@@ -40,9 +41,13 @@ public enum IncomingLine: Sendable, Equatable {
             return .invalid(id: nil, reason: "not a JSON object: \(preview(bytes))")
         }
         if let v = envelope.v, v != WorkerProtocol.version {
-            return .invalid(id: envelope.id, reason: "protocol version \(v) is not supported; this worker speaks version \(WorkerProtocol.version)")
+            return .invalid(
+                id: envelope.id,
+                reason: "protocol version \(v) is not supported; this worker speaks version \(WorkerProtocol.version)")
         }
-        if let names = envelope.commandNames, names.count == 1, let name = names.first, WorkerCommand.Kind(rawValue: name) == nil {
+        if let names = envelope.commandNames, names.count == 1, let name = names.first,
+            WorkerCommand.Kind(rawValue: name) == nil
+        {
             return .invalid(id: envelope.id, reason: "unknown command '\(UntrustedText(name))'")
         }
         do {

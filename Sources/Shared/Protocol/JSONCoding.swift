@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// One place that decides how every JSON of the project is encoded and decoded,
@@ -23,8 +23,10 @@ public enum JSONCoding {
 
     /// Decodes `type`; `userInfo` reaches the types' `init(from:)` (e.g. what a migration of an
     /// old file needs to know).
-    public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>,
-                                            userInfo: [CodingUserInfoKey: any Sendable] = [:]) throws -> T {
+    public static func decode<T: Decodable>(
+        _ type: T.Type, from bytes: some Collection<UInt8>,
+        userInfo: [CodingUserInfoKey: any Sendable] = [:]
+    ) throws -> T {
         let decoder = JSONDecoder()
         decoder.userInfo = userInfo
         return try decoder.decode(type, from: Data(bytes))

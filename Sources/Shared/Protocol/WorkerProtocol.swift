@@ -71,9 +71,10 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         do {
-            try self.init(paths: NetworkPaths(from: decoder), mode: container.decode(SwitchMode.self, forKey: .mode),
-                          group: container.decodeIfPresent(GroupName.self, forKey: .group),
-                          numPorts: container.decode(Int.self, forKey: .numPorts))
+            try self.init(
+                paths: NetworkPaths(from: decoder), mode: container.decode(SwitchMode.self, forKey: .mode),
+                group: container.decodeIfPresent(GroupName.self, forKey: .group),
+                numPorts: container.decode(Int.self, forKey: .numPorts))
         } catch let error as VDEError {
             throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
         }
@@ -99,8 +100,10 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     /// The endpoint's IPv4 address (no prefix), announced by unsolicited ARP after a re-plug.
     public var ipv4Address: IPv4Address?
 
-    public init(endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, sandboxKey: SandboxKey? = nil,
-                ipv4Address: IPv4Address? = nil) {
+    public init(
+        endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, sandboxKey: SandboxKey? = nil,
+        ipv4Address: IPv4Address? = nil
+    ) {
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress
@@ -214,8 +217,10 @@ public struct PortCounters: Codable, Sendable, Equatable {
     public var peer: String?
     public var peerPID: Int32?
 
-    public init(port: Int, inPackets: UInt64 = 0, inBytes: UInt64 = 0, outPackets: UInt64 = 0, outBytes: UInt64 = 0,
-                peer: String? = nil, peerPID: Int32? = nil) {
+    public init(
+        port: Int, inPackets: UInt64 = 0, inBytes: UInt64 = 0, outPackets: UInt64 = 0, outBytes: UInt64 = 0,
+        peer: String? = nil, peerPID: Int32? = nil
+    ) {
         self.port = port
         self.inPackets = inPackets
         self.inBytes = inBytes
@@ -255,8 +260,10 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
     /// Why the endpoint is in its state, when that needs saying (`unreachable`, `tapGone`).
     public var detail: String?
 
-    public init(endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, state: PlugState, plugPID: Int32? = nil,
-                port: Int? = nil, counters: PortCounters? = nil, detail: String? = nil) {
+    public init(
+        endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, state: PlugState, plugPID: Int32? = nil,
+        port: Int? = nil, counters: PortCounters? = nil, detail: String? = nil
+    ) {
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress
@@ -278,7 +285,8 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     /// the management socket is unknown or did not answer in time.
     public var otherPorts: [PortCounters]?
 
-    public init(switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil) {
+    public init(switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil)
+    {
         self.switch = status
         self.endpoints = endpoints
         self.otherPorts = otherPorts
@@ -395,13 +403,20 @@ public enum WorkerMessage: Codable, Sendable, Equatable {
         try WorkerProtocol.checkVersion(container, key: .v)
         let bodies = [CodingKeys.reply, .error, .event].filter { container.contains($0) }
         guard bodies.count == 1, let body = bodies.first else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "a worker message has exactly one of 'reply', 'error' and 'event' (found \(bodies.count))"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription:
+                        "a worker message has exactly one of 'reply', 'error' and 'event' (found \(bodies.count))"))
         }
         switch body {
-        case .reply: self = .reply(id: try container.decode(UInt64.self, forKey: .id), try container.decode(WorkerReply.self, forKey: .reply))
-        case .error: self = .failure(id: try container.decode(UInt64.self, forKey: .id), try container.decode(VDEError.self, forKey: .error))
+        case .reply:
+            self = .reply(
+                id: try container.decode(UInt64.self, forKey: .id),
+                try container.decode(WorkerReply.self, forKey: .reply))
+        case .error:
+            self = .failure(
+                id: try container.decode(UInt64.self, forKey: .id), try container.decode(VDEError.self, forKey: .error))
         default: self = .event(try container.decode(WorkerEvent.self, forKey: .event))
         }
     }

@@ -13,8 +13,9 @@ struct ManagedEndpoint: Sendable {
     var detail: String?
 
     func status(counters: PortCounters? = nil) -> EndpointStatus {
-        EndpointStatus(endpointID: spec.endpointID, tapName: spec.tapName, macAddress: spec.macAddress,
-                       state: state, plugPID: plug?.pid, port: counters?.port ?? port, counters: counters,
-                       detail: state == .plugged ? nil : detail)
+        EndpointStatus(
+            endpointID: spec.endpointID, tapName: spec.tapName, macAddress: spec.macAddress,
+            state: state, plugPID: plug?.pid, port: counters?.port ?? port, counters: counters,
+            detail: state == .plugged ? nil : detail)
     }
 }

@@ -1,9 +1,9 @@
-import Shared
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One file per running plug, `<network dir>/plugs/<endpointID>.pid` holding `PID STARTTIME`
 /// (see ``ProcessIdentity``), so that a worker that starts after a crash of its predecessor can
@@ -51,11 +51,15 @@ struct PlugPIDFiles: Sendable {
             defer { file.remove() }
             guard FileSystem.exists(file.path) else { continue }
             guard let identity = file.read() else {
-                logger.warning("ignoring a plug pid file without a start time (nothing proves whose pid it is)", metadata: ["file": "\(file.path)"])
+                logger.warning(
+                    "ignoring a plug pid file without a start time (nothing proves whose pid it is)",
+                    metadata: ["file": "\(file.path)"])
                 continue
             }
             guard identity.isRunning(program: Self.program) else { continue }
-            logger.info("stopping a plug left behind by an earlier worker", metadata: ["pid": "\(identity.pid)", "file": "\(file.path)"])
+            logger.info(
+                "stopping a plug left behind by an earlier worker",
+                metadata: ["pid": "\(identity.pid)", "file": "\(file.path)"])
             await identity.stop(program: Self.program)
             stopped.append(identity.pid)
         }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Why a plug could not be attached.
 enum PlugError: ReportableError, CustomStringConvertible {
@@ -98,11 +99,14 @@ final class PlugProcess: Sendable {
         case .host(let tapName):
             return [executables.vdePlug2tap, "-s", ctlDir, "--", tapName.rawValue]
         case .sandbox(let path, let interface):
-            return NetworkNamespace(path: path.rawValue).command([executables.vdePlug2tap, "-s", ctlDir, "--", interface], nsenter: executables.nsenter)
+            return NetworkNamespace(path: path.rawValue).command(
+                [executables.vdePlug2tap, "-s", ctlDir, "--", interface], nsenter: executables.nsenter)
         }
     }
 
-    static func start(ctlDir: String, location: PlugLocation, executables: Executables, logger: Logger) async throws(PlugError) -> PlugProcess {
+    static func start(ctlDir: String, location: PlugLocation, executables: Executables, logger: Logger)
+        async throws(PlugError) -> PlugProcess
+    {
         let argv = argv(ctlDir: ctlDir, location: location, executables: executables)
         do {
             let child = try await ChildProcess.spawn(name: "plug", argv: argv, holdStandardInput: false, logger: logger)
@@ -117,7 +121,9 @@ final class PlugProcess: Sendable {
     ///
     /// Polls every 3 ms: a plug takes a few milliseconds to connect, every CreateEndpoint waits
     /// here, and one look at the port list costs the switch well under a millisecond.
-    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration) async throws(PlugError) -> Int? {
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration)
+        async throws(PlugError) -> Int?
+    {
         guard let management else {
             try? await Task.sleep(for: .milliseconds(150))
             if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }

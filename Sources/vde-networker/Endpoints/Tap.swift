@@ -93,7 +93,10 @@ struct Taps: Sendable {
         guard exists(name) else { return .none }
         guard isTunTap(name) else { return .conflicting(reason: "is not a tap") }
         let current = currentMAC(of: name)
-        guard current == macAddress else { return .conflicting(reason: "has the MAC address \(current.map { "\($0)" } ?? "unknown"), not \(macAddress)") }
+        guard current == macAddress else {
+            return .conflicting(
+                reason: "has the MAC address \(current.map { "\($0)" } ?? "unknown"), not \(macAddress)")
+        }
         return .sameTap
     }
 

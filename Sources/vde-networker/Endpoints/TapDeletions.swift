@@ -42,7 +42,9 @@ struct TapMarkers: Sendable {
 
     /// Tap names with a marker (temporary files of an interrupted write are skipped).
     func marked() -> [TapName] {
-        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(FileSystem.temporarySuffix) }.compactMap { try? TapName($0) }
+        (FileSystem.listDirectory(directory) ?? []).filter { !$0.hasSuffix(FileSystem.temporarySuffix) }.compactMap {
+            try? TapName($0)
+        }
     }
 
     /// Removes the directory when no marker is left in it.
@@ -69,7 +71,9 @@ extension Worker {
                 markers.unmark(tapName: name)
                 logger.debug("tap deleted", metadata: ["tap": "\(name)"])
             } catch {
-                logger.warning("cannot delete the tap \(name) of a removed endpoint; the next start of this network's worker tries again: \(error)")
+                logger.warning(
+                    "cannot delete the tap \(name) of a removed endpoint; the next start of this network's worker tries again: \(error)"
+                )
             }
             self.tapDeletionEnded(name)
         }

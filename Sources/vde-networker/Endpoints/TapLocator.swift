@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLinux
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Where an endpoint's tap is, as far as the worker can tell.
 enum TapLookup: Sendable, Equatable {
@@ -57,16 +58,23 @@ struct TapLocator: Sendable {
         guard let key = endpoint.sandboxKey else {
             switch host {
             case .sameTap: return .present(.host(tapName: endpoint.tapName))
-            case .none: return .gone(evidence: "the tap \(endpoint.tapName) is not in the host and the endpoint never joined a container")
+            case .none:
+                return .gone(
+                    evidence: "the tap \(endpoint.tapName) is not in the host and the endpoint never joined a container"
+                )
             case .conflicting(let reason):
-                return .gone(evidence: "the interface \(endpoint.tapName) in the host \(reason), and the endpoint never joined a container")
+                return .gone(
+                    evidence:
+                        "the interface \(endpoint.tapName) in the host \(reason), and the endpoint never joined a container"
+                )
             }
         }
         switch sandboxFile(key) {
         case .missing:
             return .gone(evidence: "the container's namespace \(key) no longer exists")
         case .notANamespace(let type):
-            return .gone(evidence: "\(key) is no network namespace any more (file system type 0x\(String(type, radix: 16)))")
+            return .gone(
+                evidence: "\(key) is no network namespace any more (file system type 0x\(String(type, radix: 16)))")
         case .cannotCheck(let code):
             return .unknown(reason: "cannot check the namespace \(key): \(SystemCallError.text(code))")
         case .namespace:
@@ -81,7 +89,10 @@ struct TapLocator: Sendable {
             return .unknown(reason: "\(error)")
         }
         guard let link = LinkList.find(macAddress: endpoint.macAddress, in: inside) else {
-            return .gone(evidence: "the namespace \(key) holds no link with MAC \(endpoint.macAddress), and the tap is not in the host")
+            return .gone(
+                evidence:
+                    "the namespace \(key) holds no link with MAC \(endpoint.macAddress), and the tap is not in the host"
+            )
         }
         do {
             try InterfaceName.validate(link.name)
@@ -106,8 +117,12 @@ enum InterfaceName {
     static func validate(_ name: String) throws(Invalid) {
         let bytes = Array(name.utf8)
         let badByte = bytes.contains { $0 <= 0x20 || $0 == 0x7f || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") }
-        let badScalar = name.unicodeScalars.contains { $0.properties.isWhitespace || $0.properties.generalCategory == .control }
-        guard (1...15).contains(bytes.count), !badByte, !badScalar, name != ".", name != "..", bytes.first != UInt8(ascii: "-") else {
+        let badScalar = name.unicodeScalars.contains {
+            $0.properties.isWhitespace || $0.properties.generalCategory == .control
+        }
+        guard (1...15).contains(bytes.count), !badByte, !badScalar, name != ".", name != "..",
+            bytes.first != UInt8(ascii: "-")
+        else {
             throw Invalid(name: name)
         }
     }

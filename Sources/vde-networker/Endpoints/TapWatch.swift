@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Learns from the kernel when a plug's tap is deleted, without polling.
 ///
@@ -49,8 +50,10 @@ final class TapWatch: Sendable {
     private let rearmDelay: Duration
     private let onGone: @Sendable () -> Void
 
-    private init(descriptor: Int32, watcher: DescriptorWatcher, rearmDelay: Duration,
-                 onGone: @escaping @Sendable () -> Void) {
+    private init(
+        descriptor: Int32, watcher: DescriptorWatcher, rearmDelay: Duration,
+        onGone: @escaping @Sendable () -> Void
+    ) {
         state = Mutex(State(descriptor: descriptor))
         self.watcher = watcher
         self.rearmDelay = rearmDelay
@@ -64,7 +67,9 @@ final class TapWatch: Sendable {
 
     /// Watches descriptor `tunDescriptor` of process `pid`; `onGone` runs once, on the watcher's
     /// thread, when the tap is gone (at once if it already is).
-    static func start(pid: pid_t, tunDescriptor: Int32, onGone: @escaping @Sendable () -> Void) throws(Unavailable) -> TapWatch {
+    static func start(pid: pid_t, tunDescriptor: Int32, onGone: @escaping @Sendable () -> Void) throws(Unavailable)
+        -> TapWatch
+    {
         guard let watcher = DescriptorWatcher.shared else { throw Unavailable(description: "no epoll instance") }
         let duplicate: Int32
         do {
@@ -78,8 +83,10 @@ final class TapWatch: Sendable {
     }
 
     /// Watches `descriptor` (taken over: closed by ``close()``) as a tap's tun descriptor.
-    static func watch(descriptor: Int32, watcher: DescriptorWatcher, rearmDelay: Duration,
-                      onGone: @escaping @Sendable () -> Void) throws(Unavailable) -> TapWatch {
+    static func watch(
+        descriptor: Int32, watcher: DescriptorWatcher, rearmDelay: Duration,
+        onGone: @escaping @Sendable () -> Void
+    ) throws(Unavailable) -> TapWatch {
         let watch = TapWatch(descriptor: descriptor, watcher: watcher, rearmDelay: rearmDelay, onGone: onGone)
         do {
             try watch.arm()
@@ -117,7 +124,10 @@ final class TapWatch: Sendable {
         Task { [self] in
             while true {
                 try? await Task.sleep(for: rearmDelay)
-                do { try arm(); return } catch {}
+                do {
+                    try arm()
+                    return
+                } catch {}
             }
         }
     }

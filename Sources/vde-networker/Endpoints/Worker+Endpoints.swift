@@ -21,14 +21,18 @@ extension Worker {
         let id = endpoint.endpointID
         if let existing = endpoints[id] {
             guard existing.spec.tapName == endpoint.tapName, existing.spec.macAddress == endpoint.macAddress else {
-                throw VDEError.conflict("endpoint \(id) already exists with tap \(existing.spec.tapName) and MAC \(existing.spec.macAddress)")
+                throw VDEError.conflict(
+                    "endpoint \(id) already exists with tap \(existing.spec.tapName) and MAC \(existing.spec.macAddress)"
+                )
             }
             if existing.state == .plugged || existing.state == .restarting {
                 return existing.status()
             }
         }
-        if let other = endpoints.values.first(where: { $0.spec.tapName == endpoint.tapName && $0.spec.endpointID != id }) {
-            throw VDEError.conflict("the tap name \(endpoint.tapName) is already used by endpoint \(other.spec.endpointID)")
+        if let other = endpoints.values.first(where: { $0.spec.tapName == endpoint.tapName && $0.spec.endpointID != id }
+        ) {
+            throw VDEError.conflict(
+                "the tap name \(endpoint.tapName) is already used by endpoint \(other.spec.endpointID)")
         }
         guard switchState == .running else {
             throw VDEError.unavailable("the switch of this network is being restarted; retry in a moment")
@@ -55,7 +59,8 @@ extension Worker {
         let port: Int?
         do {
             if let management = managementClient() {
-                try await checkFreePort(management: management, capacity: usablePorts ?? spec.numPorts, ctlDir: spec.paths.ctlDir)
+                try await checkFreePort(
+                    management: management, capacity: usablePorts ?? spec.numPorts, ctlDir: spec.paths.ctlDir)
             } else {
                 // Without a management socket, a probe is the only way to see a full switch: on a
                 // full switch libvdeplug waits for a port that never comes.
@@ -93,7 +98,8 @@ extension Worker {
             let inUse = try await management.ports()
             if inUse.count < capacity { return }
             if ContinuousClock.now >= deadline {
-                logger.info("switch full", metadata: ["holders": "\(inUse.map { "port \($0.port): \($0.peer ?? "?")" })"])
+                logger.info(
+                    "switch full", metadata: ["holders": "\(inUse.map { "port \($0.port): \($0.peer ?? "?")" })"])
                 throw PlugError.exhausted(ports: capacity, ctlDir: ctlDir)
             }
             try? await Task.sleep(for: .milliseconds(50))
@@ -117,7 +123,9 @@ extension Worker {
                 throw VDEError.unavailable("the switch of this network is being restarted; retry in a moment")
             }
             guard taps.existing(name: endpoint.spec.tapName, macAddress: endpoint.spec.macAddress) == .sameTap else {
-                throw VDEError.notFound("the tap \(endpoint.spec.tapName) of endpoint \(id) is not in the host namespace; remove the endpoint and create it again")
+                throw VDEError.notFound(
+                    "the tap \(endpoint.spec.tapName) of endpoint \(id) is not in the host namespace; remove the endpoint and create it again"
+                )
             }
             let (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.spec.tapName))
             install(plug, port: port, endpointID: id)
@@ -187,7 +195,9 @@ extension Worker {
                 for endpoint in stale {
                     do {
                         try await management.closeEndpoint(port: endpoint.port, id: endpoint.id)
-                        logger.info("the switch kept port \(endpoint.port) of exited plug \(pid); closed its endpoint \(endpoint.id)")
+                        logger.info(
+                            "the switch kept port \(endpoint.port) of exited plug \(pid); closed its endpoint \(endpoint.id)"
+                        )
                     } catch {
                         logger.warning("\(error)")
                     }
@@ -208,8 +218,12 @@ extension Worker {
         let plug = try await host.plugs.start(ctlDir: spec.paths.ctlDir, location: location, logger: plugLogger)
         do {
             let port = try await plug.waitUntilAttached(ctlDir: spec.paths.ctlDir, management: managementClient())
-            logger.info("plug started", metadata: ["endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
-                                                   "port": "\(port.map(String.init) ?? "?")"])
+            logger.info(
+                "plug started",
+                metadata: [
+                    "endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
+                    "port": "\(port.map(String.init) ?? "?")",
+                ])
             announce(endpointID: endpointID, at: location)
             return (plug, port)
         } catch {
@@ -224,9 +238,12 @@ extension Worker {
     /// unsolicited ARP from the container updates them at once. Best effort, in the background.
     func announce(endpointID: EndpointID, at location: PlugLocation) {
         guard case .sandbox(let path, let interface) = location,
-              let address = endpoints[endpointID]?.spec.ipv4Address, let busybox = executables.busybox else { return }
-        let argv = [executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
-                    "-I", interface, "--", address.rawValue]
+            let address = endpoints[endpointID]?.spec.ipv4Address, let busybox = executables.busybox
+        else { return }
+        let argv = [
+            executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
+            "-I", interface, "--", address.rawValue,
+        ]
         let runner = self.runner
         Task.detached { _ = try? await runner.run(argv) }
     }
@@ -303,7 +320,8 @@ extension Worker {
     /// Plugs one endpoint the supervisor knew before this worker started, if it still waits.
     func restoreEndpoint(_ id: EndpointID) async {
         guard !shuttingDown, !Task.isCancelled, let endpoint = endpoints[id], endpoint.plug == nil,
-              endpoint.state == .restarting || endpoint.state == .unreachable else { return }
+            endpoint.state == .restarting || endpoint.state == .unreachable
+        else { return }
         // While the switch restarts, its restart re-attaches every endpoint.
         guard switchState == .running else { return }
         _ = await replug(id)

@@ -28,7 +28,8 @@ struct NetworkNamespace: Sendable {
     /// The interfaces inside the namespace (`ip -o link show` run there).
     func links(runner: CommandRunner, executables: Executables) async throws(NamespaceError) -> [LinkInfo] {
         do {
-            let result = try await runner.check(command([executables.ip, "-o", "link", "show"], nsenter: executables.nsenter))
+            let result = try await runner.check(
+                command([executables.ip, "-o", "link", "show"], nsenter: executables.nsenter))
             return LinkList.parse(result.standardOutput)
         } catch {
             throw NamespaceError(sandboxKey: path, reason: "cannot list links: \(error)")

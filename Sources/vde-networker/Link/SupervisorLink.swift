@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import Logging
 import Shared
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The worker's side of the JSON-lines link: requests from stdin, replies and events to stdout.
 ///

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// How a long-running child ended.
 struct ChildExit: Sendable, CustomStringConvertible {
@@ -52,7 +53,9 @@ final class ChildProcess: Sendable {
     }
 
     /// Starts `argv` and returns once it runs (not once it is ready: that is the caller's business).
-    static func spawn(name: String, argv: [String], holdStandardInput: Bool, logger: Logger) async throws(ChildSpawnError) -> ChildProcess {
+    static func spawn(name: String, argv: [String], holdStandardInput: Bool, logger: Logger)
+        async throws(ChildSpawnError) -> ChildProcess
+    {
         precondition(!argv.isEmpty)
         // Its stderr: lines of up to 2 KiB; a flood keeps only the newest 64 unread lines.
         let errorPipe: ChildOutputPipe
@@ -72,10 +75,14 @@ final class ChildProcess: Sendable {
         }
         let pid: pid_t
         do {
-            pid = try ChildSpawn.start(argv, standardInput: input?.read, standardOutput: 2, standardError: errorPipe.writeEnd)
+            pid = try ChildSpawn.start(
+                argv, standardInput: input?.read, standardOutput: 2, standardError: errorPipe.writeEnd)
         } catch {
             errorPipe.closeWriteEnd()
-            if let input { close(input.read); close(input.write) }
+            if let input {
+                close(input.read)
+                close(input.write)
+            }
             throw ChildSpawnError(argv: argv, reason: error.errno == ENOENT ? "no such program" : "\(error)")
         }
         errorPipe.closeWriteEnd()
@@ -98,10 +105,11 @@ final class ChildProcess: Sendable {
         Task.detached {
             // Ends when the child (and whatever inherited its stderr) has closed the pipe.
             for await line in errorPipe.lines {
-                let text = switch line {
-                case .line(let bytes): String(decoding: bytes, as: UTF8.self)
-                case .oversized(let length): "(a line of \(length) bytes, dropped)"
-                }
+                let text =
+                    switch line {
+                    case .line(let bytes): String(decoding: bytes, as: UTF8.self)
+                    case .oversized(let length): "(a line of \(length) bytes, dropped)"
+                    }
                 guard !text.isEmpty else { continue }
                 log.notice("\(text)", metadata: ["pid": "\(pid)"])
                 child.recordErrorLine(text)

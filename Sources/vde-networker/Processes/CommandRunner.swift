@@ -49,9 +49,10 @@ struct CommandRunner: Sendable {
                     .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
                     platformOptions: options, input: .none,
                     output: .string(limit: 1 << 20), error: .string(limit: 1 << 16))
-                return CommandResult(status: result.terminationStatus,
-                                     standardOutput: result.standardOutput,
-                                     standardError: result.standardError)
+                return CommandResult(
+                    status: result.terminationStatus,
+                    standardOutput: result.standardOutput,
+                    standardError: result.standardError)
             }
             guard let result else {
                 throw CommandError(argv: argv, reason: "did not finish within \(limit.milliseconds / 1000) s")

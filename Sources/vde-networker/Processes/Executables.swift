@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Where the programs the worker runs live. Looked up once, in `PATH` and then in the usual
 /// system directories, because dockerd and systemd often run services with a short `PATH`
@@ -22,8 +23,9 @@ struct Executables: Sendable {
         func find(_ name: String) -> String {
             locate(name, environmentPath: environmentPath) ?? name
         }
-        return Executables(vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"),
-                           busybox: locate("busybox", environmentPath: environmentPath))
+        return Executables(
+            vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"),
+            busybox: locate("busybox", environmentPath: environmentPath))
     }
 
     static func locate(_ name: String, environmentPath: String?) -> String? {

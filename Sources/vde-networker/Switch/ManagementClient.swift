@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A failed exchange with a switch's management socket.
 struct ManagementError: ReportableError, CustomStringConvertible {
@@ -9,7 +10,9 @@ struct ManagementError: ReportableError, CustomStringConvertible {
     var reason: String
 
     var description: String { "the management socket \(socketPath) of the switch \(reason)" }
-    var vdeError: VDEError { .system(description + "; check that the switch runs and that management_socket names its -M socket") }
+    var vdeError: VDEError {
+        .system(description + "; check that the switch runs and that management_socket names its -M socket")
+    }
 }
 
 /// One reply of the management console: `0000 DATA END WITH '.'`, data lines, `.`, then a
@@ -52,7 +55,8 @@ struct ManagementReply: Sendable, Equatable {
     /// `NNNN text` with four digits.
     private static func statusLine(_ line: Substring) -> (Int, String)? {
         let digits = line.prefix(4)
-        guard digits.count == 4, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let code = Int(digits) else { return nil }
+        guard digits.count == 4, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let code = Int(digits)
+        else { return nil }
         let rest = line.dropFirst(4)
         guard rest.isEmpty || rest.hasPrefix(" ") else { return nil }
         return (code, String(rest.drop(while: { $0 == " " })))
@@ -98,7 +102,8 @@ enum PortReport {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard let first = words.first else { continue }
             if first == "Port", words.count >= 2, let number = Int(words[1]) {
-                ports.append(PortEntry(counters: PortCounters(port: number), active: words.contains("ACTIVE"), endpoints: []))
+                ports.append(
+                    PortEntry(counters: PortCounters(port: number), active: words.contains("ACTIVE"), endpoints: []))
                 continue
             }
             guard !ports.isEmpty else { continue }
@@ -172,8 +177,9 @@ enum PortReport {
 extension StringProtocol {
     func trimmingSpaces() -> SubSequence {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
-        guard let start = firstIndex(where: { !isSpace($0) }) else { return self[endIndex...] }
-        let end = lastIndex(where: { !isSpace($0) })!
+        guard let start = firstIndex(where: { !isSpace($0) }), let end = lastIndex(where: { !isSpace($0) }) else {
+            return self[endIndex...]
+        }
         return self[start...end]
     }
 }
@@ -195,7 +201,8 @@ struct ManagementClient: Sendable {
     func ports() async throws(ManagementError) -> [PortCounters] {
         let reply = try await run("port/allprint")
         guard reply.succeeded else {
-            throw ManagementError(socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
+            throw ManagementError(
+                socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
         }
         return PortReport.parse(reply.data)
     }
@@ -204,7 +211,8 @@ struct ManagementClient: Sendable {
     func portEntries() async throws(ManagementError) -> [PortEntry] {
         let reply = try await run("port/allprint")
         guard reply.succeeded else {
-            throw ManagementError(socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
+            throw ManagementError(
+                socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
         }
         return PortReport.parseAll(reply.data)
     }
@@ -213,7 +221,9 @@ struct ManagementClient: Sendable {
     func closeEndpoint(port: Int, id: Int) async throws(ManagementError) {
         let reply = try await run("port/epclose \(port) \(id)")
         guard reply.succeeded else {
-            throw ManagementError(socketPath: socketPath, reason: "answered port/epclose \(port) \(id) with \(reply.code) \(reply.message)")
+            throw ManagementError(
+                socketPath: socketPath,
+                reason: "answered port/epclose \(port) \(id) with \(reply.code) \(reply.message)")
         }
     }
 
@@ -236,7 +246,10 @@ struct ManagementClient: Sendable {
             switch error.errno {
             case ENAMETOOLONG: return failure("path is too long for a unix socket")
             case ETIMEDOUT: return failure("does not accept connections (no reply within \(timeout.milliseconds) ms)")
-            default: return failure(error.call == "socket" ? "cannot be used: socket: \(error.text)" : "does not answer (connect: \(error.text))")
+            default:
+                return failure(
+                    error.call == "socket"
+                        ? "cannot be used: socket: \(error.text)" : "does not answer (connect: \(error.text))")
             }
         }
         defer { socket.close() }

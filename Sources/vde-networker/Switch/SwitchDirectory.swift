@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The rules for the directories the plugin starts a switch in (a ctl dir, the directory of a
 /// management socket) and for the only names it ever removes there.
@@ -41,11 +42,13 @@ struct SwitchDirectory: Sendable {
         let bytes = Array(name.utf8)
         let isDigit = { (b: UInt8) in b >= 0x30 && b <= 0x39 }
         if let dot = bytes.firstIndex(of: UInt8(ascii: ".")), dot >= 3, dot < bytes.count - 1,
-           bytes[..<dot].allSatisfy(isDigit), bytes[(dot + 1)...].allSatisfy(isDigit) {
+            bytes[..<dot].allSatisfy(isDigit), bytes[(dot + 1)...].allSatisfy(isDigit)
+        {
             return true
         }
         if bytes.count == 12, bytes[0] == UInt8(ascii: "."), bytes[6] == UInt8(ascii: "-"),
-           bytes[1..<6].allSatisfy(isDigit), bytes[7...].allSatisfy(isDigit) {
+            bytes[1..<6].allSatisfy(isDigit), bytes[7...].allSatisfy(isDigit)
+        {
             return true
         }
         return false
@@ -67,7 +70,9 @@ struct SwitchDirectory: Sendable {
     func claim(option: String) throws(SwitchError) -> Claim {
         var info = stat()
         if lstat(path, &info) != 0 {
-            guard errno == ENOENT else { throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno)) }
+            guard errno == ENOENT else {
+                throw .unusableDirectory(path: path, option: option, reason: SystemCallError.text(errno))
+            }
             let created: [String]
             do {
                 created = try FileSystem.makeDirectories(path, mode: 0o755)
@@ -131,7 +136,8 @@ struct SwitchDirectory: Sendable {
         do {
             try directory.createFile(Self.markerName, bytes: Array("\(networkID)\n".utf8))
         } catch {
-            throw .unusableDirectory(path: path, option: option, reason: "cannot write \(Self.markerName): \(error.text)")
+            throw .unusableDirectory(
+                path: path, option: option, reason: "cannot write \(Self.markerName): \(error.text)")
         }
     }
 

@@ -1,9 +1,10 @@
 import CVDEPlug
 import Shared
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What a libvdeplug connection attempt to a ctl dir found.
 enum ProbeResult: Sendable, Equatable {
@@ -62,8 +63,10 @@ enum SwitchProbe {
 
     /// Polls ``probe(ctlDir:timeout:)`` until it answers, `stop` says to give up, or `timeout` passes.
     /// Returns the last result.
-    static func waitUntilAnswering(ctlDir: String, timeout: Duration, every interval: Duration = .milliseconds(5),
-                                   stop: @Sendable () -> Bool) async -> ProbeResult {
+    static func waitUntilAnswering(
+        ctlDir: String, timeout: Duration, every interval: Duration = .milliseconds(5),
+        stop: @Sendable () -> Bool
+    ) async -> ProbeResult {
         let deadline = ContinuousClock.now + timeout
         var last = ProbeResult.absent(errno: ENOENT)
         while true {
@@ -99,11 +102,14 @@ private final class ProbeJob: Sendable {
         var thread = pthread_t()
         // The lock is held until `thread` is stored, so that an interrupt never sees a half-made state.
         return state.withLock { state -> Bool in
-            let made = pthread_create(&thread, &attributes, { raw in
-                let job = Unmanaged<ProbeJob>.fromOpaque(raw!).takeRetainedValue()
-                job.run()
-                return nil
-            }, context)
+            let made = pthread_create(
+                &thread, &attributes,
+                { raw in
+                    guard let raw else { return nil }
+                    let job = Unmanaged<ProbeJob>.fromOpaque(raw).takeRetainedValue()
+                    job.run()
+                    return nil
+                }, context)
             guard made == 0 else {
                 Unmanaged<ProbeJob>.fromOpaque(context).release()
                 return false
@@ -121,7 +127,9 @@ private final class ProbeJob: Sendable {
         var args = vde_open_args(port: 0, group: nil, mode: 0o700)
         let connection = url.withCString { urlPointer in
             "vde-networker".withCString { descriptionPointer in
-                cvdeplug_open(UnsafeMutablePointer(mutating: urlPointer), UnsafeMutablePointer(mutating: descriptionPointer), &args)
+                cvdeplug_open(
+                    UnsafeMutablePointer(mutating: urlPointer), UnsafeMutablePointer(mutating: descriptionPointer),
+                    &args)
             }
         }
         let outcome: ProbeResult

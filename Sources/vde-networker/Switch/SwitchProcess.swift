@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Why the network's switch could not be started or used.
 enum SwitchError: ReportableError, CustomStringConvertible {
@@ -65,7 +66,8 @@ enum SwitchError: ReportableError, CustomStringConvertible {
     var vdeError: VDEError {
         switch self {
         case .invalidSpec: .invalid(description)
-        case .alreadyRunning, .managementSocketInUse, .ctlNameInUse, .directoryNotOurs, .directoryOfAnotherNetwork: .conflict(description)
+        case .alreadyRunning, .managementSocketInUse, .ctlNameInUse, .directoryNotOurs, .directoryOfAnotherNetwork:
+            .conflict(description)
         case .unusableDirectory: .invalid(description)
         case .notAnswering, .noPort: .unavailable(description)
         default: .system(description)
@@ -101,8 +103,10 @@ final class SwitchProcess: Sendable {
     }
 
     /// Starts the switch and returns once a libvdeplug probe gets a port from it.
-    static func start(files: SwitchFiles, executables: Executables, logger: Logger,
-                      readyTimeout: Duration = .seconds(5)) async throws(SwitchError) -> SwitchProcess {
+    static func start(
+        files: SwitchFiles, executables: Executables, logger: Logger,
+        readyTimeout: Duration = .seconds(5)
+    ) async throws(SwitchError) -> SwitchProcess {
         let spec = files.spec
         let argv = argv(spec: spec, executables: executables)
         logger.debug("starting \(argv.joined(separator: " "))")
@@ -113,10 +117,16 @@ final class SwitchProcess: Sendable {
             throw .spawnFailed(error)
         }
         let started = ContinuousClock.now
-        let result = await SwitchProbe.waitUntilAnswering(ctlDir: spec.paths.ctlDir, timeout: readyTimeout) { child.hasExited }
+        let result = await SwitchProbe.waitUntilAnswering(ctlDir: spec.paths.ctlDir, timeout: readyTimeout) {
+            child.hasExited
+        }
         if result == .answers, !child.hasExited {
-            logger.info("switch up", metadata: ["pid": "\(child.pid)", "ctl": "\(spec.paths.ctlDir)",
-                                                "ms": "\((ContinuousClock.now - started).milliseconds)"])
+            logger.info(
+                "switch up",
+                metadata: [
+                    "pid": "\(child.pid)", "ctl": "\(spec.paths.ctlDir)",
+                    "ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
             return SwitchProcess(child: child, files: files)
         }
         // Give a dying switch a moment to say why.
@@ -154,8 +164,11 @@ struct SwitchFiles: Sendable {
         self.spec = spec
         ctl = SwitchDirectory(path: spec.paths.ctlDir, networkID: networkID, networkDir: spec.paths.networkDir)
         management = spec.paths.managementSocket.map {
-            (SwitchDirectory(path: FileSystem.parent(of: $0), networkID: networkID, networkDir: spec.paths.networkDir),
-             FileSystem.lastComponent(of: $0))
+            (
+                SwitchDirectory(
+                    path: FileSystem.parent(of: $0), networkID: networkID, networkDir: spec.paths.networkDir),
+                FileSystem.lastComponent(of: $0)
+            )
         }
     }
 
@@ -186,15 +199,20 @@ struct SwitchFiles: Sendable {
                 switch management.directory.removeStale(where: { $0 == name }, logger: logger)[name] {
                 case .live?: throw SwitchError.managementSocketInUse(path: spec.paths.managementSocket ?? name)
                 case .notASocket?:
-                    throw SwitchError.unusableDirectory(path: spec.paths.managementSocket ?? name, option: "management_socket",
-                                                        reason: "it exists and is not a socket")
+                    throw SwitchError.unusableDirectory(
+                        path: spec.paths.managementSocket ?? name, option: "management_socket",
+                        reason: "it exists and is not a socket")
                 case .removed?, nil: break
                 }
             }
-            for (name, outcome) in ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger).sorted(by: { $0.key < $1.key }) {
+            for (name, outcome) in ctl.removeStale(where: SwitchDirectory.isSwitchName, logger: logger).sorted(by: {
+                $0.key < $1.key
+            }) {
                 switch outcome {
-                case .live: throw SwitchError.ctlNameInUse(path: spec.paths.ctlDir + "/" + name, reason: "accepts connections")
-                case .notASocket: throw SwitchError.ctlNameInUse(path: spec.paths.ctlDir + "/" + name, reason: "is not a socket")
+                case .live:
+                    throw SwitchError.ctlNameInUse(path: spec.paths.ctlDir + "/" + name, reason: "accepts connections")
+                case .notASocket:
+                    throw SwitchError.ctlNameInUse(path: spec.paths.ctlDir + "/" + name, reason: "is not a socket")
                 case .removed: break
                 }
             }
@@ -255,7 +273,9 @@ struct SwitchPIDFile: Sendable {
     func stopLeftover(logger: Logger) async -> ProcessIdentity? {
         defer { remove() }
         guard let identity = runningSwitch() else { return nil }
-        logger.info("stopping a switch left behind by an earlier worker", metadata: ["pid": "\(identity.pid)", "file": "\(path)"])
+        logger.info(
+            "stopping a switch left behind by an earlier worker",
+            metadata: ["pid": "\(identity.pid)", "file": "\(path)"])
         await identity.stop(program: Self.program, grace: .seconds(1))
         return identity
     }

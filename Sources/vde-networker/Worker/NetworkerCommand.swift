@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ArgumentParser
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `vde-networker --network-id ID`: runs the switch and the plugs of one Docker network for the
 /// supervisor, which talks to it in JSON lines over stdin and stdout (docs/worker-protocol.md).
@@ -15,7 +16,8 @@ struct NetworkerCommand: AsyncParsableCommand {
         abstract: "Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).",
         discussion: "Requests arrive as JSON lines on stdin; replies and events leave on stdout; logs go to stderr.")
 
-    @Option(name: .customLong("network-id"), help: "The Docker network this worker serves (1 to 128 letters and digits).")
+    @Option(
+        name: .customLong("network-id"), help: "The Docker network this worker serves (1 to 128 letters and digits).")
     var networkID: NetworkID
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning or error.")
@@ -41,8 +43,9 @@ struct NetworkerCommand: AsyncParsableCommand {
         LogSetup.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: LogSetup.label(networkID: networkID))
         let link = SupervisorLink(logger: logger)
-        let worker = Worker(networkID: networkID, executables: .resolve(), logger: logger,
-                            emit: { link.send(.event($0)) })
+        let worker = Worker(
+            networkID: networkID, executables: .resolve(), logger: logger,
+            emit: { link.send(.event($0)) })
         link.send(.event(.hello(pid: getpid(), detail: "vde-networker for network \(networkID.short)")))
         logger.info("worker started", metadata: ["pid": "\(getpid())"])
 
@@ -58,7 +61,8 @@ struct NetworkerCommand: AsyncParsableCommand {
     /// `ping` and `status` run in tasks of their own, so they answer at once; the requests that
     /// change state run one after the other in arrival order (an `addEndpoint` followed by its
     /// `joinEndpoint` must not be overtaken).
-    static func serve(worker: Worker, link: SupervisorLink, signals: AsyncStream<Int32>, logger: Logger) async -> String {
+    static func serve(worker: Worker, link: SupervisorLink, signals: AsyncStream<Int32>, logger: Logger) async -> String
+    {
         let (stops, stop) = AsyncStream.makeStream(of: String.self)
         let (ordered, enqueue) = AsyncStream.makeStream(of: WorkerRequest.self)
         let sequencer = Task {
@@ -87,7 +91,8 @@ struct NetworkerCommand: AsyncParsableCommand {
                     logger.warning("bad line from the supervisor: \(reason)")
                     if let id { link.send(.failure(id: id, .invalid(reason))) }
                 case .oversized(let length):
-                    logger.warning("dropped a line of \(length) bytes from the supervisor (limit \(WorkerProtocol.maxLineBytes))")
+                    logger.warning(
+                        "dropped a line of \(length) bytes from the supervisor (limit \(WorkerProtocol.maxLineBytes))")
                 case .blank:
                     continue
                 }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Supervision of the children: restarts after unexpected exits, and the tap watch.
 extension Worker {
@@ -34,11 +35,12 @@ extension Worker {
     func scheduleSwitchRestart() {
         let delay = switchBackoff.nextDelay()
         if delay > .zero { logger.info("restarting the switch in \(delay.milliseconds) ms") }
-        remember(Task { [weak self] in
-            if delay > .zero { try? await Task.sleep(for: delay) }
-            guard !Task.isCancelled else { return }
-            await self?.restartSwitch()
-        })
+        remember(
+            Task { [weak self] in
+                if delay > .zero { try? await Task.sleep(for: delay) }
+                guard !Task.isCancelled else { return }
+                await self?.restartSwitch()
+            })
     }
 
     func restartSwitch() async {
@@ -58,14 +60,18 @@ extension Worker {
                     return
                 }
                 adopt(process)
-                let waiting = endpoints.filter { ($0.value.state == .restarting || $0.value.state == .unreachable) && $0.value.plug == nil }
-                    .keys.sorted()
+                let waiting = endpoints.filter {
+                    ($0.value.state == .restarting || $0.value.state == .unreachable) && $0.value.plug == nil
+                }
+                .keys.sorted()
                 var reattached = 0
                 for id in waiting {
                     if await replug(id) { reattached += 1 }
                 }
-                emit(.childRestarted(child: .switch, pid: process.pid,
-                                     detail: "re-attached \(reattached) of \(waiting.count) endpoints"))
+                emit(
+                    .childRestarted(
+                        child: .switch, pid: process.pid,
+                        detail: "re-attached \(reattached) of \(waiting.count) endpoints"))
             }
         } catch {
             // Only a shutdown gets here.
@@ -91,17 +97,19 @@ extension Worker {
 
     func schedulePlugRestart(_ id: EndpointID) {
         guard let delay = endpoints[id]?.backoff.nextDelay() else { return }
-        remember(Task { [weak self] in
-            if delay > .zero { try? await Task.sleep(for: delay) }
-            guard !Task.isCancelled else { return }
-            await self?.restartPlug(id)
-        })
+        remember(
+            Task { [weak self] in
+                if delay > .zero { try? await Task.sleep(for: delay) }
+                guard !Task.isCancelled else { return }
+                await self?.restartPlug(id)
+            })
     }
 
     func restartPlug(_ id: EndpointID) async {
         _ = try? await exclusively {
             guard let endpoint = endpoints[id], endpoint.state == .restarting || endpoint.state == .unreachable,
-                  endpoint.plug == nil else { return }
+                endpoint.plug == nil
+            else { return }
             // While the switch restarts, its restart re-attaches every endpoint.
             guard switchState == .running else { return }
             if await replug(id), let pid = endpoints[id]?.plug?.pid {
@@ -124,7 +132,8 @@ extension Worker {
             guard endpoints[id] != nil else { return false }
             endpoints[id]?.state = .unreachable
             endpoints[id]?.detail = reason
-            logger.warning("cannot tell where the tap is; will look again", metadata: ["endpoint": "\(id)", "reason": "\(reason)"])
+            logger.warning(
+                "cannot tell where the tap is; will look again", metadata: ["endpoint": "\(id)", "reason": "\(reason)"])
             emit(.endpointState(endpointID: id, state: .unreachable, detail: reason))
             schedulePlugRestart(id)
             return false
@@ -154,7 +163,8 @@ extension Worker {
         guard let endpoint = endpoints[id] else { return }
         endpoints[id]?.state = .tapGone
         endpoints[id]?.detail = evidence
-        logger.warning("endpoint gone: \(evidence)", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)"])
+        logger.warning(
+            "endpoint gone: \(evidence)", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)"])
         if taps.existing(name: endpoint.spec.tapName, macAddress: endpoint.spec.macAddress) == .sameTap {
             do {
                 try await deleteTapInBackground(endpoint.spec.tapName)
@@ -182,7 +192,8 @@ extension Worker {
                 Task { await self?.tapVanished(id, plug: plug) }
             }
         } catch {
-            logger.info("cannot watch the tap (\(error)); looking at it every second instead", metadata: ["endpoint": "\(id)"])
+            logger.info(
+                "cannot watch the tap (\(error)); looking at it every second instead", metadata: ["endpoint": "\(id)"])
             startTapPolling()
         }
     }
@@ -237,8 +248,14 @@ extension Worker {
         pidFiles?.remove(endpointID: id)
         await plug.terminate(grace: .milliseconds(300))
         await releasePort(of: plug.pid)
-        logger.warning("tap gone; plug stopped", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
-        emit(.tapGone(endpointID: id, pid: plug.pid,
-                           detail: "the tap \(endpoint.spec.tapName) is gone (container removed?); vde_plug2tap pid \(plug.pid) stopped"))
+        logger.warning(
+            "tap gone; plug stopped",
+            metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
+        emit(
+            .tapGone(
+                endpointID: id, pid: plug.pid,
+                detail:
+                    "the tap \(endpoint.spec.tapName) is gone (container removed?); vde_plug2tap pid \(plug.pid) stopped"
+            ))
     }
 }

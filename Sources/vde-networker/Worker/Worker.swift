@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Requests that cannot be served in the worker's current state.
 struct WorkerStateError: ReportableError, CustomStringConvertible {
@@ -66,8 +67,10 @@ actor Worker {
     var restartTasks: [Task<Void, Never>] = []
 
     /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
-    init(networkID: NetworkID, executables: Executables, logger: Logger, host: WorkerHost? = nil,
-         emit: @escaping @Sendable (WorkerEvent) -> Void) {
+    init(
+        networkID: NetworkID, executables: Executables, logger: Logger, host: WorkerHost? = nil,
+        emit: @escaping @Sendable (WorkerEvent) -> Void
+    ) {
         self.networkID = networkID
         self.executables = executables
         self.logger = logger
@@ -106,8 +109,9 @@ actor Worker {
             return .reply(id: request.id, reply)
         } catch {
             let failure = VDEError(wrapping: error)
-            logger.warning("\(request.command.kind.rawValue) failed: \(failure.message)",
-                           metadata: ["id": "\(request.id)", "code": "\(failure.code.rawValue)"])
+            logger.warning(
+                "\(request.command.kind.rawValue) failed: \(failure.message)",
+                metadata: ["id": "\(request.id)", "code": "\(failure.code.rawValue)"])
             return .failure(id: request.id, failure)
         }
     }
@@ -128,7 +132,9 @@ actor Worker {
     func start(spec requested: SwitchSpec, restoring: [EndpointSpec]) async throws -> WorkerReply {
         if let spec {
             guard spec == requested else {
-                throw VDEError.conflict("the worker already runs the switch at \(spec.paths.ctlDir) (mode \(spec.mode.rawValue)); it cannot switch to \(requested.paths.ctlDir)")
+                throw VDEError.conflict(
+                    "the worker already runs the switch at \(spec.paths.ctlDir) (mode \(spec.mode.rawValue)); it cannot switch to \(requested.paths.ctlDir)"
+                )
             }
             return .started(switch: switchStatus(of: spec), endpoints: sortedStatuses())
         }
@@ -138,13 +144,16 @@ actor Worker {
         self.pidFiles = pidFiles
         let leftovers = await pidFiles.stopLeftovers(logger: logger)
         tapMarkers = TapMarkers(directory: spec.paths.deletingDir)
-        await deleteMarkedTaps(tapMarkers, keeping: Set(restoring.map(\.tapName)), what: "an endpoint removed before the last worker stopped")
+        await deleteMarkedTaps(
+            tapMarkers, keeping: Set(restoring.map(\.tapName)),
+            what: "an endpoint removed before the last worker stopped")
         switchFiles = SwitchFiles(spec: spec, networkID: networkID)
         let switchPIDFile = SwitchPIDFile(path: spec.paths.switchPIDFile)
         self.switchPIDFile = switchPIDFile
         await switchPIDFile.stopLeftover(logger: logger)
         tapCreations = TapMarkers(directory: spec.paths.creatingDir)
-        await deleteMarkedTaps(tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
+        await deleteMarkedTaps(
+            tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
 
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec
@@ -184,7 +193,9 @@ actor Worker {
                 throw SwitchError.noPort(ctlDir: spec.paths.ctlDir)
             case .absent:
                 if spec.paths.managementSocket == nil {
-                    logger.warning("starting a switch without a management socket: no counters, and full ports show only through a probe")
+                    logger.warning(
+                        "starting a switch without a management socket: no counters, and full ports show only through a probe"
+                    )
                 }
                 try await startOwnedSwitch(spec)
             }
@@ -254,8 +265,9 @@ actor Worker {
     }
 
     func switchStatus(of spec: SwitchSpec) -> SwitchStatus {
-        SwitchStatus(ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket, owned: owned,
-                            pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
+        SwitchStatus(
+            ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket, owned: owned,
+            pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
     }
 
     func sortedStatuses() -> [EndpointStatus] {

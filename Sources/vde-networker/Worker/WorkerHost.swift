@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Everything outside the worker's own logic that it acts on: the switch, the plugs, the taps,
 /// the switch's management socket and the containers' namespaces. The real ones start
@@ -29,7 +30,9 @@ struct WorkerHost: Sendable {
             taps: Taps(ip: executables.ip, runner: runner),
             management: { path, timeout in ManagementClient(socketPath: path, timeout: timeout) },
             sandboxFile: SandboxFile.inspect,
-            namespaceLinks: { key in try await NetworkNamespace(path: key.rawValue).links(runner: runner, executables: executables) })
+            namespaceLinks: { key in
+                try await NetworkNamespace(path: key.rawValue).links(runner: runner, executables: executables)
+            })
     }
 }
 
@@ -96,7 +99,8 @@ protocol RunningPlug: AnyObject, Sendable {
     /// Calls `handler` once when the plug exits, at once if it already has.
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
     /// Waits until a switch port shows the plug and returns the port (nil: cannot tell).
-    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration) async throws(PlugError) -> Int?
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration)
+        async throws(PlugError) -> Int?
     /// Stops watching the tap, then stops the plug.
     func terminate(grace: Duration) async
     /// What the kernel says about the plug's tap (for polling where no watch can be set up).

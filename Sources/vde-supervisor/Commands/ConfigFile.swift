@@ -44,11 +44,13 @@ struct ConfigFile: Equatable {
             switch parts[0] {
             case "log_level":
                 guard let level = Logger.Level(rawValue: parts[1]) else {
-                    throw VDEError.invalid("\(path) line \(index + 1): log_level must be trace, debug, info, warning or error")
+                    throw VDEError.invalid(
+                        "\(path) line \(index + 1): log_level must be trace, debug, info, warning or error")
                 }
                 config.logLevel = level
             default:
-                throw VDEError.invalid("\(path) line \(index + 1): unknown key '\(UntrustedText(parts[0]))' (known: log_level)")
+                throw VDEError.invalid(
+                    "\(path) line \(index + 1): unknown key '\(UntrustedText(parts[0]))' (known: log_level)")
             }
         }
         return config

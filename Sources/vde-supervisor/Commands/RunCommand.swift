@@ -4,6 +4,9 @@ import Logging
 import ServiceLifecycle
 import Shared
 
+// swift-format-ignore: AvoidRetroactiveConformances
+// `--log-level` takes swift-log's levels by name; neither package declares this conformance,
+// and a wrapper type would only repeat Logger.Level's cases.
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// `vde-supervisor run`: serve the plugin API and keep one worker per network running.
@@ -17,9 +20,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The private control socket that `vde-supervisor status` reads (root only).")
     var controlSocket: String = SupervisorConfiguration.defaultControlSocket
 
-    @Option(help: ArgumentHelp(
-        "dockerd's API socket, asked once after a start which networks still exist ('none' to skip).",
-        discussion: "Default: /var/run/docker.sock when --socket is under /run/docker/plugins (where dockerd finds plugins), else none."))
+    @Option(
+        help: ArgumentHelp(
+            "dockerd's API socket, asked once after a start which networks still exist ('none' to skip).",
+            discussion:
+                "Default: /var/run/docker.sock when --socket is under /run/docker/plugins (where dockerd finds plugins), else none."
+        ))
     var dockerSocket: String?
 
     /// Where to ask dockerd, if at all: a supervisor on a private socket serves no dockerd.
@@ -27,7 +33,9 @@ struct RunCommand: AsyncParsableCommand {
         switch dockerSocket {
         case "none": nil
         case let path?: path
-        case nil: socket.hasPrefix("/run/docker/plugins/") || socket.hasPrefix("/var/run/docker/plugins/") ? "/var/run/docker.sock" : nil
+        case nil:
+            socket.hasPrefix("/run/docker/plugins/") || socket.hasPrefix("/var/run/docker/plugins/")
+                ? "/var/run/docker.sock" : nil
         }
     }
 
@@ -47,7 +55,9 @@ struct RunCommand: AsyncParsableCommand {
     var config: String = ConfigFile.defaultPath
 
     func validate() throws {
-        for (flag, path) in [("--socket", socket), ("--control-socket", controlSocket), ("--state-dir", stateDir), ("--run-dir", runDir)] {
+        for (flag, path) in [
+            ("--socket", socket), ("--control-socket", controlSocket), ("--state-dir", stateDir), ("--run-dir", runDir),
+        ] {
             guard path.hasPrefix("/") else { throw ValidationError("\(flag) must be an absolute path") }
         }
     }
@@ -69,7 +79,8 @@ struct RunCommand: AsyncParsableCommand {
             networkerPath: networker ?? Self.siblingExecutable("vde-networker"), logLevel: level)
         logger.info("starting", metadata: ["socket": "\(socket)", "stateDir": "\(stateDir)", "runDir": "\(runDir)"])
         guard access(configuration.networkerPath, X_OK) == 0 else {
-            throw VDEError.invalid("vde-networker not found or not executable at \(configuration.networkerPath); pass --networker PATH")
+            throw VDEError.invalid(
+                "vde-networker not found or not executable at \(configuration.networkerPath); pass --networker PATH")
         }
         // Before the state is read: one supervisor per state dir (held until the process exits).
         let stateLock: StateDirLock
@@ -115,17 +126,21 @@ struct RunCommand: AsyncParsableCommand {
             logger: logger, listening: nil)
         let commandLineLevel = logLevel
         let configPath = config
-        let systemd = SystemdService(plugin: plugin, listening: listening, reload: {
-            do {
-                let reloaded = try ConfigFile.applyLogLevel(from: configPath, otherwise: commandLineLevel)
-                logger.info("configuration reloaded", metadata: ["logLevel": "\(reloaded)"])
-            } catch {
-                logger.error("configuration not reloaded", metadata: ["error": "\(VDEError(wrapping: error).message)"])
-            }
-        }, logger: logger)
+        let systemd = SystemdService(
+            plugin: plugin, listening: listening,
+            reload: {
+                do {
+                    let reloaded = try ConfigFile.applyLogLevel(from: configPath, otherwise: commandLineLevel)
+                    logger.info("configuration reloaded", metadata: ["logLevel": "\(reloaded)"])
+                } catch {
+                    logger.error(
+                        "configuration not reloaded", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+                }
+            }, logger: logger)
         let group = ServiceGroup(
             services: [OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin), control, server, systemd]
-                + (effectiveDockerSocket.map { [DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger)] } ?? []),
+                + (effectiveDockerSocket.map { [DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger)] }
+                    ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {

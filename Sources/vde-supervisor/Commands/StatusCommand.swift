@@ -8,7 +8,9 @@ struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show every network, worker, switch and endpoint.",
-        discussion: "Exit status: 0 all healthy, 1 something degraded (or no network matches), 2 the supervisor is not reachable.")
+        discussion:
+            "Exit status: 0 all healthy, 1 something degraded (or no network matches), 2 the supervisor is not reachable."
+    )
 
     @Argument(help: "Show one network in detail: a prefix of its ID.")
     var network: String?
@@ -24,20 +26,23 @@ struct StatusCommand: ParsableCommand {
         do {
             reply = try ControlClient.get(socketPath: controlSocket, path: "/v1/status")
         } catch {
-            Self.printError("vde-supervisor status: cannot reach the supervisor at \(controlSocket): \(error.message).\n"
-                + "Is it running? Start it with `systemctl start vde-supervisor` (or `vde-supervisor run`); "
-                + "pass --control-socket if it uses another socket. Reading the socket needs root.")
+            Self.printError(
+                "vde-supervisor status: cannot reach the supervisor at \(controlSocket): \(error.message).\n"
+                    + "Is it running? Start it with `systemctl start vde-supervisor` (or `vde-supervisor run`); "
+                    + "pass --control-socket if it uses another socket. Reading the socket needs root.")
             throw ExitCode(2)
         }
         guard reply.status == 200, var report = try? JSONCoding.decode(StatusReport.self, from: reply.body) else {
-            Self.printError("vde-supervisor status: unexpected answer from \(controlSocket) (HTTP \(reply.status)): "
-                + String(decoding: reply.body.prefix(300), as: UTF8.self))
+            Self.printError(
+                "vde-supervisor status: unexpected answer from \(controlSocket) (HTTP \(reply.status)): "
+                    + String(decoding: reply.body.prefix(300), as: UTF8.self))
             throw ExitCode(2)
         }
         if let network {
             report.networks = report.networks.filter { $0.id.hasPrefix(network) }
             guard !report.networks.isEmpty else {
-                Self.printError("vde-supervisor status: no vde network with an ID starting with '\(UntrustedText(network))'")
+                Self.printError(
+                    "vde-supervisor status: no vde network with an ID starting with '\(UntrustedText(network))'")
                 throw ExitCode(1)
             }
             report.healthy = report.networks.allSatisfy(\.healthy)
@@ -46,8 +51,10 @@ struct StatusCommand: ParsableCommand {
         if json {
             text = (try? JSONCoding.encodePretty(report)).map { String(decoding: $0, as: UTF8.self) + "\n" } ?? "{}\n"
         } else {
-            text = StatusTable(report: report, color: isatty(1) == 1 && getenv("NO_COLOR") == nil,
-                               detailed: network != nil).render()
+            text = StatusTable(
+                report: report, color: isatty(1) == 1 && getenv("NO_COLOR") == nil,
+                detailed: network != nil
+            ).render()
         }
         Self.write(text, to: 1)
         if !report.healthy { throw ExitCode(1) }

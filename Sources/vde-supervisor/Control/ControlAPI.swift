@@ -16,7 +16,8 @@ struct ControlAPI: Sendable {
             }
             return PluginReply(status: 200, body: body)
         default:
-            return PluginRouter.errorReply(status: 404, "unknown control path \(UntrustedText(path)); try GET /v1/status", ipam: false)
+            return PluginRouter.errorReply(
+                status: 404, "unknown control path \(UntrustedText(path)); try GET /v1/status", ipam: false)
         }
     }
 }

@@ -10,8 +10,10 @@ enum ControlClient {
 
     /// `GET path` on the unix socket; returns the status code and body.
     /// Use HTTP/1.0 for peers that would otherwise answer with chunked encoding (dockerd).
-    static func get(socketPath: String, path: String, httpVersion: String = "1.1",
-                    timeoutSeconds: Int = 5) throws(Failure) -> (status: Int, body: [UInt8]) {
+    static func get(
+        socketPath: String, path: String, httpVersion: String = "1.1",
+        timeoutSeconds: Int = 5
+    ) throws(Failure) -> (status: Int, body: [UInt8]) {
         let deadline = ContinuousClock.now + .seconds(timeoutSeconds)
         let socket: UnixSocket
         do {

@@ -8,33 +8,44 @@ struct StatusTable {
     let detailed: Bool
 
     func render() -> String {
-        var out = "vde-supervisor pid \(report.supervisor.pid), up \(Self.duration(report.supervisor.uptimeSeconds)): "
+        var out =
+            "vde-supervisor pid \(report.supervisor.pid), up \(Self.duration(report.supervisor.uptimeSeconds)): "
             + report.supervisor.statusLine + "\n"
         if report.networks.isEmpty {
             return out + "no vde networks\n"
         }
         for network in report.networks {
             out += "\n"
-            out += table([
-                ["NETWORK", "SUBNETS", "SWITCH", "OWNER", "SWITCH PID", "WORKER", "STATE", "UPTIME", "RESTARTS", "LAST ERROR"],
-                [network.shortID, network.subnets.joined(separator: ",").orDash, network.switch.ctlDir,
-                 network.switch.ownership, network.switch.pid.map(String.init) ?? "-",
-                 network.worker.pid.map(String.init) ?? "-", paint(network.worker.state),
-                 network.worker.uptimeSeconds.map(Self.duration) ?? "-", String(network.worker.restarts),
-                 network.worker.lastError ?? "-"],
-            ], indent: "")
+            out += table(
+                [
+                    [
+                        "NETWORK", "SUBNETS", "SWITCH", "OWNER", "SWITCH PID", "WORKER", "STATE", "UPTIME", "RESTARTS",
+                        "LAST ERROR",
+                    ],
+                    [
+                        network.shortID, network.subnets.joined(separator: ",").orDash, network.switch.ctlDir,
+                        network.switch.ownership, network.switch.pid.map(String.init) ?? "-",
+                        network.worker.pid.map(String.init) ?? "-", paint(network.worker.state),
+                        network.worker.uptimeSeconds.map(Self.duration) ?? "-", String(network.worker.restarts),
+                        network.worker.lastError ?? "-",
+                    ],
+                ], indent: "")
             if network.endpoints.isEmpty {
                 out += "  no endpoints\n"
             } else {
                 // A DETAIL column only when some endpoint has one (why it is unreachable or gone).
                 let withDetail = network.endpoints.contains { $0.detail != nil }
-                var header = ["ENDPOINT", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES", "PLUG PID", "STATE"]
+                var header = [
+                    "ENDPOINT", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES",
+                    "PLUG PID", "STATE",
+                ]
                 if withDetail { header.append("DETAIL") }
                 var rows = [header]
                 for endpoint in network.endpoints {
                     let ip = [endpoint.ipv4, endpoint.ipv6].compactMap { $0 }.joined(separator: ",")
                     let sent: String = endpoint.counters.map { "\($0.inPackets)/\(Self.bytes($0.inBytes))" } ?? "-"
-                    let received: String = endpoint.counters.map { "\($0.outPackets)/\(Self.bytes($0.outBytes))" } ?? "-"
+                    let received: String =
+                        endpoint.counters.map { "\($0.outPackets)/\(Self.bytes($0.outBytes))" } ?? "-"
                     var row: [String] = [
                         endpoint.shortID, endpoint.tap, endpoint.macAddress, ip.orDash, endpoint.sandbox ?? "-",
                         endpoint.switchPort.map(String.init) ?? "-", sent, received,
@@ -48,9 +59,11 @@ struct StatusTable {
             if detailed && !network.otherPorts.isEmpty {
                 var rows = [["OTHER PORT", "PEER", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES"]]
                 for port in network.otherPorts {
-                    rows.append([String(port.port), port.peer ?? "-",
-                                 "\(port.counters.inPackets)/\(Self.bytes(port.counters.inBytes))",
-                                 "\(port.counters.outPackets)/\(Self.bytes(port.counters.outBytes))"])
+                    rows.append([
+                        String(port.port), port.peer ?? "-",
+                        "\(port.counters.inPackets)/\(Self.bytes(port.counters.inBytes))",
+                        "\(port.counters.outPackets)/\(Self.bytes(port.counters.outBytes))",
+                    ])
                 }
                 out += table(rows, indent: "  ")
             }
@@ -89,10 +102,17 @@ struct StatusTable {
     }
 
     static func visibleWidth(_ text: String) -> Int {
-        var width = 0, inEscape = false
+        var width = 0
+        var inEscape = false
         for scalar in text.unicodeScalars {
-            if scalar == "\u{1B}" { inEscape = true; continue }
-            if inEscape { if scalar == "m" { inEscape = false }; continue }
+            if scalar == "\u{1B}" {
+                inEscape = true
+                continue
+            }
+            if inEscape {
+                if scalar == "m" { inEscape = false }
+                continue
+            }
             width += 1
         }
         return width
@@ -107,8 +127,12 @@ struct StatusTable {
 
     static func bytes(_ count: UInt64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var value = Double(count), unit = 0
-        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        var value = Double(count)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
         if unit == 0 { return "\(count)B" }
         let tenths = Int((value * 10).rounded())
         return "\(tenths / 10).\(tenths % 10)\(units[unit])"

@@ -44,8 +44,9 @@ struct DockerReconciler: Service, CustomStringConvertible {
             do { try await Task.sleep(for: retryInterval) } catch { return }
         }
         if !Task.isCancelled {
-            logger.notice("dockerd did not answer; networks removed in Docker while the supervisor was down are kept",
-                          metadata: ["dockerSocket": "\(dockerSocket)"])
+            logger.notice(
+                "dockerd did not answer; networks removed in Docker while the supervisor was down are kept",
+                metadata: ["dockerSocket": "\(dockerSocket)"])
         }
     }
 
@@ -53,11 +54,13 @@ struct DockerReconciler: Service, CustomStringConvertible {
     static func dockerNetworkIDs(socket: String) async -> Set<String>? {
         // A blocking exchange of up to 5 s per step: on a thread of its own, not the cooperative pool.
         await Blocking.run {
-            guard let reply = try? ControlClient.get(socketPath: socket, path: "/networks", httpVersion: "1.0", timeoutSeconds: 5),
-                  reply.status == 200,
-                  let networks = try? JSONCoding.decode([DockerNetwork].self, from: reply.body),
-                  // Docker always has its built-in networks; an empty list is not to be trusted.
-                  !networks.isEmpty
+            guard
+                let reply = try? ControlClient.get(
+                    socketPath: socket, path: "/networks", httpVersion: "1.0", timeoutSeconds: 5),
+                reply.status == 200,
+                let networks = try? JSONCoding.decode([DockerNetwork].self, from: reply.body),
+                // Docker always has its built-in networks; an empty list is not to be trusted.
+                !networks.isEmpty
             else { return nil }
             return Set(networks.map(\.Id))
         }
@@ -86,12 +89,15 @@ extension VDEPlugin {
         do {
             try commit(newState)
         } catch {
-            logger.error("could not forget networks unknown to Docker", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            logger.error(
+                "could not forget networks unknown to Docker",
+                metadata: ["error": "\(VDEError(wrapping: error).message)"])
             return
         }
         for id in stale {
-            logger.warning("forgot a network that Docker no longer knows (removed while the supervisor was down)",
-                           metadata: ["network": "\(id.short)"])
+            logger.warning(
+                "forgot a network that Docker no longer knows (removed while the supervisor was down)",
+                metadata: ["network": "\(id.short)"])
             let worker = live.removeValue(forKey: id)?.worker
             await worker?.stop()
         }

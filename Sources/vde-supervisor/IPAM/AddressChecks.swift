@@ -10,7 +10,9 @@ struct InterfaceAddress: Hashable, Sendable {
     /// Parses with the one address parser (``IPAddress``) and the one subnet rule (``Subnet``).
     init(parsing text: String) throws(IPAMError) {
         let parts = text.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count <= 2 else { throw .invalidAddress(AddressParseError(input: text, reason: "it has more than one '/'")) }
+        guard parts.count <= 2 else {
+            throw .invalidAddress(AddressParseError(input: text, reason: "it has more than one '/'"))
+        }
         do {
             address = try IPAddress(parsing: String(parts[0]))
         } catch {
@@ -23,9 +25,12 @@ struct InterfaceAddress: Hashable, Sendable {
         // The prefix must be one a subnet of this address could have: reuse Subnet's rule.
         let prefix = parts[1]
         guard !prefix.isEmpty, prefix.utf8.count <= 3, prefix.allSatisfy(\.isASCIIDigit),
-              prefix.count == 1 || prefix.first != "0",
-              let length = Int(prefix), length <= address.bitWidth else {
-            throw .invalidAddress(AddressParseError(input: text, reason: "the prefix length must be a number from 0 to \(address.bitWidth)"))
+            prefix.count == 1 || prefix.first != "0",
+            let length = Int(prefix), length <= address.bitWidth
+        else {
+            throw .invalidAddress(
+                AddressParseError(
+                    input: text, reason: "the prefix length must be a number from 0 to \(address.bitWidth)"))
         }
         prefixLength = length
     }
@@ -68,10 +73,14 @@ enum AddressChecks {
     }
 
     /// ``check(_:in:)`` against the network's IPAM data as CreateNetwork gave it.
-    static func check(_ r: DockerAPI.CreateEndpointRequest, ipv4Data: [DockerAPI.IPAMData],
-                      ipv6Data: [DockerAPI.IPAMData]) throws(IPAMError) {
-        let fields = [("Interface.Address", r.Interface?.Address, ipv4Data, false),
-                      ("Interface.AddressIPv6", r.Interface?.AddressIPv6, ipv6Data, true)]
+    static func check(
+        _ r: DockerAPI.CreateEndpointRequest, ipv4Data: [DockerAPI.IPAMData],
+        ipv6Data: [DockerAPI.IPAMData]
+    ) throws(IPAMError) {
+        let fields = [
+            ("Interface.Address", r.Interface?.Address, ipv4Data, false),
+            ("Interface.AddressIPv6", r.Interface?.AddressIPv6, ipv6Data, true),
+        ]
         for (field, text, data, v6) in fields {
             guard let text, !text.isEmpty else { continue }
             let parsed = try within(field) { () throws(IPAMError) in try InterfaceAddress(parsing: text) }
@@ -111,7 +120,8 @@ enum AddressChecks {
     // MARK: helpers
 
     /// dockerd sends IPAM addresses without a prefix length.
-    private static func checkPlain(_ text: String, field: String, poolID: String, in ipam: IPAMState) throws(IPAMError) {
+    private static func checkPlain(_ text: String, field: String, poolID: String, in ipam: IPAMState) throws(IPAMError)
+    {
         let address = try within(field) { () throws(IPAMError) in
             do throws(AddressParseError) { return try IPAddress(parsing: text) } catch { throw .invalidAddress(error) }
         }

@@ -119,7 +119,8 @@ struct AddressPool: Codable, Sendable, Equatable {
 
     /// Binary search: the index of the first allocated address not below `address`.
     private func insertionIndex(of address: IPAddress) -> Int {
-        var low = 0, high = allocated.count
+        var low = 0
+        var high = allocated.count
         while low < high {
             let mid = (low + high) / 2
             if allocated[mid] < address { low = mid + 1 } else { high = mid }
@@ -150,7 +151,9 @@ struct AddressPool: Codable, Sendable, Equatable {
             throw DecodingError.dataCorruptedError(
                 forKey: .subPool, in: c, debugDescription: "subPool \(subPool) of pool \(id) is not inside \(subnet)")
         }
-        if let bad = allocated.first(where: { !subnet.contains($0) }) ?? gateway.flatMap({ subnet.contains($0) ? nil : $0 }) {
+        if let bad = allocated.first(where: { !subnet.contains($0) })
+            ?? gateway.flatMap({ subnet.contains($0) ? nil : $0 })
+        {
             throw DecodingError.dataCorruptedError(
                 forKey: .allocated, in: c, debugDescription: "address \(bad) of pool \(id) is not inside \(subnet)")
         }

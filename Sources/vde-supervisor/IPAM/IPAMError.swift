@@ -49,51 +49,68 @@ enum IPAMError: ReportableError, Equatable {
         case .invalidAddress(let error):
             return error.vdeError
         case .invalidSubnet(let input, let reason):
-            return .invalid("'\(UntrustedText(input))' is not a valid subnet (expected CIDR form such as 10.10.0.0/24 or fd00:10::/64): \(UntrustedText(reason))")
+            return .invalid(
+                "'\(UntrustedText(input))' is not a valid subnet (expected CIDR form such as 10.10.0.0/24 or fd00:10::/64): \(UntrustedText(reason))"
+            )
         case .hostBitsSet(let input, let canonical):
             return .invalid("subnet '\(UntrustedText(input))' has host bits set; did you mean \(canonical)?")
         case .missingPool(let v6):
-            return .invalid("the vde IPAM driver needs --subnet\(v6 ? " for the IPv6 side of the network" : ""): "
-                + "it has no default address pool (for example: docker network create -d vde --ipam-driver vde "
-                + (v6 ? "--ipv6 --subnet 10.10.0.0/24 --subnet fd00:10::/64 NAME)" : "--subnet 10.10.0.0/24 NAME)"))
+            return .invalid(
+                "the vde IPAM driver needs --subnet\(v6 ? " for the IPv6 side of the network" : ""): "
+                    + "it has no default address pool (for example: docker network create -d vde --ipam-driver vde "
+                    + (v6 ? "--ipv6 --subnet 10.10.0.0/24 --subnet fd00:10::/64 NAME)" : "--subnet 10.10.0.0/24 NAME)"))
         case .familyMismatch(let pool, let requestedV6):
             return requestedV6
-                ? .invalid("subnet \(UntrustedText(pool)) is IPv4 but Docker asked for an IPv6 pool; give an IPv6 --subnet for the IPv6 side of the network")
-                : .invalid("subnet \(UntrustedText(pool)) is IPv6 but Docker asked for an IPv4 pool; add --ipv6 to "
-                    + "docker network create (and give an IPv4 --subnet as well)")
+                ? .invalid(
+                    "subnet \(UntrustedText(pool)) is IPv4 but Docker asked for an IPv6 pool; give an IPv6 --subnet for the IPv6 side of the network"
+                )
+                : .invalid(
+                    "subnet \(UntrustedText(pool)) is IPv6 but Docker asked for an IPv4 pool; add --ipv6 to "
+                        + "docker network create (and give an IPv4 --subnet as well)")
         case .subPoolOutside(let subPool, let pool):
-            return .invalid("--ip-range \(UntrustedText(subPool)) is not inside --subnet \(pool); pick a range within the subnet")
+            return .invalid(
+                "--ip-range \(UntrustedText(subPool)) is not inside --subnet \(pool); pick a range within the subnet")
         case .unknownPool(let id):
             return .notFound("no vde address pool with ID '\(UntrustedText(id))' (the network may have been removed)")
         case .addressOutsidePool(let address, let pool):
             return .invalid("address \(UntrustedText(address)) is not inside \(pool); pick an address of that subnet")
         case .addressInUse(let address, let pool):
-            return .conflict("address \(address) of \(pool) is already in use; pick another address or leave it to the driver")
+            return .conflict(
+                "address \(address) of \(pool) is already in use; pick another address or leave it to the driver")
         case .gatewayTaken(let address, let pool):
-            return .conflict("address \(address) is the gateway of \(pool) and a container already uses it; pick another address")
+            return .conflict(
+                "address \(address) is the gateway of \(pool) and a container already uses it; pick another address")
         case .gatewayAlreadySet(let gateway, let pool):
             return .conflict("\(pool) already has the gateway \(gateway)")
         case .reservedAddress(let address, let pool, let kind):
-            return .invalid("address \(address) is the \(kind) of \(pool) and cannot be given to a container; pick another address")
+            return .invalid(
+                "address \(address) is the \(kind) of \(pool) and cannot be given to a container; pick another address")
         case .exhausted(let range, let poolID):
-            return .exhausted("no free address left in \(range) (pool \(poolID)); remove unused containers, "
-                + "or create the network with a larger --subnet or --ip-range")
+            return .exhausted(
+                "no free address left in \(range) (pool \(poolID)); remove unused containers, "
+                    + "or create the network with a larger --subnet or --ip-range")
         case .addressNotAllocated(let address, let pool):
             return .notFound("address \(UntrustedText(address)) is not allocated in \(pool)")
         case .poolPending(let subnet, let poolID):
-            return .conflict("another network with subnet \(subnet) is being created right now (pool \(poolID)); "
-                + "retry in a moment (dockerd does not tell the plugin which pool a new network uses, so two "
-                + "networks of one subnet are created one after the other)")
+            return .conflict(
+                "another network with subnet \(subnet) is being created right now (pool \(poolID)); "
+                    + "retry in a moment (dockerd does not tell the plugin which pool a new network uses, so two "
+                    + "networks of one subnet are created one after the other)")
         case .inField(let field, let error):
             let inner = error.vdeError
             return VDEError(inner.code, "\(field): \(inner.message)")
         case .wrongFamily(let field, let input, let expectedV6):
-            return .invalid("\(field) '\(UntrustedText(input))' is \(expectedV6 ? "IPv4" : "IPv6"); this field carries \(expectedV6 ? "IPv6" : "IPv4")")
+            return .invalid(
+                "\(field) '\(UntrustedText(input))' is \(expectedV6 ? "IPv4" : "IPv6"); this field carries \(expectedV6 ? "IPv6" : "IPv4")"
+            )
         case .noSubnet(let field, let input, let v6):
-            return .invalid("\(field) '\(UntrustedText(input))' is \(v6 ? "IPv6" : "IPv4") but the network has no \(v6 ? "IPv6" : "IPv4") subnet")
+            return .invalid(
+                "\(field) '\(UntrustedText(input))' is \(v6 ? "IPv6" : "IPv4") but the network has no \(v6 ? "IPv6" : "IPv4") subnet"
+            )
         case .outsideSubnets(let field, let input, let subnets):
-            return .invalid("\(field) '\(UntrustedText(input))' is not an address of the network's subnet "
-                + "\(subnets.joined(separator: " or ")) (with its prefix length)")
+            return .invalid(
+                "\(field) '\(UntrustedText(input))' is not an address of the network's subnet "
+                    + "\(subnets.joined(separator: " or ")) (with its prefix length)")
         }
     }
 }

@@ -32,8 +32,10 @@ struct IPAMState: Codable, Sendable, Equatable {
     /// A second pool of a subnet whose pool is still *pending* (requested, not yet bound by
     /// CreateNetwork, younger than ``pendingSeconds``) is refused with "retry": that keeps
     /// ``bindPool(subnet:networkID:)`` unambiguous (see there). `now` is seconds since the epoch.
-    mutating func requestPool(_ r: DockerAPI.RequestPoolRequest,
-                              now: Int64 = Int64(time(nil))) throws(IPAMError) -> DockerAPI.RequestPoolResponse {
+    mutating func requestPool(
+        _ r: DockerAPI.RequestPoolRequest,
+        now: Int64 = Int64(time(nil))
+    ) throws(IPAMError) -> DockerAPI.RequestPoolResponse {
         guard let poolText = r.Pool, !poolText.isEmpty else { throw .missingPool(v6: r.V6 ?? false) }
         let subnet = try Subnet(parsing: poolText)
         if let v6 = r.V6, v6 != subnet.isV6 {
@@ -47,13 +49,16 @@ struct IPAMState: Codable, Sendable, Equatable {
             }
             subPool = parsed
         }
-        if let pending = pools.first(where: { $0.subnet == subnet && $0.isPending(now: now, window: Self.pendingSeconds) }) {
+        if let pending = pools.first(where: {
+            $0.subnet == subnet && $0.isPending(now: now, window: Self.pendingSeconds)
+        }) {
             throw .poolPending(subnet: subnet.description, poolID: pending.id)
         }
         var number = nextPoolNumber
         while pools.contains(where: { $0.id == Self.poolID(number) }) { number += 1 }
-        var pool = AddressPool(id: Self.poolID(number), subnet: subnet, subPool: subPool,
-                               v6: subnet.isV6, options: r.Options ?? [:])
+        var pool = AddressPool(
+            id: Self.poolID(number), subnet: subnet, subPool: subPool,
+            v6: subnet.isV6, options: r.Options ?? [:])
         pool.requestedAt = now
         pools.append(pool)
         nextPoolNumber = number + 1
@@ -120,7 +125,9 @@ struct IPAMState: Codable, Sendable, Equatable {
     ///   never the network, IPv4 broadcast, IPv6 subnet-router anycast or gateway address.
     /// - An explicit `Address` must lie in the subnet (it may be outside `SubPool`) and be free;
     ///   the gateway address may be taken this way by one container.
-    mutating func requestAddress(_ r: DockerAPI.RequestAddressRequest) throws(IPAMError) -> DockerAPI.RequestAddressResponse {
+    mutating func requestAddress(_ r: DockerAPI.RequestAddressRequest) throws(IPAMError)
+        -> DockerAPI.RequestAddressResponse
+    {
         let index = try poolIndex(r.PoolID)
         var pool = pools[index]
         var requested: IPAddress? = nil
@@ -230,7 +237,8 @@ struct IPAMState: Codable, Sendable, Equatable {
         nextPoolNumber = try c.decodeIfPresent(UInt64.self, forKey: .nextPoolNumber) ?? 1
         var seen = Set<String>()
         for pool in pools where !seen.insert(pool.id).inserted {
-            throw DecodingError.dataCorruptedError(forKey: .pools, in: c, debugDescription: "PoolID \(pool.id) appears twice")
+            throw DecodingError.dataCorruptedError(
+                forKey: .pools, in: c, debugDescription: "PoolID \(pool.id) appears twice")
         }
     }
 }

@@ -25,7 +25,8 @@ struct Subnet: Hashable, Sendable {
     init(parsing text: String) throws(IPAMError) {
         let parts = text.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 2 else {
-            throw .invalidSubnet(input: text, reason: text.isEmpty ? "it is empty" : "it needs exactly one '/prefix-length'")
+            throw .invalidSubnet(
+                input: text, reason: text.isEmpty ? "it is empty" : "it needs exactly one '/prefix-length'")
         }
         let address: IPAddress
         do {
@@ -35,9 +36,11 @@ struct Subnet: Hashable, Sendable {
         }
         let prefixText = parts[1]
         guard !prefixText.isEmpty, prefixText.utf8.count <= 3,
-              prefixText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-              let prefix = Int(prefixText), prefix <= address.bitWidth else {
-            throw .invalidSubnet(input: text, reason: "the prefix length must be a number from 0 to \(address.bitWidth)")
+            prefixText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let prefix = Int(prefixText), prefix <= address.bitWidth
+        else {
+            throw .invalidSubnet(
+                input: text, reason: "the prefix length must be a number from 0 to \(address.bitWidth)")
         }
         guard prefixText.utf8.count == 1 || prefixText.utf8.first != UInt8(ascii: "0") else {
             throw .invalidSubnet(input: text, reason: "the prefix length has a leading zero")

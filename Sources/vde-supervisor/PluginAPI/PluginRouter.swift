@@ -29,7 +29,9 @@ struct PluginRouter: Sendable {
     func reply(method: String, path: String, body: [UInt8]) async -> PluginReply {
         let isIPAM = path.hasPrefix("/IpamDriver.")
         guard let handler = routes[path] else {
-            return Self.errorReply(status: 404, "unknown plugin call \(UntrustedText(path)) (this is the vde network and IPAM plugin)", ipam: isIPAM)
+            return Self.errorReply(
+                status: 404, "unknown plugin call \(UntrustedText(path)) (this is the vde network and IPAM plugin)",
+                ipam: isIPAM)
         }
         guard method == "POST" else {
             return Self.errorReply(status: 405, "plugin calls use POST, not \(UntrustedText(method))", ipam: isIPAM)
@@ -37,7 +39,9 @@ struct PluginRouter: Sendable {
         do {
             return PluginReply(status: 200, body: try await handler(plugin, body))
         } catch let error as DecodingError {
-            return Self.errorReply(status: 400, "malformed request body for \(path.dropFirst()): \(JSONCoding.describe(error))", ipam: isIPAM)
+            return Self.errorReply(
+                status: 400, "malformed request body for \(path.dropFirst()): \(JSONCoding.describe(error))",
+                ipam: isIPAM)
         } catch {
             let vdeError = VDEError(wrapping: error)
             if vdeError.code == .internal {
@@ -48,7 +52,9 @@ struct PluginRouter: Sendable {
     }
 
     static func errorReply(status: Int, _ message: String, ipam: Bool) -> PluginReply {
-        let body = (try? JSONCoding.encode(DockerAPI.ErrorResponse(message: message, ipam: ipam))) ?? Array(#"{"Err":"error"}"#.utf8)
+        let body =
+            (try? JSONCoding.encode(DockerAPI.ErrorResponse(message: message, ipam: ipam)))
+            ?? Array(#"{"Err":"error"}"#.utf8)
         return PluginReply(status: status, body: body)
     }
 
@@ -67,12 +73,15 @@ struct PluginRouter: Sendable {
     private static func makeRoutes() -> [String: Handler] {
         var routes: [String: Handler] = [:]
         /// A call without arguments: dockerd sends an empty body.
-        func plain<Response: Encodable & Sendable>(_ path: String, _ body: @escaping @Sendable (VDEPlugin) async throws -> Response) {
+        func plain<Response: Encodable & Sendable>(
+            _ path: String, _ body: @escaping @Sendable (VDEPlugin) async throws -> Response
+        ) {
             routes[path] = { plugin, _ in try JSONCoding.encode(try await body(plugin)) }
         }
         /// A call with a JSON request body.
         func call<Request: Decodable & Sendable, Response: Encodable & Sendable>(
-            _ path: String, _ type: Request.Type, _ body: @escaping @Sendable (VDEPlugin, Request) async throws -> Response
+            _ path: String, _ type: Request.Type,
+            _ body: @escaping @Sendable (VDEPlugin, Request) async throws -> Response
         ) {
             routes[path] = { plugin, bytes in
                 guard !bytes.isEmpty else {
@@ -94,16 +103,19 @@ struct PluginRouter: Sendable {
         call("/NetworkDriver.Join", DockerAPI.JoinRequest.self) { try await $0.join($1) }
         call("/NetworkDriver.Leave", DockerAPI.EndpointRequest.self) { try await $0.leave($1) }
         // Nothing to do for these: the vde driver has no external connectivity and no swarm scope.
-        for path in ["/NetworkDriver.ProgramExternalConnectivity", "/NetworkDriver.RevokeExternalConnectivity",
-                     "/NetworkDriver.AllocateNetwork", "/NetworkDriver.FreeNetwork",
-                     "/NetworkDriver.DiscoverNew", "/NetworkDriver.DiscoverDelete"] {
+        for path in [
+            "/NetworkDriver.ProgramExternalConnectivity", "/NetworkDriver.RevokeExternalConnectivity",
+            "/NetworkDriver.AllocateNetwork", "/NetworkDriver.FreeNetwork",
+            "/NetworkDriver.DiscoverNew", "/NetworkDriver.DiscoverDelete",
+        ] {
             routes[path] = { _, _ in Array("{}".utf8) }
         }
 
         plain("/IpamDriver.GetCapabilities") { _ in DockerAPI.IPAMCapabilitiesResponse() }
         plain("/IpamDriver.GetDefaultAddressSpaces") { _ in
-            DockerAPI.AddressSpacesResponse(LocalDefaultAddressSpace: VDEPlugin.localAddressSpace,
-                                            GlobalDefaultAddressSpace: VDEPlugin.globalAddressSpace)
+            DockerAPI.AddressSpacesResponse(
+                LocalDefaultAddressSpace: VDEPlugin.localAddressSpace,
+                GlobalDefaultAddressSpace: VDEPlugin.globalAddressSpace)
         }
         call("/IpamDriver.RequestPool", DockerAPI.RequestPoolRequest.self) { try await $0.requestPool($1) }
         call("/IpamDriver.ReleasePool", DockerAPI.ReleasePoolRequest.self) { try await $0.releasePool($1) }

@@ -51,16 +51,19 @@ struct UnixHTTPServer: Service {
 
     func run() async throws {
         let limits = self.limits
-        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>> = { channel in
-            channel.eventLoop.makeCompletedFuture {
-                let deadlines = ConnectionDeadlines(limits: limits)
-                try channel.pipeline.syncOperations.addHandler(RawReadWatcher(deadlines: deadlines), position: .first)
-                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                try channel.pipeline.syncOperations.addHandler(RequestWatcher(deadlines: deadlines))
-                return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                    wrappingChannelSynchronously: channel)
+        let initializer:
+            @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>> = {
+                channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let deadlines = ConnectionDeadlines(limits: limits)
+                    try channel.pipeline.syncOperations.addHandler(
+                        RawReadWatcher(deadlines: deadlines), position: .first)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(RequestWatcher(deadlines: deadlines))
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel)
+                }
             }
-        }
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
         let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
@@ -69,8 +72,9 @@ struct UnixHTTPServer: Service {
             logger.info("serving \(name) on the socket systemd passed", metadata: ["socket": "\(socketPath)"])
         } else {
             try SocketPath.prepare(socketPath)
-            server = try await bootstrap.bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: false,
-                                              childChannelInitializer: initializer)
+            server = try await bootstrap.bind(
+                unixDomainSocketPath: socketPath, cleanupExistingSocketFile: false,
+                childChannelInitializer: initializer)
             // The socket grants control over host networking: root (and its group) only.
             chmod(socketPath, mode)
             logger.info("serving \(name)", metadata: ["socket": "\(socketPath)"])
@@ -104,8 +108,10 @@ struct UnixHTTPServer: Service {
         logger.info("closed \(name)", metadata: ["socket": "\(socketPath)"])
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
-                       id: Int, open: OpenConnections) async {
+    private func serve(
+        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
+        id: Int, open: OpenConnections
+    ) async {
         defer { open.unregister(id) }
         do {
             try await connection.executeThenClose { inbound, outbound in
@@ -119,7 +125,8 @@ struct UnixHTTPServer: Service {
                         body.removeAll(keepingCapacity: true)
                         tooLarge = false
                         if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init),
-                           length > Self.maxBodyBytes {
+                            length > Self.maxBodyBytes
+                        {
                             tooLarge = true
                         }
                     case .body(let buffer):
@@ -141,15 +148,19 @@ struct UnixHTTPServer: Service {
                         } else {
                             reply = await handler("\(requestHead.method)", requestHead.uri, body)
                         }
-                        logger.debug("\(name) call", metadata: [
-                            "path": "\(UntrustedText(requestHead.uri))", "status": "\(reply.status)",
-                            "duration": "\(ContinuousClock.now - started)",
-                        ])
-                        if logger.logLevel <= .trace {
-                            logger.trace("\(name) call bodies", metadata: [
-                                "request": "\(String(decoding: body.prefix(4096), as: UTF8.self))",
-                                "reply": "\(String(decoding: reply.body, as: UTF8.self))",
+                        logger.debug(
+                            "\(name) call",
+                            metadata: [
+                                "path": "\(UntrustedText(requestHead.uri))", "status": "\(reply.status)",
+                                "duration": "\(ContinuousClock.now - started)",
                             ])
+                        if logger.logLevel <= .trace {
+                            logger.trace(
+                                "\(name) call bodies",
+                                metadata: [
+                                    "request": "\(String(decoding: body.prefix(4096), as: UTF8.self))",
+                                    "reply": "\(String(decoding: reply.body, as: UTF8.self))",
+                                ])
                         }
                         let keepAlive = requestHead.isKeepAlive && !tooLarge && !open.setBusy(id, false)
                         try await write(reply, to: outbound, version: requestHead.version, keepAlive: keepAlive)
@@ -164,13 +175,16 @@ struct UnixHTTPServer: Service {
         }
     }
 
-    private func write(_ reply: PluginReply, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
-                       version: HTTPVersion, keepAlive: Bool) async throws {
+    private func write(
+        _ reply: PluginReply, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+        version: HTTPVersion, keepAlive: Bool
+    ) async throws {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: DockerAPI.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.count))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: reply.status), headers: headers)
+        let head = HTTPResponseHead(
+            version: version, status: HTTPResponseStatus(statusCode: reply.status), headers: headers)
         try await outbound.write(.head(head))
         try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: reply.body))))
         try await outbound.write(.end(nil))

@@ -70,25 +70,29 @@ extension VDEPlugin {
         live[id, default: LiveNetwork()].change = .deleting
         defer { live[id]?.change = nil }
         let worker = live[id]?.worker
-        try await perform({ $0.networks[id] = nil }, worker: {
-            // dockerd sends DeleteNetwork only once it has no endpoint on the network left, and it
-            // forgets the network whatever we answer: endpoints still recorded here are ones whose
-            // DeleteEndpoint failed (their worker was down) or never came. That is Docker's
-            // evidence that they are gone: their taps are deleted (best effort) and they go with
-            // the network.
-            guard let worker else { return }
-            for endpointID in record.endpoints.keys.sorted() {
-                do {
-                    try await worker.removeEndpoint(endpointID)
-                } catch {
-                    logger.warning("network removed with an endpoint whose tap could not be deleted", metadata: [
-                        "network": "\(id.short)", "endpoint": "\(endpointID.short)",
-                        "tap": "\(record.endpoints[endpointID].map { "\($0.tapName)" } ?? "?")",
-                        "error": "\(VDEError(wrapping: error).message)",
-                    ])
+        try await perform(
+            { $0.networks[id] = nil },
+            worker: {
+                // dockerd sends DeleteNetwork only once it has no endpoint on the network left, and it
+                // forgets the network whatever we answer: endpoints still recorded here are ones whose
+                // DeleteEndpoint failed (their worker was down) or never came. That is Docker's
+                // evidence that they are gone: their taps are deleted (best effort) and they go with
+                // the network.
+                guard let worker else { return }
+                for endpointID in record.endpoints.keys.sorted() {
+                    do {
+                        try await worker.removeEndpoint(endpointID)
+                    } catch {
+                        logger.warning(
+                            "network removed with an endpoint whose tap could not be deleted",
+                            metadata: [
+                                "network": "\(id.short)", "endpoint": "\(endpointID.short)",
+                                "tap": "\(record.endpoints[endpointID].map { "\($0.tapName)" } ?? "?")",
+                                "error": "\(VDEError(wrapping: error).message)",
+                            ])
+                    }
                 }
-            }
-        })
+            })
         live[id] = nil
         await worker?.stop()
         logger.info("network removed", metadata: ["network": "\(id.short)"])
@@ -99,7 +103,8 @@ extension VDEPlugin {
     /// the state as it is then, written, swapped in (with the worker's status), and the reply
     /// sent. An add that failed, timed out or could not be recorded is undone (``undoAdd``).
     func createEndpoint(_ request: DockerAPI.CreateEndpointRequest) async throws -> DockerAPI.CreateEndpointResponse {
-        let networkID = request.NetworkID, endpointID = request.EndpointID
+        let networkID = request.NetworkID
+        let endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         try AddressChecks.check(request, in: existingNetwork(networkID))
         guard state.network(ofEndpoint: endpointID) == nil else {
@@ -124,26 +129,30 @@ extension VDEPlugin {
         var added = false
         let status: EndpointStatus
         do {
-            status = try await perform({ state in
-                guard state.networks[networkID] != nil else {
-                    throw VDEError.notFound("network \(networkID.short) was deleted meanwhile")
-                }
-                state.networks[networkID]?.endpoints[endpointID] = endpoint
-            }, worker: {
-                let status = try await worker.addEndpoint(endpoint.spec)
-                added = true
-                return status
-            })
+            status = try await perform(
+                { state in
+                    guard state.networks[networkID] != nil else {
+                        throw VDEError.notFound("network \(networkID.short) was deleted meanwhile")
+                    }
+                    state.networks[networkID]?.endpoints[endpointID] = endpoint
+                },
+                worker: {
+                    let status = try await worker.addEndpoint(endpoint.spec)
+                    added = true
+                    return status
+                })
         } catch {
             // A worker's refusal is undone as its error says; an add the state could not take, always.
             await undoAdd(endpointID, worker: worker, after: added ? nil : error)
             throw error
         }
         live[networkID]?.endpoints[endpointID] = status
-        logger.info("endpoint created", metadata: [
-            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
-            "tap": "\(tapName)", "mac": "\(mac)",
-        ])
+        logger.info(
+            "endpoint created",
+            metadata: [
+                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
+                "tap": "\(tapName)", "mac": "\(mac)",
+            ])
         return DockerAPI.CreateEndpointResponse(
             Interface: givenMAC == nil ? DockerAPI.EndpointInterface(MacAddress: mac) : nil)
     }
@@ -153,40 +162,50 @@ extension VDEPlugin {
     /// the endpoint then stays recorded (and its address taken) until a retried DeleteEndpoint
     /// succeeds or the worker finds evidence that its container is gone.
     func deleteEndpoint(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
-        let networkID = request.NetworkID, endpointID = request.EndpointID
+        let networkID = request.NetworkID
+        let endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         let worker = try worker(of: networkID)
-        try await perform({ $0.networks[networkID]?.endpoints[endpointID] = nil }, worker: {
-            try await worker.removeEndpoint(endpointID)
-        })
+        try await perform(
+            { $0.networks[networkID]?.endpoints[endpointID] = nil },
+            worker: {
+                try await worker.removeEndpoint(endpointID)
+            })
         live[networkID]?.endpoints[endpointID] = nil
-        logger.info("endpoint deleted", metadata: [
-            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
-        ])
+        logger.info(
+            "endpoint deleted",
+            metadata: [
+                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
+            ])
         return DockerAPI.Empty()
     }
 
     func join(_ request: DockerAPI.JoinRequest) async throws -> DockerAPI.JoinResponse {
-        let networkID = request.NetworkID, endpointID = request.EndpointID
+        let networkID = request.NetworkID
+        let endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         let sandbox = request.SandboxKey
         let worker = try worker(of: networkID)
-        let status = try await perform({ state in
-            guard state.networks[networkID]?.endpoints[endpointID] != nil else {
-                throw VDEError.notFound("endpoint \(endpointID.short) was deleted meanwhile")
-            }
-            state.networks[networkID]?.endpoints[endpointID]?.sandboxKey = sandbox
-        }, worker: {
-            try await worker.join(endpointID, sandboxKey: sandbox)
-        })
+        let status = try await perform(
+            { state in
+                guard state.networks[networkID]?.endpoints[endpointID] != nil else {
+                    throw VDEError.notFound("endpoint \(endpointID.short) was deleted meanwhile")
+                }
+                state.networks[networkID]?.endpoints[endpointID]?.sandboxKey = sandbox
+            },
+            worker: {
+                try await worker.join(endpointID, sandboxKey: sandbox)
+            })
         let (network, endpoint) = try checkedEndpoint(networkID, endpointID)
         live[networkID]?.endpoints[endpointID] = status
-        logger.info("endpoint joined", metadata: [
-            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
-            "sandbox": "\(sandbox)",
-        ])
+        logger.info(
+            "endpoint joined",
+            metadata: [
+                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
+                "sandbox": "\(sandbox)",
+            ])
         var response = DockerAPI.JoinResponse(
             InterfaceName: DockerAPI.InterfaceName(SrcName: endpoint.tapName, DstPrefix: "eth"))
         // A route via the container's own address would make its start fail: the container
@@ -201,17 +220,22 @@ extension VDEPlugin {
     }
 
     func leave(_ request: DockerAPI.EndpointRequest) async throws -> DockerAPI.Empty {
-        let networkID = request.NetworkID, endpointID = request.EndpointID
+        let networkID = request.NetworkID
+        let endpointID = request.EndpointID
         try checkNotInFlight(networkID)
         _ = try checkedEndpoint(networkID, endpointID)
         let worker = try worker(of: networkID)
-        let status = try await perform({ $0.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil }, worker: {
-            try await worker.leave(endpointID)
-        })
+        let status = try await perform(
+            { $0.networks[networkID]?.endpoints[endpointID]?.sandboxKey = nil },
+            worker: {
+                try await worker.leave(endpointID)
+            })
         live[networkID]?.endpoints[endpointID] = status
-        logger.info("endpoint left", metadata: [
-            "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
-        ])
+        logger.info(
+            "endpoint left",
+            metadata: [
+                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
+            ])
         return DockerAPI.Empty()
     }
 
@@ -254,9 +278,11 @@ extension VDEPlugin {
         do {
             try await worker.removeEndpoint(endpointID)
         } catch {
-            logger.warning("could not undo a failed add; the worker deletes the tap at its next start", metadata: [
-                "endpoint": "\(endpointID.short)", "error": "\(VDEError(wrapping: error).message)",
-            ])
+            logger.warning(
+                "could not undo a failed add; the worker deletes the tap at its next start",
+                metadata: [
+                    "endpoint": "\(endpointID.short)", "error": "\(VDEError(wrapping: error).message)",
+                ])
         }
     }
 
@@ -265,7 +291,8 @@ extension VDEPlugin {
     func switchSpec(for networkID: NetworkID, options: NetworkOptions) throws -> SwitchSpec {
         let paths = try NetworkPaths(runDir: configuration.runDir, network: networkID, options: options)
         let mode: SwitchMode = options.socketDir == nil ? .own : options.createSockets ? .useOrCreate : .external
-        let spec = try SwitchSpec(paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports)
+        let spec = try SwitchSpec(
+            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports)
         try checkNoConflict(spec, of: networkID)
         return spec
     }
@@ -281,9 +308,11 @@ extension VDEPlugin {
         do {
             try commit(newState)
         } catch {
-            logger.warning("could not record who started the switch", metadata: [
-                "network": "\(networkID.short)", "error": "\(VDEError(wrapping: error).message)",
-            ])
+            logger.warning(
+                "could not record who started the switch",
+                metadata: [
+                    "network": "\(networkID.short)", "error": "\(VDEError(wrapping: error).message)",
+                ])
         }
     }
 
@@ -296,11 +325,13 @@ extension VDEPlugin {
         for (otherID, other, inFlight) in committed + creating where otherID != networkID {
             let whose = "network \(otherID.short)" + (inFlight ? " (being created right now)" : "")
             if other.paths.networkDir == spec.paths.networkDir {
-                throw VDEError.conflict("\(whose) already uses \(spec.paths.networkDir): network IDs share their first 12 characters")
+                throw VDEError.conflict(
+                    "\(whose) already uses \(spec.paths.networkDir): network IDs share their first 12 characters")
             }
             if other.paths.ctlDir == spec.paths.ctlDir, other.mode != .external || spec.mode != .external {
-                throw VDEError.conflict("socket_dir \(spec.paths.ctlDir) is the switch of \(whose): pick another socket_dir, "
-                    + "or use that switch without create_sockets")
+                throw VDEError.conflict(
+                    "socket_dir \(spec.paths.ctlDir) is the switch of \(whose): pick another socket_dir, "
+                        + "or use that switch without create_sockets")
             }
             if let management = spec.paths.managementSocket, management == other.paths.managementSocket {
                 throw VDEError.conflict("management_socket \(management) is used by \(whose): pick another path")
@@ -316,7 +347,9 @@ extension VDEPlugin {
     }
 
     /// The network and endpoint a request names, or a clear error when either is unknown.
-    func checkedEndpoint(_ networkID: NetworkID, _ endpointID: EndpointID) throws -> (network: NetworkRecord, endpoint: EndpointRecord) {
+    func checkedEndpoint(_ networkID: NetworkID, _ endpointID: EndpointID) throws -> (
+        network: NetworkRecord, endpoint: EndpointRecord
+    ) {
         let network = try existingNetwork(networkID)
         guard let endpoint = network.endpoints[endpointID] else {
             throw VDEError.notFound("no endpoint \(endpointID.short) in network \(networkID.short)")

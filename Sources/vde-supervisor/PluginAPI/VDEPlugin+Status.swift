@@ -8,7 +8,9 @@ extension VDEPlugin {
     static let statusWorkerTimeout: Duration = .milliseconds(800)
 
     func statusReport(startedAt: ContinuousClock.Instant) async -> StatusReport {
-        let records = state.networks.values.sorted { $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt }
+        let records = state.networks.values.sorted {
+            $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt
+        }
         let workers = live.compactMapValues(\.worker)
         let replies: [NetworkID: WorkerStatus] = await withTaskGroup(of: (NetworkID, WorkerStatus?).self) { group in
             for record in records {
@@ -35,8 +37,11 @@ extension VDEPlugin {
             healthy: networks.allSatisfy(\.healthy))
     }
 
-    private func networkInfo(_ record: NetworkRecord, worker: NetworkWorker?, reply: WorkerStatus?) async -> StatusReport.NetworkInfo {
-        var workerInfo = StatusReport.WorkerInfo(pid: nil, state: "stopped", uptimeSeconds: nil, restarts: 0, lastError: nil)
+    private func networkInfo(_ record: NetworkRecord, worker: NetworkWorker?, reply: WorkerStatus?) async
+        -> StatusReport.NetworkInfo
+    {
+        var workerInfo = StatusReport.WorkerInfo(
+            pid: nil, state: "stopped", uptimeSeconds: nil, restarts: 0, lastError: nil)
         if let worker {
             let phase = await worker.phase
             workerInfo.pid = await worker.workerPID
@@ -79,6 +84,7 @@ extension VDEPlugin {
     }
 
     static func counters(_ port: PortCounters) -> StatusReport.Counters {
-        StatusReport.Counters(inPackets: port.inPackets, inBytes: port.inBytes, outPackets: port.outPackets, outBytes: port.outBytes)
+        StatusReport.Counters(
+            inPackets: port.inPackets, inBytes: port.inBytes, outPackets: port.outPackets, outBytes: port.outBytes)
     }
 }

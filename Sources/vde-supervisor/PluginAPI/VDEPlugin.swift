@@ -33,8 +33,9 @@ actor VDEPlugin {
         self.store = StateStore(directory: configuration.stateDir)
         self.state = try store.load(userInfo: [NetworkRecord.runDirKey: configuration.runDir]) ?? SupervisorState()
         guard state.version == SupervisorState.currentVersion else {
-            throw VDEError.invalid("state file \(configuration.stateDir)/state.json has version \(state.version); "
-                + "this vde-supervisor reads version \(SupervisorState.currentVersion)")
+            throw VDEError.invalid(
+                "state file \(configuration.stateDir)/state.json has version \(state.version); "
+                    + "this vde-supervisor reads version \(SupervisorState.currentVersion)")
         }
     }
 
@@ -52,7 +53,9 @@ actor VDEPlugin {
     /// is written atomically and swapped in. `change` must therefore give the same result when
     /// applied to a state that already has it. Returns what the worker's part returned; the
     /// caller swaps in what memory holds of the network and replies.
-    func perform<T>(_ change: (inout SupervisorState) throws -> Void, worker part: () async throws -> T) async throws -> T {
+    func perform<T>(_ change: (inout SupervisorState) throws -> Void, worker part: () async throws -> T) async throws
+        -> T
+    {
         var copy = state
         try change(&copy)
         let result = try await part()
@@ -156,27 +159,35 @@ actor VDEPlugin {
         guard !stale.isEmpty, let network = state.networks[networkID] else { return }
         let worker = live[networkID]?.worker
         do {
-            try await perform({ Self.forget(stale, of: networkID, in: &$0) }, worker: {
-                for endpointID in stale {
-                    do {
-                        try await worker?.removeEndpoint(endpointID)
-                    } catch {
-                        logger.info("the worker could not drop a stale endpoint; it is forgotten all the same", metadata: [
-                            "endpoint": "\(endpointID.short)", "error": "\(VDEError(wrapping: error).message)",
-                        ])
+            try await perform(
+                { Self.forget(stale, of: networkID, in: &$0) },
+                worker: {
+                    for endpointID in stale {
+                        do {
+                            try await worker?.removeEndpoint(endpointID)
+                        } catch {
+                            logger.info(
+                                "the worker could not drop a stale endpoint; it is forgotten all the same",
+                                metadata: [
+                                    "endpoint": "\(endpointID.short)", "error": "\(VDEError(wrapping: error).message)",
+                                ])
+                        }
                     }
-                }
-            })
+                })
         } catch {
-            logger.error("could not record the removal of stale endpoints", metadata: ["error": "\(VDEError(wrapping: error).message)"])
+            logger.error(
+                "could not record the removal of stale endpoints",
+                metadata: ["error": "\(VDEError(wrapping: error).message)"])
             return
         }
         for endpointID in stale {
             live[networkID]?.endpoints[endpointID] = nil
-            logger.warning("forgot a stale endpoint: its container is gone (removed while we were down)", metadata: [
-                "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
-                "tap": "\(network.endpoints[endpointID]?.tapName ?? "?")", "evidence": "\(evidence ?? "tap gone")",
-            ])
+            logger.warning(
+                "forgot a stale endpoint: its container is gone (removed while we were down)",
+                metadata: [
+                    "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
+                    "tap": "\(network.endpoints[endpointID]?.tapName ?? "?")", "evidence": "\(evidence ?? "tap gone")",
+                ])
         }
     }
 
@@ -187,7 +198,9 @@ actor VDEPlugin {
             guard let endpoint = network.endpoints.removeValue(forKey: endpointID) else { continue }
             for address in [endpoint.address, endpoint.addressIPv6].compactMap({ $0 }).map(NetworkRecord.stripPrefix) {
                 for poolID in network.poolIDs {
-                    if (try? state.ipam.releaseAddress(DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: address))) != nil {
+                    if (try? state.ipam.releaseAddress(
+                        DockerAPI.ReleaseAddressRequest(PoolID: poolID, Address: address))) != nil
+                    {
                         break
                     }
                 }
@@ -224,7 +237,8 @@ actor VDEPlugin {
             live[networkID]?.endpointStateChanged(endpoint, to: newState, pid: pid, detail: detail)
             switch newState {
             case .plugged: logger.debug("endpoint plugged", metadata: metadata)
-            case .unreachable: logger.warning("cannot tell where the endpoint's tap is; the worker keeps looking", metadata: metadata)
+            case .unreachable:
+                logger.warning("cannot tell where the endpoint's tap is; the worker keeps looking", metadata: metadata)
             case .tapGone: sweepStaleEndpoints([endpointID], of: networkID, evidence: detail)
             case .unplugged, .restarting: break
             }
@@ -235,7 +249,9 @@ actor VDEPlugin {
 extension VDEPlugin {
     /// One line for systemd's STATUS= and logs: networks, endpoints, worker health.
     func statusLine() async -> String {
-        var running = 0, restarting = 0, other = 0
+        var running = 0
+        var restarting = 0
+        var other = 0
         for worker in live.values.compactMap(\.worker) {
             switch await worker.phase {
             case .running: running += 1

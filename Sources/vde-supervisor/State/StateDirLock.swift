@@ -52,7 +52,9 @@ final class StateDirLock: Sendable {
         let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         guard n > 0 else { return nil }
         let text = String(decoding: buffer[..<n], as: UTF8.self)
-        return text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first.flatMap { Int32($0) }.flatMap { $0 > 0 ? $0 : nil }
+        return text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first.flatMap { Int32($0) }.flatMap {
+            $0 > 0 ? $0 : nil
+        }
     }
 
     /// Lets go of the lock (the process exit does the same).
@@ -79,8 +81,9 @@ enum StateDirLockError: ReportableError {
             return .system("cannot lock \(path): \(StateStoreError.text(errno))")
         case .held(let path, let stateDir, let pid):
             let who = pid.map { "another vde-supervisor (pid \($0))" } ?? "another vde-supervisor"
-            return .conflict("\(who) already uses the state dir \(stateDir) (it holds \(path)); "
-                + "stop it first (systemctl stop vde-supervisor), or give this one another --state-dir")
+            return .conflict(
+                "\(who) already uses the state dir \(stateDir) (it holds \(path)); "
+                    + "stop it first (systemctl stop vde-supervisor), or give this one another --state-dir")
         }
     }
 }

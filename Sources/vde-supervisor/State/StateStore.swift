@@ -46,7 +46,8 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
             return try JSONCoding.decode(Value.self, from: bytes, userInfo: userInfo)
         } catch {
             let previous = FileSystem.isRegularFile(previousPath) ? previousPath : nil
-            throw .corrupt(path: path, detail: UntrustedText(JSONCoding.describe(error)).description, previous: previous)
+            throw .corrupt(
+                path: path, detail: UntrustedText(JSONCoding.describe(error)).description, previous: previous)
         }
     }
 
@@ -131,7 +132,6 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     }
 }
 
-
 /// Why the state file could not be read or written, with what to do about it.
 enum StateStoreError: ReportableError, Equatable {
     /// The directory could not be created or is not a directory.
@@ -151,29 +151,39 @@ enum StateStoreError: ReportableError, Equatable {
     var vdeError: VDEError {
         switch self {
         case .directory(let path, let errno):
-            return .system("cannot use the state directory \(path): \(Self.text(errno)); "
-                + "create it as a directory writable by vde-supervisor, or configure another state directory")
+            return .system(
+                "cannot use the state directory \(path): \(Self.text(errno)); "
+                    + "create it as a directory writable by vde-supervisor, or configure another state directory")
         case .encoding(let path, let detail):
-            return VDEError(.internal, "cannot encode the state for \(path) (\(detail)); the previous state file is kept")
+            return VDEError(
+                .internal, "cannot encode the state for \(path) (\(detail)); the previous state file is kept")
         case .write(let path, let step, let errno):
-            return .system("cannot write the state file \(path) (\(step): \(Self.text(errno))); the previous "
-                + "state file is kept. Check free space and permissions of its directory")
+            return .system(
+                "cannot write the state file \(path) (\(step): \(Self.text(errno))); the previous "
+                    + "state file is kept. Check free space and permissions of its directory")
         case .directorySync(let path, let errno, let restored):
-            return .system("cannot sync the directory of the state file \(path) (\(Self.text(errno))); the change "
-                + (restored ? "was undone and the previous state file is back. " : "was refused, but the previous state file could not be put back. ")
-                + "Check the filesystem")
+            return .system(
+                "cannot sync the directory of the state file \(path) (\(Self.text(errno))); the change "
+                    + (restored
+                        ? "was undone and the previous state file is back. "
+                        : "was refused, but the previous state file could not be put back. ")
+                    + "Check the filesystem")
         case .read(let path, let errno):
-            return .system("cannot read the state file \(path): \(Self.text(errno)); make it a regular file readable by vde-supervisor")
+            return .system(
+                "cannot read the state file \(path): \(Self.text(errno)); make it a regular file readable by vde-supervisor"
+            )
         case .corrupt(let path, let detail, let previous?):
-            return .system("the state file \(path) is not valid (\(detail)). Restore the previous generation, "
-                + "which is one change older: mv \(path) \(path).broken && cp -p \(previous) \(path), then "
-                + "restart vde-supervisor (a network or container changed by that last change may need to be "
-                + "created again). If \(previous) is not valid either, move both aside: vde-supervisor then starts "
-                + "with no networks, and vde networks created before must be removed and created again")
+            return .system(
+                "the state file \(path) is not valid (\(detail)). Restore the previous generation, "
+                    + "which is one change older: mv \(path) \(path).broken && cp -p \(previous) \(path), then "
+                    + "restart vde-supervisor (a network or container changed by that last change may need to be "
+                    + "created again). If \(previous) is not valid either, move both aside: vde-supervisor then starts "
+                    + "with no networks, and vde networks created before must be removed and created again")
         case .corrupt(let path, let detail, nil):
-            return .system("the state file \(path) is not valid (\(detail)) and there is no previous generation "
-                + "(\(path).1). Move it aside (mv \(path) \(path).broken) and restart vde-supervisor: it then "
-                + "starts with no networks, and vde networks created before must be removed and created again")
+            return .system(
+                "the state file \(path) is not valid (\(detail)) and there is no previous generation "
+                    + "(\(path).1). Move it aside (mv \(path) \(path).broken) and restart vde-supervisor: it then "
+                    + "starts with no networks, and vde networks created before must be removed and created again")
         }
     }
 

@@ -45,8 +45,12 @@ struct NetworkRecord: Codable, Sendable, Equatable {
 
     var ownsSwitch: Bool { switchStarted }
 
-    init(id: NetworkID, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool, ipv4Data: [DockerAPI.IPAMData],
-         ipv6Data: [DockerAPI.IPAMData], poolIDs: [String], endpoints: [EndpointID: EndpointRecord] = [:], createdAt: Int64) {
+    init(
+        id: NetworkID, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool,
+        ipv4Data: [DockerAPI.IPAMData],
+        ipv6Data: [DockerAPI.IPAMData], poolIDs: [String], endpoints: [EndpointID: EndpointRecord] = [:],
+        createdAt: Int64
+    ) {
         self.id = id
         self.options = options
         self.switchSpec = switchSpec
@@ -60,7 +64,10 @@ struct NetworkRecord: Codable, Sendable, Equatable {
 
     /// The key of `Decoder.userInfo` under which the state's reader passes the supervisor's run
     /// dir: records written before `networkDir` existed get theirs from it, here and only here.
-    static let runDirKey = CodingUserInfoKey(rawValue: "vde.runDir")!
+    static let runDirKey: CodingUserInfoKey = {
+        guard let key = CodingUserInfoKey(rawValue: "vde.runDir") else { preconditionFailure("a valid user-info key") }
+        return key
+    }()
 
     private enum CodingKeys: String, CodingKey {
         case id, options, switchSpec, switchStarted, ipv4Data, ipv6Data, poolIDs, endpoints, createdAt
@@ -98,9 +105,11 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         } else if let runDir = decoder.userInfo[Self.runDirKey] as? String {
             networkDir = NetworkPaths.networkDir(runDir: runDir, network: id)
         } else {
-            throw DecodingError.keyNotFound(StoredKey.networkDir, DecodingError.Context(
-                codingPath: container.codingPath + [CodingKeys.switchSpec],
-                debugDescription: "an old record without networkDir needs the supervisor's run dir to be read"))
+            throw DecodingError.keyNotFound(
+                StoredKey.networkDir,
+                DecodingError.Context(
+                    codingPath: container.codingPath + [CodingKeys.switchSpec],
+                    debugDescription: "an old record without networkDir needs the supervisor's run dir to be read"))
         }
         var mode = stored.mode
         if let started = try container.decodeIfPresent(Bool.self, forKey: .switchStarted) {
@@ -110,11 +119,13 @@ struct NetworkRecord: Codable, Sendable, Equatable {
             if options.socketDir != nil { mode = options.createSockets ? .useOrCreate : .external }
         }
         do {
-            let paths = try NetworkPaths(networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket)
+            let paths = try NetworkPaths(
+                networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket)
             switchSpec = try SwitchSpec(paths: paths, mode: mode, group: stored.group, numPorts: stored.numPorts)
         } catch {
-            throw DecodingError.dataCorrupted(DecodingError.Context(
-                codingPath: container.codingPath + [CodingKeys.switchSpec], debugDescription: error.message))
+            throw DecodingError.dataCorrupted(
+                DecodingError.Context(
+                    codingPath: container.codingPath + [CodingKeys.switchSpec], debugDescription: error.message))
         }
     }
 
@@ -149,7 +160,8 @@ struct EndpointRecord: Codable, Sendable, Equatable {
     var sandboxKey: SandboxKey?
 
     var spec: EndpointSpec {
-        EndpointSpec(endpointID: id, tapName: tapName, macAddress: macAddress, sandboxKey: sandboxKey,
-                     ipv4Address: address.flatMap { try? IPv4Address(NetworkRecord.stripPrefix($0)) })
+        EndpointSpec(
+            endpointID: id, tapName: tapName, macAddress: macAddress, sandboxKey: sandboxKey,
+            ipv4Address: address.flatMap { try? IPv4Address(NetworkRecord.stripPrefix($0)) })
     }
 }

@@ -11,11 +11,14 @@ enum Systemd {
         let count = sd_listen_fds(1)
         guard count > 0 else { return nil }
         guard count == 1 else {
-            throw VDEError.invalid("systemd passed \(count) sockets; vde-supervisor.socket must have exactly one ListenStream")
+            throw VDEError.invalid(
+                "systemd passed \(count) sockets; vde-supervisor.socket must have exactly one ListenStream")
         }
         let fd = SD_LISTEN_FDS_START
         guard sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
-            throw VDEError.invalid("the socket systemd passed is not a listening unix stream socket (check ListenStream= in vde-supervisor.socket)")
+            throw VDEError.invalid(
+                "the socket systemd passed is not a listening unix stream socket (check ListenStream= in vde-supervisor.socket)"
+            )
         }
         return fd
     }

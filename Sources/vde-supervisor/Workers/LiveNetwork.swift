@@ -55,8 +55,10 @@ struct LiveNetwork: Sendable {
 
     /// An `endpointState` event about a recorded endpoint.
     mutating func endpointStateChanged(_ endpoint: EndpointRecord, to state: PlugState, pid: Int32?, detail: String?) {
-        var status = endpoints[endpoint.id]
-            ?? EndpointStatus(endpointID: endpoint.id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: state)
+        var status =
+            endpoints[endpoint.id]
+            ?? EndpointStatus(
+                endpointID: endpoint.id, tapName: endpoint.tapName, macAddress: endpoint.macAddress, state: state)
         status.state = state
         status.plugPID = state == .plugged ? pid : nil
         status.detail = detail

@@ -53,11 +53,13 @@ actor NetworkWorker {
     /// How long each ping of a liveness check waits (``heartbeatTimeout``; tests make it short).
     private let pingTimeout: Duration
 
-    init(networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
-         assignment: @escaping @Sendable () async -> Assignment?,
-         onStarted: @escaping @Sendable (Started) async -> Void,
-         onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
-         backoff: RestartBackoff = .worker, pingTimeout: Duration = NetworkWorker.heartbeatTimeout) {
+    init(
+        networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+        assignment: @escaping @Sendable () async -> Assignment?,
+        onStarted: @escaping @Sendable (Started) async -> Void,
+        onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
+        backoff: RestartBackoff = .worker, pingTimeout: Duration = NetworkWorker.heartbeatTimeout
+    ) {
         self.networkID = networkID
         self.pingTimeout = pingTimeout
         self.backoff = backoff
@@ -96,9 +98,11 @@ actor NetworkWorker {
         do {
             _ = try await launch(assignment)
         } catch {
-            logger.error("could not restore network; retrying with backoff", metadata: [
-                "error": "\(VDEError(wrapping: error).message)",
-            ])
+            logger.error(
+                "could not restore network; retrying with backoff",
+                metadata: [
+                    "error": "\(VDEError(wrapping: error).message)"
+                ])
             phase = .restarting
             Task { await self.restartLoop() }
         }
@@ -143,20 +147,25 @@ actor NetworkWorker {
 
     /// The switch, the endpoints with their counters, and the ports that are not ours.
     func status(timeout: Duration) async throws -> WorkerStatus {
-        guard case .status(let status) = try await send(.status, timeout: timeout) else { throw Self.unexpectedReply(to: .status) }
+        guard case .status(let status) = try await send(.status, timeout: timeout) else {
+            throw Self.unexpectedReply(to: .status)
+        }
         return status
     }
 
     /// Sends a command once the worker runs (waiting for a restart in progress, within the
     /// timeout). A timeout also starts a liveness check: a worker that does not answer a
     /// command may hang, and one that hangs is found this way without a periodic ping.
-    private func send(_ command: WorkerCommand, timeout: Duration = NetworkWorker.requestTimeout) async throws -> WorkerReply {
+    private func send(_ command: WorkerCommand, timeout: Duration = NetworkWorker.requestTimeout) async throws
+        -> WorkerReply
+    {
         if phase == .starting || phase == .restarting {
             await waitUntilReady(timeout: timeout)
         }
         guard phase == .running, let link else {
-            throw VDEError.unavailable("the worker of network \(networkID.short) is \(phase.rawValue)"
-                + (lastError.map { " (last error: \($0))" } ?? ""))
+            throw VDEError.unavailable(
+                "the worker of network \(networkID.short) is \(phase.rawValue)"
+                    + (lastError.map { " (last error: \($0))" } ?? ""))
         }
         do {
             return try await link.send(command, timeout: timeout)
@@ -228,8 +237,9 @@ actor NetworkWorker {
     // MARK: internals
 
     private func launch(_ assignment: Assignment) async throws -> Started {
-        let link = WorkerLink(networkID: networkID, executable: executable, runDir: runDir, logLevel: logLevel, logger: logger,
-                              onEvent: onEvent)
+        let link = WorkerLink(
+            networkID: networkID, executable: executable, runDir: runDir, logLevel: logLevel, logger: logger,
+            onEvent: onEvent)
         self.link = link
         let task = Task { await link.run() }
         linkTask = task
@@ -239,7 +249,10 @@ actor NetworkWorker {
         }
         do {
             let command = WorkerCommand.start(switch: assignment.switchSpec, restore: assignment.endpoints)
-            guard case .started(let switchStatus, let endpoints) = try await link.send(command, timeout: Self.startTimeout) else {
+            guard
+                case .started(let switchStatus, let endpoints) = try await link.send(
+                    command, timeout: Self.startTimeout)
+            else {
                 throw Self.unexpectedReply(to: command)
             }
             let result = Started(switchStatus: switchStatus, endpoints: endpoints)
@@ -247,10 +260,12 @@ actor NetworkWorker {
             startedAt = .now
             backoff.started()
             let pid = await link.pid
-            logger.info("network up", metadata: [
-                "ctl": "\(assignment.switchSpec.paths.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
-                "workerPID": "\(pid.map(String.init) ?? "?")",
-            ])
+            logger.info(
+                "network up",
+                metadata: [
+                    "ctl": "\(assignment.switchSpec.paths.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
+                    "workerPID": "\(pid.map(String.init) ?? "?")",
+                ])
             await onStarted(result)
             return result
         } catch {
@@ -279,7 +294,8 @@ actor NetworkWorker {
         while !stopRequested {
             let delay = backoff.nextDelay()
             if delay > .zero {
-                logger.warning("restarting worker after backoff", metadata: ["delay": "\(delay)", "restarts": "\(restarts)"])
+                logger.warning(
+                    "restarting worker after backoff", metadata: ["delay": "\(delay)", "restarts": "\(restarts)"])
                 try? await Task.sleep(for: delay)
             }
             if stopRequested { return }

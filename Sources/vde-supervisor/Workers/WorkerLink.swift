@@ -1,6 +1,6 @@
+import CLinux
 import Glibc
 import Logging
-import CLinux
 import Shared
 
 /// One running `vde-networker` process and the JSON-lines link to it over its stdin and stdout.
@@ -26,8 +26,10 @@ actor WorkerLink {
     /// The worker's pid while it runs.
     private(set) var pid: Int32?
 
-    init(networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
-         onEvent: @escaping @Sendable (WorkerEvent) async -> Void) {
+    init(
+        networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+        onEvent: @escaping @Sendable (WorkerEvent) async -> Void
+    ) {
         self.networkID = networkID
         self.executable = executable
         self.runDir = runDir
@@ -47,7 +49,9 @@ actor WorkerLink {
     /// second at 100 networks; strace, protocol helper's measurement).
     nonisolated func run() async -> String {
         let stream = outboxLines
-        let argv = [executable, "--network-id", networkID.rawValue, "--log-level", logLevel.rawValue, "--run-dir", runDir]
+        let argv = [
+            executable, "--network-id", networkID.rawValue, "--log-level", logLevel.rawValue, "--run-dir", runDir,
+        ]
         let executable = self.executable
         // The worker's stdout: a small pipe of our own (see PipeLines); its stdin: a pipe whose
         // write end is ours, non-blocking (a full pipe waits for room in the descriptor watcher).
@@ -65,8 +69,9 @@ actor WorkerLink {
             // Its own process group: a Ctrl-C meant for the supervisor must not reach workers
             // first. One malloc arena: a worker runs once per network, and per-thread arenas cost
             // more than they gain in a process this quiet.
-            let pid = try ChildSpawn.start(argv, environment: ["MALLOC_ARENA_MAX": "1"], standardInput: stdin.read,
-                                           standardOutput: stdoutPipe.writeEnd, standardError: 2)
+            let pid = try ChildSpawn.start(
+                argv, environment: ["MALLOC_ARENA_MAX": "1"], standardInput: stdin.read,
+                standardOutput: stdoutPipe.writeEnd, standardError: 2)
             close(stdin.read)
             stdoutPipe.closeWriteEnd()
             process = try ProcessHandle(pid: pid)
@@ -173,9 +178,11 @@ actor WorkerLink {
             do {
                 message = try JSONCoding.decode(WorkerMessage.self, from: bytes)
             } catch {
-                logger.warning("malformed line from the worker", metadata: [
-                    "line": "\(String(decoding: bytes.prefix(200), as: UTF8.self))", "error": "\(error)",
-                ])
+                logger.warning(
+                    "malformed line from the worker",
+                    metadata: [
+                        "line": "\(String(decoding: bytes.prefix(200), as: UTF8.self))", "error": "\(error)",
+                    ])
                 return
             }
             logger.trace("from worker", metadata: ["line": "\(String(decoding: bytes, as: UTF8.self))"])
@@ -197,7 +204,8 @@ actor WorkerLink {
 
     private func timedOut(_ id: UInt64, command: WorkerCommand.Kind, after timeout: Duration) {
         guard let continuation = pending.removeValue(forKey: id) else { return }
-        logger.warning("worker did not answer in time", metadata: ["command": "\(command.rawValue)", "timeout": "\(timeout)"])
+        logger.warning(
+            "worker did not answer in time", metadata: ["command": "\(command.rawValue)", "timeout": "\(timeout)"])
         continuation.resume(throwing: WorkerTimeout(networkID: networkID, command: command, timeout: timeout))
     }
 
@@ -208,8 +216,9 @@ actor WorkerLink {
         let waiting = pending
         pending.removeAll()
         for (_, continuation) in waiting {
-            continuation.resume(throwing: VDEError.unavailable(
-                "the worker of network \(networkID.short) exited (\(reason))"))
+            continuation.resume(
+                throwing: VDEError.unavailable(
+                    "the worker of network \(networkID.short) exited (\(reason))"))
         }
     }
 }

@@ -75,7 +75,9 @@ enum Background {
     static func stopProcess(_ process: BackgroundProcess, style: StopStyle, grace: Duration) async -> [String] {
         var steps: [String] = []
         func exited(within deadline: Duration) async -> Bool {
-            (try? await Poll.until("\(process.argv[0]) (pid \(process.pid)) to exit", deadline: deadline, every: .milliseconds(50)) {
+            (try? await Poll.until(
+                "\(process.argv[0]) (pid \(process.pid)) to exit", deadline: deadline, every: .milliseconds(50)
+            ) {
                 !process.isRunning
             }) != nil
         }

@@ -21,7 +21,9 @@ enum Binaries {
         let dir = try directory()
         let path = dir + "/" + name
         guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw AcceptanceFailure("\(name) not found in \(dir): build it first (`swift build --build-tests`; \(runScriptsTestHint)), or set VDE_BIN_DIR")
+            throw AcceptanceFailure(
+                "\(name) not found in \(dir): build it first (`swift build --build-tests`; \(runScriptsTestHint)), or set VDE_BIN_DIR"
+            )
         }
         return path
     }

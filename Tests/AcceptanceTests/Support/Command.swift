@@ -16,7 +16,8 @@ struct CommandResult: Sendable, CustomStringConvertible {
 
     var description: String {
         var text = "`\(argv.joined(separator: " "))` \(status)"
-        let out = stdout.trimmingWhitespace, err = stderr.trimmingWhitespace
+        let out = stdout.trimmingWhitespace
+        let err = stderr.trimmingWhitespace
         if !out.isEmpty { text += "\n  stdout: \(out.prefix(4000))" }
         if !err.isEmpty { text += "\n  stderr: \(err.prefix(4000))" }
         return text
@@ -29,7 +30,9 @@ enum Command {
     static let outputLimit = 4 * 1024 * 1024
 
     /// Runs `argv` and returns what it did, whatever its exit status.
-    static func run(_ argv: [String], timeout: Duration = .seconds(60), stdin: String? = nil) async throws -> CommandResult {
+    static func run(_ argv: [String], timeout: Duration = .seconds(60), stdin: String? = nil) async throws
+        -> CommandResult
+    {
         precondition(!argv.isEmpty)
         let executable: Executable = argv[0].contains("/") ? .path(FilePath(argv[0])) : .name(argv[0])
         let options = {
@@ -56,15 +59,16 @@ enum Command {
                     pid.set(execution.processIdentifier.value)
                 }
                 finished.set(true)
-                return .finished(CommandResult(
-                    argv: argv, status: result.terminationStatus,
-                    stdout: result.standardOutput, stderr: result.standardError))
+                return .finished(
+                    CommandResult(
+                        argv: argv, status: result.terminationStatus,
+                        stdout: result.standardOutput, stderr: result.standardError))
             }
             group.addTask {
                 try await Task.sleep(for: timeout)
                 return .timedOut
             }
-            let first = try await group.next()!
+            guard let first = try await group.next() else { throw CancellationError() }
             switch first {
             case .finished(let result):
                 group.cancelAll()
@@ -78,14 +82,18 @@ enum Command {
                 while let next = try await group.next() {
                     if case .finished(let r) = next { partial = r }
                 }
-                throw AcceptanceFailure("command timed out after \(timeout) and was killed: \(partial.map(String.init(describing:)) ?? argv.joined(separator: " "))")
+                throw AcceptanceFailure(
+                    "command timed out after \(timeout) and was killed: \(partial.map(String.init(describing:)) ?? argv.joined(separator: " "))"
+                )
             }
         }
     }
 
     /// Runs `argv` and throws (with its output) unless it exits 0.
     @discardableResult
-    static func check(_ argv: [String], timeout: Duration = .seconds(60), stdin: String? = nil) async throws -> CommandResult {
+    static func check(_ argv: [String], timeout: Duration = .seconds(60), stdin: String? = nil) async throws
+        -> CommandResult
+    {
         let result = try await run(argv, timeout: timeout, stdin: stdin)
         guard result.succeeded else { throw AcceptanceFailure("command failed: \(result)") }
         return result

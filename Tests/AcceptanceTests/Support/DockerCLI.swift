@@ -28,7 +28,8 @@ enum Docker {
         guard info.succeeded else {
             throw AcceptanceFailure("dockerd does not answer (`docker info` failed): \(runScriptsTestHint)\n\(info)")
         }
-        let image = try await Command.run([cli, "image", "inspect", "--format", "{{.Id}}", Docker.image], timeout: .seconds(30))
+        let image = try await Command.run(
+            [cli, "image", "inspect", "--format", "{{.Id}}", Docker.image], timeout: .seconds(30))
         guard image.succeeded else {
             throw AcceptanceFailure("image \(Docker.image) is missing: \(runScriptsTestHint)\n\(image)")
         }
@@ -41,7 +42,9 @@ enum Docker {
             let list = ids.stdout.split(whereSeparator: \.isNewline).map(String.init)
             if !list.isEmpty { _ = try? await run(["rm", "-f"] + list) }
         }
-        if let ids = try? await run(["network", "ls", "-q", "--filter", "label=\(label)"], timeout: .seconds(30)), ids.succeeded {
+        if let ids = try? await run(["network", "ls", "-q", "--filter", "label=\(label)"], timeout: .seconds(30)),
+            ids.succeeded
+        {
             for id in ids.stdout.split(whereSeparator: \.isNewline).map(String.init) {
                 _ = try? await run(["network", "rm", id])
             }
@@ -84,7 +87,9 @@ final class DockerScope: Sendable {
     }
 
     /// `docker run -d --net NET [--ip IP] IMAGE sleep 600`; returns the result.
-    func startContainer(_ base: String, network: String, ip: String? = nil, extra: [String] = []) async throws -> CommandResult {
+    func startContainer(_ base: String, network: String, ip: String? = nil, extra: [String] = []) async throws
+        -> CommandResult
+    {
         let name = name(base)
         made.withLock { $0.containers.append(name) }  // docker run -d may create it even when start fails
         var args = ["run", "-d", "--name", name, "--label", Docker.label, "--net", self.name(network)]
@@ -101,9 +106,11 @@ final class DockerScope: Sendable {
     }
 
     func attachment(_ base: String, network: String) async throws -> Attachment {
-        let result = try await Docker.check(["inspect", "--format", "{{json .NetworkSettings.Networks}}", name(base)], timeout: .seconds(30))
+        let result = try await Docker.check(
+            ["inspect", "--format", "{{json .NetworkSettings.Networks}}", name(base)], timeout: .seconds(30))
         guard let all = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-              let net = all[name(network)] as? [String: Any] else {
+            let net = all[name(network)] as? [String: Any]
+        else {
             throw AcceptanceFailure("container \(name(base)) is not attached to \(name(network)): \(result.stdout)")
         }
         let attachment = Attachment(
@@ -120,7 +127,8 @@ final class DockerScope: Sendable {
 
     /// busybox ping inside a container.
     func ping(from base: String, _ address: String, count: Int = 3, wait: Int = 2) async throws -> CommandResult {
-        try await exec(base, ["ping", "-c", "\(count)", "-W", "\(wait)", address], timeout: .seconds(Double(count * wait + 20)))
+        try await exec(
+            base, ["ping", "-c", "\(count)", "-W", "\(wait)", address], timeout: .seconds(Double(count * wait + 20)))
     }
 
     func removeContainer(_ base: String) async throws {
@@ -161,7 +169,9 @@ final class DockerScope: Sendable {
             throw error
         }
         let failures = await scope.cleanup()
-        guard failures.isEmpty else { throw AcceptanceFailure("docker cleanup failed: \(failures.joined(separator: "\n"))") }
+        guard failures.isEmpty else {
+            throw AcceptanceFailure("docker cleanup failed: \(failures.joined(separator: "\n"))")
+        }
         return value
     }
 }

@@ -13,7 +13,8 @@ enum HostInspector {
     /// The state letter of a process (R, S, Z, ...) or nil when it does not exist.
     static func processState(_ pid: Int32) -> Character? {
         guard let stat = TempDir.readText("/proc/\(pid)/stat"),
-              let close = stat.lastIndex(of: ")") else { return nil }
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
         let rest = stat[stat.index(after: close)...].drop(while: { $0 == " " })
         return rest.first
     }
@@ -23,9 +24,13 @@ enum HostInspector {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         var result: [ProcessInfo] = []
         for entry in entries {
-            guard let pid = Int32(entry), let raw = TempDir.readBytes("/proc/\(pid)/cmdline"), !raw.isEmpty else { continue }
+            guard let pid = Int32(entry), let raw = TempDir.readBytes("/proc/\(pid)/cmdline"), !raw.isEmpty else {
+                continue
+            }
             if let state = processState(pid), state == "Z" || state == "X" { continue }
-            let argv = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+            let argv = raw.split(separator: 0, omittingEmptySubsequences: false).map {
+                String(decoding: $0, as: UTF8.self)
+            }
             result.append(ProcessInfo(pid: pid, argv: argv.last == "" ? Array(argv.dropLast()) : argv))
         }
         return result
@@ -36,7 +41,8 @@ enum HostInspector {
     static func vdeProcesses(mentioning needles: [String]) -> [ProcessInfo] {
         let family = ["vde_switch", "vde_plug2tap", "vde_plug", "vde-networker", "vde-supervisor"]
         return processes().filter { p in
-            family.contains(p.program) && p.argv.contains { arg in needles.contains { !$0.isEmpty && arg.contains($0) } }
+            family.contains(p.program)
+                && p.argv.contains { arg in needles.contains { !$0.isEmpty && arg.contains($0) } }
         }
     }
 
@@ -50,8 +56,9 @@ enum HostInspector {
 
     /// Links named like the plugin's taps: `vde` plus 12 hex digits.
     static func pluginTaps() -> Set<String> {
-        Set(links().filter { name in
-            name.hasPrefix("vde") && name.count == 15 && name.dropFirst(3).allSatisfy(\.isHexDigit)
-        })
+        Set(
+            links().filter { name in
+                name.hasPrefix("vde") && name.count == 15 && name.dropFirst(3).allSatisfy(\.isHexDigit)
+            })
     }
 }

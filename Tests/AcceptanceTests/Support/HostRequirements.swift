@@ -8,7 +8,8 @@ enum HostRequirements {
 
     static func check() throws {
         guard geteuid() == 0 else {
-            throw AcceptanceFailure("the acceptance tests need root (taps, network namespaces, dockerd): \(runScriptsTestHint) as root")
+            throw AcceptanceFailure(
+                "the acceptance tests need root (taps, network namespaces, dockerd): \(runScriptsTestHint) as root")
         }
         for tool in tools + [NetNS.ip, NetNS.busybox] where !FileManager.default.isExecutableFile(atPath: tool) {
             throw AcceptanceFailure("\(tool) is missing: \(runScriptsTestHint)")

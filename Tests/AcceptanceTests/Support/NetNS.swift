@@ -22,7 +22,9 @@ struct NetNS: Sendable {
 
     /// busybox ping from inside the namespace; true when replies came back.
     func ping(_ address: String, count: Int = 3, wait: Int = 2) async throws -> CommandResult {
-        try await exec([NetNS.busybox, "ping", "-c", "\(count)", "-W", "\(wait)", address], timeout: .seconds(Double(count * wait + 15)))
+        try await exec(
+            [NetNS.busybox, "ping", "-c", "\(count)", "-W", "\(wait)", address],
+            timeout: .seconds(Double(count * wait + 15)))
     }
 
     func linkExists(_ name: String) async throws -> Bool {

@@ -23,13 +23,17 @@ struct PluginClient: Sendable {
     }
 
     /// POSTs a request encoded as JSON.
-    func post<Request: Encodable>(_ path: String, _ request: Request, timeout: Duration = .seconds(60)) async throws -> HTTPReply {
+    func post<Request: Encodable>(_ path: String, _ request: Request, timeout: Duration = .seconds(60)) async throws
+        -> HTTPReply
+    {
         note(request)
         return try await post(path, raw: try JSONCoding.encode(request), timeout: timeout)
     }
 
     /// POSTs and requires a 2xx JSON reply without an error field; decodes it.
-    func ok<Response: Decodable>(_ path: String, _ request: some Encodable, as: Response.Type, timeout: Duration = .seconds(60)) async throws -> Response {
+    func ok<Response: Decodable>(
+        _ path: String, _ request: some Encodable, as: Response.Type, timeout: Duration = .seconds(60)
+    ) async throws -> Response {
         try decodeOK(path, try await post(path, request, timeout: timeout))
     }
 
@@ -52,7 +56,8 @@ struct PluginClient: Sendable {
         guard !reply.isSuccess else {
             throw AcceptanceFailure("\(path) should have been refused, but got \(reply)")
         }
-        guard let error = try? JSONCoding.decode(DockerAPI.ErrorResponse.self, from: reply.body), !error.Err.isEmpty else {
+        guard let error = try? JSONCoding.decode(DockerAPI.ErrorResponse.self, from: reply.body), !error.Err.isEmpty
+        else {
             throw AcceptanceFailure("\(path) refusal should carry a JSON body with a non-empty Err, got \(reply)")
         }
         return (reply.status, error.Err)
@@ -70,14 +75,17 @@ struct PluginClient: Sendable {
         do {
             return try JSONCoding.decode(Response.self, from: reply.body)
         } catch {
-            throw AcceptanceFailure("\(path) reply does not decode as \(Response.self): \(error); body: \(reply.bodyText)")
+            throw AcceptanceFailure(
+                "\(path) reply does not decode as \(Response.self): \(error); body: \(reply.bodyText)")
         }
     }
 
     private func note(_ request: some Encodable) {
         switch request {
         case let r as DockerAPI.CreateNetworkRequest: seen.network(r.NetworkID.rawValue)
-        case let r as DockerAPI.CreateEndpointRequest: seen.network(r.NetworkID.rawValue); seen.endpoint(r.EndpointID.rawValue)
+        case let r as DockerAPI.CreateEndpointRequest:
+            seen.network(r.NetworkID.rawValue)
+            seen.endpoint(r.EndpointID.rawValue)
         default: break
         }
     }
@@ -99,31 +107,40 @@ struct JSONObject: Decodable {
 /// Builders for the requests dockerd sends, with its defaults filled in. IDs are the tests' own
 /// (``IDs/dockerID()``): they pass the rules, or the test stops at once.
 enum Requests {
-    static func createNetwork(_ id: String, pool: String, gateway: String?, options: [String: String] = [:], v6: DockerAPI.IPAMData? = nil) -> DockerAPI.CreateNetworkRequest {
+    static func createNetwork(
+        _ id: String, pool: String, gateway: String?, options: [String: String] = [:], v6: DockerAPI.IPAMData? = nil
+    ) -> DockerAPI.CreateNetworkRequest {
         DockerAPI.CreateNetworkRequest(
             NetworkID: NetworkID(stringLiteral: id),
             Options: [
                 DockerAPI.genericOptionsKey: .map(options),
                 "com.docker.network.enable_ipv6": .bool(v6 != nil),
             ],
-            IPv4Data: [DockerAPI.IPAMData(AddressSpace: "LocalDefault", Pool: pool, Gateway: gateway, AuxAddresses: [:])],
+            IPv4Data: [
+                DockerAPI.IPAMData(AddressSpace: "LocalDefault", Pool: pool, Gateway: gateway, AuxAddresses: [:])
+            ],
             IPv6Data: v6.map { [$0] } ?? [])
     }
 
-    static func createEndpoint(network: String, endpoint: String, address: String, mac: String = "") -> DockerAPI.CreateEndpointRequest {
+    static func createEndpoint(network: String, endpoint: String, address: String, mac: String = "")
+        -> DockerAPI.CreateEndpointRequest
+    {
         DockerAPI.CreateEndpointRequest(
             NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint),
-            Interface: DockerAPI.EndpointInterface(Address: address, AddressIPv6: "", MacAddress: mac.isEmpty ? nil : MACAddress(stringLiteral: mac)),
+            Interface: DockerAPI.EndpointInterface(
+                Address: address, AddressIPv6: "", MacAddress: mac.isEmpty ? nil : MACAddress(stringLiteral: mac)),
             Options: ["com.docker.network.endpoint.exposedports": .other, "com.docker.network.portmap": .other])
     }
 
     static func join(network: String, endpoint: String, sandbox: String) -> DockerAPI.JoinRequest {
-        DockerAPI.JoinRequest(NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint),
-                              SandboxKey: SandboxKey(stringLiteral: sandbox), Options: [:])
+        DockerAPI.JoinRequest(
+            NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint),
+            SandboxKey: SandboxKey(stringLiteral: sandbox), Options: [:])
     }
 
     static func endpoint(_ network: String, _ endpoint: String) -> DockerAPI.EndpointRequest {
-        DockerAPI.EndpointRequest(NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint))
+        DockerAPI.EndpointRequest(
+            NetworkID: NetworkID(stringLiteral: network), EndpointID: EndpointID(stringLiteral: endpoint))
     }
 
     static func network(_ id: String) -> DockerAPI.NetworkRequest {

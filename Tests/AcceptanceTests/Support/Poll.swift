@@ -32,6 +32,7 @@ enum Poll {
             found = try await probe()
             return found != nil
         }
-        return found!
+        guard let found else { throw AcceptanceFailure("\(what): found, then lost") }
+        return found
     }
 }

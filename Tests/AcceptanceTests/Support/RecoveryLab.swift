@@ -53,14 +53,18 @@ struct RecoveryPinger: Sendable {
     let label: String
 
     /// Starts the pinger, runs `body`, and stops it (also on failure).
-    static func with<T>(_ label: String, from ns: NetNS, to peer: String, dir: String,
-                        _ body: (RecoveryPinger) async throws -> T) async throws -> T {
+    static func with<T>(
+        _ label: String, from ns: NetNS, to peer: String, dir: String,
+        _ body: (RecoveryPinger) async throws -> T
+    ) async throws -> T {
         guard FileManager.default.isExecutableFile(atPath: ping) else {
-            throw AcceptanceFailure("\(ping) is missing (apt-get install iputils-ping): the recovery tests ping every 10 ms")
+            throw AcceptanceFailure(
+                "\(ping) is missing (apt-get install iputils-ping): the recovery tests ping every 10 ms")
         }
         let output = dir + "/ping-\(label)-\(IDs.tag(6)).log"
-        let process = try RecoverySpawned([NetNS.ip, "netns", "exec", ns.name, ping, "-D", "-n", "-i", "0.01", "-W", "1", peer],
-                                          outputPath: output)
+        let process = try RecoverySpawned(
+            [NetNS.ip, "netns", "exec", ns.name, ping, "-D", "-n", "-i", "0.01", "-W", "1", peer],
+            outputPath: output)
         let pinger = RecoveryPinger(process: process, label: label)
         do {
             let value = try await body(pinger)
@@ -77,7 +81,8 @@ struct RecoveryPinger: Sendable {
         var seen: Set<Int> = []
         for line in process.output(Int.max).split(separator: "\n") where line.contains(" bytes from ") {
             if let range = line.range(of: "icmp_seq="),
-               let seq = Int(line[range.upperBound...].prefix { $0.isNumber }) {
+                let seq = Int(line[range.upperBound...].prefix { $0.isNumber })
+            {
                 seen.insert(seq)
             }
         }
@@ -99,12 +104,14 @@ struct RecoveryPinger: Sendable {
         let steps = await process.stop(SIGINT, grace: .seconds(5))
         let text = process.output(Int.max)
         guard steps == ["SIGINT"] || steps.isEmpty,
-              let line = text.split(separator: "\n").first(where: { $0.contains("packets transmitted") }) else {
+            let line = text.split(separator: "\n").first(where: { $0.contains("packets transmitted") })
+        else {
             throw AcceptanceFailure("ping \(label) gave no summary (stop steps \(steps)):\n\(text.suffix(2000))")
         }
         func number(before word: String) throws -> Int {
             guard let range = line.range(of: " " + word),
-                  let value = Int(line[..<range.lowerBound].split(whereSeparator: { !$0.isNumber }).last ?? "") else {
+                let value = Int(line[..<range.lowerBound].split(whereSeparator: { !$0.isNumber }).last ?? "")
+            else {
                 throw AcceptanceFailure("ping \(label): no number before '\(word)' in its summary: \(line)")
             }
             return value
@@ -150,11 +157,16 @@ struct RecoveryLab: Sendable {
     /// Builds A (10.211.1.0/24, `aEndpoints` endpoints; through the vde IPAM driver when
     /// `vdeIPAM`) and B (10.211.2.0/24, Docker's default IPAM, 2 endpoints) in `namespaces`
     /// (A's first, then B's).
-    static func build(host: any RecoveryHost, namespaces: [NetNS], aEndpoints: Int = 2, vdeIPAM: Bool = false,
-                      workDir: String) async throws -> RecoveryLab {
+    static func build(
+        host: any RecoveryHost, namespaces: [NetNS], aEndpoints: Int = 2, vdeIPAM: Bool = false,
+        workDir: String
+    ) async throws -> RecoveryLab {
         precondition(namespaces.count == aEndpoints + 2)
-        let a = try await makeNetwork(host: host, name: "A", subnet: "10.211.1", namespaces: Array(namespaces.prefix(aEndpoints)), vdeIPAM: vdeIPAM)
-        let b = try await makeNetwork(host: host, name: "B", subnet: "10.211.2", namespaces: Array(namespaces.suffix(2)), vdeIPAM: false)
+        let a = try await makeNetwork(
+            host: host, name: "A", subnet: "10.211.1", namespaces: Array(namespaces.prefix(aEndpoints)),
+            vdeIPAM: vdeIPAM)
+        let b = try await makeNetwork(
+            host: host, name: "B", subnet: "10.211.2", namespaces: Array(namespaces.suffix(2)), vdeIPAM: false)
         let lab = RecoveryLab(host: host, workDir: workDir, a: a, b: b)
         for network in lab.networks {
             try await lab.waitForConnectivity(network, deadline: .seconds(10))
@@ -162,39 +174,55 @@ struct RecoveryLab: Sendable {
         return lab
     }
 
-    private static func makeNetwork(host: any RecoveryHost, name: String, subnet: String, namespaces: [NetNS], vdeIPAM: Bool) async throws -> Network {
+    private static func makeNetwork(
+        host: any RecoveryHost, name: String, subnet: String, namespaces: [NetNS], vdeIPAM: Bool
+    ) async throws -> Network {
         let client = host.client
         let id = IDs.dockerID()
         var poolID: String?
         if vdeIPAM {
-            let pool = try await client.ok("/IpamDriver.RequestPool",
-                DockerAPI.RequestPoolRequest(AddressSpace: "LocalDefault", Pool: "\(subnet).0/24", SubPool: "", Options: [:], V6: false),
+            let pool = try await client.ok(
+                "/IpamDriver.RequestPool",
+                DockerAPI.RequestPoolRequest(
+                    AddressSpace: "LocalDefault", Pool: "\(subnet).0/24", SubPool: "", Options: [:], V6: false),
                 as: DockerAPI.RequestPoolResponse.self)
             poolID = pool.PoolID
-            _ = try await client.ok("/IpamDriver.RequestAddress",
-                DockerAPI.RequestAddressRequest(PoolID: pool.PoolID, Address: "\(subnet).1", Options: [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType]),
+            _ = try await client.ok(
+                "/IpamDriver.RequestAddress",
+                DockerAPI.RequestAddressRequest(
+                    PoolID: pool.PoolID, Address: "\(subnet).1",
+                    Options: [DockerAPI.requestAddressTypeKey: DockerAPI.gatewayAddressType]),
                 as: DockerAPI.RequestAddressResponse.self)
         }
-        try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(id, pool: "\(subnet).0/24", gateway: "\(subnet).1/24"))
+        try await client.ok(
+            "/NetworkDriver.CreateNetwork",
+            Requests.createNetwork(id, pool: "\(subnet).0/24", gateway: "\(subnet).1/24"))
         var endpoints: [Endpoint] = []
         for (i, ns) in namespaces.enumerated() {
             let endpoint = IDs.dockerID()
             let address: String
             if let poolID {
-                address = try await client.ok("/IpamDriver.RequestAddress",
+                address = try await client.ok(
+                    "/IpamDriver.RequestAddress",
                     DockerAPI.RequestAddressRequest(PoolID: poolID, Address: "", Options: [:]),
-                    as: DockerAPI.RequestAddressResponse.self).Address
+                    as: DockerAPI.RequestAddressResponse.self
+                ).Address
             } else {
                 address = "\(subnet).\(10 + i)/24"
             }
-            let created = try await client.ok("/NetworkDriver.CreateEndpoint",
-                Requests.createEndpoint(network: id, endpoint: endpoint, address: address), as: DockerAPI.CreateEndpointResponse.self)
+            let created = try await client.ok(
+                "/NetworkDriver.CreateEndpoint",
+                Requests.createEndpoint(network: id, endpoint: endpoint, address: address),
+                as: DockerAPI.CreateEndpointResponse.self)
             let mac = try #require(created.Interface?.MacAddress?.rawValue)
-            let joined = try await client.ok("/NetworkDriver.Join",
+            let joined = try await client.ok(
+                "/NetworkDriver.Join",
                 Requests.join(network: id, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
             let tap = joined.InterfaceName.SrcName.rawValue
             try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
-            endpoints.append(Endpoint(id: endpoint, tap: tap, mac: mac, address: String(address.split(separator: "/")[0]), namespace: ns))
+            endpoints.append(
+                Endpoint(
+                    id: endpoint, tap: tap, mac: mac, address: String(address.split(separator: "/")[0]), namespace: ns))
         }
         let paths = try NetworkPaths(runDir: host.runDir, network: NetworkID(id), options: NetworkOptions())
         return Network(name: name, id: id, paths: paths, endpoints: endpoints, poolID: poolID)
@@ -212,12 +240,16 @@ struct RecoveryLab: Sendable {
     func waitForConnectivity(_ network: Network, from: Int = 0, to: Int = 1, deadline: Duration) async throws {
         var last: CommandResult?
         do {
-            try await Poll.until("a ping across network \(network.name) to be answered", deadline: deadline, every: .milliseconds(50)) {
+            try await Poll.until(
+                "a ping across network \(network.name) to be answered", deadline: deadline, every: .milliseconds(50)
+            ) {
                 last = try await pingOnce(network, from: from, to: to)
-                return last!.succeeded
+                return last?.succeeded ?? false
             }
         } catch {
-            throw AcceptanceFailure("\(error); last ping: \(last.map(String.init(describing:)) ?? "none")\n--- supervisor log ---\n\(host.logTail(6000))")
+            throw AcceptanceFailure(
+                "\(error); last ping: \(last.map(String.init(describing:)) ?? "none")\n--- supervisor log ---\n\(host.logTail(6000))"
+            )
         }
     }
 
@@ -265,7 +297,8 @@ struct RecoveryLab: Sendable {
             return ["the supervisor (pid \(root)) does not run"]
         }
         // Zombies anywhere in the supervisor's tree: nobody reaped them.
-        for p in table.values where p.isZombie && (p.parent == root || RecoveryProcess.descends(p.parent, from: root, in: table)) {
+        for p in table.values
+        where p.isZombie && (p.parent == root || RecoveryProcess.descends(p.parent, from: root, in: table)) {
             problems.append("zombie in the supervisor's tree: \(p)")
         }
         // What was killed must be gone (a zombie of PID 1 is PID 1's to reap, not ours).
@@ -280,7 +313,9 @@ struct RecoveryLab: Sendable {
         } catch {
             return problems + ["status: \(error)"]
         }
-        if report.supervisor.pid != root { problems.append("status reports supervisor pid \(report.supervisor.pid), running is \(root)") }
+        if report.supervisor.pid != root {
+            problems.append("status reports supervisor pid \(report.supervisor.pid), running is \(root)")
+        }
         let ourTaps = Set(networks.flatMap { $0.endpoints.map(\.tap) })
         let strayTaps = HostInspector.pluginTaps().intersection(ourTaps)
         if !strayTaps.isEmpty { problems.append("taps of this test in the host netns: \(strayTaps.sorted())") }
@@ -289,12 +324,21 @@ struct RecoveryLab: Sendable {
             let name = "network \(network.name)"
             let expected = Set(expectEndpoints?[network.name] ?? network.endpoints.map(\.id))
             let live = running(network, in: table)
-            for pid in live.workers + live.switches + live.plugs where !RecoveryProcess.descends(pid, from: root, in: table) {
-                problems.append("\(name): not in the supervisor's tree (orphan): \(table[pid].map(String.init(describing:)) ?? "\(pid)")")
+            for pid in live.workers + live.switches + live.plugs
+            where !RecoveryProcess.descends(pid, from: root, in: table) {
+                problems.append(
+                    "\(name): not in the supervisor's tree (orphan): \(table[pid].map(String.init(describing:)) ?? "\(pid)")"
+                )
             }
-            if live.workers.count != 1 { problems.append("\(name): \(live.workers.count) workers run: \(live.workers)") }
-            if live.switches.count != 1 { problems.append("\(name): \(live.switches.count) switches run: \(live.switches)") }
-            if live.plugs.count != expected.count { problems.append("\(name): \(live.plugs.count) plugs run for \(expected.count) endpoints: \(live.plugs)") }
+            if live.workers.count != 1 {
+                problems.append("\(name): \(live.workers.count) workers run: \(live.workers)")
+            }
+            if live.switches.count != 1 {
+                problems.append("\(name): \(live.switches.count) switches run: \(live.switches)")
+            }
+            if live.plugs.count != expected.count {
+                problems.append("\(name): \(live.plugs.count) plugs run for \(expected.count) endpoints: \(live.plugs)")
+            }
             for pid in live.workers where table[pid]?.parent != root {
                 problems.append("\(name): worker \(pid) is not a child of the supervisor \(root)")
             }
@@ -302,24 +346,40 @@ struct RecoveryLab: Sendable {
                 problems.append("\(name): missing from status")
                 continue
             }
-            if reported.worker.state != "running" { problems.append("\(name): worker state \(reported.worker.state) (lastError \(reported.worker.lastError ?? "-"))") }
+            if reported.worker.state != "running" {
+                problems.append(
+                    "\(name): worker state \(reported.worker.state) (lastError \(reported.worker.lastError ?? "-"))")
+            }
             if reported.worker.pid == nil || reported.worker.pid != live.workers.first {
-                problems.append("\(name): status says worker pid \(reported.worker.pid.map(String.init) ?? "nil"), running: \(live.workers)")
+                problems.append(
+                    "\(name): status says worker pid \(reported.worker.pid.map(String.init) ?? "nil"), running: \(live.workers)"
+                )
             }
             if reported.switch.pid == nil || reported.switch.pid != live.switches.first {
-                problems.append("\(name): status says switch pid \(reported.switch.pid.map(String.init) ?? "nil"), running: \(live.switches)")
+                problems.append(
+                    "\(name): status says switch pid \(reported.switch.pid.map(String.init) ?? "nil"), running: \(live.switches)"
+                )
             }
             if !reported.healthy { problems.append("\(name): status says not healthy") }
             let reportedIDs = Set(reported.endpoints.map(\.id))
             let short = { (id: String) in (try? EndpointID(id))?.short ?? id }
-            if reportedIDs != expected { problems.append("\(name): status lists endpoints \(reportedIDs.map(short).sorted()), expected \(expected.map(short).sorted())") }
+            if reportedIDs != expected {
+                problems.append(
+                    "\(name): status lists endpoints \(reportedIDs.map(short).sorted()), expected \(expected.map(short).sorted())"
+                )
+            }
             for endpoint in reported.endpoints {
-                if endpoint.state != "plugged" { problems.append("\(name): endpoint \(short(endpoint.id)) is \(endpoint.state)") }
-                if endpoint.plugPID == nil || !live.plugs.contains(endpoint.plugPID!) {
-                    problems.append("\(name): endpoint \(short(endpoint.id)) plug pid \(endpoint.plugPID.map(String.init) ?? "nil") is not a running plug \(live.plugs)")
+                if endpoint.state != "plugged" {
+                    problems.append("\(name): endpoint \(short(endpoint.id)) is \(endpoint.state)")
+                }
+                if !(endpoint.plugPID.map { live.plugs.contains($0) } ?? false) {
+                    problems.append(
+                        "\(name): endpoint \(short(endpoint.id)) plug pid \(endpoint.plugPID.map(String.init) ?? "nil") is not a running plug \(live.plugs)"
+                    )
                 }
             }
-            problems += socketProblems(network, name: name, ports: reported.endpoints.compactMap(\.switchPort), plugs: live.plugs)
+            problems += socketProblems(
+                network, name: name, ports: reported.endpoints.compactMap(\.switchPort), plugs: live.plugs)
         }
         // Nothing of this test's run dir belongs to a network that is not A or B.
         let known = networks.map(\.paths.networkDir)
@@ -333,7 +393,8 @@ struct RecoveryLab: Sendable {
     /// data socket per plugged port and one pid file per running plug; nothing stale.
     private func socketProblems(_ network: Network, name: String, ports: [Int], plugs: [Int32]) -> [String] {
         var problems: [String] = []
-        let paths = network.paths, ctl = paths.ctlDir
+        let paths = network.paths
+        let ctl = paths.ctlDir
         let sockets = Set(TempDir.sockets(under: paths.networkDir))
         // The switch's own ctl socket in its ctl dir, and its management socket.
         let named = [ctl + "/ctl"] + (paths.managementSocket.map { [$0] } ?? [])
@@ -351,22 +412,29 @@ struct RecoveryLab: Sendable {
             dataPorts.append(port)
         }
         if dataPorts.sorted() != ports.sorted() {
-            problems.append("\(name): data sockets for ports \(dataPorts.sorted()) but endpoints on ports \(ports.sorted()) (\(data.sorted()))")
+            problems.append(
+                "\(name): data sockets for ports \(dataPorts.sorted()) but endpoints on ports \(ports.sorted()) (\(data.sorted()))"
+            )
         }
         let pidFiles = (try? FileManager.default.contentsOfDirectory(atPath: paths.plugsDir)) ?? []
         // A pid file holds `PID STARTTIME`.
         let recorded = pidFiles.compactMap {
-            TempDir.readText(paths.plugsDir + "/" + $0).flatMap { $0.split(separator: " ").first.flatMap { Int32(String($0).trimmingWhitespace) } }
+            TempDir.readText(paths.plugsDir + "/" + $0).flatMap {
+                $0.split(separator: " ").first.flatMap { Int32(String($0).trimmingWhitespace) }
+            }
         }
         if Set(recorded) != Set(plugs) || pidFiles.count != plugs.count {
-            problems.append("\(name): plug pid files \(pidFiles.count) naming \(recorded.sorted()), running plugs \(plugs)")
+            problems.append(
+                "\(name): plug pid files \(pidFiles.count) naming \(recorded.sorted()), running plugs \(plugs)")
         }
         return problems
     }
 
     /// Polls until ``problems(expectEndpoints:killed:)`` is empty; throws with the last list and the log.
-    func waitUntilConsistent(_ what: String, expectEndpoints: [String: [String]]? = nil, killed: [Int32] = [],
-                             deadline: Duration = .seconds(15)) async throws {
+    func waitUntilConsistent(
+        _ what: String, expectEndpoints: [String: [String]]? = nil, killed: [Int32] = [],
+        deadline: Duration = .seconds(15)
+    ) async throws {
         var last: [String] = []
         do {
             try await Poll.until(what, deadline: deadline, every: .milliseconds(200)) {
@@ -374,8 +442,9 @@ struct RecoveryLab: Sendable {
                 return last.isEmpty
             }
         } catch {
-            throw AcceptanceFailure("\(what): still inconsistent after \(deadline):\n  - " + last.joined(separator: "\n  - ")
-                + "\n--- supervisor log ---\n\(host.logTail(8000))")
+            throw AcceptanceFailure(
+                "\(what): still inconsistent after \(deadline):\n  - " + last.joined(separator: "\n  - ")
+                    + "\n--- supervisor log ---\n\(host.logTail(8000))")
         }
     }
 }

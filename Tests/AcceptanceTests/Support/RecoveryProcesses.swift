@@ -28,7 +28,8 @@ final class RecoverySpawned: Sendable {
         defer { posix_spawnattr_destroy(&attributes) }
         // Own process group, no blocked signals, default dispositions (the test runner may
         // ignore SIGPIPE or SIGINT; ping needs SIGINT to print its summary).
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         posix_spawnattr_setpgroup(&attributes, 0)
         var empty = sigset_t()
         sigemptyset(&empty)
@@ -43,14 +44,16 @@ final class RecoverySpawned: Sendable {
         var child: pid_t = 0
         let rc = posix_spawn(&child, argv[0], &actions, &attributes, cArgs, environ)
         guard rc == 0 else {
-            throw AcceptanceFailure("posix_spawn \(argv.joined(separator: " ")) failed: \(String(cString: strerror(rc)))")
+            throw AcceptanceFailure(
+                "posix_spawn \(argv.joined(separator: " ")) failed: \(String(cString: strerror(rc)))")
         }
         pid = child
     }
 
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
     private static let addCloseFrom: AddCloseFrom? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return nil }
         return unsafeBitCast(symbol, to: AddCloseFrom.self)
     }()
 
@@ -128,19 +131,24 @@ struct RecoveryProcess: Sendable, CustomStringConvertible {
         "\(pid) [\(state), parent \(parent)] " + (argv.isEmpty ? "(\(comm))" : argv.joined(separator: " "))
     }
 
-    static let vdePrograms: Set<String> = ["vde_switch", "vde_plug2tap", "vde_plug", "vde-networker", "vde-supervisor", "nsenter"]
+    static let vdePrograms: Set<String> = [
+        "vde_switch", "vde_plug2tap", "vde_plug", "vde-networker", "vde-supervisor", "nsenter",
+    ]
 
     static func all() -> [Int32: RecoveryProcess] {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }
         var result: [Int32: RecoveryProcess] = [:]
         for entry in entries {
             guard let pid = Int32(entry), let stat = TempDir.readText("/proc/\(pid)/stat"),
-                  let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { continue }
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")")
+            else { continue }
             let comm = String(stat[stat.index(after: open)..<close])
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             guard fields.count >= 2, let state = fields[0].first, let parent = Int32(fields[1]) else { continue }
             let raw = TempDir.readBytes("/proc/\(pid)/cmdline") ?? []
-            var argv = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+            var argv = raw.split(separator: 0, omittingEmptySubsequences: false).map {
+                String(decoding: $0, as: UTF8.self)
+            }
             if argv.last == "" { argv.removeLast() }
             result[pid] = RecoveryProcess(pid: pid, state: state, parent: parent, comm: comm, argv: argv)
         }

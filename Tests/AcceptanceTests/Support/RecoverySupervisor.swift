@@ -1,7 +1,7 @@
-import Testing
 import Foundation
 import Glibc
 import Shared
+import Testing
 
 /// What the recovery checks need from a running supervisor, whichever way it was started.
 protocol RecoveryHost: Sendable {
@@ -47,9 +47,11 @@ final class RecoverySupervisor: RecoveryHost {
         stateDir = dir + "/state"
         runDir = dir + "/run"
         logPath = dir + "/supervisor.log"
-        argv = [supervisorPath, "run", "--socket", socket, "--state-dir", stateDir,
-                "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
-                "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf"]
+        argv = [
+            supervisorPath, "run", "--socket", socket, "--state-dir", stateDir,
+            "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
+            "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf",
+        ]
         client = PluginClient(socket: socket)
     }
 
@@ -65,18 +67,23 @@ final class RecoverySupervisor: RecoveryHost {
                 try await supervisor.start()
                 outcome = .success(try await body(supervisor))
             } catch {
-                print("---- vde-supervisor log (\(supervisor.logPath)) after failure: \(error) ----\n\(supervisor.logTail())\n---- end of log ----")
+                print(
+                    "---- vde-supervisor log (\(supervisor.logPath)) after failure: \(error) ----\n\(supervisor.logTail())\n---- end of log ----"
+                )
                 outcome = .failure(error)
             }
             let stop = await supervisor.stopLast()
-            let leftovers = await SupervisorFixture.removeLeftovers(runDir: supervisor.runDir, seen: supervisor.client.seen)
+            let leftovers = await SupervisorFixture.removeLeftovers(
+                runDir: supervisor.runDir, seen: supervisor.client.seen)
             if !leftovers.isEmpty {
                 print("note: removed after the supervisor stopped: \(leftovers.joined(separator: "; "))")
             }
             // As in SupervisorFixture: a process that outlived the supervisor's stop is a leak.
             let leaked = leftovers.filter { $0.hasPrefix("process") }
             if !leaked.isEmpty {
-                Issue.record(AcceptanceFailure("processes outlived the supervisor's SIGTERM (killed now): \(leaked.joined(separator: "; "))"))
+                Issue.record(
+                    AcceptanceFailure(
+                        "processes outlived the supervisor's SIGTERM (killed now): \(leaked.joined(separator: "; "))"))
             }
             let value = try outcome.get()
             if let stop { throw stop }
@@ -91,9 +98,13 @@ final class RecoverySupervisor: RecoveryHost {
         }
         let process = try RecoverySpawned(argv, outputPath: logPath)
         current.set(process)
-        try await Poll.until("vde-supervisor (pid \(process.pid)) to answer on \(socket)", deadline: .seconds(20), every: .milliseconds(20)) {
+        try await Poll.until(
+            "vde-supervisor (pid \(process.pid)) to answer on \(socket)", deadline: .seconds(20),
+            every: .milliseconds(20)
+        ) {
             guard process.isRunning else {
-                throw AcceptanceFailure("vde-supervisor exited during start-up (wait status \(process.waitStatus ?? -1)):\n\(logTail())")
+                throw AcceptanceFailure(
+                    "vde-supervisor exited during start-up (wait status \(process.waitStatus ?? -1)):\n\(logTail())")
             }
             return UnixHTTPClient.answers(socket: socket)
         }
@@ -120,7 +131,9 @@ final class RecoverySupervisor: RecoveryHost {
         let status = process.waitStatus ?? -1
         // WIFEXITED && WEXITSTATUS == 0 is a raw status of 0.
         guard steps == ["SIGTERM"], status == 0 else {
-            return AcceptanceFailure("vde-supervisor did not stop cleanly on SIGTERM: steps \(steps), wait status \(status)\n--- log ---\n\(logTail(4000))")
+            return AcceptanceFailure(
+                "vde-supervisor did not stop cleanly on SIGTERM: steps \(steps), wait status \(status)\n--- log ---\n\(logTail(4000))"
+            )
         }
         return nil
     }

@@ -56,19 +56,23 @@ enum StatusCLI {
         let clock = ContinuousClock()
         let start = clock.now
         let result = try await Command.run(argv, timeout: timeout)
-        return StatusRun(argv: argv, status: result.status, stdout: result.stdout, stderr: result.stderr,
-                         elapsed: clock.now - start)
+        return StatusRun(
+            argv: argv, status: result.status, stdout: result.stdout, stderr: result.stderr,
+            elapsed: clock.now - start)
     }
 
     /// `status --json [ARGS]`, schema-checked: fails the test with every violation of
     /// docs/status.md. Returns the run and its typed report.
-    static func checkedJSON(_ arguments: [String] = [], socket: String, timeout: Duration = .seconds(20)) async throws -> (run: StatusRun, report: StatusDoc) {
+    static func checkedJSON(_ arguments: [String] = [], socket: String, timeout: Duration = .seconds(20)) async throws
+        -> (run: StatusRun, report: StatusDoc)
+    {
         let run = try await run(["--json"] + arguments, socket: socket, timeout: timeout)
         let value = try run.json()
         let violations = StatusSchema.report.violations(of: value)
         if !violations.isEmpty {
-            throw AcceptanceFailure("status --json does not follow the schema of docs/status.md:\n  "
-                + violations.joined(separator: "\n  ") + "\n\(run)")
+            throw AcceptanceFailure(
+                "status --json does not follow the schema of docs/status.md:\n  "
+                    + violations.joined(separator: "\n  ") + "\n\(run)")
         }
         return (run, try run.report())
     }
@@ -89,14 +93,23 @@ enum StatusJSONValue: Decodable, Equatable, Sendable, CustomStringConvertible {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let b = try? container.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? container.decode(Int64.self) { self = .int(i) }
-        else if let d = try? container.decode(Double.self) { self = .double(d) }
-        else if let s = try? container.decode(String.self) { self = .string(s) }
-        else if let a = try? container.decode([StatusJSONValue].self) { self = .array(a) }
-        else if let o = try? container.decode([String: StatusJSONValue].self) { self = .object(o) }
-        else { throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a JSON value") }
+        if container.decodeNil() {
+            self = .null
+        } else if let b = try? container.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? container.decode(Int64.self) {
+            self = .int(i)
+        } else if let d = try? container.decode(Double.self) {
+            self = .double(d)
+        } else if let s = try? container.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? container.decode([StatusJSONValue].self) {
+            self = .array(a)
+        } else if let o = try? container.decode([String: StatusJSONValue].self) {
+            self = .object(o)
+        } else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a JSON value")
+        }
     }
 
     var kind: String {
@@ -156,36 +169,47 @@ indirect enum StatusSchema: Sendable {
     static let report: StatusSchema = .object([
         "schemaVersion": required(.exactly(1)),
         "healthy": required(.bool),
-        "supervisor": required(.object([
-            "pid": required(.int), "pluginSocket": required(.string), "stateDir": required(.string),
-            "uptimeSeconds": required(.int), "statusLine": required(.string),
-        ])),
-        "networks": required(.array(.object([
-            "id": required(.string), "shortID": required(.string),
-            "subnets": required(.array(.string)), "gateways": required(.array(.string)),
-            "healthy": required(.bool),
-            "switch": required(.object([
-                "ctlDir": required(.string), "managementSocket": optional(.string),
-                "ownership": required(.oneOf(["own", "external"])), "pid": optional(.int),
-                "numPorts": required(.int),
+        "supervisor": required(
+            .object([
+                "pid": required(.int), "pluginSocket": required(.string), "stateDir": required(.string),
+                "uptimeSeconds": required(.int), "statusLine": required(.string),
             ])),
-            "worker": required(.object([
-                "pid": optional(.int),
-                "state": required(.oneOf(["starting", "running", "restarting", "unresponsive", "stopping", "stopped"])),
-                "uptimeSeconds": optional(.int), "restarts": required(.int), "lastError": optional(.string),
-            ])),
-            "endpoints": required(.array(.object([
-                "id": required(.string), "shortID": required(.string), "tap": required(.string),
-                "macAddress": required(.string), "ipv4": optional(.string), "ipv6": optional(.string),
-                "sandbox": optional(.string),
-                "state": required(.oneOf(["plugged", "unplugged", "restarting", "unreachable", "tapGone", "unknown"])),
-                "plugPID": optional(.int), "switchPort": optional(.int), "detail": optional(.string),
-                "counters": optional(counters),
-            ]))),
-            "otherPorts": required(.array(.object([
-                "port": required(.int), "peer": optional(.string), "counters": required(counters),
-            ]))),
-        ]))),
+        "networks": required(
+            .array(
+                .object([
+                    "id": required(.string), "shortID": required(.string),
+                    "subnets": required(.array(.string)), "gateways": required(.array(.string)),
+                    "healthy": required(.bool),
+                    "switch": required(
+                        .object([
+                            "ctlDir": required(.string), "managementSocket": optional(.string),
+                            "ownership": required(.oneOf(["own", "external"])), "pid": optional(.int),
+                            "numPorts": required(.int),
+                        ])),
+                    "worker": required(
+                        .object([
+                            "pid": optional(.int),
+                            "state": required(
+                                .oneOf(["starting", "running", "restarting", "unresponsive", "stopping", "stopped"])),
+                            "uptimeSeconds": optional(.int), "restarts": required(.int), "lastError": optional(.string),
+                        ])),
+                    "endpoints": required(
+                        .array(
+                            .object([
+                                "id": required(.string), "shortID": required(.string), "tap": required(.string),
+                                "macAddress": required(.string), "ipv4": optional(.string), "ipv6": optional(.string),
+                                "sandbox": optional(.string),
+                                "state": required(
+                                    .oneOf(["plugged", "unplugged", "restarting", "unreachable", "tapGone", "unknown"])),
+                                "plugPID": optional(.int), "switchPort": optional(.int), "detail": optional(.string),
+                                "counters": optional(counters),
+                            ]))),
+                    "otherPorts": required(
+                        .array(
+                            .object([
+                                "port": required(.int), "peer": optional(.string), "counters": required(counters),
+                            ]))),
+                ]))),
     ])
 
     /// Every way `value` (at `path`) departs from this schema.
@@ -208,7 +232,9 @@ indirect enum StatusSchema: Sendable {
                 case nil:
                     break
                 case .null?:
-                    found.append("\(path).\(name): null (\(field.optional ? "optional fields are omitted when unknown" : "required"))")
+                    found.append(
+                        "\(path).\(name): null (\(field.optional ? "optional fields are omitted when unknown" : "required"))"
+                    )
                 case let member?:
                     found += field.schema.violations(of: member, at: "\(path).\(name)")
                 }
@@ -337,12 +363,16 @@ enum StatusHost {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw AcceptanceFailure("socket path too long: \(path)") }
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw AcceptanceFailure("socket path too long: \(path)")
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, byte) in bytes.enumerated() { raw[i] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw AcceptanceFailure("bind(\(path)): errno \(errno)") }
     }

@@ -28,12 +28,15 @@ enum StatusLab {
         do {
             for (address, ns) in layout {
                 let endpoint = IDs.dockerID()
-                let created = try await client.ok("/NetworkDriver.CreateEndpoint",
+                let created = try await client.ok(
+                    "/NetworkDriver.CreateEndpoint",
                     Requests.createEndpoint(network: network, endpoint: endpoint, address: address),
                     as: DockerAPI.CreateEndpointResponse.self)
                 let mac = try #require(created.Interface?.MacAddress?.rawValue, "CreateEndpoint chose no MAC")
-                let joined = try await client.ok("/NetworkDriver.Join",
-                    Requests.join(network: network, endpoint: endpoint, sandbox: ns.path), as: DockerAPI.JoinResponse.self)
+                let joined = try await client.ok(
+                    "/NetworkDriver.Join",
+                    Requests.join(network: network, endpoint: endpoint, sandbox: ns.path),
+                    as: DockerAPI.JoinResponse.self)
                 let tap = joined.InterfaceName.SrcName.rawValue
                 made.append(StatusEndpoint(id: endpoint, tap: tap, mac: mac, address: address, namespace: ns))
                 try await ns.adoptAsEth0(tap: tap, mac: mac, address: address)
@@ -56,8 +59,11 @@ enum StatusLab {
     }
 
     /// Creates a network (IPv4 only) with the given driver options.
-    static func createNetwork(_ client: PluginClient, _ id: String, pool: String, gateway: String, options: [String: String] = [:]) async throws {
-        try await client.ok("/NetworkDriver.CreateNetwork", Requests.createNetwork(id, pool: pool, gateway: gateway, options: options))
+    static func createNetwork(
+        _ client: PluginClient, _ id: String, pool: String, gateway: String, options: [String: String] = [:]
+    ) async throws {
+        try await client.ok(
+            "/NetworkDriver.CreateNetwork", Requests.createNetwork(id, pool: pool, gateway: gateway, options: options))
     }
 
     static func deleteNetwork(_ client: PluginClient, _ id: String) async throws {

@@ -30,7 +30,8 @@ struct Supervisor: Sendable {
     func assertServes() async throws {
         let reply = try await client.post("/NetworkDriver.GetCapabilities")
         guard reply.status == 200 else {
-            throw AcceptanceFailure("supervisor no longer serves GetCapabilities: \(reply)\n--- supervisor log ---\n\(logTail())")
+            throw AcceptanceFailure(
+                "supervisor no longer serves GetCapabilities: \(reply)\n--- supervisor log ---\n\(logTail())")
         }
     }
 }
@@ -72,16 +73,26 @@ enum SupervisorFixture {
             if socket != nil { try prepareSharedSocket(socketPath) }
             var logPath = dir + "/supervisor.log"
             var generation = 1
-            while TempDir.exists(logPath) { generation += 1; logPath = dir + "/supervisor-\(generation).log" }
-            let stateDir = dir + "/state", runDir = dir + "/run"
-            let argv = [supervisorPath, "run", "--socket", socketPath, "--state-dir", stateDir,
-                        "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
-                        // Private control socket and no config file: tests do not touch a real install.
-                        "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf"] + extraArguments
+            while TempDir.exists(logPath) {
+                generation += 1
+                logPath = dir + "/supervisor-\(generation).log"
+            }
+            let stateDir = dir + "/state"
+            let runDir = dir + "/run"
+            let argv =
+                [
+                    supervisorPath, "run", "--socket", socketPath, "--state-dir", stateDir,
+                    "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
+                    // Private control socket and no config file: tests do not touch a real install.
+                    "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf",
+                ] + extraArguments
             let client = PluginClient(socket: socketPath)
-            let started = try await Background.with(argv, logPath: logPath, stop: .terminate, graceDeadline: .seconds(20)) { process in
-                let supervisor = Supervisor(socket: socketPath, stateDir: stateDir, runDir: runDir,
-                                            logPath: logPath, process: process, client: client)
+            let started = try await Background.with(
+                argv, logPath: logPath, stop: .terminate, graceDeadline: .seconds(20)
+            ) { process in
+                let supervisor = Supervisor(
+                    socket: socketPath, stateDir: stateDir, runDir: runDir,
+                    logPath: logPath, process: process, client: client)
                 do {
                     try await Poll.until("vde-supervisor to answer on \(socketPath)", deadline: .seconds(20)) {
                         guard process.isRunning else {
@@ -91,7 +102,9 @@ enum SupervisorFixture {
                     }
                     return try await body(supervisor)
                 } catch {
-                    print("---- vde-supervisor log (\(logPath)) after failure: \(error) ----\n\(process.logTail())\n---- end of log ----")
+                    print(
+                        "---- vde-supervisor log (\(logPath)) after failure: \(error) ----\n\(process.logTail())\n---- end of log ----"
+                    )
                     throw error
                 }
             }
@@ -99,14 +112,18 @@ enum SupervisorFixture {
             let leftovers = await removeLeftovers(runDir: runDir, seen: client.seen)
             let orphans = leftovers.filter { $0.hasPrefix("process") }
             if !orphans.isEmpty {
-                Issue.record(AcceptanceFailure("processes outlived the supervisor's SIGTERM (killed now): \(orphans.joined(separator: "; "))"))
+                Issue.record(
+                    AcceptanceFailure(
+                        "processes outlived the supervisor's SIGTERM (killed now): \(orphans.joined(separator: "; "))"))
             }
             if !leftovers.isEmpty {
                 print("note: removed after the supervisor stopped: \(leftovers.joined(separator: "; "))")
             }
             guard case .exited(0) = started.status, started.stopSteps == ["SIGTERM"] else {
                 let log = TempDir.readText(logPath).map { String($0.suffix(4000)) } ?? ""
-                let stop = AcceptanceFailure("vde-supervisor did not stop cleanly on SIGTERM: steps \(started.stopSteps), status \(started.status)\n--- log ---\n\(log)")
+                let stop = AcceptanceFailure(
+                    "vde-supervisor did not stop cleanly on SIGTERM: steps \(started.stopSteps), status \(started.status)\n--- log ---\n\(log)"
+                )
                 // Recorded, not thrown: the test fails, and a test that goes on (a restart) still
                 // shows what else works.
                 Issue.record(stop)
@@ -122,7 +139,9 @@ enum SupervisorFixture {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         guard TempDir.exists(path) else { return }
         if UnixHTTPClient.answers(socket: path) {
-            throw AcceptanceFailure("something already serves \(path) (a vde-supervisor started by hand?): stop it before running the Docker tests")
+            throw AcceptanceFailure(
+                "something already serves \(path) (a vde-supervisor started by hand?): stop it before running the Docker tests"
+            )
         }
         unlink(path)
     }
@@ -169,7 +188,8 @@ struct SharedSocketLock: Sendable {
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             if ContinuousClock.now - start > deadline {
                 close(fd)
-                throw AcceptanceFailure("\(path) stayed locked for \(deadline) (a benchmark using the real plugin socket?)")
+                throw AcceptanceFailure(
+                    "\(path) stayed locked for \(deadline) (a benchmark using the real plugin socket?)")
             }
             try await Task.sleep(for: .milliseconds(200))
         }

@@ -38,18 +38,25 @@ struct ActivatedSupervisor: Sendable {
         let supervisorPath = try Binaries.supervisor
         let networkerPath = try Binaries.networker
         return try await TempDir.with(tag) { dir in
-            let socket = dir + "/vde.sock", logPath = dir + "/supervisor.log"
+            let socket = dir + "/vde.sock"
+            let logPath = dir + "/supervisor.log"
             let listener = try NotifyListener(path: dir + "/notify.sock", onMessage: onMessage)
-            let argv = [SystemdTools.socketActivate, "-l", socket,
-                        "-E", "NOTIFY_SOCKET=\(listener.path)", "-E", "WATCHDOG_USEC=\(watchdogUsec)", "--",
-                        supervisorPath, "run", "--socket", socket, "--control-socket", dir + "/control.sock",
-                        "--state-dir", dir + "/state", "--run-dir", dir + "/run", "--networker", networkerPath,
-                        "--config", dir + "/absent.conf", "--log-level", "debug"]
+            let argv = [
+                SystemdTools.socketActivate, "-l", socket,
+                "-E", "NOTIFY_SOCKET=\(listener.path)", "-E", "WATCHDOG_USEC=\(watchdogUsec)", "--",
+                supervisorPath, "run", "--socket", socket, "--control-socket", dir + "/control.sock",
+                "--state-dir", dir + "/state", "--run-dir", dir + "/run", "--networker", networkerPath,
+                "--config", dir + "/absent.conf", "--log-level", "debug",
+            ]
             let started: (outcome: Result<Void, any Error>, status: TerminationStatus, stopSteps: [String])
             do {
-                started = try await Background.with(argv, logPath: logPath, stop: .terminate, graceDeadline: .seconds(20)) { process in
-                    try await body(ActivatedSupervisor(dir: dir, socket: socket, logPath: logPath, supervisorPath: supervisorPath,
-                                                       networkerPath: networkerPath, process: process, listener: listener))
+                started = try await Background.with(
+                    argv, logPath: logPath, stop: .terminate, graceDeadline: .seconds(20)
+                ) { process in
+                    try await body(
+                        ActivatedSupervisor(
+                            dir: dir, socket: socket, logPath: logPath, supervisorPath: supervisorPath,
+                            networkerPath: networkerPath, process: process, listener: listener))
                 }
             } catch {
                 await listener.stop()
@@ -57,10 +64,13 @@ struct ActivatedSupervisor: Sendable {
             }
             await listener.stop()  // reads whatever is still queued
             let log = TempDir.readText(logPath) ?? ""
-            let finished = Finished(status: started.status, stopSteps: started.stopSteps, messages: listener.messages,
-                                    transcript: listener.transcript(), log: log)
+            let finished = Finished(
+                status: started.status, stopSteps: started.stopSteps, messages: listener.messages,
+                transcript: listener.transcript(), log: log)
             if case .failure(let error) = started.outcome {
-                print("---- sd_notify messages:\(finished.transcript)\n---- supervisor log ----\n\(log.suffix(6000))\n---- end ----")
+                print(
+                    "---- sd_notify messages:\(finished.transcript)\n---- supervisor log ----\n\(log.suffix(6000))\n---- end ----"
+                )
                 throw error
             }
             if finished.status != .exited(0) {
@@ -90,7 +100,9 @@ struct ActivatedSupervisor: Sendable {
     /// systemd-socket-activate binds and listens, then waits for the first connection.
     func waitUntilListening() async throws {
         try await Poll.until("systemd-socket-activate to listen on \(socket)") {
-            guard process.isRunning else { throw AcceptanceFailure("systemd-socket-activate exited: \(process.logTail())") }
+            guard process.isRunning else {
+                throw AcceptanceFailure("systemd-socket-activate exited: \(process.logTail())")
+            }
             return TempDir.exists(socket)
         }
     }

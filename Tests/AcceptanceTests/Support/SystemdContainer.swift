@@ -34,9 +34,13 @@ enum StaticBinaries {
     static let names = ["vde-supervisor", "vde-networker"]
 
     static var buildCommand: [String] {
-        let swift = FileManager.default.isExecutableFile(atPath: "/opt/swift/usr/bin/swift") ? "/opt/swift/usr/bin/swift" : "swift"
-        return [swift, "build", "--package-path", Repository.root, "-c", "release", "--static-swift-stdlib",
-                "--scratch-path", scratchPath]
+        let swift =
+            FileManager.default.isExecutableFile(atPath: "/opt/swift/usr/bin/swift")
+            ? "/opt/swift/usr/bin/swift" : "swift"
+        return [
+            swift, "build", "--package-path", Repository.root, "-c", "release", "--static-swift-stdlib",
+            "--scratch-path", scratchPath,
+        ]
     }
 
     /// The directory holding both binaries: `VDE_STATIC_BIN_DIR`, or a (re)build of them.
@@ -53,7 +57,9 @@ enum StaticBinaries {
             dir = shown.stdout.trimmingWhitespace
         }
         for name in names where !FileManager.default.isExecutableFile(atPath: dir + "/" + name) {
-            throw AcceptanceFailure("\(name) is missing in \(dir) (static release build): \(runScriptsTestHint), or run `\(buildCommand.joined(separator: " "))`")
+            throw AcceptanceFailure(
+                "\(name) is missing in \(dir) (static release build): \(runScriptsTestHint), or run `\(buildCommand.joined(separator: " "))`"
+            )
         }
         return dir
     }
@@ -67,21 +73,25 @@ enum StaticBinaries {
                 || $0.hasPrefix("libBlocksRuntime") || $0.hasPrefix("lib_Foundation")
         }
         guard swiftRuntime.isEmpty else {
-            throw AcceptanceFailure("\(path) links the Swift runtime dynamically (not built with --static-swift-stdlib): \(swiftRuntime)")
+            throw AcceptanceFailure(
+                "\(path) links the Swift runtime dynamically (not built with --static-swift-stdlib): \(swiftRuntime)")
         }
         let missing = libraries.filter { $0.contains("not found") }
         guard missing.isEmpty else { throw AcceptanceFailure("\(path) misses libraries: \(missing)") }
         // What the binary may need: glibc, the C++ runtime and the system libraries it names.
-        let allowed = ["linux-vdso", "ld-linux", "libc.so", "libm.so", "libdl.so", "libpthread.so", "librt.so", "libutil.so",
-                       "libstdc++.so", "libgcc_s.so", "libsystemd.so", "libvdeplug.so",
-                       // libsystemd's own dependencies (all in the libsystemd0 package's Depends).
-                       "libcap.so", "libgcrypt.so", "libgpg-error.so", "liblzma.so", "libzstd.so", "liblz4.so"]
+        let allowed = [
+            "linux-vdso", "ld-linux", "libc.so", "libm.so", "libdl.so", "libpthread.so", "librt.so", "libutil.so",
+            "libstdc++.so", "libgcc_s.so", "libsystemd.so", "libvdeplug.so",
+            // libsystemd's own dependencies (all in the libsystemd0 package's Depends).
+            "libcap.so", "libgcrypt.so", "libgpg-error.so", "liblzma.so", "libzstd.so", "liblz4.so",
+        ]
         let unexpected = libraries.filter { line in
             let name = line.split(separator: " ").first.map(String.init) ?? line
             return !allowed.contains { name.hasPrefix($0) || name.hasSuffix("/" + $0) || name.contains("/" + $0) }
         }
         guard unexpected.isEmpty else {
-            throw AcceptanceFailure("\(path) needs libraries beyond libc/libstdc++/libsystemd/libvdeplug: \(unexpected)")
+            throw AcceptanceFailure(
+                "\(path) needs libraries beyond libc/libstdc++/libsystemd/libvdeplug: \(unexpected)")
         }
     }
 }
@@ -124,9 +134,11 @@ struct SystemdContainer: Sendable {
     /// The unit's journal and state, for failure reports.
     func diagnostics() async -> String {
         var text = ""
-        for argv in [["systemctl", "is-system-running"], ["systemctl", "--failed", "--no-pager"],
-                     ["systemctl", "status", "--no-pager", "-l", "vde-supervisor.socket", "vde-supervisor.service"],
-                     ["journalctl", "--no-pager", "-n", "80", "-u", "vde-supervisor.service", "-u", "vde-supervisor.socket"]] {
+        for argv in [
+            ["systemctl", "is-system-running"], ["systemctl", "--failed", "--no-pager"],
+            ["systemctl", "status", "--no-pager", "-l", "vde-supervisor.socket", "vde-supervisor.service"],
+            ["journalctl", "--no-pager", "-n", "80", "-u", "vde-supervisor.service", "-u", "vde-supervisor.socket"],
+        ] {
             if let r = try? await exec(argv, timeout: .seconds(30)) { text += "\n\(r)" }
         }
         return text
@@ -142,9 +154,11 @@ struct SystemdContainer: Sendable {
         guard info.succeeded else {
             throw AcceptanceFailure("dockerd does not answer (`docker info` failed): \(runScriptsTestHint)\n\(info)")
         }
-        let image = try await Docker.run(["image", "inspect", "--format", "{{.Id}}", Self.image], timeout: .seconds(30))
+        let image = try await Docker.run(
+            ["image", "inspect", "--format", "{{.Id}}", Self.image], timeout: .seconds(30))
         guard image.succeeded else {
-            throw AcceptanceFailure("image \(Self.image) is missing: run scripts/build-systemd-image (\(runScriptsTestHint))\n\(image)")
+            throw AcceptanceFailure(
+                "image \(Self.image) is missing: run scripts/build-systemd-image (\(runScriptsTestHint))\n\(image)")
         }
     }
 
@@ -155,13 +169,16 @@ struct SystemdContainer: Sendable {
         let container = SystemdContainer(name: "vdeacc-systemd-\(IDs.tag(6))")
         let outcome: Result<T, any Error>
         do {
-            try await Docker.check(["run", "-d", "--name", container.name, "--label", Docker.label]
-                                   + runOptions + [image, "/sbin/init"])
+            try await Docker.check(
+                ["run", "-d", "--name", container.name, "--label", Docker.label]
+                    + runOptions + [image, "/sbin/init"])
             try await container.waitForBoot()
             outcome = .success(try await body(container))
         } catch {
             outcome = .failure(error)
-            print("---- systemd container \(container.name) after failure: \(error) ----\(await container.diagnostics())\n---- end ----")
+            print(
+                "---- systemd container \(container.name) after failure: \(error) ----\(await container.diagnostics())\n---- end ----"
+            )
         }
         let removal = await container.remove()
         if case .success = outcome, let removal { throw AcceptanceFailure(removal) }
@@ -173,12 +190,17 @@ struct SystemdContainer: Sendable {
     func waitForBoot() async throws {
         var last = ""
         do {
-            try await Poll.until("systemd in \(name) to finish booting (is-system-running: running or degraded)",
-                                 deadline: .seconds(90), every: .milliseconds(250)) {
-                let running = try await Docker.run(["inspect", "--format", "{{.State.Running}}", name], timeout: .seconds(30))
+            try await Poll.until(
+                "systemd in \(name) to finish booting (is-system-running: running or degraded)",
+                deadline: .seconds(90), every: .milliseconds(250)
+            ) {
+                let running = try await Docker.run(
+                    ["inspect", "--format", "{{.State.Running}}", name], timeout: .seconds(30))
                 guard running.stdout.trimmingWhitespace == "true" else {
                     let logs = try? await Docker.run(["logs", "--tail", "40", name], timeout: .seconds(30))
-                    throw AcceptanceFailure("container \(name) stopped while systemd booted (PID 1 exited): \(running)\n\(logs.map(String.init(describing:)) ?? "")")
+                    throw AcceptanceFailure(
+                        "container \(name) stopped while systemd booted (PID 1 exited): \(running)\n\(logs.map(String.init(describing:)) ?? "")"
+                    )
                 }
                 let state = try await exec(["systemctl", "is-system-running"], timeout: .seconds(30))
                 last = state.stdout.trimmingWhitespace
@@ -195,8 +217,11 @@ struct SystemdContainer: Sendable {
     func remove() async -> String? {
         let sigrtmin3 = "SIGRTMIN+3"
         if (try? await Docker.run(["kill", "--signal", sigrtmin3, name], timeout: .seconds(30)))?.succeeded == true {
-            _ = try? await Poll.until("container \(name) to halt after \(sigrtmin3)", deadline: .seconds(30), every: .milliseconds(200)) {
-                let r = try await Docker.run(["inspect", "--format", "{{.State.Running}}", name], timeout: .seconds(30))
+            _ = try? await Poll.until(
+                "container \(name) to halt after \(sigrtmin3)", deadline: .seconds(30), every: .milliseconds(200)
+            ) {
+                let r = try await Docker.run(
+                    ["inspect", "--format", "{{.State.Running}}", name], timeout: .seconds(30))
                 return !r.succeeded || r.stdout.trimmingWhitespace == "false"
             }
         }

@@ -37,7 +37,9 @@ final class NotifyListener: Sendable {
             raw[bytes.count] = 0
         }
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0 else {
             let e = errno
@@ -69,7 +71,9 @@ final class NotifyListener: Sendable {
 
     /// Waits (polling, with a deadline) for a message at or after `start` with a matching line.
     @discardableResult
-    func wait(for what: String, from start: Int = 0, deadline: Duration = .seconds(20), _ match: @escaping (String) -> Bool) async throws -> Int {
+    func wait(
+        for what: String, from start: Int = 0, deadline: Duration = .seconds(20), _ match: @escaping (String) -> Bool
+    ) async throws -> Int {
         do {
             return try await Poll.value("sd_notify message: \(what)", deadline: deadline, every: .milliseconds(20)) {
                 firstIndex(from: start, where: match)
@@ -83,11 +87,12 @@ final class NotifyListener: Sendable {
     func transcript() -> String {
         let all = messages
         guard let first = all.first?.time else { return "(none)" }
-        return "\n" + all.map { m in
-            let ms = (m.time - first).components
-            let millis = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
-            return "    +\(millis) ms  \(m)"
-        }.joined(separator: "\n")
+        return "\n"
+            + all.map { m in
+                let ms = (m.time - first).components
+                let millis = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
+                return "    +\(millis) ms  \(m)"
+            }.joined(separator: "\n")
     }
 
     /// Stops the reader, reads whatever is still queued, closes and removes the socket.

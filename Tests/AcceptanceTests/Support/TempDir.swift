@@ -5,9 +5,9 @@ enum TempDir {
     /// Makes a fresh directory `/tmp/vdeacc-<tag>-XXXXXX` (mode 0755).
     static func make(_ tag: String) throws -> String {
         var template = Array("/tmp/vdeacc-\(tag)-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!) }
+        let made = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.flatMap { mkdtemp($0) } }
         guard made != nil else { throw AcceptanceFailure("mkdtemp failed for tag \(tag): errno \(errno)") }
-        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         chmod(path, 0o755)
         return path
     }

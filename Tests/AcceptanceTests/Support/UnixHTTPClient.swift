@@ -20,7 +20,9 @@ struct HTTPReply: Sendable, CustomStringConvertible {
 /// Blocking socket calls run on Dispatch threads, not on the Swift concurrency pool.
 enum UnixHTTPClient {
     /// POSTs `body` to `path` like dockerd does (no Content-Type, plugin Accept header).
-    static func post(socket: String, path: String, body: [UInt8], timeout: Duration = .seconds(60)) async throws -> HTTPReply {
+    static func post(socket: String, path: String, body: [UInt8], timeout: Duration = .seconds(60)) async throws
+        -> HTTPReply
+    {
         var head = "POST \(path) HTTP/1.1\r\n"
         head += "Host: plugin.moby.localhost\r\n"
         head += "User-Agent: vde-acceptance-tests\r\n"
@@ -40,9 +42,11 @@ enum UnixHTTPClient {
     ) async throws -> [UInt8] {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[UInt8], any Error>) in
             DispatchQueue.global().async {
-                continuation.resume(with: Result {
-                    try blockingExchange(socket: path, bytes: bytes, halfClose: halfClose, timeout: timeout, complete: complete)
-                })
+                continuation.resume(
+                    with: Result {
+                        try blockingExchange(
+                            socket: path, bytes: bytes, halfClose: halfClose, timeout: timeout, complete: complete)
+                    })
             }
         }
     }
@@ -100,7 +104,9 @@ enum UnixHTTPClient {
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EPIPE || errno == ECONNRESET { break }
-                if errno == EAGAIN || errno == EWOULDBLOCK { throw AcceptanceFailure("timed out after \(timeout) writing to \(path)") }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    throw AcceptanceFailure("timed out after \(timeout) writing to \(path)")
+                }
                 throw AcceptanceFailure("send to \(path): \(String(cString: strerror(errno)))")
             }
             offset += n
@@ -130,7 +136,8 @@ enum UnixHTTPClient {
     static func parse(_ raw: [UInt8]) throws -> HTTPReply {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let headEnd = raw.firstRange(of: separator) else {
-            throw AcceptanceFailure("malformed HTTP reply (no header end): \(String(decoding: raw.prefix(500), as: UTF8.self))")
+            throw AcceptanceFailure(
+                "malformed HTTP reply (no header end): \(String(decoding: raw.prefix(500), as: UTF8.self))")
         }
         let headText = String(decoding: raw[..<headEnd.lowerBound], as: UTF8.self)
         var lines = headText.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
@@ -141,7 +148,9 @@ enum UnixHTTPClient {
         }
         var headers: [(name: String, value: String)] = []
         for line in lines where !line.isEmpty {
-            guard let colon = line.firstIndex(of: ":") else { throw AcceptanceFailure("malformed HTTP header: \(line)") }
+            guard let colon = line.firstIndex(of: ":") else {
+                throw AcceptanceFailure("malformed HTTP header: \(line)")
+            }
             headers.append((String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingWhitespace))
         }
         var reply = HTTPReply(status: status, headers: headers, body: [])
@@ -163,9 +172,15 @@ enum UnixHTTPClient {
         var out: [UInt8] = []
         var index = 0
         while true {
-            guard let lineEnd = data[index...].firstRange(of: [13, 10]) else { throw AcceptanceFailure("malformed chunked body") }
-            let sizeText = String(decoding: data[index..<lineEnd.lowerBound], as: UTF8.self).split(separator: ";").first.map(String.init) ?? ""
-            guard let size = Int(sizeText.trimmingWhitespace, radix: 16) else { throw AcceptanceFailure("malformed chunk size '\(sizeText)'") }
+            guard let lineEnd = data[index...].firstRange(of: [13, 10]) else {
+                throw AcceptanceFailure("malformed chunked body")
+            }
+            let sizeText =
+                String(decoding: data[index..<lineEnd.lowerBound], as: UTF8.self).split(separator: ";").first.map(
+                    String.init) ?? ""
+            guard let size = Int(sizeText.trimmingWhitespace, radix: 16) else {
+                throw AcceptanceFailure("malformed chunk size '\(sizeText)'")
+            }
             index = lineEnd.upperBound
             if size == 0 { return out }
             guard index + size <= data.count else { throw AcceptanceFailure("truncated chunked body") }

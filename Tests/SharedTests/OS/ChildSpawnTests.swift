@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite(.timeLimit(.minutes(1))) struct ChildSpawnTests {
     /// Starts `argv`, waits for its exit through its pidfd and reaps it.
@@ -21,7 +22,10 @@ import Testing
     @Test func noDescriptorBeyondTheStandardThreeIsInherited() async throws {
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0, "a pipe without close-on-exec")
-        defer { close(fds[0]); close(fds[1]) }
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
         #expect(try await run(["/bin/sh", "-c", "[ -e /proc/$$/fd/\(fds[1]) ] && exit 1; exit 0"]) == .exited(0))
     }
 

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite struct FileSystemTests {
     @Test func atomicWriteReplacesTheFileWithTheExactModeAndLeavesNoTemporaryFile() throws {
@@ -26,7 +27,9 @@ import Testing
         }
         #expect(error?.errno == ENOENT)
         #expect(error?.call == "open")
-        #expect(error?.description == "open \(scratch.path)/missing/file\(FileSystem.temporarySuffix): No such file or directory")
+        #expect(
+            error?.description
+                == "open \(scratch.path)/missing/file\(FileSystem.temporarySuffix): No such file or directory")
     }
 
     @Test func writeRefusesASymbolicLinkWhenAsked() throws {
@@ -72,9 +75,12 @@ import Testing
         try FileSystem.write(Array("x".utf8), to: scratch.path + "/file", mode: 0o600)
         let error = #expect(throws: SystemCallError.self) { try FileSystem.makeDirectories(scratch.path + "/file") }
         #expect(error?.errno == ENOTDIR)
-        #expect(#expect(throws: SystemCallError.self) { try FileSystem.makeDirectories(scratch.path + "/file/sub") }?.errno == ENOTDIR)
+        #expect(
+            #expect(throws: SystemCallError.self) { try FileSystem.makeDirectories(scratch.path + "/file/sub") }?.errno
+                == ENOTDIR)
         var info = stat()
-        #expect(stat(scratch.path + "/file", &info) == 0 && info.st_mode & 0o777 == 0o600, "the file's mode is not touched")
+        #expect(
+            stat(scratch.path + "/file", &info) == 0 && info.st_mode & 0o777 == 0o600, "the file's mode is not touched")
     }
 
     @Test func removeIfEmptyKeepsADirectoryWithContent() throws {

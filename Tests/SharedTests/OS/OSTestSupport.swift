@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A fresh directory under /tmp, removed (with what the test left in it) by ``remove()``.
 struct ScratchDirectory {

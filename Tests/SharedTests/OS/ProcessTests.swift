@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite(.timeLimit(.minutes(1))) struct ProcessTests {
     @Test func statLinesWithParenthesesInTheCommandName() throws {
@@ -83,7 +84,8 @@ import Testing
     @Test func theExitOfAProcessThatIsNotOurChildIsAnEvent() async throws {
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0)
-        let shell = try spawnChild(["/bin/sh", "-c", "/bin/sleep 30 </dev/null >/dev/null 2>&1 & echo $!"], standardOutput: fds[1])
+        let shell = try spawnChild(
+            ["/bin/sh", "-c", "/bin/sleep 30 </dev/null >/dev/null 2>&1 & echo $!"], standardOutput: fds[1])
         close(fds[1])
         reap(shell)
         var buffer = [UInt8](repeating: 0, count: 32)
@@ -108,8 +110,8 @@ import Testing
     }
 }
 
-private extension String {
-    func trimmingCharacters() -> String {
+extension String {
+    fileprivate func trimmingCharacters() -> String {
         String(self.drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" }.reversed())
     }
 }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A listening unix stream socket at `path` (backlog 1), closed by ``close()``.
 private struct Listener {
@@ -14,7 +15,9 @@ private struct Listener {
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw SystemCallError.last("bind", path) }
         if listening { guard listen(fd, 1) == 0 else { throw SystemCallError.last("listen", path) } }
@@ -67,10 +70,14 @@ private struct ConnectedPair {
         defer { pair.close() }
         let (socket, peer) = (pair.socket, pair.peer)
         _ = Glibc.send(peer, "one.two", 7, 0)
-        let complete = try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100) { $0.contains(UInt8(ascii: ".")) }
+        let complete = try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100) {
+            $0.contains(UInt8(ascii: "."))
+        }
         #expect(String(decoding: complete, as: UTF8.self).hasPrefix("one."))
         _ = Glibc.send(peer, String(repeating: "x", count: 200), 200, 0)
-        let error = #expect(throws: SystemCallError.self) { try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100) }
+        let error = #expect(throws: SystemCallError.self) {
+            try socket.receiveMessage(deadline: .now + .seconds(2), limit: 100)
+        }
         #expect(error?.errno == EMSGSIZE)
         Glibc.shutdown(peer, Int32(SHUT_WR))
         _ = try socket.receiveMessage(deadline: .now + .seconds(2), limit: 1 << 20)
@@ -79,7 +86,9 @@ private struct ConnectedPair {
     @Test func receiveGivesUpAtTheDeadlineWithETIMEDOUT() throws {
         let pair = try ConnectedPair()
         defer { pair.close() }
-        let error = #expect(throws: SystemCallError.self) { try pair.socket.receive(deadline: .now + .milliseconds(20)) }
+        let error = #expect(throws: SystemCallError.self) {
+            try pair.socket.receive(deadline: .now + .milliseconds(20))
+        }
         #expect(error?.errno == ETIMEDOUT)
         #expect(error?.call == "recv")
     }
@@ -105,7 +114,9 @@ private struct ConnectedPair {
     @Test func connectNamesTheCallAndThePath() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        let error = #expect(throws: SystemCallError.self) { try UnixSocket.connect(to: scratch.path + "/none", timeout: .seconds(1)) }
+        let error = #expect(throws: SystemCallError.self) {
+            try UnixSocket.connect(to: scratch.path + "/none", timeout: .seconds(1))
+        }
         #expect(error?.description == "connect \(scratch.path)/none: No such file or directory")
     }
 }

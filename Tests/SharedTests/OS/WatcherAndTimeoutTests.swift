@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Shared
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite(.timeLimit(.minutes(1))) struct DescriptorWatcherTests {
     private func pipePair() -> (read: Int32, write: Int32) {
@@ -15,7 +16,10 @@ import Testing
     @Test func aWatchFiresOnceWhenTheDescriptorBecomesReadable() async throws {
         let watcher = try #require(DescriptorWatcher.shared)
         let pipe = pipePair()
-        defer { close(pipe.read); close(pipe.write) }
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
         let (events, continuation) = AsyncStream<Void>.makeStream()
         _ = try watcher.watch(pipe.read, events: .readable) { continuation.yield() }
         #expect(write(pipe.write, "x", 1) == 1)
@@ -38,7 +42,10 @@ import Testing
     @Test func aCancelledWatchNeverRunsAndTheDescriptorCanBeWatchedAgain() async throws {
         let watcher = try #require(DescriptorWatcher.shared)
         let pipe = pipePair()
-        defer { close(pipe.read); close(pipe.write) }
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
         let cancelled = EventCount()
         let token = try watcher.watch(pipe.read) { cancelled.bump() }
         watcher.cancel(token)

@@ -3,7 +3,8 @@
 /// switch spec. Nothing else derives a path of a network: the worker and the tests read them here.
 ///
 /// - `networkDir`: the network's own run dir, `<run dir>/<short network ID>`: what the plugin
-///   keeps of its own (``plugsDir``, ``deletingDir``, ``creatingDir``, ``switchPIDFile``), and,
+///   keeps of its own (``plugsDir``, ``deletingDir``, ``creatingDir``, ``switchPIDFile``,
+///   ``workerSocket``), and,
 ///   without `socket_dir`, the switch's sockets.
 /// - `ctlDir`: the switch's ctl directory (`vde_switch -s`, `vde_plug2tap -s`, QEMU's `sock=`).
 /// - `managementSocket`: the switch's management socket (`vde_switch -M`), when known.
@@ -23,6 +24,7 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
         static let deleting = "deleting"
         static let creating = "creating"
         static let switchPID = "switch.pid"
+        static let workerSocket = "worker.sock"
     }
 
     /// Checks the three paths: each as a `-o` path option, the ctl dir and the management
@@ -70,6 +72,8 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     public var creatingDir: String { networkDir + "/" + Name.creating }
     /// The identity of the switch the plugin started.
     public var switchPIDFile: String { networkDir + "/" + Name.switchPID }
+    /// Where the network's worker listens for a supervisor that adopts it (docs/recovery.md).
+    public var workerSocket: String { networkDir + "/" + Name.workerSocket }
 
     private enum CodingKeys: String, CodingKey { case networkDir, ctlDir, managementSocket }
 

@@ -29,7 +29,7 @@ struct ChildExit: Sendable, CustomStringConvertible {
 ///
 /// Started by ``ChildSpawn`` and watched through its pidfd (``ProcessHandle``): while it runs,
 /// nothing in the worker wakes up for it.
-final class ChildProcess: Sendable {
+final class ChildProcess: SupervisedProcess {
     let name: String
     let pid: pid_t
     private let handle: ProcessHandle
@@ -43,6 +43,8 @@ final class ChildProcess: Sendable {
         var exitHandler: (@Sendable (ChildExit) -> Void)?
         /// Waiters of ``waitForExit(timeout:)``, told when the child has exited.
         var exitWaiters: [AsyncStream<Void>.Continuation] = []
+        /// False once ``stopWatching()`` was called: the exit handler no longer runs.
+        var watching = true
     }
 
     private init(name: String, pid: pid_t, handle: ProcessHandle, standardInput: Int32?) {
@@ -131,6 +133,7 @@ final class ChildProcess: Sendable {
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) {
         let already: ChildExit? = state.withLock { state in
             if let exit = state.exit { return exit }
+            guard state.watching else { return nil }
             state.exitHandler = handler
             return nil
         }
@@ -168,14 +171,13 @@ final class ChildProcess: Sendable {
         return hasExited
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; returns when the child has exited (or after a last
-    /// short wait, if even SIGKILL did not end it, e.g. in uninterruptible sleep).
-    func terminate(grace: Duration = .milliseconds(500)) async {
-        guard !hasExited else { return }
-        send(SIGTERM)
-        if await waitForExit(timeout: grace) { return }
-        send(SIGKILL)
-        _ = await waitForExit(timeout: .seconds(2))
+    /// Drops the exit handler: the child runs on, and its exit is no longer reported (it is
+    /// still reaped, should it exit before this process does).
+    func stopWatching() {
+        state.withLock { state in
+            state.watching = false
+            state.exitHandler = nil
+        }
     }
 
     private func recordErrorLine(_ line: String) {

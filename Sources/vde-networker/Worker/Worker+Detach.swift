@@ -5,9 +5,24 @@ extension Worker {
     /// Ends this worker's management of the network and leaves its data path running: the
     /// switch and every plug stay up, untouched, for the next worker to adopt (issue 11: the
     /// data path outlives its managers). Only `shutdown` stops them.
+    ///
+    /// Stops everything that watches: the tap watches (their duplicates of the plugs' tun
+    /// descriptors are closed), the tap poll, restart tasks, and the pidfds of the switch and
+    /// the plugs (no exit handler runs any more). Requests after it fail as during a shutdown.
+    /// The pid files stay: they are how the next worker finds what to adopt. An operation in
+    /// progress is not waited for: a plug it starts has its pid file from the moment it runs
+    /// (``attachPlug(endpointID:at:)``), and the `creating/` and `deleting/` markers cover the
+    /// rest.
     func detach(reason: String) async {
+        guard !detached, shutdownTask == nil else { return }
+        detached = true
+        shuttingDown = true
         logger.info("detaching (\(reason)): the switch and plugs keep running")
         tapPollTask?.cancel()
+        tapPollTask = nil
         for task in restartTasks { task.cancel() }
+        restartTasks = []
+        for endpoint in endpoints.values { endpoint.plug?.stopWatching() }
+        switchProcess?.stopWatching()
     }
 }

@@ -52,7 +52,9 @@ public enum ProcFS {
     /// The argv of `pid` (`/proc/PID/cmdline`, split at NUL bytes); nil for a zombie, a kernel
     /// thread or a vanished process.
     public static func arguments(of pid: pid_t) -> [String]? {
-        guard var bytes = FileSystem.readBytes("/proc/\(pid)/cmdline", limit: 1 << 16), !bytes.isEmpty else { return nil }
+        guard var bytes = FileSystem.readBytes("/proc/\(pid)/cmdline", limit: 1 << 16), !bytes.isEmpty else {
+            return nil
+        }
         if bytes.last == 0 { bytes.removeLast() }
         return bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
     }

@@ -59,7 +59,8 @@ struct PlugPIDFiles: Sendable {
         adopt: (ProcessIdentity, EndpointSpec) -> (any RunningPlug)?
     ) async -> Leftovers {
         var found = Leftovers()
-        let restored = Dictionary(restoring.map { ($0.endpointID.rawValue, $0) }, uniquingKeysWith: { first, _ in first })
+        let restored = Dictionary(
+            restoring.map { ($0.endpointID.rawValue, $0) }, uniquingKeysWith: { first, _ in first })
         for name in (FileSystem.listDirectory(directory) ?? []).sorted() where name.hasSuffix(".pid") {
             let file = PIDFile(path: directory + "/" + name)
             guard FileSystem.exists(file.path) else { continue }
@@ -72,7 +73,8 @@ struct PlugPIDFiles: Sendable {
             }
             if let endpoint = restored[String(name.dropLast(4))], let plug = adopt(identity, endpoint) {
                 logger.info(
-                    "adopted the running plug", metadata: ["endpoint": "\(endpoint.endpointID)", "pid": "\(identity.pid)"])
+                    "adopted the running plug",
+                    metadata: ["endpoint": "\(endpoint.endpointID)", "pid": "\(identity.pid)"])
                 found.adopted[endpoint.endpointID] = plug
                 continue
             }

@@ -125,7 +125,8 @@ final class SwitchProcess: Sendable {
         logger.debug("starting \(argv.joined(separator: " "))")
         let launcher: ChildProcess
         do {
-            launcher = try await ChildProcess.spawn(name: "switch", argv: argv, holdStandardInput: false, logger: logger)
+            launcher = try await ChildProcess.spawn(
+                name: "switch", argv: argv, holdStandardInput: false, logger: logger)
         } catch {
             throw .spawnFailed(error)
         }
@@ -182,7 +183,8 @@ final class SwitchProcess: Sendable {
     /// pid file (see ``SwitchPIDFile/leftover(ctlDir:)``); nil when it is gone meanwhile.
     static func adopt(_ identity: ProcessIdentity, files: SwitchFiles, logger: Logger) -> SwitchProcess? {
         guard let process = try? WatchedProcess(identity) else { return nil }
-        logger.info("adopted the running switch", metadata: ["pid": "\(identity.pid)", "ctl": "\(files.spec.paths.ctlDir)"])
+        logger.info(
+            "adopted the running switch", metadata: ["pid": "\(identity.pid)", "ctl": "\(files.spec.paths.ctlDir)"])
         return SwitchProcess(process: process, files: files)
     }
 

@@ -94,7 +94,8 @@ struct SystemSwitchLauncher: SwitchLauncher {
             await pidFile.stopLeftover(logger: logger)
         case .none:
             if FileSystem.exists(pidFile.path) {
-                logger.info("ignoring a switch pid file that names no running switch", metadata: ["file": "\(pidFile.path)"])
+                logger.info(
+                    "ignoring a switch pid file that names no running switch", metadata: ["file": "\(pidFile.path)"])
             }
             pidFile.remove()
         }

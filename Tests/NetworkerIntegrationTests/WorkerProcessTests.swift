@@ -524,30 +524,6 @@ struct WorkerProcessTests {
         #expect(!Host.exists(spec.paths.ctlDir) && !Host.exists(spec.paths.managementSocket!))
     }
 
-    @Test func sigkillOfTheWorkerLeavesNoSwitchOrPlug() async throws {
-        let scratch = Scratch()
-        defer { scratch.cleanUp() }
-        let worker = try startWorker(scratch)
-        defer { worker.stop() }
-        let spec = try ownSpec(scratch, worker)
-        let started = try await start(worker, spec)
-        let switchPID = try #require(started.switch?.pid)
-        let plugs = [
-            try #require(try await add(worker, endpoint(scratch, "a")).plugPID),
-            try #require(try await add(worker, endpoint(scratch, "b")).plugPID),
-        ]
-
-        worker.signal(SIGKILL)
-        #expect(await worker.waitForExit() == 128 + SIGKILL)
-        // The switch sees EOF on its stdin and exits; the plugs follow their switch.
-        #expect(
-            await Host.eventually(timeout: .seconds(5)) {
-                !Host.isAlive(switchPID) && plugs.allSatisfy { !Host.isAlive($0) }
-            })
-        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
-        #expect(await Host.eventually { !Host.exists(spec.paths.ctlDir) })
-    }
-
     /// DeleteEndpoint is answered before the tap is gone; a shutdown right after still waits for
     /// the deletion, and leaves neither the tap nor its marker.
     @Test func removedTapsGoInTheBackgroundAndShutdownWaitsForThem() async throws {

@@ -179,6 +179,21 @@ actor Worker {
             self.spec = nil
             throw error
         }
+        // A plug in the host keeps running on a tap that dockerd moved back from a container
+        // removed meanwhile: that endpoint is gone (with evidence, the restore reports it), and
+        // its plug is not adopted.
+        for (id, plug) in leftovers.adopted {
+            guard let key = restoring.first(where: { $0.endpointID == id })?.sandboxKey else { continue }
+            switch host.sandboxFile(key) {
+            case .missing, .notANamespace:
+                await plug.terminate()
+                pidFiles.remove(endpointID: id)
+                leftovers.adopted[id] = nil
+                leftovers.stopped.append(plug.pid)
+            case .namespace, .cannotCheck:
+                continue
+            }
+        }
         if leftoverSwitch == nil, owned, !leftovers.adopted.isEmpty {
             // A new switch: whatever plug still ran was attached to no switch of this network.
             for (id, plug) in leftovers.adopted {

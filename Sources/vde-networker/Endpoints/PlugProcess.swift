@@ -112,7 +112,7 @@ final class PlugProcess: Sendable {
     {
         let argv = argv(ctlDir: ctlDir, location: location, executables: executables)
         do {
-            let child = try await ChildProcess.spawn(name: "plug", argv: argv, holdStandardInput: false, logger: logger)
+            let child = try await ChildProcess.spawn(name: "plug", argv: argv, logger: logger)
             return PlugProcess(child: child, location: location)
         } catch {
             throw .spawnFailed(error)

@@ -126,7 +126,7 @@ final class SwitchProcess: Sendable {
         let launcher: ChildProcess
         do {
             launcher = try await ChildProcess.spawn(
-                name: "switch", argv: argv, holdStandardInput: false, logger: logger)
+                name: "switch", argv: argv, logger: logger)
         } catch {
             throw .spawnFailed(error)
         }

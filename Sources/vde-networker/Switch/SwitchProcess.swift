@@ -335,11 +335,12 @@ struct SwitchPIDFile: Sendable {
         if file.read() == identity { remove() }
     }
 
-    /// The daemon vde_switch wrote into the file (its bare pid), when that process runs
-    /// vde_switch with `ctlDir` in its argv.
+    /// The daemon vde_switch wrote into the file (its bare pid, nothing else), when that
+    /// process runs vde_switch with `ctlDir` in its argv.
     func daemonIdentity(ctlDir: String) -> ProcessIdentity? {
         guard let text = FileSystem.readFile(path, limit: 64),
-            let pid = text.split(whereSeparator: \.isWhitespace).first.flatMap({ pid_t($0) }), pid > 1,
+            case let words = text.split(whereSeparator: \.isWhitespace), words.count == 1,
+            let pid = pid_t(words[0]), pid > 1,
             let identity = ProcessIdentity.of(pid: pid), Self.isSwitch(identity, ctlDir: ctlDir)
         else { return nil }
         return identity
@@ -353,8 +354,14 @@ struct SwitchPIDFile: Sendable {
 
     /// What the file names: a switch to adopt, one of ours to stop, or nothing (no file, a
     /// file in another format, a pid that another process has now: nothing is proven).
+    ///
+    /// A file that still holds vde_switch's bare pid (a worker that died between the launch and
+    /// its rewrite) names the switch when that pid runs vde_switch with `-s ctlDir`: no other
+    /// process is started with this network's ctl dir.
     func leftover(ctlDir: String) -> Leftover {
-        guard let identity = file.runningProcess(program: Self.program) else { return .none }
+        guard let identity = file.runningProcess(program: Self.program) else {
+            return daemonIdentity(ctlDir: ctlDir).map(Leftover.adoptable) ?? .none
+        }
         return Self.isSwitch(identity, ctlDir: ctlDir) ? .adoptable(identity) : .otherSwitch(identity)
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import Shared
 import Synchronization
 import Testing
@@ -196,5 +197,50 @@ extension WorkerProcessTests {
         try await shutDown(worker, spec: spec)
         #expect(Host.isAlive(bystander))
         #expect(!Host.exists(spec.paths.networkDir))
+    }
+
+    /// `Worker.detach` with the real switch and plugs (a worker in this process): nothing is
+    /// stopped, nothing watched any more (the switch's pidfd and the tap watch's duplicate of
+    /// the plug's tun descriptor are closed), the pid files stay, and a worker process started
+    /// next adopts it all.
+    @Test func detachLeavesTheRealDataPathRunningForTheNextWorkerToAdopt() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let networkID = NetworkID(stringLiteral: "net" + Host.randomHex(12))
+        let spec = try SwitchSpec(
+            paths: try NetworkPaths(runDir: scratch.directory + "/run", network: networkID, options: NetworkOptions()),
+            mode: .own, group: nil, numPorts: 4)
+        var logger = Logger(label: "detach-test")
+        logger.logLevel = .warning
+        let worker = Worker(networkID: networkID, executables: .resolve(), logger: logger, emit: { _ in })
+        let reply = try await worker.start(spec: spec, restoring: [])
+        guard case .started(let status, _) = reply, let switchPID = status.pid else {
+            Issue.record("start replied \(reply)")
+            return
+        }
+        scratch.trackProcess(switchPID)
+        let one = endpoint(scratch, "a")
+        let plugPID = try #require(try await worker.addEndpoint(one).plugPID)
+        scratch.trackProcess(plugPID)
+        let descriptorsBefore = FileSystem.listDirectory("/proc/self/fd")?.count ?? 0
+
+        await worker.detach(reason: "test")
+        #expect(Host.isAlive(switchPID) && Host.isAlive(plugPID))
+        // The switch's pidfd and the tap watch's duplicate are closed (the plug is this
+        // process's child: its pidfd stays until it is reaped).
+        let descriptorsAfter = FileSystem.listDirectory("/proc/self/fd")?.count ?? 0
+        #expect(descriptorsAfter <= descriptorsBefore - 2, "\(descriptorsBefore) fds before, \(descriptorsAfter) after")
+        #expect(FileRead.text(spec.paths.switchPIDFile)?.hasPrefix("\(switchPID) ") == true)
+        #expect(FileRead.text(spec.paths.plugsDir + "/\(one.endpointID).pid")?.hasPrefix("\(plugPID) ") == true)
+
+        let next = try WorkerHarness(
+            networkID: networkID, runDir: scratch.directory + "/run", logPath: scratch.directory + "/worker.log")
+        scratch.trackProcess(next.pid)
+        defer { next.stop() }
+        let started = try await start(next, spec, restoring: [one])
+        #expect(started.switch?.pid == switchPID)
+        #expect(started.endpoints?.first?.plugPID == plugPID && started.endpoints?.first?.state == .plugged)
+        try await shutDown(next, spec: spec)
+        #expect(await Host.eventually { !Host.isAlive(switchPID) && !Host.isAlive(plugPID) })
     }
 }

@@ -159,9 +159,15 @@ final class SwitchProcess: Sendable {
         }
         pidFile.write(identity, logger: logger)
         let switchProcess = SwitchProcess(process: process, files: files)
-        let result = await SwitchProbe.waitUntilAnswering(
-            ctlDir: spec.paths.ctlDir, timeout: max(deadline - ContinuousClock.now, .milliseconds(500))
-        ) { process.hasExited }
+        // The daemon's sockets listen from before its fork, so a probe can connect before the
+        // daemon serves: "no port yet" from a switch just started is not "full" (seen here under
+        // load: a probe timed out 1 s after the launcher's exit); it is asked again.
+        var result: ProbeResult
+        repeat {
+            result = await SwitchProbe.waitUntilAnswering(
+                ctlDir: spec.paths.ctlDir, timeout: max(deadline - ContinuousClock.now, .milliseconds(50))
+            ) { process.hasExited }
+        } while result == .noReply && !process.hasExited && ContinuousClock.now < deadline
         if result == .answers, !process.hasExited {
             logger.info(
                 "switch up",
@@ -339,7 +345,7 @@ struct SwitchPIDFile: Sendable {
     /// process runs vde_switch with `ctlDir` in its argv.
     func daemonIdentity(ctlDir: String) -> ProcessIdentity? {
         guard let text = FileSystem.readFile(path, limit: 64),
-            case let words = text.split(whereSeparator: \.isWhitespace), words.count == 1,
+            case let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }), words.count == 1,
             let pid = pid_t(words[0]), pid > 1,
             let identity = ProcessIdentity.of(pid: pid), Self.isSwitch(identity, ctlDir: ctlDir)
         else { return nil }

@@ -103,9 +103,10 @@ extension Acceptance {
                     #expect(
                         statusA.worker.lastError != nil, "status should say why A's worker restarted: \(statusA.worker)"
                     )
+                    // The data path outlives the worker: the new one adopts the switch and plugs.
                     #expect(
-                        afterA.switch != beforeA.switch,
-                        "A's switch should be a new one (it exits with its worker): \(afterA)")
+                        afterA.switch == beforeA.switch && afterA.plugs == beforeA.plugs,
+                        "A's switch and plugs should be adopted: before \(beforeA), after \(afterA)")
                 case .switch:
                     #expect(
                         afterA.worker == beforeA.worker, "A's worker should stay: before \(beforeA), after \(afterA)")

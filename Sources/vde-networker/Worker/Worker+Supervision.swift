@@ -142,6 +142,7 @@ extension Worker {
                 let (plug, port) = try await attachPlug(endpointID: id, at: location)
                 guard endpoints[id] != nil else {
                     await plug.terminate()
+                    pidFiles?.remove(endpointID: id)
                     return false
                 }
                 install(plug, port: port, endpointID: id)

@@ -629,4 +629,111 @@ extension Acceptance {
             try plugRun.outcome.get()
         }
     }
+
+    /// External ports and names under the real dockerd: a `vde_plug2tap` started by hand in a
+    /// namespace on a `socket_dir` network (how a VM attaches) shows with its program, pid and
+    /// MAC; `status NAME` finds the network by Docker's name; a kill -9 of the switch names the
+    /// lost plug in status and in the log.
+    @Suite(.serialized, .timeLimit(.minutes(10)))
+    struct StatusDockerTests {
+        @Test func externalPlugIsListedByNameAndReportedLostWithItsSwitch() async throws {
+            try await Docker.checkEnvironment()
+            try await SupervisorFixture.with(socket: SupervisorFixture.realSocket) { supervisor in
+                await Docker.removeLabelledLeftovers()
+                try await DockerScope.with { scope in
+                    try await TempDir.with("st") { dir in
+                        try await NetNS.with(count: 1) { namespaces in
+                            try await Self.run(supervisor: supervisor, scope: scope, dir: dir, ns: namespaces[0])
+                        }
+                    }
+                }
+            }
+        }
+
+        static func run(supervisor: Supervisor, scope: DockerScope, dir: String, ns: NetNS) async throws {
+            let socket = supervisor.statusControlSocket
+            let socketDir = dir + "/sw"
+            let networkName = scope.name("st")
+            let networkID = try await scope.network(
+                "st", ["--subnet", "10.77.21.0/24", "-o", "socket_dir=\(socketDir)", "-o", "create_sockets=true"])
+            let web = try await scope.container("web", network: "st", ip: "10.77.21.10")
+            let tap = "vxtap" + IDs.tag(6)
+            let mac =
+                "02:5a:" + (0..<4).map { _ in String(format: "%02x", Int.random(in: 0...255)) }.joined(separator: ":")
+            let plugArgv = [NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap]
+            try await Background.with(plugArgv, logPath: dir + "/plug.log") { plug in
+                try await Poll.until("vde_plug2tap to make \(tap) in \(ns.name)") {
+                    guard plug.isRunning else { throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())") }
+                    return try await ns.linkExists(tap)
+                }
+                try await ns.ip("link", "set", "dev", tap, "address", mac)
+                try await ns.ip("addr", "add", "10.77.21.50/24", "dev", tap)
+                try await ns.ip("link", "set", "dev", tap, "up")
+                let out = try await ns.ping("10.77.21.10")
+                #expect(out.succeeded, "external plug -> container: \(out)")
+
+                // The plug's port: program, pid (ip netns exec execs the plug: same pid) and MAC.
+                var network: StatusDoc.Network?
+                try await Poll.until("status to show the external plug with its MAC") {
+                    let (_, report) = try await StatusCLI.checkedJSON(socket: socket)
+                    network = report.network(networkID)
+                    return network?.otherPorts.contains { $0.pid == plug.pid && $0.macAddresses?.contains(mac) == true }
+                        ?? false
+                }
+                let shown = try #require(network)
+                #expect(shown.name == networkName, "Docker's network name: \(String(describing: shown.name))")
+                #expect(
+                    shown.endpoint(web.endpointID)?.container == scope.name("web"),
+                    "the container's name: \(shown.endpoints)")
+                let port = try #require(shown.otherPorts.first { $0.pid == plug.pid })
+                #expect(port.program == "vde_plug2tap", "\(port)")
+                #expect(port.counters.inPackets > 0, "the plug's pings count as sent: \(port.counters)")
+                #expect(
+                    !shown.endpoints.contains { $0.switchPort == port.port },
+                    "the container's port is not external: \(shown.endpoints)")
+
+                // `status NAME`: that network, in the table, with its external port.
+                let table = try await StatusCLI.run([networkName], socket: socket)
+                #expect(table.exitCode == 0, "\(table)")
+                for needle in [networkName, scope.name("web"), "vde_plug2tap", String(plug.pid), mac, shown.shortID] {
+                    #expect(table.stdout.contains(needle), "status \(networkName) lacks \(needle):\n\(table.stdout)")
+                }
+                let byName = try await StatusCLI.checkedJSON([networkName], socket: socket)
+                #expect(byName.report.networks.map(\.id) == [networkID], "\(byName.run)")
+
+                // kill -9 of the switch: the plug goes with it and is named as lost.
+                let switchPID = try #require(shown.switch.pid, "no switch pid: \(shown.switch)")
+                #expect(kill(switchPID, SIGKILL) == 0)
+                var lost: StatusDoc.LostPorts?
+                try await Poll.until("status to name the lost external port", deadline: .seconds(20)) {
+                    let (_, report) = try await StatusCLI.checkedJSON(socket: socket)
+                    lost = report.network(networkID)?.lostPorts?.last
+                    return lost != nil
+                }
+                let loss = try #require(lost)
+                #expect(loss.switchPID == switchPID)
+                #expect(!loss.detail.isEmpty, "how the switch ended")
+                #expect(loss.ports.count == 1, "only the hand-started plug was external: \(loss.ports)")
+                #expect(loss.ports.first?.pid == plug.pid)
+                #expect(loss.ports.first?.program == "vde_plug2tap")
+                #expect(loss.ports.first?.macAddresses == [mac])
+                let after = try await StatusCLI.run([networkName], socket: socket)
+                #expect(
+                    after.stdout.contains("LOST PORT") && after.stdout.contains(String(plug.pid)),
+                    "the table should show the lost port:\n\(after.stdout)")
+                try await Poll.until("the log to name the lost port") {
+                    let log = TempDir.readText(supervisor.logPath) ?? ""
+                    return log.contains("external port lost") && log.contains("pid \(plug.pid)")
+                }
+                // The container is re-plugged into the new switch; the plug is gone for good.
+                try await Poll.until("the container to be plugged again", deadline: .seconds(20)) {
+                    let (_, report) = try await StatusCLI.checkedJSON(socket: socket)
+                    return report.network(networkID)?.endpoint(web.endpointID)?.state == "plugged"
+                }
+                try await Poll.until("the hand-started plug to exit with its switch") { !plug.isRunning }
+            }.outcome.get()
+            try await scope.removeContainer("web")
+            try await scope.removeNetwork("st")
+        }
+    }
 }

@@ -136,6 +136,10 @@ struct ExternalPortTests {
         #expect(status.externalPorts?.first?.program == "vde_plug2tap")
         #expect(status.lostExternalPorts == nil)
 
+        // The plugs of a dying switch exit too, and their exits may be handled first.
+        let plug = try #require(fixture.lab.plugs.first)
+        plug.exit()
+        _ = try await fixture.event(.childExited) { $0.child == .plug && $0.pid == plug.pid }
         let firstSwitch = try #require(fixture.lab.runningSwitch)
         firstSwitch.exit()
         _ = try await fixture.event(.childExited) { $0.child == .switch }

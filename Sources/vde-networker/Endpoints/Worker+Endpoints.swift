@@ -256,6 +256,7 @@ extension Worker {
         endpoints[id]?.detail = nil
         endpoints[id]?.backoff.started()
         pidFiles?.write(endpointID: id, pid: plug.pid, logger: logger)
+        noteOwnPlug(plug.pid)
         plug.onExit { [weak self] exit in
             Task { await self?.plugExited(plug, endpointID: id, exit: exit) }
         }

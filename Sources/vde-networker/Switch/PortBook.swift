@@ -74,6 +74,10 @@ struct ExternalPortsState {
     var watch: PortEventWatch?
     /// Bumped at each new switch: news from an older switch's watch is dropped.
     var generation: UInt64 = 0
+    /// Pids of every plug this worker installed on the current switch. Kept beside the running
+    /// plugs: when the switch dies, its plugs exit too, and their exits may reach the worker
+    /// before the switch's (measured: a container's port was then taken for an external one).
+    var ownPIDs: Set<Int32> = []
     /// Most recent last; at most ``ExternalPortsState/lostKept``.
     var lost: [LostExternalPorts] = []
 

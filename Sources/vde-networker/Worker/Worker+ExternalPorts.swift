@@ -10,8 +10,25 @@ import Shared
 /// (``PortEventWatch``: `debug/add` on one management connection kept open), so it never polls
 /// and still knows, when the switch dies and can no longer be asked, which clients were on it.
 extension Worker {
-    /// The pids of this worker's plugs: ports with one of them are not external.
-    var plugPIDs: Set<Int32> { Set(endpoints.values.compactMap { $0.plug?.pid }) }
+    /// The pids of this worker's plugs, running or installed on the current switch and since
+    /// exited: ports with one of them are not external.
+    var plugPIDs: Set<Int32> {
+        externalPorts.ownPIDs.union(endpoints.values.compactMap { $0.plug?.pid })
+    }
+
+    /// Called for each plug the worker installs.
+    func noteOwnPlug(_ pid: Int32) {
+        externalPorts.ownPIDs.insert(pid)
+    }
+
+    /// Forgets exited plugs whose ports the switch no longer lists (their pids may be reused).
+    private func pruneOwnPIDs() {
+        let listed = Set(
+            externalPorts.book.ports.values.flatMap { $0.endpoints.values.compactMap { $0 } }.compactMap(
+                PortReport.processID(in:)))
+        let running = Set(endpoints.values.compactMap { $0.plug?.pid })
+        externalPorts.ownPIDs = externalPorts.ownPIDs.filter { listed.contains($0) || running.contains($0) }
+    }
 
     /// Follows the ports of the switch that just came up (called whenever a switch becomes the
     /// network's): forgets what was known of an earlier switch, subscribes, then asks once.
@@ -85,6 +102,7 @@ extension Worker {
             let macs = try? await management.macTable()
             guard generation == externalPorts.generation else { return }
             externalPorts.book.replace(entries: entries, macTable: macs)
+            pruneOwnPIDs()
         } catch {
             logger.debug("cannot read the switch's ports: \(error)")
         }
@@ -95,6 +113,7 @@ extension Worker {
     func externalPortsForStatus(entries: [PortEntry]?, macs: [MACTableEntry]?) -> [ExternalPort]? {
         guard let entries else { return nil }
         externalPorts.book.replace(entries: entries, macTable: macs)
+        pruneOwnPIDs()
         let counters = Dictionary(
             entries.filter(\.active).map { ($0.counters.port, $0.counters) }, uniquingKeysWith: { a, _ in a })
         return externalPorts.book.externalPorts(ourPIDs: plugPIDs, counters: counters)
@@ -108,6 +127,7 @@ extension Worker {
         externalPorts.watch?.cancel()
         externalPorts.watch = nil
         externalPorts.book = PortBook()
+        externalPorts.ownPIDs = []
         externalPorts.generation &+= 1
         guard !ports.isEmpty else { return }
         for port in ports {

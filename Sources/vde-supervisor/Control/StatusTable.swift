@@ -61,6 +61,9 @@ struct StatusTable {
                 }
                 out += table(rows, indent: "  ")
             }
+            if network.switch.managementSocket == nil {
+                out += "  external ports unknown: the switch has no management socket (-o management_socket=PATH)\n"
+            }
             if !network.otherPorts.isEmpty {
                 var rows = [["EXTERNAL PORT", "PROGRAM", "PID", "MAC", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES"]]
                 if detailed { rows[0].append("PEER") }

@@ -619,7 +619,8 @@ extension Acceptance {
 
                 let table = try await StatusCLI.run([prefix], socket: socket)
                 #expect(table.exitCode == 0, "\(table)")
-                for needle in ["external", ctlDir, "OTHER PORT", "vde_plug2tap", "pid=\(plug.pid)", endpoint.tap] {
+                #expect(otherPort.pid == plug.pid && otherPort.program == "vde_plug2tap", "\(otherPort)")
+                for needle in ["external", ctlDir, "EXTERNAL PORT", "vde_plug2tap", "pid=\(plug.pid)", endpoint.tap] {
                     #expect(table.stdout.contains(needle), "status \(prefix) lacks \(needle):\n\(table.stdout)")
                 }
                 #expect(

@@ -3,6 +3,10 @@ import Testing
 
 @testable import vde_networker
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The MAC table, the port notifications and the book of external ports, on text captured from
 /// a real vde_switch 2.3.2 (2026-12-01): a hand-started `vde_plug2tap` in a namespace, whose tap
 /// has the MAC 02:11:22:33:44:55, attached, pinged, and left.
@@ -60,10 +64,15 @@ struct ExternalPortTests {
         }
     }
 
-    @Test func subscriptionRepliesSkipTheBannerAndEvents() {
-        #expect(PortEventWatch.commandResult(CapturedReplies.banner) == nil)
-        #expect(PortEventWatch.commandResult(CapturedReplies.banner + "1000 Success\n") == 1000)
-        #expect(PortEventWatch.commandResult("vde$ 3031 port/ep/+ Port 01 FD  6\n1022 Invalid argument\n") == 1022)
+    @Test func subscriptionRepliesSkipTheBannerAndKeepEvents() {
+        var buffer = Array(CapturedReplies.banner.utf8)
+        #expect(PortEventWatch.takeCommandResult(&buffer) == nil)
+        buffer += Array("1000 Success\n\nvde$ ".utf8)
+        #expect(PortEventWatch.takeCommandResult(&buffer) == 1000)
+        #expect(PortEventWatch.takeCommandResult(&buffer) == nil, "taken once")
+        buffer = Array("vde$ 3031 port/ep/+ Port 01 FD  6\n1022 Invalid argument\n\nvde$ 1000 Suc".utf8)
+        #expect(PortEventWatch.takeCommandResult(&buffer) == 1022)
+        #expect(String(decoding: buffer, as: UTF8.self) == "vde$ 3031 port/ep/+ Port 01 FD  6\n\nvde$ 1000 Suc")
     }
 
     @Test func programIsTheDescriptionsFirstWord() {
@@ -150,5 +159,124 @@ struct ExternalPortTests {
         #expect(lost.ports.map(\.port) == [5], "only the external port is lost, not the endpoint's: \(lost.ports)")
         #expect(lost.ports.first?.pid == vmPID)
         await fixture.cleanUp()
+    }
+}
+
+/// ``PortEventWatch`` against a stand-in for the switch's management socket that answers as
+/// vde_switch 2.3.2 does (banner, `1000 Success`, prompts, `3xxx` lines), so that the
+/// subscription, the reading of events cut anywhere, and the end are checked without vde2.
+@Suite(.timeLimit(.minutes(1))) struct PortEventWatchTests {
+    /// A listening socket in a fresh directory of /tmp; `remove()` takes both away.
+    struct FakeManagementSocket {
+        let directory: String
+        let path: String
+        let fd: Int32
+
+        init() throws {
+            var template = Array("/tmp/vde-pew-XXXXXX".utf8CString)
+            guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+                throw SystemCallError.last("mkdtemp")
+            }
+            directory = String(cString: made)
+            path = directory + "/mgmt"
+            fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard bound == 0, listen(fd, 1) == 0 else { throw SystemCallError.last("bind/listen", path) }
+        }
+
+        func remove() {
+            close(fd)
+            unlink(path)
+            rmdir(directory)
+        }
+
+        /// Accepts one connection and plays the switch: the banner, one reply per command line
+        /// (an event slipped in before the second reply), then `events` written in the pieces
+        /// given, then the end. Returns the commands it received.
+        func serve(events: [String]) -> [String] {
+            let connection = accept(fd, nil, nil)
+            guard connection >= 0 else { return [] }
+            defer { close(connection) }
+            func write(_ text: String) {
+                _ = Array(text.utf8).withUnsafeBytes { send(connection, $0.baseAddress, $0.count, 0) }
+            }
+            func readLine() -> String? {
+                var line: [UInt8] = []
+                var byte: UInt8 = 0
+                while recv(connection, &byte, 1, 0) == 1 {
+                    if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+                    line.append(byte)
+                }
+                return nil
+            }
+            write(CapturedReplies.banner)
+            var commands: [String] = []
+            while commands.count < PortEvent.categories.count, let command = readLine() {
+                commands.append(command)
+                if commands.count == 2 { write("3031 port/ep/+ Port 02 FD  7\n") }
+                write("1000 Success\n\nvde$ ")
+            }
+            for piece in events {
+                write(piece)
+                usleep(2000)
+            }
+            return commands
+        }
+    }
+
+    @Test func subscribesThenHandsOnEventsInOrderUntilTheSwitchGoes() async throws {
+        let fake = try FakeManagementSocket()
+        defer { fake.remove() }
+        let pieces = [
+            "vde$ 3031 port/ep/+ Port 01 FD  6\n3023 port/descr Port 01 FD  6 -> \"QEMU user=root pid=77\"\n",
+            "3011 hash/+ 52:54:00:12:34:56 VLAN 00:00 Po",
+            "rt 1\r\n3032 port/ep/- Port 01 FD  6\n",
+        ]
+        async let served = Blocking.run { fake.serve(events: pieces) }
+        let path = fake.path
+        let watch = try await Blocking.run { PortEventWatch.open(path: path, timeout: .seconds(5)) }.get()
+        let (stream, continuation) = AsyncStream.makeStream(of: [PortEvent].self)
+        try watch.start(onEvents: { continuation.yield($0) }, onEnd: { continuation.finish() })
+        var events: [PortEvent] = []
+        for await batch in stream { events += batch }
+        #expect(await served == PortEvent.categories.map { "debug/add \($0)" })
+        #expect(
+            events == [
+                .endpointAdded(port: 2, id: 7), .endpointAdded(port: 1, id: 6),
+                .endpointDescribed(port: 1, id: 6, description: "QEMU user=root pid=77"),
+                .macLearnt(macAddress: "52:54:00:12:34:56", port: 1), .endpointRemoved(port: 1, id: 6),
+            ], "events written during the subscription and right after it are not lost")
+        watch.cancel()
+    }
+
+    @Test func aRefusedSubscriptionIsAnError() async throws {
+        let fake = try FakeManagementSocket()
+        defer { fake.remove() }
+        let path = fake.path
+        async let served: Void = Blocking.run {
+            let connection = accept(fake.fd, nil, nil)
+            guard connection >= 0 else { return }
+            _ = Array((CapturedReplies.banner + "1022 Invalid argument\n\nvde$ ").utf8).withUnsafeBytes {
+                send(connection, $0.baseAddress, $0.count, 0)
+            }
+            var byte: UInt8 = 0
+            while recv(connection, &byte, 1, 0) == 1 {}
+            close(connection)
+        }
+        let result = await Blocking.run { PortEventWatch.open(path: path, timeout: .seconds(5)) }
+        guard case .failure(let error) = result else {
+            Issue.record("a 1022 reply should fail the subscription")
+            return
+        }
+        #expect(error.description.contains("1022"), "\(error)")
+        await served
     }
 }

@@ -70,13 +70,16 @@ final class PortEventWatch: Sendable {
     }
 
     private let socket: UnixSocket
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
-    private init(socket: UnixSocket) { self.socket = socket }
+    private init(socket: UnixSocket, received: [UInt8]) {
+        self.socket = socket
+        state = Mutex(State(buffer: received))
+    }
 
     /// Connects and subscribes to ``PortEvent/categories`` (one command at a time: the switch
     /// reads one command per read, and drops the rest of a batch, measured). Blocking, within
-    /// `timeout` in all.
+    /// `timeout` in all. What arrives after the replies (events already) is kept for ``start``.
     static func open(path: String, timeout: Duration) -> Result<PortEventWatch, ManagementError> {
         let deadline = ContinuousClock.now + timeout
         let socket: UnixSocket
@@ -85,41 +88,45 @@ final class PortEventWatch: Sendable {
         } catch {
             return .failure(ManagementError(socketPath: path, reason: "does not answer (connect: \(error.text))"))
         }
+        var buffer: [UInt8] = []
         for category in PortEvent.categories {
             let command = "debug/add \(category)"
-            do {
-                try socket.send(Array((command + "\n").utf8), deadline: deadline)
-                let received = try socket.receiveMessage(deadline: deadline, limit: 1 << 16) {
-                    commandResult(String(decoding: $0, as: UTF8.self)) != nil
-                }
-                guard let code = commandResult(String(decoding: received, as: UTF8.self)) else {
-                    socket.close()
-                    return .failure(ManagementError(socketPath: path, reason: "closed the connection at '\(command)'"))
-                }
-                guard code == 1000 else {
-                    socket.close()
-                    return .failure(ManagementError(socketPath: path, reason: "answered '\(command)' with \(code)"))
-                }
-            } catch {
+            func failure(_ reason: String) -> Result<PortEventWatch, ManagementError> {
                 socket.close()
-                return .failure(ManagementError(socketPath: path, reason: "did not take '\(command)' (\(error.text))"))
+                return .failure(ManagementError(socketPath: path, reason: reason))
+            }
+            do throws(SystemCallError) {
+                try socket.send(Array((command + "\n").utf8), deadline: deadline)
+                var code = takeCommandResult(&buffer)
+                while code == nil {
+                    let chunk = try socket.receive(maximum: 16384, deadline: deadline)
+                    if chunk.isEmpty { return failure("closed the connection at '\(command)'") }
+                    buffer.append(contentsOf: chunk)
+                    if buffer.count > 1 << 16 { return failure("sent too much without answering '\(command)'") }
+                    code = takeCommandResult(&buffer)
+                }
+                guard code == 1000 else { return failure("answered '\(command)' with \(code ?? 0)") }
+            } catch {
+                return failure("did not take '\(command)' (\(error.text))")
             }
         }
-        return .success(PortEventWatch(socket: socket))
+        return .success(PortEventWatch(socket: socket, received: buffer))
     }
 
-    /// The code of the first command result line (`1000 Success`, `1022 Invalid argument`) in
-    /// `text`; event lines (`3xxx`) that arrive meanwhile are passed over.
-    static func commandResult(_ text: String) -> Int? {
-        for rawLine in text.split(separator: "\n") {
-            var line = Substring(rawLine)
-            if line.hasSuffix("\r") { line = line.dropLast() }
+    /// Removes from `buffer` its first complete command result line (`1000 Success`,
+    /// `1022 Invalid argument`, after any `vde$ ` prompts) and returns its code; nil while none
+    /// has arrived. The banner and event lines (`3xxx`) stay.
+    static func takeCommandResult(_ buffer: inout [UInt8]) -> Int? {
+        var start = buffer.startIndex
+        while let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            var line = Substring(String(decoding: buffer[start..<newline], as: UTF8.self))
             while line.hasPrefix(ManagementReply.prompt) { line = line.dropFirst(ManagementReply.prompt.count) }
             let digits = line.prefix(4)
-            guard digits.count == 4, digits.hasPrefix("1"), digits.allSatisfy(\.isNumber), let code = Int(digits) else {
-                continue
+            if digits.count == 4, digits.hasPrefix("1"), digits.allSatisfy(\.isNumber), let code = Int(digits) {
+                buffer.removeSubrange(start...newline)
+                return code
             }
-            return code
+            start = newline + 1
         }
         return nil
     }
@@ -132,6 +139,8 @@ final class PortEventWatch: Sendable {
         guard let watcher = DescriptorWatcher.shared else {
             throw SystemCallError(call: "epoll_create1", errno: EMFILE)
         }
+        let already = state.withLock { Self.takeEvents(&$0.buffer) }
+        if !already.isEmpty { onEvents(already) }
         try arm(watcher, onEvents: onEvents, onEnd: onEnd)
     }
 
@@ -175,18 +184,23 @@ final class PortEventWatch: Sendable {
                     break
                 }
             }
-            var events: [PortEvent] = []
-            while let newline = state.buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                var line = Substring(String(decoding: state.buffer[..<newline], as: UTF8.self))
-                state.buffer.removeSubrange(...newline)
-                if line.hasSuffix("\r") { line = line.dropLast() }
-                while line.hasPrefix(ManagementReply.prompt) { line = line.dropFirst(ManagementReply.prompt.count) }
-                if let event = PortEvent.parse(line) { events.append(event) }
-            }
-            // A prompt without a newline stays; anything else that long is not ours to keep.
-            if state.buffer.count > 1 << 16 { state.buffer.removeAll() }
-            return (events, ended)
+            return (Self.takeEvents(&state.buffer), ended)
         }
+    }
+
+    /// The events of the complete lines in `buffer`, which keeps an incomplete last line.
+    private static func takeEvents(_ buffer: inout [UInt8]) -> [PortEvent] {
+        var events: [PortEvent] = []
+        while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+            var line = Substring(String(decoding: buffer[..<newline], as: UTF8.self))
+            buffer.removeSubrange(...newline)
+            if line.hasSuffix("\r") { line = line.dropLast() }
+            while line.hasPrefix(ManagementReply.prompt) { line = line.dropFirst(ManagementReply.prompt.count) }
+            if let event = PortEvent.parse(line) { events.append(event) }
+        }
+        // A prompt without a newline stays; anything else that long is not ours to keep.
+        if buffer.count > 1 << 16 { buffer.removeAll() }
+        return events
     }
 
     /// Stops watching and closes the connection; no handler runs afterwards. Idempotent.

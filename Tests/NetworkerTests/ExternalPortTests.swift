@@ -174,7 +174,7 @@ struct ExternalPortTests {
 
         init() throws {
             var template = Array("/tmp/vde-pew-XXXXXX".utf8CString)
-            guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            guard let made = template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap { mkdtemp($0) } }) else {
                 throw SystemCallError.last("mkdtemp")
             }
             directory = String(cString: made)

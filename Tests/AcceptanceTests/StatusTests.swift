@@ -717,6 +717,8 @@ extension Acceptance {
                 }
                 let byName = try await StatusCLI.checkedJSON([networkName], socket: socket)
                 #expect(byName.report.networks.map(\.id) == [networkID], "\(byName.run)")
+                let byContainer = try await StatusCLI.checkedJSON([scope.name("web")], socket: socket)
+                #expect(byContainer.report.networks.map(\.id) == [networkID], "\(byContainer.run)")
 
                 // A second plug comes, and sends, while nobody asks for status: the worker learns of
                 // it from the switch's notifications alone (port/ep/+, port/descr, hash/+).

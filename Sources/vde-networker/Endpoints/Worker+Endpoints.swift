@@ -261,6 +261,7 @@ extension Worker {
         endpoints[id]?.backoff.started()
         // Its pid file was written when it started (``attachPlug(endpointID:at:)``), or by the
         // worker it is adopted from.
+        noteOwnPlug(plug.pid)
         // Installed after a detach (an operation that was under way): it runs on, unwatched.
         guard !detached else {
             plug.stopWatching()

@@ -67,6 +67,8 @@ actor Worker {
     /// Polls the taps of plugs without a ``TapWatch``; nil while every plug is watched.
     var tapPollTask: Task<Void, Never>?
     var restartTasks: [Task<Void, Never>] = []
+    /// The switch's external ports, and those its deaths cut off (Worker+ExternalPorts.swift).
+    var externalPorts = ExternalPortsState()
 
     /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
     init(
@@ -296,6 +298,7 @@ actor Worker {
         process.onExit { [weak self] exit in
             Task { await self?.switchExited(process, exit: exit) }
         }
+        watchExternalPorts()
     }
 
     // MARK: Status
@@ -323,14 +326,17 @@ actor Worker {
     /// Answers within about a second even when the management socket hangs (counters are then absent).
     func status() async -> WorkerStatus {
         guard let status = switchStatus() else { return WorkerStatus() }
-        var ports: [PortCounters]?
+        var entries: [PortEntry]?
+        var macs: [MACTableEntry]?
         if switchState == .running, let management = managementClient(timeout: .milliseconds(800)) {
             do {
-                ports = try await management.ports()
+                entries = try await management.portEntries()
+                macs = try? await management.macTable()
             } catch {
                 logger.debug("no counters: \(error)")
             }
         }
+        let ports = entries.map { $0.filter(\.active).map(\.counters) }
         // Taken after the await: endpoints may have changed meanwhile.
         var ours = Set<Int>()
         let statuses = endpoints.keys.sorted().compactMap { id -> EndpointStatus? in
@@ -339,7 +345,10 @@ actor Worker {
             if let counters { ours.insert(counters.port) }
             return endpoint.status(counters: counters)
         }
-        return WorkerStatus(switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) })
+        return WorkerStatus(
+            switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) },
+            externalPorts: externalPortsForStatus(entries: entries, macs: macs),
+            lostExternalPorts: lostExternalPortsForStatus)
     }
 
     // MARK: Shutdown

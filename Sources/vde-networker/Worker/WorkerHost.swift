@@ -69,6 +69,7 @@ protocol RunningSwitch: AnyObject, Sendable {
 protocol SwitchManagement: Sendable {
     func ports() async throws(ManagementError) -> [PortCounters]
     func portEntries() async throws(ManagementError) -> [PortEntry]
+    func macTable() async throws(ManagementError) -> [MACTableEntry]
     func closeEndpoint(port: Int, id: Int) async throws(ManagementError)
     func usablePorts() async throws(ManagementError) -> Int?
 }

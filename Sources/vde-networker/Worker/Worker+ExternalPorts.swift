@@ -37,7 +37,7 @@ extension Worker {
         externalPorts.watch = nil
         externalPorts.book = PortBook()
         externalPorts.generation &+= 1
-        guard let path = spec?.paths.managementSocket else { return }
+        guard let path = spec?.paths.managementSocket(switchStartedByPlugin: owned) else { return }
         let generation = externalPorts.generation
         remember(
             Task { [weak self] in

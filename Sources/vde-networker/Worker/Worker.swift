@@ -305,7 +305,7 @@ actor Worker {
 
     func managementClient(timeout: Duration = .seconds(1)) -> (any SwitchManagement)? {
         let connect = host.management
-        return spec?.paths.managementSocket.map { connect($0, timeout) }
+        return spec?.paths.managementSocket(switchStartedByPlugin: owned).map { connect($0, timeout) }
     }
 
     func switchStatus() -> SwitchStatus? {
@@ -314,7 +314,8 @@ actor Worker {
 
     func switchStatus(of spec: SwitchSpec) -> SwitchStatus {
         SwitchStatus(
-            ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket, owned: owned,
+            ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket(switchStartedByPlugin: owned),
+            owned: owned,
             pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
     }
 

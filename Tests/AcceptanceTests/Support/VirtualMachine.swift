@@ -121,11 +121,15 @@ struct VirtualMachine: Sendable {
         _ body: (VirtualMachine) async throws -> T
     ) async throws -> T {
         let argv = argv(image: image, options: options)
+        let started = ContinuousClock.now
         let run = try await Background.with(argv, logPath: logPath, stop: .terminate, graceDeadline: .seconds(10)) {
             process in
             let vm = VirtualMachine(argv: argv, options: options, process: process, logPath: logPath)
             do {
                 _ = try await vm.waitForLine(containing: readyMarker, deadline: bootDeadline)
+                print(
+                    "note: the VM (QEMU pid \(process.pid)) was ready \(ContinuousClock.now - started) after QEMU started"
+                )
                 return try await body(vm)
             } catch {
                 print("---- VM console (\(logPath)) after failure: \(error) ----\n\(vm.consoleTail())\n---- end ----")

@@ -218,6 +218,12 @@ extension Acceptance {
                     try await vm.run("ping -c 1 -W 1 \(peer)").succeeded
                 }
                 let switchBefore = Self.switchPID(socketDir: socketDir)
+                // Where each fault fell in both probe sequences, for the failure messages.
+                let faults = Locked<[String]>([])
+                func noteFault(_ what: String) async throws {
+                    let vmSeq = try await Self.lastVMSequence(vm)
+                    faults.withLock { $0.append("\(what) after VM icmp_seq \(vmSeq)") }
+                }
                 try await vm.check("ping -i 0.01 \(peer) >/tmp/ping.log 2>&1 & echo $! >/tmp/ping.pid")
                 let fromPeer = try await RecoveryPinger.with("endpoint -> VM", from: ns, to: vmAddress, dir: dir) {
                     pinger in
@@ -225,6 +231,9 @@ extension Acceptance {
                     try await Self.waitForVMReplies(vm, atLeast: 20)
 
                     let worker = try #require(Self.workerPID(network), "no vde-networker for network \(network)")
+                    try await noteFault(
+                        "kill -9 of the worker (pid \(worker)) at endpoint icmp_seq \(pinger.repliedSequences().max() ?? 0)"
+                    )
                     kill(worker, SIGKILL)
                     try await Poll.until("a new vde-networker for the network", deadline: .seconds(30)) {
                         guard let now = Self.workerPID(network) else { return false }
@@ -234,6 +243,9 @@ extension Acceptance {
                     // path that stays cut shows as lost probes below, not as a timeout here).
                     try? await pinger.waitForReplies(pinger.repliedSequences().count + 200, deadline: .seconds(10))
 
+                    try await noteFault(
+                        "kill -9 of the supervisor (pid \(supervisor.supervisorPID)) at endpoint icmp_seq \(pinger.repliedSequences().max() ?? 0)"
+                    )
                     try await supervisor.kill9()
                     try await supervisor.start()
                     try await Poll.until("a worker for the network under the new supervisor", deadline: .seconds(30)) {
@@ -247,8 +259,8 @@ extension Acceptance {
                 let toVM = ProbeCount(fromPeer)
                 #expect(
                     toVM.passes && fromPeer.errors == 0,
-                    "endpoint -> VM every 10 ms across both kills: \(toVM), \(fromPeer.errors) errors")
-                #expect(fromVM.passes, "VM -> endpoint every 10 ms across both kills: \(fromVM)")
+                    "endpoint -> VM every 10 ms across both kills: \(toVM), \(fromPeer.errors) errors; \(faults.value)")
+                #expect(fromVM.passes, "VM -> endpoint every 10 ms across both kills: \(fromVM); \(faults.value)")
                 #expect(
                     switchBefore != nil && switchAfter == switchBefore,
                     "the switch at \(socketDir) should be the same process throughout: \(switchBefore.map(String.init) ?? "none") then \(switchAfter.map(String.init) ?? "none")"
@@ -265,6 +277,13 @@ extension Acceptance {
 
         static func switchPID(socketDir: String) -> Int32? {
             HostInspector.vdeProcesses(mentioning: [socketDir]).first { $0.program == "vde_switch" }?.pid
+        }
+
+        /// The icmp_seq of the last reply the VM's ping has logged (-1: none yet).
+        static func lastVMSequence(_ vm: VirtualMachine) async throws -> Int {
+            let last = try await vm.check("grep 'bytes from' /tmp/ping.log | tail -n 1").output
+            guard let range = last.range(of: "seq=") else { return -1 }
+            return Int(last[range.upperBound...].prefix { $0.isNumber }) ?? -1
         }
 
         /// Replies the VM's background ping has logged so far.
@@ -303,12 +322,12 @@ extension Acceptance {
 
 /// 10 ms probes across faults, counted alike in both directions. A probe without a reply that
 /// was sent before the last answered one is lost. Those sent after it were unanswered when ping
-/// was stopped: in flight (QEMU under TCG answers in 1 to 15 ms here, so the last one or two
-/// are, measured), or cut off for good, which the test tells apart by waiting for 200 more
+/// was stopped: in flight (QEMU under TCG answered 4000 probes here in 0.5 to 93 ms, 3 ms on
+/// average, none lost), or cut off for good, which the test tells apart by waiting for 200 more
 /// replies after the last fault before it stops ping.
 struct ProbeCount: Sendable, CustomStringConvertible {
     /// More than this many unanswered at the end is a path that stayed cut, not probes in flight.
-    static let inFlightAllowance = 5
+    static let inFlightAllowance = 20
 
     var sent: Int
     var replied: Int

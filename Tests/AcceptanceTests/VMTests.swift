@@ -257,6 +257,7 @@ extension Acceptance {
                 let fromVM = try await Self.stopVMPing(vm)
                 let switchAfter = Self.switchPID(socketDir: socketDir)
                 let toVM = ProbeCount(fromPeer)
+                print("note: endpoint -> VM: \(toVM); VM -> endpoint: \(fromVM); \(faults.value)")
                 #expect(
                     toVM.passes && fromPeer.errors == 0,
                     "endpoint -> VM every 10 ms across both kills: \(toVM), \(fromPeer.errors) errors; \(faults.value)")

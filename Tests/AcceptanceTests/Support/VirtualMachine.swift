@@ -170,10 +170,19 @@ struct VirtualMachine: Sendable {
 
     func consoleTail(_ maxBytes: Int = 6000) -> String { String(console.suffix(maxBytes)) }
 
-    /// Waits for a console line containing `marker` and returns the first such line.
+    /// The console's complete lines so far (a line still being written is not one yet: a lease
+    /// line read halfway gave the address "10.77.", measured).
+    var consoleLines: [Substring] {
+        let text = console
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        lines.removeLast()  // after the last newline: empty, or a line not finished yet
+        return lines
+    }
+
+    /// Waits for a complete console line containing `marker` and returns the first such line.
     func waitForLine(containing marker: String, deadline: Duration = .seconds(60)) async throws -> String {
         try await Poll.value("the VM's console to say '\(marker)'", deadline: deadline, every: .milliseconds(50)) {
-            if let line = console.split(separator: "\n").first(where: { $0.contains(marker) }) {
+            if let line = consoleLines.first(where: { $0.contains(marker) }) {
                 return String(line)
             }
             guard process.isRunning else {
@@ -210,7 +219,8 @@ struct VirtualMachine: Sendable {
                 let stop = text.range(of: end, range: start.upperBound..<text.endIndex)
             {
                 let statusText = text[stop.upperBound...].prefix { $0.isNumber }
-                guard let status = Int(statusText) else { return nil }  // the line is still being written
+                // Not before its newline: "vm: end 7 1" may still become "vm: end 7 127".
+                guard text[statusText.endIndex...].hasPrefix("\n"), let status = Int(statusText) else { return nil }
                 return VMCommandResult(
                     command: command, status: status, output: String(text[start.upperBound..<stop.lowerBound]))
             }

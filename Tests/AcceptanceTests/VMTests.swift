@@ -169,7 +169,9 @@ extension Acceptance {
     /// a kill -9 of the network's worker and then of the supervisor (started again on the same
     /// state), and not one probe is lost. Needs the datapath and adoption work (detached
     /// switch, plugs and workers adopted): until both are in, it fails with the counts lost.
-    /// Run it alone with `swift test --skip-build --filter VMRecoveryTests`.
+    /// Run it alone with `swift test --skip-build --filter VMRecoveryTests`. The plugin API is
+    /// driven as dockerd would, without dockerd: a supervisor on the real plugin socket cannot
+    /// be killed and started again by the Docker fixture, ``RecoverySupervisor`` can.
     @Suite(.serialized, .timeLimit(.minutes(10)))
     struct VMRecoveryTests {
         static let subnet = "10.77.62"
@@ -240,7 +242,8 @@ extension Acceptance {
                         return now != worker
                     }
                     // The probes go on meanwhile; give them a while after the new worker (soft: a
-                    // path that stays cut shows as lost probes below, not as a timeout here).
+                    // path that stays cut shows below as probes unanswered at the end, not as a
+                    // timeout here).
                     try? await pinger.waitForReplies(pinger.repliedSequences().count + 200, deadline: .seconds(10))
 
                     try await noteFault(

@@ -116,6 +116,10 @@ final class LinkServer: Sendable {
 
     /// Serves one request: `start` makes the worker's socket first (see the type's comment).
     func handle(_ request: WorkerRequest) async -> WorkerMessage {
+        if request.command == .shutdown {
+            // Before the worker's shutdown, which removes the network dir when it is empty.
+            closeListener()
+        }
         guard case .start(let spec, _) = request.command else { return await worker.handle(request) }
         let made: Bool
         do {

@@ -548,6 +548,31 @@ extension Acceptance {
             try await container.check(
                 ["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))
             #expect(try await container.property("Result", of: "vde-supervisor.service") == "success")
+
+            try await exerciseUninstall(container)
+        }
+
+        /// scripts/uninstall with a network running: it stops the units and every network
+        /// (stop-networks), removes binaries and units, keeps the state, and leaves no process.
+        private func exerciseUninstall(_ container: SystemdContainer) async throws {
+            try await container.check(["systemctl", "start", "vde-supervisor.socket"])
+            let network = IDs.dockerID()
+            let created = try await pluginCall(
+                container, "/NetworkDriver.CreateNetwork",
+                Requests.createNetwork(network, pool: "10.232.2.0/24", gateway: "10.232.2.1/24"))
+            #expect(created.status == 200, "CreateNetwork: \(created)")
+            #expect(try await container.exec(["pgrep", "-f", "network-id \(network)"]).succeeded, "its worker runs")
+            try await Docker.check(["cp", Repository.file("scripts/uninstall"), "\(container.name):/root/uninstall"])
+            let uninstall = try await container.exec(["bash", "/root/uninstall"], timeout: .seconds(120))
+            #expect(uninstall.succeeded, "scripts/uninstall: \(uninstall)")
+            let left = try await container.exec([
+                "pgrep", "-a", "-f", "vde-networker|vde_switch|vde_plug2tap|vde-supervisor",
+            ])
+            #expect(left.stdout.trimmingWhitespace.isEmpty, "processes left after scripts/uninstall: \(left)")
+            #expect(!(try await container.exec(["test", "-e", "/usr/local/bin/vde-supervisor"])).succeeded)
+            #expect(
+                try await container.exec(["test", "-e", "/var/lib/vde-supervisor/state.json"]).succeeded,
+                "the state is kept without --purge")
         }
     }
 }

@@ -50,6 +50,7 @@ final class LinkServer: Sendable {
     let current: CurrentLink
     let logger: Logger
     private let listener = Mutex<UnixListener?>(nil)
+    private let shutdownRequested = Mutex(false)
     /// Directories made for the socket by a `start` that then failed go again.
     private let madeDirectories = Mutex<[String]>([])
 
@@ -94,6 +95,8 @@ final class LinkServer: Sendable {
                 await ending.drain()
                 ending.link.close()
                 session = nil
+                // A `shutdown` answered while the input ended has closed the socket: that is the ending.
+                if shutdownRequested.withLock({ $0 }) { return .shutDown }
                 guard let path = socketPath else { return .neverStarted }
                 logger.notice(
                     "the supervisor link closed; the switch and plugs keep running, waiting for a supervisor at \(path)"
@@ -117,6 +120,7 @@ final class LinkServer: Sendable {
     /// Serves one request: `start` makes the worker's socket first (see the type's comment).
     func handle(_ request: WorkerRequest) async -> WorkerMessage {
         if request.command == .shutdown {
+            shutdownRequested.withLock { $0 = true }
             // Before the worker's shutdown, which removes the network dir when it is empty.
             closeListener()
         }

@@ -205,6 +205,75 @@ extension Acceptance {
             }
         }
 
+        /// A supervisor killed after the worker answered an `addEndpoint` and before the state
+        /// recorded it leaves an endpoint that only the worker knows: the next supervisor adopts
+        /// the worker and removes it (as it undoes a failed add): its plug stops, its tap goes.
+        @Test func anEndpointTheStateDoesNotRecordIsRemovedFromAnAdoptedWorker() async throws {
+            try await RecoverySupervisor.with { supervisor in
+                try await RecoveryNamespaces.with(count: 4) { namespaces in
+                    try await TempDir.with("rping") { dir in
+                        let lab = try await RecoveryLab.build(host: supervisor, namespaces: namespaces, workDir: dir)
+                        try await lab.waitUntilConsistent("the two networks before the fault")
+                        let workers = Set(lab.networks.flatMap { lab.running($0).workers })
+                        let extra = EndpointID(stringLiteral: IDs.dockerID())
+                        let tap = TapName(endpoint: extra)
+                        defer {
+                            if HostInspector.linkExists(tap.rawValue) {
+                                _ = Glibc.system("\(NetNS.ip) link del \(tap.rawValue)")
+                            }
+                        }
+                        let killed = try await supervisor.kill9()
+
+                        // The add, over the worker's socket, with no supervisor to record it.
+                        let socket = try UnixSocket.connect(to: lab.a.paths.workerSocket, timeout: .seconds(2))
+                        do {
+                            let request = WorkerRequest(
+                                id: 1,
+                                .addEndpoint(
+                                    endpoint: EndpointSpec(
+                                        endpointID: extra, tapName: tap, macAddress: MACAddress(derivedFrom: extra))))
+                            try socket.send(
+                                Array((try JSONCoding.string(request) + "\n").utf8), deadline: .now + .seconds(5))
+                            let deadline = ContinuousClock.now + .seconds(15)
+                            var received: [UInt8] = []
+                            var answered = false
+                            while !answered {
+                                let chunk = try socket.receive(deadline: deadline)
+                                guard !chunk.isEmpty else {
+                                    throw AcceptanceFailure("the worker closed the connection")
+                                }
+                                received += chunk
+                                while let newline = received.firstIndex(of: 0x0a) {
+                                    let line = Array(received[..<newline])
+                                    received.removeSubrange(...newline)
+                                    if case .reply(1, .endpoint) = try JSONCoding.decode(WorkerMessage.self, from: line)
+                                    {
+                                        answered = true
+                                    }
+                                }
+                            }
+                        } catch {
+                            socket.close()
+                            throw error
+                        }
+                        socket.close()
+                        #expect(HostInspector.linkExists(tap.rawValue), "the add made its tap")
+
+                        try await supervisor.start()
+                        try await lab.waitUntilConsistent(
+                            "adopted, the unrecorded endpoint removed", killed: [killed], adopted: workers)
+                        try await Poll.until("the unrecorded endpoint's tap \(tap) to be deleted") {
+                            !HostInspector.linkExists(tap.rawValue)
+                        }
+                        #expect(!(TempDir.readText(supervisor.stateFile) ?? "").contains(extra.rawValue))
+                        #expect(
+                            supervisor.logTail(200_000).contains("runs an endpoint the state does not record"),
+                            "the supervisor should log the removal")
+                    }
+                }
+            }
+        }
+
         /// A container removed while the supervisor was down (its namespace deleted): the
         /// restarted supervisor forgets the endpoint, frees its vde IPAM address, and nothing is
         /// left for it; the others work. With `tapMovedBack`, the tap first comes back to the

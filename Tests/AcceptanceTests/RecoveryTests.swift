@@ -103,9 +103,10 @@ extension Acceptance {
                     #expect(
                         statusA.worker.lastError != nil, "status should say why A's worker restarted: \(statusA.worker)"
                     )
+                    // The data path outlives the worker: the new one adopts the switch and plugs.
                     #expect(
-                        afterA.switch != beforeA.switch,
-                        "A's switch should be a new one (it exits with its worker): \(afterA)")
+                        afterA.switch == beforeA.switch && afterA.plugs == beforeA.plugs,
+                        "A's switch and plugs should be adopted: before \(beforeA), after \(afterA)")
                 case .switch:
                     #expect(
                         afterA.worker == beforeA.worker, "A's worker should stay: before \(beforeA), after \(afterA)")
@@ -145,7 +146,9 @@ extension Acceptance {
                         let lab = try await RecoveryLab.build(host: supervisor, namespaces: namespaces, workDir: dir)
                         try await lab.waitUntilConsistent("the two networks before the fault")
                         let old = lab.networks.map { lab.running($0) }
-                        let workers = Set(old.flatMap(\.workers))
+                        // What the killed supervisor leaves runs on: its workers, and the detached
+                        // switches (re-parented to init when it died) and plugs.
+                        let workers = Set(old.flatMap { $0.workers + $0.switches + $0.plugs })
                         let stateBefore = TempDir.readText(supervisor.stateFile) ?? ""
                         let (a, b) = (lab.a, lab.b)
 
@@ -214,7 +217,8 @@ extension Acceptance {
                     try await TempDir.with("rping") { dir in
                         let lab = try await RecoveryLab.build(host: supervisor, namespaces: namespaces, workDir: dir)
                         try await lab.waitUntilConsistent("the two networks before the fault")
-                        let workers = Set(lab.networks.flatMap { lab.running($0).workers })
+                        let workers = Set(
+                            lab.networks.flatMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
                         let extra = EndpointID(stringLiteral: IDs.dockerID())
                         let tap = TapName(endpoint: extra)
                         defer {
@@ -290,7 +294,8 @@ extension Acceptance {
                         let gone = lab.a.endpoints[2]
                         let poolID = try #require(lab.a.poolID)
                         #expect((TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id))
-                        let workers = Set(lab.networks.flatMap { lab.running($0).workers })
+                        let workers = Set(
+                            lab.networks.flatMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
                         let gonePlug = try #require(
                             try await lab.status().network(lab.a.id)?.endpoints.first { $0.id == gone.id }?.plugPID)
 

@@ -619,7 +619,8 @@ extension Acceptance {
 
                 let table = try await StatusCLI.run([prefix], socket: socket)
                 #expect(table.exitCode == 0, "\(table)")
-                for needle in ["external", ctlDir, "OTHER PORT", "vde_plug2tap", "pid=\(plug.pid)", endpoint.tap] {
+                #expect(otherPort.pid == plug.pid && otherPort.program == "vde_plug2tap", "\(otherPort)")
+                for needle in ["external", ctlDir, "EXTERNAL PORT", "vde_plug2tap", "pid=\(plug.pid)", endpoint.tap] {
                     #expect(table.stdout.contains(needle), "status \(prefix) lacks \(needle):\n\(table.stdout)")
                 }
                 #expect(
@@ -627,6 +628,160 @@ extension Acceptance {
                     "status \(prefix) should show the endpoint's counters:\n\(table.stdout)")
             }
             try plugRun.outcome.get()
+        }
+    }
+
+    /// External ports and names under the real dockerd: a `vde_plug2tap` started by hand in a
+    /// namespace on a `socket_dir` network (how a VM attaches) shows with its program, pid and
+    /// MAC; `status NAME` finds the network by Docker's name; a kill -9 of the switch names the
+    /// lost plug in status and in the log.
+    @Suite(.serialized, .timeLimit(.minutes(10)))
+    struct StatusDockerTests {
+        @Test func externalPlugIsListedByNameAndReportedLostWithItsSwitch() async throws {
+            try await Docker.checkEnvironment()
+            try await SupervisorFixture.with(socket: SupervisorFixture.realSocket) { supervisor in
+                await Docker.removeLabelledLeftovers()
+                try await DockerScope.with { scope in
+                    try await TempDir.with("st") { dir in
+                        try await NetNS.with(count: 2) { namespaces in
+                            try await Self.run(supervisor: supervisor, scope: scope, dir: dir, namespaces: namespaces)
+                        }
+                    }
+                }
+            }
+        }
+
+        static func run(supervisor: Supervisor, scope: DockerScope, dir: String, namespaces: [NetNS]) async throws {
+            let ns = namespaces[0]
+            let socket = supervisor.statusControlSocket
+            let socketDir = dir + "/sw"
+            let networkName = scope.name("st")
+            // Without management_socket, a socket_dir switch has no -M: nothing to ask about ports.
+            let networkID = try await scope.network(
+                "st",
+                [
+                    "--subnet", "10.77.21.0/24", "-o", "socket_dir=\(socketDir)", "-o", "create_sockets=true", "-o",
+                    "management_socket=\(dir)/m/sw.mgmt",
+                ])
+            let web = try await scope.container("web", network: "st", ip: "10.77.21.10")
+            let tap = "vxtap" + IDs.tag(6)
+            func randomMAC() -> String {
+                "02:5a:" + (0..<4).map { _ in String(format: "%02x", Int.random(in: 0...255)) }.joined(separator: ":")
+            }
+            let mac = randomMAC()
+            let plugArgv = [NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap]
+            try await Background.with(plugArgv, logPath: dir + "/plug.log") { plug in
+                try await Poll.until("vde_plug2tap to make \(tap) in \(ns.name)") {
+                    guard plug.isRunning else { throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())") }
+                    return try await ns.linkExists(tap)
+                }
+                try await ns.ip("link", "set", "dev", tap, "address", mac)
+                try await ns.ip("addr", "add", "10.77.21.50/24", "dev", tap)
+                try await ns.ip("link", "set", "dev", tap, "up")
+                let out = try await ns.ping("10.77.21.10")
+                #expect(out.succeeded, "external plug -> container: \(out)")
+
+                // The plug's port: program, pid (ip netns exec execs the plug: same pid) and MAC.
+                var network: StatusDoc.Network?
+                var last: StatusRun?
+                do {
+                    try await Poll.until("status to show the external plug with its MAC") {
+                        let (run, report) = try await StatusCLI.checkedJSON(socket: socket)
+                        last = run
+                        network = report.network(networkID)
+                        return network?.otherPorts.contains {
+                            $0.pid == plug.pid && $0.macAddresses?.contains(mac) == true
+                        } ?? false
+                    }
+                } catch {
+                    throw AcceptanceFailure(
+                        "\(error); plug pid \(plug.pid), MAC \(mac); last status: \(last.map(\.description) ?? "none")")
+                }
+                let shown = try #require(network)
+                #expect(shown.name == networkName, "Docker's network name: \(String(describing: shown.name))")
+                #expect(
+                    shown.endpoint(web.endpointID)?.container == scope.name("web"),
+                    "the container's name: \(shown.endpoints)")
+                let port = try #require(shown.otherPorts.first { $0.pid == plug.pid })
+                #expect(port.program == "vde_plug2tap", "\(port)")
+                #expect(port.counters.inPackets > 0, "the plug's pings count as sent: \(port.counters)")
+                #expect(
+                    !shown.endpoints.contains { $0.switchPort == port.port },
+                    "the container's port is not external: \(shown.endpoints)")
+
+                // `status NAME`: that network, in the table, with its external port.
+                let table = try await StatusCLI.run([networkName], socket: socket)
+                #expect(table.exitCode == 0, "\(table)")
+                for needle in [networkName, scope.name("web"), "vde_plug2tap", String(plug.pid), mac, shown.shortID] {
+                    #expect(table.stdout.contains(needle), "status \(networkName) lacks \(needle):\n\(table.stdout)")
+                }
+                let byName = try await StatusCLI.checkedJSON([networkName], socket: socket)
+                #expect(byName.report.networks.map(\.id) == [networkID], "\(byName.run)")
+                let byContainer = try await StatusCLI.checkedJSON([scope.name("web")], socket: socket)
+                #expect(byContainer.report.networks.map(\.id) == [networkID], "\(byContainer.run)")
+
+                // A second plug comes, and sends, while nobody asks for status: the worker learns of
+                // it from the switch's notifications alone (port/ep/+, port/descr, hash/+).
+                let ns2 = namespaces[1]
+                let tap2 = "vxtap" + IDs.tag(6)
+                let mac2 = randomMAC()
+                let plug2Argv = [NetNS.ip, "netns", "exec", ns2.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap2]
+                try await Background.with(plug2Argv, logPath: dir + "/plug2.log") { plug2 in
+                    try await Poll.until("vde_plug2tap to make \(tap2) in \(ns2.name)") {
+                        guard plug2.isRunning else {
+                            throw AcceptanceFailure("vde_plug2tap exited: \(plug2.logTail())")
+                        }
+                        return try await ns2.linkExists(tap2)
+                    }
+                    try await ns2.ip("link", "set", "dev", tap2, "address", mac2)
+                    try await ns2.ip("addr", "add", "10.77.21.51/24", "dev", tap2)
+                    try await ns2.ip("link", "set", "dev", tap2, "up")
+                    let out2 = try await ns2.ping("10.77.21.10")
+                    #expect(out2.succeeded, "second plug -> container: \(out2)")
+
+                    // kill -9 of the switch: both plugs go with it and are named as lost.
+                    let switchPID = try #require(shown.switch.pid, "no switch pid: \(shown.switch)")
+                    #expect(kill(switchPID, SIGKILL) == 0)
+                    var lost: StatusDoc.LostPorts?
+                    try await Poll.until("status to name the lost external ports", deadline: .seconds(20)) {
+                        let (_, report) = try await StatusCLI.checkedJSON(socket: socket)
+                        lost = report.network(networkID)?.lostPorts?.last
+                        return lost != nil
+                    }
+                    let loss = try #require(lost)
+                    #expect(loss.switchPID == switchPID)
+                    #expect(!loss.detail.isEmpty, "how the switch ended")
+                    let byPID = Dictionary(
+                        loss.ports.compactMap { p in p.pid.map { ($0, p) } }, uniquingKeysWith: { a, _ in a })
+                    #expect(
+                        Set(byPID.keys) == [plug.pid, plug2.pid] && loss.ports.count == 2,
+                        "exactly the two hand-started plugs were external: \(loss.ports)")
+                    #expect(byPID[plug.pid]?.program == "vde_plug2tap")
+                    #expect(byPID[plug.pid]?.macAddresses == [mac])
+                    #expect(byPID[plug2.pid]?.program == "vde_plug2tap", "learnt from notifications: \(loss.ports)")
+                    #expect(byPID[plug2.pid]?.macAddresses == [mac2], "learnt from hash/+: \(loss.ports)")
+                    let after = try await StatusCLI.run([networkName], socket: socket)
+                    #expect(
+                        after.stdout.contains("LOST PORT") && after.stdout.contains(String(plug.pid))
+                            && after.stdout.contains(String(plug2.pid)),
+                        "the table should show the lost ports:\n\(after.stdout)")
+                    try await Poll.until("the log to name the lost ports") {
+                        let log = TempDir.readText(supervisor.logPath) ?? ""
+                        return log.contains("external port lost") && log.contains("pid \(plug.pid)")
+                            && log.contains("pid \(plug2.pid)")
+                    }
+                    // The container is re-plugged into the new switch; the plugs are gone for good.
+                    try await Poll.until("the container to be plugged again", deadline: .seconds(20)) {
+                        let (_, report) = try await StatusCLI.checkedJSON(socket: socket)
+                        return report.network(networkID)?.endpoint(web.endpointID)?.state == "plugged"
+                    }
+                    try await Poll.until("the hand-started plugs to exit with their switch") {
+                        !plug.isRunning && !plug2.isRunning
+                    }
+                }.outcome.get()
+            }.outcome.get()
+            try await scope.removeContainer("web")
+            try await scope.removeNetwork("st")
         }
     }
 }

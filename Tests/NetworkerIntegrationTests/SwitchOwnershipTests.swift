@@ -232,34 +232,44 @@ extension WorkerProcessTests {
         try await shutDown(worker, spec: spec, expectOwnedGone: false)
     }
 
-    @Test func aSwitchLeftRunningByAnEarlierWorkerIsStoppedByTheNextOne() async throws {
+    /// A switch an earlier worker left running, named by its pid file (pid, start time, program
+    /// and the ctl dir in its argv), is adopted by the next worker, and stopped by its shutdown.
+    /// So is one whose file still holds vde_switch's bare pid (a worker that died between the
+    /// launch and its rewrite of the file).
+    @Test(arguments: [true, false]) func aSwitchLeftRunningByAnEarlierWorkerIsAdoptedByTheNextOne(rewritten: Bool)
+        async throws
+    {
         let scratch = Scratch()
         defer { scratch.cleanUp() }
         let worker = try startWorker(scratch)
         defer { worker.stop() }
         let spec = try ownSpec(scratch, worker)
-        // A switch that does not exit at EOF on stdin (as upstream vde-2 without a tty): a daemon.
         #expect(Host.run(["mkdir", "-p", spec.paths.networkDir]).status == 0)
-        let daemonPIDFile = scratch.directory + "/daemon.pid"
         let result = Host.run([
             "vde_switch", "-d", "-s", spec.paths.ctlDir, "-M", spec.paths.managementSocket!, "-n", "5", "-p",
-            daemonPIDFile,
+            spec.paths.switchPIDFile,
         ])
         #expect(result.status == 0, "vde_switch -d: \(result.output)")
         // The daemon writes its pid file after the fork: wait for it.
-        #expect(await Host.eventually { pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")) != nil })
-        let leftover = try #require(pid_t(TestSocket.trimmed(FileRead.text(daemonPIDFile) ?? "")))
+        let file = spec.paths.switchPIDFile
+        #expect(await Host.eventually { pid_t(TestSocket.trimmed(FileRead.text(file) ?? "")) != nil })
+        let leftover = try #require(pid_t(TestSocket.trimmed(FileRead.text(file) ?? "")))
         scratch.trackProcess(leftover)
         let start = try #require(TestSocket.startTime(of: leftover))
-        #expect(Host.run(["sh", "-c", "echo '\(leftover) \(start)' > \(spec.paths.switchPIDFile)"]).status == 0)
+        if rewritten {
+            #expect(
+                Host.run(["sh", "-c", "echo '\(leftover) \(start)' > \(file).new && mv \(file).new \(file)"]).status
+                    == 0)
+        }
 
         let started = try await self.start(worker, spec)
         #expect(started.switch?.owned == true)
-        #expect(await Host.eventually { !Host.isAlive(leftover) }, "the predecessor's switch must be stopped")
-        let now = try #require(started.switch?.pid)
-        #expect(FileRead.text(spec.paths.switchPIDFile)?.hasPrefix("\(now) ") == true)
+        #expect(started.switch?.pid == leftover, "the predecessor's switch must be adopted")
+        #expect(Host.isAlive(leftover))
+        #expect(FileRead.text(file) == "\(leftover) \(start)\n")
         try await shutDown(worker, spec: spec)
-        #expect(!Host.exists(spec.paths.switchPIDFile))
+        #expect(!Host.isAlive(leftover))
+        #expect(!Host.exists(file))
     }
 
     @Test func aSwitchPIDFileNamingAnotherProcessStopsNothing() async throws {

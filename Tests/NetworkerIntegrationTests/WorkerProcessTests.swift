@@ -495,30 +495,6 @@ struct WorkerProcessTests {
 
     // The end of input and SIGTERM: WorkerLinkTests.swift.
 
-    @Test func sigkillOfTheWorkerLeavesNoSwitchOrPlug() async throws {
-        let scratch = Scratch()
-        defer { scratch.cleanUp() }
-        let worker = try startWorker(scratch)
-        defer { worker.stop() }
-        let spec = try ownSpec(scratch, worker)
-        let started = try await start(worker, spec)
-        let switchPID = try #require(started.switch?.pid)
-        let plugs = [
-            try #require(try await add(worker, endpoint(scratch, "a")).plugPID),
-            try #require(try await add(worker, endpoint(scratch, "b")).plugPID),
-        ]
-
-        worker.signal(SIGKILL)
-        #expect(await worker.waitForExit() == 128 + SIGKILL)
-        // The switch sees EOF on its stdin and exits; the plugs follow their switch.
-        #expect(
-            await Host.eventually(timeout: .seconds(5)) {
-                !Host.isAlive(switchPID) && plugs.allSatisfy { !Host.isAlive($0) }
-            })
-        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
-        #expect(await Host.eventually { !Host.exists(spec.paths.ctlDir) })
-    }
-
     /// DeleteEndpoint is answered before the tap is gone; a shutdown right after still waits for
     /// the deletion, and leaves neither the tap nor its marker.
     @Test func removedTapsGoInTheBackgroundAndShutdownWaitsForThem() async throws {
@@ -579,7 +555,10 @@ struct WorkerProcessTests {
         try await shutDown(worker, spec: spec)
     }
 
-    @Test func newWorkerStopsLeftoverPlugsAndRestoresEndpoints() async throws {
+    /// On an external switch too, the plugs a killed worker left run on: the next worker
+    /// adopts those of the endpoints it restores (same pids), and stops the plug of an endpoint
+    /// that is no longer recorded.
+    @Test func newWorkerAdoptsThePlugsItRestoresAndStopsTheOthers() async throws {
         let scratch = Scratch()
         defer { scratch.cleanUp() }
         let external = try await startTestSwitch(scratch)
@@ -593,18 +572,19 @@ struct WorkerProcessTests {
         _ = try await start(first, spec)
         let inHost = endpoint(scratch, "a")
         let inSandbox = endpoint(scratch, "b")
+        let forgotten = endpoint(scratch, "d")
         let hostPlug = try #require(try await add(first, inHost).plugPID)
         let sandboxPlug = try #require(try await add(first, inSandbox).plugPID)
+        let forgottenPlug = try #require(try await add(first, forgotten).plugPID)
         let ns = scratch.namespace("1")
         moveIntoNamespace(tap: inSandbox.tapName, namespace: ns, address: "10.99.4.1/24")
         _ = try await first.request(
             .joinEndpoint(endpointID: inSandbox.endpointID, sandboxKey: try SandboxKey("/run/netns/" + ns)))
 
-        // Killed: on an external switch its plugs live on, listed in pid files.
         first.signal(SIGKILL)
         _ = await first.waitForExit()
         let pidDir = try paths(scratch, first).plugsDir
-        #expect(Host.isAlive(hostPlug) && Host.isAlive(sandboxPlug))
+        #expect(Host.isAlive(hostPlug) && Host.isAlive(sandboxPlug) && Host.isAlive(forgottenPlug))
         #expect(Host.exists("\(pidDir)/\(inHost.endpointID).pid"))
 
         let second = try startWorker(scratch, networkID: first.networkID)
@@ -614,25 +594,28 @@ struct WorkerProcessTests {
         let gone = endpoint(scratch, "c")
         let mark = second.messageCount
         let started = try await start(second, spec, restoring: [inHost, restoredSandbox, gone])
-        #expect(!Host.isAlive(hostPlug) && !Host.isAlive(sandboxPlug))
-        #expect(started.endpoints?.allSatisfy { $0.state == .restarting } == true)
-        let outcomes = try await second.endpointStates([inHost, restoredSandbox, gone].map(\.endpointID), after: mark)
-        #expect(outcomes[inHost.endpointID]?.state == .plugged)
-        #expect(outcomes[inSandbox.endpointID]?.state == .plugged)
+        #expect(Host.isAlive(hostPlug) && Host.isAlive(sandboxPlug))
+        #expect(!Host.isAlive(forgottenPlug), "the plug of an endpoint not restored must be stopped")
+        #expect(!Host.exists("\(pidDir)/\(forgotten.endpointID).pid"))
+        let byID = Dictionary(uniqueKeysWithValues: (started.endpoints ?? []).map { ($0.endpointID, $0) })
+        #expect(byID[inHost.endpointID]?.state == .plugged && byID[inHost.endpointID]?.plugPID == hostPlug)
+        #expect(byID[inSandbox.endpointID]?.state == .plugged && byID[inSandbox.endpointID]?.plugPID == sandboxPlug)
+        #expect(byID[gone.endpointID]?.state == .restarting)
+        let outcomes = try await second.endpointStates([gone.endpointID], after: mark)
         #expect(outcomes[gone.endpointID]?.state == .tapGone)
-        let restored = [inHost, inSandbox].compactMap { outcomes[$0.endpointID] }
-        let newSandboxPlug = try #require(outcomes[inSandbox.endpointID]?.pid)
-        let commandLine =
-            FileRead.bytes("/proc/\(newSandboxPlug)/cmdline").map {
-                String(decoding: $0.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
-            } ?? ""
-        #expect(commandLine.hasSuffix(" eth0 "), "cmdline: \(commandLine)")
         let report = try await status(second)
         #expect(report.endpoints?.filter { $0.counters != nil }.count == 2)
 
+        // Adopted plugs are watched like started ones: a tap deleted under one stops it.
+        let hostMark = second.messageCount
+        #expect(Host.run([Host.ip, "link", "del", inHost.tapName.rawValue]).status == 0)
+        let tapGone = try await second.event(.tapGone, after: hostMark)
+        #expect(tapGone.pid == hostPlug)
+        #expect(await Host.eventually { !Host.isAlive(hostPlug) })
+
         try await shutDown(second, spec: spec, expectOwnedGone: false)
         #expect(Host.isAlive(external.pid))
-        #expect(await Host.eventually { restored.compactMap(\.pid).allSatisfy { !Host.isAlive($0) } })
+        #expect(await Host.eventually { !Host.isAlive(sandboxPlug) })
         #expect(!Host.exists(pidDir))
     }
 

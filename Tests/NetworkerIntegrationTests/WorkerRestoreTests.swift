@@ -67,25 +67,26 @@ extension WorkerProcessTests {
         let second = try startWorker(scratch, networkID: first.networkID)
         defer { second.stop() }
         let mark = second.messageCount
-        _ = try await start(second, spec, restoring: [missing, unmounted, alive])
-        let outcomes = try await second.endpointStates([missing, unmounted, alive].map(\.endpointID), after: mark)
+        let started = try await start(second, spec, restoring: [missing, unmounted, alive])
+        // The live container's plug ran on: it is adopted, and so `plugged` at once.
+        #expect(started.endpoints?.first { $0.endpointID == alive.endpointID }?.state == .plugged)
+        let outcomes = try await second.endpointStates([missing, unmounted].map(\.endpointID), after: mark)
         #expect(outcomes[missing.endpointID]?.state == .tapGone)
         #expect(outcomes[missing.endpointID]?.detail?.contains("no longer exists") == true)
         #expect(outcomes[unmounted.endpointID]?.state == .tapGone)
         #expect(outcomes[unmounted.endpointID]?.detail?.contains("no network namespace") == true)
-        #expect(outcomes[alive.endpointID]?.state == .plugged)
         #expect(
             await Host.eventually {
                 !Host.exists("/sys/class/net/\(missing.tapName)") && !Host.exists("/sys/class/net/\(unmounted.tapName)")
             })
         // No plug was ever started on the taps of the removed containers (the check sees the
-        // one started for the live container).
+        // one adopted for the live container); their old plugs were stopped, not adopted.
         // The second worker's lines only (both write to the same file).
         let log = String(
             decoding: Array((FileRead.text(second.logPath) ?? "").utf8.dropFirst(logBefore)), as: UTF8.self)
         #expect(
             log.split(separator: "\n").contains {
-                $0.contains("plug started") && $0.contains(alive.endpointID.rawValue)
+                $0.contains("adopted the running plug") && $0.contains(alive.endpointID.rawValue)
             })
         for gone in [missing, unmounted] {
             #expect(
@@ -120,6 +121,11 @@ extension WorkerProcessTests {
         let joined = try await joinedEndpoint(scratch, first, suffix: "a", namespace: ns, address: "10.99.7.1/24")
         first.signal(SIGKILL)
         _ = await first.waitForExit()
+        // Its plug ran on (and would be adopted); gone too, the restore must look for the tap.
+        let plugs = Host.processes(commandLineContaining: joined.tapName.rawValue)
+        #expect(plugs.count == 1)
+        for pid in plugs { kill(pid, SIGKILL) }
+        #expect(await Host.eventually { plugs.allSatisfy { !Host.isAlive($0) } })
 
         let bin = scratch.directory + "/bin"
         let deny = scratch.directory + "/deny"
@@ -174,7 +180,7 @@ extension WorkerProcessTests {
         let first = try startWorker(scratch)
         defer { first.stop() }
         let spec = try ownSpec(scratch, first, numPorts: 128)
-        _ = try await start(first, spec)
+        let switchPID = try #require(try await start(first, spec).switch?.pid)
         var all: [EndpointSpec] = []
         for index in 0..<100 {
             let one = endpoint(scratch, (index < 16 ? "0" : "") + String(index, radix: 16))
@@ -183,6 +189,9 @@ extension WorkerProcessTests {
         }
         first.signal(SIGKILL)
         _ = await first.waitForExit()
+        // The switch too (its plugs exit with it): nothing is left to adopt, all 100 are restored.
+        kill(switchPID, SIGKILL)
+        #expect(await Host.eventually { Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty })
 
         let second = try startWorker(scratch, networkID: first.networkID)
         defer { second.stop() }
@@ -222,11 +231,11 @@ extension WorkerProcessTests {
 
         let second = try startWorker(scratch, networkID: first.networkID)
         defer { second.stop() }
-        let mark = second.messageCount
-        _ = try await start(second, spec, restoring: [kept])
+        let started = try await start(second, spec, restoring: [kept])
         #expect(!Host.exists("/sys/class/net/\(cut.tapName)"))
         #expect(!Host.exists("\(creating)/\(cut.tapName)") && !Host.exists("\(creating)/\(kept.tapName)"))
-        #expect(try await second.endpointStates([kept.endpointID], after: mark)[kept.endpointID]?.state == .plugged)
+        // The kept endpoint's plug ran on: adopted, `plugged` at once.
+        #expect(started.endpoints?.map(\.state) == [.plugged])
         #expect(Host.exists("/sys/class/net/\(kept.tapName)"))
 
         // removeEndpoint of an endpoint the worker does not know (the undo of a failed add)

@@ -15,7 +15,8 @@ private let executables = Executables(
             mode: .own, group: nil, numPorts: 32)
         #expect(
             SwitchProcess.argv(spec: spec, executables: executables) == [
-                "/usr/bin/vde_switch", "-s", "/run/vde-supervisor/abc/ctl", "-M", "/run/vde-supervisor/abc/mgmt", "-n",
+                "/usr/bin/vde_switch", "-d", "-p", "/run/vde-supervisor/abc/switch.pid", "-s",
+                "/run/vde-supervisor/abc/ctl", "-M", "/run/vde-supervisor/abc/mgmt", "-n",
                 "33",
             ])
     }
@@ -26,7 +27,8 @@ private let executables = Executables(
             mode: .useOrCreate, group: "kvm", numPorts: 1)
         #expect(
             SwitchProcess.argv(spec: spec, executables: executables) == [
-                "/usr/bin/vde_switch", "-s", "/srv/vde/sw", "-M", "/srv/vde/sw.mgmt", "-n", "2", "-g", "kvm", "-m",
+                "/usr/bin/vde_switch", "-d", "-p", "/run/vde-supervisor/abc/switch.pid", "-s", "/srv/vde/sw", "-M",
+                "/srv/vde/sw.mgmt", "-n", "2", "-g", "kvm", "-m",
                 "0660",
             ])
     }

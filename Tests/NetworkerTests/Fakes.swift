@@ -16,7 +16,13 @@ final class FakeLab: Sendable {
         /// Pids far above any real pid_max, so that no pid file of a fake names a real process.
         var nextPID: pid_t = 2_000_000_000
         var switches: [FakeSwitch] = []
+        /// How many switches were started (adopted ones are in `switches` too).
+        var switchStartCount = 0
         var plugs: [FakePlug] = []
+        /// What an earlier worker left running, for the next one to adopt: a switch, and plugs
+        /// by endpoint (see ``leaveRunning(_:)``).
+        var leftoverSwitch: FakeSwitch?
+        var leftoverPlugs: [EndpointID: FakePlug] = [:]
         /// Tap name -> MAC, in the host namespace.
         var taps: [TapName: MACAddress] = [:]
         var createdTaps: [TapName] = []
@@ -56,7 +62,16 @@ final class FakeLab: Sendable {
     }
 
     var runningSwitch: FakeSwitch? { with { $0.switches.last { !$0.hasExited } } }
-    var switchStarts: Int { with { $0.switches.count } }
+    var switchStarts: Int { with { $0.switchStartCount } }
+
+    /// What a worker killed with -9 leaves: its switch and plugs run on, listed (as the pid
+    /// files list them) for the next worker.
+    func leaveRunning(_ plugs: [EndpointID: FakePlug]) {
+        with { state in
+            state.leftoverSwitch = state.switches.last { !$0.hasExited }
+            state.leftoverPlugs = plugs
+        }
+    }
     var plugs: [FakePlug] { with { $0.plugs } }
     func plugs(onTap tap: TapName) -> [FakePlug] { plugs.filter { $0.location == .host(tapName: tap) } }
 
@@ -80,15 +95,26 @@ final class FakeLab: Sendable {
 /// A child of the fake lab (switch or plug): exits once, calling its handler.
 class FakeChild: @unchecked Sendable {
     let pid: pid_t
-    private let exitState = Mutex<(exited: Bool, handler: (@Sendable (ChildExit) -> Void)?)>((false, nil))
+    private let exitState = Mutex<(exited: Bool, handler: (@Sendable (ChildExit) -> Void)?, watched: Bool)>(
+        (false, nil, true))
 
     init(pid: pid_t) { self.pid = pid }
 
     var hasExited: Bool { exitState.withLock { $0.exited } }
+    /// False once the worker stopped watching it (a detach).
+    var isWatched: Bool { exitState.withLock { $0.watched && $0.handler != nil } }
+
+    func stopWatching() {
+        exitState.withLock { state in
+            state.watched = false
+            state.handler = nil
+        }
+    }
 
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) {
         let already = exitState.withLock { state -> Bool in
             if state.exited { return true }
+            state.watched = true
             state.handler = handler
             return false
         }
@@ -134,8 +160,20 @@ struct FakeSwitchLauncher: SwitchLauncher {
 
     func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch {
         let process = FakeSwitch(lab: lab)
-        lab.with { $0.switches.append(process) }
+        lab.with {
+            $0.switches.append(process)
+            $0.switchStartCount += 1
+        }
         return process
+    }
+
+    func adoptLeftover(files: SwitchFiles, logger: Logger) async -> (any RunningSwitch)? {
+        let leftover = lab.with { state in
+            defer { state.leftoverSwitch = nil }
+            return state.leftoverSwitch
+        }
+        guard let leftover, !leftover.hasExited else { return nil }
+        return leftover
     }
 }
 
@@ -187,6 +225,11 @@ final class FakePlug: FakeChild, RunningPlug, @unchecked Sendable {
     func stopWatchingTap() { watch.withLock { $0 = nil } }
     var isWatchingTap: Bool { watch.withLock { $0 != nil } }
 
+    override func stopWatching() {
+        stopWatchingTap()
+        super.stopWatching()
+    }
+
     /// What the kernel reports when the tap is deleted under the plug (the plug itself runs on).
     func vanishTap() {
         let onGone = watch.withLock { handler in
@@ -204,6 +247,27 @@ struct FakePlugLauncher: PlugLauncher {
         let plug = FakePlug(lab: lab, location: location)
         lab.with { $0.plugs.append(plug) }
         return plug
+    }
+
+    /// The leftover plugs of restored endpoints are adopted; the others are stopped.
+    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], ctlDir: String, logger: Logger) async
+        -> PlugPIDFiles.Leftovers
+    {
+        let leftovers = lab.with { state in
+            defer { state.leftoverPlugs = [:] }
+            return state.leftoverPlugs
+        }
+        let wanted = Set(restoring.map(\.endpointID))
+        var found = PlugPIDFiles.Leftovers()
+        for (id, plug) in leftovers.sorted(by: { $0.key < $1.key }) where !plug.hasExited {
+            if wanted.contains(id) {
+                found.adopted[id] = plug
+            } else {
+                plug.exit(reason: "stopped as a leftover")
+                found.stopped.append(plug.pid)
+            }
+        }
+        return found
     }
 }
 
@@ -271,7 +335,7 @@ struct FakeManagement: SwitchManagement {
 /// A worker on a fake lab, in a scratch directory of its own, with every event it emits.
 final class FakeWorkerFixture: Sendable {
     static let networkID: NetworkID = "0123456789abcdef000000000000000000000000000000000000000000000000"
-    let lab = FakeLab()
+    let lab: FakeLab
     let worker: Worker
     let directory: String
     private let events = EventLog()
@@ -280,7 +344,9 @@ final class FakeWorkerFixture: Sendable {
         let messages = Mutex<[WorkerEvent]>([])
     }
 
-    init() {
+    /// `lab`: another fixture's, for a worker that follows that fixture's worker.
+    init(lab: FakeLab = FakeLab()) {
+        self.lab = lab
         let temporary = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         var template = Array((temporary + "/vdenw-unit-XXXXXX").utf8CString)
         let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }

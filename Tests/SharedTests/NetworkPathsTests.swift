@@ -23,6 +23,20 @@ import Testing
         #expect(paths.managementSocket == nil)
     }
 
+    /// A switch the plugin may start at a `socket_dir` gets the plugin's own management socket;
+    /// it is used only when the plugin did start that switch.
+    @Test func createSocketsGivesTheSwitchAManagementSocketOfOurs() throws {
+        let options = try NetworkOptions.parse(["socket_dir": "/run/lab/sw", "create_sockets": "true"])
+        let paths = try NetworkPaths(runDir: "/run/vde", network: network, options: options)
+        #expect(paths.managementSocket == "/run/vde/0123456789ab/mgmt")
+        #expect(paths.managementSocket(switchStartedByPlugin: true) == "/run/vde/0123456789ab/mgmt")
+        #expect(paths.managementSocket(switchStartedByPlugin: false) == nil)
+        let named = try NetworkPaths(
+            runDir: "/run/vde", network: network,
+            options: NetworkOptions.parse(["socket_dir": "/run/lab/sw", "management_socket": "/run/lab/mgmt"]))
+        #expect(named.managementSocket(switchStartedByPlugin: false) == "/run/lab/mgmt")
+    }
+
     @Test func runDirTooLongForSocketsIsRefused() {
         let runDir = "/" + String(repeating: "r", count: 80)
         let error = #expect(throws: VDEError.self) {

@@ -66,3 +66,82 @@ struct StatusTableTests {
         #expect(StatusTable.duration(90061) == "1d1h")
     }
 }
+
+/// External and lost ports, and Docker's names, in the table and the `status NAME` selection.
+struct StatusExternalPortTests {
+    static var report: StatusReport {
+        var report = StatusTableTests.report
+        report.networks[0].otherPorts = [
+            .init(
+                port: 3, peer: "vde_plug2tap: user=root pid=4242",
+                counters: .init(inPackets: 5, inBytes: 420, outPackets: 7, outBytes: 600), program: "vde_plug2tap",
+                pid: 4242, macAddresses: ["02:11:22:33:44:55"])
+        ]
+        return report
+    }
+
+    @Test func externalPortsShowProgramPidMACAndCounters() {
+        let text = StatusTable(report: Self.report, color: false, detailed: false).render()
+        for fact in ["EXTERNAL PORT", "vde_plug2tap", "4242", "02:11:22:33:44:55", "5/420B", "7/600B"] {
+            #expect(text.contains(fact), "missing \(fact):\n\(text)")
+        }
+        #expect(!text.contains("LOST PORT"))
+        let detailed = StatusTable(report: Self.report, color: false, detailed: true).render()
+        #expect(detailed.contains("vde_plug2tap: user=root pid=4242"), "the detail view shows the full description")
+    }
+
+    @Test func lostPortsAreNamedWithTheirSwitch() {
+        var report = Self.report
+        report.networks[0].lostPorts = [
+            .init(
+                switchPID: 777, detail: "killed by signal 9", at: 1_796_160_605,
+                ports: [.init(port: 4, peer: "QEMU user=root pid=999", program: "QEMU", pid: 999, macAddresses: [])])
+        ]
+        let text = StatusTable(report: report, color: false, detailed: false).render()
+        for fact in ["LOST PORT", "QEMU", "999", "777", "killed by signal 9", "UTC", "restart those VMs"] {
+            #expect(text.contains(fact), "missing \(fact):\n\(text)")
+        }
+    }
+
+    @Test func utcTimes() {
+        #expect(StatusTable.utcTime(0) == "1970-01-01 00:00:00 UTC")
+        #expect(StatusTable.utcTime(1_796_160_605) == "2026-12-01 21:30:05 UTC")
+    }
+
+    @Test func dockerNamesLabelNetworksAndContainers() throws {
+        let body = """
+            {"Name":"lab","Id":"\(StatusTableTests.report.networks[0].id)","Driver":"vde",
+             "Containers":{"c0ffee":{"Name":"web","EndpointID":"a1b2c3d4e5f6","MacAddress":"02:00:00:00:00:01"},
+                           "beef":{"Name":"","EndpointID":"ffff"}}}
+            """
+        let network = try #require(DockerNames.decode(Array(body.utf8)))
+        #expect(network.name == "lab")
+        #expect(network.containers == ["a1b2c3d4e5f6": "web"])
+        var report = Self.report
+        DockerNames(networks: [report.networks[0].id: network]).label(&report)
+        #expect(report.networks[0].name == "lab")
+        #expect(report.networks[0].endpoints[0].container == "web")
+        let text = StatusTable(report: report, color: false, detailed: false).render()
+        #expect(text.contains("lab") && text.contains("web"), "\(text)")
+        #expect(DockerNames.decode(Array("not json".utf8)) == nil)
+    }
+
+    @Test func dockerdAbsentMeansNoNamesAndNoError() {
+        let names = DockerNames.fetch(socket: "/nonexistent/docker.sock", networkIDs: ["abc"])
+        #expect(names.networks.isEmpty)
+    }
+
+    @Test func selectionByNameThenIDPrefixThenContainer() {
+        var a = StatusTableTests.report.networks[0]
+        a.name = "lab"
+        a.endpoints[0].container = "web"
+        var b = a
+        b.id = "lab" + String(repeating: "1", count: 61)
+        b.name = "other"
+        b.endpoints[0].container = "db"
+        #expect(NetworkSelection.select("lab", in: [a, b]).map(\.name) == ["lab"], "a name beats an ID prefix")
+        #expect(NetworkSelection.select("3f2a", in: [a, b]).map(\.name) == ["lab"])
+        #expect(NetworkSelection.select("db", in: [a, b]).map(\.name) == ["other"])
+        #expect(NetworkSelection.select("nothing", in: [a, b]).isEmpty)
+    }
+}

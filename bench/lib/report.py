@@ -265,14 +265,18 @@ def _recovery_table(rec) -> str:
     try:
         rows = [f"From `bench/results/recovery.json` ({rec.get('date', '?')}, {rec.get('runsPerFault', '?')} runs per "
                 f"fault, {rec.get('buildConfiguration', '?')} build, probe every {_f(rec.get('probeIntervalSeconds'), 3)} s; "
-                "A = the network whose process was killed, B = another network).", "",
-                "| fault killed | outage A s | probes lost A | outage B s | probes lost B | target | met (all runs / median) |",
-                "|---|---|---|---|---|---|---|"]
+                "A = the network whose process was killed, VM = a VM stand-in on A (a hand-started "
+                "`vde_plug2tap`, as QEMU attaches), B = another network).", "",
+                "| fault killed | outage A s | probes lost A | probes lost VM | outage B s | probes lost B | target | met (all runs / median) |",
+                "|---|---|---|---|---|---|---|---|"]
 
         def mmm(d, digits):
             return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}–{d['max']:.{digits}f})"
         for x in summary:
-            rows.append(f"| {x['fault']} | {mmm(x['outageA_s'], 3)} | {mmm(x['lostA'], 0)} | {mmm(x['outageB_s'], 3)} | "
+            vm = mmm(x["lostVM"], 0) if x.get("lostVM") else "–"
+            if x.get("vmCut"):
+                vm += f", cut in {x['vmCut']} of {x['runs']} runs"
+            rows.append(f"| {x['fault']} | {mmm(x['outageA_s'], 3)} | {mmm(x['lostA'], 0)} | {vm} | {mmm(x['outageB_s'], 3)} | "
                         f"{mmm(x['lostB'], 0)} | {x.get('target', '')} | {'yes' if x.get('targetMet') else 'no'} / "
                         f"{'yes' if x.get('targetMetByMedian') else 'no'} |")
         return "\n".join(rows)

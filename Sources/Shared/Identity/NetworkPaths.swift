@@ -7,7 +7,8 @@
 ///   ``workerSocket``), and,
 ///   without `socket_dir`, the switch's sockets.
 /// - `ctlDir`: the switch's ctl directory (`vde_switch -s`, `vde_plug2tap -s`, QEMU's `sock=`).
-/// - `managementSocket`: the switch's management socket (`vde_switch -M`), when known.
+/// - `managementSocket`: the switch's management socket (`vde_switch -M`), when known: the
+///   user's `management_socket`, else `<networkDir>/mgmt` for a switch the plugin may start.
 ///
 /// Decoding checks every path as ``NetworkOptions/checkedPath(_:option:)`` does (absolute,
 /// normalised, short enough for unix sockets), so no bad path reaches an argv or a file call.
@@ -50,7 +51,11 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
             throw .invalid("run dir \(UntrustedText(runDir)) is too long for unix socket paths below it")
         }
         if let socketDir = options.socketDir {
-            try self.init(networkDir: networkDir, ctlDir: socketDir, managementSocket: options.managementSocket)
+            // A switch the plugin may start gets a management socket of the plugin's own, so
+            // that status can show its ports (VMs included) and counters.
+            let management =
+                options.managementSocket ?? (options.createSockets ? networkDir + "/" + Name.management : nil)
+            try self.init(networkDir: networkDir, ctlDir: socketDir, managementSocket: management)
         } else {
             try self.init(
                 networkDir: networkDir, ctlDir: networkDir + "/" + Name.ctl,
@@ -62,6 +67,14 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     /// a new network, and a state record written before `networkDir` was recorded.
     public static func networkDir(runDir: String, network: NetworkID) -> String {
         (runDir.hasSuffix("/") ? String(runDir.dropLast()) : runDir) + "/" + network.short
+    }
+
+    /// The management socket to talk to: one the user named always; the plugin's own default
+    /// (below ``networkDir``) only when the plugin started the switch, since a switch someone
+    /// else started at a `create_sockets` dir never listens there.
+    public func managementSocket(switchStartedByPlugin: Bool) -> String? {
+        guard let managementSocket else { return nil }
+        return switchStartedByPlugin || !managementSocket.hasPrefix(networkDir + "/") ? managementSocket : nil
     }
 
     /// Pid files of the running plugs, `<endpoint ID>.pid`.

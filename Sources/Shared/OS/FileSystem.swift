@@ -19,6 +19,23 @@ public enum FileSystem {
         return info.st_mode & S_IFMT
     }
 
+    /// A file's device and inode (`stat`, links followed): equal for two paths of one file.
+    public struct FileID: Equatable, Hashable, Sendable {
+        public var device: UInt64
+        public var inode: UInt64
+    }
+
+    /// The device and inode of `path` (following links); nil when it cannot be stat'ed.
+    public static func fileID(_ path: String) -> FileID? {
+        // open + fstat: Swift takes `stat(path, &info)` for the struct's initialiser (and has no O_PATH).
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        return FileID(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
     public static func isDirectory(_ path: String) -> Bool { fileType(path) == S_IFDIR }
 
     public static func isRegularFile(_ path: String) -> Bool { fileType(path) == S_IFREG }

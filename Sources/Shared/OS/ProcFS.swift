@@ -49,6 +49,23 @@ public enum ProcFS {
         return FileSystem.lastComponent(of: first)
     }
 
+    /// The argv of `pid` (`/proc/PID/cmdline`, split at NUL bytes); nil for a zombie, a kernel
+    /// thread or a vanished process.
+    public static func arguments(of pid: pid_t) -> [String]? {
+        guard var bytes = FileSystem.readBytes("/proc/\(pid)/cmdline", limit: 1 << 16), !bytes.isEmpty else {
+            return nil
+        }
+        if bytes.last == 0 { bytes.removeLast() }
+        return bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The network namespace `pid` is in, as the device and inode of `/proc/PID/ns/net`; nil
+    /// when it cannot be read. Equal to ``FileSystem/fileID(_:)`` of a namespace's bind mount
+    /// (a sandbox key) when the process is in that namespace.
+    public static func networkNamespace(of pid: pid_t) -> FileSystem.FileID? {
+        FileSystem.fileID("/proc/\(pid)/ns/net")
+    }
+
     /// The children of `pid`, from `/proc/PID/task/*/children` (a few small files, not a walk
     /// over every process).
     public static func children(of pid: pid_t) -> [pid_t] {

@@ -275,6 +275,54 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
     }
 }
 
+/// A switch port in use by something other than this worker's plugs: a VM (`QEMU`), a plug
+/// started by hand on the network's ctl dir.
+public struct ExternalPort: Codable, Sendable, Equatable {
+    public var port: Int
+    /// The client's description as the switch holds it: `vde_plug2tap: user=root pid=42`, `QEMU user=root pid=77`.
+    public var peer: String?
+    /// The description's first word without its colon: `vde_plug2tap`, `QEMU`.
+    public var program: String?
+    /// The description's `pid=N`: the client's pid in the namespace it was started in.
+    public var pid: Int32?
+    /// Source MACs the switch learnt on this port (`hash/print`, `hash/+`), sorted; kept while
+    /// the port is in use, even after the switch's table let them expire.
+    public var macAddresses: [String]
+    /// Absent when the switch could not be asked (a port remembered after its switch died).
+    public var counters: PortCounters?
+
+    public init(
+        port: Int, peer: String? = nil, program: String? = nil, pid: Int32? = nil, macAddresses: [String] = [],
+        counters: PortCounters? = nil
+    ) {
+        self.port = port
+        self.peer = peer
+        self.program = program
+        self.pid = pid
+        self.macAddresses = macAddresses
+        self.counters = counters
+    }
+}
+
+/// External ports that were on a switch when it died: their clients (VMs) do not reconnect to
+/// the restarted switch, so someone has to restart them.
+public struct LostExternalPorts: Codable, Sendable, Equatable {
+    /// The pid of the switch that died.
+    public var switchPID: Int32
+    /// How it ended (`killed by signal 9`).
+    public var detail: String
+    /// When the worker learnt of it, seconds since the epoch.
+    public var at: Int64
+    public var ports: [ExternalPort]
+
+    public init(switchPID: Int32, detail: String, at: Int64, ports: [ExternalPort]) {
+        self.switchPID = switchPID
+        self.detail = detail
+        self.at = at
+        self.ports = ports
+    }
+}
+
 /// What a worker reports in answer to `status`.
 public struct WorkerStatus: Codable, Sendable, Equatable {
     /// Absent before `start`.
@@ -284,12 +332,20 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     /// Ports in use that belong to no endpoint of this worker (VMs, external plugs); absent when
     /// the management socket is unknown or did not answer in time.
     public var otherPorts: [PortCounters]?
+    /// The same ports with their program, pid and MACs; absent as `otherPorts` is.
+    public var externalPorts: [ExternalPort]?
+    /// The external ports each switch death cut off (most recent last, a few kept); absent when none.
+    public var lostExternalPorts: [LostExternalPorts]?
 
-    public init(switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil)
-    {
+    public init(
+        switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil,
+        externalPorts: [ExternalPort]? = nil, lostExternalPorts: [LostExternalPorts]? = nil
+    ) {
         self.switch = status
         self.endpoints = endpoints
         self.otherPorts = otherPorts
+        self.externalPorts = externalPorts
+        self.lostExternalPorts = lostExternalPorts
     }
 }
 

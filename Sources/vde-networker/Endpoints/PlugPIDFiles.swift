@@ -6,11 +6,12 @@ import Shared
 #endif
 
 /// One file per running plug, `<network dir>/plugs/<endpointID>.pid` holding `PID STARTTIME`
-/// (see ``ProcessIdentity``), so that a worker that starts after a crash of its predecessor can
-/// stop the plugs it left behind, and only those.
+/// (see ``ProcessIdentity``), so that a worker that starts after its predecessor died adopts
+/// the plugs of the endpoints it restores, stops the others it left behind, and touches no
+/// other process.
 ///
-/// Plugs on a switch the worker owns die with the switch when the worker dies; plugs on an
-/// external switch would run on, attached to ports nobody manages any more.
+/// Plugs outlive the worker that started them (the data path outlives its managers); they
+/// exit only with their switch.
 struct PlugPIDFiles: Sendable {
     static let program = "vde_plug2tap"
 
@@ -40,29 +41,51 @@ struct PlugPIDFiles: Sendable {
         FileSystem.removeIfEmpty(directory)
     }
 
-    /// Stops every plug listed whose pid, start time and program (vde_plug2tap) all still match,
-    /// and removes the files. A file naming a pid that now belongs to another process, or an old
-    /// file without a start time, stops nothing. Returns the pids it stopped.
-    @discardableResult
-    func stopLeftovers(logger: Logger) async -> [pid_t] {
+    /// What ``takeOver(restoring:ctlDir:logger:adopt:)`` found.
+    struct Leftovers {
+        /// The running plugs of endpoints being restored, by endpoint.
+        var adopted: [EndpointID: any RunningPlug] = [:]
+        /// The pids of plugs it stopped.
         var stopped: [pid_t] = []
-        for name in FileSystem.listDirectory(directory) ?? [] where name.hasSuffix(".pid") {
+    }
+
+    /// Goes through the pid files an earlier worker left: the plug of an endpoint in
+    /// `restoring` that `adopt` recognises is adopted and keeps its file; every other plug
+    /// whose pid, start time and program (vde_plug2tap) all still match is stopped; a file
+    /// naming a pid that now belongs to another process, or an old file without a start time,
+    /// stops nothing. Files of plugs not adopted are removed.
+    func takeOver(
+        restoring: [EndpointSpec], logger: Logger,
+        adopt: (ProcessIdentity, EndpointSpec) -> (any RunningPlug)?
+    ) async -> Leftovers {
+        var found = Leftovers()
+        let restored = Dictionary(
+            restoring.map { ($0.endpointID.rawValue, $0) }, uniquingKeysWith: { first, _ in first })
+        for name in (FileSystem.listDirectory(directory) ?? []).sorted() where name.hasSuffix(".pid") {
             let file = PIDFile(path: directory + "/" + name)
-            defer { file.remove() }
             guard FileSystem.exists(file.path) else { continue }
             guard let identity = file.read() else {
                 logger.warning(
                     "ignoring a plug pid file without a start time (nothing proves whose pid it is)",
                     metadata: ["file": "\(file.path)"])
+                file.remove()
                 continue
             }
+            if let endpoint = restored[String(name.dropLast(4))], let plug = adopt(identity, endpoint) {
+                logger.info(
+                    "adopted the running plug",
+                    metadata: ["endpoint": "\(endpoint.endpointID)", "pid": "\(identity.pid)"])
+                found.adopted[endpoint.endpointID] = plug
+                continue
+            }
+            defer { file.remove() }
             guard identity.isRunning(program: Self.program) else { continue }
             logger.info(
                 "stopping a plug left behind by an earlier worker",
                 metadata: ["pid": "\(identity.pid)", "file": "\(file.path)"])
             await identity.stop(program: Self.program)
-            stopped.append(identity.pid)
+            found.stopped.append(identity.pid)
         }
-        return stopped
+        return found
     }
 }

@@ -76,9 +76,12 @@ enum TapAttachment: Sendable, Equatable {
     }
 }
 
-/// One `vde_plug2tap` joining an endpoint's tap to the switch.
+/// One `vde_plug2tap` joining an endpoint's tap to the switch: a child of this worker in a
+/// process group of its own, without a parent-death signal, so that it outlives the worker
+/// (it ignores SIGPIPE itself, measured: a dead worker's stderr pipe does not kill it), or one
+/// that an earlier worker started and this one adopted (``adopt(_:endpoint:ctlDir:)``).
 final class PlugProcess: Sendable {
-    let child: ChildProcess
+    let child: any SupervisedProcess
     let location: PlugLocation
     /// The fd number of the plug's `/dev/net/tun`, found once.
     private let tunDescriptor = Mutex<Int?>(nil)
@@ -87,7 +90,7 @@ final class PlugProcess: Sendable {
 
     var pid: pid_t { child.pid }
 
-    private init(child: ChildProcess, location: PlugLocation) {
+    private init(child: any SupervisedProcess, location: PlugLocation) {
         self.child = child
         self.location = location
     }
@@ -109,11 +112,38 @@ final class PlugProcess: Sendable {
     {
         let argv = argv(ctlDir: ctlDir, location: location, executables: executables)
         do {
-            let child = try await ChildProcess.spawn(name: "plug", argv: argv, holdStandardInput: false, logger: logger)
+            let child = try await ChildProcess.spawn(name: "plug", argv: argv, logger: logger)
             return PlugProcess(child: child, location: location)
         } catch {
             throw .spawnFailed(error)
         }
+    }
+
+    /// The plug an earlier worker started for `endpoint` and left running, when the process
+    /// `identity` names is beyond doubt that plug (see ``identify(_:endpoint:ctlDir:)``); nil
+    /// otherwise.
+    static func adopt(_ identity: ProcessIdentity, endpoint: EndpointSpec, ctlDir: String) -> PlugProcess? {
+        guard let location = identify(identity, endpoint: endpoint, ctlDir: ctlDir),
+            let process = try? WatchedProcess(identity)
+        else { return nil }
+        return PlugProcess(child: process, location: location)
+    }
+
+    /// Where the plug `identity` names runs, when it is this endpoint's plug on this switch: it
+    /// runs vde_plug2tap (pid and start time as written), its argv has `-s CTLDIR` and ends in
+    /// the tap's name while it runs in the host's namespace (a plug started by `addEndpoint`,
+    /// whose tap dockerd moved later), or it runs inside the endpoint's sandbox (a plug
+    /// restarted there: it names the container's interface). Nil for anything else.
+    static func identify(_ identity: ProcessIdentity, endpoint: EndpointSpec, ctlDir: String) -> PlugLocation? {
+        guard identity.isRunning(program: PlugPIDFiles.program), let argv = ProcFS.arguments(of: identity.pid),
+            let last = argv.last, zip(argv, argv.dropFirst()).contains(where: { $0 == ("-s", ctlDir) }),
+            let namespace = ProcFS.networkNamespace(of: identity.pid)
+        else { return nil }
+        if namespace == ProcFS.networkNamespace(of: getpid()) {
+            return last == endpoint.tapName.rawValue ? .host(tapName: endpoint.tapName) : nil
+        }
+        guard let key = endpoint.sandboxKey, FileSystem.fileID(key.rawValue) == namespace else { return nil }
+        return .sandbox(path: key, interface: last)
     }
 
     /// Waits until a switch port shows this plug's pid and returns the port. Without a management
@@ -176,6 +206,12 @@ final class PlugProcess: Sendable {
             return current
         }
         watch?.close()
+    }
+
+    /// Stops watching the tap and the process; the plug runs on (see ``Worker/detach(reason:)``).
+    func stopWatching() {
+        stopWatchingTap()
+        child.stopWatching()
     }
 
     /// Stops watching the tap, then stops the plug (SIGTERM, SIGKILL after `grace`).

@@ -216,6 +216,9 @@ extension Worker {
         var plugLogger = logger
         plugLogger[metadataKey: "endpoint"] = .string(endpointID.rawValue)
         let plug = try await host.plugs.start(ctlDir: spec.paths.ctlDir, location: location, logger: plugLogger)
+        // Written while it attaches already: a worker that dies (or detaches) meanwhile leaves
+        // a plug that the next worker can find.
+        pidFiles?.write(endpointID: endpointID, pid: plug.pid, logger: logger)
         do {
             let port = try await plug.waitUntilAttached(ctlDir: spec.paths.ctlDir, management: managementClient())
             logger.info(
@@ -228,6 +231,7 @@ extension Worker {
             return (plug, port)
         } catch {
             await plug.terminate(grace: .milliseconds(200))
+            pidFiles?.remove(endpointID: endpointID)
             throw error
         }
     }
@@ -255,7 +259,14 @@ extension Worker {
         endpoints[id]?.state = .plugged
         endpoints[id]?.detail = nil
         endpoints[id]?.backoff.started()
-        pidFiles?.write(endpointID: id, pid: plug.pid, logger: logger)
+        // Its pid file was written when it started (``attachPlug(endpointID:at:)``), or by the
+        // worker it is adopted from.
+        noteOwnPlug(plug.pid)
+        // Installed after a detach (an operation that was under way): it runs on, unwatched.
+        guard !detached else {
+            plug.stopWatching()
+            return
+        }
         plug.onExit { [weak self] exit in
             Task { await self?.plugExited(plug, endpointID: id, exit: exit) }
         }

@@ -19,22 +19,19 @@ struct ChildExit: Sendable, CustomStringConvertible {
     }
 }
 
-/// A long-running child (`vde_switch`, `vde_plug2tap`) in its own process group.
+/// A long-running child (`vde_plug2tap`, or the launcher of a detached `vde_switch`) in its own
+/// process group, with stdin on /dev/null and no parent-death signal, so that it outlives the
+/// worker.
 ///
 /// Its stdout goes to the worker's stderr; its stderr goes to a ``ChildOutputPipe``, read line by
-/// line, logged and the last lines kept for error messages. With `holdStandardInput` the child
-/// gets a pipe on stdin that stays open until ``closeStandardInput()`` (vde_switch exits at EOF
-/// on stdin, which makes the pipe its clean stop, and makes it exit by itself when the worker
-/// dies).
+/// line, logged and the last lines kept for error messages.
 ///
 /// Started by ``ChildSpawn`` and watched through its pidfd (``ProcessHandle``): while it runs,
 /// nothing in the worker wakes up for it.
-final class ChildProcess: Sendable {
+final class ChildProcess: SupervisedProcess {
     let name: String
     let pid: pid_t
     private let handle: ProcessHandle
-    /// The write end of the child's stdin pipe, while held.
-    private let standardInput: Mutex<Int32?>
     private let state = Mutex(State())
 
     private struct State {
@@ -43,17 +40,18 @@ final class ChildProcess: Sendable {
         var exitHandler: (@Sendable (ChildExit) -> Void)?
         /// Waiters of ``waitForExit(timeout:)``, told when the child has exited.
         var exitWaiters: [AsyncStream<Void>.Continuation] = []
+        /// False once ``stopWatching()`` was called: the exit handler no longer runs.
+        var watching = true
     }
 
-    private init(name: String, pid: pid_t, handle: ProcessHandle, standardInput: Int32?) {
+    private init(name: String, pid: pid_t, handle: ProcessHandle) {
         self.name = name
         self.pid = pid
         self.handle = handle
-        self.standardInput = Mutex(standardInput)
     }
 
     /// Starts `argv` and returns once it runs (not once it is ready: that is the caller's business).
-    static func spawn(name: String, argv: [String], holdStandardInput: Bool, logger: Logger)
+    static func spawn(name: String, argv: [String], logger: Logger)
         async throws(ChildSpawnError) -> ChildProcess
     {
         precondition(!argv.isEmpty)
@@ -64,29 +62,15 @@ final class ChildProcess: Sendable {
         } catch {
             throw ChildSpawnError(argv: argv, reason: "\(error)")
         }
-        var input: (read: Int32, write: Int32)?
-        if holdStandardInput {
-            do {
-                input = try PipeLines.open()
-            } catch {
-                errorPipe.closeWriteEnd()
-                throw ChildSpawnError(argv: argv, reason: "\(error)")
-            }
-        }
         let pid: pid_t
         do {
             pid = try ChildSpawn.start(
-                argv, standardInput: input?.read, standardOutput: 2, standardError: errorPipe.writeEnd)
+                argv, standardInput: nil, standardOutput: 2, standardError: errorPipe.writeEnd)
         } catch {
             errorPipe.closeWriteEnd()
-            if let input {
-                close(input.read)
-                close(input.write)
-            }
             throw ChildSpawnError(argv: argv, reason: error.errno == ENOENT ? "no such program" : "\(error)")
         }
         errorPipe.closeWriteEnd()
-        if let input { close(input.read) }
         // Our child, not reaped until we do: the pidfd holds it even if it has exited already.
         let handle: ProcessHandle
         do {
@@ -95,10 +79,9 @@ final class ChildProcess: Sendable {
             kill(pid, SIGKILL)
             var status: Int32 = 0
             waitpid(pid, &status, 0)
-            if let input { close(input.write) }
             throw ChildSpawnError(argv: argv, reason: "\(error)")
         }
-        let child = ChildProcess(name: name, pid: pid, handle: handle, standardInput: input?.write)
+        let child = ChildProcess(name: name, pid: pid, handle: handle)
         var childLogger = logger
         childLogger[metadataKey: "child"] = .string(name)
         let log = childLogger
@@ -117,7 +100,6 @@ final class ChildProcess: Sendable {
             await handle.waitForExit()
             let status = ChildSpawn.reap(handle)
             handle.close()
-            child.closeInput()
             child.finish(status: status)
         }
         return child
@@ -131,6 +113,7 @@ final class ChildProcess: Sendable {
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) {
         let already: ChildExit? = state.withLock { state in
             if let exit = state.exit { return exit }
+            guard state.watching else { return nil }
             state.exitHandler = handler
             return nil
         }
@@ -140,18 +123,6 @@ final class ChildProcess: Sendable {
     /// Sends `signal` through the child's pidfd (never to a process that reused its pid).
     func send(_ signal: Int32) {
         handle.send(signal)
-    }
-
-    /// Closes the child's stdin pipe (vde_switch then cleans up and exits).
-    func closeStandardInput() async {
-        closeInput()
-    }
-
-    private func closeInput() {
-        standardInput.withLock { fd in
-            if let open = fd { close(open) }
-            fd = nil
-        }
     }
 
     /// Waits until the child has exited or `timeout` passed; true when it has exited. Told by
@@ -168,14 +139,13 @@ final class ChildProcess: Sendable {
         return hasExited
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; returns when the child has exited (or after a last
-    /// short wait, if even SIGKILL did not end it, e.g. in uninterruptible sleep).
-    func terminate(grace: Duration = .milliseconds(500)) async {
-        guard !hasExited else { return }
-        send(SIGTERM)
-        if await waitForExit(timeout: grace) { return }
-        send(SIGKILL)
-        _ = await waitForExit(timeout: .seconds(2))
+    /// Drops the exit handler: the child runs on, and its exit is no longer reported (it is
+    /// still reaped, should it exit before this process does).
+    func stopWatching() {
+        state.withLock { state in
+            state.watching = false
+            state.exitHandler = nil
+        }
     }
 
     private func recordErrorLine(_ line: String) {

@@ -174,6 +174,51 @@ enum PortReport {
     }
 }
 
+/// One entry of the switch's MAC table.
+struct MACTableEntry: Sendable, Equatable {
+    /// Lower case, as the switch prints it.
+    var macAddress: String
+    var port: Int
+}
+
+/// Reads the data lines of `hash/print`.
+enum MACTable {
+    /// Measured on vde_switch 2.3.2 (one line per learnt source MAC; the hash bucket first):
+    /// ```
+    /// Hash: 0070 Addr: 02:11:22:33:44:55 VLAN 0000 to port: 001  age 0 secs
+    /// ```
+    /// Lines that do not read so are skipped.
+    static func parse(_ lines: [String]) -> [MACTableEntry] {
+        lines.compactMap { line in
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard let addr = words.firstIndex(of: "Addr:"), addr + 1 < words.count,
+                let to = words.firstIndex(of: "port:"), to + 1 < words.count, let port = Int(words[to + 1]),
+                let mac = macAddress(words[addr + 1])
+            else { return nil }
+            return MACTableEntry(macAddress: mac, port: port)
+        }
+    }
+
+    /// Six colon-separated hex octets, lower-cased; nil for anything else.
+    static func macAddress(_ word: Substring) -> String? {
+        let octets = word.split(separator: ":", omittingEmptySubsequences: false)
+        guard octets.count == 6, octets.allSatisfy({ $0.count == 2 && $0.allSatisfy(\.isHexDigit) }) else {
+            return nil
+        }
+        return word.lowercased()
+    }
+}
+
+extension PortEntry {
+    /// The program of an endpoint description: its first word without a trailing colon
+    /// (`vde_plug2tap: user=root pid=42` -> `vde_plug2tap`, `QEMU user=root pid=7` -> `QEMU`).
+    static func programName(of description: String) -> String? {
+        guard let first = description.split(separator: " ").first else { return nil }
+        let name = first.hasSuffix(":") ? first.dropLast() : first
+        return name.isEmpty ? nil : String(name)
+    }
+}
+
 extension StringProtocol {
     func trimmingSpaces() -> SubSequence {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
@@ -215,6 +260,16 @@ struct ManagementClient: Sendable {
                 socketPath: socketPath, reason: "answered port/allprint with \(reply.code) \(reply.message)")
         }
         return PortReport.parseAll(reply.data)
+    }
+
+    /// The switch's MAC table (`hash/print`): which source MAC was last seen on which port.
+    func macTable() async throws(ManagementError) -> [MACTableEntry] {
+        let reply = try await run("hash/print")
+        guard reply.succeeded else {
+            throw ManagementError(
+                socketPath: socketPath, reason: "answered hash/print with \(reply.code) \(reply.message)")
+        }
+        return MACTable.parse(reply.data)
     }
 
     /// Drops one client connection of a port (`port/epclose PORT ID`).

@@ -75,80 +75,139 @@ enum SwitchError: ReportableError, CustomStringConvertible {
     }
 }
 
-/// A `vde_switch` this worker runs in the foreground, with a pipe on its stdin held open.
+/// The network's `vde_switch`, started detached (`-d -p <paths.switchPIDFile>`) so that it
+/// outlives the worker (issue 11: the data path outlives its managers), and watched through its
+/// pidfd (``WatchedProcess``): the worker is not its parent and never reaps it.
 ///
-/// vde_switch exits at EOF on stdin and then removes its ctl dir and management socket: closing
-/// the pipe is the clean stop, and if the worker dies (even by SIGKILL) the kernel closes the pipe
-/// and the switch follows; its plugs then exit with it.
+/// Measured with vde_switch 2.3.2: with `-d` it reports setup errors (a socket in use, an
+/// unknown group) on stderr and exits with status 255 before it forks; after the fork it has
+/// stdin, stdout and stderr on /dev/null, no longer exits at EOF on stdin, writes its pid to
+/// the `-p` file (`O_EXCL`: a file already there makes the daemon exit, although its launcher
+/// exited 0), and on SIGTERM removes its sockets, its ctl dir and that file.
 final class SwitchProcess: Sendable {
-    let child: ChildProcess
+    let process: WatchedProcess
     let files: SwitchFiles
     var spec: SwitchSpec { files.spec }
 
-    var pid: pid_t { child.pid }
+    var pid: pid_t { process.pid }
 
-    private init(child: ChildProcess, files: SwitchFiles) {
-        self.child = child
+    private init(process: WatchedProcess, files: SwitchFiles) {
+        self.process = process
         self.files = files
     }
 
-    /// `vde_switch -s CTL -M MGMT -n PORTS+1 [-g GROUP -m 0660]`: `-n N` gives N-1 ports to clients,
-    /// since port 0 is never allocated.
+    /// `vde_switch -d -p PIDFILE -s CTL -M MGMT -n PORTS+1 [-g GROUP -m 0660]`: `-n N` gives N-1
+    /// ports to clients, since port 0 is never allocated.
     static func argv(spec: SwitchSpec, executables: Executables) -> [String] {
-        var argv = [executables.vdeSwitch, "-s", spec.paths.ctlDir]
+        var argv = [executables.vdeSwitch, "-d", "-p", spec.paths.switchPIDFile, "-s", spec.paths.ctlDir]
         if let management = spec.paths.managementSocket { argv += ["-M", management] }
         argv += ["-n", String(spec.numPorts + 1)]
         if let group = spec.group { argv += ["-g", group.rawValue, "-m", "0660"] }
         return argv
     }
 
-    /// Starts the switch and returns once a libvdeplug probe gets a port from it.
+    /// Starts the switch and returns once a libvdeplug probe gets a port from it. The pid file
+    /// must not name a running switch (the worker has adopted or stopped it); a stale one is
+    /// removed first. On return the file holds the switch's ``ProcessIdentity``.
     static func start(
         files: SwitchFiles, executables: Executables, logger: Logger,
         readyTimeout: Duration = .seconds(5)
     ) async throws(SwitchError) -> SwitchProcess {
         let spec = files.spec
+        let pidFile = SwitchPIDFile(path: spec.paths.switchPIDFile)
+        pidFile.remove()
+        do {
+            _ = try FileSystem.makeDirectories(spec.paths.networkDir, mode: 0o755)
+        } catch {
+            throw .cannotCreateDirectory(error)
+        }
         let argv = argv(spec: spec, executables: executables)
         logger.debug("starting \(argv.joined(separator: " "))")
-        let child: ChildProcess
+        let launcher: ChildProcess
         do {
-            child = try await ChildProcess.spawn(name: "switch", argv: argv, holdStandardInput: true, logger: logger)
+            launcher = try await ChildProcess.spawn(
+                name: "switch", argv: argv, logger: logger)
         } catch {
             throw .spawnFailed(error)
         }
         let started = ContinuousClock.now
-        let result = await SwitchProbe.waitUntilAnswering(ctlDir: spec.paths.ctlDir, timeout: readyTimeout) {
-            child.hasExited
+        let deadline = started + readyTimeout
+        guard await launcher.waitForExit(timeout: readyTimeout), let exit = launcher.exit else {
+            await launcher.terminate()
+            throw .notReady(ctlDir: spec.paths.ctlDir, waited: readyTimeout)
         }
-        if result == .answers, !child.hasExited {
+        guard exit.status == .exited(0) else { throw .exited(ctlDir: spec.paths.ctlDir, exit: exit) }
+        // The daemon writes the file after its fork, so it may come a moment after the
+        // launcher's exit; polled, since nothing announces it.
+        var identity: ProcessIdentity?
+        while identity == nil {
+            identity = pidFile.daemonIdentity(ctlDir: spec.paths.ctlDir)
+            if identity != nil { break }
+            guard ContinuousClock.now < deadline else {
+                throw .exited(
+                    ctlDir: spec.paths.ctlDir,
+                    exit: ChildExit(
+                        status: nil,
+                        lastErrorLines: exit.lastErrorLines + [
+                            "its daemon wrote no pid file at \(pidFile.path) (it exits when that file exists already)"
+                        ]))
+            }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        guard let identity, let process = try? WatchedProcess(identity) else {
+            throw .exited(ctlDir: spec.paths.ctlDir, exit: ChildExit(status: nil, lastErrorLines: exit.lastErrorLines))
+        }
+        pidFile.write(identity, logger: logger)
+        let switchProcess = SwitchProcess(process: process, files: files)
+        // The daemon's sockets listen from before its fork, so a probe can connect before the
+        // daemon serves: "no port yet" from a switch just started is not "full" (seen here under
+        // load: a probe timed out 1 s after the launcher's exit); it is asked again.
+        var result: ProbeResult
+        repeat {
+            result = await SwitchProbe.waitUntilAnswering(
+                ctlDir: spec.paths.ctlDir, timeout: max(deadline - ContinuousClock.now, .milliseconds(50))
+            ) { process.hasExited }
+        } while result == .noReply && !process.hasExited && ContinuousClock.now < deadline
+        if result == .answers, !process.hasExited {
             logger.info(
                 "switch up",
                 metadata: [
-                    "pid": "\(child.pid)", "ctl": "\(spec.paths.ctlDir)",
+                    "pid": "\(process.pid)", "ctl": "\(spec.paths.ctlDir)",
                     "ms": "\((ContinuousClock.now - started).milliseconds)",
                 ])
-            return SwitchProcess(child: child, files: files)
+            return switchProcess
         }
-        // Give a dying switch a moment to say why.
-        _ = await child.waitForExit(timeout: .milliseconds(200))
-        if let exit = child.exit { throw .exited(ctlDir: spec.paths.ctlDir, exit: exit) }
-        let process = SwitchProcess(child: child, files: files)
-        await process.stop(logger: logger)
+        if process.hasExited {
+            pidFile.remove()
+            throw .exited(ctlDir: spec.paths.ctlDir, exit: ChildExit(status: nil, lastErrorLines: exit.lastErrorLines))
+        }
+        await switchProcess.stop(logger: logger)
         throw .notReady(ctlDir: spec.paths.ctlDir, waited: readyTimeout)
     }
 
-    /// Closes the switch's stdin, waits up to `grace` for it to exit, then kills it; finally removes
-    /// whatever of its sockets it left behind (only its own names, only when nobody listens).
+    /// The switch an earlier worker of this network started and left running, named by the
+    /// pid file (see ``SwitchPIDFile/leftover(ctlDir:)``); nil when it is gone meanwhile.
+    static func adopt(_ identity: ProcessIdentity, files: SwitchFiles, logger: Logger) -> SwitchProcess? {
+        guard let process = try? WatchedProcess(identity) else { return nil }
+        logger.info(
+            "adopted the running switch", metadata: ["pid": "\(identity.pid)", "ctl": "\(files.spec.paths.ctlDir)"])
+        return SwitchProcess(process: process, files: files)
+    }
+
+    /// SIGTERM (vde_switch then removes its sockets and pid file), SIGKILL after `grace`;
+    /// finally removes whatever of its sockets it left behind (only its own names, only when
+    /// nobody listens) and the pid file.
     func stop(logger: Logger) async { await stop(logger: logger, grace: .seconds(2)) }
 
     func stop(logger: Logger, grace: Duration) async {
-        await child.closeStandardInput()
-        if !(await child.waitForExit(timeout: grace)) {
-            logger.warning("switch did not exit after its stdin was closed; killing it", metadata: ["pid": "\(pid)"])
-            child.send(SIGKILL)
-            _ = await child.waitForExit(timeout: .seconds(2))
+        process.send(SIGTERM)
+        if !(await process.waitForExit(timeout: grace)) {
+            logger.warning("switch did not exit after SIGTERM; killing it", metadata: ["pid": "\(pid)"])
+            process.send(SIGKILL)
+            _ = await process.waitForExit(timeout: .seconds(2))
         }
         files.removeLeftovers(logger: logger)
+        SwitchPIDFile(path: spec.paths.switchPIDFile).remove(ifNaming: process.identity)
     }
 }
 
@@ -242,8 +301,9 @@ struct SwitchFiles: Sendable {
 }
 
 /// `<network dir>/switch.pid`: the identity (pid and start time) of the switch the plugin
-/// started, so that a new worker finds a switch its predecessor left running (an upstream
-/// vde_switch watches stdin only when it is a tty, so it may outlive a killed worker) and stops it.
+/// started, so that a new worker finds and adopts the switch its predecessor left running.
+/// vde_switch writes its bare pid there (`-p`); the worker then rewrites the file atomically as
+/// a ``ProcessIdentity``.
 struct SwitchPIDFile: Sendable {
     static let program = "vde_switch"
     let file: PIDFile
@@ -251,8 +311,17 @@ struct SwitchPIDFile: Sendable {
 
     init(path: String) { file = PIDFile(path: path) }
 
-    func write(pid: pid_t, logger: Logger) {
-        guard let identity = ProcessIdentity.of(pid: pid) else { return }
+    /// What a pid file left by an earlier worker names.
+    enum Leftover: Equatable {
+        case none
+        /// The very switch for `ctlDir`: pid, start time, program and the ctl dir in its argv.
+        case adoptable(ProcessIdentity)
+        /// A vde_switch with that pid and start time, so one this plugin started, but for
+        /// other paths: stopped.
+        case otherSwitch(ProcessIdentity)
+    }
+
+    func write(_ identity: ProcessIdentity, logger: Logger) {
         do {
             try file.write(identity)
         } catch {
@@ -260,11 +329,46 @@ struct SwitchPIDFile: Sendable {
         }
     }
 
+    func write(pid: pid_t, logger: Logger) {
+        guard let identity = ProcessIdentity.of(pid: pid) else { return }
+        write(identity, logger: logger)
+    }
+
     func remove() { file.remove() }
 
-    /// The switch the file names, when that very process still runs vde_switch.
-    func runningSwitch() -> ProcessIdentity? {
-        file.runningProcess(program: Self.program)
+    /// Removes the file only while it names `identity` (a new switch's file stays).
+    func remove(ifNaming identity: ProcessIdentity) {
+        if file.read() == identity { remove() }
+    }
+
+    /// The daemon vde_switch wrote into the file (its bare pid, nothing else), when that
+    /// process runs vde_switch with `ctlDir` in its argv.
+    func daemonIdentity(ctlDir: String) -> ProcessIdentity? {
+        guard let text = FileSystem.readFile(path, limit: 64),
+            case let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }), words.count == 1,
+            let pid = pid_t(words[0]), pid > 1,
+            let identity = ProcessIdentity.of(pid: pid), Self.isSwitch(identity, ctlDir: ctlDir)
+        else { return nil }
+        return identity
+    }
+
+    /// True when `identity` runs vde_switch with `-s ctlDir`.
+    static func isSwitch(_ identity: ProcessIdentity, ctlDir: String) -> Bool {
+        guard identity.isRunning(program: program), let argv = ProcFS.arguments(of: identity.pid) else { return false }
+        return zip(argv, argv.dropFirst()).contains { $0 == ("-s", ctlDir) }
+    }
+
+    /// What the file names: a switch to adopt, one of ours to stop, or nothing (no file, a
+    /// file in another format, a pid that another process has now: nothing is proven).
+    ///
+    /// A file that still holds vde_switch's bare pid (a worker that died between the launch and
+    /// its rewrite) names the switch when that pid runs vde_switch with `-s ctlDir`: no other
+    /// process is started with this network's ctl dir.
+    func leftover(ctlDir: String) -> Leftover {
+        guard let identity = file.runningProcess(program: Self.program) else {
+            return daemonIdentity(ctlDir: ctlDir).map(Leftover.adoptable) ?? .none
+        }
+        return Self.isSwitch(identity, ctlDir: ctlDir) ? .adoptable(identity) : .otherSwitch(identity)
     }
 
     /// Stops a switch left by an earlier worker (pid, start time and program must all match) and
@@ -272,7 +376,7 @@ struct SwitchPIDFile: Sendable {
     @discardableResult
     func stopLeftover(logger: Logger) async -> ProcessIdentity? {
         defer { remove() }
-        guard let identity = runningSwitch() else { return nil }
+        guard let identity = file.runningProcess(program: Self.program) else { return nil }
         logger.info(
             "stopping a switch left behind by an earlier worker",
             metadata: ["pid": "\(identity.pid)", "file": "\(path)"])

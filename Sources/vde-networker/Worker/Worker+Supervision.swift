@@ -14,6 +14,7 @@ extension Worker {
     func switchExited(_ process: any RunningSwitch, exit: ChildExit) {
         guard switchProcess === process, !shuttingDown else { return }
         logger.warning("switch exited: \(exit)", metadata: ["pid": "\(process.pid)"])
+        externalPortsLost(switchPID: process.pid, exit: exit)
         emit(.childExited(child: .switch, pid: process.pid, detail: exit.description))
         switchProcess = nil
         switchPIDFile?.remove()
@@ -142,6 +143,7 @@ extension Worker {
                 let (plug, port) = try await attachPlug(endpointID: id, at: location)
                 guard endpoints[id] != nil else {
                     await plug.terminate()
+                    pidFiles?.remove(endpointID: id)
                     return false
                 }
                 install(plug, port: port, endpointID: id)

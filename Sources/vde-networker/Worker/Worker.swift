@@ -61,10 +61,14 @@ actor Worker {
     var tapDeletions: [TapName: Task<Void, Never>] = [:]
     var gate = SerialGate()
     var shuttingDown = false
+    /// Set by ``detach(reason:)``: nothing is watched any more, and nothing is stopped.
+    var detached = false
     var shutdownTask: Task<Void, Never>?
     /// Polls the taps of plugs without a ``TapWatch``; nil while every plug is watched.
     var tapPollTask: Task<Void, Never>?
     var restartTasks: [Task<Void, Never>] = []
+    /// The switch's external ports, and those its deaths cut off (Worker+ExternalPorts.swift).
+    var externalPorts = ExternalPortsState()
 
     /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
     init(
@@ -140,17 +144,27 @@ actor Worker {
         }
         let spec = requested
         // Every per-network path comes from the spec: the supervisor computed it once.
-        let pidFiles = PlugPIDFiles(directory: spec.paths.plugsDir)
-        self.pidFiles = pidFiles
-        let leftovers = await pidFiles.stopLeftovers(logger: logger)
         tapMarkers = TapMarkers(directory: spec.paths.deletingDir)
         await deleteMarkedTaps(
             tapMarkers, keeping: Set(restoring.map(\.tapName)),
             what: "an endpoint removed before the last worker stopped")
-        switchFiles = SwitchFiles(spec: spec, networkID: networkID)
-        let switchPIDFile = SwitchPIDFile(path: spec.paths.switchPIDFile)
-        self.switchPIDFile = switchPIDFile
-        await switchPIDFile.stopLeftover(logger: logger)
+        let switchFiles = SwitchFiles(spec: spec, networkID: networkID)
+        self.switchFiles = switchFiles
+        self.switchPIDFile = SwitchPIDFile(path: spec.paths.switchPIDFile)
+        // What an earlier worker of this network left running is adopted, not stopped: the
+        // switch, and the plugs of the endpoints to restore (issue 11: the data path outlives
+        // its managers). An external switch is never the plugin's to adopt.
+        let leftoverSwitch: (any RunningSwitch)?
+        if spec.mode == .external {
+            await switchPIDFile?.stopLeftover(logger: logger)
+            leftoverSwitch = nil
+        } else {
+            leftoverSwitch = await host.switches.adoptLeftover(files: switchFiles, logger: logger)
+        }
+        let pidFiles = PlugPIDFiles(directory: spec.paths.plugsDir)
+        self.pidFiles = pidFiles
+        var leftovers = await host.plugs.adoptLeftovers(
+            pidFiles: pidFiles, restoring: restoring, ctlDir: spec.paths.ctlDir, logger: logger)
         tapCreations = TapMarkers(directory: spec.paths.creatingDir)
         await deleteMarkedTaps(
             tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
@@ -158,26 +172,62 @@ actor Worker {
         // Set first: a switch that dies right after it came up is restarted with this spec.
         self.spec = spec
         do {
-            try await bringUpSwitch(spec)
+            if let leftoverSwitch {
+                adopt(leftoverSwitch)
+            } else {
+                try await bringUpSwitch(spec)
+            }
         } catch {
             self.spec = nil
             throw error
         }
+        // A plug in the host keeps running on a tap that dockerd moved back from a container
+        // removed meanwhile: that endpoint is gone (with evidence, the restore reports it), and
+        // its plug is not adopted.
+        for (id, plug) in leftovers.adopted {
+            guard let key = restoring.first(where: { $0.endpointID == id })?.sandboxKey else { continue }
+            switch host.sandboxFile(key) {
+            case .missing, .notANamespace:
+                await plug.terminate()
+                pidFiles.remove(endpointID: id)
+                leftovers.adopted[id] = nil
+                leftovers.stopped.append(plug.pid)
+            case .namespace, .cannotCheck:
+                continue
+            }
+        }
+        if leftoverSwitch == nil, owned, !leftovers.adopted.isEmpty {
+            // A new switch: whatever plug still ran was attached to no switch of this network.
+            for (id, plug) in leftovers.adopted {
+                await plug.terminate()
+                pidFiles.remove(endpointID: id)
+                leftovers.stopped.append(plug.pid)
+            }
+            leftovers.adopted = [:]
+        }
         // An owned switch is `.running` since `adopt` (or `.restarting`, if it died meanwhile).
         if switchState == .notStarted { switchState = .running }
-        if let management = managementClient() {
+        let management = managementClient()
+        if let management {
             do {
                 usablePorts = try await management.usablePorts()
             } catch {
                 logger.warning("\(error)")
             }
         }
-        for pid in leftovers { await releasePort(of: pid) }
+        for pid in leftovers.stopped { await releasePort(of: pid) }
+        let ports = leftovers.adopted.isEmpty ? [] : ((try? await management?.ports()) ?? [])
+        for spec in restoring {
+            guard let plug = leftovers.adopted[spec.endpointID] else { continue }
+            endpoints[spec.endpointID] = ManagedEndpoint(spec: spec, state: .plugged)
+            install(plug, port: ports.first { $0.peerPID == plug.pid }?.port, endpointID: spec.endpointID)
+        }
 
         // Reply now: the endpoints are restored concurrently after the reply, each reported by
         // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
-        let restoring = beginRestore(restoring)
-        return .started(switch: switchStatus(of: spec), endpoints: restoring)
+        // Endpoints whose plug was adopted are `plugged` at once and get no event.
+        _ = beginRestore(restoring.filter { leftovers.adopted[$0.endpointID] == nil })
+        return .started(switch: switchStatus(of: spec), endpoints: sortedStatuses())
     }
 
     /// Starts, or finds, the switch as `spec.mode` says.
@@ -214,15 +264,7 @@ actor Worker {
     /// Starts vde_switch at the spec's ctl dir, after checking that no switch is there already and
     /// that the directories are the plugin's to use (see ``SwitchDirectory``).
     func startOwnedSwitch(_ spec: SwitchSpec) async throws {
-        var probe = await host.switches.probe(ctlDir: spec.paths.ctlDir)
-        if probe == .answers {
-            // The switch of a worker that was just killed exits at EOF on its stdin; give it a moment.
-            let deadline = ContinuousClock.now + .seconds(1)
-            while probe == .answers, ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(50))
-                probe = await host.switches.probe(ctlDir: spec.paths.ctlDir)
-            }
-        }
+        let probe = await host.switches.probe(ctlDir: spec.paths.ctlDir)
         switch probe {
         case .absent: break
         case .answers, .noReply: throw SwitchError.alreadyRunning(ctlDir: spec.paths.ctlDir)
@@ -241,23 +283,29 @@ actor Worker {
         adopt(process)
     }
 
-    /// Makes `process` the network's switch and watches it.
+    /// Makes `process` (started or adopted) the network's switch and watches it.
     func adopt(_ process: any RunningSwitch) {
         switchProcess = process
         switchState = .running
         owned = true
         switchPIDFile?.write(pid: process.pid, logger: logger)
         switchBackoff.started()
+        // A restart that finished after a detach: the file names the switch; nothing watches it.
+        guard !detached else {
+            process.stopWatching()
+            return
+        }
         process.onExit { [weak self] exit in
             Task { await self?.switchExited(process, exit: exit) }
         }
+        watchExternalPorts()
     }
 
     // MARK: Status
 
     func managementClient(timeout: Duration = .seconds(1)) -> (any SwitchManagement)? {
         let connect = host.management
-        return spec?.paths.managementSocket.map { connect($0, timeout) }
+        return spec?.paths.managementSocket(switchStartedByPlugin: owned).map { connect($0, timeout) }
     }
 
     func switchStatus() -> SwitchStatus? {
@@ -266,7 +314,8 @@ actor Worker {
 
     func switchStatus(of spec: SwitchSpec) -> SwitchStatus {
         SwitchStatus(
-            ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket, owned: owned,
+            ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket(switchStartedByPlugin: owned),
+            owned: owned,
             pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
     }
 
@@ -278,14 +327,17 @@ actor Worker {
     /// Answers within about a second even when the management socket hangs (counters are then absent).
     func status() async -> WorkerStatus {
         guard let status = switchStatus() else { return WorkerStatus() }
-        var ports: [PortCounters]?
+        var entries: [PortEntry]?
+        var macs: [MACTableEntry]?
         if switchState == .running, let management = managementClient(timeout: .milliseconds(800)) {
             do {
-                ports = try await management.ports()
+                entries = try await management.portEntries()
+                macs = try? await management.macTable()
             } catch {
                 logger.debug("no counters: \(error)")
             }
         }
+        let ports = entries.map { $0.filter(\.active).map(\.counters) }
         // Taken after the await: endpoints may have changed meanwhile.
         var ours = Set<Int>()
         let statuses = endpoints.keys.sorted().compactMap { id -> EndpointStatus? in
@@ -294,7 +346,10 @@ actor Worker {
             if let counters { ours.insert(counters.port) }
             return endpoint.status(counters: counters)
         }
-        return WorkerStatus(switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) })
+        return WorkerStatus(
+            switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) },
+            externalPorts: externalPortsForStatus(entries: entries, macs: macs),
+            lostExternalPorts: lostExternalPortsForStatus)
     }
 
     // MARK: Shutdown

@@ -44,25 +44,32 @@ protocol SwitchLauncher: Sendable {
     func probe(ctlDir: String, timeout: Duration) async -> ProbeResult
     /// Starts a switch as `files.spec` says and returns once it answers.
     func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch
+    /// The switch an earlier worker of the network started for `files.spec` and left running,
+    /// to adopt (nil: none, or not proven to be that switch). A switch the pid file proves to
+    /// be ours but for other paths is stopped; the file of a switch not adopted is removed.
+    func adoptLeftover(files: SwitchFiles, logger: Logger) async -> (any RunningSwitch)?
 }
 
 extension SwitchLauncher {
     func probe(ctlDir: String) async -> ProbeResult { await probe(ctlDir: ctlDir, timeout: .seconds(1)) }
 }
 
-/// A switch the worker started.
+/// A switch the worker started or adopted.
 protocol RunningSwitch: AnyObject, Sendable {
     var pid: pid_t { get }
     /// Calls `handler` once when the switch exits, at once if it already has.
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
     /// Stops it and removes what it left (see ``SwitchProcess/stop(logger:grace:)``).
     func stop(logger: Logger) async
+    /// Stops watching it (its pidfd is closed); the switch runs on.
+    func stopWatching()
 }
 
 /// The management socket's commands the worker uses (see ``ManagementClient``).
 protocol SwitchManagement: Sendable {
     func ports() async throws(ManagementError) -> [PortCounters]
     func portEntries() async throws(ManagementError) -> [PortEntry]
+    func macTable() async throws(ManagementError) -> [MACTableEntry]
     func closeEndpoint(port: Int, id: Int) async throws(ManagementError)
     func usablePorts() async throws(ManagementError) -> Int?
 }
@@ -77,19 +84,42 @@ struct SystemSwitchLauncher: SwitchLauncher {
     func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch {
         try await SwitchProcess.start(files: files, executables: executables, logger: logger)
     }
+
+    func adoptLeftover(files: SwitchFiles, logger: Logger) async -> (any RunningSwitch)? {
+        let pidFile = SwitchPIDFile(path: files.spec.paths.switchPIDFile)
+        switch pidFile.leftover(ctlDir: files.spec.paths.ctlDir) {
+        case .adoptable(let identity):
+            if let adopted = SwitchProcess.adopt(identity, files: files, logger: logger) { return adopted }
+            pidFile.remove()
+        case .otherSwitch:
+            await pidFile.stopLeftover(logger: logger)
+        case .none:
+            if FileSystem.exists(pidFile.path) {
+                logger.info(
+                    "ignoring a switch pid file that names no running switch", metadata: ["file": "\(pidFile.path)"])
+            }
+            pidFile.remove()
+        }
+        return nil
+    }
 }
 
 extension SwitchProcess: RunningSwitch {
-    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { child.onExit(handler) }
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { process.onExit(handler) }
+    func stopWatching() { process.stopWatching() }
 }
 
 extension ManagementClient: SwitchManagement {}
 
 // MARK: Plugs and taps
 
-/// Starts plugs.
+/// Starts plugs, and finds those an earlier worker left.
 protocol PlugLauncher: Sendable {
     func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug
+    /// Adopts the running plugs of `restoring` an earlier worker left (listed in `pidFiles`),
+    /// and stops the others (see ``PlugPIDFiles/takeOver(restoring:logger:adopt:)``).
+    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], ctlDir: String, logger: Logger) async
+        -> PlugPIDFiles.Leftovers
 }
 
 /// A plug the worker started (see ``PlugProcess``).
@@ -109,6 +139,8 @@ protocol RunningPlug: AnyObject, Sendable {
     func watchTap(onGone: @escaping @Sendable () -> Void) throws(TapWatch.Unavailable)
     func stopWatchingTap()
     var isWatchingTap: Bool { get }
+    /// Stops watching the tap and the process; the plug runs on.
+    func stopWatching()
 }
 
 extension RunningPlug {
@@ -124,6 +156,14 @@ struct SystemPlugLauncher: PlugLauncher {
 
     func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug {
         try await PlugProcess.start(ctlDir: ctlDir, location: location, executables: executables, logger: logger)
+    }
+
+    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], ctlDir: String, logger: Logger) async
+        -> PlugPIDFiles.Leftovers
+    {
+        await pidFiles.takeOver(restoring: restoring, logger: logger) { identity, endpoint in
+            PlugProcess.adopt(identity, endpoint: endpoint, ctlDir: ctlDir)
+        }
     }
 }
 

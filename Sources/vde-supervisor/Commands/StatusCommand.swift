@@ -12,7 +12,10 @@ struct StatusCommand: ParsableCommand {
             "Exit status: 0 all healthy, 1 something degraded (or no network matches), 2 the supervisor is not reachable."
     )
 
-    @Argument(help: "Show one network in detail: a prefix of its ID.")
+    @Argument(
+        help:
+            "Show one network in detail: its Docker name, a prefix of its ID, or the name of a container on it."
+    )
     var network: String?
 
     @Flag(help: "Print the status as JSON (schema: docs/status.md).")
@@ -20,6 +23,9 @@ struct StatusCommand: ParsableCommand {
 
     @Option(help: "The supervisor's control socket.")
     var controlSocket: String = SupervisorConfiguration.defaultControlSocket
+
+    @Option(help: "dockerd's socket, asked for network and container names (none shown when it does not answer).")
+    var dockerSocket: String = "/var/run/docker.sock"
 
     func run() throws {
         let reply: (status: Int, body: [UInt8])
@@ -38,11 +44,13 @@ struct StatusCommand: ParsableCommand {
                     + String(decoding: reply.body.prefix(300), as: UTF8.self))
             throw ExitCode(2)
         }
+        DockerNames.fetch(socket: dockerSocket, networkIDs: report.networks.map(\.id)).label(&report)
         if let network {
-            report.networks = report.networks.filter { $0.id.hasPrefix(network) }
+            report.networks = NetworkSelection.select(network, in: report.networks)
             guard !report.networks.isEmpty else {
                 Self.printError(
-                    "vde-supervisor status: no vde network with an ID starting with '\(UntrustedText(network))'")
+                    "vde-supervisor status: no vde network named '\(UntrustedText(network))', with an ID starting "
+                        + "with it, or with a container of that name (names need dockerd at \(dockerSocket))")
                 throw ExitCode(1)
             }
             report.healthy = report.networks.allSatisfy(\.healthy)

@@ -29,6 +29,10 @@ struct StatusReport: Codable, Sendable, Equatable {
         var endpoints: [EndpointInfo]
         /// Switch ports used by others: VMs, external plugs.
         var otherPorts: [PortInfo]
+        /// Docker's name for the network: asked of dockerd by the CLI, absent when it did not say.
+        var name: String? = nil
+        /// External ports that switch deaths cut off (most recent last); absent when none.
+        var lostPorts: [LostPorts]? = nil
     }
 
     struct SwitchInfo: Codable, Sendable, Equatable {
@@ -66,12 +70,38 @@ struct StatusReport: Codable, Sendable, Equatable {
         var counters: Counters?
         /// Why the endpoint is in its state, when the worker says (`unreachable`, `tapGone`).
         var detail: String? = nil
+        /// Docker's name for the container: asked of dockerd by the CLI, absent when it did not say.
+        var container: String? = nil
     }
 
     struct PortInfo: Codable, Sendable, Equatable {
         var port: Int
+        /// The client's description on the switch (`vde_plug2tap: user=root pid=42`, `QEMU user=root pid=7`).
         var peer: String?
         var counters: Counters
+        /// The description's first word: `vde_plug2tap`, `QEMU`.
+        var program: String? = nil
+        var pid: Int32? = nil
+        /// Source MACs the switch learnt on the port; absent when the worker did not say.
+        var macAddresses: [String]? = nil
+    }
+
+    /// The external ports on a switch when it died; their clients do not reconnect by themselves.
+    struct LostPorts: Codable, Sendable, Equatable {
+        var switchPID: Int32
+        /// How the switch ended (`killed by signal 9`).
+        var detail: String
+        /// When the worker learnt of it, seconds since the epoch.
+        var at: Int64
+        var ports: [LostPort]
+    }
+
+    struct LostPort: Codable, Sendable, Equatable {
+        var port: Int
+        var peer: String?
+        var program: String?
+        var pid: Int32?
+        var macAddresses: [String]
     }
 
     /// Seen from the switch port: `in` is what the endpoint sent into the switch.

@@ -1,10 +1,11 @@
+import Glibc
 import Shared
 
 /// Renders a ``StatusReport`` as aligned text tables, coloured only when asked (on a terminal).
 struct StatusTable {
     let report: StatusReport
     let color: Bool
-    /// One network in detail: also the switch's other ports.
+    /// One network in detail: also each external port's full description.
     let detailed: Bool
 
     func render() -> String {
@@ -19,11 +20,13 @@ struct StatusTable {
             out += table(
                 [
                     [
-                        "NETWORK", "SUBNETS", "SWITCH", "OWNER", "SWITCH PID", "WORKER", "STATE", "UPTIME", "RESTARTS",
+                        "NETWORK", "NAME", "SUBNETS", "SWITCH", "OWNER", "SWITCH PID", "WORKER", "STATE", "UPTIME",
+                        "RESTARTS",
                         "LAST ERROR",
                     ],
                     [
-                        network.shortID, network.subnets.joined(separator: ",").orDash, network.switch.ctlDir,
+                        network.shortID, network.name ?? "-", network.subnets.joined(separator: ",").orDash,
+                        network.switch.ctlDir,
                         network.switch.ownership, network.switch.pid.map(String.init) ?? "-",
                         network.worker.pid.map(String.init) ?? "-", paint(network.worker.state),
                         network.worker.uptimeSeconds.map(Self.duration) ?? "-", String(network.worker.restarts),
@@ -36,7 +39,8 @@ struct StatusTable {
                 // A DETAIL column only when some endpoint has one (why it is unreachable or gone).
                 let withDetail = network.endpoints.contains { $0.detail != nil }
                 var header = [
-                    "ENDPOINT", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES",
+                    "ENDPOINT", "CONTAINER", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES",
+                    "RECEIVED PKTS/BYTES",
                     "PLUG PID", "STATE",
                 ]
                 if withDetail { header.append("DETAIL") }
@@ -47,7 +51,8 @@ struct StatusTable {
                     let received: String =
                         endpoint.counters.map { "\($0.outPackets)/\(Self.bytes($0.outBytes))" } ?? "-"
                     var row: [String] = [
-                        endpoint.shortID, endpoint.tap, endpoint.macAddress, ip.orDash, endpoint.sandbox ?? "-",
+                        endpoint.shortID, endpoint.container ?? "-", endpoint.tap, endpoint.macAddress, ip.orDash,
+                        endpoint.sandbox ?? "-",
                         endpoint.switchPort.map(String.init) ?? "-", sent, received,
                         endpoint.plugPID.map(String.init) ?? "-", paint(endpoint.state),
                     ]
@@ -56,19 +61,50 @@ struct StatusTable {
                 }
                 out += table(rows, indent: "  ")
             }
-            if detailed && !network.otherPorts.isEmpty {
-                var rows = [["OTHER PORT", "PEER", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES"]]
+            if network.switch.managementSocket == nil {
+                out += "  external ports unknown: the switch has no management socket (-o management_socket=PATH)\n"
+            }
+            if !network.otherPorts.isEmpty {
+                var rows = [["EXTERNAL PORT", "PROGRAM", "PID", "MAC", "SENT PKTS/BYTES", "RECEIVED PKTS/BYTES"]]
+                if detailed { rows[0].append("PEER") }
                 for port in network.otherPorts {
-                    rows.append([
-                        String(port.port), port.peer ?? "-",
+                    var row = [
+                        String(port.port), port.program ?? "-", port.pid.map(String.init) ?? "-",
+                        (port.macAddresses ?? []).joined(separator: ",").orDash,
                         "\(port.counters.inPackets)/\(Self.bytes(port.counters.inBytes))",
                         "\(port.counters.outPackets)/\(Self.bytes(port.counters.outBytes))",
-                    ])
+                    ]
+                    if detailed { row.append(port.peer ?? "-") }
+                    rows.append(row)
                 }
                 out += table(rows, indent: "  ")
             }
+            if let lost = network.lostPorts, !lost.isEmpty {
+                var rows = [["LOST PORT", "PROGRAM", "PID", "MAC", "SWITCH PID", "SWITCH DIED", "HOW"]]
+                for loss in lost {
+                    for port in loss.ports {
+                        rows.append([
+                            String(port.port), paint(port.program ?? "-", code: "31"),
+                            port.pid.map(String.init) ?? "-", port.macAddresses.joined(separator: ",").orDash,
+                            String(loss.switchPID), Self.utcTime(loss.at), loss.detail,
+                        ])
+                    }
+                }
+                out += table(rows, indent: "  ")
+                out += "  (lost ports do not come back by themselves: restart those VMs or plugs)\n"
+            }
         }
         return out
+    }
+
+    /// `2026-12-01 21:30:05 UTC`.
+    static func utcTime(_ seconds: Int64) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        guard gmtime_r(&time, &parts) != nil else { return "\(seconds)" }
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) UTC"
     }
 
     /// Pads columns to equal width; colour codes do not count towards the width.
@@ -88,6 +124,10 @@ struct StatusTable {
             out += line + "\n"
         }
         return out
+    }
+
+    private func paint(_ text: String, code: String) -> String {
+        color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text
     }
 
     private func paint(_ state: String) -> String {

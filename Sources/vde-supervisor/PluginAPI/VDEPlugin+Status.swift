@@ -78,8 +78,32 @@ extension VDEPlugin {
             worker: workerInfo,
             healthy: workerInfo.state == "running" && endpointsHealthy,
             endpoints: endpoints,
-            otherPorts: (reply?.otherPorts ?? []).map {
-                StatusReport.PortInfo(port: $0.port, peer: $0.peer, counters: Self.counters($0))
+            otherPorts: Self.otherPorts(reply),
+            lostPorts: reply?.lostExternalPorts.map { $0.map(Self.lostPorts) })
+    }
+
+    /// The worker's external ports with program, pid and MACs; a worker that sends only
+    /// `otherPorts` (an older one) gives the ports and counters alone.
+    static func otherPorts(_ reply: WorkerStatus?) -> [StatusReport.PortInfo] {
+        guard let reply else { return [] }
+        guard let external = reply.externalPorts else {
+            return (reply.otherPorts ?? []).map {
+                StatusReport.PortInfo(port: $0.port, peer: $0.peer, counters: counters($0), pid: $0.peerPID)
+            }
+        }
+        return external.map {
+            StatusReport.PortInfo(
+                port: $0.port, peer: $0.peer, counters: counters($0.counters ?? PortCounters(port: $0.port)),
+                program: $0.program, pid: $0.pid, macAddresses: $0.macAddresses)
+        }
+    }
+
+    static func lostPorts(_ lost: LostExternalPorts) -> StatusReport.LostPorts {
+        StatusReport.LostPorts(
+            switchPID: lost.switchPID, detail: lost.detail, at: lost.at,
+            ports: lost.ports.map {
+                StatusReport.LostPort(
+                    port: $0.port, peer: $0.peer, program: $0.program, pid: $0.pid, macAddresses: $0.macAddresses)
             })
     }
 

@@ -288,7 +288,8 @@ struct RecoveryLab: Sendable {
 
     /// Every way in which what runs and what status says differ from one healthy worker, one
     /// switch and one plug per endpoint for each network, all in the supervisor's tree (or,
-    /// for workers in `adopted`, left by an earlier supervisor and adopted, in theirs).
+    /// for the processes in `adopted`, left by an earlier supervisor and adopted, in theirs:
+    /// its workers, and its detached switches, re-parented to init when it died).
     /// Empty when all is well.
     func problems(expectEndpoints: [String: [String]]? = nil, killed: [Int32] = [], adopted: Set<Int32> = [])
         async -> [String]

@@ -202,12 +202,27 @@ indirect enum StatusSchema: Sendable {
                                 "state": required(
                                     .oneOf(["plugged", "unplugged", "restarting", "unreachable", "tapGone", "unknown"])),
                                 "plugPID": optional(.int), "switchPort": optional(.int), "detail": optional(.string),
-                                "counters": optional(counters),
+                                "counters": optional(counters), "container": optional(.string),
                             ]))),
                     "otherPorts": required(
                         .array(
                             .object([
                                 "port": required(.int), "peer": optional(.string), "counters": required(counters),
+                                "program": optional(.string), "pid": optional(.int),
+                                "macAddresses": optional(.array(.string)),
+                            ]))),
+                    "name": optional(.string),
+                    "lostPorts": optional(
+                        .array(
+                            .object([
+                                "switchPID": required(.int), "detail": required(.string), "at": required(.int),
+                                "ports": required(
+                                    .array(
+                                        .object([
+                                            "port": required(.int), "peer": optional(.string),
+                                            "program": optional(.string), "pid": optional(.int),
+                                            "macAddresses": required(.array(.string)),
+                                        ]))),
                             ]))),
                 ]))),
     ])
@@ -286,8 +301,25 @@ struct StatusDoc: Decodable, Sendable {
         var worker: Worker
         var endpoints: [Endpoint]
         var otherPorts: [OtherPort]
+        var name: String?
+        var lostPorts: [LostPorts]?
 
         func endpoint(_ id: String) -> Endpoint? { endpoints.first { $0.id == id } }
+    }
+
+    struct LostPorts: Decodable, Sendable {
+        var switchPID: Int32
+        var detail: String
+        var at: Int64
+        var ports: [LostPort]
+    }
+
+    struct LostPort: Decodable, Sendable {
+        var port: Int
+        var peer: String?
+        var program: String?
+        var pid: Int32?
+        var macAddresses: [String]
     }
 
     struct Switch: Decodable, Sendable {
@@ -318,12 +350,16 @@ struct StatusDoc: Decodable, Sendable {
         var plugPID: Int32?
         var switchPort: Int?
         var counters: Counters?
+        var container: String?
     }
 
     struct OtherPort: Decodable, Sendable {
         var port: Int
         var peer: String?
         var counters: Counters
+        var program: String?
+        var pid: Int32?
+        var macAddresses: [String]?
     }
 
     struct Counters: Decodable, Sendable, CustomStringConvertible {
@@ -335,6 +371,7 @@ struct StatusDoc: Decodable, Sendable {
     }
 
     func network(_ id: String) -> Network? { networks.first { $0.id == id } }
+    func network(named name: String) -> Network? { networks.first { $0.name == name } }
 }
 
 // MARK: - Host facts

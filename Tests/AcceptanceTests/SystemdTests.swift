@@ -359,6 +359,143 @@ extension Acceptance {
                 "the created socket_dir goes with its network")
         }
 
+        /// The processes of one network inside the container: its worker, switch and plugs.
+        private func dataPath(_ container: SystemdContainer, network: String, ctlDir: String) async throws -> [String] {
+            let listing = try await container.exec(["pgrep", "-a", "-f", "vde"]).stdout
+            return listing.split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ", maxSplits: 1)
+                guard fields.count == 2 else { return nil }
+                let command = String(fields[1])
+                let ours =
+                    command.contains("--network-id \(network)")
+                    || (command.contains(ctlDir)
+                        && (command.contains("vde_switch") || command.contains("vde_plug2tap")))
+                return ours ? "\(fields[0]) \(command)" : nil
+            }.sorted()
+        }
+
+        /// KillMode=process: `systemctl restart` and `systemctl stop` + a start (here by socket
+        /// activation, through a plugin call made while the service was stopped) leave the
+        /// worker, switch and plugs running, and the new supervisor adopts them; a VM-style
+        /// probe every 10 ms between two container-style endpoints loses nothing; the call made
+        /// meanwhile is applied once. `vde-supervisor stop-networks` then stops everything.
+        private func exerciseAdoption(_ container: SystemdContainer) async throws {
+            let network = IDs.dockerID()
+            let paths = try NetworkPaths(
+                runDir: "/run/vde-supervisor", network: NetworkID(network), options: NetworkOptions())
+            let created = try await pluginCall(
+                container, "/NetworkDriver.CreateNetwork",
+                Requests.createNetwork(network, pool: "10.232.1.0/24", gateway: "10.232.1.1/24"))
+            #expect(created.status == 200, "CreateNetwork: \(created)")
+            // Two endpoints in namespaces of their own, joined and moved as dockerd does.
+            let endpoints = [IDs.dockerID(), IDs.dockerID()]
+            for (index, endpoint) in endpoints.enumerated() {
+                let namespace = "adopt\(index)"
+                let address = "10.232.1.\(index + 2)"
+                try await container.check(["ip", "netns", "add", namespace])
+                let made = try await pluginCall(
+                    container, "/NetworkDriver.CreateEndpoint",
+                    Requests.createEndpoint(network: network, endpoint: endpoint, address: address + "/24"))
+                #expect(made.status == 200, "CreateEndpoint: \(made)")
+                let joined = try await pluginCall(
+                    container, "/NetworkDriver.Join",
+                    Requests.join(network: network, endpoint: endpoint, sandbox: "/run/netns/" + namespace))
+                #expect(joined.status == 200, "Join: \(joined)")
+                let tap = Requests.tap(of: endpoint)
+                for argv in [
+                    ["ip", "link", "set", tap, "netns", namespace],
+                    ["ip", "-n", namespace, "link", "set", tap, "name", "eth0"],
+                    ["ip", "-n", namespace, "addr", "add", address + "/24", "dev", "eth0"],
+                    ["ip", "-n", namespace, "link", "set", "eth0", "up"],
+                ] {
+                    try await container.check(argv)
+                }
+            }
+            let before = try await dataPath(container, network: network, ctlDir: paths.ctlDir)
+            #expect(before.count == 4, "one worker, one switch, two plugs: \(before)")
+
+            // The probe runs on the host (the image has no ping), in the container's namespace
+            // "adopt0", through the container's mount namespace where `ip netns` keeps it.
+            let containerPID = try await Docker.check(["inspect", "--format", "{{.State.Pid}}", container.name])
+                .stdout.trimmingWhitespace
+            let summary = try await TempDir.with("sdping") { dir in
+                let process = try RecoverySpawned(
+                    [
+                        "/usr/bin/nsenter", "--net=/proc/\(containerPID)/root/run/netns/adopt0", RecoveryPinger.ping,
+                        "-D", "-n", "-i", "0.01", "-W", "1", "10.232.1.3",
+                    ], outputPath: dir + "/ping.log")
+                let pinger = RecoveryPinger(process: process, label: "systemd")
+                do {
+                    try await pinger.waitForReplies(20)
+                    // systemctl restart: the same worker, switch and plugs, adopted.
+                    let mainPID = try await activeMainPID(container)
+                    try await container.check(
+                        ["systemctl", "restart", "vde-supervisor.service"], timeout: .seconds(60))
+                    let restartedPID = try await activeMainPID(container, other: mainPID)
+                    #expect(
+                        try await dataPath(container, network: network, ctlDir: paths.ctlDir) == before,
+                        "systemctl restart must keep the data path")
+
+                    // systemctl stop: the data path stays; a call made now starts the service
+                    // (socket activation), which adopts the worker and answers the call once.
+                    try await container.check(["systemctl", "stop", "vde-supervisor.service"], timeout: .seconds(60))
+                    #expect(try await container.property("ActiveState", of: "vde-supervisor.service") == "inactive")
+                    #expect(
+                        try await dataPath(container, network: network, ctlDir: paths.ctlDir) == before,
+                        "systemctl stop must leave the data path running")
+                    let third = IDs.dockerID()
+                    let whileStopped = try await pluginCall(
+                        container, "/NetworkDriver.CreateEndpoint",
+                        Requests.createEndpoint(network: network, endpoint: third, address: "10.232.1.9/24"))
+                    #expect(whileStopped.status == 200, "CreateEndpoint while the service was stopped: \(whileStopped)")
+                    _ = try await activeMainPID(container, other: restartedPID)
+                    let after = try await dataPath(container, network: network, ctlDir: paths.ctlDir)
+                    #expect(Set(before).isSubset(of: after), "the stopped service's data path is adopted: \(after)")
+                    #expect(after.count == 5, "one new plug, for the call made while stopped, and only one: \(after)")
+                    let state = try await container.check(["cat", "/var/lib/vde-supervisor/state.json"]).stdout
+                    #expect(state.components(separatedBy: third).count - 1 >= 1, "the new endpoint is recorded")
+                    let journal = try await container.exec([
+                        "journalctl", "--no-pager", "-o", "cat", "-u", "vde-supervisor.service",
+                    ])
+                    #expect(
+                        journal.stdout.components(separatedBy: "network adopted").count - 1 >= 2,
+                        "both starts should adopt the worker")
+                    let removed = try await pluginCall(
+                        container, "/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, third))
+                    #expect(removed.status == 200, "DeleteEndpoint: \(removed)")
+                    let seen = pinger.repliedSequences().count
+                    try await pinger.waitForReplies(seen + 20)
+                } catch {
+                    await process.stop(SIGINT, grace: .seconds(5))
+                    throw error
+                }
+                return try await pinger.stop()
+            }
+            print("probes across systemctl restart and stop + start: \(summary)")
+            #expect(
+                summary.missing.allSatisfy { $0 == summary.transmitted },
+                "probes lost across systemctl restart and stop + start: \(summary)")
+            #expect(summary.errors == 0, "probe errors: \(summary)")
+
+            // stop-networks (what scripts/uninstall runs) stops everything; the state stays.
+            try await container.check(["systemctl", "stop", "vde-supervisor.service"], timeout: .seconds(60))
+            try await container.check(["/usr/local/bin/vde-supervisor", "stop-networks"], timeout: .seconds(60))
+            #expect(
+                try await dataPath(container, network: network, ctlDir: paths.ctlDir).isEmpty,
+                "stop-networks must stop the worker, switch and plugs")
+            #expect(!(try await container.exec(["test", "-e", paths.networkDir])).succeeded, "the network dir goes")
+            // The next call starts the service again, which brings the network back from its state.
+            for endpoint in endpoints {
+                let removed = try await pluginCall(
+                    container, "/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
+                #expect(removed.status == 200, "DeleteEndpoint: \(removed)")
+            }
+            let deleted = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", Requests.network(network))
+            #expect(deleted.status == 200, "DeleteNetwork: \(deleted)")
+            #expect(try await dataPath(container, network: network, ctlDir: paths.ctlDir).isEmpty)
+            for index in endpoints.indices { _ = try await container.exec(["ip", "netns", "del", "adopt\(index)"]) }
+        }
+
         /// The inode of the plugin socket file: a new one means a new listening socket.
         private func socketInode(_ container: SystemdContainer) async throws -> String {
             try await container.check(["stat", "-c", "%i", Self.pluginSocket]).stdout.trimmingWhitespace
@@ -405,11 +542,37 @@ extension Acceptance {
             try expectActivateAnswer(try await curlActivate(container))
 
             try await exerciseConfinement(container)
+            try await exerciseAdoption(container)
 
             // A clean stop ends the service without a failure.
             try await container.check(
                 ["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))
             #expect(try await container.property("Result", of: "vde-supervisor.service") == "success")
+
+            try await exerciseUninstall(container)
+        }
+
+        /// scripts/uninstall with a network running: it stops the units and every network
+        /// (stop-networks), removes binaries and units, keeps the state, and leaves no process.
+        private func exerciseUninstall(_ container: SystemdContainer) async throws {
+            try await container.check(["systemctl", "start", "vde-supervisor.socket"])
+            let network = IDs.dockerID()
+            let created = try await pluginCall(
+                container, "/NetworkDriver.CreateNetwork",
+                Requests.createNetwork(network, pool: "10.232.2.0/24", gateway: "10.232.2.1/24"))
+            #expect(created.status == 200, "CreateNetwork: \(created)")
+            #expect(try await container.exec(["pgrep", "-f", "network-id \(network)"]).succeeded, "its worker runs")
+            try await Docker.check(["cp", Repository.file("scripts/uninstall"), "\(container.name):/root/uninstall"])
+            let uninstall = try await container.exec(["bash", "/root/uninstall"], timeout: .seconds(120))
+            #expect(uninstall.succeeded, "scripts/uninstall: \(uninstall)")
+            let left = try await container.exec([
+                "pgrep", "-a", "-f", "vde-networker|vde_switch|vde_plug2tap|vde-supervisor",
+            ])
+            #expect(left.stdout.trimmingWhitespace.isEmpty, "processes left after scripts/uninstall: \(left)")
+            #expect(!(try await container.exec(["test", "-e", "/usr/local/bin/vde-supervisor"])).succeeded)
+            #expect(
+                try await container.exec(["test", "-e", "/var/lib/vde-supervisor/state.json"]).succeeded,
+                "the state is kept without --purge")
         }
     }
 }

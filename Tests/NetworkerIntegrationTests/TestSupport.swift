@@ -395,15 +395,31 @@ final class WorkerHarness: @unchecked Sendable {
         return nil
     }
 
-    /// Kills the worker if it still runs and reaps it; for cleanup.
+    /// Stops the worker if it still runs, and reaps it; for cleanup. The end of its input no
+    /// longer stops a worker (it waits for the next supervisor, leaving its switch and plugs
+    /// running), so it is sent `shutdown` (which stops everything), given 5 s, then killed.
     func stop() {
-        closeInput()
-        if reaped == nil {
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            reaped = 137
+        guard reaped == nil else {
+            closeInput()
+            return
         }
+        var status: Int32 = 0
+        if input >= 0, waitpid(pid, &status, WNOHANG) == 0 {
+            let id = nextID
+            nextID += 1
+            if let line = try? JSONCoding.string(WorkerRequest(id: id, .shutdown)) { writeLine(line) }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < deadline, waitpid(pid, &status, WNOHANG) == 0 { usleep(10_000) }
+            if ContinuousClock.now < deadline {
+                closeInput()
+                reaped = 0
+                return
+            }
+        }
+        closeInput()
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+        reaped = 137
     }
 
     func logTail(lines: Int = 40) -> String {

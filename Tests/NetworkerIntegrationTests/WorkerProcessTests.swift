@@ -493,36 +493,7 @@ struct WorkerProcessTests {
         #expect(!Host.exists(scratch.directory + "/user"), "the directory the worker created should be gone")
     }
 
-    @Test func endOfInputStopsEverything() async throws {
-        let scratch = Scratch()
-        defer { scratch.cleanUp() }
-        let worker = try startWorker(scratch)
-        defer { worker.stop() }
-        let spec = try ownSpec(scratch, worker)
-        _ = try await start(worker, spec)
-        _ = try await add(worker, endpoint(scratch, "a"))
-        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).count == 2)
-
-        worker.closeInput()
-        #expect(await worker.waitForExit() == 0)
-        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
-        #expect(!Host.exists(spec.paths.ctlDir) && !Host.exists(spec.paths.managementSocket!))
-    }
-
-    @Test func sigtermStopsEverything() async throws {
-        let scratch = Scratch()
-        defer { scratch.cleanUp() }
-        let worker = try startWorker(scratch)
-        defer { worker.stop() }
-        let spec = try ownSpec(scratch, worker)
-        _ = try await start(worker, spec)
-        _ = try await add(worker, endpoint(scratch, "a"))
-
-        worker.signal(SIGTERM)
-        #expect(await worker.waitForExit() == 0)
-        #expect(Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty)
-        #expect(!Host.exists(spec.paths.ctlDir) && !Host.exists(spec.paths.managementSocket!))
-    }
+    // The end of input and SIGTERM: WorkerLinkTests.swift.
 
     /// DeleteEndpoint is answered before the tap is gone; a shutdown right after still waits for
     /// the deletion, and leaves neither the tap nor its marker.

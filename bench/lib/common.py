@@ -235,8 +235,18 @@ class Supervisor:
             self.proc.kill()
             self.proc.wait()
         dt = time.perf_counter() - t0
+        self.stop_networks()
         self.logf.close()
         return dt
+
+    def stop_networks(self, timeout: float = 60) -> None:
+        """A stopped supervisor leaves its workers, switches and plugs running (docs/recovery.md):
+        `vde-supervisor stop-networks` stops them (not timed: it is cleanup, not the stop)."""
+        argv = [os.path.join(self.bin_dir, "vde-supervisor"), "stop-networks", "--state-dir", self.state_dir,
+                "--run-dir", self.run_dir, "--networker", os.path.join(self.bin_dir, "vde-networker")]
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf, timeout=timeout)
+        if result.returncode != 0:
+            log(f"vde-supervisor stop-networks failed ({result.returncode}); see {self.log_path}")
 
     def leftovers(self) -> dict:
         """What is left of this supervisor's networks: processes, run dir entries."""

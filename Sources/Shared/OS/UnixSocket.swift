@@ -21,6 +21,19 @@ public struct UnixSocket: Sendable {
     /// The path it is connected to, for messages.
     public let path: String
 
+    /// Takes over `fd`, a connected unix socket (one that ``UnixListener`` accepted); it is made
+    /// non-blocking, which ``send(_:deadline:)`` and ``receive(maximum:deadline:)`` expect.
+    public init(adopting fd: Int32, path: String) {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        self.fd = fd
+        self.path = path
+    }
+
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
     /// Connects to `path`, waiting at most until `deadline` for a busy listener to accept.
     /// A timeout throws ETIMEDOUT (from `connect`).
     public static func connect(

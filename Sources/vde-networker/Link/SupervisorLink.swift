@@ -7,17 +7,31 @@ import Synchronization
     import Glibc
 #endif
 
-/// The worker's side of the JSON-lines link: requests from stdin, replies and events to stdout.
+/// The worker's side of one JSON-lines link to a supervisor: requests in, replies and events out.
 ///
-/// stdout carries nothing but protocol lines (logs go to stderr). All lines go through one serial
-/// queue, so they never interleave, and a supervisor that stops reading blocks only that queue.
+/// The first link is the worker's stdin and stdout (pipes from the supervisor that spawned it);
+/// later ones are connections accepted on the worker's socket (``LinkServer``), one socket both
+/// ways. The output carries nothing but protocol lines (logs go to stderr). All lines go
+/// through one serial queue, so they never interleave, and a supervisor that stops reading
+/// blocks only that queue.
 final class SupervisorLink: Sendable {
-    private let output: Int32
-    private let writeQueue = DispatchQueue(label: "vde-networker.stdout")
+    enum Output: Sendable {
+        /// A pipe (stdout), written with blocking writes.
+        case pipe(Int32)
+        /// A connected socket; a supervisor that reads nothing for `sendLimit` is dropped.
+        case socket(UnixSocket)
+    }
+
+    /// How long one line may wait for a socket supervisor to read.
+    static let sendLimit: Duration = .seconds(30)
+
+    private let output: Output
+    private let writeQueue = DispatchQueue(label: "vde-networker.link")
     private let logger: Logger
     private let broken = Mutex(false)
+    private let closed = OnceFlag()
 
-    init(output: Int32 = STDOUT_FILENO, logger: Logger) {
+    init(output: Output = .pipe(STDOUT_FILENO), logger: Logger) {
         self.output = output
         self.logger = logger
     }
@@ -45,16 +59,31 @@ final class SupervisorLink: Sendable {
             logger.error("cannot encode a message for the supervisor: \(error)")
             return
         }
-        let fd = output
+        let output = output
         writeQueue.async { [self] in
             guard !broken.withLock({ $0 }) else { return }
             do throws(SystemCallError) {
-                try FileSystem.writeAll(line, to: fd)
+                switch output {
+                case .pipe(let fd): try FileSystem.writeAll(line, to: fd)
+                case .socket(let socket): try socket.send(line, deadline: .now + Self.sendLimit)
+                }
             } catch {
-                // SIGPIPE is ignored, so a gone supervisor shows up here as EPIPE.
+                // SIGPIPE is ignored (and sockets send with MSG_NOSIGNAL), so a gone supervisor
+                // shows up here as EPIPE.
                 logger.warning("cannot write to the supervisor (\(error.text)); dropping further messages")
                 broken.withLock { $0 = true }
             }
+        }
+    }
+
+    /// Drops further messages and, for a socket, closes it once the messages queued so far are
+    /// written. Idempotent.
+    func close() {
+        guard closed.claim() else { return }
+        let output = output
+        writeQueue.async { [self] in
+            broken.withLock { $0 = true }
+            if case .socket(let socket) = output { socket.close() }
         }
     }
 

@@ -7,7 +7,8 @@ import Shared
 #endif
 
 /// `vde-networker --network-id ID`: runs the switch and the plugs of one Docker network for the
-/// supervisor, which talks to it in JSON lines over stdin and stdout (docs/worker-protocol.md).
+/// supervisor, which talks to it in JSON lines over stdin and stdout, and later over the
+/// worker's socket (``LinkServer``, docs/worker-protocol.md).
 /// The network ID is in argv so that `ps` shows which network a worker serves.
 @main
 struct NetworkerCommand: AsyncParsableCommand {
@@ -42,79 +43,23 @@ struct NetworkerCommand: AsyncParsableCommand {
         let signals = SignalHandling.terminationRequests()
         LogSetup.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: LogSetup.label(networkID: networkID))
-        let link = SupervisorLink(logger: logger)
+        let current = CurrentLink()
         let worker = Worker(
             networkID: networkID, executables: .resolve(), logger: logger,
-            emit: { link.send(.event($0)) })
-        link.send(.event(.hello(pid: getpid(), detail: "vde-networker for network \(networkID.short)")))
+            emit: { current.send(.event($0)) })
         logger.info("worker started", metadata: ["pid": "\(getpid())"])
 
-        let reason = await Self.serve(worker: worker, link: link, signals: signals, logger: logger)
-        await worker.shutdown(reason: reason)
-        await link.flush()
-        logger.info("worker exits (\(reason))")
-    }
-
-    /// Serves requests until EOF on stdin, SIGTERM/SIGINT, or a `shutdown` request has been
-    /// answered; returns why it stopped.
-    ///
-    /// `ping` and `status` run in tasks of their own, so they answer at once; the requests that
-    /// change state run one after the other in arrival order (an `addEndpoint` followed by its
-    /// `joinEndpoint` must not be overtaken).
-    static func serve(worker: Worker, link: SupervisorLink, signals: AsyncStream<Int32>, logger: Logger) async -> String
-    {
-        let (stops, stop) = AsyncStream.makeStream(of: String.self)
-        let (ordered, enqueue) = AsyncStream.makeStream(of: WorkerRequest.self)
-        let sequencer = Task {
-            for await request in ordered {
-                let reply = await worker.handle(request)
-                link.send(reply)
-                if request.command == .shutdown { stop.yield("shutdown request") }
-            }
+        let server = LinkServer(worker: worker, networkID: networkID, current: current, logger: logger)
+        switch await server.run(signals: signals) {
+        case .shutDown:
+            logger.info("worker exits (shutdown request)")
+        case .detached(let reason):
+            logger.info("worker exits (\(reason)); the switch and plugs keep running")
+        case .neverStarted:
+            // Nothing was handed over (no `start` succeeded): whatever a request began is undone.
+            await worker.shutdown(reason: "end of input before start")
+            logger.info("worker exits (end of input before start)")
         }
-        let reader = Task {
-            let incoming: AsyncMapSequence<AsyncStream<LineFramer.Line>, IncomingLine>
-            do {
-                incoming = try SupervisorLink.incoming()
-            } catch {
-                logger.critical("cannot read requests from the supervisor: \(error)")
-                stop.yield("cannot read stdin: \(error)")
-                return
-            }
-            for await line in incoming {
-                switch line {
-                case .request(let request) where request.command.isQuery:
-                    Task { link.send(await worker.handle(request)) }
-                case .request(let request):
-                    enqueue.yield(request)
-                case .invalid(let id, let reason):
-                    logger.warning("bad line from the supervisor: \(reason)")
-                    if let id { link.send(.failure(id: id, .invalid(reason))) }
-                case .oversized(let length):
-                    logger.warning(
-                        "dropped a line of \(length) bytes from the supervisor (limit \(WorkerProtocol.maxLineBytes))")
-                case .blank:
-                    continue
-                }
-            }
-            stop.yield("end of input")
-        }
-        let signalWatch = Task {
-            for await number in signals {
-                stop.yield(number == SIGTERM ? "SIGTERM" : "SIGINT")
-                return
-            }
-        }
-        var reason = "end of input"
-        for await first in stops {
-            reason = first
-            break
-        }
-        signalWatch.cancel()
-        // Requests still queued are answered (with failures once the shutdown has begun).
-        enqueue.finish()
-        _ = (reader, sequencer)
-        return reason
     }
 }
 

@@ -147,7 +147,7 @@ struct RunCommand: AsyncParsableCommand {
             try await group.run()
         } catch {
             logger.critical("supervisor stopped", metadata: ["error": "\(VDEError(wrapping: error).message)"])
-            await plugin.stopAllWorkers()
+            await plugin.detachAllWorkers()
             throw ExitCode.failure
         }
         logger.info("supervisor stopped")
@@ -160,13 +160,15 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// Stops every worker when the supervisor shuts down, after the plugin API has closed.
+/// Leaves every worker running when the supervisor shuts down (SIGTERM, SIGINT), after the
+/// plugin API has closed: their links end, and each waits on its socket for the next supervisor.
+/// `vde-supervisor stop-networks` stops them.
 struct WorkerShutdown: Service {
     let plugin: VDEPlugin
 
     func run() async throws {
         try? await gracefulShutdown()
-        await plugin.stopAllWorkers()
+        await plugin.detachAllWorkers()
     }
 }
 

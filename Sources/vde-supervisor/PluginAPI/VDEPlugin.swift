@@ -97,7 +97,16 @@ actor VDEPlugin {
         live.keys.sorted().compactMap { live[$0]?.worker }
     }
 
-    /// Stops every worker (each stops its switch and plugs). Used on supervisor shutdown.
+    /// Ends the link to every worker and leaves them running with their switches and plugs (the
+    /// data path outlives the supervisor): used on SIGTERM/SIGINT. The next supervisor adopts them.
+    func detachAllWorkers() async {
+        heartbeats?.cancel()
+        let all = live.values.compactMap(\.worker)
+        for id in live.keys { live[id]?.worker = nil }
+        for worker in all { await worker.detach() }
+    }
+
+    /// Stops every worker (each stops its switch and plugs).
     func stopAllWorkers() async {
         heartbeats?.cancel()
         let all = live.values.compactMap(\.worker)

@@ -234,12 +234,25 @@ actor NetworkWorker {
         phase = .stopped
     }
 
+    /// Leaves the worker running (supervisor SIGTERM): the link ends, and the worker waits on
+    /// its socket for the next supervisor, which adopts it. Nothing is restarted after this.
+    func detach() async {
+        stopRequested = true
+        phase = .stopped
+        becameReady()
+        await link?.detach()
+    }
+
     // MARK: internals
 
+    /// Starts a worker, or adopts the one that runs already (``WorkerAdoption``), and sends it
+    /// `start`: a running worker answers it idempotently with what it runs now.
     private func launch(_ assignment: Assignment) async throws -> Started {
+        let (networkID, paths, logger) = (networkID, assignment.switchSpec.paths, logger)
+        let running = await Blocking.run { WorkerAdoption.connect(networkID: networkID, paths: paths, logger: logger) }
         let link = WorkerLink(
             networkID: networkID, executable: executable, runDir: runDir, logLevel: logLevel, logger: logger,
-            onEvent: onEvent)
+            connection: running.map { .adopted($0.0, $0.1) } ?? .spawn, onEvent: onEvent)
         self.link = link
         let task = Task { await link.run() }
         linkTask = task
@@ -261,11 +274,12 @@ actor NetworkWorker {
             backoff.started()
             let pid = await link.pid
             logger.info(
-                "network up",
+                running == nil ? "network up" : "network adopted",
                 metadata: [
                     "ctl": "\(assignment.switchSpec.paths.ctlDir)", "endpoints": "\(assignment.endpoints.count)",
                     "workerPID": "\(pid.map(String.init) ?? "?")",
                 ])
+            if running != nil { removeUnrecorded(result.endpoints, keeping: assignment.endpoints, on: link) }
             await onStarted(result)
             return result
         } catch {
@@ -273,6 +287,30 @@ actor NetworkWorker {
             await link.terminate()
             await ensureExited(link, task)
             throw error
+        }
+    }
+
+    /// An adopted worker may run endpoints the state does not record: an add whose reply the
+    /// killed supervisor never recorded. They are undone as a failed add is (`removeEndpoint`,
+    /// idempotent), in the background: the worker queues it behind what it does now.
+    private func removeUnrecorded(_ running: [EndpointStatus], keeping recorded: [EndpointSpec], on link: WorkerLink) {
+        let recordedIDs = Set(recorded.map(\.endpointID))
+        let unrecorded = running.map(\.endpointID).filter { !recordedIDs.contains($0) }
+        guard !unrecorded.isEmpty else { return }
+        let logger = logger
+        Task {
+            for endpointID in unrecorded {
+                logger.notice(
+                    "the adopted worker runs an endpoint the state does not record; removing it",
+                    metadata: ["endpoint": "\(endpointID.short)"])
+                do {
+                    _ = try await link.send(.removeEndpoint(endpointID: endpointID), timeout: Self.requestTimeout)
+                } catch {
+                    logger.warning(
+                        "could not remove an unrecorded endpoint",
+                        metadata: ["endpoint": "\(endpointID.short)", "error": "\(error)"])
+                }
+            }
         }
     }
 

@@ -3,13 +3,29 @@ import Glibc
 import Logging
 import Shared
 
-/// One running `vde-networker` process and the JSON-lines link to it over its stdin and stdout.
+/// One running `vde-networker` process and the JSON-lines link to it: over the stdin and stdout
+/// of a worker it spawns, or over a connection to the socket of a worker that runs already
+/// (adopted from an earlier supervisor, ``WorkerAdoption``).
 ///
-/// `run` spawns the process and returns when it has exited; meanwhile `send` numbers a command,
-/// writes it as one request line and waits for the reply with the same id. Events go to
-/// `onEvent`. Malformed, oversized or unexpected lines from the worker are logged and survived.
+/// `run` spawns the process (or serves the connection) and returns when the worker has exited
+/// (or the link was detached); meanwhile `send` numbers a command, writes it as one request line
+/// and waits for the reply with the same id. Events go to `onEvent`. Malformed, oversized or
+/// unexpected lines from the worker are logged and survived.
 actor WorkerLink {
+    /// How the link reaches its worker.
+    enum Connection: Sendable {
+        /// Spawn a new worker; the link is its stdin and stdout.
+        case spawn
+        /// A worker that runs already: a connection to its socket, and the process behind it
+        /// (its pid from `SO_PEERCRED`). It is not our child: its exit comes from the pidfd and
+        /// whoever is its parent reaps it.
+        case adopted(UnixSocket, ProcessHandle)
+    }
+
     let networkID: NetworkID
+    let connection: Connection
+    /// True once ``detach()`` was called: the supervisor leaves the worker running.
+    private var detached = false
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
@@ -28,15 +44,17 @@ actor WorkerLink {
 
     init(
         networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
-        onEvent: @escaping @Sendable (WorkerEvent) async -> Void
+        connection: Connection = .spawn, onEvent: @escaping @Sendable (WorkerEvent) async -> Void
     ) {
         self.networkID = networkID
+        self.connection = connection
         self.executable = executable
         self.runDir = runDir
         self.logLevel = logLevel
         self.logger = logger
         self.onEvent = onEvent
         (outboxLines, outbox) = AsyncStream<[UInt8]>.makeStream()
+        (endStream, endSignal) = AsyncStream<Void>.makeStream()
     }
 
     /// Spawns the worker and serves the link until the worker exits.
@@ -48,6 +66,63 @@ actor WorkerLink {
     /// timer chain running for each worker's whole life (an idle supervisor woke 100 times a
     /// second at 100 networks; strace, protocol helper's measurement).
     nonisolated func run() async -> String {
+        switch connection {
+        case .spawn: await runSpawned()
+        case .adopted(let socket, let process): await runAdopted(socket, process)
+        }
+    }
+
+    /// Serves the connection to an adopted worker until it ends: the worker exited (its pidfd
+    /// says when), or the link was detached. The same socket carries both directions: a
+    /// duplicate of it is read (``PipeLines`` closes that at EOF), the original is written.
+    private nonisolated func runAdopted(_ socket: UnixSocket, _ process: ProcessHandle) async -> String {
+        let stream = outboxLines
+        let lines: AsyncStream<LineFramer.Line>
+        do {
+            let input = dup(socket.fd)
+            guard input >= 0 else { throw SystemCallError.last("dup", socket.path) }
+            do {
+                lines = try PipeLines.lines(from: input, maxLineBytes: WorkerProtocol.maxLineBytes)
+            } catch {
+                close(input)
+                throw error
+            }
+        } catch {
+            socket.close()
+            process.close()
+            await finish(reason: "could not read from \(socket.path): \(error)")
+            return "could not read from \(socket.path): \(error)"
+        }
+        await started(pid: process.pid)
+        let writing = Task.detached {
+            for await line in stream {
+                guard await Self.write(line, to: socket.fd) else { break }
+            }
+            // The worker sees the end of its input (and then waits for the next supervisor).
+            shutdown(socket.fd, Int32(SHUT_WR))
+        }
+        for await line in lines {
+            await received(line)
+        }
+        await closeOutbox()
+        await writing.value
+        socket.close()
+        let ending: String
+        if await isDetached {
+            ending = "detached (the worker keeps running)"
+        } else {
+            await process.waitForExit()
+            ending = "exited (an adopted worker: its parent reaps it)"
+        }
+        process.close()
+        await finish(reason: ending)
+        return ending
+    }
+
+    private var isDetached: Bool { detached }
+
+    /// Spawns the worker and serves its stdin and stdout until it exits (or the link is detached).
+    private nonisolated func runSpawned() async -> String {
         let stream = outboxLines
         let argv = [
             executable, "--network-id", networkID.rawValue, "--log-level", logLevel.rawValue, "--run-dir", runDir,
@@ -90,12 +165,22 @@ actor WorkerLink {
             }
             close(stdin.write)
         }
-        for await line in stdoutPipe.lines {
-            await received(line)
+        let end = endSignal
+        Task {
+            for await line in stdoutPipe.lines {
+                await received(line)
+            }
+            end.finish()
         }
-        // EOF on its stdout: the worker is exiting. Stop writing.
+        // EOF on its stdout (the worker is exiting), or the link was detached.
+        for await _ in endStream {}
         await closeOutbox()
         await writing.value
+        if await isDetached {
+            process.close()
+            await finish(reason: "detached (the worker keeps running)")
+            return "detached (the worker keeps running)"
+        }
         await process.waitForExit()
         let ending = ChildSpawn.reap(process).map(\.description) ?? "exited (status unknown: reaped elsewhere)"
         process.close()
@@ -153,15 +238,41 @@ actor WorkerLink {
         }
     }
 
-    /// Asks the worker to stop (SIGTERM); it stops its children first.
+    /// Asks the worker to stop managing (SIGTERM): it detaches and exits, leaving its data path.
     func terminate() {
-        if let pid, !exited { kill(pid, SIGTERM) }
+        signal(SIGTERM)
     }
 
-    /// Kills the worker outright (its switch sees EOF on stdin and exits with it).
+    /// Kills the worker outright (its switch and plugs keep running for the next worker).
     func kill9() {
-        if let pid, !exited { kill(pid, SIGKILL) }
+        signal(SIGKILL)
     }
+
+    private func signal(_ number: Int32) {
+        guard let pid, !exited else { return }
+        switch connection {
+        case .spawn: kill(pid, number)
+        case .adopted(_, let process): process.send(number)
+        }
+    }
+
+    /// Leaves the worker running and ends the link: the worker sees the end of its input and
+    /// waits for the next supervisor on its socket. Requests still waiting fail.
+    func detach() {
+        guard !exited else { return }
+        detached = true
+        closeOutbox()
+        switch connection {
+        case .spawn: endSignal.finish()
+        // Both directions end at once; the worker sees the end of its input.
+        case .adopted(let socket, _): shutdown(socket.fd, Int32(SHUT_RDWR))
+        }
+    }
+
+    /// Finished at EOF on a spawned worker's stdout, or by ``detach()`` (that stdout does not
+    /// end when we stop using the worker).
+    private let endSignal: AsyncStream<Void>.Continuation
+    private let endStream: AsyncStream<Void>
 
     private func started(pid: Int32) {
         self.pid = pid

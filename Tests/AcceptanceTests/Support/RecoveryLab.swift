@@ -287,9 +287,13 @@ struct RecoveryLab: Sendable {
     }
 
     /// Every way in which what runs and what status says differ from one healthy worker, one
-    /// switch and one plug per endpoint for each network, all in the supervisor's tree.
+    /// switch and one plug per endpoint for each network, all in the supervisor's tree (or,
+    /// for the processes in `adopted`, left by an earlier supervisor and adopted, in theirs:
+    /// its workers, and its detached switches, re-parented to init when it died).
     /// Empty when all is well.
-    func problems(expectEndpoints: [String: [String]]? = nil, killed: [Int32] = []) async -> [String] {
+    func problems(expectEndpoints: [String: [String]]? = nil, killed: [Int32] = [], adopted: Set<Int32> = [])
+        async -> [String]
+    {
         var problems: [String] = []
         let table = RecoveryProcess.all()
         let root = host.supervisorPID
@@ -325,7 +329,9 @@ struct RecoveryLab: Sendable {
             let expected = Set(expectEndpoints?[network.name] ?? network.endpoints.map(\.id))
             let live = running(network, in: table)
             for pid in live.workers + live.switches + live.plugs
-            where !RecoveryProcess.descends(pid, from: root, in: table) {
+            where !([root] + adopted).contains(where: {
+                pid == $0 || RecoveryProcess.descends(pid, from: $0, in: table)
+            }) {
                 problems.append(
                     "\(name): not in the supervisor's tree (orphan): \(table[pid].map(String.init(describing:)) ?? "\(pid)")"
                 )
@@ -339,7 +345,7 @@ struct RecoveryLab: Sendable {
             if live.plugs.count != expected.count {
                 problems.append("\(name): \(live.plugs.count) plugs run for \(expected.count) endpoints: \(live.plugs)")
             }
-            for pid in live.workers where table[pid]?.parent != root {
+            for pid in live.workers where table[pid]?.parent != root && !adopted.contains(pid) {
                 problems.append("\(name): worker \(pid) is not a child of the supervisor \(root)")
             }
             guard let reported = report.network(network.id) else {
@@ -396,8 +402,9 @@ struct RecoveryLab: Sendable {
         let paths = network.paths
         let ctl = paths.ctlDir
         let sockets = Set(TempDir.sockets(under: paths.networkDir))
-        // The switch's own ctl socket in its ctl dir, and its management socket.
-        let named = [ctl + "/ctl"] + (paths.managementSocket.map { [$0] } ?? [])
+        // The switch's own ctl socket in its ctl dir, its management socket, and the socket
+        // where the worker waits for a supervisor that adopts it.
+        let named = [ctl + "/ctl", paths.workerSocket] + (paths.managementSocket.map { [$0] } ?? [])
         for required in named where !sockets.contains(required) {
             problems.append("\(name): \(required) is missing")
         }
@@ -433,12 +440,12 @@ struct RecoveryLab: Sendable {
     /// Polls until ``problems(expectEndpoints:killed:)`` is empty; throws with the last list and the log.
     func waitUntilConsistent(
         _ what: String, expectEndpoints: [String: [String]]? = nil, killed: [Int32] = [],
-        deadline: Duration = .seconds(15)
+        adopted: Set<Int32> = [], deadline: Duration = .seconds(15)
     ) async throws {
         var last: [String] = []
         do {
             try await Poll.until(what, deadline: deadline, every: .milliseconds(200)) {
-                last = await problems(expectEndpoints: expectEndpoints, killed: killed)
+                last = await problems(expectEndpoints: expectEndpoints, killed: killed, adopted: adopted)
                 return last.isEmpty
             }
         } catch {

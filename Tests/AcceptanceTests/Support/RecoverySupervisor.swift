@@ -22,8 +22,9 @@ extension Supervisor: RecoveryHost {
 
 /// A supervisor that a test may kill with SIGKILL and start again on the same socket, state
 /// dir and run dir, with the same arguments as ``SupervisorFixture`` uses. The log of every
-/// incarnation goes to one file. At the end the last one must stop cleanly on SIGTERM, and
-/// whatever a failed test left (processes, taps) is removed.
+/// incarnation goes to one file. At the end the last one must stop cleanly on SIGTERM,
+/// `vde-supervisor stop-networks` stops the workers it left, and whatever a failed test left
+/// (processes, taps) is removed.
 final class RecoverySupervisor: RecoveryHost {
     let dir: String
     let socket: String
@@ -73,6 +74,12 @@ final class RecoverySupervisor: RecoveryHost {
                 outcome = .failure(error)
             }
             let stop = await supervisor.stopLast()
+            // SIGTERM leaves the workers running; this stops them, their switches and plugs.
+            if let failure = await SupervisorFixture.stopNetworks(
+                stateDir: supervisor.stateDir, runDir: supervisor.runDir)
+            {
+                Issue.record(failure)
+            }
             let leftovers = await SupervisorFixture.removeLeftovers(
                 runDir: supervisor.runDir, seen: supervisor.client.seen)
             if !leftovers.isEmpty {
@@ -83,7 +90,8 @@ final class RecoverySupervisor: RecoveryHost {
             if !leaked.isEmpty {
                 Issue.record(
                     AcceptanceFailure(
-                        "processes outlived the supervisor's SIGTERM (killed now): \(leaked.joined(separator: "; "))"))
+                        "processes outlived `vde-supervisor stop-networks` (killed now): \(leaked.joined(separator: "; "))"
+                    ))
             }
             let value = try outcome.get()
             if let stop { throw stop }

@@ -37,8 +37,9 @@ struct Supervisor: Sendable {
 }
 
 /// Starts a supervisor for a test and stops it afterwards: SIGTERM, and it must exit 0
-/// within the deadline. Leftover VDE processes and taps of the test are removed (and
-/// reported) even when the test failed.
+/// within the deadline; then `vde-supervisor stop-networks` stops the workers it left running.
+/// Leftover VDE processes and taps of the test are removed (and reported) even when the test
+/// failed.
 enum SupervisorFixture {
     /// The socket dockerd discovers the `vde` plugin by.
     static let realSocket = "/run/docker/plugins/vde.sock"
@@ -108,13 +109,16 @@ enum SupervisorFixture {
                     throw error
                 }
             }
-            // On SIGTERM the supervisor stops every worker, and each its switch and plugs.
+            // SIGTERM leaves the workers running (the data path outlives the supervisor);
+            // `stop-networks` stops each with its switch and plugs, and must leave nothing.
+            if let failure = await stopNetworks(stateDir: stateDir, runDir: runDir) { Issue.record(failure) }
             let leftovers = await removeLeftovers(runDir: runDir, seen: client.seen)
             let orphans = leftovers.filter { $0.hasPrefix("process") }
             if !orphans.isEmpty {
                 Issue.record(
                     AcceptanceFailure(
-                        "processes outlived the supervisor's SIGTERM (killed now): \(orphans.joined(separator: "; "))"))
+                        "processes outlived `vde-supervisor stop-networks` (killed now): \(orphans.joined(separator: "; "))"
+                    ))
             }
             if !leftovers.isEmpty {
                 print("note: removed after the supervisor stopped: \(leftovers.joined(separator: "; "))")
@@ -144,6 +148,21 @@ enum SupervisorFixture {
             )
         }
         unlink(path)
+    }
+
+    /// Runs `vde-supervisor stop-networks` on a stopped supervisor's state dir and run dir: every
+    /// worker it left (and their switches and plugs) stops. A failure text, or nil.
+    static func stopNetworks(stateDir: String, runDir: String) async -> AcceptanceFailure? {
+        do {
+            let result = try await Command.run(
+                [
+                    try Binaries.supervisor, "stop-networks", "--state-dir", stateDir, "--run-dir", runDir,
+                    "--networker", try Binaries.networker,
+                ], timeout: .seconds(60))
+            return result.succeeded ? nil : AcceptanceFailure("vde-supervisor stop-networks failed: \(result)")
+        } catch {
+            return AcceptanceFailure("vde-supervisor stop-networks could not run: \(error)")
+        }
     }
 
     /// Kills VDE processes that still mention the test's run dir or IDs and deletes taps of its

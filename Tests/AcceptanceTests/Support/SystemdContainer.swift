@@ -211,10 +211,24 @@ struct SystemdContainer: Sendable {
         }
     }
 
-    /// Halts systemd the way a container manager does (SIGRTMIN+3), so that it stops its units
+    /// Stops the service and every network it left running (`stop-networks`), then halts
+    /// systemd the way a container manager does (SIGRTMIN+3), so that it stops its units
     /// and removes its cgroups (shared with the host through --cgroupns=host), then removes
     /// the container. Returns a failure text, or nil.
     func remove() async -> String? {
+        // KillMode=process: stopping the unit leaves its networks running; stop-networks stops
+        // them (as scripts/uninstall does), so that the halt finds nothing of ours left.
+        if (try? await exec(["test", "-x", "/usr/local/bin/vde-supervisor"], timeout: .seconds(30)))?.succeeded == true
+        {
+            _ = try? await exec(
+                ["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))
+            if let stopped = try? await exec(
+                ["/usr/local/bin/vde-supervisor", "stop-networks"], timeout: .seconds(60)),
+                !stopped.succeeded
+            {
+                print("note: vde-supervisor stop-networks in \(name) failed: \(stopped)")
+            }
+        }
         let sigrtmin3 = "SIGRTMIN+3"
         if (try? await Docker.run(["kill", "--signal", sigrtmin3, name], timeout: .seconds(30)))?.succeeded == true {
             _ = try? await Poll.until(

@@ -319,24 +319,6 @@ extension Acceptance {
                             }
                         }
                         try await supervisor.start()
-                        if tapMovedBack {
-                            // Known gap: the tap is back in the host, so it is not deleted and the
-                            // adopted worker's plug keeps it; the worker answers `start` with what it
-                            // runs and does not look for the endpoint's namespace again (a fresh
-                            // worker's restore would, and find it gone). Needs the worker's
-                            // idempotent `start` to re-check joined endpoints' sandbox keys.
-                            await withKnownIssue(
-                                "an adopted worker does not re-check a joined endpoint whose namespace was deleted while the supervisor was down"
-                            ) {
-                                try await lab.waitUntilConsistent(
-                                    "the stale endpoint forgotten, the rest adopted",
-                                    expectEndpoints: [
-                                        "A": lab.a.endpoints.prefix(2).map(\.id), "B": lab.b.endpoints.map(\.id),
-                                    ],
-                                    killed: [killed, gonePlug], adopted: workers, deadline: .seconds(5))
-                            }
-                            return
-                        }
 
                         let remaining = ["A": lab.a.endpoints.prefix(2).map(\.id), "B": lab.b.endpoints.map(\.id)]
                         try await lab.waitUntilConsistent(

@@ -86,6 +86,41 @@ import Testing
         #expect(plugs.values.allSatisfy { $0.hasExited })
     }
 
+    /// A supervisor that adopts a running worker sends `start` again: a container removed while
+    /// none was linked (its sandbox gone) is reported `tapGone` and its plug stopped; a sandbox
+    /// that cannot be checked keeps its endpoint.
+    @Test func aRepeatedStartDropsEndpointsWhoseSandboxIsGone() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await fixture.worker.start(spec: fixture.spec, restoring: [])
+        let gone = fixture.endpoint(1)
+        let unknown = fixture.endpoint(2)
+        let goneKey: SandboxKey = "/run/netns/fake-removed"
+        let unknownKey: SandboxKey = "/run/netns/fake-unknown"
+        fixture.lab.with { state in
+            state.sandboxes[goneKey] = .namespace
+            state.sandboxes[unknownKey] = .namespace
+        }
+        for (one, key) in [(gone, goneKey), (unknown, unknownKey)] {
+            _ = try await fixture.worker.addEndpoint(one)
+            _ = try await fixture.worker.joinEndpoint(one.endpointID, sandboxKey: key)
+        }
+        let gonePlug = try #require(fixture.lab.plugs(onTap: gone.tapName).last)
+        // dockerd removed one container; the other's namespace cannot be looked at.
+        fixture.lab.with { state in
+            state.sandboxes[goneKey] = nil
+            state.sandboxes[unknownKey] = .cannotCheck(errno: EACCES)
+        }
+        let reply = try await fixture.worker.start(spec: fixture.spec, restoring: [gone, unknown])
+        guard case .started(_, let endpoints) = reply else {
+            Issue.record("start replied \(reply)")
+            return
+        }
+        #expect(endpoints.first { $0.endpointID == gone.endpointID }?.state == .tapGone)
+        #expect(endpoints.first { $0.endpointID == unknown.endpointID }?.state == .plugged)
+        #expect(gonePlug.hasExited)
+        await fixture.cleanUp()
+    }
+
     /// The switch died while no worker ran: a new one is started and every endpoint is plugged
     /// anew; a plug still listed is not adopted onto a switch it was never attached to.
     @Test func withoutASwitchToAdoptLeftoverPlugsAreStoppedAndEndpointsReplugged() async throws {

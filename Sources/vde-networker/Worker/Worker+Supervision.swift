@@ -177,6 +177,32 @@ extension Worker {
         emit(.endpointState(endpointID: id, state: .tapGone, detail: evidence))
     }
 
+    /// For a supervisor that adopts this worker (its `start` comes again): a container removed
+    /// while no supervisor was linked leaves an endpoint joined to a sandbox dockerd has since
+    /// unmounted and deleted, and its plug keeps the namespace alive, so no tap watch fires
+    /// (and with the tap moved back to the host, none could). Only a missing sandbox file is
+    /// evidence here: a plain file where the namespace's mount should be is what a worker sees
+    /// when that mount did not propagate into its mount namespace (seen under systemd in a
+    /// container whose /run is private: every live sandbox looked like that), and a sandbox
+    /// that cannot be checked is no evidence either (forget only on evidence).
+    func dropEndpointsOfRemovedSandboxes() async {
+        for id in endpoints.keys.sorted() {
+            guard let endpoint = endpoints[id], endpoint.state != .tapGone, let key = endpoint.spec.sandboxKey else {
+                continue
+            }
+            guard case .missing = host.sandboxFile(key) else { continue }
+            if let plug = endpoint.plug {
+                endpoints[id]?.plug = nil
+                endpoints[id]?.port = nil
+                pidFiles?.remove(endpointID: id)
+                await plug.terminate(grace: .milliseconds(300))
+                await releasePort(of: plug.pid)
+            }
+            await endpointGone(
+                id, evidence: "its container's namespace \(key) is gone (removed while no supervisor was connected)")
+        }
+    }
+
     /// Keeps a restart task so that shutdown can cancel it; forgets finished ones.
     func remember(_ task: Task<Void, Never>) {
         restartTasks.removeAll { $0.isCancelled }

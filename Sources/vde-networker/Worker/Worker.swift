@@ -140,6 +140,8 @@ actor Worker {
                     "the worker already runs the switch at \(spec.paths.ctlDir) (mode \(spec.mode.rawValue)); it cannot switch to \(requested.paths.ctlDir)"
                 )
             }
+            // A supervisor that adopts this worker: containers may have gone while none was linked.
+            await dropEndpointsOfRemovedSandboxes()
             return .started(switch: switchStatus(of: spec), endpoints: sortedStatuses())
         }
         let spec = requested

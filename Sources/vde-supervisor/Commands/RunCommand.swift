@@ -39,14 +39,7 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 
-    @Option(help: "Where the state file lives.")
-    var stateDir: String = SupervisorConfiguration.defaultStateDir
-
-    @Option(help: "Where networks' own switches put their sockets.")
-    var runDir: String = SupervisorConfiguration.defaultRunDir
-
-    @Option(help: "The vde-networker executable (default: next to vde-supervisor).")
-    var networker: String?
+    @OptionGroup var store: NetworkStoreOptions
 
     @Option(help: "trace, debug, info, warning or error (the config file's log_level wins).")
     var logLevel: Logger.Level = .info
@@ -55,9 +48,7 @@ struct RunCommand: AsyncParsableCommand {
     var config: String = ConfigFile.defaultPath
 
     func validate() throws {
-        for (flag, path) in [
-            ("--socket", socket), ("--control-socket", controlSocket), ("--state-dir", stateDir), ("--run-dir", runDir),
-        ] {
+        for (flag, path) in [("--socket", socket), ("--control-socket", controlSocket)] {
             guard path.hasPrefix("/") else { throw ValidationError("\(flag) must be an absolute path") }
         }
     }
@@ -74,14 +65,11 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
 
+        let (stateDir, runDir) = (store.stateDir, store.runDir)
         let configuration = SupervisorConfiguration(
-            socketPath: socket, stateDir: stateDir, runDir: runDir,
-            networkerPath: networker ?? Self.siblingExecutable("vde-networker"), logLevel: level)
+            socketPath: socket, stateDir: stateDir, runDir: runDir, networkerPath: try store.networkerPath(),
+            logLevel: level)
         logger.info("starting", metadata: ["socket": "\(socket)", "stateDir": "\(stateDir)", "runDir": "\(runDir)"])
-        guard access(configuration.networkerPath, X_OK) == 0 else {
-            throw VDEError.invalid(
-                "vde-networker not found or not executable at \(configuration.networkerPath); pass --networker PATH")
-        }
         // Before the state is read: one supervisor per state dir (held until the process exits).
         let stateLock: StateDirLock
         do {

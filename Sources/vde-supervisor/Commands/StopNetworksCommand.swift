@@ -17,35 +17,18 @@ struct StopNetworksCommand: AsyncParsableCommand {
         commandName: "stop-networks",
         abstract: "Stop every network's worker, switch and plugs (with the supervisor stopped); the state is kept.")
 
-    @Option(help: "Where the state file lives.")
-    var stateDir: String = SupervisorConfiguration.defaultStateDir
-
-    @Option(help: "Where networks' own switches put their sockets.")
-    var runDir: String = SupervisorConfiguration.defaultRunDir
-
-    @Option(help: "The vde-networker executable (default: next to vde-supervisor).")
-    var networker: String?
+    @OptionGroup var store: NetworkStoreOptions
 
     @Option(help: "trace, debug, info, warning or error.")
     var logLevel: Logger.Level = .notice
-
-    func validate() throws {
-        for (flag, path) in [("--state-dir", stateDir), ("--run-dir", runDir)] {
-            guard path.hasPrefix("/") else { throw ValidationError("\(flag) must be an absolute path") }
-        }
-    }
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
         VDELogHandler.bootstrap(level: logLevel)
         let logger = Logger(label: "vde-supervisor stop-networks")
+        let stateDir = store.stateDir
         let configuration = SupervisorConfiguration(
-            stateDir: stateDir, runDir: runDir,
-            networkerPath: networker ?? RunCommand.siblingExecutable("vde-networker"), logLevel: logLevel)
-        guard access(configuration.networkerPath, X_OK) == 0 else {
-            throw VDEError.invalid(
-                "vde-networker not found or not executable at \(configuration.networkerPath); pass --networker PATH")
-        }
+            stateDir: stateDir, runDir: store.runDir, networkerPath: try store.networkerPath(), logLevel: logLevel)
         let stateLock: StateDirLock
         do {
             stateLock = try StateDirLock.acquire(stateDir: stateDir)

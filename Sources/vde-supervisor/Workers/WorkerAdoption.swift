@@ -31,7 +31,7 @@ enum WorkerAdoption {
             guard peer.uid == geteuid() else {
                 throw AdoptionRefusal("the process on \(path) (pid \(peer.pid)) runs as uid \(peer.uid), not ours")
             }
-            let arguments = commandLine(of: peer.pid)
+            let arguments = ProcFS.arguments(of: peer.pid) ?? []
             guard isWorker(arguments, of: networkID) else {
                 throw AdoptionRefusal(
                     "the process on \(path) (pid \(peer.pid)) is not 'vde-networker --network-id \(networkID.rawValue)': \(UntrustedText(arguments.joined(separator: " ")))"
@@ -58,12 +58,6 @@ enum WorkerAdoption {
         }
         guard let flag = arguments.firstIndex(of: "--network-id"), flag + 1 < arguments.count else { return false }
         return arguments[flag + 1] == networkID.rawValue
-    }
-
-    /// The arguments of `pid` (`/proc/PID/cmdline`); empty when they cannot be read.
-    static func commandLine(of pid: pid_t) -> [String] {
-        guard let bytes = FileSystem.readBytes("/proc/\(pid)/cmdline", limit: 8192) else { return [] }
-        return bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 }
 

@@ -9,8 +9,8 @@ extension Worker {
     /// Stops everything that watches: the tap watches (their duplicates of the plugs' tun
     /// descriptors are closed), the tap poll, restart tasks, and the exit handlers of the switch
     /// and the plugs (the pidfd of a process that is not the worker's child is closed; a plug
-    /// that is its child keeps its pidfd only so that it is reaped, should it exit first). Requests after it fail as during a shutdown.
-    /// The pid files stay: they are how the next worker finds what to adopt. An operation in
+    /// that is its child keeps its pidfd only so that it is reaped, should it exit first).
+    /// Requests after it fail as during a shutdown. The pid files stay: they are how the next worker finds what to adopt. An operation in
     /// progress is not waited for: a plug it starts has its pid file from the moment it runs
     /// (``attachPlug(endpointID:at:)``), and the `creating/` and `deleting/` markers cover the
     /// rest.

@@ -55,11 +55,11 @@ static inline int clinux_set_nonblocking(int fd) {
 }
 
 /// Makes the persistent tap `name` with the flags `ip tuntap add mode tap` uses (IFF_TAP |
-/// IFF_NO_PI) and gives it the MAC address `mac` (6 bytes), in the calling thread's network
-/// namespace. An existing tap of that name would be attached to, not refused: check first.
+/// IFF_NO_PI), gives it the MAC address `mac` (6 bytes) and, when `mtu` > 0, that MTU, in the
+/// calling thread's network namespace. An existing tap of that name would be attached to, not refused: check first.
 /// Returns 0, or an errno value with `*step` naming the call that failed; a tap made before a
 /// failure is left for the caller to delete.
-static inline int clinux_create_tap(const char *name, const unsigned char *mac, const char **step) {
+static inline int clinux_create_tap(const char *name, const unsigned char *mac, int mtu, const char **step) {
     struct ifreq request;
     memset(&request, 0, sizeof request);
     if (strlen(name) >= IFNAMSIZ) { *step = "name"; return ENAMETOOLONG; }
@@ -75,6 +75,10 @@ static inline int clinux_create_tap(const char *name, const unsigned char *mac, 
     request.ifr_hwaddr.sa_family = ARPHRD_ETHER;
     memcpy(request.ifr_hwaddr.sa_data, mac, 6);
     if (ioctl(sock, SIOCSIFHWADDR, &request) < 0) { int e = errno; close(sock); *step = "SIOCSIFHWADDR"; return e; }
+    if (mtu > 0) {
+        request.ifr_mtu = mtu;
+        if (ioctl(sock, SIOCSIFMTU, &request) < 0) { int e = errno; close(sock); *step = "SIOCSIFMTU"; return e; }
+    }
     close(sock);
     return 0;
 }

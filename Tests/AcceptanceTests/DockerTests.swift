@@ -59,6 +59,38 @@ extension Acceptance {
             }
         }
 
+        /// Docker's own MTU option: the containers' interfaces get it, full-size frames of that
+        /// MTU cross, `docker network inspect` shows it; above what vde_switch carries it is
+        /// refused at create with the reason, and IPv6 networks need at least 1280.
+        @Test func mtuOptionSetsTheContainersInterfaces() async throws {
+            try await withDocker { _, scope in
+                try await scope.network(
+                    "mtu", ["--subnet", "10.77.11.0/24", "-o", "com.docker.network.driver.mtu=1400"])
+                _ = try await scope.container("a", network: "mtu", ip: "10.77.11.10")
+                _ = try await scope.container("b", network: "mtu", ip: "10.77.11.11")
+                let mtu = try await scope.exec("a", ["cat", "/sys/class/net/eth0/mtu"])
+                #expect(mtu.stdout.trimmingWhitespace == "1400", "a's eth0: \(mtu)")
+                // 1372 bytes of ICMP payload + 28 of headers = 1400: a full frame, not fragmented.
+                let full = try await scope.exec("b", ["ping", "-c", "2", "-W", "2", "-s", "1372", "10.77.11.10"])
+                #expect(full.succeeded, "a 1400-byte packet should cross: \(full)")
+                let inspect = try await Docker.check(
+                    ["network", "inspect", "--format", "{{json .Options}}", scope.name("mtu")], timeout: .seconds(30))
+                #expect(inspect.stdout.contains("\"com.docker.network.driver.mtu\":\"1400\""), "\(inspect.stdout)")
+                let jumbo = try await scope.createNetwork(
+                    "mtu2", ["--subnet", "10.77.12.0/24", "-o", "com.docker.network.driver.mtu=9000"])
+                #expect(!jumbo.succeeded, "mtu 9000 was accepted: \(jumbo)")
+                #expect(jumbo.stderr.contains("1518 bytes"), "the error should say why: \(jumbo.stderr)")
+                let small6 = try await scope.createNetwork(
+                    "mtu3",
+                    [
+                        "--subnet", "10.77.13.0/24", "--ipv6", "--subnet", "fd00:77:13::/64", "-o",
+                        "com.docker.network.driver.mtu=1200",
+                    ])
+                #expect(!small6.succeeded, "an IPv6 network with mtu 1200 was accepted: \(small6)")
+                #expect(small6.stderr.contains("1280"), "the error should name IPv6's minimum: \(small6.stderr)")
+            }
+        }
+
         @Test func gatewayAddressRules() async throws {
             try await withDocker { _, scope in
                 try await scope.network(

@@ -282,7 +282,7 @@ struct FakeTaps: TapHost {
         return mac == macAddress ? .sameTap : .conflicting(reason: "has the MAC address \(mac), not \(macAddress)")
     }
 
-    func create(name: TapName, macAddress: MACAddress) async throws(TapError) {
+    func create(name: TapName, macAddress: MACAddress, mtu: Int?) async throws(TapError) {
         lab.with { state in
             state.taps[name] = macAddress
             state.createdTaps.append(name)

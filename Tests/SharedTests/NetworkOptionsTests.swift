@@ -86,6 +86,23 @@ private func parseError(
         #expect(error?.message.contains("from 1 to 1024") == true)
     }
 
+    @Test(arguments: ["68", "1280", "1400", "1500"])
+    func mtuInRange(value: String) throws {
+        #expect(try NetworkOptions.parse([NetworkOptions.mtuKey: value]).mtu == Int(value))
+        #expect(try NetworkOptions.parse([:]).mtu == nil)
+    }
+
+    /// Above 1500 the error names vde_switch's frame limit; below 68, IPv4's minimum.
+    @Test(arguments: [
+        ("1501", "1518 bytes"), ("9000", "1518 bytes"), ("67", "smallest MTU IPv4"), ("0", "smallest MTU IPv4"),
+        ("abc", "whole number"), ("-1", "whole number"), ("1e3", "whole number"), ("99999999999", "whole number"),
+        ("", "whole number"), (" 1400", "whole number"),
+    ])
+    func mtuOutOfRangeSaysWhy(value: String, reason: String) {
+        let error = parseError([NetworkOptions.mtuKey: value])
+        #expect(error?.message.contains(reason) == true, "\(error?.message ?? "accepted")")
+    }
+
     @Test(arguments: [
         "relative/path", "./x", "", "/", "/tmp/../etc", "/tmp/./x", "/tmp//x", "/tmp/x/", "//tmp",
         "/tmp/a\nb", "/tmp/a\u{7f}", "/tmp/\u{1b}[31m", "/tmp/a\tb", "/tmp/..", "~/vde",

@@ -50,8 +50,12 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
     public var group: GroupName?
     /// How many containers and VMs may attach at once.
     public var numPorts: Int
+    /// The MTU of the network's taps (`com.docker.network.driver.mtu`); nil: the kernel's 1500.
+    public var mtu: Int?
 
-    public init(paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int) throws(VDEError) {
+    public init(paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int, mtu: Int? = nil)
+        throws(VDEError)
+    {
         guard (1...NetworkOptions.maxNumSwitchports).contains(numPorts) else {
             throw .invalid("numPorts \(numPorts) must be from 1 to \(NetworkOptions.maxNumSwitchports)")
         }
@@ -64,9 +68,17 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
         self.mode = mode
         self.group = group
         self.numPorts = numPorts
+        if let mtu {
+            guard NetworkOptions.mtuRange.contains(mtu) else {
+                throw .invalid(
+                    "mtu \(mtu) must be from \(NetworkOptions.mtuRange.lowerBound) to \(NetworkOptions.mtuRange.upperBound)"
+                )
+            }
+        }
+        self.mtu = mtu
     }
 
-    private enum CodingKeys: String, CodingKey { case mode, group, numPorts }
+    private enum CodingKeys: String, CodingKey { case mode, group, numPorts, mtu }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -74,7 +86,8 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
             try self.init(
                 paths: NetworkPaths(from: decoder), mode: container.decode(SwitchMode.self, forKey: .mode),
                 group: container.decodeIfPresent(GroupName.self, forKey: .group),
-                numPorts: container.decode(Int.self, forKey: .numPorts))
+                numPorts: container.decode(Int.self, forKey: .numPorts),
+                mtu: container.decodeIfPresent(Int.self, forKey: .mtu))
         } catch let error as VDEError {
             throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
         }
@@ -86,6 +99,7 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
         try container.encode(mode, forKey: .mode)
         try container.encodeIfPresent(group, forKey: .group)
         try container.encode(numPorts, forKey: .numPorts)
+        try container.encodeIfPresent(mtu, forKey: .mtu)
     }
 }
 

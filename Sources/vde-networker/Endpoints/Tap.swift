@@ -100,14 +100,15 @@ struct Taps: Sendable {
         return .sameTap
     }
 
-    /// Makes a persistent tap with `macAddress`, down, in the host namespace, with ioctls in this
+    /// Makes a persistent tap with `macAddress` (and `mtu`, when given; else the kernel's 1500),
+    /// down, in the host namespace, with ioctls in this
     /// process (what `ip tuntap add` and `ip link set address` do, without two processes: every
     /// CreateEndpoint pays this). If a step fails, a tap already made is deleted again.
-    func create(name: TapName, macAddress: MACAddress) async throws(TapError) {
+    func create(name: TapName, macAddress: MACAddress, mtu: Int?) async throws(TapError) {
         let mac = macAddress.bytes
         let failure: (step: String, code: Int32)? = await Blocking.run {
             var step: UnsafePointer<CChar>?
-            let code = clinux_create_tap(name.rawValue, mac, &step)
+            let code = clinux_create_tap(name.rawValue, mac, Int32(mtu ?? 0), &step)
             return code == 0 ? nil : (step.map { String(cString: $0) } ?? "?", code)
         }
         guard let failure else { return }

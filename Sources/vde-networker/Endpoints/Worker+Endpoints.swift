@@ -46,7 +46,7 @@ extension Worker {
         tapCreations?.mark(tapName: endpoint.tapName, logger: logger)
         switch taps.existing(name: endpoint.tapName, macAddress: endpoint.macAddress) {
         case .none:
-            try await taps.create(name: endpoint.tapName, macAddress: endpoint.macAddress)
+            try await taps.create(name: endpoint.tapName, macAddress: endpoint.macAddress, mtu: spec.mtu)
             logger.debug("tap created", metadata: ["tap": "\(endpoint.tapName)", "mac": "\(endpoint.macAddress)"])
         case .sameTap:
             logger.info("reusing the existing tap \(endpoint.tapName)")

@@ -177,7 +177,7 @@ protocol TapHost: Sendable {
     func exists(_ name: TapName) -> Bool
     func isTunTap(_ name: TapName) -> Bool
     func existing(name: TapName, macAddress: MACAddress) -> Taps.Existing
-    func create(name: TapName, macAddress: MACAddress) async throws(TapError)
+    func create(name: TapName, macAddress: MACAddress, mtu: Int?) async throws(TapError)
     func delete(name: TapName) async throws(TapError)
 }
 

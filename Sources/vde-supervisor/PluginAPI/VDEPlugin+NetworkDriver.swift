@@ -13,6 +13,11 @@ extension VDEPlugin {
             throw VDEError.conflict("network \(id.short) already exists")
         }
         let options = try NetworkOptions.parse(request.genericOptions, groupExists: Self.groupExists)
+        if let mtu = options.mtu, mtu < NetworkOptions.minimumIPv6MTU, !(request.IPv6Data ?? []).isEmpty {
+            throw VDEError.invalid(
+                "option \(NetworkOptions.mtuKey)=\(mtu) is below \(NetworkOptions.minimumIPv6MTU), the smallest MTU IPv6 allows, and this network has an IPv6 subnet"
+            )
+        }
         let spec = try switchSpec(for: id, options: options)
 
         // Reserved until committed (or failed): a concurrent create with the same paths is refused.
@@ -292,7 +297,7 @@ extension VDEPlugin {
         let paths = try NetworkPaths(runDir: configuration.runDir, network: networkID, options: options)
         let mode: SwitchMode = options.socketDir == nil ? .own : options.createSockets ? .useOrCreate : .external
         let spec = try SwitchSpec(
-            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports)
+            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports, mtu: options.mtu)
         try checkNoConflict(spec, of: networkID)
         return spec
     }

@@ -108,7 +108,7 @@ final class SwitchProcess: Sendable {
 
     /// Starts the switch and returns once a libvdeplug probe gets a port from it. The pid file
     /// must not name a running switch (the worker has adopted or stopped it); a stale one is
-    /// removed first. On return the file holds the switch's ``ProcessIdentity``.
+    /// removed first. On return the file holds the daemon's bare pid (``Worker/adopt(_:)`` rewrites it).
     static func start(
         files: SwitchFiles, executables: Executables, logger: Logger,
         readyTimeout: Duration = .seconds(5)
@@ -157,7 +157,6 @@ final class SwitchProcess: Sendable {
         guard let identity, let process = try? WatchedProcess(identity) else {
             throw .exited(ctlDir: spec.paths.ctlDir, exit: ChildExit(status: nil, lastErrorLines: exit.lastErrorLines))
         }
-        pidFile.write(identity, logger: logger)
         let switchProcess = SwitchProcess(process: process, files: files)
         // The daemon's sockets listen from before its fork, so a probe can connect before the
         // daemon serves: "no port yet" from a switch just started is not "full" (seen here under

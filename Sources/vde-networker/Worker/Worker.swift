@@ -285,7 +285,9 @@ actor Worker {
         adopt(process)
     }
 
-    /// Makes `process` (started or adopted) the network's switch and watches it.
+    /// Makes `process` (started or adopted) the network's switch and watches it. The one writer
+    /// of `switch.pid` as pid + start time (the daemon writes its bare pid there; an adopted
+    /// switch's file may still hold that).
     func adopt(_ process: any RunningSwitch) {
         switchProcess = process
         switchState = .running

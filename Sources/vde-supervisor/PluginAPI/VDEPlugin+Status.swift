@@ -72,7 +72,8 @@ extension VDEPlugin {
             subnets: (record.ipv4Data + record.ipv6Data).map(\.Pool),
             gateways: (record.ipv4Data + record.ipv6Data).compactMap(\.Gateway),
             switch: StatusReport.SwitchInfo(
-                ctlDir: record.switchSpec.paths.ctlDir, managementSocket: record.switchSpec.paths.managementSocket,
+                ctlDir: record.switchSpec.paths.ctlDir,
+                managementSocket: record.switchSpec.paths.managementSocket(switchStartedByPlugin: record.ownsSwitch),
                 ownership: record.ownsSwitch ? "own" : "external", pid: switchReport?.pid,
                 numPorts: record.switchSpec.numPorts),
             worker: workerInfo,

@@ -30,6 +30,10 @@ import Testing
         .joinEndpoint(endpointID: "abc123", sandboxKey: "/var/run/docker/netns/1"),
         .leaveEndpoint(endpointID: "abc123"),
         .removeEndpoint(endpointID: "abc123"),
+        .setLink(
+            endpointID: "abc123",
+            link: LinkSettings(
+                impairment: LinkImpairment(delayMicroseconds: 50000, lossMillipercent: 20000), down: true)),
         .status, .ping, .shutdown,
     ]
 
@@ -52,23 +56,23 @@ import Testing
 
     /// IDs and sandbox keys in commands are checked by the decode, like every other identity.
     @Test func commandWithBadIdentityDoesNotDecode() {
-        let badID = #"{"command":{"leaveEndpoint":{"endpointID":"../x"}},"id":1,"v":2}"#
+        let badID = #"{"command":{"leaveEndpoint":{"endpointID":"../x"}},"id":1,"v":3}"#
         #expect(throws: (any Error).self) { try JSONCoding.decode(WorkerRequest.self, from: Array(badID.utf8)) }
-        let badKey = #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"relative/ns"}},"id":1,"v":2}"#
+        let badKey = #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"relative/ns"}},"id":1,"v":3}"#
         #expect(throws: (any Error).self) { try JSONCoding.decode(WorkerRequest.self, from: Array(badKey.utf8)) }
     }
 
     /// The exact lines, as docs/worker-protocol.md shows them.
     @Test func goldenRequestLines() throws {
-        #expect(try JSONCoding.string(WorkerRequest(id: 7, .status)) == #"{"command":{"status":{}},"id":7,"v":2}"#)
+        #expect(try JSONCoding.string(WorkerRequest(id: 7, .status)) == #"{"command":{"status":{}},"id":7,"v":3}"#)
         #expect(
             try JSONCoding.string(
                 WorkerRequest(id: 3, .joinEndpoint(endpointID: "e1", sandboxKey: "/var/run/docker/netns/x")))
-                == #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"/var/run/docker/netns/x"}},"id":3,"v":2}"#
+                == #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"/var/run/docker/netns/x"}},"id":3,"v":3}"#
         )
         #expect(
             try JSONCoding.string(WorkerRequest(id: 4, .removeEndpoint(endpointID: "e1")))
-                == #"{"command":{"removeEndpoint":{"endpointID":"e1"}},"id":4,"v":2}"#)
+                == #"{"command":{"removeEndpoint":{"endpointID":"e1"}},"id":4,"v":3}"#)
     }
 
     static let messages: [WorkerMessage] = [
@@ -103,14 +107,14 @@ import Testing
     }
 
     @Test func goldenMessageLines() throws {
-        #expect(try JSONCoding.string(WorkerMessage.reply(id: 6, .pong)) == #"{"id":6,"reply":{"pong":{}},"v":2}"#)
+        #expect(try JSONCoding.string(WorkerMessage.reply(id: 6, .pong)) == #"{"id":6,"reply":{"pong":{}},"v":3}"#)
         #expect(
             try JSONCoding.string(WorkerMessage.failure(id: 2, .system("boom")))
-                == #"{"error":{"code":"system","message":"boom"},"id":2,"v":2}"#)
+                == #"{"error":{"code":"system","message":"boom"},"id":2,"v":3}"#)
         #expect(
             try JSONCoding.string(
                 WorkerMessage.event(.childExited(child: .switch, pid: 42, detail: "killed by signal 9")))
-                == #"{"event":{"childExited":{"child":"switch","detail":"killed by signal 9","pid":42}},"v":2}"#)
+                == #"{"event":{"childExited":{"child":"switch","detail":"killed by signal 9","pid":42}},"v":3}"#)
     }
 
     @Test func eventAccessorsNameTheSharedFields() {
@@ -123,14 +127,14 @@ import Testing
     }
 
     @Test(arguments: [
-        #"{"v":2,"id":1,"command":{"explode":{}}}"#,
-        #"{"v":2,"id":1}"#,
-        #"{"v":2,"id":1,"command":{}}"#,
-        #"{"v":2,"id":1,"command":{"ping":{},"status":{}}}"#,
-        #"{"v":2,"id":1,"command":{"addEndpoint":{}}}"#,
-        #"{"v":2,"id":1,"command":{"joinEndpoint":{"endpointID":"e1"}}}"#,
-        #"{"v":2,"id":-1,"command":{"ping":{}}}"#,
-        #"{"v":2,"id":"1","command":{"ping":{}}}"#,
+        #"{"v":3,"id":1,"command":{"explode":{}}}"#,
+        #"{"v":3,"id":1}"#,
+        #"{"v":3,"id":1,"command":{}}"#,
+        #"{"v":3,"id":1,"command":{"ping":{},"status":{}}}"#,
+        #"{"v":3,"id":1,"command":{"addEndpoint":{}}}"#,
+        #"{"v":3,"id":1,"command":{"joinEndpoint":{"endpointID":"e1"}}}"#,
+        #"{"v":3,"id":-1,"command":{"ping":{}}}"#,
+        #"{"v":3,"id":"1","command":{"ping":{}}}"#,
         #"{"id":1,"command":{"ping":{}}}"#,
         #"{"v":1,"id":1,"op":"ping"}"#,
         #"not json"#,
@@ -141,13 +145,13 @@ import Testing
     }
 
     @Test(arguments: [
-        #"{"v":2,"event":{"party":{}}}"#,
-        #"{"v":2,"id":1,"error":{"code":"nope","message":"x"}}"#,
-        #"{"v":2}"#,
-        #"{"v":2,"reply":{"pong":{}}}"#,
-        #"{"v":2,"id":1,"reply":{"pong":{}},"event":{"hello":{"pid":1,"detail":"x"}}}"#,
+        #"{"v":3,"event":{"party":{}}}"#,
+        #"{"v":3,"id":1,"error":{"code":"nope","message":"x"}}"#,
+        #"{"v":3}"#,
+        #"{"v":3,"reply":{"pong":{}}}"#,
+        #"{"v":3,"id":1,"reply":{"pong":{}},"event":{"hello":{"pid":1,"detail":"x"}}}"#,
         #"{"v":1,"id":1,"ok":true,"result":{}}"#,
-        #"{"v":2,"event":{"childExited":{"child":"cat","pid":1,"detail":"x"}}}"#,
+        #"{"v":3,"event":{"childExited":{"child":"cat","pid":1,"detail":"x"}}}"#,
     ])
     func badMessagesFailCleanly(text: String) {
         #expect(throws: (any Error).self) { _ = try JSONCoding.decode(WorkerMessage.self, from: Array(text.utf8)) }
@@ -155,8 +159,8 @@ import Testing
 
     @Test func anotherVersionIsNamedInTheError() {
         do {
-            _ = try JSONCoding.decode(WorkerMessage.self, from: Array(#"{"v":3,"id":1,"reply":{"pong":{}}}"#.utf8))
-            Issue.record("accepted a message of version 3")
+            _ = try JSONCoding.decode(WorkerMessage.self, from: Array(#"{"v":2,"id":1,"reply":{"pong":{}}}"#.utf8))
+            Issue.record("accepted a message of version 2")
         } catch {
             let text = JSONCoding.describe(error)
             #expect(text.contains("version 3") && text.contains("version 2"), "\(text)")
@@ -165,7 +169,7 @@ import Testing
 
     @Test func unknownFieldsAreIgnored() throws {
         let request = try JSONCoding.decode(
-            WorkerRequest.self, from: Array(#"{"v":2,"id":5,"command":{"ping":{}},"future":true}"#.utf8))
+            WorkerRequest.self, from: Array(#"{"v":3,"id":5,"command":{"ping":{}},"future":true}"#.utf8))
         #expect(request == WorkerRequest(id: 5, .ping))
     }
 

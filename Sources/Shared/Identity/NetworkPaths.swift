@@ -26,6 +26,7 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
         static let creating = "creating"
         static let switchPID = "switch.pid"
         static let workerSocket = "worker.sock"
+        static let links = "links"
     }
 
     /// Checks the three paths: each as a `-o` path option, the ctl dir and the management
@@ -87,6 +88,15 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     public var switchPIDFile: String { networkDir + "/" + Name.switchPID }
     /// Where the network's worker listens for a supervisor that adopts it (docs/recovery.md).
     public var workerSocket: String { networkDir + "/" + Name.workerSocket }
+
+    /// The wirefilters of impaired endpoints keep their files here (see ``linkManagementSocket(tap:)``).
+    public var linksDir: String { networkDir + "/" + Name.links }
+    /// The management socket of the wirefilter that plugs the tap `tap` (`wirefilter -M`):
+    /// named after the tap, whose name is short, since an endpoint ID would not fit a unix socket path.
+    public func linkManagementSocket(tap: TapName) -> String { linksDir + "/" + tap.rawValue + ".mgmt" }
+    /// The pid file the wirefilter of `tap` writes itself (`wirefilter --daemon --pidfile`);
+    /// the worker copies it into the plug's pid file below ``plugsDir`` as pid + start time.
+    public func linkPIDFile(tap: TapName) -> String { linksDir + "/" + tap.rawValue + ".pid" }
 
     private enum CodingKeys: String, CodingKey { case networkDir, ctlDir, managementSocket }
 

@@ -10,9 +10,9 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public static let numSwitchportsKey = "num_switchports"
     /// Docker's standard driver option for the MTU of a network's interfaces.
     public static let mtuKey = "com.docker.network.driver.mtu"
-    public static let knownKeys = [
-        socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey, mtuKey,
-    ]
+    public static let knownKeys =
+        [socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey, mtuKey]
+        + LinkImpairment.Key.allCases.map(\.optionName)
     /// 68 is IPv4's minimum MTU. The top is Ethernet's 1500: vde_switch 2.3.2 drops frames longer
     /// than 1518 bytes (measured with taps at MTU 1600: an IP packet of 1504 bytes crossed, one of
     /// 1505 did not), so 1500 leaves room for a VLAN tag and nothing larger is worth allowing.
@@ -33,12 +33,17 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public var numSwitchports: Int
     /// The taps' MTU; nil: the kernel's default, 1500.
     public var mtu: Int?
+    /// The default link of every endpoint (`-o link_delay=20ms ...`); nil: unimpaired. An
+    /// endpoint's `--driver-opt link_*` overlays it (see ``LinkImpairment/overlaid(with:)``).
+    public var link: LinkImpairment?
 
     public init(
         socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
-        socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports, mtu: Int? = nil
+        socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports, mtu: Int? = nil,
+        link: LinkImpairment? = nil
     ) {
         self.mtu = mtu
+        self.link = link
         self.socketDir = socketDir
         self.createSockets = createSockets
         self.managementSocket = managementSocket
@@ -106,6 +111,8 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
             }
             options.mtu = n
         }
+        let link = try LinkImpairment.parse(options: raw)
+        options.link = link == LinkImpairment() ? nil : link
         if let socketDir = options.socketDir, socketDir == options.managementSocket {
             throw .invalid("options socket_dir and management_socket must name different paths")
         }

@@ -7,9 +7,10 @@
 /// ``WorkerEvent``) to its stdout. Every line carries `v`, the protocol version, and a line of
 /// another version is refused before anything else of it is read. See docs/worker-protocol.md.
 public enum WorkerProtocol {
+    /// 3: endpoints carry their link (`link`), `setLink`, the `linkDown` plug state.
     /// 2: commands, replies and events as tagged objects (`{"addEndpoint":{"endpoint":{...}}}`);
     /// 1 had a flat `op` with optional fields. Bump it on any change to a case or a label.
-    public static let version = 2
+    public static let version = 3
     /// Longest line either side accepts; a longer one is dropped and logged.
     public static let maxLineBytes = 1 << 20
 
@@ -113,16 +114,20 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public var sandboxKey: SandboxKey?
     /// The endpoint's IPv4 address (no prefix), announced by unsolicited ARP after a re-plug.
     public var ipv4Address: IPv4Address?
+    /// The endpoint's link as the supervisor recorded it (network default overlaid with the
+    /// endpoint's options and live changes); nil: unimpaired and up.
+    public var link: LinkSettings?
 
     public init(
         endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, sandboxKey: SandboxKey? = nil,
-        ipv4Address: IPv4Address? = nil
+        ipv4Address: IPv4Address? = nil, link: LinkSettings? = nil
     ) {
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress
         self.sandboxKey = sandboxKey
         self.ipv4Address = ipv4Address
+        self.link = link
     }
 }
 
@@ -144,6 +149,10 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
     case leaveEndpoint(endpointID: EndpointID)
     /// Stop the plug of `endpointID` and delete its tap. Replied with ``WorkerReply/removed``.
     case removeEndpoint(endpointID: EndpointID)
+    /// Give `endpointID` this link: impair it (a wirefilter plugs the tap instead of
+    /// vde_plug2tap; an impaired endpoint's changes go to its wirefilter live), clear it, pull
+    /// the cable (`down`: no plug runs) or plug it back. Replied with ``WorkerReply/endpoint(status:)``.
+    case setLink(endpointID: EndpointID, link: LinkSettings)
     /// Report the switch, the endpoints and their port counters. Replied with ``WorkerReply/status(report:)``.
     case status
     /// Liveness check; answered at once with ``WorkerReply/pong``.
@@ -153,7 +162,7 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
 
     /// The commands by name, as the JSON key of each case.
     public enum Kind: String, CaseIterable, Sendable {
-        case start, addEndpoint, joinEndpoint, leaveEndpoint, removeEndpoint, status, ping, shutdown
+        case start, addEndpoint, joinEndpoint, leaveEndpoint, removeEndpoint, setLink, status, ping, shutdown
     }
 
     public var kind: Kind {
@@ -163,6 +172,7 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
         case .joinEndpoint: .joinEndpoint
         case .leaveEndpoint: .leaveEndpoint
         case .removeEndpoint: .removeEndpoint
+        case .setLink: .setLink
         case .status: .status
         case .ping: .ping
         case .shutdown: .shutdown
@@ -259,6 +269,9 @@ public enum PlugState: String, Codable, Sendable, Equatable {
     /// entered or listed); nothing runs for it, and the worker looks again with backoff. Not
     /// evidence that the container is gone: the endpoint is kept. `detail` says why.
     case unreachable
+    /// The user pulled the cable (`vde-supervisor link ... down`): no plug runs, the tap stays
+    /// where it is and the container sees NO-CARRIER, until `up`.
+    case linkDown
 }
 
 /// One endpoint as the worker runs it.
@@ -273,11 +286,20 @@ public struct EndpointStatus: Codable, Sendable, Equatable {
     public var counters: PortCounters?
     /// Why the endpoint is in its state, when that needs saying (`unreachable`, `tapGone`).
     public var detail: String?
+    /// The link the worker applies; nil: unimpaired and up.
+    public var link: LinkSettings?
+    /// The management socket of the endpoint's wirefilter while it is impaired and plugged.
+    /// The wirefilter is then the plug itself (`plugPID`): it holds the tap and a switch port,
+    /// and no vde_plug2tap runs; an unimpaired endpoint has no wirefilter at all.
+    public var linkManagementSocket: String?
 
     public init(
         endpointID: EndpointID, tapName: TapName, macAddress: MACAddress, state: PlugState, plugPID: Int32? = nil,
-        port: Int? = nil, counters: PortCounters? = nil, detail: String? = nil
+        port: Int? = nil, counters: PortCounters? = nil, detail: String? = nil, link: LinkSettings? = nil,
+        linkManagementSocket: String? = nil
     ) {
+        self.link = link
+        self.linkManagementSocket = linkManagementSocket
         self.endpointID = endpointID
         self.tapName = tapName
         self.macAddress = macAddress

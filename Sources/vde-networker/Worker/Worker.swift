@@ -105,6 +105,8 @@ actor Worker {
             case .removeEndpoint(let id):
                 try await exclusively { try await removeEndpoint(id) }
                 reply = .removed
+            case .setLink(let id, let link):
+                reply = .endpoint(status: try await exclusively { try await setLink(id, link: link) })
             case .shutdown:
                 let final = switchStatus()
                 await shutdown(reason: "shutdown request")

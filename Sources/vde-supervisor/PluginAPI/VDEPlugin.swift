@@ -249,7 +249,7 @@ actor VDEPlugin {
             case .unreachable:
                 logger.warning("cannot tell where the endpoint's tap is; the worker keeps looking", metadata: metadata)
             case .tapGone: sweepStaleEndpoints([endpointID], of: networkID, evidence: detail)
-            case .unplugged, .restarting: break
+            case .unplugged, .restarting, .linkDown: break
             }
         }
     }

@@ -158,10 +158,14 @@ struct EndpointRecord: Codable, Sendable, Equatable {
     var addressIPv6: String?
     /// The container's netns, from Join; nil before Join and after Leave.
     var sandboxKey: SandboxKey?
+    /// The endpoint's link: its network's `-o link_*` default overlaid with its own
+    /// `--driver-opt link_*` at CreateEndpoint, then changed live by `vde-supervisor link`.
+    /// Computed here, in the supervisor, and only handed on; nil: unimpaired and up.
+    var link: LinkSettings?
 
     var spec: EndpointSpec {
         EndpointSpec(
             endpointID: id, tapName: tapName, macAddress: macAddress, sandboxKey: sandboxKey,
-            ipv4Address: address.flatMap { try? IPv4Address(NetworkRecord.stripPrefix($0)) })
+            ipv4Address: address.flatMap { try? IPv4Address(NetworkRecord.stripPrefix($0)) }, link: link)
     }
 }

@@ -180,7 +180,9 @@ final class PlugProcess: Sendable {
     /// `vde_plug2tap -s CTLDIR -- TAP`, or `nsenter --net=NS -- vde_plug2tap -s CTLDIR -- IFNAME`
     /// (`--`: an interface name is never read as an option).
     static func argv(ctlDir: String, location: PlugLocation, executables: Executables) -> [String] {
-        command([executables.vdePlug2tap, "-s", ctlDir, "--", interface(of: location)], at: location, executables: executables)
+        command(
+            [executables.vdePlug2tap, "-s", ctlDir, "--", interface(of: location)], at: location,
+            executables: executables)
     }
 
     /// `[nsenter --net=NS --] wirefilter -v CTLDIR:tap://IFNAME -M SOCKET --mgmtmode 600 --daemon
@@ -286,7 +288,8 @@ final class PlugProcess: Sendable {
             zip(argv, argv.dropFirst()).contains(where: { $0 == ("-M", spec.managementSocket) })
         {
             logger.info(
-                "stopping a wirefilter left on this tap", metadata: ["pid": "\(identity.pid)", "file": "\(spec.pidFile)"])
+                "stopping a wirefilter left on this tap",
+                metadata: ["pid": "\(identity.pid)", "file": "\(spec.pidFile)"])
             await identity.stop(program: PlugKind.wirefilter.program)
         }
         removeFiles(managementSocket: spec.managementSocket, pidFile: spec.pidFile)

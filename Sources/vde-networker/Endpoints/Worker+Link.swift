@@ -58,7 +58,8 @@ extension Worker {
                         "link changed live", metadata: ["endpoint": "\(id)", "link": "\(impairment.summary)"])
                     break
                 } catch {
-                    logger.warning("cannot change the wirefilter live (\(error)); replacing it", metadata: ["endpoint": "\(id)"])
+                    logger.warning(
+                        "cannot change the wirefilter live (\(error)); replacing it", metadata: ["endpoint": "\(id)"])
                 }
             }
             await replacePlug(of: id, with: wanted)
@@ -89,7 +90,8 @@ extension Worker {
         for name in names {
             let path = directory + "/" + name
             if name.hasSuffix(".mgmt"), FileSystem.isSocket(path) { _ = FileSystem.removeFile(path) }
-            if name.hasSuffix(".pid"), FileSystem.isRegularFile(path), PlugProcess.daemonIdentity(pidFile: path) == nil {
+            if name.hasSuffix(".pid"), FileSystem.isRegularFile(path), PlugProcess.daemonIdentity(pidFile: path) == nil
+            {
                 _ = FileSystem.removeFile(path)
             }
         }

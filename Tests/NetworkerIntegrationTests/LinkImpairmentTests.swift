@@ -139,6 +139,20 @@ extension WorkerProcessTests {
         print("RTT with 10 ms on one endpoint: \(plain) ms")
         #expect((18...60).contains(plain), "RTT \(plain) ms")
 
+        // And back: vde_plug2tap replaced by a wirefilter (1 ms, so that few frames are in
+        // flight in a delay queue and the probes lost measure the swap itself).
+        let second = try Prober(scratch, from: a.namespace, to: "10.99.13.2")
+        #expect(await Host.eventually { second.sent >= 30 })
+        let impaired = try await setLink(worker, b.endpoint.endpointID, Self.delay(1))
+        let mark2 = second.sent
+        #expect(await Host.eventually { second.sent >= mark2 + 50 })
+        let swapped = await second.stop()
+        print(
+            "set (vde_plug2tap -> wirefilter): setLink \(impaired.took.milliseconds) ms, \(swapped.lost.count) of \(swapped.sent) probes at 10 ms lost"
+        )
+        #expect(impaired.status.plugPID != plainB && impaired.status.state == .plugged)
+        #expect(ProcFS.program(of: try #require(impaired.status.plugPID)) == "wirefilter")
+
         try await shutDown(worker, spec: spec)
         #expect(Host.processes(commandLineContaining: spec.paths.linksDir).isEmpty)
         #expect(!Host.exists(spec.paths.linksDir))

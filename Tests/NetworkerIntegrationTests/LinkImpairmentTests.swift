@@ -203,4 +203,40 @@ extension WorkerProcessTests {
         #expect(!Host.exists(spec.paths.linksDir), "no wirefilter socket or pid file may stay")
         #expect(!Host.exists(spec.paths.networkDir))
     }
+
+    /// A crashed wirefilter is restarted inside the container's namespace (through nsenter)
+    /// with the endpoint's link; the tap watch works on a wirefilter's tun descriptor too: the
+    /// tap deleted, the wirefilter (which would spin) is stopped and the endpoint is `tapGone`.
+    @Test func aCrashedWirefilterIsRestartedInTheContainerAndStoppedWhenItsTapGoes() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let spec = try ownSpec(scratch, worker)
+        _ = try await start(worker, spec)
+        let a = try await addJoined(worker, scratch, "a", address: "10.99.15.1/24", link: Self.delay(50))
+        let b = try await addJoined(worker, scratch, "b", address: "10.99.15.2/24", link: nil)
+        let first = try #require(a.status.plugPID)
+        #expect(await Host.ping(from: b.namespace, to: "10.99.15.1"))
+
+        let mark = worker.messageCount
+        kill(first, SIGKILL)
+        let restarted = try await worker.event(.childRestarted, after: mark) { $0.endpointID == a.endpoint.endpointID }
+        let second = try #require(restarted.pid)
+        #expect(second != first && ProcFS.program(of: second) == "wirefilter")
+        #expect(ProcFS.arguments(of: second)?.contains(spec.paths.ctlDir + ":tap://eth0") == true)
+        #expect(ProcFS.networkNamespace(of: second) == FileSystem.fileID("/run/netns/" + a.namespace))
+        let rtt = try #require(roundTrip(from: b.namespace, to: "10.99.15.1", count: 4))
+        #expect((95...160).contains(rtt), "RTT \(rtt) ms after the restart")
+
+        let goneMark = worker.messageCount
+        // Deleted inside the namespace (a plug running there keeps the namespace itself alive).
+        #expect(Host.run([Host.ip, "-n", a.namespace, "link", "del", "eth0"]).status == 0)
+        let gone = try await worker.event(.tapGone, after: goneMark) { $0.endpointID == a.endpoint.endpointID }
+        #expect(gone.pid == second)
+        #expect(await Host.eventually { !Host.isAlive(second) })
+        #expect(!Host.exists(spec.paths.linkManagementSocket(tap: a.endpoint.tapName)))
+        try await shutDown(worker, spec: spec)
+        #expect(!Host.exists(spec.paths.networkDir))
+    }
 }

@@ -115,13 +115,10 @@ extension Worker {
     /// if empty. Only those names, only there.
     func removeLinkFiles() {
         guard let directory = spec?.paths.linksDir, let names = FileSystem.listDirectory(directory) else { return }
-        for name in names {
+        for name in names where name.hasSuffix(".mgmt") || name.hasSuffix(".pid") {
             let path = directory + "/" + name
-            if name.hasSuffix(".mgmt"), FileSystem.isSocket(path) { _ = FileSystem.removeFile(path) }
-            if name.hasSuffix(".pid"), FileSystem.isRegularFile(path), PlugProcess.daemonIdentity(pidFile: path) == nil
-            {
-                _ = FileSystem.removeFile(path)
-            }
+            let isSocket = name.hasSuffix(".mgmt")
+            PlugProcess.removeFiles(managementSocket: isSocket ? path : "", pidFile: isSocket ? "" : path)
         }
         FileSystem.removeIfEmpty(directory)
     }

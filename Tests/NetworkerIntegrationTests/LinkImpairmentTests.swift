@@ -133,7 +133,7 @@ extension WorkerProcessTests {
         #expect(cleared.status.plugPID != wirefilterB && cleared.status.link == nil)
         #expect(cleared.status.linkManagementSocket == nil)
         let plainB = try #require(cleared.status.plugPID)
-        #expect(ProcFS.program(of: plainB) == "vde_plug2tap")
+        #expect(ProcFS.program(of: plainB) == "vde_plug2tap", "\(worker.logTail(lines: 30))")
         #expect(!Host.isAlive(wirefilterB))
         let plain = try #require(roundTrip(from: a.namespace, to: "10.99.13.2"))
         print("RTT with 10 ms on one endpoint: \(plain) ms")

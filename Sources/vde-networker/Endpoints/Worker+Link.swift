@@ -71,8 +71,11 @@ extension Worker {
     /// endpoint is `restarting` and retried with backoff (see ``replug(_:)``).
     ///
     /// The gap is kept short: the tap is located while the old plug still carries traffic
-    /// (entering a container's namespace to list its links takes a fork and exec), and the
-    /// switch is checked for the old plug's stale port only once the new plug is attached.
+    /// (entering a container's namespace to list its links takes a fork and exec). The old
+    /// plug's port is released (``releasePort(of:grace:)``) before the new plug connects, not
+    /// after: vde_switch numbers a port's endpoints by connection descriptor, which the new
+    /// plug's connection may reuse, and `port/epclose` of the stale endpoint then cut the new
+    /// plug off (seen here: the new vde_plug2tap exited with status 0 right after attaching).
     private func replacePlug(of id: EndpointID, with kind: PlugKind) async {
         guard let endpoint = endpoints[id], let old = endpoint.plug else { return }
         let started = ContinuousClock.now
@@ -83,6 +86,7 @@ extension Worker {
         endpoints[id]?.state = .restarting
         pidFiles?.remove(endpointID: id)
         await old.terminate(grace: .milliseconds(500))
+        await releasePort(of: old.switchPID)
         let stopped = ContinuousClock.now
         var plugged = false
         if case .present(let location) = located {
@@ -101,12 +105,11 @@ extension Worker {
             plugged = await replug(id)
         }
         let attached = ContinuousClock.now
-        await releasePort(of: old.switchPID)
         logger.info(
             "plug replaced",
             metadata: [
                 "endpoint": "\(id)", "program": "\(kind)", "plugged": "\(plugged)",
-                "gap_ms": "\((attached - stopped).milliseconds)", "ms": "\((attached - started).milliseconds)",
+                "attach_ms": "\((attached - stopped).milliseconds)", "ms": "\((attached - started).milliseconds)",
             ])
     }
 

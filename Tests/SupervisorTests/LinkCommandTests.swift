@@ -19,7 +19,8 @@ struct LinkCommandTests {
         #expect(named.container == "down")
         #expect(named.request.action == .up)
         // A value may hold '='; only the first splits.
-        #expect(try LinkCommand.parse(network: "lab", words: ["set", "delay=5=ms"]).request.settings == ["delay": "5=ms"])
+        #expect(
+            try LinkCommand.parse(network: "lab", words: ["set", "delay=5=ms"]).request.settings == ["delay": "5=ms"])
     }
 
     @Test(arguments: [
@@ -99,7 +100,8 @@ struct LinkCommandTests {
                     link: LinkInfo(LinkSettings(impairment: LinkImpairment(delayMicroseconds: 20_000))),
                     state: "plugged", container: "/web"),
                 .init(
-                    id: "b2", shortID: "b2", tap: "vdeb2", link: LinkInfo(LinkSettings(down: true)), state: "restarting",
+                    id: "b2", shortID: "b2", tap: "vdeb2", link: LinkInfo(LinkSettings(down: true)),
+                    state: "restarting",
                     note: "recorded; the worker is restarting: it applies the recorded link when it is back"),
             ], changed: true)
         let text = LinkCommand.render(reply, networkName: "lab", wholeNetwork: true)

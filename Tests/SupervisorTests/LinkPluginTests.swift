@@ -115,7 +115,8 @@ final class LinkPluginTests {
         #expect(adds.first?.contains("\"delayMicroseconds\":50000") == true, "\(adds)")
         // And it is in the state file.
         let reloaded = try StateStore<SupervisorState>(directory: directory + "/state").load()
-        #expect(reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link == first)
+        #expect(
+            reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link == first)
     }
 
     /// An endpoint's option is checked together with the network's default, not alone.
@@ -127,12 +128,14 @@ final class LinkPluginTests {
         await stop()
         #expect(
             try await record(Self.endpoint1, on: Self.networkA)?.link?.impairment
-                == LinkImpairment(delayMicroseconds: 20_000, jitterMicroseconds: 10_000, lossMillipercent: 5000, lossBurst: 3))
+                == LinkImpairment(
+                    delayMicroseconds: 20_000, jitterMicroseconds: 10_000, lossMillipercent: 5000, lossBurst: 3))
     }
 
     @Test func anUnimpairedEndpointRecordsNoLink() async throws {
         try await createNetwork(Self.networkA)
-        try await createEndpoint(Self.endpoint1, on: Self.networkA, options: ["com.docker.network.endpoint.exposedports": .other])
+        try await createEndpoint(
+            Self.endpoint1, on: Self.networkA, options: ["com.docker.network.endpoint.exposedports": .other])
         await stop()
         #expect(try await record(Self.endpoint1, on: Self.networkA) != nil)
         #expect(try await record(Self.endpoint1, on: Self.networkA)?.link == nil)
@@ -193,7 +196,9 @@ final class LinkPluginTests {
         #expect(try await record(Self.endpoint1, on: Self.networkA)?.link == expected)
         #expect(try await record(Self.endpoint2, on: Self.networkA)?.link == nil)
         let reloaded = try StateStore<SupervisorState>(directory: directory + "/state").load()
-        #expect(reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link == expected)
+        #expect(
+            reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link
+                == expected)
         let sent = commands("setLink")
         #expect(sent.count == 1)
         #expect(sent.first?.contains(Self.endpoint1) == true)
@@ -206,7 +211,9 @@ final class LinkPluginTests {
         #expect(try await record(Self.endpoint1, on: Self.networkA)?.link?.impairment == expected.impairment)
         // clear one key, then up and clear all: back to no record at all.
         _ = try await link(Self.networkA, "e1", .clear, keys: ["loss"])
-        #expect(try await record(Self.endpoint1, on: Self.networkA)?.link?.impairment == LinkImpairment(delayMicroseconds: 50_000))
+        #expect(
+            try await record(Self.endpoint1, on: Self.networkA)?.link?.impairment
+                == LinkImpairment(delayMicroseconds: 50_000))
         _ = try await link(Self.networkA, "e1", .up)
         let cleared = try await link(Self.networkA, "e1", .clear)
         #expect(cleared.endpoints.first?.link == LinkInfo(LinkSettings()))
@@ -271,18 +278,27 @@ final class LinkPluginTests {
             (LinkRequest(network: "aa", action: .down), .invalidArgument, "starts the IDs of 2 vde networks"),
             (LinkRequest(network: "", action: .down), .notFound, "no vde network"),
             (LinkRequest(network: "aa11", endpoint: "e3", action: .down), .notFound, "has no endpoint"),
-            (LinkRequest(network: "aa11", endpoint: "e", action: .down), .invalidArgument, "starts the IDs of 2 endpoints"),
+            (
+                LinkRequest(network: "aa11", endpoint: "e", action: .down), .invalidArgument,
+                "starts the IDs of 2 endpoints"
+            ),
             (LinkRequest(network: "aa11", action: .set, settings: ["loss": "150%"]), .invalidArgument, "above 100%"),
             (LinkRequest(network: "aa11", action: .set, settings: ["delay": "-1ms"]), .invalidArgument, "negative"),
             (LinkRequest(network: "aa11", action: .set, settings: ["delay": "1parsec"]), .invalidArgument, "duration"),
-            (LinkRequest(network: "aa11", action: .set, settings: ["latency": "1ms"]), .invalidArgument, "unknown link key"),
+            (
+                LinkRequest(network: "aa11", action: .set, settings: ["latency": "1ms"]), .invalidArgument,
+                "unknown link key"
+            ),
             (LinkRequest(network: "aa11", action: .set, settings: [:]), .invalidArgument, "at least one"),
             (LinkRequest(network: "aa11", action: .clear, keys: ["latency"]), .invalidArgument, "unknown link key"),
             (LinkRequest(network: "aa11", action: .down, keys: ["delay"]), .invalidArgument, "takes no keys"),
             // e1 has delay=10ms: a 20ms jitter is refused for it, so for the whole network.
             (LinkRequest(network: "aa11", action: .set, settings: ["jitter": "20ms"]), .invalidArgument, "jitter"),
             // Clearing e1's delay would leave no jitter problem, but a burst without loss is one.
-            (LinkRequest(network: "aa11", endpoint: "e1", action: .set, settings: ["loss_burst": "3"]), .invalidArgument, "loss_burst needs a loss"),
+            (
+                LinkRequest(network: "aa11", endpoint: "e1", action: .set, settings: ["loss_burst": "3"]),
+                .invalidArgument, "loss_burst needs a loss"
+            ),
         ]
         for (request, code, words) in cases {
             do {
@@ -296,7 +312,9 @@ final class LinkPluginTests {
         }
         #expect(stateFile() == before)
         #expect(commands("setLink").count == sentBefore)
-        #expect(try await record(Self.endpoint1, on: Self.networkA)?.link?.impairment == LinkImpairment(delayMicroseconds: 10_000))
+        #expect(
+            try await record(Self.endpoint1, on: Self.networkA)?.link?.impairment
+                == LinkImpairment(delayMicroseconds: 10_000))
         #expect(await plugin.state.networks[try NetworkID(Self.networkA)]?.options.link == nil)
         await stop()
     }
@@ -313,12 +331,15 @@ final class LinkPluginTests {
         let reply = try JSONCoding.decode(LinkReply.self, from: ok.body)
         #expect(reply.endpoints.first?.link.settings == ["delay": "50ms"])
         let bad = await api.reply(
-            method: "POST", path: "/v1/link", body: Array(#"{"network":"aa11","action":"set","settings":{"loss":"101%"}}"#.utf8))
+            method: "POST", path: "/v1/link",
+            body: Array(#"{"network":"aa11","action":"set","settings":{"loss":"101%"}}"#.utf8))
         #expect(bad.status == 400)
         #expect(String(decoding: bad.body, as: UTF8.self).contains("above 100%"))
-        let unknown = await api.reply(method: "POST", path: "/v1/link", body: Array(#"{"network":"bb","action":"show"}"#.utf8))
+        let unknown = await api.reply(
+            method: "POST", path: "/v1/link", body: Array(#"{"network":"bb","action":"show"}"#.utf8))
         #expect(unknown.status == 404)
-        let malformed = await api.reply(method: "POST", path: "/v1/link", body: Array(#"{"network":"aa11","action":"shake"}"#.utf8))
+        let malformed = await api.reply(
+            method: "POST", path: "/v1/link", body: Array(#"{"network":"aa11","action":"shake"}"#.utf8))
         #expect(malformed.status == 400)
         #expect(await api.reply(method: "GET", path: "/v1/link").status == 405)
         // status carries the link.

@@ -102,7 +102,7 @@ struct LinkCommandTests {
                 .init(
                     id: "b2", shortID: "b2", tap: "vdeb2", link: LinkInfo(LinkSettings(down: true)),
                     state: "restarting",
-                    note: "recorded; the worker is restarting: it applies the recorded link when it is back"),
+                    note: "recorded; the worker is restarting: the recorded link is applied when it is back"),
             ], changed: true)
         let text = LinkCommand.render(reply, networkName: "lab", wholeNetwork: true)
         let lines = text.split(separator: "\n").map(String.init)

@@ -349,6 +349,31 @@ final class LinkPluginTests {
         await stop()
     }
 
+    /// A worker started with an assignment read before a `link` change was recorded gets the
+    /// recorded link right after its start: which endpoints need it.
+    @Test func aStartHandedAnOlderLinkIsFoundStale() throws {
+        let network = try NetworkID(Self.networkA)
+        let delay = LinkSettings(impairment: LinkImpairment(delayMicroseconds: 30_000))
+        func endpoint(_ id: String, _ link: LinkSettings?) throws -> EndpointRecord {
+            EndpointRecord(
+                id: try EndpointID(id), networkID: network, tapName: TapName(endpoint: try EndpointID(id)),
+                macAddress: "02:00:00:00:00:01", macGenerated: true, link: link)
+        }
+        let spec = try SwitchSpec(
+            paths: NetworkPaths(runDir: "/run/x", network: network, options: NetworkOptions()), mode: .own, group: nil,
+            numPorts: 4)
+        var record = NetworkRecord(
+            id: network, options: NetworkOptions(), switchSpec: spec, switchStarted: true, ipv4Data: [], ipv6Data: [],
+            poolIDs: [], createdAt: 0)
+        let handed = [try endpoint(Self.endpoint1, nil).spec, try endpoint(Self.endpoint2, delay).spec]
+        record.endpoints = [
+            try EndpointID(Self.endpoint1): try endpoint(Self.endpoint1, delay),
+            try EndpointID(Self.endpoint2): try endpoint(Self.endpoint2, delay),
+        ]
+        #expect(VDEPlugin.staleLinks(handed: handed, record: record, gone: []) == [try EndpointID(Self.endpoint1)])
+        #expect(VDEPlugin.staleLinks(handed: handed, record: record, gone: [try EndpointID(Self.endpoint1)]).isEmpty)
+    }
+
     /// A network with no worker (stopped): the change is recorded and the reply says the next start applies it.
     @Test func aChangeWithoutAWorkerIsRecordedAndSaysSo() async throws {
         try await createNetwork(Self.networkA)

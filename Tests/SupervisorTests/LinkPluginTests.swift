@@ -113,6 +113,10 @@ final class LinkPluginTests {
         let adds = commands("addEndpoint")
         #expect(adds.count == 2)
         #expect(adds.first?.contains("\"delayMicroseconds\":50000") == true, "\(adds)")
+        let info = try await plugin.endpointOperInfo(
+            DockerAPI.EndpointRequest(
+                NetworkID: try NetworkID(Self.networkA), EndpointID: try EndpointID(Self.endpoint1)))
+        #expect(info.Value["link"] == "delay=50ms loss=1%")
         // And it is in the state file.
         let reloaded = try StateStore<SupervisorState>(directory: directory + "/state").load()
         #expect(

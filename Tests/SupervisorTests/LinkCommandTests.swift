@@ -120,6 +120,10 @@ struct LinkCommandTests {
         let text = StatusTable(report: report, color: false, detailed: false).render()
         #expect(text.contains("LINK"))
         #expect(text.contains("delay=50ms loss=2%"))
+        report.networks[0].link = LinkInfo(LinkSettings(impairment: LinkImpairment(delayMicroseconds: 20_000)))
+        #expect(
+            StatusTable(report: report, color: false, detailed: false).render().contains(
+                "default link of new endpoints: delay=20ms"))
         report.networks[0].endpoints[0].link = LinkInfo(LinkSettings(down: true))
         report.networks[0].endpoints[0].state = "linkDown"
         let down = StatusTable(report: report, color: false, detailed: false).render()

@@ -114,6 +114,10 @@ actor NetworkWorker {
     struct Started: Sendable, Equatable {
         var switchStatus: SwitchStatus
         var endpoints: [EndpointStatus]
+        /// The endpoints the worker was handed to restore, as the assignment was read when the
+        /// launch began: a link recorded after that reaches the worker by `setLink` (see
+        /// ``VDEPlugin/resendChangedLinks(_:of:)``).
+        var handed: [EndpointSpec] = []
     }
 
     // MARK: commands
@@ -143,6 +147,13 @@ actor NetworkWorker {
     func removeEndpoint(_ endpointID: EndpointID) async throws {
         let command = WorkerCommand.removeEndpoint(endpointID: endpointID)
         guard case .removed = try await send(command) else { throw Self.unexpectedReply(to: command) }
+    }
+
+    /// Gives the endpoint this link (impaired, cleared, cable pulled or plugged back), live.
+    func setLink(_ endpointID: EndpointID, link: LinkSettings) async throws -> EndpointStatus {
+        let command = WorkerCommand.setLink(endpointID: endpointID, link: link)
+        guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
+        return status
     }
 
     /// The switch, the endpoints with their counters, and the ports that are not ours.
@@ -268,7 +279,7 @@ actor NetworkWorker {
             else {
                 throw Self.unexpectedReply(to: command)
             }
-            let result = Started(switchStatus: switchStatus, endpoints: endpoints)
+            let result = Started(switchStatus: switchStatus, endpoints: endpoints, handed: assignment.endpoints)
             phase = .running
             startedAt = .now
             backoff.started()

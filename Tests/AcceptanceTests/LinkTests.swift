@@ -101,6 +101,11 @@ extension Acceptance {
                 #expect(shown.contains("delay=25ms"), "link show: \(shown)")
                 let table = try await StatusCLI.run([scope.name("nd")], socket: supervisor.statusControlSocket)
                 #expect(table.stdout.contains("delay=25ms"), "status should show each endpoint's link: \(table)")
+                let json = try await StatusCLI.checkedJSON(socket: supervisor.statusControlSocket)
+                let endpoints = try #require(json.report.network(network)).endpoints
+                #expect(
+                    endpoints.count == 2 && endpoints.allSatisfy { $0.link?.settings["delay"] == "25ms" },
+                    "status --json should carry each endpoint's link: \(json.run)")
 
                 try await LinkCLI.check([scope.name("nd"), "set", "delay=10ms"], supervisor)
                 Self.expectRTT(try await Self.medianRTT(a, "10.77.70.11"), about: 40, "after link NET set delay=10ms")
@@ -236,7 +241,7 @@ extension Acceptance {
             let net = scope.name("kr")
             try await LinkCLI.check([net, scope.name("a"), "set", "delay=50ms"], supervisor)
             try await LinkCLI.check([net, scope.name("c"), "down"], supervisor)
-            let (a, b, c) = (try await scope.net("a"), try await scope.net("b"), try await scope.net("c"))
+            let (b, c) = (try await scope.net("b"), try await scope.net("c"))
             Self.expectRTT(try await Self.medianRTT(b, "10.77.74.10"), about: 100, "before the kill")
             let ctl = try supervisor.switchDir(network: network)
             let filters = HostInspector.wirefilters(ctlDir: ctl).map(\.pid)
@@ -263,7 +268,6 @@ extension Acceptance {
             #expect(toC.received == 0, "c is down, yet answered: \(toC)")
             let aShown = try await Self.show(supervisor, scope, "kr", "a")
             #expect(aShown.contains("delay=50ms"), "link show a after the kill: \(aShown)")
-            _ = a
             return network
         }
 
@@ -284,7 +288,11 @@ extension Acceptance {
             try await LinkCLI.check([scope.name("kr"), scope.name("c"), "up"], supervisor)
             let back = try await b.firstReply("10.77.74.12", deadline: 1)
             #expect(back.received == 1, "c plugged back after the restart should answer within 1 s: \(back)")
-            _ = network
+            let json = try await StatusCLI.checkedJSON(socket: supervisor.statusControlSocket)
+            let endpoints = try #require(json.report.network(network), "\(json.run)").endpoints
+            #expect(
+                endpoints.filter { $0.link?.settings["delay"] == "50ms" }.count == 1,
+                "status --json after the restart: a keeps delay=50ms: \(json.run)")
         }
 
         // MARK: - Loss and rate
@@ -364,6 +372,12 @@ extension Acceptance {
                 #expect(shown.contains("down"), "link show should say down: \(shown)")
                 let table = try await StatusCLI.run([net], socket: supervisor.statusControlSocket)
                 #expect(table.stdout.contains("down"), "status should show the pulled cable: \(table)")
+                let json = try await StatusCLI.checkedJSON(socket: supervisor.statusControlSocket)
+                let shownA = try #require(json.report.network(network)?.endpoint(ea.endpointID), "\(json.run)")
+                #expect(
+                    shownA.state == "linkDown" && shownA.link?.down == true
+                        && shownA.link?.settings["delay"] == "20ms",
+                    "status --json for a pulled, delayed cable: \(json.run)")
 
                 try await LinkCLI.check([net, ca, "up"], supervisor)
                 let back = try await b.firstReply("10.77.77.10", deadline: 1)
@@ -489,8 +503,6 @@ extension Acceptance {
                 }
                 #expect(try await Self.show(supervisor, scope, "bv", "a") == before, "a refused set changed the link")
                 #expect(HostInspector.wirefilters(ctlDir: ctl).map(\.pid) == filters, "a refused set re-plugged a")
-                let a = try await scope.net("a")
-                _ = a
             }
         }
     }

@@ -8,7 +8,8 @@ enum LinkCLI {
         -> CommandResult
     {
         try await Command.run(
-            [try Binaries.supervisor, "link"] + arguments + ["--control-socket", supervisor.statusControlSocket],
+            // Options first: everything after NETWORK is the command's words.
+            [try Binaries.supervisor, "link", "--control-socket", supervisor.statusControlSocket] + arguments,
             timeout: timeout)
     }
 

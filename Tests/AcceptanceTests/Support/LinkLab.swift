@@ -91,12 +91,15 @@ struct ContainerNet: Sendable {
     }
 
     /// iputils ping that stops at the first reply or after `deadline` seconds, probing every
-    /// 10 ms: succeeds when the path works within that deadline.
-    func firstReply(_ address: String, deadline: Double) async throws -> PingRun {
+    /// 10 ms; and how long that took, from before nsenter started to ping's exit (so a few ms
+    /// more than the path needed).
+    func firstReply(_ address: String, deadline: Int) async throws -> (run: PingRun, elapsed: Duration) {
+        let clock = ContinuousClock()
+        let start = clock.now
         let result = try await run(
             [Self.ping, "-n", "-c", "1", "-i", "0.01", "-w", "\(deadline)", address],
             timeout: .seconds(deadline + 30))
-        return PingRun(result: result)
+        return (PingRun(result: result), clock.now - start)
     }
 }
 
@@ -213,7 +216,8 @@ enum IPerf {
         let port = String(Int.random(in: 20_000...40_000))
         let log = dir + "/iperf3-server-\(port).log"
         let run = try await Background.with(
-            server.argv([ContainerNet.iperf3, "-s", "-1", "-B", address, "-p", port]), logPath: log
+            // --forceflush: to a file, iperf3 would hold "Server listening" in its buffer.
+            server.argv([ContainerNet.iperf3, "-s", "-1", "--forceflush", "-B", address, "-p", port]), logPath: log
         ) { process -> Double in
             try await Poll.until("iperf3 to listen in \(server.container)") {
                 guard process.isRunning else { throw AcceptanceFailure("iperf3 -s exited: \(process.logTail())") }

@@ -452,6 +452,63 @@ extension Acceptance {
             }
         }
 
+        // MARK: - The README's two-router failover
+
+        /// README "Shaping links": two routers joined by two networks, static routes to each
+        /// other's loopback address with a lower metric through `wa`; `link wa down` pulls both
+        /// routers' cables on `wa` (NO-CARRIER), the kernel skips routes through a link without
+        /// carrier (`ignore_routes_with_linkdown`), and the traffic takes `wb` (10 ms each way
+        /// on each end: RTT 40 ms); `link wa up` brings it back to `wa`.
+        @Test func twoRouterFailoverTakesTheOtherLink() async throws {
+            try await withDocker { supervisor, scope in
+                try await scope.network("wa", ["--subnet", "10.77.81.0/24"])
+                try await scope.network("wb", ["--subnet", "10.77.82.0/24", "-o", "link_delay=10ms"])
+                let router = [
+                    "--cap-add", "NET_ADMIN", "--sysctl", "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
+                    "--sysctl", "net.ipv4.conf.default.ignore_routes_with_linkdown=1",
+                ]
+                for (name, n) in [("r1", 1), ("r2", 2)] {
+                    let started = try await scope.startContainer(
+                        name, network: "wa", ip: "10.77.81.1\(n)", extra: router)
+                    guard started.succeeded else { throw AcceptanceFailure("docker run \(name): \(started)") }
+                    let connected = try await scope.connect(name, to: "wb", driverOptions: [], ip: "10.77.82.1\(n)")
+                    guard connected.succeeded else { throw AcceptanceFailure("connect \(name) to wb: \(connected)") }
+                    let peer = 3 - n
+                    for command in [
+                        ["ip", "addr", "add", "10.99.\(n).\(n)/32", "dev", "lo"],
+                        ["ip", "route", "add", "10.99.\(peer).\(peer)/32", "via", "10.77.81.1\(peer)", "metric", "10"],
+                        ["ip", "route", "add", "10.99.\(peer).\(peer)/32", "via", "10.77.82.1\(peer)", "metric", "20"],
+                    ] {
+                        let done = try await scope.exec(name, command)
+                        guard done.succeeded else { throw AcceptanceFailure("in \(name): \(done)") }
+                    }
+                }
+                let r1 = try await scope.net("r1")
+                func probe() async throws -> PingRun {
+                    _ = try await r1.run([
+                        ContainerNet.ping, "-n", "-c", "2", "-i", "0.2", "-I", "10.99.1.1", "10.99.2.2",
+                    ])
+                    return PingRun(
+                        result: try await r1.run(
+                            [
+                                ContainerNet.ping, "-n", "-c", "20", "-i", "0.05", "-W", "2", "-I", "10.99.1.1",
+                                "10.99.2.2",
+                            ]))
+                }
+                Self.expectUnimpaired(try await probe(), "r1 -> r2 through wa")
+                try await LinkCLI.check([scope.name("wa"), "down"], supervisor)
+                try await Poll.until("r1's eth0 (on wa) to show NO-CARRIER", deadline: .seconds(1)) {
+                    try await r1.interface("eth0").noCarrier
+                }
+                Self.expectRTT(try await probe(), about: 40, "r1 -> r2 through wb while wa is down")
+                try await LinkCLI.check([scope.name("wa"), "up"], supervisor)
+                try await Poll.until("r1's eth0 to have its carrier back", deadline: .seconds(1)) {
+                    try await !r1.interface("eth0").noCarrier
+                }
+                Self.expectUnimpaired(try await probe(), "r1 -> r2 through wa again")
+            }
+        }
+
         // MARK: - Bad values
 
         /// Negative delay, loss over 100 %, an unknown unit, an unknown key: refused with a

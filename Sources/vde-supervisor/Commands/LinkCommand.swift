@@ -88,11 +88,17 @@ struct LinkCommand: ParsableCommand {
                 (try? JSONCoding.decode(DockerAPI.ErrorResponse.self, from: reply.body))?.Err
                 ?? "unexpected answer (HTTP \(reply.status)): "
                 + String(decoding: reply.body.prefix(300), as: UTF8.self)
-            if reply.status == 404, docker == nil {
-                message += " (dockerd at \(dockerSocket) knows no network '\(UntrustedText(network))' either)"
+            if reply.status == 404, message.hasPrefix("no vde network") {
+                if let docker {
+                    message =
+                        "Docker's network '\(UntrustedText(docker.name))' (\(docker.id.prefix(12))) is not a vde network "
+                        + "this supervisor runs"
+                } else {
+                    message += " (and dockerd at \(dockerSocket) knows no network '\(UntrustedText(network))')"
+                }
             }
             StatusCommand.printError("vde-supervisor link: \(message)")
-            throw ExitCode(reply.status == 404 || reply.status / 100 == 4 ? 1 : 2)
+            throw ExitCode(1)
         }
         for index in answer.endpoints.indices {
             answer.endpoints[index].container = docker?.containers[answer.endpoints[index].id]

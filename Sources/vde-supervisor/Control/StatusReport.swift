@@ -33,6 +33,9 @@ struct StatusReport: Codable, Sendable, Equatable {
         var name: String? = nil
         /// External ports that switch deaths cut off (most recent last); absent when none.
         var lostPorts: [LostPorts]? = nil
+        /// The network's default link (`-o link_*`, changed by `link NET set|clear`), which new
+        /// endpoints get; absent when none.
+        var link: LinkInfo? = nil
     }
 
     struct SwitchInfo: Codable, Sendable, Equatable {

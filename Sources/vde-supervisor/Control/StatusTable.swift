@@ -33,6 +33,9 @@ struct StatusTable {
                         network.worker.lastError ?? "-",
                     ],
                 ], indent: "")
+            if let link = network.link {
+                out += "  default link of new endpoints: \(link.summary)\n"
+            }
             if network.endpoints.isEmpty {
                 out += "  no endpoints\n"
             } else {

@@ -42,7 +42,8 @@ struct LinkReply: Codable, Sendable, Equatable {
         /// `unknown` when it was not asked or did not answer.
         var state: String
         /// What happened to the change in the worker, when it did not simply apply it: the
-        /// worker is restarting (it applies the recorded link when it is back), or its error.
+        /// worker is restarting (the recorded link is applied when it is back: through `start`'s
+        /// restore list, or by `setLink` right after the start if its assignment was read before), or its error.
         var note: String?
         /// True when the worker refused or failed the change (the record holds it all the same,
         /// and the next worker start applies it).

@@ -77,7 +77,7 @@ extension VDEPlugin {
             let phase = await worker.phase
             guard phase == .running else {
                 notes[endpointID] = (
-                    "recorded; the worker is \(phase.rawValue): it applies the recorded link when it is back", false
+                    "recorded; the worker is \(phase.rawValue): the recorded link is applied when it is back", false
                 )
                 continue
             }
@@ -93,6 +93,32 @@ extension VDEPlugin {
             }
         }
         return await linkReply(networkID, endpointIDs, changed: changed, notes: notes, statuses: statuses)
+    }
+
+    /// Sends each endpoint its recorded link: for a worker that started with an assignment read
+    /// before a `link` change was recorded (the change found it restarting and left it to the
+    /// restart). In turn with the `link` requests, so the order of changes holds.
+    func resendChangedLinks(_ endpointIDs: [EndpointID], of networkID: NetworkID) async {
+        await acquireLinkTurn()
+        defer { releaseLinkTurn() }
+        guard let worker = live[networkID]?.worker else { return }
+        for endpointID in endpointIDs {
+            guard let record = state.networks[networkID]?.endpoints[endpointID] else { continue }
+            do {
+                let status = try await worker.setLink(endpointID, link: record.link ?? LinkSettings())
+                live[networkID]?.endpoints[endpointID] = status
+                logger.info(
+                    "sent a link recorded during the worker's restart",
+                    metadata: ["network": "\(networkID.short)", "endpoint": "\(endpointID.short)"])
+            } catch {
+                logger.warning(
+                    "could not send a link recorded during the worker's restart; its next start applies it",
+                    metadata: [
+                        "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
+                        "error": "\(VDEError(wrapping: error).message)",
+                    ])
+            }
+        }
     }
 
     private func acquireLinkTurn() async {

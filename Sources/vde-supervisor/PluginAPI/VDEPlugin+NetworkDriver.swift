@@ -255,6 +255,7 @@ extension VDEPlugin {
             "socket_dir": network.switchSpec.paths.ctlDir,
             "switch": network.ownsSwitch ? "own" : "external",
         ]
+        if let link = endpoint.link { value["link"] = LinkInfo(link).short }
         if let status = live[network.id]?.endpoints[endpoint.id] {
             value["plug_state"] = status.state.rawValue
             if let pid = status.plugPID { value["plug_pid"] = String(pid) }

@@ -83,7 +83,8 @@ extension VDEPlugin {
             healthy: workerInfo.state == "running" && endpointsHealthy,
             endpoints: endpoints,
             otherPorts: Self.otherPorts(reply),
-            lostPorts: reply?.lostExternalPorts.map { $0.map(Self.lostPorts) })
+            lostPorts: reply?.lostExternalPorts.map { $0.map(Self.lostPorts) },
+            link: record.options.link.map { LinkInfo(LinkSettings(impairment: $0)) })
     }
 
     /// The worker's external ports with program, pid and MACs; a worker that sends only

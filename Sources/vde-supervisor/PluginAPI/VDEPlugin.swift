@@ -145,11 +145,21 @@ actor VDEPlugin {
         return NetworkWorker.Assignment(switchSpec: record.switchSpec, endpoints: record.endpointSpecs)
     }
 
+    /// The endpoints a worker was handed with another link than the one recorded now (and not gone).
+    static func staleLinks(handed: [EndpointSpec], record: NetworkRecord, gone: [EndpointID]) -> [EndpointID] {
+        handed.filter { spec in
+            !gone.contains(spec.endpointID) && record.endpoints[spec.endpointID].map { $0.link != spec.link } == true
+        }.map(\.endpointID)
+    }
+
     private func workerStarted(networkID: NetworkID, _ started: NetworkWorker.Started) {
         guard let record = state.networks[networkID] else { return }
         let gone = live[networkID, default: LiveNetwork()].workerStarted(started, recorded: Set(record.endpoints.keys))
         recordSwitchStarted(networkID: networkID, started.switchStatus.owned)
         if !gone.isEmpty { sweepStaleEndpoints(gone, of: networkID) }
+        // A `link` change recorded while the worker was being started, after its assignment was read.
+        let stale = Self.staleLinks(handed: started.handed, record: record, gone: gone)
+        if !stale.isEmpty { Task { await self.resendChangedLinks(stale, of: networkID) } }
     }
 
     /// Endpoints whose container is gone, on the worker's evidence (the container was removed

@@ -114,6 +114,10 @@ actor NetworkWorker {
     struct Started: Sendable, Equatable {
         var switchStatus: SwitchStatus
         var endpoints: [EndpointStatus]
+        /// The endpoints the worker was handed to restore, as the assignment was read when the
+        /// launch began: a link recorded after that reaches the worker by `setLink` (see
+        /// ``VDEPlugin/resendChangedLinks(_:of:)``).
+        var handed: [EndpointSpec] = []
     }
 
     // MARK: commands
@@ -275,7 +279,7 @@ actor NetworkWorker {
             else {
                 throw Self.unexpectedReply(to: command)
             }
-            let result = Started(switchStatus: switchStatus, endpoints: endpoints)
+            let result = Started(switchStatus: switchStatus, endpoints: endpoints, handed: assignment.endpoints)
             phase = .running
             startedAt = .now
             backoff.started()

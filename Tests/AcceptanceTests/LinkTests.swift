@@ -506,6 +506,13 @@ extension Acceptance {
                     try await !r1.interface("eth0").noCarrier
                 }
                 Self.expectUnimpaired(try await probe(), "r1 -> r2 through wa again")
+                // One end pulled: r1 sends through wb, r2 (carrier on wa) answers through wa.
+                try await LinkCLI.check([scope.name("wa"), scope.name("r1"), "down"], supervisor)
+                let oneSided = try await r1.run(
+                    [ContainerNet.ping, "-n", "-c", "5", "-i", "0.2", "-W", "1", "-I", "10.99.1.1", "10.99.2.2"])
+                #expect(
+                    PingRun(result: oneSided).received == 0,
+                    "with only r1's cable pulled, r2 answers through wa and nothing comes back: \(oneSided)")
             }
         }
 

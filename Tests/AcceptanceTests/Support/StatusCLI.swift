@@ -168,7 +168,8 @@ indirect enum StatusSchema: Sendable {
         "outPackets": required(.int), "outBytes": required(.int),
     ])
 
-    /// An endpoint's link (issue 13): absent when unimpaired and up.
+    /// An endpoint's link (issue 13): absent when unimpaired and up; a network's default link
+    /// has the same shape.
     static let link: StatusSchema = .object([
         "down": required(.bool), "summary": required(.string), "settings": required(.map(.string)),
         "impairment": required(
@@ -229,6 +230,7 @@ indirect enum StatusSchema: Sendable {
                                 "macAddresses": optional(.array(.string)),
                             ]))),
                     "name": optional(.string),
+                    "link": optional(link),
                     "lostPorts": optional(
                         .array(
                             .object([

@@ -60,8 +60,9 @@ extension Acceptance {
         }
 
         /// Docker's own MTU option: the containers' interfaces get it, full-size frames of that
-        /// MTU cross, `docker network inspect` shows it; above what vde_switch carries it is
-        /// refused at create with the reason, and IPv6 networks need at least 1280.
+        /// MTU cross with DF set (1400 and 1500), `docker network inspect` shows it; above what
+        /// vde_switch carries (1501 and up) it is refused at create with the reason, and IPv6
+        /// networks need at least 1280.
         @Test func mtuOptionSetsTheContainersInterfaces() async throws {
             try await withDocker { _, scope in
                 try await scope.network(
@@ -73,9 +74,35 @@ extension Acceptance {
                 // 1372 bytes of ICMP payload + 28 of headers = 1400: a full frame, not fragmented.
                 let full = try await scope.exec("b", ["ping", "-c", "2", "-W", "2", "-s", "1372", "10.77.11.10"])
                 #expect(full.succeeded, "a 1400-byte packet should cross: \(full)")
+                // With DF (iputils in b's namespace: busybox ping cannot set it): 1400 bytes
+                // cross unfragmented, 1401 are refused by b's own stack (its MTU is really 1400).
+                let b = try await scope.net("b")
+                let df = try await b.run(
+                    [ContainerNet.ping, "-n", "-c", "2", "-W", "2", "-M", "do", "-s", "1372", "10.77.11.10"])
+                #expect(df.succeeded, "a 1400-byte packet with DF should cross: \(df)")
+                let over = try await b.run(
+                    [ContainerNet.ping, "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1373", "10.77.11.10"])
+                #expect(
+                    !over.succeeded && over.output.contains("mtu=1400"),
+                    "a 1401-byte packet with DF should be refused at MTU 1400: \(over)")
                 let inspect = try await Docker.check(
                     ["network", "inspect", "--format", "{{json .Options}}", scope.name("mtu")], timeout: .seconds(30))
                 #expect(inspect.stdout.contains("\"com.docker.network.driver.mtu\":\"1400\""), "\(inspect.stdout)")
+                // 1500, the largest accepted: full 1500-byte packets with DF cross.
+                try await scope.network(
+                    "mtu5", ["--subnet", "10.77.15.0/24", "-o", "com.docker.network.driver.mtu=1500"])
+                _ = try await scope.container("c", network: "mtu5", ip: "10.77.15.10")
+                _ = try await scope.container("d", network: "mtu5", ip: "10.77.15.11")
+                let d = try await scope.net("d")
+                let mtu1500 = try await d.run([NetNS.ip, "-o", "link", "show", "dev", "eth0"])
+                #expect(mtu1500.stdout.contains("mtu 1500"), "d's eth0: \(mtu1500)")
+                let full1500 = try await d.run(
+                    [ContainerNet.ping, "-n", "-c", "2", "-W", "2", "-M", "do", "-s", "1472", "10.77.15.10"])
+                #expect(full1500.succeeded, "a 1500-byte packet with DF should cross at MTU 1500: \(full1500)")
+                let above = try await scope.createNetwork(
+                    "mtu6", ["--subnet", "10.77.16.0/24", "-o", "com.docker.network.driver.mtu=1501"])
+                #expect(!above.succeeded, "mtu 1501 was accepted: \(above)")
+                #expect(above.stderr.contains("1518 bytes"), "the error should say why: \(above.stderr)")
                 let jumbo = try await scope.createNetwork(
                     "mtu2", ["--subnet", "10.77.12.0/24", "-o", "com.docker.network.driver.mtu=9000"])
                 #expect(!jumbo.succeeded, "mtu 9000 was accepted: \(jumbo)")

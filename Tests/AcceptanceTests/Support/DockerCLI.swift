@@ -86,6 +86,9 @@ final class DockerScope: Sendable {
         return result.stdout.trimmingWhitespace
     }
 
+    /// Removes the container `name` (a full name) at the end of the test.
+    func track(container name: String) { made.withLock { $0.containers.append(name) } }
+
     /// `docker run -d --net NET [--ip IP] IMAGE sleep 600`; returns the result.
     func startContainer(_ base: String, network: String, ip: String? = nil, extra: [String] = []) async throws
         -> CommandResult

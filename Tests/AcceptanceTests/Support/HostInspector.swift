@@ -36,14 +36,25 @@ enum HostInspector {
         return result
     }
 
-    /// Processes of the VDE family (vde_switch, vde_plug2tap, vde_plug, vde-networker,
-    /// vde-supervisor) whose argv mentions any of `needles` (paths, IDs, tap names).
+    /// Processes of the VDE family (vde_switch, vde_plug2tap, vde_plug, wirefilter,
+    /// vde-networker, vde-supervisor) whose argv mentions any of `needles` (paths, IDs, tap
+    /// names). wirefilter is the plug of an endpoint whose link is impaired (issue 13).
     static func vdeProcesses(mentioning needles: [String]) -> [ProcessInfo] {
-        let family = ["vde_switch", "vde_plug2tap", "vde_plug", "vde-networker", "vde-supervisor"]
+        let family = ["vde_switch", "vde_plug2tap", "vde_plug", "wirefilter", "vde-networker", "vde-supervisor"]
         return processes().filter { p in
             family.contains(p.program)
                 && p.argv.contains { arg in needles.contains { !$0.isEmpty && arg.contains($0) } }
         }
+    }
+
+    /// The wirefilter plugs of the switch at `ctlDir` (`wirefilter -v CTLDIR:tap://IFNAME ...`).
+    static func wirefilters(ctlDir: String) -> [ProcessInfo] {
+        vdeProcesses(mentioning: [ctlDir + ":tap://"]).filter { $0.program == "wirefilter" }
+    }
+
+    /// The vde_plug2tap plugs of the switch at `ctlDir`.
+    static func plug2taps(ctlDir: String) -> [ProcessInfo] {
+        vdeProcesses(mentioning: [ctlDir]).filter { $0.program == "vde_plug2tap" }
     }
 
     /// True when a network link of that name exists in this process's netns.

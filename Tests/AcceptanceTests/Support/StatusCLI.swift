@@ -152,6 +152,8 @@ indirect enum StatusSchema: Sendable {
     case exactly(Int64)
     case array(StatusSchema)
     case object([String: Field])
+    /// An object whose keys are data (any name), each value of this schema.
+    case map(StatusSchema)
 
     struct Field: Sendable {
         var schema: StatusSchema
@@ -164,6 +166,18 @@ indirect enum StatusSchema: Sendable {
     static let counters: StatusSchema = .object([
         "inPackets": required(.int), "inBytes": required(.int),
         "outPackets": required(.int), "outBytes": required(.int),
+    ])
+
+    /// An endpoint's link (issue 13): absent when unimpaired and up; a network's default link
+    /// has the same shape.
+    static let link: StatusSchema = .object([
+        "down": required(.bool), "summary": required(.string), "settings": required(.map(.string)),
+        "impairment": required(
+            .object([
+                "delayMicroseconds": optional(.int), "jitterMicroseconds": optional(.int),
+                "lossMillipercent": optional(.int), "lossBurst": optional(.int),
+                "duplicateMillipercent": optional(.int), "rateBitsPerSecond": optional(.int),
+            ])),
     ])
 
     static let report: StatusSchema = .object([
@@ -200,9 +214,13 @@ indirect enum StatusSchema: Sendable {
                                 "macAddress": required(.string), "ipv4": optional(.string), "ipv6": optional(.string),
                                 "sandbox": optional(.string),
                                 "state": required(
-                                    .oneOf(["plugged", "unplugged", "restarting", "unreachable", "tapGone", "unknown"])),
+                                    .oneOf([
+                                        "plugged", "unplugged", "restarting", "unreachable", "tapGone", "linkDown",
+                                        "unknown",
+                                    ])),
                                 "plugPID": optional(.int), "switchPort": optional(.int), "detail": optional(.string),
                                 "counters": optional(counters), "container": optional(.string),
+                                "link": optional(link), "linkManagementSocket": optional(.string),
                             ]))),
                     "otherPorts": required(
                         .array(
@@ -212,6 +230,7 @@ indirect enum StatusSchema: Sendable {
                                 "macAddresses": optional(.array(.string)),
                             ]))),
                     "name": optional(.string),
+                    "link": optional(link),
                     "lostPorts": optional(
                         .array(
                             .object([
@@ -238,6 +257,8 @@ indirect enum StatusSchema: Sendable {
             return i == expected ? [] : ["\(path): \(i), expected \(expected)"]
         case (.array(let element), .array(let items)):
             return items.enumerated().flatMap { element.violations(of: $1, at: "\(path)[\($0)]") }
+        case (.map(let element), .object(let members)):
+            return members.sorted { $0.key < $1.key }.flatMap { element.violations(of: $1, at: "\(path).\($0)") }
         case (.object(let fields), .object(let members)):
             var found: [String] = []
             for (name, field) in fields.sorted(by: { $0.key < $1.key }) {
@@ -270,7 +291,7 @@ indirect enum StatusSchema: Sendable {
         case .bool: "bool"
         case .oneOf(let allowed): "one of \(allowed)"
         case .array: "array"
-        case .object: "object"
+        case .object, .map: "object"
         }
     }
 }
@@ -351,6 +372,14 @@ struct StatusDoc: Decodable, Sendable {
         var switchPort: Int?
         var counters: Counters?
         var container: String?
+        var link: Link?
+        var linkManagementSocket: String?
+    }
+
+    struct Link: Decodable, Sendable {
+        var down: Bool
+        var summary: String
+        var settings: [String: String]
     }
 
     struct OtherPort: Decodable, Sendable {

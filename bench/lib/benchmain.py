@@ -129,7 +129,7 @@ def main() -> int:
                                     args.quick, dcleanup, sup.run_dir, True, reps=1 if args.quick else 2,
                                     seconds=3 if args.quick else 5, pings=10 if args.quick else 20)
                                 dcleanup.run_all()
-                            results["links"] |= links.run_links(links.PluginPairs(dcleanup, sup.run_dir), args.quick)
+                            results["links"] |= links.run_links(links.PluginPairs(dcleanup, sup), args.quick)
                         finally:
                             dcleanup.run_all()
                     if "scale" in only:

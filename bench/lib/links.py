@@ -75,6 +75,8 @@ class Pair:
     b: Side
     marker: str  # a string in the argv of this pair's switch and plugs
     undo: Cleanup = field(default_factory=Cleanup)
+    net: str = ""  # the Docker network and A's container (plugin backend)
+    ctr_a: str = ""
 
     def processes(self) -> dict[int, tuple[str, str]]:
         """pid -> (role, kind): role is `switch`, `a` or `b` (the plug of that endpoint)."""
@@ -181,9 +183,10 @@ class HandPairs:
 class PluginPairs:
     """Pairs of containers on vde networks made through dockerd (the real plugin)."""
 
-    def __init__(self, cleanup: Cleanup, run_dir: str):
+    def __init__(self, cleanup: Cleanup, sup):
         self.cleanup = cleanup
-        self.run_dir = run_dir
+        self.sup = sup  # common.Supervisor
+        self.run_dir = sup.run_dir
         self.count = 0
 
     def make(self, name: str, link_a: dict, link_b: dict) -> Pair:
@@ -217,7 +220,7 @@ class PluginPairs:
             eid = run([DOCKER, "inspect", "-f", "{{(index .NetworkSettings.Networks \"" + net + "\").EndpointID}}",
                        ctr]).stdout.strip()
             sides.append(Side(f"/proc/{pid}/ns/net", ip, "vde" + eid[:12], dict(link)))
-        pair = Pair(name, sides[0], sides[1], self.run_dir, undo)
+        pair = Pair(name, sides[0], sides[1], self.run_dir, undo, net=net, ctr_a=f"vdeb-lk-{i}-a")
         _wait(lambda: len([r for r, _ in pair.processes().values() if r in ("a", "b")]) == 2, 10, "plugs")
         kinds = {r: k for r, k in pair.processes().values()}
         for role, side in (("a", pair.a), ("b", pair.b)):
@@ -229,6 +232,12 @@ class PluginPairs:
 
     def close(self, pair: Pair) -> None:
         pair.undo.run_all()
+
+    def link_cli(self, pair: Pair, args: list[str]) -> str:
+        """`vde-supervisor link NET CONTAINER-A ARGS...` against our supervisor; its output."""
+        argv = [os.path.join(self.sup.bin_dir, "vde-supervisor"), "link", "--control-socket", self.sup.control,
+                pair.net, pair.ctr_a, *args]
+        return run(argv, timeout=30).stdout
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -253,9 +262,13 @@ def ping(p: Pair, count: int, interval: float, warm: bool = True) -> dict:
     """`count` pings A -> B: per-reply RTTs by sequence number, losses, duplicates."""
     if warm:
         run(p.a.nsenter() + ["ping", "-c", "3", "-i", "0.05", "-W", "2", p.b.ip], check=False)  # ARP
-    wait = 2 + count * interval + 3
-    out = run(p.a.nsenter() + ["ping", "-n", "-c", str(count), "-i", str(interval), "-w", str(math.ceil(wait)), p.b.ip],
-              check=False, timeout=wait + 30).stdout
+    # No deadline (-w): on a loaded machine ping sends late, and a deadline would cut the last
+    # ones off and count them as lost. -W 2: how long it waits for the last replies.
+    out = run(p.a.nsenter() + ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", p.b.ip],
+              check=False, timeout=count * interval * 4 + 60).stdout
+    sent = re.search(r"(\d+) packets transmitted", out)
+    if sent:
+        count = int(sent.group(1))
     rtt: dict[int, float] = {}
     dups = 0
     for line in out.splitlines():
@@ -382,17 +395,48 @@ def accuracy(backend, quick: bool) -> list[dict]:
     scale = 0.5 if quick else 1.0
     n = lambda x: max(20, int(x * scale))  # noqa: E731
 
-    def pair(name, a, b):
-        log(f"links: accuracy: {name}")
-        return backend.make(name, a, b)
+    def case(label: str, a: dict, b: dict, measure) -> None:
+        """One pair, one measurement: a row, or an error row (the other cases still run)."""
+        log(f"links: accuracy: {label}")
+        p = None
+        try:
+            p = backend.make(label, a, b)
+            rows.append(measure(p))
+        except Exception as e:  # noqa: BLE001
+            log(f"links: accuracy: {label} FAILED: {e}")
+            rows.append({"what": "error", "config": label, "error": str(e)[:500]})
+        finally:
+            if p is not None:
+                backend.close(p)
 
     # The unimpaired round trip, subtracted from the delayed ones.
-    p = pair("unimpaired", {}, {})
-    base = ping(p, n(100), 0.02)
-    backend.close(p)
-    base_mean = sum(base["rtts_ms"]) / len(base["rtts_ms"])
-    rows.append({"what": "base", "config": "none", "rtt_mean_ms": base_mean, "rtt_sd_ms": _sd(base["rtts_ms"]),
-                 "pings": base["sent"], "lost": base["lost"]})
+    def base(p):
+        r = ping(p, n(100), 0.02)
+        return {"what": "base", "config": "none", "rtt_mean_ms": sum(r["rtts_ms"]) / len(r["rtts_ms"]),
+                "rtt_sd_ms": _sd(r["rtts_ms"]), "pings": r["sent"], "lost": r["lost"]}
+    case("unimpaired", {}, {}, base)
+    if rows[-1]["what"] != "base":
+        return rows
+    base_mean = rows[-1]["rtt_mean_ms"]
+
+    def delay(label, a, b, count, interval):
+        def measure(p):
+            r = ping(p, count, interval)
+            k = _k(a, b, "delay")
+            rtts = r["rtts_ms"]
+            mean = sum(rtts) / len(rtts)
+            row = {"what": "delay", "config": label, "k": k, "delay_ms": _ms(a["delay"]), "pings": r["sent"],
+                   "rtt_mean_ms": mean, "rtt_min_ms": min(rtts), "rtt_max_ms": max(rtts), "rtt_sd_ms": _sd(rtts),
+                   "one_way_ms": (mean - base_mean) / k, "lost": r["lost"]}
+            if "jitter" in a:
+                j = _ms(a["jitter"])
+                # Each crossing adds an independent uniform delay in [d - j, d + j]: sd j / sqrt(3).
+                row |= {"what": "jitter", "jitter_ms": j, "expected_rtt_sd_ms": j * math.sqrt(k / 3),
+                        "jitter_measured_ms": _sd(rtts) * math.sqrt(3 / k),
+                        "expected_rtt_range_ms": [base_mean + k * (row["delay_ms"] - j),
+                                                  base_mean + k * (row["delay_ms"] + j)]}
+            return row
+        return measure
 
     for label, a, b, count, interval in (
             ("delay 25ms on both", {"delay": "25ms"}, {"delay": "25ms"}, n(50), 0.05),
@@ -401,62 +445,54 @@ def accuracy(backend, quick: bool) -> list[dict]:
             ("delay 50ms jitter 10ms on A", {"delay": "50ms", "jitter": "10ms"}, {}, n(400), 0.03),
             ("delay 20ms jitter 5ms on both", {"delay": "20ms", "jitter": "5ms"}, {"delay": "20ms", "jitter": "5ms"},
              n(400), 0.03)):
-        p = pair(label, a, b)
-        r = ping(p, count, interval)
-        backend.close(p)
-        k = _k(a, b, "delay")
-        rtts = r["rtts_ms"]
-        mean = sum(rtts) / len(rtts)
-        row = {"what": "delay", "config": label, "k": k, "delay_ms": _ms(a["delay"]), "pings": count,
-               "rtt_mean_ms": mean, "rtt_min_ms": min(rtts), "rtt_max_ms": max(rtts), "rtt_sd_ms": _sd(rtts),
-               "one_way_ms": (mean - base_mean) / k, "lost": r["lost"]}
-        if "jitter" in a:
-            j = _ms(a["jitter"])
-            # Each crossing adds an independent uniform delay in [d - j, d + j]: sd j / sqrt(3).
-            row |= {"what": "jitter", "jitter_ms": j, "expected_rtt_sd_ms": j * math.sqrt(k / 3),
-                    "jitter_measured_ms": _sd(rtts) * math.sqrt(3 / k),
-                    "expected_rtt_range_ms": [base_mean + k * (row["delay_ms"] - j), base_mean + k * (row["delay_ms"] + j)]}
-        rows.append(row)
+        case(label, a, b, delay(label, a, b, count, interval))
+
+    def loss_or_dup(label, a, count, interval):
+        def measure(p):
+            r = ping(p, count, interval)
+            key = "dup" if "dup" in a else "loss"
+            k = _k(a, {}, key)
+            conf = _pct(a[key]) / 100
+            if key == "loss":
+                lo, hi = wilson(r["lost"], r["sent"])
+                per = lambda x: 1 - (1 - x) ** (1 / k)  # noqa: E731
+                return {"what": "loss", "config": label, "k": k, "configured_pct": 100 * conf, "pings": r["sent"],
+                        "lost": r["lost"], "ping_loss_pct": 100 * r["lost"] / r["sent"],
+                        "expected_ping_loss_pct": 100 * (1 - (1 - conf) ** k),
+                        "measured_pct": 100 * per(r["lost"] / r["sent"]), "ci95_pct": [100 * per(lo), 100 * per(hi)],
+                        "burst": int(a.get("loss_burst", 0)) or None,
+                        "mean_lost_run": (sum(r["loss_bursts"]) / len(r["loss_bursts"])) if r["loss_bursts"] else 0}
+            # A duplicate of the request makes a second reply too; small p: dups per ping ~ k p.
+            lo, hi = wilson(r["dups"], r["received"])
+            return {"what": "dup", "config": label, "k": k, "configured_pct": 100 * conf, "pings": r["sent"],
+                    "dups": r["dups"], "measured_pct": 100 * r["dups"] / r["received"] / k,
+                    "ci95_pct": [100 * lo / k, 100 * hi / k]}
+        return measure
 
     for label, a, count, interval in (
-            ("loss 1% on A", {"loss": "1%"}, n(3000), 0.003),
+            ("loss 1% on A", {"loss": "1%"}, n(2000), 0.005),
             ("loss 20% on A", {"loss": "20%"}, n(1000), 0.005),
             ("loss 10% burst 3 on A", {"loss": "10%", "loss_burst": "3"}, n(2000), 0.005),
             ("dup 5% on A", {"dup": "5%"}, n(1000), 0.005)):
-        p = pair(label, a, {})
-        r = ping(p, count, interval)
-        backend.close(p)
-        key = "dup" if "dup" in a else "loss"
-        k = _k(a, {}, key)
-        conf = _pct(a[key]) / 100
-        if key == "loss":
-            lo, hi = wilson(r["lost"], r["sent"])
-            per = lambda x: 1 - (1 - x) ** (1 / k)  # noqa: E731
-            rows.append({"what": "loss", "config": label, "k": k, "configured_pct": 100 * conf, "pings": r["sent"],
-                         "lost": r["lost"], "ping_loss_pct": 100 * r["lost"] / r["sent"],
-                         "expected_ping_loss_pct": 100 * (1 - (1 - conf) ** k),
-                         "measured_pct": 100 * per(r["lost"] / r["sent"]), "ci95_pct": [100 * per(lo), 100 * per(hi)],
-                         "burst": int(a.get("loss_burst", 0)) or None,
-                         "mean_lost_run": (sum(r["loss_bursts"]) / len(r["loss_bursts"])) if r["loss_bursts"] else 0})
-        else:
-            # A duplicate of the request makes a second reply too; small p: dups per ping ~ k p.
-            lo, hi = wilson(r["dups"], r["received"])
-            rows.append({"what": "dup", "config": label, "k": k, "configured_pct": 100 * conf, "pings": r["sent"],
-                         "dups": r["dups"], "measured_pct": 100 * r["dups"] / r["received"] / k,
-                         "ci95_pct": [100 * lo / k, 100 * hi / k]})
+        case(label, a, {}, loss_or_dup(label, a, count, interval))
 
     secs = 3 if quick else 5
+
+    def rate_case(label, rate):
+        def measure(p):
+            t = secs + (3 if rate == "1mbit" else 0)
+            fwd = iperf(p, t)
+            rev = iperf(p, t, reverse=True)
+            bits = _bits(rate)
+            return {"what": "rate", "config": label, "configured_mbit_s": bits / 1e6,
+                    "expected_goodput_mbit_s": bits / 1e6 / TCP_FRAME_OVERHEAD,
+                    "tcp_fwd_mbit_s": fwd["mbit_s"], "tcp_rev_mbit_s": rev["mbit_s"],
+                    "retransmits": [fwd["retransmits"], rev["retransmits"]]}
+        return measure
+
     for rate in ("1mbit", "10mbit", "100mbit"):
         label = f"rate {rate} on A"
-        p = pair(label, {"rate": rate}, {})
-        fwd = iperf(p, secs + (3 if rate == "1mbit" else 0))
-        rev = iperf(p, secs + (3 if rate == "1mbit" else 0), reverse=True)
-        backend.close(p)
-        bits = _bits(rate)
-        rows.append({"what": "rate", "config": label, "configured_mbit_s": bits / 1e6,
-                     "expected_goodput_mbit_s": bits / 1e6 / TCP_FRAME_OVERHEAD,
-                     "tcp_fwd_mbit_s": fwd["mbit_s"], "tcp_rev_mbit_s": rev["mbit_s"],
-                     "retransmits": [fwd["retransmits"], rev["retransmits"]]})
+        case(label, {"rate": rate}, {}, rate_case(label, rate))
     return rows
 
 
@@ -513,10 +549,94 @@ def cost(backend, quick: bool) -> dict:
     return out
 
 
+def _ping_timeline(p: Pair, interval: float, seconds: float, action) -> dict:
+    """Pings A -> B every `interval` for `seconds`, runs `action()` after a second, and
+    returns per-sequence send times (relative to the action's start) and RTTs (None: lost)."""
+    count = int(seconds / interval)
+    proc = subprocess.Popen(p.a.nsenter() + ["ping", "-n", "-D", "-c", str(count), "-i", str(interval), "-W", "1",
+                                             p.b.ip], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    started = time.time()
+    time.sleep(1.0)
+    t0 = time.time()
+    result = action()
+    t1 = time.time()
+    out, _ = proc.communicate(timeout=seconds + 30)
+    rtt: dict[int, tuple[float, float]] = {}
+    for line in out.splitlines():
+        m = re.search(r"^\[([\d.]+)\].*icmp_seq=(\d+) .*time=([\d.]+) ms", line)
+        if m and "DUP!" not in line:
+            recv, seq, ms = float(m.group(1)), int(m.group(2)), float(m.group(3))
+            rtt[seq] = (recv - ms / 1000 - t0, ms)
+    # Sends of lost pings: interpolated from the neighbours' send times.
+    sends = {seq: v[0] for seq, v in rtt.items()}
+    timeline = []
+    for seq in range(1, count + 1):
+        if seq in sends:
+            timeline.append((sends[seq], rtt[seq][1]))
+        else:
+            known = [q for q in sends if abs(q - seq) < 200]
+            if known:
+                q = min(known, key=lambda x: abs(x - seq))
+                timeline.append((sends[q] + (seq - q) * interval, None))
+            else:
+                timeline.append((started - t0 + (seq - 1) * interval, None))
+    return {"action_s": t1 - t0, "result": result, "timeline": timeline}
+
+
+def _summarise_change(tl: dict, new_ok) -> dict:
+    """Lost pings after the action started, and when the first reply that shows the new
+    setting was sent (relative to the action's start)."""
+    after = [(t, r) for t, r in tl["timeline"] if t >= 0]
+    lost = [t for t, r in after if r is None]
+    first_new = next((t for t, r in after if r is not None and new_ok(r)), None)
+    return {"cli_s": tl["action_s"], "lost_after": len(lost),
+            "lost_span_s": (max(lost) - min(lost)) if lost else 0.0,
+            "first_new_reply_sent_s": first_new}
+
+
+def live(backend, quick: bool) -> list[dict]:
+    """Live changes through `vde-supervisor link` (the plugin backend only): how long until a
+    ping shows them, and what a change costs in lost pings (10 ms pings)."""
+    if not hasattr(backend, "link_cli"):
+        return []
+    rows = []
+    p = backend.make("live", {}, {})
+    ping(p, 5, 0.05)
+    interval = 0.01
+    steps = (
+        ("unimpaired → delay 20ms (plug replaced by a wirefilter)", ["set", "delay=20ms"], lambda r: r > 30),
+        ("delay 20ms → 50ms (management command)", ["set", "delay=50ms"], lambda r: r > 90),
+        ("delay 50ms → cleared (wirefilter replaced by vde_plug2tap)", ["clear"], lambda r: r < 10),
+        ("down (cable pulled)", ["down"], None),
+        ("up", ["up"], lambda r: r < 10),
+    )
+    for label, args, new_ok in steps:
+        log(f"links: live: {label}")
+        tl = _ping_timeline(p, interval, 3.0, lambda a=args: backend.link_cli(p, a))
+        if new_ok is None:
+            after = [(t, r) for t, r in tl["timeline"] if t >= 0]
+            first_lost = next((t for t, r in after if r is None), None)
+            rows.append({"change": label, "cli_s": tl["action_s"], "first_lost_sent_s": first_lost,
+                         "replies_after": sum(1 for _, r in after if r is not None)})
+        else:
+            rows.append({"change": label} | _summarise_change(tl, new_ok))
+    backend.close(p)
+    return rows
+
+
 def run_links(backend, quick: bool) -> dict:
     t0 = time.perf_counter()
     res = {"accuracy": accuracy(backend, quick)}
-    res["cost"] = cost(backend, quick)
+    try:
+        res["live"] = live(backend, quick)
+    except Exception as e:  # noqa: BLE001 - the rest of the section still counts
+        log(f"links: live changes failed: {e}")
+        res["live_error"] = str(e)
+    try:
+        res["cost"] = cost(backend, quick)
+    except Exception as e:  # noqa: BLE001 - keep the accuracy figures
+        log(f"links: cost FAILED: {e}")
+        res["cost_error"] = str(e)[:500]
     res["before"] = BEFORE
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -539,7 +659,12 @@ def _m(s: dict, d=0) -> str:
 def tables(res: dict, dataplane: dict | None = None) -> str:
     out: list[str] = []
     acc = res["accuracy"]
-    base = next(r for r in acc if r["what"] == "base")
+    errors = [r for r in acc if r["what"] == "error"]
+    if errors:
+        out += ["Failed cases: " + "; ".join(f"{r['config']}: {r['error'][:160]}" for r in errors), ""]
+    base = next((r for r in acc if r["what"] == "base"), None)
+    if base is None:
+        return "\n".join(out)
     out += [f"Unimpaired round trip A → B → A: {base['rtt_mean_ms']:.3f} ms mean (sd {base['rtt_sd_ms']:.3f}, "
             f"{base['pings']} pings), subtracted from the delayed ones. k = impaired link directions a round trip "
             "crosses (2 with A impaired, 4 with both).", ""]
@@ -568,8 +693,24 @@ def tables(res: dict, dataplane: dict | None = None) -> str:
             e = r["expected_goodput_mbit_s"]
             out.append(f"| {r['config']} | {e:.2f} | {r['tcp_fwd_mbit_s']:.2f} | {r['tcp_fwd_mbit_s'] / e:.3f} | "
                        f"{r['tcp_rev_mbit_s']:.2f} | {r['tcp_rev_mbit_s'] / e:.3f} |")
+    if res.get("live"):
+        out += ["", "Live changes of A's link with `vde-supervisor link NET A ...` while A pings B every 10 ms "
+                "(times from the CLI's start; the CLI resolves names through dockerd first):", "",
+                "| change | CLI s | pings lost | first reply showing the change, sent after s |", "|---|---|---|---|"]
+        for r in res["live"]:
+            if "first_lost_sent_s" in r:
+                out.append(f"| {r['change']} | {r['cli_s']:.3f} | all from {_f(r['first_lost_sent_s'], 3)} s on "
+                           f"({r['replies_after']} replies after) | – |")
+            else:
+                out.append(f"| {r['change']} | {r['cli_s']:.3f} | {r['lost_after']} | {_f(r['first_new_reply_sent_s'], 3)} |")
+    if res.get("live_error"):
+        out += ["", f"Live changes: failed ({res['live_error'][:200]})."]
     if dataplane:
         out += ["", _unimpaired_table(dataplane)]
+    if res.get("cost_error"):
+        out += ["", f"Cost: failed ({res['cost_error'][:200]})."]
+    if "cost" not in res:
+        return "\n".join(out)
     c = res["cost"]
     s = c["summary"]
     out += ["", f"Cost ({c['reps']} interleaved rounds, iperf3 TCP {c['iperf_seconds']} s each way; CPU in % of one CPU):", ""]

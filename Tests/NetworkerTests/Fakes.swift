@@ -45,6 +45,8 @@ final class FakeLab: Sendable {
         var watchUnavailable = false
         /// What `/proc` says about every plug's tap (for the polling fallback).
         var tapAttachment: TapAttachment = .attached(interface: "fake")
+        /// While set, live changes to wirefilters fail (their management socket is broken).
+        var managementFails = false
     }
 
     let state = Mutex(State())
@@ -180,12 +182,32 @@ struct FakeSwitchLauncher: SwitchLauncher {
 final class FakePlug: FakeChild, RunningPlug, @unchecked Sendable {
     let lab: FakeLab
     let location: PlugLocation
+    let kind: PlugKind
+    let managementSocket: String?
     private let watch = Mutex<(@Sendable () -> Void)?>(nil)
+    /// What a wirefilter plug was started with, then every impairment applied live since.
+    let impairments: Mutex<[LinkImpairment]>
 
-    init(lab: FakeLab, location: PlugLocation) {
+    init(lab: FakeLab, location: PlugLocation, wirefilter: WirefilterSpec? = nil) {
         self.lab = lab
         self.location = location
+        kind = wirefilter == nil ? .plug2tap : .wirefilter
+        managementSocket = wirefilter?.managementSocket
+        impairments = Mutex(wirefilter.map { [$0.impairment] } ?? [])
         super.init(pid: lab.allocatePID())
+    }
+
+    var switchPID: pid_t { pid }
+    /// The settings the wirefilter has now.
+    var impairment: LinkImpairment? { impairments.withLock { $0.last } }
+    var liveChanges: Int { impairments.withLock { max($0.count - 1, 0) } }
+
+    func apply(_ impairment: LinkImpairment) async throws(ManagementError) {
+        guard kind == .wirefilter else { return }
+        if lab.with({ $0.managementFails }) {
+            throw ManagementError(socketPath: managementSocket ?? "?", reason: "is broken", console: .wirefilter)
+        }
+        impairments.withLock { $0.append(impairment) }
     }
 
     override func willExit() {
@@ -243,14 +265,16 @@ final class FakePlug: FakeChild, RunningPlug, @unchecked Sendable {
 struct FakePlugLauncher: PlugLauncher {
     let lab: FakeLab
 
-    func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug {
-        let plug = FakePlug(lab: lab, location: location)
+    func start(ctlDir: String, location: PlugLocation, wirefilter: WirefilterSpec?, logger: Logger)
+        async throws(PlugError) -> any RunningPlug
+    {
+        let plug = FakePlug(lab: lab, location: location, wirefilter: wirefilter)
         lab.with { $0.plugs.append(plug) }
         return plug
     }
 
     /// The leftover plugs of restored endpoints are adopted; the others are stopped.
-    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], ctlDir: String, logger: Logger) async
+    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], paths: NetworkPaths, logger: Logger) async
         -> PlugPIDFiles.Leftovers
     {
         let leftovers = lab.with { state in
@@ -380,12 +404,12 @@ final class FakeWorkerFixture: Sendable {
         }
     }
 
-    func endpoint(_ n: Int, sandboxKey: SandboxKey? = nil) -> EndpointSpec {
+    func endpoint(_ n: Int, sandboxKey: SandboxKey? = nil, link: LinkSettings? = nil) -> EndpointSpec {
         EndpointSpec(
             endpointID: EndpointID(stringLiteral: String(repeating: "e", count: 8) + String(n)),
             tapName: TapName(stringLiteral: "vdefake\(n)"),
             macAddress: MACAddress(stringLiteral: "02:00:00:00:00:0\(n)"),
-            sandboxKey: sandboxKey)
+            sandboxKey: sandboxKey, link: link)
     }
 
     var allEvents: [WorkerEvent] { events.messages.withLock { $0 } }

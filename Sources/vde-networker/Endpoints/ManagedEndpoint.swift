@@ -16,6 +16,7 @@ struct ManagedEndpoint: Sendable {
         EndpointStatus(
             endpointID: spec.endpointID, tapName: spec.tapName, macAddress: spec.macAddress,
             state: state, plugPID: plug?.pid, port: counters?.port ?? port, counters: counters,
-            detail: state == .plugged ? nil : detail)
+            detail: state == .plugged || state == .linkDown ? nil : detail,
+            link: spec.link.flatMap { $0.isDefault ? nil : $0 }, linkManagementSocket: plug?.managementSocket)
     }
 }

@@ -5,15 +5,16 @@ import Shared
     import Glibc
 #endif
 
-/// One file per running plug, `<network dir>/plugs/<endpointID>.pid` holding `PID STARTTIME`
-/// (see ``ProcessIdentity``), so that a worker that starts after its predecessor died adopts
+/// One file per running plug (vde_plug2tap, or the wirefilter daemon of an impaired
+/// endpoint), `<network dir>/plugs/<endpointID>.pid` holding `PID STARTTIME` (see ``ProcessIdentity``), so that a worker that starts after its predecessor died adopts
 /// the plugs of the endpoints it restores, stops the others it left behind, and touches no
 /// other process.
 ///
 /// Plugs outlive the worker that started them (the data path outlives its managers); they
 /// exit only with their switch.
 struct PlugPIDFiles: Sendable {
-    static let program = "vde_plug2tap"
+    /// The programs a plug runs: vde_plug2tap, or wirefilter for an impaired endpoint.
+    static let programs = [PlugKind.plug2tap.program, PlugKind.wirefilter.program]
 
     /// `<network dir>/plugs`.
     var directory: String
@@ -51,7 +52,7 @@ struct PlugPIDFiles: Sendable {
 
     /// Goes through the pid files an earlier worker left: the plug of an endpoint in
     /// `restoring` that `adopt` recognises is adopted and keeps its file; every other plug
-    /// whose pid, start time and program (vde_plug2tap) all still match is stopped; a file
+    /// whose pid, start time and program (vde_plug2tap or wirefilter) all still match is stopped; a file
     /// naming a pid that now belongs to another process, or an old file without a start time,
     /// stops nothing. Files of plugs not adopted are removed.
     func takeOver(
@@ -79,11 +80,12 @@ struct PlugPIDFiles: Sendable {
                 continue
             }
             defer { file.remove() }
-            guard identity.isRunning(program: Self.program) else { continue }
+            guard let program = Self.programs.first(where: { identity.isRunning(program: $0) }) else { continue }
             logger.info(
                 "stopping a plug left behind by an earlier worker",
-                metadata: ["pid": "\(identity.pid)", "file": "\(file.path)"])
-            await identity.stop(program: Self.program)
+                metadata: ["pid": "\(identity.pid)", "file": "\(file.path)", "program": "\(program)"])
+            // A wirefilter removes its own pid file and socket on SIGTERM.
+            await identity.stop(program: program)
             found.stopped.append(identity.pid)
         }
         return found

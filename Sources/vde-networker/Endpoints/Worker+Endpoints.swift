@@ -25,7 +25,7 @@ extension Worker {
                     "endpoint \(id) already exists with tap \(existing.spec.tapName) and MAC \(existing.spec.macAddress)"
                 )
             }
-            if existing.state == .plugged || existing.state == .restarting {
+            if existing.state == .plugged || existing.state == .restarting || existing.state == .linkDown {
                 return existing.status()
             }
         }
@@ -55,6 +55,17 @@ extension Worker {
             throw TapError.conflict(name: endpoint.tapName, reason: reason)
         }
 
+        // A pulled cable from the start (`link ... down` on the network before the container
+        // connected): the tap is made and no plug runs; `up` plugs it.
+        if endpoint.link?.down == true {
+            var managed = endpoints[id] ?? ManagedEndpoint(spec: endpoint, state: .linkDown)
+            managed.spec.link = endpoint.link
+            managed.spec.sandboxKey = endpoint.sandboxKey ?? managed.spec.sandboxKey
+            managed.state = .linkDown
+            endpoints[id] = managed
+            return try endpointStatus(id)
+        }
+
         let plug: any RunningPlug
         let port: Int?
         do {
@@ -70,7 +81,8 @@ extension Worker {
                 case .absent(let code): throw SwitchError.notAnswering(ctlDir: spec.paths.ctlDir, errno: code)
                 }
             }
-            (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.tapName))
+            (plug, port) = try await attachPlug(
+                endpointID: id, at: .host(tapName: endpoint.tapName), link: endpoint.link)
         } catch {
             do {
                 try await taps.delete(name: endpoint.tapName)
@@ -82,6 +94,7 @@ extension Worker {
         }
         var managed = endpoints[id] ?? ManagedEndpoint(spec: endpoint, state: .unplugged)
         managed.spec.sandboxKey = endpoint.sandboxKey ?? managed.spec.sandboxKey
+        managed.spec.link = endpoint.link
         endpoints[id] = managed
         // The `creating/` marker stays: the worker cannot know whether the supervisor records
         // the endpoint. Join unmarks it (dockerd joins only endpoints whose CreateEndpoint
@@ -118,7 +131,10 @@ extension Worker {
         endpoints[id]?.spec.sandboxKey = key
         tapCreations?.unmark(tapName: endpoint.spec.tapName)
         logger.debug("endpoint joined", metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
-        if endpoint.state == .unplugged, endpoint.plug == nil {
+        if endpoint.state == .unplugged, endpoint.plug == nil, endpoint.spec.link?.down == true {
+            // Back after a leave with its cable pulled: it stays unplugged until `up`.
+            endpoints[id]?.state = .linkDown
+        } else if endpoint.state == .unplugged, endpoint.plug == nil {
             guard switchState == .running else {
                 throw VDEError.unavailable("the switch of this network is being restarted; retry in a moment")
             }
@@ -127,7 +143,8 @@ extension Worker {
                     "the tap \(endpoint.spec.tapName) of endpoint \(id) is not in the host namespace; remove the endpoint and create it again"
                 )
             }
-            let (plug, port) = try await attachPlug(endpointID: id, at: .host(tapName: endpoint.spec.tapName))
+            let (plug, port) = try await attachPlug(
+                endpointID: id, at: .host(tapName: endpoint.spec.tapName), link: endpoint.spec.link)
             install(plug, port: port, endpointID: id)
         }
         return try endpointStatus(id)
@@ -170,7 +187,7 @@ extension Worker {
         endpoints[id]?.port = nil
         pidFiles?.remove(endpointID: id)
         await plug.terminate(grace: .milliseconds(500))
-        await releasePort(of: plug.pid)
+        await releasePort(of: plug.switchPID)
         logger.info("plug stopped", metadata: ["endpoint": "\(id)", "pid": "\(plug.pid)"])
     }
 
@@ -210,12 +227,23 @@ extension Worker {
 
     // MARK: Plugs
 
-    /// Starts a plug at `location` and waits until it holds a switch port; stops it on failure.
-    func attachPlug(endpointID: EndpointID, at location: PlugLocation) async throws -> (any RunningPlug, Int?) {
+    /// Starts the plug `link` asks for at `location` (vde_plug2tap, or a wirefilter with the
+    /// link's impairment) and waits until it holds a switch port; stops it on failure. The
+    /// caller has checked that the cable is not pulled.
+    func attachPlug(endpointID: EndpointID, at location: PlugLocation, link: LinkSettings?) async throws
+        -> (any RunningPlug, Int?)
+    {
         guard let spec else { throw WorkerStateError.notStarted }
+        guard let tapName = endpoints[endpointID]?.spec.tapName ?? tapName(of: location) else {
+            throw EndpointError.unknown(endpointID)
+        }
         var plugLogger = logger
         plugLogger[metadataKey: "endpoint"] = .string(endpointID.rawValue)
-        let plug = try await host.plugs.start(ctlDir: spec.paths.ctlDir, location: location, logger: plugLogger)
+        let wirefilter =
+            PlugKind.wanted(for: link) == .wirefilter
+            ? link.map { WirefilterSpec(impairment: $0.impairment, tap: tapName, paths: spec.paths) } : nil
+        let plug = try await host.plugs.start(
+            ctlDir: spec.paths.ctlDir, location: location, wirefilter: wirefilter, logger: plugLogger)
         // Written while it attaches already: a worker that dies (or detaches) meanwhile leaves
         // a plug that the next worker can find.
         pidFiles?.write(endpointID: endpointID, pid: plug.pid, logger: logger)
@@ -224,7 +252,7 @@ extension Worker {
             logger.info(
                 "plug started",
                 metadata: [
-                    "endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)",
+                    "endpoint": "\(endpointID)", "pid": "\(plug.pid)", "on": "\(location)", "program": "\(plug.kind)",
                     "port": "\(port.map(String.init) ?? "?")",
                 ])
             announce(endpointID: endpointID, at: location)
@@ -261,7 +289,7 @@ extension Worker {
         endpoints[id]?.backoff.started()
         // Its pid file was written when it started (``attachPlug(endpointID:at:)``), or by the
         // worker it is adopted from.
-        noteOwnPlug(plug.pid)
+        noteOwnPlug(plug.switchPID)
         // Installed after a detach (an operation that was under way): it runs on, unwatched.
         guard !detached else {
             plug.stopWatching()
@@ -297,10 +325,13 @@ extension Worker {
         // The specs were checked when the request was decoded.
         let ids = requested.map(\.endpointID)
         for spec in requested {
-            endpoints[spec.endpointID] = ManagedEndpoint(spec: spec, state: .restarting)
+            // A pulled cable is restored pulled: no plug, nothing to look for.
+            endpoints[spec.endpointID] = ManagedEndpoint(
+                spec: spec, state: spec.link?.down == true ? .linkDown : .restarting)
         }
-        if !ids.isEmpty {
-            remember(Task { [weak self] in await self?.restoreEndpoints(ids) })
+        let toPlug = requested.filter { $0.link?.down != true }.map(\.endpointID)
+        if !toPlug.isEmpty {
+            remember(Task { [weak self] in await self?.restoreEndpoints(toPlug) })
         }
         return ids.sorted().compactMap { endpoints[$0]?.status() }
     }
@@ -336,5 +367,13 @@ extension Worker {
         // While the switch restarts, its restart re-attaches every endpoint.
         guard switchState == .running else { return }
         _ = await replug(id)
+    }
+}
+
+extension Worker {
+    /// The host tap name of a plug location (nil inside a sandbox, where the interface is renamed).
+    func tapName(of location: PlugLocation) -> TapName? {
+        if case .host(let tapName) = location { return tapName }
+        return nil
     }
 }

@@ -14,6 +14,8 @@ struct Executables: Sendable {
     var nsenter: String
     /// For `busybox arping`; optional (nil when not installed).
     var busybox: String? = nil
+    /// The plug of an impaired endpoint (Debian's vde-wirefilter, pulled in by vde2).
+    var wirefilter: String = "wirefilter"
 
     static let fallbackDirectories = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 
@@ -25,7 +27,7 @@ struct Executables: Sendable {
         }
         return Executables(
             vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"),
-            busybox: locate("busybox", environmentPath: environmentPath))
+            busybox: locate("busybox", environmentPath: environmentPath), wirefilter: find("wirefilter"))
     }
 
     static func locate(_ name: String, environmentPath: String?) -> String? {

@@ -4,14 +4,44 @@ import Shared
     import Glibc
 #endif
 
-/// A failed exchange with a switch's management socket.
+/// A failed exchange with a management socket: a switch's, or a wirefilter's (``ManagementConsole``).
 struct ManagementError: ReportableError, CustomStringConvertible {
     var socketPath: String
     var reason: String
+    /// Whose socket it is.
+    var console: ManagementConsole = .switch
 
-    var description: String { "the management socket \(socketPath) of the switch \(reason)" }
+    var description: String { "the management socket \(socketPath) of the \(console.owner) \(reason)" }
     var vdeError: VDEError {
-        .system(description + "; check that the switch runs and that management_socket names its -M socket")
+        switch console {
+        case .switch:
+            .system(description + "; check that the switch runs and that management_socket names its -M socket")
+        case .wirefilter:
+            .system(description + "; the endpoint's wirefilter may have exited (vde-supervisor status shows it)")
+        }
+    }
+}
+
+/// The two VDE consoles the worker talks to. They speak the same line protocol (a banner,
+/// `NNNN text` status lines, data between `0000 DATA END WITH '.'` and `.`) and differ in
+/// their prompt only, measured: vde_switch 2.3.2 prompts `vde$ `, wirefilter 2.3.2 `VDEwf$ `
+/// (neither ends the prompt with a newline).
+enum ManagementConsole: Sendable, Equatable {
+    case `switch`
+    case wirefilter
+
+    var prompt: String {
+        switch self {
+        case .switch: "vde$ "
+        case .wirefilter: "VDEwf$ "
+        }
+    }
+
+    var owner: String {
+        switch self {
+        case .switch: "switch"
+        case .wirefilter: "wirefilter"
+        }
     }
 }
 
@@ -24,11 +54,12 @@ struct ManagementReply: Sendable, Equatable {
 
     var succeeded: Bool { code == 1000 }
 
-    static let prompt = "vde$ "
+    /// The switch's prompt.
+    static let prompt = ManagementConsole.switch.prompt
 
     /// Parses what was read so far; nil until a complete status line has arrived. The banner the
-    /// switch sends on connect and the `vde$ ` prompts are skipped.
-    static func parse(_ text: String) -> ManagementReply? {
+    /// console sends on connect and its prompts (`prompt`) are skipped.
+    static func parse(_ text: String, prompt: String = ManagementReply.prompt) -> ManagementReply? {
         // Only newline-terminated lines are complete.
         guard let lastNewline = text.lastIndex(of: "\n") else { return nil }
         var inData = false
@@ -229,16 +260,30 @@ extension StringProtocol {
     }
 }
 
-/// Talks to a switch's management socket (`vde_switch -M`): one connection per command,
-/// non-blocking I/O with a deadline, so a hung switch costs at most `timeout`.
+/// Talks to a switch's management socket (`vde_switch -M`), or a wirefilter's (`wirefilter -M`,
+/// `console: .wirefilter`): one connection per exchange, non-blocking I/O with a deadline, so
+/// a hung switch costs at most `timeout`.
 struct ManagementClient: Sendable {
     var socketPath: String
     var timeout: Duration = .seconds(1)
+    var console: ManagementConsole = .switch
 
     func run(_ command: String) async throws(ManagementError) -> ManagementReply {
+        guard let reply = try await run([command]).first else {
+            throw ManagementError(socketPath: socketPath, reason: "gave no reply", console: console)
+        }
+        return reply
+    }
+
+    /// Runs `commands` one after the other on one connection (each waits for the reply to the
+    /// one before) and returns their replies, all within `timeout`.
+    func run(_ commands: [String]) async throws(ManagementError) -> [ManagementReply] {
         let path = socketPath
         let limit = timeout
-        let result = await Blocking.run { ManagementClient.exchange(path: path, command: command, timeout: limit) }
+        let console = console
+        let result = await Blocking.run {
+            ManagementClient.exchange(path: path, commands: commands, timeout: limit, console: console)
+        }
         return try result.get()
     }
 
@@ -288,11 +333,13 @@ struct ManagementClient: Sendable {
         return PortReport.numberOfPorts(showInfo: reply.data).map { $0 - 1 }
     }
 
-    /// Connects, sends `command`, reads until a complete reply; all within `timeout`.
-    static func exchange(path: String, command: String, timeout: Duration) -> Result<ManagementReply, ManagementError> {
+    /// Connects, sends each command and reads until its complete reply; all within `timeout`.
+    static func exchange(path: String, commands: [String], timeout: Duration, console: ManagementConsole = .switch)
+        -> Result<[ManagementReply], ManagementError>
+    {
         let deadline = ContinuousClock.now + timeout
-        func failure(_ reason: String) -> Result<ManagementReply, ManagementError> {
-            .failure(ManagementError(socketPath: path, reason: reason))
+        func failure(_ reason: String) -> Result<[ManagementReply], ManagementError> {
+            .failure(ManagementError(socketPath: path, reason: reason, console: console))
         }
         let socket: UnixSocket
         do {
@@ -308,39 +355,53 @@ struct ManagementClient: Sendable {
             }
         }
         defer { socket.close() }
-        do {
-            try socket.send(Array((command + "\n").utf8), deadline: deadline)
-        } catch {
-            return failure("did not take the command '\(command)' (\(error.text))")
-        }
-        let received: [UInt8]
-        do {
-            received = try socket.receiveMessage(deadline: deadline, limit: 4 << 20) {
-                ManagementReply.parse(String(decoding: $0, as: UTF8.self)) != nil
+        var replies: [ManagementReply] = []
+        var received: [UInt8] = []
+        for command in commands {
+            do {
+                try socket.send(Array((command + "\n").utf8), deadline: deadline)
+            } catch {
+                return failure("did not take the command '\(command)' (\(error.text))")
             }
-        } catch {
-            switch error.errno {
-            case ETIMEDOUT: return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
-            case EMSGSIZE: return failure("sent more than 4 MiB without finishing its reply")
-            default: return failure("failed: recv: \(error.text)")
+            do {
+                // Each reply is read from after the previous one: its status line ends it.
+                received = try socket.receiveMessage(deadline: deadline, limit: 4 << 20) {
+                    ManagementReply.parse(String(decoding: $0, as: UTF8.self), prompt: console.prompt) != nil
+                }
+            } catch {
+                switch error.errno {
+                case ETIMEDOUT: return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
+                case EMSGSIZE: return failure("sent more than 4 MiB without finishing its reply")
+                default: return failure("failed: recv: \(error.text)")
+                }
+            }
+            guard let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self), prompt: console.prompt)
+            else {
+                return failure("closed the connection before replying to '\(command)'")
+            }
+            replies.append(reply)
+            if command != commands.last {
+                // The prompt after the reply, so that the next reply is read from a clean start.
+                guard drainPrompt(socket, received: received, prompt: console.prompt) else {
+                    return failure("did not prompt again after '\(command)'")
+                }
             }
         }
-        guard let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self)) else {
-            return failure("closed the connection before replying to '\(command)'")
-        }
-        drainPrompt(socket, received: received)
-        return .success(reply)
+        drainPrompt(socket, received: received, prompt: console.prompt)
+        return .success(replies)
     }
 
-    /// Reads the `vde$ ` prompt that follows a reply (briefly), so that closing the socket is an
+    /// Reads the prompt that follows a reply (briefly), so that closing the socket is an
     /// orderly end: closing with unread data resets the connection and the switch logs
-    /// "Reading from mgmt Connection reset by peer".
-    private static func drainPrompt(_ socket: UnixSocket, received: [UInt8]) {
+    /// "Reading from mgmt Connection reset by peer". True once the prompt was seen.
+    @discardableResult
+    private static func drainPrompt(_ socket: UnixSocket, received: [UInt8], prompt: String) -> Bool {
         var seen = String(decoding: received.suffix(64), as: UTF8.self)
         let deadline = ContinuousClock.now + .milliseconds(50)
-        while !seen.hasSuffix(ManagementReply.prompt) {
-            guard let chunk = try? socket.receive(maximum: 1024, deadline: deadline), !chunk.isEmpty else { return }
+        while !seen.hasSuffix(prompt) {
+            guard let chunk = try? socket.receive(maximum: 1024, deadline: deadline), !chunk.isEmpty else { return false }
             seen = String((seen + String(decoding: chunk, as: UTF8.self)).suffix(64))
         }
+        return true
     }
 }

@@ -13,10 +13,11 @@ extension Worker {
     /// The pids of this worker's plugs, running or installed on the current switch and since
     /// exited: ports with one of them are not external.
     var plugPIDs: Set<Int32> {
-        externalPorts.ownPIDs.union(endpoints.values.compactMap { $0.plug?.pid })
+        externalPorts.ownPIDs.union(endpoints.values.compactMap { $0.plug?.switchPID })
     }
 
-    /// Called for each plug the worker installs.
+    /// Called for each plug the worker installs, with the pid the switch shows for it
+    /// (``RunningPlug/switchPID``).
     func noteOwnPlug(_ pid: Int32) {
         externalPorts.ownPIDs.insert(pid)
     }
@@ -26,7 +27,7 @@ extension Worker {
         let listed = Set(
             externalPorts.book.ports.values.flatMap { $0.endpoints.values.compactMap { $0 } }.compactMap(
                 PortReport.processID(in:)))
-        let running = Set(endpoints.values.compactMap { $0.plug?.pid })
+        let running = Set(endpoints.values.compactMap { $0.plug?.switchPID })
         externalPorts.ownPIDs = externalPorts.ownPIDs.filter { listed.contains($0) || running.contains($0) }
     }
 

@@ -92,7 +92,7 @@ extension Worker {
         endpoints[id]?.port = nil
         endpoints[id]?.state = .restarting
         pidFiles?.remove(endpointID: id)
-        await releasePort(of: plug.pid)
+        await releasePort(of: plug.switchPID)
         schedulePlugRestart(id)
     }
 
@@ -125,6 +125,12 @@ extension Worker {
     /// a plug that fails. Returns true when a plug runs.
     func replug(_ id: EndpointID) async -> Bool {
         guard let endpoint = endpoints[id] else { return false }
+        // A pulled cable stays pulled: no plug, and the tap is not looked for (not gone either).
+        guard endpoint.spec.link?.down != true else {
+            endpoints[id]?.state = .linkDown
+            endpoints[id]?.detail = nil
+            return false
+        }
         switch await locateTap(of: endpoint.spec) {
         case .gone(let evidence):
             await endpointGone(id, evidence: evidence)
@@ -140,7 +146,7 @@ extension Worker {
             return false
         case .present(let location):
             do {
-                let (plug, port) = try await attachPlug(endpointID: id, at: location)
+                let (plug, port) = try await attachPlug(endpointID: id, at: location, link: endpoint.spec.link)
                 guard endpoints[id] != nil else {
                     await plug.terminate()
                     pidFiles?.remove(endpointID: id)
@@ -196,7 +202,7 @@ extension Worker {
                 endpoints[id]?.port = nil
                 pidFiles?.remove(endpointID: id)
                 await plug.terminate(grace: .milliseconds(300))
-                await releasePort(of: plug.pid)
+                await releasePort(of: plug.switchPID)
             }
             await endpointGone(
                 id, evidence: "its container's namespace \(key) is gone (removed while no supervisor was connected)")
@@ -275,7 +281,7 @@ extension Worker {
         endpoints[id]?.state = .tapGone
         pidFiles?.remove(endpointID: id)
         await plug.terminate(grace: .milliseconds(300))
-        await releasePort(of: plug.pid)
+        await releasePort(of: plug.switchPID)
         logger.warning(
             "tap gone; plug stopped",
             metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)", "pid": "\(plug.pid)"])
@@ -283,7 +289,7 @@ extension Worker {
             .tapGone(
                 endpointID: id, pid: plug.pid,
                 detail:
-                    "the tap \(endpoint.spec.tapName) is gone (container removed?); vde_plug2tap pid \(plug.pid) stopped"
+                    "the tap \(endpoint.spec.tapName) is gone (container removed?); \(plug.kind.program) pid \(plug.pid) stopped"
             ))
     }
 }

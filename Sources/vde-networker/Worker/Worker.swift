@@ -168,7 +168,7 @@ actor Worker {
         let pidFiles = PlugPIDFiles(directory: spec.paths.plugsDir)
         self.pidFiles = pidFiles
         var leftovers = await host.plugs.adoptLeftovers(
-            pidFiles: pidFiles, restoring: restoring, ctlDir: spec.paths.ctlDir, logger: logger)
+            pidFiles: pidFiles, restoring: restoring, paths: spec.paths, logger: logger)
         tapCreations = TapMarkers(directory: spec.paths.creatingDir)
         await deleteMarkedTaps(
             tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
@@ -195,7 +195,7 @@ actor Worker {
                 await plug.terminate()
                 pidFiles.remove(endpointID: id)
                 leftovers.adopted[id] = nil
-                leftovers.stopped.append(plug.pid)
+                leftovers.stopped.append(plug.switchPID)
             case .namespace, .cannotCheck:
                 continue
             }
@@ -205,7 +205,7 @@ actor Worker {
             for (id, plug) in leftovers.adopted {
                 await plug.terminate()
                 pidFiles.remove(endpointID: id)
-                leftovers.stopped.append(plug.pid)
+                leftovers.stopped.append(plug.switchPID)
             }
             leftovers.adopted = [:]
         }
@@ -219,12 +219,38 @@ actor Worker {
                 logger.warning("\(error)")
             }
         }
+        // An adopted plug must be of the kind the endpoint's link asks for now (the link may
+        // have changed while no worker ran): a wirefilter gets its settings again, idempotently;
+        // a plug of the wrong kind, or of a pulled cable, is stopped (and the endpoint plugged
+        // again by the restore below, with the right kind, unless its cable is pulled).
+        for spec in restoring {
+            guard let plug = leftovers.adopted[spec.endpointID] else { continue }
+            if let wanted = PlugKind.wanted(for: spec.link), wanted == plug.kind {
+                guard wanted == .wirefilter, let impairment = spec.link?.impairment else { continue }
+                do {
+                    try await plug.apply(impairment)
+                    continue
+                } catch {
+                    logger.warning(
+                        "cannot give the adopted wirefilter its settings; replacing it: \(error)",
+                        metadata: ["endpoint": "\(spec.endpointID)"])
+                }
+            } else {
+                logger.info(
+                    "replacing the adopted plug: the link asks for \(PlugKind.wanted(for: spec.link)?.program ?? "none")",
+                    metadata: ["endpoint": "\(spec.endpointID)", "pid": "\(plug.pid)", "program": "\(plug.kind.program)"])
+            }
+            await plug.terminate()
+            pidFiles.remove(endpointID: spec.endpointID)
+            leftovers.adopted[spec.endpointID] = nil
+            leftovers.stopped.append(plug.switchPID)
+        }
         for pid in leftovers.stopped { await releasePort(of: pid) }
         let ports = leftovers.adopted.isEmpty ? [] : ((try? await management?.ports()) ?? [])
         for spec in restoring {
             guard let plug = leftovers.adopted[spec.endpointID] else { continue }
             endpoints[spec.endpointID] = ManagedEndpoint(spec: spec, state: .plugged)
-            install(plug, port: ports.first { $0.peerPID == plug.pid }?.port, endpointID: spec.endpointID)
+            install(plug, port: ports.first { $0.peerPID == plug.switchPID }?.port, endpointID: spec.endpointID)
         }
 
         // Reply now: the endpoints are restored concurrently after the reply, each reported by
@@ -348,7 +374,7 @@ actor Worker {
         var ours = Set<Int>()
         let statuses = endpoints.keys.sorted().compactMap { id -> EndpointStatus? in
             guard let endpoint = endpoints[id] else { return nil }
-            let counters = endpoint.plug.flatMap { plug in ports?.first { $0.peerPID == plug.pid } }
+            let counters = endpoint.plug.flatMap { plug in ports?.first { $0.peerPID == plug.switchPID } }
             if let counters { ours.insert(counters.port) }
             return endpoint.status(counters: counters)
         }
@@ -409,6 +435,7 @@ actor Worker {
         switchProcess = nil
         switchState = .stopped
         pidFiles?.removeDirectoryIfEmpty()
+        removeLinkFiles()
         await waitForTapDeletions()
         tapMarkers?.removeDirectoryIfEmpty()
         tapCreations?.removeDirectoryIfEmpty()

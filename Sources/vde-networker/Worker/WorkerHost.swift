@@ -115,16 +115,25 @@ extension ManagementClient: SwitchManagement {}
 
 /// Starts plugs, and finds those an earlier worker left.
 protocol PlugLauncher: Sendable {
-    func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug
+    /// Starts vde_plug2tap, or with `wirefilter` a wirefilter daemon with those settings.
+    func start(ctlDir: String, location: PlugLocation, wirefilter: WirefilterSpec?, logger: Logger)
+        async throws(PlugError) -> any RunningPlug
     /// Adopts the running plugs of `restoring` an earlier worker left (listed in `pidFiles`),
     /// and stops the others (see ``PlugPIDFiles/takeOver(restoring:logger:adopt:)``).
-    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], ctlDir: String, logger: Logger) async
+    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], paths: NetworkPaths, logger: Logger) async
         -> PlugPIDFiles.Leftovers
 }
 
 /// A plug the worker started (see ``PlugProcess``).
 protocol RunningPlug: AnyObject, Sendable {
     var pid: pid_t { get }
+    var kind: PlugKind { get }
+    /// The pid the switch shows on the plug's port (see ``PlugProcess/switchPID``).
+    var switchPID: pid_t { get }
+    /// A wirefilter's management socket; nil for vde_plug2tap.
+    var managementSocket: String? { get }
+    /// Gives a wirefilter exactly `impairment`, live (see ``PlugProcess/apply(_:)``).
+    func apply(_ impairment: LinkImpairment) async throws(ManagementError)
     var hasExited: Bool { get }
     /// Calls `handler` once when the plug exits, at once if it already has.
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
@@ -154,15 +163,21 @@ extension RunningPlug {
 struct SystemPlugLauncher: PlugLauncher {
     var executables: Executables
 
-    func start(ctlDir: String, location: PlugLocation, logger: Logger) async throws(PlugError) -> any RunningPlug {
-        try await PlugProcess.start(ctlDir: ctlDir, location: location, executables: executables, logger: logger)
+    func start(ctlDir: String, location: PlugLocation, wirefilter: WirefilterSpec?, logger: Logger)
+        async throws(PlugError) -> any RunningPlug
+    {
+        if let wirefilter {
+            return try await PlugProcess.startWirefilter(
+                ctlDir: ctlDir, location: location, spec: wirefilter, executables: executables, logger: logger)
+        }
+        return try await PlugProcess.start(ctlDir: ctlDir, location: location, executables: executables, logger: logger)
     }
 
-    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], ctlDir: String, logger: Logger) async
+    func adoptLeftovers(pidFiles: PlugPIDFiles, restoring: [EndpointSpec], paths: NetworkPaths, logger: Logger) async
         -> PlugPIDFiles.Leftovers
     {
         await pidFiles.takeOver(restoring: restoring, logger: logger) { identity, endpoint in
-            PlugProcess.adopt(identity, endpoint: endpoint, ctlDir: ctlDir)
+            PlugProcess.adopt(identity, endpoint: endpoint, paths: paths)
         }
     }
 }

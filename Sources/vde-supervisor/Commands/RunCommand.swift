@@ -110,7 +110,9 @@ struct RunCommand: AsyncParsableCommand {
             logger: logger, listening: listeningContinuation)
         let control = UnixHTTPServer(
             name: "the control socket", socketPath: controlSocket, inheritedSocket: nil, mode: 0o600,
-            handler: { method, path, _ in await ControlAPI(plugin: plugin).reply(method: method, path: path) },
+            handler: { method, path, body in
+                await ControlAPI(plugin: plugin).reply(method: method, path: path, body: body)
+            },
             logger: logger, listening: nil)
         let commandLineLevel = logLevel
         let configPath = config

@@ -14,6 +14,21 @@ enum ControlClient {
         socketPath: String, path: String, httpVersion: String = "1.1",
         timeoutSeconds: Int = 5
     ) throws(Failure) -> (status: Int, body: [UInt8]) {
+        try request(socketPath: socketPath, method: "GET", path: path, httpVersion: httpVersion,
+            timeoutSeconds: timeoutSeconds)
+    }
+
+    /// `POST path` with a JSON body on the unix socket; returns the status code and body.
+    static func post(socketPath: String, path: String, body: [UInt8], timeoutSeconds: Int = 30) throws(Failure) -> (
+        status: Int, body: [UInt8]
+    ) {
+        try request(socketPath: socketPath, method: "POST", path: path, body: body, timeoutSeconds: timeoutSeconds)
+    }
+
+    static func request(
+        socketPath: String, method: String, path: String, body: [UInt8] = [], httpVersion: String = "1.1",
+        timeoutSeconds: Int
+    ) throws(Failure) -> (status: Int, body: [UInt8]) {
         let deadline = ContinuousClock.now + .seconds(timeoutSeconds)
         let socket: UnixSocket
         do {
@@ -23,7 +38,9 @@ enum ControlClient {
             throw Failure(message: error.call == "socket" ? "socket: \(error.text)" : error.text)
         }
         defer { socket.close() }
-        let request = Array("GET \(path) HTTP/\(httpVersion)\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+        var head = "\(method) \(path) HTTP/\(httpVersion)\r\nHost: localhost\r\nConnection: close\r\n"
+        if method != "GET" { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        let request = Array((head + "\r\n").utf8) + body
         do {
             try socket.send(request, deadline: deadline)
         } catch {

@@ -8,6 +8,10 @@ struct DockerNames: Sendable, Equatable {
         var name: String
         /// Container names by endpoint ID.
         var containers: [String: String]
+        /// Container IDs by endpoint ID.
+        var containerIDs: [String: String] = [:]
+        /// The network's full ID.
+        var id: String = ""
     }
 
     /// By network ID.
@@ -49,11 +53,33 @@ struct DockerNames: Sendable, Equatable {
             return nil
         }
         var containers: [String: String] = [:]
-        for container in (reply.Containers ?? [:]).values {
-            guard let endpoint = container.EndpointID, let name = container.Name, !name.isEmpty else { continue }
+        var containerIDs: [String: String] = [:]
+        for (containerID, container) in reply.Containers ?? [:] {
+            guard let endpoint = container.EndpointID else { continue }
+            containerIDs[endpoint] = containerID
+            guard let name = container.Name, !name.isEmpty else { continue }
             containers[endpoint] = name
         }
-        return Network(name: reply.Name, containers: containers)
+        return Network(name: reply.Name, containers: containers, containerIDs: containerIDs, id: reply.Id)
+    }
+
+    /// Asks dockerd about one network by what the user typed (dockerd takes a name, an ID or
+    /// an ID prefix); nil when dockerd does not answer or knows no such network, or the text
+    /// could not be a network name (`[A-Za-z0-9_.-]`, so it goes into the URL as it is).
+    static func inspect(socket: String, network: String, timeoutSeconds: Int = 2) -> Network? {
+        guard !network.isEmpty, network.utf8.count <= 255,
+            network.utf8.allSatisfy({ c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a)
+                    || c == UInt8(ascii: "_") || c == UInt8(ascii: ".") || c == UInt8(ascii: "-")
+            }),
+            network != ".", network != ".."
+        else { return nil }
+        guard
+            let reply = try? ControlClient.get(
+                socketPath: socket, path: "/networks/\(network)", httpVersion: "1.0", timeoutSeconds: timeoutSeconds),
+            reply.status == 200
+        else { return nil }
+        return decode(reply.body)
     }
 
     /// Puts the names into `report` (network `name`, endpoint `container`).
@@ -78,5 +104,44 @@ enum NetworkSelection {
         let byID = networks.filter { $0.id.hasPrefix(argument) }
         if !byID.isEmpty { return byID }
         return networks.filter { network in network.endpoints.contains { $0.container == argument } }
+    }
+}
+
+/// What `vde-supervisor link NETWORK [CONTAINER]` names, turned into what the supervisor takes:
+/// a network ID (or the prefix as typed, when dockerd does not know the name) and an endpoint
+/// ID (or prefix). Docker names are looked up here, in the CLI, through ``DockerNames``.
+struct LinkTarget: Sendable, Equatable {
+    /// A full network ID from dockerd, or the user's text (an ID prefix for the supervisor).
+    var network: String
+    /// A full endpoint ID (a container resolved through dockerd), or the user's text (an
+    /// endpoint ID prefix); nil: the whole network.
+    var endpoint: String?
+    /// What dockerd said about the network; nil when it did not answer or know it.
+    var docker: DockerNames.Network?
+
+    struct Failure: Error, Equatable {
+        var message: String
+    }
+
+    /// `container` is matched against the network's containers as dockerd lists them: a name,
+    /// then a full ID, then a unique ID prefix; otherwise it is passed on as an endpoint ID prefix.
+    static func resolve(network: String, container: String?, docker: DockerNames.Network?) throws(Failure) -> LinkTarget {
+        let networkID = docker.flatMap { $0.id.isEmpty ? nil : $0.id } ?? network
+        var target = LinkTarget(network: networkID, endpoint: container, docker: docker)
+        guard let container, let docker else { return target }
+        if let byName = docker.containers.first(where: { $0.value == container || $0.value == "/" + container }) {
+            target.endpoint = byName.key
+            return target
+        }
+        let byID = docker.containerIDs.filter { $0.value == container }
+        let byPrefix = byID.isEmpty ? docker.containerIDs.filter { $0.value.hasPrefix(container) } : byID
+        if byPrefix.count > 1 {
+            let names = byPrefix.map { docker.containers[$0.key] ?? String($0.value.prefix(12)) }.sorted()
+            throw Failure(
+                message: "'\(UntrustedText(container))' starts the IDs of \(byPrefix.count) containers on network "
+                    + "\(docker.name) (\(names.joined(separator: ", "))); give more of the ID or a name")
+        }
+        if let only = byPrefix.first { target.endpoint = only.key }
+        return target
     }
 }

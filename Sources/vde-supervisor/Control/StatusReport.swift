@@ -63,7 +63,8 @@ struct StatusReport: Codable, Sendable, Equatable {
         /// The container's network namespace, once joined.
         var sandbox: String?
         /// `plugged`, `unplugged`, `restarting`, `unreachable` (the worker could not look where the
-        /// tap is; it looks again), `tapGone`, or `unknown` when the worker did not answer.
+        /// tap is; it looks again), `tapGone`, `linkDown` (the cable is pulled: `link ... down`),
+        /// or `unknown` when the worker did not answer.
         var state: String
         var plugPID: Int32?
         var switchPort: Int?
@@ -72,6 +73,11 @@ struct StatusReport: Codable, Sendable, Equatable {
         var detail: String? = nil
         /// Docker's name for the container: asked of dockerd by the CLI, absent when it did not say.
         var container: String? = nil
+        /// The endpoint's link as the supervisor records it (impairment and cable); absent when
+        /// unimpaired and up. `state` is `linkDown` while the cable is pulled.
+        var link: LinkInfo? = nil
+        /// The management socket of the endpoint's wirefilter (its plug while impaired), as the worker reports it.
+        var linkManagementSocket: String? = nil
     }
 
     struct PortInfo: Codable, Sendable, Equatable {

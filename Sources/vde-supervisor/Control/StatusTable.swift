@@ -41,7 +41,7 @@ struct StatusTable {
                 var header = [
                     "ENDPOINT", "CONTAINER", "TAP", "MAC", "IP", "SANDBOX", "PORT", "SENT PKTS/BYTES",
                     "RECEIVED PKTS/BYTES",
-                    "PLUG PID", "STATE",
+                    "PLUG PID", "STATE", "LINK",
                 ]
                 if withDetail { header.append("DETAIL") }
                 var rows = [header]
@@ -55,6 +55,7 @@ struct StatusTable {
                         endpoint.sandbox ?? "-",
                         endpoint.switchPort.map(String.init) ?? "-", sent, received,
                         endpoint.plugPID.map(String.init) ?? "-", paint(endpoint.state),
+                        endpoint.link?.short ?? "-",
                     ]
                     if withDetail { row.append(endpoint.detail ?? "-") }
                     rows.append(row)
@@ -135,7 +136,7 @@ struct StatusTable {
         let code: String
         switch state {
         case "running", "plugged": code = "32"
-        case "starting", "restarting", "unplugged", "stopping", "unreachable": code = "33"
+        case "starting", "restarting", "unplugged", "stopping", "unreachable", "linkDown": code = "33"
         default: code = "31"
         }
         return "\u{1B}[\(code)m\(state)\u{1B}[0m"

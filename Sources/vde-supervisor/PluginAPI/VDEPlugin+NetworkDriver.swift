@@ -115,6 +115,9 @@ extension VDEPlugin {
         guard state.network(ofEndpoint: endpointID) == nil else {
             throw VDEError.conflict("endpoint \(endpointID.short) already exists")
         }
+        // Before any tap is made: a bad `--driver-opt` refuses the endpoint with nothing done.
+        let link = try EndpointLink.compute(
+            networkDefault: existingNetwork(networkID).options.link, endpointOptions: request.Options)
         let tapName = TapName(endpoint: endpointID)
         if let other = state.endpoint(usingTap: tapName) {
             throw VDEError.conflict("tap \(tapName) is already used by endpoint \(other.id.short)")
@@ -124,7 +127,7 @@ extension VDEPlugin {
         let endpoint = EndpointRecord(
             id: endpointID, networkID: networkID, tapName: tapName, macAddress: mac, macGenerated: givenMAC == nil,
             address: request.Interface?.Address.flatMap { $0.isEmpty ? nil : $0 },
-            addressIPv6: request.Interface?.AddressIPv6.flatMap { $0.isEmpty ? nil : $0 })
+            addressIPv6: request.Interface?.AddressIPv6.flatMap { $0.isEmpty ? nil : $0 }, link: link)
 
         let worker = try worker(of: networkID)
         // DeleteNetwork refuses while an add is in flight: the worker would make a tap that
@@ -156,7 +159,7 @@ extension VDEPlugin {
             "endpoint created",
             metadata: [
                 "network": "\(networkID.short)", "endpoint": "\(endpointID.short)",
-                "tap": "\(tapName)", "mac": "\(mac)",
+                "tap": "\(tapName)", "mac": "\(mac)", "link": "\(link?.summary ?? "up, none")",
             ])
         return DockerAPI.CreateEndpointResponse(
             Interface: givenMAC == nil ? DockerAPI.EndpointInterface(MacAddress: mac) : nil)

@@ -61,11 +61,14 @@ extension VDEPlugin {
                 macAddress: endpoint.macAddress.rawValue, ipv4: endpoint.address, ipv6: endpoint.addressIPv6,
                 sandbox: endpoint.sandboxKey?.rawValue,
                 state: status?.state.rawValue ?? "unknown", plugPID: status?.plugPID, switchPort: status?.port,
-                counters: status?.counters.map(Self.counters), detail: status?.detail)
+                counters: status?.counters.map(Self.counters), detail: status?.detail,
+                link: endpoint.link.map(LinkInfo.init), linkManagementSocket: status?.linkManagementSocket)
         }
-        // Joined endpoints must be plugged; an endpoint not yet joined or left may be unplugged.
+        // Joined endpoints must be plugged; an endpoint not yet joined or left may be unplugged;
+        // one whose cable the user pulled is down as asked.
         let endpointsHealthy = endpoints.allSatisfy { endpoint in
             endpoint.state == "plugged" || (endpoint.sandbox == nil && endpoint.state == "unplugged")
+                || (endpoint.state == PlugState.linkDown.rawValue && endpoint.link?.down == true)
         }
         return StatusReport.NetworkInfo(
             id: record.id.rawValue, shortID: record.id.short,

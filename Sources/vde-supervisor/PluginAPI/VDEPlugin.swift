@@ -24,6 +24,9 @@ actor VDEPlugin {
     /// One per network in the state, and one per network being created: its worker, what the
     /// worker last reported, the calls under way (see ``LiveNetwork``).
     var live: [NetworkID: LiveNetwork] = [:]
+    /// A `link` change is under way; the others wait here, in order (``link(_:)``).
+    var linkChangeBusy = false
+    var linkChangeWaiters: [CheckedContinuation<Void, Never>] = []
     /// Pings one worker at a time (``HeartbeatSweep``); started with the workers.
     private var heartbeats: Task<Void, Never>?
 

@@ -145,6 +145,13 @@ actor NetworkWorker {
         guard case .removed = try await send(command) else { throw Self.unexpectedReply(to: command) }
     }
 
+    /// Gives the endpoint this link (impaired, cleared, cable pulled or plugged back), live.
+    func setLink(_ endpointID: EndpointID, link: LinkSettings) async throws -> EndpointStatus {
+        let command = WorkerCommand.setLink(endpointID: endpointID, link: link)
+        guard case .endpoint(let status) = try await send(command) else { throw Self.unexpectedReply(to: command) }
+        return status
+    }
+
     /// The switch, the endpoints with their counters, and the ports that are not ours.
     func status(timeout: Duration) async throws -> WorkerStatus {
         guard case .status(let status) = try await send(.status, timeout: timeout) else {

@@ -79,18 +79,25 @@ class Pair:
     ctr_a: str = ""
 
     def processes(self) -> dict[int, tuple[str, str]]:
-        """pid -> (role, kind): role is `switch`, `a` or `b` (the plug of that endpoint)."""
+        """pid -> (role, kind): role is `switch`, `a` or `b` (the plug of that endpoint). The
+        switch is the one whose ctl dir the plugs name (a plugin run dir holds many networks)."""
         out = {}
-        for pid, (kind, argv) in procfs.processes(PLUG_KINDS).items():
-            if not any(self.marker in x for x in argv):
-                continue
+        procs = {pid: v for pid, v in procfs.processes(PLUG_KINDS).items() if any(self.marker in x for x in v[1])}
+        ctl_dirs = set()
+        for pid, (kind, argv) in procs.items():
             if kind == "vde_switch":
-                out[pid] = ("switch", kind)
                 continue
             joined = " ".join(argv)
             for role, side in (("a", self.a), ("b", self.b)):
                 if side.tap and (joined.endswith(" " + side.tap) or f"tap://{side.tap}" in joined):
                     out[pid] = (role, kind)
+                    if kind == "vde_plug2tap" and "-s" in argv:
+                        ctl_dirs.add(argv[argv.index("-s") + 1])
+                    elif kind == "wirefilter" and "-v" in argv:
+                        ctl_dirs.add(argv[argv.index("-v") + 1].split(":tap://")[0])
+        for pid, (kind, argv) in procs.items():
+            if kind == "vde_switch" and ctl_dirs & set(argv):
+                out[pid] = ("switch", kind)
         return out
 
 
@@ -553,7 +560,8 @@ def _ping_timeline(p: Pair, interval: float, seconds: float, action) -> dict:
     """Pings A -> B every `interval` for `seconds`, runs `action()` after a second, and
     returns per-sequence send times (relative to the action's start) and RTTs (None: lost)."""
     count = int(seconds / interval)
-    proc = subprocess.Popen(p.a.nsenter() + ["ping", "-n", "-D", "-c", str(count), "-i", str(interval), "-W", "1",
+    # A deadline (-w), not a count: with the cable pulled no reply comes and ping would wait on.
+    proc = subprocess.Popen(p.a.nsenter() + ["ping", "-n", "-D", "-i", str(interval), "-w", str(math.ceil(seconds)),
                                              p.b.ip], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     started = time.time()
     time.sleep(1.0)
@@ -561,6 +569,9 @@ def _ping_timeline(p: Pair, interval: float, seconds: float, action) -> dict:
     result = action()
     t1 = time.time()
     out, _ = proc.communicate(timeout=seconds + 30)
+    sent = re.search(r"(\d+) packets transmitted", out)
+    if sent:
+        count = int(sent.group(1))
     rtt: dict[int, tuple[float, float]] = {}
     for line in out.splitlines():
         m = re.search(r"^\[([\d.]+)\].*icmp_seq=(\d+) .*time=([\d.]+) ms", line)
@@ -586,7 +597,9 @@ def _ping_timeline(p: Pair, interval: float, seconds: float, action) -> dict:
 def _summarise_change(tl: dict, new_ok) -> dict:
     """Lost pings after the action started, and when the first reply that shows the new
     setting was sent (relative to the action's start)."""
-    after = [(t, r) for t, r in tl["timeline"] if t >= 0]
+    # Pings sent in the last 0.5 s may still be on their way when ping's deadline ends it.
+    end = max(t for t, _ in tl["timeline"]) - 0.5
+    after = [(t, r) for t, r in tl["timeline"] if 0 <= t <= end]
     lost = [t for t, r in after if r is None]
     first_new = next((t for t, r in after if r is not None and new_ok(r)), None)
     return {"cli_s": tl["action_s"], "lost_after": len(lost),
@@ -612,7 +625,12 @@ def live(backend, quick: bool) -> list[dict]:
     )
     for label, args, new_ok in steps:
         log(f"links: live: {label}")
-        tl = _ping_timeline(p, interval, 3.0, lambda a=args: backend.link_cli(p, a))
+        try:
+            tl = _ping_timeline(p, interval, 3.0, lambda a=args: backend.link_cli(p, a))
+        except Exception as e:  # noqa: BLE001 - the next steps may still work
+            log(f"links: live: {label} FAILED: {e}")
+            rows.append({"change": label, "error": str(e)[:300]})
+            continue
         if new_ok is None:
             after = [(t, r) for t, r in tl["timeline"] if t >= 0]
             first_lost = next((t for t, r in after if r is None), None)
@@ -698,7 +716,9 @@ def tables(res: dict, dataplane: dict | None = None) -> str:
                 "(times from the CLI's start; the CLI resolves names through dockerd first):", "",
                 "| change | CLI s | pings lost | first reply showing the change, sent after s |", "|---|---|---|---|"]
         for r in res["live"]:
-            if "first_lost_sent_s" in r:
+            if "error" in r:
+                out.append(f"| {r['change']} | failed: {r['error'][:120]} | | |")
+            elif "first_lost_sent_s" in r:
                 out.append(f"| {r['change']} | {r['cli_s']:.3f} | all from {_f(r['first_lost_sent_s'], 3)} s on "
                            f"({r['replies_after']} replies after) | – |")
             else:

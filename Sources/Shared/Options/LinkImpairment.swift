@@ -80,6 +80,13 @@ public struct LinkImpairment: Codable, Sendable, Equatable, Hashable {
     /// The network's default link from `docker network create -o` options: the `link_*` keys
     /// only (the caller checks the others). Throws on a bad value or an unknown `link_` key.
     public static func parse(options raw: [String: String]) throws(VDEError) -> LinkImpairment {
+        let impairment = try parseKeys(raw)
+        try impairment.check()
+        return impairment
+    }
+
+    /// The `link_*` keys of `raw`, each value parsed, the combination not checked.
+    private static func parseKeys(_ raw: [String: String]) throws(VDEError) -> LinkImpairment {
         var impairment = LinkImpairment()
         for (name, value) in raw.sorted(by: { $0.key < $1.key }) where name.hasPrefix(optionPrefix) {
             guard let key = Key(rawValue: String(name.dropFirst(optionPrefix.count))) else {
@@ -89,7 +96,6 @@ public struct LinkImpairment: Codable, Sendable, Equatable, Hashable {
             }
             impairment = try impairment.setting(key, to: value, shownAs: name)
         }
-        try impairment.check()
         return impairment
     }
 
@@ -97,13 +103,16 @@ public struct LinkImpairment: Codable, Sendable, Equatable, Hashable {
     /// of CreateEndpoint's Options). dockerd puts its own namespaced keys there too
     /// (`com.docker.network.endpoint.exposedports`, ...): those are left alone; any other key
     /// without a dot is the user's, and must be a `link_*` key, so a typo is an error.
+    /// The combination is not checked here: the endpoint's options overlay its network's default
+    /// (`link_jitter=5ms` on a network with `link_delay=20ms` is fine), so the caller checks the
+    /// overlaid result (``check()``).
     public static func parse(endpointOptions raw: [String: String]) throws(VDEError) -> LinkImpairment {
         for name in raw.keys.sorted() where !name.contains(".") && !name.hasPrefix(optionPrefix) {
             throw .invalid(
                 "unknown endpoint option '\(UntrustedText(name))'; the vde driver takes \(Key.allCases.map(\.optionName).joined(separator: ", "))"
             )
         }
-        return try parse(options: raw.filter { !$0.key.contains(".") })
+        return try parseKeys(raw.filter { !$0.key.contains(".") })
     }
 
     /// A copy with `key` set from `value` (a CLI `set KEY=VALUE`, or one option), or the

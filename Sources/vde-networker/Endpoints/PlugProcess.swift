@@ -180,7 +180,9 @@ final class PlugProcess: Sendable {
     /// `vde_plug2tap -s CTLDIR -- TAP`, or `nsenter --net=NS -- vde_plug2tap -s CTLDIR -- IFNAME`
     /// (`--`: an interface name is never read as an option).
     static func argv(ctlDir: String, location: PlugLocation, executables: Executables) -> [String] {
-        command([executables.vdePlug2tap, "-s", ctlDir, "--", interface(of: location)], at: location, executables: executables)
+        command(
+            [executables.vdePlug2tap, "-s", ctlDir, "--", interface(of: location)], at: location,
+            executables: executables)
     }
 
     /// `[nsenter --net=NS --] wirefilter -v CTLDIR:tap://IFNAME -M SOCKET --mgmtmode 600 --daemon
@@ -286,16 +288,33 @@ final class PlugProcess: Sendable {
             zip(argv, argv.dropFirst()).contains(where: { $0 == ("-M", spec.managementSocket) })
         {
             logger.info(
-                "stopping a wirefilter left on this tap", metadata: ["pid": "\(identity.pid)", "file": "\(spec.pidFile)"])
+                "stopping a wirefilter left on this tap",
+                metadata: ["pid": "\(identity.pid)", "file": "\(spec.pidFile)"])
             await identity.stop(program: PlugKind.wirefilter.program)
         }
         removeFiles(managementSocket: spec.managementSocket, pidFile: spec.pidFile)
     }
 
-    /// Removes a wirefilter's pid file and management socket (the socket only while it is one).
+    /// Removes what a dead wirefilter left: its pid file unless it names a running wirefilter,
+    /// its management socket unless something listens there. So a stop that finishes after a
+    /// new wirefilter took the same names (a switch restart stops the old plugs in the
+    /// background) leaves the new one's files alone.
     static func removeFiles(managementSocket: String, pidFile: String) {
-        if FileSystem.isSocket(managementSocket) { _ = FileSystem.removeFile(managementSocket) }
-        if FileSystem.isRegularFile(pidFile) { _ = FileSystem.removeFile(pidFile) }
+        if FileSystem.isRegularFile(pidFile), daemonIdentity(pidFile: pidFile) == nil {
+            _ = FileSystem.removeFile(pidFile)
+        }
+        if FileSystem.isSocket(managementSocket), !listens(managementSocket) {
+            _ = FileSystem.removeFile(managementSocket)
+        }
+    }
+
+    /// True when a connection to the socket at `path` is accepted.
+    static func listens(_ path: String) -> Bool {
+        guard let socket = try? UnixSocket.connect(to: path, deadline: ContinuousClock.now + .milliseconds(100)) else {
+            return false
+        }
+        socket.close()
+        return true
     }
 
     /// The plug an earlier worker started for `endpoint` and left running, when the process

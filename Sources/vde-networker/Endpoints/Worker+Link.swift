@@ -58,7 +58,8 @@ extension Worker {
                         "link changed live", metadata: ["endpoint": "\(id)", "link": "\(impairment.summary)"])
                     break
                 } catch {
-                    logger.warning("cannot change the wirefilter live (\(error)); replacing it", metadata: ["endpoint": "\(id)"])
+                    logger.warning(
+                        "cannot change the wirefilter live (\(error)); replacing it", metadata: ["endpoint": "\(id)"])
                 }
             }
             await replacePlug(of: id, with: wanted)
@@ -66,18 +67,46 @@ extension Worker {
         return try endpointStatus(id)
     }
 
-    /// Stops the endpoint's plug and starts one of `kind` where its tap is now (see
-    /// ``replug(_:)``); on failure the endpoint is `restarting` and retried with backoff.
+    /// Stops the endpoint's plug and starts one of `kind` on the same tap; on failure the
+    /// endpoint is `restarting` and retried with backoff (see ``replug(_:)``).
+    ///
+    /// The gap is kept short: the tap is located while the old plug still carries traffic
+    /// (entering a container's namespace to list its links takes a fork and exec), and the
+    /// switch is checked for the old plug's stale port only once the new plug is attached.
     private func replacePlug(of id: EndpointID, with kind: PlugKind) async {
+        guard let endpoint = endpoints[id], let old = endpoint.plug else { return }
         let started = ContinuousClock.now
-        await stopPlug(of: id)
+        let located = await locateTap(of: endpoint.spec)
+        guard endpoints[id]?.plug === old else { return }
+        endpoints[id]?.plug = nil
+        endpoints[id]?.port = nil
         endpoints[id]?.state = .restarting
-        let plugged = await replug(id)
+        pidFiles?.remove(endpointID: id)
+        await old.terminate(grace: .milliseconds(500))
+        let stopped = ContinuousClock.now
+        var plugged = false
+        if case .present(let location) = located {
+            do {
+                let (plug, port) = try await attachPlug(endpointID: id, at: location, link: endpoints[id]?.spec.link)
+                install(plug, port: port, endpointID: id)
+                emit(.endpointState(endpointID: id, state: .plugged, pid: plug.pid))
+                plugged = true
+            } catch {
+                logger.warning("cannot start the plug: \(error); will retry", metadata: ["endpoint": "\(id)"])
+                endpoints[id]?.detail = "\(error)"
+                schedulePlugRestart(id)
+            }
+        } else {
+            // Gone or not found: the usual path decides (and reports) what to do.
+            plugged = await replug(id)
+        }
+        let attached = ContinuousClock.now
+        await releasePort(of: old.switchPID)
         logger.info(
             "plug replaced",
             metadata: [
                 "endpoint": "\(id)", "program": "\(kind)", "plugged": "\(plugged)",
-                "ms": "\((ContinuousClock.now - started).milliseconds)",
+                "gap_ms": "\((attached - stopped).milliseconds)", "ms": "\((attached - started).milliseconds)",
             ])
     }
 
@@ -86,12 +115,10 @@ extension Worker {
     /// if empty. Only those names, only there.
     func removeLinkFiles() {
         guard let directory = spec?.paths.linksDir, let names = FileSystem.listDirectory(directory) else { return }
-        for name in names {
+        for name in names where name.hasSuffix(".mgmt") || name.hasSuffix(".pid") {
             let path = directory + "/" + name
-            if name.hasSuffix(".mgmt"), FileSystem.isSocket(path) { _ = FileSystem.removeFile(path) }
-            if name.hasSuffix(".pid"), FileSystem.isRegularFile(path), PlugProcess.daemonIdentity(pidFile: path) == nil {
-                _ = FileSystem.removeFile(path)
-            }
+            let isSocket = name.hasSuffix(".mgmt")
+            PlugProcess.removeFiles(managementSocket: isSocket ? path : "", pidFile: isSocket ? "" : path)
         }
         FileSystem.removeIfEmpty(directory)
     }

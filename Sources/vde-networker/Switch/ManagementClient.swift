@@ -399,7 +399,9 @@ struct ManagementClient: Sendable {
         var seen = String(decoding: received.suffix(64), as: UTF8.self)
         let deadline = ContinuousClock.now + .milliseconds(50)
         while !seen.hasSuffix(prompt) {
-            guard let chunk = try? socket.receive(maximum: 1024, deadline: deadline), !chunk.isEmpty else { return false }
+            guard let chunk = try? socket.receive(maximum: 1024, deadline: deadline), !chunk.isEmpty else {
+                return false
+            }
             seen = String((seen + String(decoding: chunk, as: UTF8.self)).suffix(64))
         }
         return true

@@ -238,7 +238,9 @@ actor Worker {
             } else {
                 logger.info(
                     "replacing the adopted plug: the link asks for \(PlugKind.wanted(for: spec.link)?.program ?? "none")",
-                    metadata: ["endpoint": "\(spec.endpointID)", "pid": "\(plug.pid)", "program": "\(plug.kind.program)"])
+                    metadata: [
+                        "endpoint": "\(spec.endpointID)", "pid": "\(plug.pid)", "program": "\(plug.kind.program)",
+                    ])
             }
             await plug.terminate()
             pidFiles.remove(endpointID: spec.endpointID)

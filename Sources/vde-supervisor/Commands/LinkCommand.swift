@@ -86,7 +86,8 @@ struct LinkCommand: ParsableCommand {
         guard reply.status == 200, var answer = try? JSONCoding.decode(LinkReply.self, from: reply.body) else {
             var message =
                 (try? JSONCoding.decode(DockerAPI.ErrorResponse.self, from: reply.body))?.Err
-                ?? "unexpected answer (HTTP \(reply.status)): " + String(decoding: reply.body.prefix(300), as: UTF8.self)
+                ?? "unexpected answer (HTTP \(reply.status)): "
+                + String(decoding: reply.body.prefix(300), as: UTF8.self)
             if reply.status == 404, docker == nil {
                 message += " (dockerd at \(dockerSocket) knows no network '\(UntrustedText(network))' either)"
             }
@@ -112,14 +113,16 @@ struct LinkCommand: ParsableCommand {
         func action(_ word: String) -> LinkRequest.Action? { LinkRequest.Action(rawValue: word) }
         var rest = words[...]
         var container: String?
-        if let first = rest.first, action(first) == nil || (rest.count >= 2 && action(rest[rest.startIndex + 1]) != nil) {
+        if let first = rest.first, action(first) == nil || (rest.count >= 2 && action(rest[rest.startIndex + 1]) != nil)
+        {
             container = first
             rest = rest.dropFirst()
         }
         let actions = LinkRequest.Action.allCases.map(\.rawValue).joined(separator: ", ")
         guard let word = rest.first else {
             if let container {
-                throw .invalid("'\(UntrustedText(container))' is no action (\(actions)); after a CONTAINER comes the action")
+                throw .invalid(
+                    "'\(UntrustedText(container))' is no action (\(actions)); after a CONTAINER comes the action")
             }
             throw .invalid("missing the action: one of \(actions)")
         }
@@ -144,7 +147,8 @@ struct LinkCommand: ParsableCommand {
             request.keys = arguments
         case .show, .down, .up:
             guard arguments.isEmpty else {
-                throw .invalid("\(chosen.rawValue) takes no arguments; got \(UntrustedText(arguments.joined(separator: " ")))")
+                throw .invalid(
+                    "\(chosen.rawValue) takes no arguments; got \(UntrustedText(arguments.joined(separator: " ")))")
             }
         }
         return (container, request)
@@ -155,7 +159,8 @@ struct LinkCommand: ParsableCommand {
     static func render(_ reply: LinkReply, networkName: String?, wholeNetwork: Bool) -> String {
         var out = ""
         if wholeNetwork {
-            out += "network \(networkName.map { "\($0) (\(reply.shortNetwork))" } ?? reply.shortNetwork): default "
+            out +=
+                "network \(networkName.map { "\($0) (\(reply.shortNetwork))" } ?? reply.shortNetwork): default "
                 + (reply.networkDefault?.summary ?? "none") + "\n"
         }
         if reply.endpoints.isEmpty {

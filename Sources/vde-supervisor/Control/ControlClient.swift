@@ -14,7 +14,8 @@ enum ControlClient {
         socketPath: String, path: String, httpVersion: String = "1.1",
         timeoutSeconds: Int = 5
     ) throws(Failure) -> (status: Int, body: [UInt8]) {
-        try request(socketPath: socketPath, method: "GET", path: path, httpVersion: httpVersion,
+        try request(
+            socketPath: socketPath, method: "GET", path: path, httpVersion: httpVersion,
             timeoutSeconds: timeoutSeconds)
     }
 

@@ -125,7 +125,8 @@ struct LinkTarget: Sendable, Equatable {
 
     /// `container` is matched against the network's containers as dockerd lists them: a name,
     /// then a full ID, then a unique ID prefix; otherwise it is passed on as an endpoint ID prefix.
-    static func resolve(network: String, container: String?, docker: DockerNames.Network?) throws(Failure) -> LinkTarget {
+    static func resolve(network: String, container: String?, docker: DockerNames.Network?) throws(Failure) -> LinkTarget
+    {
         let networkID = docker.flatMap { $0.id.isEmpty ? nil : $0.id } ?? network
         var target = LinkTarget(network: networkID, endpoint: container, docker: docker)
         guard let container, let docker else { return target }

@@ -44,9 +44,9 @@ struct LinkChange: Sendable, Equatable {
                 throw .invalid("\(action.rawValue) takes no keys or settings")
             }
         }
-        self.settings = settings.sorted {
-            LinkImpairment.Key.allCases.firstIndex(of: $0.key)! < LinkImpairment.Key.allCases.firstIndex(of: $1.key)!
-        }
+        // In key order (delay before jitter), whatever order the request had.
+        let order = LinkImpairment.Key.allCases
+        self.settings = order.flatMap { key in settings.filter { $0.key == key } }
         self.keys = keys
     }
 

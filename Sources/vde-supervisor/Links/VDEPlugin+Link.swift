@@ -24,12 +24,14 @@ extension VDEPlugin {
             endpointIDs = network.endpoints.keys.sorted()
         }
         if change.action == .show {
-            return await linkReply(networkID, endpointIDs, changed: false, notes: [:], statuses: currentStatuses(networkID))
+            return await linkReply(
+                networkID, endpointIDs, changed: false, notes: [:], statuses: currentStatuses(networkID))
         }
         let networkWide = request.endpoint == nil && (change.action == .set || change.action == .clear)
         if networkWide, let adding = live[networkID]?.addsInFlight, adding > 0 {
             throw VDEError.conflict(
-                "network \(networkID.short) is getting \(adding) new endpoint(s) right now; retry the change of its default link")
+                "network \(networkID.short) is getting \(adding) new endpoint(s) right now; retry the change of its default link"
+            )
         }
 
         // Every new link first: nothing changes unless all of them are valid.
@@ -62,7 +64,9 @@ extension VDEPlugin {
         var notes: [EndpointID: (String, Bool)] = [:]
         var statuses = currentStatuses(networkID)
         guard let worker = live[networkID]?.worker else {
-            for id in endpointIDs { notes[id] = ("recorded; the network has no worker now: its next start applies it", false) }
+            for id in endpointIDs {
+                notes[id] = ("recorded; the network has no worker now: its next start applies it", false)
+            }
             return await linkReply(networkID, endpointIDs, changed: changed, notes: notes, statuses: statuses)
         }
         for endpointID in endpointIDs {

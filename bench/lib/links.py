@@ -806,7 +806,8 @@ def main() -> int:
     if args.report:
         with open(args.report) as f:
             r = json.load(f)
-        print(tables(r.get("links", r)))
+        lk = r.get("links", r)
+        print(tables(lk, r.get("dataplane") or lk.get("dataplane")))
         return 0
     if not args.hand:
         ap.error("without --hand, run it through bench/run --only links")

@@ -98,7 +98,19 @@ class Pair:
         for pid, (kind, argv) in procs.items():
             if kind == "vde_switch" and ctl_dirs & set(argv):
                 out[pid] = ("switch", kind)
+        self.ctl_dirs = ctl_dirs
         return out
+
+    def every_process(self) -> list[str]:
+        """The executables of every process whose argv names this pair's switch (any program,
+        not just the known kinds): what the pair's data path costs in processes."""
+        self.processes()
+        found = []
+        for pid in procfs.all_pids():
+            argv = procfs.cmdline(pid)
+            if argv and procfs.alive(pid) and any(d in a for a in argv for d in self.ctl_dirs):
+                found.append(os.path.basename(argv[0]))
+        return sorted(found)
 
 
 def _link_argv(link: dict) -> list[str]:
@@ -513,6 +525,7 @@ def cost(backend, quick: bool) -> dict:
              "wirefilter": backend.make("cost wirefilter (rate 10gbit)", {"rate": "10gbit"}, {"rate": "10gbit"})}
     for p in pairs.values():
         ping(p, 5, 0.05)
+    out["processes"] = {name: p.every_process() for name, p in pairs.items()}
     samples: dict = {k: {"fwd": [], "rev": [], "fixed100": []} for k in pairs}
     idle_s = 5 if quick else 10
     out["idle"] = {}
@@ -741,6 +754,9 @@ def tables(res: dict, dataplane: dict | None = None) -> str:
         full = " / ".join(_f(_cpu(x["cpu_pct_max_tcp"], r), 0) for r in ("switch", "a", "b"))
         fixed = " / ".join(_f(_cpu(x["cpu_pct_fixed100"], r), 1) for r in ("switch", "a", "b"))
         out.append(f"| {label} | {_m(x['tcp_fwd_mbit_s'])} | {_m(x['tcp_rev_mbit_s'])} | {full} | {fixed} |")
+    if c.get("processes"):
+        out += ["", "Processes whose argv names the pair's switch: " + "; ".join(
+            f"{name}: {', '.join(v)}" for name, v in c["processes"].items()) + "."]
     out += ["", "| plug | PSS kB idle | private kB idle | CPU idle % (wakeups/s) | peak PSS kB under TCP |",
             "|---|---|---|---|---|"]
     for name, kind in (("plug2tap", "vde_plug2tap"), ("wirefilter", "wirefilter")):

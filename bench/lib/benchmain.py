@@ -17,12 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import controlplane  # noqa: E402
 import dataplane  # noqa: E402
 import idle  # noqa: E402
+import links  # noqa: E402
 import report  # noqa: E402
 import scale  # noqa: E402
 from common import (DOCKER, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, machine_info, real_socket_lock,  # noqa: E402
                     run, write_json)
 
-SECTIONS = ["control", "data", "scale", "memory", "idle"]
+SECTIONS = ["control", "data", "scale", "memory", "idle", "links"]
 
 
 def stale_cleanup() -> None:
@@ -99,7 +100,7 @@ def main() -> int:
                 log(f"memory: {n} networks x 2 endpoints over a private socket ({variant} Swift runtime)")
                 results["socket_scale"][variant] = scale.socket_scale(bin_dir, variant, n, 2, cleanup, args.results)
 
-        docker_parts = only & {"control", "data", "scale", "idle"}
+        docker_parts = only & {"control", "data", "scale", "idle", "links"}
         if docker_parts:
             with real_socket_lock():
                 sup = Supervisor(args.bin_dir, socket_path=REAL_SOCKET)
@@ -117,6 +118,18 @@ def main() -> int:
                     if "data" in only:
                         try:
                             results["dataplane"] = dataplane.run_dataplane(args.quick, dcleanup, sup.run_dir, True)
+                        finally:
+                            dcleanup.run_all()
+                    if "links" in only:
+                        try:
+                            results["links"] = {}
+                            if "data" not in only:
+                                # The references for the cost of an unimpaired endpoint, in this run.
+                                results["links"]["dataplane"] = dataplane.run_dataplane(
+                                    args.quick, dcleanup, sup.run_dir, True, reps=1 if args.quick else 2,
+                                    seconds=3 if args.quick else 5, pings=10 if args.quick else 20)
+                                dcleanup.run_all()
+                            results["links"] |= links.run_links(links.PluginPairs(dcleanup, sup), args.quick)
                         finally:
                             dcleanup.run_all()
                     if "scale" in only:

@@ -172,10 +172,12 @@ def _iperf(p: Path, seconds: int, reverse: bool) -> dict:
             server.wait()
 
 
-def run_dataplane(quick: bool, cleanup: Cleanup, vde_run_dir: str, with_docker: bool) -> dict:
-    reps = 1 if quick else 4
-    seconds = 3 if quick else 8
-    pings = 10 if quick else 30
+def run_dataplane(quick: bool, cleanup: Cleanup, vde_run_dir: str, with_docker: bool, reps: int | None = None,
+                  seconds: int | None = None, pings: int | None = None) -> dict:
+    """reps, seconds, pings: smaller runs for the links section's references (default: the data section's)."""
+    reps = reps or (1 if quick else 4)
+    seconds = seconds or (3 if quick else 8)
+    pings = pings or (10 if quick else 30)
     paths: list[Path] = []
     if with_docker:
         log("data plane: two containers on a vde network")

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-# The plugin's processes, by the name of their executable.
-VDE_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")
+# The plugin's processes, by the name of their executable (an impaired endpoint's plug is a
+# wirefilter, issue 13).
+VDE_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap", "wirefilter")
 # Docker's own processes (the bridge driver lives inside dockerd).
 DOCKER_KINDS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy")
 

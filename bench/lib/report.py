@@ -156,6 +156,13 @@ def tables(r: dict) -> str:
     idle_run = r.get("idle")
     if idle_run:
         out.append(idle_table(idle_run))
+    lk = r.get("links")
+    if lk and lk.get("accuracy"):
+        import links  # local import: links imports common, which report does not need otherwise
+        out.append("### Links (issue 13): configured vs measured, and what shaping costs")
+        out.append("")
+        out.append(links.tables(lk, r.get("dataplane") or lk.get("dataplane")))
+        out.append("")
         out.append("")
 
     rec = r.get("recovery")

@@ -4,6 +4,14 @@ import Testing
 @Suite struct NetworkPathsTests {
     private let network: NetworkID = "0123456789abcdef0123"
 
+    @Test func onlyACtlDirWithoutAColonCanBeShaped() throws {
+        let own = try NetworkPaths(runDir: "/run/vde", network: network, options: NetworkOptions())
+        try own.checkLinksCanBeShaped()
+        let colon = try NetworkPaths(
+            runDir: "/run/vde", network: network, options: NetworkOptions(socketDir: "/run/a:b"))
+        #expect(throws: VDEError.self) { try colon.checkLinksCanBeShaped() }
+    }
+
     @Test func ownSwitchLivesInTheNetworkDir() throws {
         let paths = try NetworkPaths(runDir: "/run/vde/", network: network, options: NetworkOptions())
         #expect(paths.networkDir == "/run/vde/0123456789ab")

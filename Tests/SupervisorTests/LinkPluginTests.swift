@@ -136,6 +136,23 @@ final class LinkPluginTests {
                     delayMicroseconds: 20_000, jitterMicroseconds: 10_000, lossMillipercent: 5000, lossBurst: 3))
     }
 
+    @Test func aSocketDirWithAColonCannotBeShaped() async throws {
+        await #expect {
+            try await createNetwork(Self.networkA, options: ["socket_dir": "/run/vde:lab", "link_delay": "5ms"])
+        } throws: { error in
+            (error as? VDEError)?.message.contains("contains ':'") == true
+        }
+        try await createNetwork(Self.networkB, options: ["socket_dir": "/run/vde:lab"])
+        await #expect {
+            try await createEndpoint(Self.endpoint1, on: Self.networkB, options: ["link_delay": .string("5ms")])
+        } throws: { error in
+            (error as? VDEError)?.message.contains("contains ':'") == true
+        }
+        await stop()
+        #expect(try await record(Self.endpoint1, on: Self.networkB) == nil)
+        #expect(commands("addEndpoint").isEmpty)
+    }
+
     @Test func anUnimpairedEndpointRecordsNoLink() async throws {
         try await createNetwork(Self.networkA)
         try await createEndpoint(

@@ -89,6 +89,19 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     /// Where the network's worker listens for a supervisor that adopts it (docs/recovery.md).
     public var workerSocket: String { networkDir + "/" + Name.workerSocket }
 
+    /// Refuses link shaping on a switch whose ctl dir holds a `:`. A wirefilter takes its two
+    /// plugs as one argument, `-v CTLDIR:tap://IF`, split at the first `:` (measured with
+    /// wirefilter 2.3.2), so such a ctl dir would be cut in two: the wirefilter would fail to
+    /// start, or worse, reach another path. Only a `socket_dir` can hold one.
+    public func checkLinksCanBeShaped() throws(VDEError) {
+        guard !ctlDir.contains(":") else {
+            throw .invalid(
+                "links on this network cannot be shaped: its socket_dir '\(UntrustedText(ctlDir))' contains ':', "
+                    + "which wirefilter cannot take (it reads its plugs as one CTLDIR:tap://IF argument); "
+                    + "use a socket_dir without ':'")
+        }
+    }
+
     /// The wirefilters of impaired endpoints keep their files here (see ``linkManagementSocket(tap:)``).
     public var linksDir: String { networkDir + "/" + Name.links }
     /// The management socket of the wirefilter that plugs the tap `tap` (`wirefilter -M`):

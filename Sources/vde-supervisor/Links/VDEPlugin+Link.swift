@@ -51,6 +51,10 @@ extension VDEPlugin {
                 throw VDEError.invalid("network \(networkID.short)'s default link: \(error.message)")
             }
         }
+        let shaped = endpointIDs.contains { next.networks[networkID]?.endpoints[$0]?.link?.impairment.isEmpty == false }
+        if shaped || (networkWide && next.networks[networkID]?.options.link != nil) {
+            try network.switchSpec.paths.checkLinksCanBeShaped()
+        }
         let changed = next != state
         try commit(next)
         logger.info(

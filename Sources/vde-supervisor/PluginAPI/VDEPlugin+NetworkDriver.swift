@@ -19,6 +19,7 @@ extension VDEPlugin {
             )
         }
         let spec = try switchSpec(for: id, options: options)
+        if options.link != nil { try spec.paths.checkLinksCanBeShaped() }
 
         // Reserved until committed (or failed): a concurrent create with the same paths is refused.
         live[id] = LiveNetwork(change: .creating(spec))
@@ -116,8 +117,9 @@ extension VDEPlugin {
             throw VDEError.conflict("endpoint \(endpointID.short) already exists")
         }
         // Before any tap is made: a bad `--driver-opt` refuses the endpoint with nothing done.
-        let link = try EndpointLink.compute(
-            networkDefault: existingNetwork(networkID).options.link, endpointOptions: request.Options)
+        let network = try existingNetwork(networkID)
+        let link = try EndpointLink.compute(networkDefault: network.options.link, endpointOptions: request.Options)
+        if let link, !link.impairment.isEmpty { try network.switchSpec.paths.checkLinksCanBeShaped() }
         let tapName = TapName(endpoint: endpointID)
         if let other = state.endpoint(usingTap: tapName) {
             throw VDEError.conflict("tap \(tapName) is already used by endpoint \(other.id.short)")

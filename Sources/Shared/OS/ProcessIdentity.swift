@@ -57,3 +57,19 @@ public struct ProcessIdentity: Equatable, Hashable, Sendable, CustomStringConver
         _ = await handle.waitForExit(timeout: .seconds(2))
     }
 }
+
+extension ProcessIdentity {
+    /// The daemon `read` finds through its pid file, waited for until `deadline`: a daemon writes
+    /// that file after its fork, a moment after its launcher exited (vde_switch `-d -p`,
+    /// wirefilter `--daemon --pidfile`). Polled every 2 ms, since nothing announces the file; the
+    /// wait is a few milliseconds, once per start. Nil when no daemon showed up in time.
+    public static func awaitDaemon(until deadline: ContinuousClock.Instant, _ read: () -> ProcessIdentity?) async
+        -> ProcessIdentity?
+    {
+        while true {
+            if let identity = read() { return identity }
+            guard ContinuousClock.now < deadline else { return nil }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+}

@@ -104,14 +104,11 @@ extension PlugProcess {
         guard exit.status == .exited(0) else {
             throw .exitedEarly(program: PlugKind.wirefilter.program, pid: launcher.pid, exit: exit)
         }
-        // The daemon writes the file after its fork, a moment after the launcher's exit.
-        var identity: ProcessIdentity?
-        while true {
-            identity = daemonIdentity(pidFile: spec.pidFile)
-            if identity != nil || ContinuousClock.now >= deadline { break }
-            try? await Task.sleep(for: .milliseconds(2))
-        }
-        guard let identity, let process = try? WatchedProcess(identity) else {
+        guard
+            let identity = await ProcessIdentity.awaitDaemon(
+                until: deadline, { daemonIdentity(pidFile: spec.pidFile) }),
+            let process = try? WatchedProcess(identity)
+        else {
             throw .daemonNotStarted(
                 program: PlugKind.wirefilter.program,
                 reason: "its daemon wrote no pid file at \(spec.pidFile), or exited at once"

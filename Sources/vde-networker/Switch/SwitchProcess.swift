@@ -137,24 +137,19 @@ final class SwitchProcess: Sendable {
             throw .notReady(ctlDir: spec.paths.ctlDir, waited: readyTimeout)
         }
         guard exit.status == .exited(0) else { throw .exited(ctlDir: spec.paths.ctlDir, exit: exit) }
-        // The daemon writes the file after its fork, so it may come a moment after the
-        // launcher's exit; polled, since nothing announces it.
-        var identity: ProcessIdentity?
-        while identity == nil {
-            identity = pidFile.daemonIdentity(ctlDir: spec.paths.ctlDir)
-            if identity != nil { break }
-            guard ContinuousClock.now < deadline else {
-                throw .exited(
-                    ctlDir: spec.paths.ctlDir,
-                    exit: ChildExit(
-                        status: nil,
-                        lastErrorLines: exit.lastErrorLines + [
-                            "its daemon wrote no pid file at \(pidFile.path) (it exits when that file exists already)"
-                        ]))
-            }
-            try? await Task.sleep(for: .milliseconds(2))
+        guard
+            let identity = await ProcessIdentity.awaitDaemon(
+                until: deadline, { pidFile.daemonIdentity(ctlDir: spec.paths.ctlDir) })
+        else {
+            throw .exited(
+                ctlDir: spec.paths.ctlDir,
+                exit: ChildExit(
+                    status: nil,
+                    lastErrorLines: exit.lastErrorLines + [
+                        "its daemon wrote no pid file at \(pidFile.path) (it exits when that file exists already)"
+                    ]))
         }
-        guard let identity, let process = try? WatchedProcess(identity) else {
+        guard let process = try? WatchedProcess(identity) else {
             throw .exited(ctlDir: spec.paths.ctlDir, exit: ChildExit(status: nil, lastErrorLines: exit.lastErrorLines))
         }
         let switchProcess = SwitchProcess(process: process, files: files)

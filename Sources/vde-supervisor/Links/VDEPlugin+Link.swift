@@ -126,21 +126,10 @@ extension VDEPlugin {
     }
 
     private func acquireLinkTurn() async {
-        guard linkChangeBusy else {
-            linkChangeBusy = true
-            return
-        }
-        await withCheckedContinuation { linkChangeWaiters.append($0) }
+        if !linkChanges.tryAcquire() { await withCheckedContinuation { linkChanges.enqueue($0) } }
     }
 
-    /// Hands the turn to the next waiting change (it stays taken), or frees it.
-    private func releaseLinkTurn() {
-        if linkChangeWaiters.isEmpty {
-            linkChangeBusy = false
-        } else {
-            linkChangeWaiters.removeFirst().resume()
-        }
-    }
+    private func releaseLinkTurn() { linkChanges.release() }
 
     private func currentStatuses(_ networkID: NetworkID) -> [EndpointID: EndpointStatus] {
         live[networkID]?.endpoints ?? [:]

@@ -25,8 +25,8 @@ actor VDEPlugin {
     /// worker last reported, the calls under way (see ``LiveNetwork``).
     var live: [NetworkID: LiveNetwork] = [:]
     /// A `link` change is under way; the others wait here, in order (``link(_:)``).
-    var linkChangeBusy = false
-    var linkChangeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// `link` changes, one at a time (``link(_:)``).
+    var linkChanges = SerialGate()
     /// Pings one worker at a time (``HeartbeatSweep``); started with the workers.
     private var heartbeats: Task<Void, Never>?
 

@@ -28,6 +28,8 @@ let package = Package(
             name: "CVDEPlug",
             providers: [.apt(["libvdeplug-dev"])]),
         .systemLibrary(name: "CLinux"),
+        // Declarations only: the capture command dlopens libpcap (see its module map).
+        .systemLibrary(name: "CPcap", providers: [.apt(["libpcap-dev"])]),
         .target(
             name: "Shared",
             dependencies: [
@@ -39,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "vde-supervisor",
             dependencies: [
-                "Shared", "CSystemd", "CLinux",
+                "Shared", "CSystemd", "CLinux", "CPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -21,3 +21,15 @@ require_root() {
 }
 
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+
+# Builds the vde_switch capture plugin (vde-switch-plugin/vde_capture.c) into DIR/vde-capture.so,
+# beside vde-networker, which loads it into its switch while a segment capture runs. The system
+# C compiler, not SwiftPM: SwiftPM would link the Swift runtime into it (see the source).
+build_capture_plugin() {
+    local dir=$1 root
+    root=$(repo_root)
+    mkdir -p "$dir"
+    cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden \
+        -o "$dir/vde-capture.so.tmp" "$root/vde-switch-plugin/vde_capture.c"
+    mv -f "$dir/vde-capture.so.tmp" "$dir/vde-capture.so"
+}

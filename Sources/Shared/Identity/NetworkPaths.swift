@@ -27,6 +27,8 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
         static let switchPID = "switch.pid"
         static let workerSocket = "worker.sock"
         static let links = "links"
+        static let captures = "captures"
+        static let captureSink = "sink"
     }
 
     /// Checks the three paths: each as a `-o` path option, the ctl dir and the management
@@ -110,6 +112,15 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     /// The pid file the wirefilter of `tap` writes itself (`wirefilter --daemon --pidfile`);
     /// the worker copies it into the plug's pid file below ``plugsDir`` as pid + start time.
     public func linkPIDFile(tap: TapName) -> String { linksDir + "/" + tap.rawValue + ".pid" }
+
+    /// Capture sockets live here, made only while a capture runs (docs/capture.md).
+    public var capturesDir: String { networkDir + "/" + Name.captures }
+    /// Where the worker listens for its switch's capture plugin (`vdecapture/start PATH`): one
+    /// stream of ``CaptureRecord``s of every frame entering the switch, while a segment capture runs.
+    public var captureSink: String { capturesDir + "/" + Name.captureSink }
+    /// Where the capture command connects for the capture `id` (made by `startCapture`, removed
+    /// once the command connected or gave up).
+    public func captureSocket(_ id: CaptureID) -> String { capturesDir + "/" + id.rawValue + ".sock" }
 
     private enum CodingKeys: String, CodingKey { case networkDir, ctlDir, managementSocket }
 

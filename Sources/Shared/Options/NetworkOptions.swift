@@ -8,10 +8,11 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public static let managementSocketKey = "management_socket"
     public static let socketGroupKey = "socket_group"
     public static let numSwitchportsKey = "num_switchports"
+    public static let hubKey = "hub"
     /// Docker's standard driver option for the MTU of a network's interfaces.
     public static let mtuKey = "com.docker.network.driver.mtu"
     public static let knownKeys =
-        [socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey, mtuKey]
+        [socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey, mtuKey, hubKey]
         + LinkImpairment.Key.allCases.map(\.optionName)
     /// 68 is IPv4's minimum MTU. The top is Ethernet's 1500: vde_switch 2.3.2 drops frames longer
     /// than 1518 bytes (measured with taps at MTU 1600: an IP packet of 1504 bytes crossed, one of
@@ -36,12 +37,17 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     /// The default link of every endpoint (`-o link_delay=20ms ...`); nil: unimpaired. An
     /// endpoint's `--driver-opt link_*` overlays it (see ``LinkImpairment/overlaid(with:)``).
     public var link: LinkImpairment?
+    /// `-o hub=true`: the plugin's switch runs as a hub (`vde_switch -x`), sending every frame to
+    /// every port, so a sniffer container or VM sees all traffic. Only for a switch the plugin
+    /// starts (refused with `socket_dir` alone).
+    public var hub: Bool
 
     public init(
         socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
         socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports, mtu: Int? = nil,
-        link: LinkImpairment? = nil
+        link: LinkImpairment? = nil, hub: Bool = false
     ) {
+        self.hub = hub
         self.mtu = mtu
         self.link = link
         self.socketDir = socketDir
@@ -110,6 +116,14 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
                 throw .invalid("option \(mtuKey)=\(n) is below \(mtuRange.lowerBound), the smallest MTU IPv4 allows")
             }
             options.mtu = n
+        }
+        if let value = raw[hubKey] {
+            options.hub = try parseBool(value, option: hubKey)
+            if options.hub && options.socketDir != nil && !options.createSockets {
+                throw .invalid(
+                    "option hub=true needs a switch the plugin starts: with socket_dir alone the switch is someone else's; add create_sockets=true or drop socket_dir"
+                )
+            }
         }
         let link = try LinkImpairment.parse(options: raw)
         options.link = link == LinkImpairment() ? nil : link

@@ -10,9 +10,11 @@ public enum WorkerProtocol {
     /// 3: endpoints carry their link (`link`), `setLink`, the `linkDown` plug state.
     /// 2: commands, replies and events as tagged objects (`{"addEndpoint":{"endpoint":{...}}}`);
     /// 1 had a flat `op` with optional fields. Bump it on any change to a case or a label.
-    public static let version = 3
+    public static let version = 4
     /// Longest line either side accepts; a longer one is dropped and logged.
     public static let maxLineBytes = 1 << 20
+    /// How long a capture's socket waits for its command to connect before the capture is dropped.
+    public static let captureConnectTimeoutSeconds = 10
 
     /// Reads `v` and refuses any other version, naming both (the two binaries come from one build).
     static func checkVersion<Key: CodingKey>(_ container: KeyedDecodingContainer<Key>, key: Key) throws {
@@ -53,10 +55,16 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
     public var numPorts: Int
     /// The MTU of the network's taps (`com.docker.network.driver.mtu`); nil: the kernel's 1500.
     public var mtu: Int?
+    /// Run the switch as a hub (`vde_switch -x`, `-o hub=true`); only for a switch the worker starts.
+    public var hub: Bool
 
-    public init(paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int, mtu: Int? = nil)
-        throws(VDEError)
-    {
+    public init(
+        paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int, mtu: Int? = nil, hub: Bool = false
+    ) throws(VDEError) {
+        guard !(hub && mode == .external) else {
+            throw .invalid("a hub needs a switch the worker may start; mode external never starts one")
+        }
+        self.hub = hub
         guard (1...NetworkOptions.maxNumSwitchports).contains(numPorts) else {
             throw .invalid("numPorts \(numPorts) must be from 1 to \(NetworkOptions.maxNumSwitchports)")
         }
@@ -79,7 +87,7 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
         self.mtu = mtu
     }
 
-    private enum CodingKeys: String, CodingKey { case mode, group, numPorts, mtu }
+    private enum CodingKeys: String, CodingKey { case mode, group, numPorts, mtu, hub }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -88,7 +96,8 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
                 paths: NetworkPaths(from: decoder), mode: container.decode(SwitchMode.self, forKey: .mode),
                 group: container.decodeIfPresent(GroupName.self, forKey: .group),
                 numPorts: container.decode(Int.self, forKey: .numPorts),
-                mtu: container.decodeIfPresent(Int.self, forKey: .mtu))
+                mtu: container.decodeIfPresent(Int.self, forKey: .mtu),
+                hub: container.decodeIfPresent(Bool.self, forKey: .hub) ?? false)
         } catch let error as VDEError {
             throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
         }
@@ -101,6 +110,8 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
         try container.encodeIfPresent(group, forKey: .group)
         try container.encode(numPorts, forKey: .numPorts)
         try container.encodeIfPresent(mtu, forKey: .mtu)
+        // Absent when false: records and lines from before `hub` stay byte-identical.
+        if hub { try container.encode(hub, forKey: .hub) }
     }
 }
 
@@ -153,6 +164,10 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
     /// vde_plug2tap; an impaired endpoint's changes go to its wirefilter live), clear it, pull
     /// the cable (`down`: no plug runs) or plug it back. Replied with ``WorkerReply/endpoint(status:)``.
     case setLink(endpointID: EndpointID, link: LinkSettings)
+    /// Set up a capture (`vde-supervisor capture`): reply `captureStarted` with the socket the
+    /// capture command connects to within ``WorkerProtocol/captureConnectTimeoutSeconds``; the
+    /// capture ends when that connection closes (docs/worker-protocol.md).
+    case startCapture(capture: CaptureSpec)
     /// Report the switch, the endpoints and their port counters. Replied with ``WorkerReply/status(report:)``.
     case status
     /// Liveness check; answered at once with ``WorkerReply/pong``.
@@ -162,7 +177,8 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
 
     /// The commands by name, as the JSON key of each case.
     public enum Kind: String, CaseIterable, Sendable {
-        case start, addEndpoint, joinEndpoint, leaveEndpoint, removeEndpoint, setLink, status, ping, shutdown
+        case start, addEndpoint, joinEndpoint, leaveEndpoint, removeEndpoint, setLink, startCapture, status, ping,
+            shutdown
     }
 
     public var kind: Kind {
@@ -173,6 +189,7 @@ public enum WorkerCommand: Codable, Sendable, Equatable {
         case .leaveEndpoint: .leaveEndpoint
         case .removeEndpoint: .removeEndpoint
         case .setLink: .setLink
+        case .startCapture: .startCapture
         case .status: .status
         case .ping: .ping
         case .shutdown: .shutdown
@@ -372,11 +389,15 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var externalPorts: [ExternalPort]?
     /// The external ports each switch death cut off (most recent last, a few kept); absent when none.
     public var lostExternalPorts: [LostExternalPorts]?
+    /// Running captures, oldest first; absent when none.
+    public var captures: [CaptureStatus]?
 
     public init(
         switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil,
-        externalPorts: [ExternalPort]? = nil, lostExternalPorts: [LostExternalPorts]? = nil
+        externalPorts: [ExternalPort]? = nil, lostExternalPorts: [LostExternalPorts]? = nil,
+        captures: [CaptureStatus]? = nil
     ) {
+        self.captures = captures
         self.switch = status
         self.endpoints = endpoints
         self.otherPorts = otherPorts
@@ -401,6 +422,9 @@ public enum WorkerReply: Codable, Sendable, Equatable {
     case pong
     /// To `shutdown`: the switch as it was when the worker stopped it (absent before `start`).
     case stopped(switch: SwitchStatus?)
+    /// To `startCapture`: the unix stream socket (``NetworkPaths/captureSocket(_:)``) where the
+    /// capture command connects to receive ``CaptureRecord``s.
+    case captureStarted(socket: String)
 }
 
 /// Which child of a worker an event is about.

@@ -107,6 +107,9 @@ actor Worker {
                 reply = .removed
             case .setLink(let id, let link):
                 reply = .endpoint(status: try await exclusively { try await setLink(id, link: link) })
+            case .startCapture:
+                // Built by the worker's capture module (issue 14).
+                throw VDEError.unavailable("capture is not built into this worker yet")
             case .shutdown:
                 let final = switchStatus()
                 await shutdown(reason: "shutdown request")

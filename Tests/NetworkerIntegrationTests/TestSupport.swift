@@ -460,6 +460,8 @@ struct ReplyFields: Sendable {
     var endpoint: EndpointStatus?
     var endpoints: [EndpointStatus]?
     var otherPorts: [PortCounters]?
+    var captures: [CaptureStatus]?
+    var captureSocket: String?
 
     init(_ reply: WorkerReply) {
         switch reply {
@@ -467,7 +469,9 @@ struct ReplyFields: Sendable {
         case .endpoint(let status): endpoint = status
         case .status(let status):
             (self.switch, endpoints, otherPorts) = (status.switch, status.endpoints, status.otherPorts)
+            captures = status.captures
         case .stopped(let status): self.switch = status
+        case .captureStarted(let socket): captureSocket = socket
         case .removed, .pong: break
         }
     }

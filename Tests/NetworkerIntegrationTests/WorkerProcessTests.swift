@@ -661,11 +661,11 @@ struct WorkerProcessTests {
         defer { worker.stop() }
 
         worker.writeLine("this is not json")
-        worker.writeLine(#"{"v":3,"id":900,"command":{"frobnicate":{}}}"#)
-        worker.writeLine(#"{"v":3,"id":901}"#)
+        worker.writeLine(#"{"v":4,"id":900,"command":{"frobnicate":{}}}"#)
+        worker.writeLine(#"{"v":4,"id":901}"#)
         worker.writeLine(#"{"v":7,"id":902,"command":{"ping":{}}}"#)
         // A command without a field it needs: the reply names the field.
-        worker.writeLine(#"{"v":3,"id":903,"command":{"addEndpoint":{}}}"#)
+        worker.writeLine(#"{"v":4,"id":903,"command":{"addEndpoint":{}}}"#)
         worker.writeLine(String(repeating: "x", count: WorkerProtocol.maxLineBytes + 10))
         worker.writeLine("")
         let unknown = try await worker.reply(to: 900)

@@ -7,7 +7,7 @@ import Testing
 
     @Test func validRequest() throws {
         let line = bytes(
-            #"{"v":3,"id":7,"command":{"joinEndpoint":{"endpointID":"abc","sandboxKey":"/var/run/docker/netns/x"}}}"#)
+            #"{"v":4,"id":7,"command":{"joinEndpoint":{"endpointID":"abc","sandboxKey":"/var/run/docker/netns/x"}}}"#)
         guard case .request(let request) = IncomingLine.decode(line) else {
             Issue.record("not decoded as a request")
             return
@@ -25,14 +25,14 @@ import Testing
 
     @Test func unknownCommandIsAnsweredWithItsID() {
         #expect(
-            IncomingLine.decode(bytes(#"{"v":3,"id":9,"command":{"explode":{}}}"#))
+            IncomingLine.decode(bytes(#"{"v":4,"id":9,"command":{"explode":{}}}"#))
                 == .invalid(id: 9, reason: "unknown command 'explode'"))
     }
 
     @Test func missingFieldOfACommandIsNamedAndAnswered() {
         guard
             case .invalid(let id, let reason) = IncomingLine.decode(
-                bytes(#"{"v":3,"id":5,"command":{"addEndpoint":{}}}"#))
+                bytes(#"{"v":4,"id":5,"command":{"addEndpoint":{}}}"#))
         else {
             Issue.record("accepted")
             return
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func missingFieldNamesIt() {
-        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":3,"command":{"ping":{}}}"#)) else {
+        guard case .invalid(let id, let reason) = IncomingLine.decode(bytes(#"{"v":4,"command":{"ping":{}}}"#)) else {
             Issue.record("accepted")
             return
         }
@@ -77,8 +77,8 @@ import Testing
 extension IncomingLineTests {
     /// A `command` object must name exactly one command; the refusal says where the fault is.
     @Test(arguments: [
-        #"{"v":3,"id":6,"command":{}}"#, #"{"v":3,"id":6,"command":{"ping":{},"status":{}}}"#,
-        #"{"v":3,"id":6,"command":"ping"}"#,
+        #"{"v":4,"id":6,"command":{}}"#, #"{"v":4,"id":6,"command":{"ping":{},"status":{}}}"#,
+        #"{"v":4,"id":6,"command":"ping"}"#,
     ])
     func commandObjectWithoutExactlyOneCommandIsRefused(text: String) {
         guard case .invalid(let id, let reason) = IncomingLine.decode(Array(text.utf8)) else {

@@ -34,6 +34,10 @@ import Testing
             endpointID: "abc123",
             link: LinkSettings(
                 impairment: LinkImpairment(delayMicroseconds: 50000, lossMillipercent: 20000), down: true)),
+        .startCapture(
+            capture: (try? CaptureSpec(id: "0123456789ab", endpointID: "abc123", filter: "icmp"))
+                ?? CaptureSpec(id: "0123456789ab")),
+        .startCapture(capture: CaptureSpec(id: "0123456789ab")),
         .status, .ping, .shutdown,
     ]
 
@@ -56,23 +60,23 @@ import Testing
 
     /// IDs and sandbox keys in commands are checked by the decode, like every other identity.
     @Test func commandWithBadIdentityDoesNotDecode() {
-        let badID = #"{"command":{"leaveEndpoint":{"endpointID":"../x"}},"id":1,"v":3}"#
+        let badID = #"{"command":{"leaveEndpoint":{"endpointID":"../x"}},"id":1,"v":4}"#
         #expect(throws: (any Error).self) { try JSONCoding.decode(WorkerRequest.self, from: Array(badID.utf8)) }
-        let badKey = #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"relative/ns"}},"id":1,"v":3}"#
+        let badKey = #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"relative/ns"}},"id":1,"v":4}"#
         #expect(throws: (any Error).self) { try JSONCoding.decode(WorkerRequest.self, from: Array(badKey.utf8)) }
     }
 
     /// The exact lines, as docs/worker-protocol.md shows them.
     @Test func goldenRequestLines() throws {
-        #expect(try JSONCoding.string(WorkerRequest(id: 7, .status)) == #"{"command":{"status":{}},"id":7,"v":3}"#)
+        #expect(try JSONCoding.string(WorkerRequest(id: 7, .status)) == #"{"command":{"status":{}},"id":7,"v":4}"#)
         #expect(
             try JSONCoding.string(
                 WorkerRequest(id: 3, .joinEndpoint(endpointID: "e1", sandboxKey: "/var/run/docker/netns/x")))
-                == #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"/var/run/docker/netns/x"}},"id":3,"v":3}"#
+                == #"{"command":{"joinEndpoint":{"endpointID":"e1","sandboxKey":"/var/run/docker/netns/x"}},"id":3,"v":4}"#
         )
         #expect(
             try JSONCoding.string(WorkerRequest(id: 4, .removeEndpoint(endpointID: "e1")))
-                == #"{"command":{"removeEndpoint":{"endpointID":"e1"}},"id":4,"v":3}"#)
+                == #"{"command":{"removeEndpoint":{"endpointID":"e1"}},"id":4,"v":4}"#)
     }
 
     static let messages: [WorkerMessage] = [
@@ -107,14 +111,14 @@ import Testing
     }
 
     @Test func goldenMessageLines() throws {
-        #expect(try JSONCoding.string(WorkerMessage.reply(id: 6, .pong)) == #"{"id":6,"reply":{"pong":{}},"v":3}"#)
+        #expect(try JSONCoding.string(WorkerMessage.reply(id: 6, .pong)) == #"{"id":6,"reply":{"pong":{}},"v":4}"#)
         #expect(
             try JSONCoding.string(WorkerMessage.failure(id: 2, .system("boom")))
-                == #"{"error":{"code":"system","message":"boom"},"id":2,"v":3}"#)
+                == #"{"error":{"code":"system","message":"boom"},"id":2,"v":4}"#)
         #expect(
             try JSONCoding.string(
                 WorkerMessage.event(.childExited(child: .switch, pid: 42, detail: "killed by signal 9")))
-                == #"{"event":{"childExited":{"child":"switch","detail":"killed by signal 9","pid":42}},"v":3}"#)
+                == #"{"event":{"childExited":{"child":"switch","detail":"killed by signal 9","pid":42}},"v":4}"#)
     }
 
     @Test func eventAccessorsNameTheSharedFields() {
@@ -127,14 +131,14 @@ import Testing
     }
 
     @Test(arguments: [
-        #"{"v":3,"id":1,"command":{"explode":{}}}"#,
-        #"{"v":3,"id":1}"#,
-        #"{"v":3,"id":1,"command":{}}"#,
-        #"{"v":3,"id":1,"command":{"ping":{},"status":{}}}"#,
-        #"{"v":3,"id":1,"command":{"addEndpoint":{}}}"#,
-        #"{"v":3,"id":1,"command":{"joinEndpoint":{"endpointID":"e1"}}}"#,
-        #"{"v":3,"id":-1,"command":{"ping":{}}}"#,
-        #"{"v":3,"id":"1","command":{"ping":{}}}"#,
+        #"{"v":4,"id":1,"command":{"explode":{}}}"#,
+        #"{"v":4,"id":1}"#,
+        #"{"v":4,"id":1,"command":{}}"#,
+        #"{"v":4,"id":1,"command":{"ping":{},"status":{}}}"#,
+        #"{"v":4,"id":1,"command":{"addEndpoint":{}}}"#,
+        #"{"v":4,"id":1,"command":{"joinEndpoint":{"endpointID":"e1"}}}"#,
+        #"{"v":4,"id":-1,"command":{"ping":{}}}"#,
+        #"{"v":4,"id":"1","command":{"ping":{}}}"#,
         #"{"id":1,"command":{"ping":{}}}"#,
         #"{"v":1,"id":1,"op":"ping"}"#,
         #"not json"#,
@@ -145,13 +149,13 @@ import Testing
     }
 
     @Test(arguments: [
-        #"{"v":3,"event":{"party":{}}}"#,
-        #"{"v":3,"id":1,"error":{"code":"nope","message":"x"}}"#,
-        #"{"v":3}"#,
-        #"{"v":3,"reply":{"pong":{}}}"#,
-        #"{"v":3,"id":1,"reply":{"pong":{}},"event":{"hello":{"pid":1,"detail":"x"}}}"#,
+        #"{"v":4,"event":{"party":{}}}"#,
+        #"{"v":4,"id":1,"error":{"code":"nope","message":"x"}}"#,
+        #"{"v":4}"#,
+        #"{"v":4,"reply":{"pong":{}}}"#,
+        #"{"v":4,"id":1,"reply":{"pong":{}},"event":{"hello":{"pid":1,"detail":"x"}}}"#,
         #"{"v":1,"id":1,"ok":true,"result":{}}"#,
-        #"{"v":3,"event":{"childExited":{"child":"cat","pid":1,"detail":"x"}}}"#,
+        #"{"v":4,"event":{"childExited":{"child":"cat","pid":1,"detail":"x"}}}"#,
     ])
     func badMessagesFailCleanly(text: String) {
         #expect(throws: (any Error).self) { _ = try JSONCoding.decode(WorkerMessage.self, from: Array(text.utf8)) }
@@ -163,13 +167,13 @@ import Testing
             Issue.record("accepted a message of version 2")
         } catch {
             let text = JSONCoding.describe(error)
-            #expect(text.contains("version 3") && text.contains("version 2"), "\(text)")
+            #expect(text.contains("version 4") && text.contains("version 2"), "\(text)")
         }
     }
 
     @Test func unknownFieldsAreIgnored() throws {
         let request = try JSONCoding.decode(
-            WorkerRequest.self, from: Array(#"{"v":3,"id":5,"command":{"ping":{}},"future":true}"#.utf8))
+            WorkerRequest.self, from: Array(#"{"v":4,"id":5,"command":{"ping":{}},"future":true}"#.utf8))
         #expect(request == WorkerRequest(id: 5, .ping))
     }
 

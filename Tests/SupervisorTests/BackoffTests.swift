@@ -25,7 +25,7 @@ struct WorkerRestartLoopTests {
                 *'"command":{"shutdown"'*) reply='{"stopped":{}}' ;;
                 *) reply='{"pong":{}}' ;;
                 esac
-                printf '{"v":3,"id":%s,"reply":%s}\\n' "$id" "$reply"
+                printf '{"v":4,"id":%s,"reply":%s}\\n' "$id" "$reply"
             done
 
             """

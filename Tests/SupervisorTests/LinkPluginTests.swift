@@ -37,10 +37,10 @@ final class LinkPluginTests {
                 *'"command":{"start"'*) reply='{"started":{"endpoints":[],"switch":{"ctlDir":"/x","numPorts":4,"owned":true}}}' ;;
                 *'"command":{"addEndpoint"'*|*'"command":{"setLink"'*) reply="{\\"endpoint\\":{\\"status\\":$status}}" ;;
                 *'"command":{"removeEndpoint"'*) reply='{"removed":{}}' ;;
-                *'"command":{"shutdown"'*) printf '{"v":3,"id":%s,"reply":{"stopped":{}}}\\n' "$id"; exit 0 ;;
+                *'"command":{"shutdown"'*) printf '{"v":4,"id":%s,"reply":{"stopped":{}}}\\n' "$id"; exit 0 ;;
                 *) reply='{"pong":{}}' ;;
                 esac
-                printf '{"v":3,"id":%s,"reply":%s}\\n' "$id" "$reply"
+                printf '{"v":4,"id":%s,"reply":%s}\\n' "$id" "$reply"
             done
 
             """

@@ -22,10 +22,10 @@ struct WorkerLivenessTests {
                 id=$(printf '%s' "$line" | sed -n 's/.*"id":\\([0-9]*\\).*/\\1/p')
                 case "$line" in
                 *'"command":{"start"'*) reply='{"started":{"endpoints":[],"switch":{"ctlDir":"/x","numPorts":4,"owned":false}}}' ;;
-                *'"command":{"shutdown"'*) printf '{"v":3,"id":%s,"reply":{"stopped":{}}}\\n' "$id"; exit 0 ;;
+                *'"command":{"shutdown"'*) printf '{"v":4,"id":%s,"reply":{"stopped":{}}}\\n' "$id"; exit 0 ;;
                 *) [ -e \(directory)/hang ] && continue; reply='{"pong":{}}' ;;
                 esac
-                printf '{"v":3,"id":%s,"reply":%s}\\n' "$id" "$reply"
+                printf '{"v":4,"id":%s,"reply":%s}\\n' "$id" "$reply"
             done
 
             """

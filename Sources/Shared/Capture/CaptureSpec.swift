@@ -12,7 +12,14 @@ public struct CaptureSpec: Codable, Sendable, Equatable {
     /// control characters.
     public var filter: String?
 
-    public init(id: CaptureID, endpointID: EndpointID? = nil, filter: String? = nil) throws(VDEError) {
+    /// A capture without a filter text.
+    public init(id: CaptureID, endpointID: EndpointID? = nil) {
+        self.id = id
+        self.endpointID = endpointID
+        self.filter = nil
+    }
+
+    public init(id: CaptureID, endpointID: EndpointID?, filter: String?) throws(VDEError) {
         if let filter {
             guard filter.utf8.count <= Self.maxFilterBytes,
                 !filter.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f })

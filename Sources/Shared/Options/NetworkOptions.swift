@@ -57,6 +57,37 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         self.numSwitchports = numSwitchports
     }
 
+    private enum CodingKeys: String, CodingKey {
+        case socketDir, createSockets, managementSocket, socketGroup, numSwitchports, mtu, link, hub
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            socketDir: try container.decodeIfPresent(String.self, forKey: .socketDir),
+            createSockets: try container.decode(Bool.self, forKey: .createSockets),
+            managementSocket: try container.decodeIfPresent(String.self, forKey: .managementSocket),
+            socketGroup: try container.decodeIfPresent(GroupName.self, forKey: .socketGroup),
+            numSwitchports: try container.decode(Int.self, forKey: .numSwitchports),
+            mtu: try container.decodeIfPresent(Int.self, forKey: .mtu),
+            link: try container.decodeIfPresent(LinkImpairment.self, forKey: .link),
+            // Records from before `hub` have none.
+            hub: try container.decodeIfPresent(Bool.self, forKey: .hub) ?? false)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(socketDir, forKey: .socketDir)
+        try container.encode(createSockets, forKey: .createSockets)
+        try container.encodeIfPresent(managementSocket, forKey: .managementSocket)
+        try container.encodeIfPresent(socketGroup, forKey: .socketGroup)
+        try container.encode(numSwitchports, forKey: .numSwitchports)
+        try container.encodeIfPresent(mtu, forKey: .mtu)
+        try container.encodeIfPresent(link, forKey: .link)
+        // Absent when false: a record without a hub reads as it did before `hub` existed.
+        if hub { try container.encode(hub, forKey: .hub) }
+    }
+
     /// Parses the generic options map. `groupExists` checks a `socket_group` name against the system.
     public static func parse(_ raw: [String: String], groupExists: (GroupName) -> Bool = { _ in true }) throws(VDEError)
         -> NetworkOptions

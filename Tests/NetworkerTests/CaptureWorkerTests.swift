@@ -94,6 +94,32 @@ import Testing
         await fixture.cleanUp()
     }
 
+    @Test func recordsThePluginWritesInPiecesArriveWhole() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let client = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { client.close() }
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        let records = [frame(1), frame(2, port: 4), frame(3)]
+        let stream = records.flatMap(\.bytes)
+        let sink = fixture.lab.capturePlugin.sink
+        // Cut inside a header, inside a payload, and between two records; each piece is read
+        // by the worker (the sink's queue is empty) before the next one goes.
+        var start = 0
+        for cut in [10, 24 + 30, 84 + 84, stream.count] {
+            let piece = Array(stream[start..<cut])
+            _ = piece.withUnsafeBytes { send(sink, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            try await eventually("the worker to read the piece") {
+                var queued: Int32 = 0
+                return ioctl(sink, UInt(TIOCOUTQ), &queued) == 0 && queued == 0
+            }
+            start = cut
+        }
+        #expect(try await receive(3, from: client) == records)
+        _ = try await drain(client)
+        await fixture.cleanUp()
+    }
+
     @Test func twoSegmentCapturesShareThePluginAndEachGetsEveryFrame() async throws {
         let fixture = FakeWorkerFixture()
         try await started(fixture)

@@ -212,6 +212,44 @@ import Testing
         await fixture.cleanUp()
     }
 
+    @Test func theSwitchExitingEndsSegmentCapturesWithTheReasonAndTheNextCaptureLoadsThePluginAgain() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let client = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { client.close() }
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        // The plugin goes with its switch.
+        fixture.lab.with { $0.capturePlugin.loaded = false }
+        try #require(fixture.lab.runningSwitch).exit(reason: "killed")
+        let (_, end) = try await drain(client, finish: false)
+        #expect(end?.endCounters?.reason.contains("switch exited") == true)
+        try await eventually("the switch restarted") {
+            fixture.lab.switchStarts == 2 && fixture.lab.runningSwitch != nil
+        }
+        try await eventually("running") { await fixture.worker.switchState == .running }
+        let again = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { again.close() }
+        #expect(fixture.lab.capturePlugin.commands.filter { $0.hasPrefix("plugin/add") }.count == 2, "loaded again")
+        _ = try await drain(again)
+        await fixture.cleanUp()
+    }
+
+    @Test func aJoinEndsTheCaptureOfTheTapInTheHostNamespace() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let endpoint = fixture.endpoint(2)
+        _ = try await fixture.worker.addEndpoint(endpoint)
+        let client = try UnixSocket.connect(
+            to: try await fixture.worker.startCapture(spec(endpoint.endpointID)), timeout: .seconds(1))
+        defer { client.close() }
+        #expect(fixture.lab.capturePlugin.frameSources[endpoint.macAddress]?.namespace == nil, "the host's namespace")
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        _ = try await fixture.worker.joinEndpoint(endpoint.endpointID, sandboxKey: "/run/netns/fake2")
+        let (_, end) = try await drain(client, finish: false)
+        #expect(end?.endCounters?.reason.contains("joined") == true)
+        await fixture.cleanUp()
+    }
+
     @Test func aSegmentCaptureOfASwitchTheWorkerDidNotStartIsRefusedWithTheWayOut() async throws {
         let fixture = FakeWorkerFixture()
         fixture.lab.with { $0.probe = .answers }

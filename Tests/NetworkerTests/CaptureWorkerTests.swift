@@ -187,6 +187,36 @@ import Testing
         await fixture.cleanUp()
     }
 
+    @Test func aSegmentCaptureWhoseReaderCatchesUpGetsFramesAgain() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let client = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { client.close() }
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        // More than the capture socket holds (4 MiB), while the command reads nothing.
+        let big = CaptureRecord(port: 1, timestampNanoseconds: 1, payload: [UInt8](repeating: 1, count: 1500))
+        fixture.lab.capturePlugin.send([CaptureRecord](repeating: big, count: 4000))
+        try await eventually("drops counted") { (await fixture.worker.status().captures?.first?.dropped ?? 0) > 0 }
+        // The command catches up: everything queued is read.
+        let queued = try await Blocking.run { () -> Result<Int, any Error> in
+            Result {
+                var total = 0
+                while let chunk = try? client.receive(maximum: 1 << 20, deadline: .now + .milliseconds(200)),
+                    !chunk.isEmpty
+                {
+                    total += chunk.count
+                }
+                return total
+            }
+        }.get()
+        #expect(queued > 0)
+        let marker = CaptureRecord(port: 9, timestampNanoseconds: 2, payload: [0xab])
+        try await eventually("the marker sent") { fixture.lab.capturePlugin.send([marker]) == 1 }
+        #expect(try await receive(1, from: client).last == marker, "frames flow again")
+        _ = try await drain(client)
+        await fixture.cleanUp()
+    }
+
     @Test func anEndpointCaptureReadsInTheEndpointsNamespaceAndEndsWhenItIsRemoved() async throws {
         let fixture = FakeWorkerFixture()
         try await started(fixture)

@@ -46,6 +46,9 @@ final class CaptureEngine: Sendable {
         var roles: [Int32: Role] = [:]
         var sinkListener: UnixListener?
         var sink: Int32 = -1
+        /// Every segment capture's socket is full: the sink is out of epoll, and the plugin
+        /// drops (and counts) frames until one of them is writable again.
+        var sinkPaused = false
         /// The start of a record whose rest has not arrived yet (see ``forwardSink(_:_:_:)``).
         var sinkPending: [UInt8] = []
         /// Segment captures whose command closed its side, waiting for the worker to end them.
@@ -186,7 +189,11 @@ final class CaptureEngine: Sendable {
     /// began (`pluginDrops`: its counter now).
     func statuses(pluginDrops: UInt64? = nil) -> [CaptureStatus] {
         state.withLock { state in
-            state.captures.values.filter { $0.pendingEnd == nil }
+            for (id, capture) in state.captures {
+                // What the kernel dropped on an endpoint's packet socket so far.
+                if let source = capture.source { state.captures[id]?.dropped += source.takeDrops() }
+            }
+            return state.captures.values.filter { $0.pendingEnd == nil }
                 .map { capture in
                     capture.status(
                         extraDrops: capture.isSegment ? Self.drops(pluginDrops, since: capture.pluginDropsBase) : 0)
@@ -323,6 +330,7 @@ final class CaptureEngine: Sendable {
             Self.register(source.fd, events: UInt32(EPOLLIN.rawValue), role: .source(id), &state)
         }
         state.captures[id] = capture
+        if capture.isSegment { Self.resumeSink(&state) }
     }
 
     private func clientReady(
@@ -341,6 +349,10 @@ final class CaptureEngine: Sendable {
             capture.isFull = false
             state.captures[id] = capture
             Self.register(capture.connection, events: Self.clientEvents, role: .client(id), &state)
+            if let source = capture.source {
+                Self.register(source.fd, events: UInt32(EPOLLIN.rawValue), role: .source(id), &state)
+            }
+            Self.resumeSink(&state)
         }
         // The command sends nothing: what it does send is read and ignored; end of file (it
         // shut down its side, or closed) ends the capture.
@@ -383,6 +395,12 @@ final class CaptureEngine: Sendable {
             guard let record else { break }
             let delivered = record.bytes.withUnsafeBytes { Self.deliver($0, to: id, &capture, &state, &events) }
             guard delivered else { return }
+            if capture.isFull {
+                // Until the command reads again, the kernel drops for us (PACKET_STATISTICS
+                // counts them): no read and no send per frame meanwhile.
+                _ = clinux_epoll_remove(state.epoll, source.fd)
+                break
+            }
         }
         state.captures[id] = capture
     }
@@ -418,6 +436,12 @@ final class CaptureEngine: Sendable {
             }
             if let failure {
                 brokenReason = "the switch's capture plugin sent a broken stream: \(failure)"
+                break
+            }
+            if Self.everySegmentCaptureIsFull(state) {
+                // Reading on would only drop here: let the plugin drop (and count) instead.
+                _ = clinux_epoll_remove(state.epoll, sink)
+                state.sinkPaused = true
                 break
             }
             if received < scratch.count { break }
@@ -587,8 +611,23 @@ final class CaptureEngine: Sendable {
         if capture.isSegment { segmentsChanged(&state, &events) }
     }
 
+    private static func everySegmentCaptureIsFull(_ state: State) -> Bool {
+        let receiving = state.captures.filter { id, capture in
+            capture.isSegment && capture.isConnected && capture.pendingEnd == nil && !state.closing.contains(id)
+        }
+        return !receiving.isEmpty && receiving.values.allSatisfy(\.isFull)
+    }
+
+    /// Reads the sink again (a segment capture can take frames).
+    private static func resumeSink(_ state: inout State) {
+        guard state.sinkPaused, state.sink >= 0 else { return }
+        state.sinkPaused = false
+        register(state.sink, events: UInt32(EPOLLIN.rawValue), role: .sink, &state)
+    }
+
     /// With no segment capture left, the sink goes, and the worker hears of it.
     private static func segmentsChanged(_ state: inout State, _ events: inout [Event]) {
+        resumeSink(&state)
         guard state.activeSegmentCaptures == 0, state.sinkListener != nil || state.sink >= 0 else { return }
         closeSink(&state)
         if !events.contains(.segmentCapturesEnded) { events.append(.segmentCapturesEnded) }
@@ -605,6 +644,7 @@ final class CaptureEngine: Sendable {
             Glibc.close(state.sink)
         }
         state.sink = -1
+        state.sinkPaused = false
         state.sinkPending = []
     }
 

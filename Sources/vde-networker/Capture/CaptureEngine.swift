@@ -49,8 +49,7 @@ final class CaptureEngine: Sendable {
         /// Every segment capture's socket is full: the sink is out of epoll, and the plugin
         /// drops (and counts) frames until one of them is writable again.
         var sinkPaused = false
-        /// The start of a record whose rest has not arrived yet (see ``forwardSink(_:_:_:)``).
-        var sinkPending: [UInt8] = []
+        var sinkFramer = RecordFramer()
         /// Segment captures whose command closed its side, waiting for the worker to end them.
         var closing: Set<CaptureID> = []
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
@@ -151,7 +150,7 @@ final class CaptureEngine: Sendable {
             }
             state.roles[listener.fd] = .sinkListener
             state.sinkListener = listener
-            state.sinkPending = []
+            state.sinkFramer = RecordFramer()
             return nil
         }
         if let failure {
@@ -431,9 +430,12 @@ final class CaptureEngine: Sendable {
                 brokenReason = "the switch's capture plugin stopped sending (the switch exited?)"
                 break
             }
+            // Out of the state while it runs: handing records on changes the state.
+            var framer = state.sinkFramer
             let failure = scratch.withUnsafeBytes {
-                forwardSink(UnsafeRawBufferPointer(rebasing: $0[0..<received]), &state, &events)
+                framer.feed(UnsafeRawBufferPointer(rebasing: $0[0..<received])) { fanOut($0, &state, &events) }
             }
+            state.sinkFramer = framer
             if let failure {
                 brokenReason = "the switch's capture plugin sent a broken stream: \(failure)"
                 break
@@ -451,60 +453,6 @@ final class CaptureEngine: Sendable {
         for (id, capture) in state.captures where capture.isSegment && capture.pendingEnd == nil {
             Self.end(id, reason: brokenReason, pluginDrops: nil, endTimeout: endTimeout, &state, &events)
         }
-    }
-
-    /// Hands every whole record in `chunk` to each segment capture as the plugin wrote it (no
-    /// decoding and encoding again: that cost two allocations per frame), keeping a record cut
-    /// at the chunk's end for the next read. Returns what is wrong with a broken stream.
-    private func forwardSink(_ chunk: UnsafeRawBufferPointer, _ state: inout State, _ events: inout [Event])
-        -> String?
-    {
-        var offset = 0
-        if !state.sinkPending.isEmpty {
-            let headerPart = min(max(CaptureRecord.headerLength - state.sinkPending.count, 0), chunk.count)
-            state.sinkPending += chunk[0..<headerPart]
-            offset = headerPart
-            guard state.sinkPending.count >= CaptureRecord.headerLength else { return nil }
-            let total: Int
-            switch state.sinkPending.withUnsafeBytes({ Self.recordLength($0) }) {
-            case .success(let length): total = length
-            case .failure(let failure): return failure.reason
-            }
-            let rest = min(total - state.sinkPending.count, chunk.count - offset)
-            state.sinkPending += chunk[offset..<(offset + rest)]
-            offset += rest
-            guard state.sinkPending.count == total else { return nil }
-            let record = state.sinkPending
-            state.sinkPending = []
-            record.withUnsafeBytes { fanOut($0, &state, &events) }
-        }
-        while chunk.count - offset >= CaptureRecord.headerLength {
-            let total: Int
-            switch Self.recordLength(UnsafeRawBufferPointer(rebasing: chunk[offset...])) {
-            case .success(let length): total = length
-            case .failure(let failure): return failure.reason
-            }
-            guard chunk.count - offset >= total else { break }
-            fanOut(UnsafeRawBufferPointer(rebasing: chunk[offset..<(offset + total)]), &state, &events)
-            offset += total
-        }
-        state.sinkPending += chunk[offset...]
-        return nil
-    }
-
-    private struct BrokenStream: Error { var reason: String }
-
-    /// Header and payload length of the frame record at the start of `bytes` (its header whole).
-    private static func recordLength(_ bytes: UnsafeRawBufferPointer) -> Result<Int, BrokenStream> {
-        let kind = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
-        guard kind == CaptureRecord.Kind.frame.rawValue else {
-            return .failure(BrokenStream(reason: "record kind \(kind) where frames were expected"))
-        }
-        let length = (0..<4).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
-        guard length <= CaptureRecord.maxCapturedLength else {
-            return .failure(BrokenStream(reason: "a record of \(length) bytes is longer than any frame"))
-        }
-        return .success(CaptureRecord.headerLength + length)
     }
 
     private func fanOut(_ bytes: UnsafeRawBufferPointer, _ state: inout State, _ events: inout [Event]) {
@@ -645,7 +593,7 @@ final class CaptureEngine: Sendable {
         }
         state.sink = -1
         state.sinkPaused = false
-        state.sinkPending = []
+        state.sinkFramer = RecordFramer()
     }
 
     static func nowNanoseconds() -> Int64 {

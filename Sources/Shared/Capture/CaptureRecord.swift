@@ -21,7 +21,7 @@
 /// An end record (the last one a worker sends) carries u64 frames, u64 dropped and then the
 /// reason the capture ended as UTF-8 (empty when its command ended it).
 ///
-/// The C plugin (`Sources/VDECapturePlugin`) writes frame records with the same layout.
+/// The switch plugin (`vde-switch-plugin/vde_capture.c`) writes frame records with the same layout.
 public struct CaptureRecord: Sendable, Equatable {
     public static let headerLength = 24
     /// No Ethernet frame on a vde_switch is longer (it drops frames above 1518 bytes); anything

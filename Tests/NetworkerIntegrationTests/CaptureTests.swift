@@ -162,6 +162,8 @@ extension WorkerProcessTests {
         // The last segment capture took the plugin with it.
         #expect(await Host.eventually { (try? self.pluginLoadedNow(lab.spec)) == false }, "\(worker.logTail())")
         #expect(!Host.exists(lab.spec.paths.captureSink) && !Host.exists(socket))
+        #expect(
+            await Host.eventually { !Host.exists(lab.spec.paths.capturesDir) }, "no capture directory while none runs")
         try await shutDown(worker, spec: lab.spec)
     }
 

@@ -91,6 +91,7 @@ import Testing
         #expect(fixture.lab.capturePlugin.commands.suffix(2) == ["vdecapture/stop", "plugin/del vdecapture"])
         #expect(access(fixture.paths.captureSink, F_OK) != 0)
         #expect(await fixture.worker.status().captures == nil)
+        try await eventually("the empty captures directory to go") { access(fixture.paths.capturesDir, F_OK) != 0 }
         await fixture.cleanUp()
     }
 

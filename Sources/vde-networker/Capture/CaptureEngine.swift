@@ -26,6 +26,8 @@ final class CaptureEngine: Sendable {
         case segmentClientClosed(CaptureID)
         /// No segment capture is left: the sink is closed; the plugin is to be stopped and unloaded.
         case segmentCapturesEnded
+        /// The last capture is gone, and the thread with it.
+        case idle
     }
 
     private enum Role {
@@ -269,6 +271,7 @@ final class CaptureEngine: Sendable {
                 return (events, state.idleWaiters, true)
             }
             for event in events { onEvent(event) }
+            if done { onEvent(.idle) }
             for waiter in waiters { waiter.resume() }
             if done { return }
         }

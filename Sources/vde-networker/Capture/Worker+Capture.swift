@@ -81,6 +81,14 @@ extension Worker {
         case .segmentCapturesEnded:
             guard !shuttingDown else { return }
             try? await exclusively { await unloadCapturePluginIfIdle() }
+        case .idle:
+            // Nothing of a capture stays while none runs: the (empty) directory goes too. In
+            // turn with `startCapture`, which makes it again; one with a capture is not empty.
+            guard !shuttingDown, let directory = spec?.paths.capturesDir else { return }
+            try? await exclusively {
+                guard !captureEngine.isRunning else { return }
+                _ = FileSystem.removeIfEmpty(directory)
+            }
         }
     }
 

@@ -128,6 +128,9 @@ extension Worker {
     /// the host namespace: dockerd moves it only after Join has answered.
     func joinEndpoint(_ id: EndpointID, sandboxKey key: SandboxKey) async throws -> EndpointStatus {
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
+        // A capture of the tap in the host namespace cannot follow it into the container's.
+        endCaptures(
+            of: id, reason: "the container joined: its interface moves into the container's namespace; capture again")
         endpoints[id]?.spec.sandboxKey = key
         tapCreations?.unmark(tapName: endpoint.spec.tapName)
         logger.debug("endpoint joined", metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])
@@ -153,6 +156,7 @@ extension Worker {
     /// Stops the plug; dockerd then moves the tap back to the host namespace.
     func leaveEndpoint(_ id: EndpointID) async throws -> EndpointStatus {
         guard endpoints[id] != nil else { throw EndpointError.unknown(id) }
+        endCaptures(of: id, reason: "the container left the network")
         await stopPlug(of: id)
         endpoints[id]?.state = .unplugged
         endpoints[id]?.spec.sandboxKey = nil
@@ -164,6 +168,7 @@ extension Worker {
     /// named after it is still deleted.
     func removeEndpoint(_ id: EndpointID) async throws {
         let tapName = endpoints[id]?.spec.tapName ?? TapName(endpoint: id)
+        endCaptures(of: id, reason: "the endpoint was removed")
         await stopPlug(of: id)
         pidFiles?.remove(endpointID: id)
         let usedByAnother = endpoints.values.contains { $0.spec.tapName == tapName && $0.spec.endpointID != id }

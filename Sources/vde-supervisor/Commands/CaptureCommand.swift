@@ -91,8 +91,15 @@ struct CaptureCommand: ParsableCommand {
             filter = try target.filter.map { text throws(CaptureError) in try session.compile(text) }
         } catch {
             var message = error.message
-            if let first = words.first, target.given == nil, docker != nil {
-                message += " ('\(UntrustedText(first))' is no container on network \(docker?.name ?? network) either)"
+            if let first = words.first, target.given == nil {
+                // The first word may have been meant as a container that could not be named.
+                if let docker {
+                    message += " ('\(UntrustedText(first))' is no container on network \(docker.name) either)"
+                } else {
+                    message +=
+                        " (container names need dockerd at \(dockerSocket), which did not answer or knows no network "
+                        + "'\(UntrustedText(network))'; an endpoint ID prefix works without it)"
+                }
             }
             fail(message, status: 2)
         }

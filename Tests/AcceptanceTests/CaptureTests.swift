@@ -94,7 +94,8 @@ extension Acceptance {
                                 let pids = [segmentCapture.pid, endpointCapture.pid, icmpCapture.pid]
                                 let listed = try await CaptureLab.awaitConnected(supervisor, network: network, count: 3)
                                 try await Self.checkStatus(
-                                    supervisor, network: net, listed: listed, pids: pids, endpoint: a.endpointID)
+                                    supervisor, network: net, listed: listed, pids: pids, endpoint: a.endpointID,
+                                    container: scope.name("a"))
 
                                 let fromA = try await scope.net("a").ping(b.ipAddress, count: pings, interval: 0.1)
                                 let fromC = try await scope.net("c").ping(b.ipAddress, count: pings, interval: 0.1)
@@ -170,12 +171,12 @@ extension Acceptance {
         /// each (the capture commands' pids), a's endpoint and the filter; the table shows each.
         static func checkStatus(
             _ supervisor: Supervisor, network: String, listed: [[String: StatusJSONValue]], pids: [pid_t],
-            endpoint: String
+            endpoint: String, container: String
         ) async throws {
             let clients = Set(listed.compactMap { if case .int(let p)? = $0["clientPID"] { pid_t(p) } else { nil } })
             #expect(clients == Set(pids), "status should name the capture commands' pids \(pids): \(listed)")
             #expect(
-                listed.contains { $0["endpointID"] == .string(endpoint) },
+                listed.contains { $0["endpoint"] == .string(endpoint) && $0["target"] == .string("endpoint") },
                 "status should show the endpoint capture of \(endpoint): \(listed)")
             #expect(listed.contains { $0["filter"] == .string("icmp") }, "status should show the filter: \(listed)")
             let ids = listed.compactMap { if case .string(let id)? = $0["id"] { id } else { nil } }
@@ -186,6 +187,9 @@ extension Acceptance {
                 #expect(table.stdout.contains("\(pid)"), "the status table should show pid \(pid): \(table)")
             }
             #expect(table.stdout.contains("icmp"), "the status table should show the filter: \(table)")
+            #expect(
+                table.stdout.contains("segment") && table.stdout.contains(container),
+                "the status table should show each capture's target (segment, \(container)): \(table)")
         }
 
         /// A filter libpcap cannot compile is refused before anything starts: libpcap's

@@ -295,11 +295,12 @@ enum CaptureLab {
         }
     }
 
-    /// A network's captures in `status --json` (the raw JSON, each an object).
+    /// A network's captures in `status --json` (checked against docs/status.md; each the raw
+    /// JSON object).
     static func statusCaptures(_ supervisor: Supervisor, network: String) async throws
         -> [[String: StatusJSONValue]]
     {
-        let run = try await StatusCLI.run(["--json"], socket: supervisor.statusControlSocket)
+        let run = try await StatusCLI.checkedJSON(socket: supervisor.statusControlSocket).run
         guard case .object(let report) = try run.json(), case .array(let networks)? = report["networks"] else {
             throw AcceptanceFailure("status --json has no networks: \(run)")
         }

@@ -264,8 +264,9 @@ extension Acceptance {
         /// network is not stalled: iperf3 from a to b (the frames both captures must drop)
         /// completes, and then c's 200 pings to b all come back and iperf3 from c to b
         /// completes (throughput printed beside the same measurement before any capture; no
-        /// timed threshold). Both captures count drops (status shows them), and when the reader
-        /// finally goes away each ends cleanly and reports its drops.
+        /// timed threshold). Both captures count drops (status shows them); Ctrl-C ends the
+        /// endpoint capture while its reader still sleeps, the segment capture ends when its
+        /// reader finally goes away; each ends cleanly and reports its drops.
         @Test func slowReaderDoesNotStallTheNetworkAndDropsAreReported() async throws {
             try await withDocker { supervisor, scope in
                 try await TempDir.with("slow") { dir in
@@ -315,9 +316,10 @@ extension Acceptance {
                                         if case .int(let d)? = $0["dropped"] { d > 0 } else { false }
                                     }
                             }
-                            // The reader goes away at last: each command meets a closed pipe.
-                            endpointPipe.closeRead()
-                            try await endpointCapture.waitForExit("its reader's pipe closed")
+                            // Ctrl-C while the reader still sleeps (stdout full: the command is
+                            // blocked writing it) ends one; the other ends when its reader goes away
+                            // at last and it meets a closed pipe.
+                            try await endpointCapture.interrupt()
                             segmentPipe.closeRead()
                             try await segmentCapture.waitForExit("its reader's pipe closed")
                         }
@@ -325,7 +327,7 @@ extension Acceptance {
                     let endpoint = try segment.outcome.get()
                     try endpoint.outcome.get()
                     Self.expectCleanEnd(segment, "segment capture with a reader that never read")
-                    Self.expectCleanEnd(endpoint, "endpoint capture of a with a reader that never read")
+                    Self.expectCleanEnd(endpoint, "endpoint capture of a, Ctrl-C while its reader sleeps")
                     #expect(
                         (segment.summary?.dropped ?? 0) > 0,
                         "the segment capture should report drops: \(segment.stderr)")

@@ -209,6 +209,59 @@ extension Acceptance {
             }
         }
 
+        /// A whole-segment capture of a switch vde-supervisor did not start (`socket_dir` of a
+        /// switch the test runs) is refused with why and what to do instead (exit 1), and
+        /// nothing is loaded into that switch; a capture of one container on it works.
+        @Test func segmentCaptureOfAnExternalSwitchIsRefusedAndAnEndpointCaptureWorks() async throws {
+            try await withDocker { supervisor, scope in
+                try await TempDir.with("cext") { dir in
+                    let (switchDir, management) = (dir + "/sw", dir + "/mgmt")
+                    let run = try await Background.with(
+                        ["/usr/bin/vde_switch", "-s", switchDir, "-M", management], logPath: dir + "/switch.log",
+                        stop: .closeStdin
+                    ) { vdeSwitch in
+                        try await Poll.until("the test's vde_switch to listen at \(switchDir)/ctl") {
+                            guard vdeSwitch.isRunning else {
+                                throw AcceptanceFailure("vde_switch exited: \(vdeSwitch.logTail())")
+                            }
+                            return TempDir.exists(switchDir + "/ctl") && TempDir.exists(management)
+                        }
+                        try await scope.network("ext", ["--subnet", "10.77.97.0/24", "-o", "socket_dir=\(switchDir)"])
+                        try await scope.container("a", network: "ext", ip: "10.77.97.10")
+                        let b = try await scope.container("b", network: "ext", ip: "10.77.97.11")
+                        let refused = try await CaptureCLI.run(
+                            supervisor, options: ["-w", dir + "/x.pcap"], [scope.name("ext")])
+                        #expect(
+                            refused.status == .exited(1) && refused.stderr.contains("did not start")
+                                && refused.stderr.contains("capture one container"),
+                            "a segment capture of a switch the plugin did not start should say why and what to do: \(refused)"
+                        )
+                        #expect(!TempDir.exists(dir + "/x.pcap"), "a refused capture should write no file")
+                        let plugins = try await managementCommand(management, "plugin/list")
+                        #expect(!plugins.contains("vdecapture"), "nothing may be loaded into a switch we did not start")
+
+                        let file = dir + "/a.pcap"
+                        let end = try await CaptureRun.with(
+                            try CaptureCLI.argv(
+                                supervisor, options: ["-w", file, "-c", "4"], [scope.name("ext"), scope.name("a")]),
+                            log: dir + "/a.log"
+                        ) { capture in
+                            let ping = try await scope.net("a").ping(b.ipAddress, count: 2, interval: 0.1)
+                            #expect(ping.received == 2, "a -> b: \(ping)")
+                            try await capture.waitForExit("-c 4")
+                        }
+                        try end.outcome.get()
+                        Self.expectCleanEnd(end, "endpoint capture on an external switch, -c 4")
+                        let frames = try await PcapFrames.read(file)
+                        #expect(
+                            frames.lines.count == 4 && end.summary?.captured == 4,
+                            "-c 4 should write exactly 4 frames: \(frames)")
+                    }
+                    try run.outcome.get()
+                }
+            }
+        }
+
         // MARK: - Live into a pipe
 
         /// `vde-supervisor capture NET -w - | tcpdump -r - -c 10` while a pings b: tcpdump reads

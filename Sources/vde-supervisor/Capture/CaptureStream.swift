@@ -18,6 +18,13 @@ final class CaptureStream {
         case pcap(PcapWriter)
         /// Summary lines to stdout.
         case summary(utcOffset: Int)
+
+        var writesStdout: Bool {
+            switch self {
+            case .pcap(let writer): writer.destination == "stdout"
+            case .summary: true
+            }
+        }
     }
 
     struct Outcome: Equatable {
@@ -130,6 +137,7 @@ final class CaptureStream {
         let written: FrameResult = record.payload.withUnsafeBufferPointer { bytes in
             guard let base = bytes.baseAddress else { return .filtered }
             if let filter, !filter.matches(&header, base) { return .filtered }
+            if sink.writesStdout, !stdoutTakesAFrame() { return .interrupted }
             switch sink {
             case .pcap(let writer):
                 do throws(CaptureError) {
@@ -154,6 +162,8 @@ final class CaptureStream {
             if let limit = arguments.count, outcome.captured >= UInt64(limit) { stop("-c \(limit) reached") }
         case .filtered:
             break
+        case .interrupted:
+            stop("interrupted")
         case .failed(let error) where error.readerGone:
             stop("the reader of stdout went away")
         case .failed(let error):
@@ -164,7 +174,33 @@ final class CaptureStream {
 
     private enum FrameResult {
         case written, filtered
+        /// A stop signal came while stdout could not take the frame.
+        case interrupted
         case failed(CaptureError)
+    }
+
+    /// Waits until stdout can take a frame, or a stop signal comes (false; the signal is taken).
+    /// A reader that stopped reading (a full pipe) would otherwise block the write for ever:
+    /// SIGINT/SIGTERM may reach another of the process's threads and leave the write blocked,
+    /// and what stdio kept would block the exit again (measured: a capture with `-w -` into a
+    /// pipe nobody read did not exit on SIGINT). A frame of a vde network (at most 1518 bytes
+    /// and its 16-byte header) is below PIPE_BUF, so a pipe that polls writable takes it whole.
+    private func stdoutTakesAFrame() -> Bool {
+        guard let signals else { return true }
+        while true {
+            var fds = [
+                pollfd(fd: 1, events: Int16(POLLOUT), revents: 0),
+                pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
+            ]
+            let ready = poll(&fds, 2, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return true
+            }
+            if fds[1].revents != 0, !StopSignals.take(signals).isEmpty { return false }
+            // Writable, or broken (POLLERR: the reader is gone, which the write then reports).
+            if fds[0].revents != 0 { return true }
+        }
     }
 
     /// Ends the capture from this side: the worker answers with the end record.

@@ -243,7 +243,16 @@ indirect enum StatusSchema: Sendable {
                                             "macAddresses": required(.array(.string)),
                                         ]))),
                             ]))),
+                    "captures": optional(.array(capture)),
                 ]))),
+    ])
+
+    /// A running capture of a network (issue 14): absent when none runs.
+    static let capture: StatusSchema = .object([
+        "id": required(.string), "target": required(.oneOf(["segment", "endpoint"])),
+        "endpoint": optional(.string), "endpointShortID": optional(.string), "container": optional(.string),
+        "filter": optional(.string), "startedAt": required(.int), "clientPID": optional(.int),
+        "clientUID": optional(.int), "frames": required(.int), "dropped": required(.int),
     ])
 
     /// Every way `value` (at `path`) departs from this schema.

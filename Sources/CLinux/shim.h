@@ -348,4 +348,13 @@ static inline int clinux_epoll_remove(int epfd, int fd) {
     struct epoll_event unused;
     return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused);
 }
+/// 1 when the interface `ifindex` still exists in the network namespace of the socket `fd`
+/// (SIOCGIFNAME answers in the socket's namespace, not the calling thread's), else 0.
+static inline int clinux_interface_exists(int fd, int ifindex) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    request.ifr_ifindex = ifindex;
+    return ioctl(fd, SIOCGIFNAME, &request) == 0;
+}
+
 #endif

@@ -214,6 +214,36 @@ extension WorkerProcessTests {
         try await shutDown(worker, spec: lab.spec)
     }
 
+    @Test func anEndpointCaptureLastsWhileItsInterfaceGoesDownAndUpAgain() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let lab = try await captureLab(scratch, worker)
+        let namespace = lab.namespaces[0]
+        let links = Host.run([Host.ip, "-n", namespace, "-o", "link", "show"]).output
+        let line = try #require(
+            links.split(separator: "\n").first { $0.contains(lab.endpoints[0].macAddress.rawValue) },
+            "a's interface in \(links)")
+        // `3: eth0@if4: <...>` or `3: vdeabc: <...>`: the name is the second field, up to '@' or ':'.
+        let name = String(line.split(separator: " ")[1].prefix { $0 != ":" && $0 != "@" })
+
+        let (_, socket) = try await startCapture(worker, endpoint: lab.endpoints[0].endpointID)
+        let tap = try CaptureTap(path: socket)
+        #expect(Host.run([Host.ip, "-n", namespace, "link", "set", name, "down"]).status == 0)
+        #expect(Host.run([Host.ip, "-n", namespace, "link", "set", name, "up"]).status == 0)
+        #expect(ping(namespace, "10.99.14.2", count: 3) == 0)
+        try tap.read(for: .milliseconds(300))
+        try tap.finish()
+
+        let requests = tap.frames.compactMap { EchoFrame($0.payload) }.filter { $0.isRequest }
+        #expect(
+            !requests.isEmpty, "the capture saw a's pings after the interface came back: \(tap.frames.count) frames")
+        let end = try #require(tap.end)
+        #expect(end.reason.isEmpty, "the command ended it, not the interface going down: \(end.reason)")
+        try await shutDown(worker, spec: lab.spec)
+    }
+
     @Test func aReaderThatNeverReadsLosesFramesNotTheNetwork() async throws {
         let scratch = Scratch()
         defer { scratch.cleanUp() }

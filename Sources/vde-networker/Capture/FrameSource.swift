@@ -82,6 +82,11 @@ final class PacketSocket: FrameSource, @unchecked Sendable {
                 switch errno {
                 case EINTR: continue
                 case EAGAIN, EWOULDBLOCK: return nil
+                // The kernel reports ENETDOWN once when the interface goes down, and the socket
+                // sees frames again when it comes back up (a container's `ip link set down`, a
+                // pulled cable): only an interface that no longer exists in the socket's
+                // namespace (removed, or moved out at a join) ends the capture.
+                case ENETDOWN where clinux_interface_exists(fd, ifindex) != 0: return nil
                 default: throw .last("recvmsg", "packet socket")
                 }
             }

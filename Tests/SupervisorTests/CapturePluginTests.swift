@@ -11,53 +11,29 @@ import Testing
 /// No root needed: nothing touches the network.
 @Suite(.serialized)
 final class CapturePluginTests {
-    let directory: String
+    let worker: StandInWorker
     let plugin: VDEPlugin
     static let network = "ca11" + String(repeating: "0", count: 60)
     static let endpoint = "e1" + String(repeating: "1", count: 62)
 
     init() throws {
         signal(SIGPIPE, SIG_IGN)
-        var template = Array("/tmp/vde-capture-test-XXXXXX".utf8CString)
-        directory = template.withUnsafeMutableBufferPointer {
-            $0.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/nonexistent"
-        }
+        worker = StandInWorker(name: "capture")
         let capture =
             #"{\"id\":\"0123456789ab\",\"filter\":\"icmp\",\"startedAt\":1796180645000,\"clientPID\":77,\"frames\":5,\"dropped\":1}"#
-        let script = """
-            #!/bin/sh
-            while read -r line; do
-                printf '%s\\n' "$line" >> \(directory)/commands
-                id=$(printf '%s' "$line" | sed -n 's/.*"id":\\([0-9]*\\).*/\\1/p')
-                ep=$(printf '%s' "$line" | sed -n 's/.*"endpointID":"\\([^"]*\\)".*/\\1/p')
+        plugin = try worker.plugin(
+            prelude: """
                 cid=$(printf '%s' "$line" | sed -n 's/.*"capture":{[^}]*"id":"\\([0-9a-f]*\\)".*/\\1/p')
                 status="{\\"endpointID\\":\\"$ep\\",\\"tapName\\":\\"vdestandin\\",\\"macAddress\\":\\"02:00:00:00:00:01\\",\\"state\\":\\"plugged\\"}"
-                case "$line" in
-                *'"command":{"start"'*) reply='{"started":{"endpoints":[],"switch":{"ctlDir":"/x","numPorts":4,"owned":true}}}' ;;
+                """,
+            cases: """
                 *'"command":{"addEndpoint"'*) reply="{\\"endpoint\\":{\\"status\\":$status}}" ;;
                 *'"command":{"startCapture"'*) reply="{\\"captureStarted\\":{\\"socket\\":\\"/x/captures/$cid.sock\\"}}" ;;
                 *'"command":{"status"'*) reply="{\\"status\\":{\\"report\\":{\\"endpoints\\":[],\\"captures\\":[\(capture)]}}}" ;;
-                *'"command":{"shutdown"'*) printf '{"v":4,"id":%s,"reply":{"stopped":{}}}\\n' "$id"; exit 0 ;;
-                *) reply='{"pong":{}}' ;;
-                esac
-                printf '{"v":4,"id":%s,"reply":%s}\\n' "$id" "$reply"
-            done
-
-            """
-        let path = directory + "/worker"
-        try FileSystem.write(Array(script.utf8), to: path, mode: 0o755)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        plugin = try VDEPlugin(
-            configuration: SupervisorConfiguration(
-                socketPath: directory + "/vde.sock", stateDir: directory + "/state", runDir: directory + "/run",
-                networkerPath: path),
-            logger: logger)
+                """)
     }
 
-    deinit {
-        _ = Glibc.system("rm -rf -- '\(directory)'")
-    }
+    deinit { worker.remove() }
 
     func setUp(options: [String: String] = [:]) async throws {
         _ = try await plugin.createNetwork(
@@ -68,12 +44,7 @@ final class CapturePluginTests {
                 NetworkID: try NetworkID(Self.network), EndpointID: try EndpointID(Self.endpoint)))
     }
 
-    func commands(_ kind: String) -> [String] {
-        let text = (try? FileSystem.read(directory + "/commands", limit: 1 << 20)).map {
-            String(decoding: $0, as: UTF8.self)
-        }
-        return (text ?? "").split(separator: "\n").map(String.init).filter { $0.contains("\"command\":{\"\(kind)\"") }
-    }
+    func commands(_ kind: String) -> [String] { worker.commands(kind) }
 
     func post(_ body: String, path: String = "/v1/capture", method: String = "POST") async -> PluginReply {
         await ControlAPI(plugin: plugin).reply(method: method, path: path, body: Array(body.utf8))
@@ -161,9 +132,9 @@ final class CapturePluginTests {
         #expect(commands("start").first?.contains(#""hub":true"#) == true)
         await plugin.stopAllWorkers()
         // Read back as the next supervisor start reads it: hub and the MTU survive.
-        let text = try FileSystem.read(directory + "/state/state.json", limit: 1 << 20)
+        let text = try FileSystem.read(worker.directory + "/state/state.json", limit: 1 << 20)
         let state = try JSONCoding.decode(
-            SupervisorState.self, from: text, userInfo: [NetworkRecord.runDirKey: directory + "/run"])
+            SupervisorState.self, from: text, userInfo: [NetworkRecord.runDirKey: worker.directory + "/run"])
         #expect(state.networks[try NetworkID(Self.network)]?.switchSpec.hub == true)
         #expect(state.networks[try NetworkID(Self.network)]?.switchSpec.mtu == 1400)
     }

@@ -11,7 +11,7 @@ import Testing
 /// No root needed: nothing touches the network.
 @Suite(.serialized)
 final class LinkPluginTests {
-    let directory: String
+    let worker: StandInWorker
     let plugin: VDEPlugin
     static let networkA = "aa11" + String(repeating: "0", count: 60)
     static let networkB = "aa22" + String(repeating: "0", count: 60)
@@ -20,44 +20,20 @@ final class LinkPluginTests {
 
     init() throws {
         signal(SIGPIPE, SIG_IGN)
-        var template = Array("/tmp/vde-link-test-XXXXXX".utf8CString)
-        directory = template.withUnsafeMutableBufferPointer {
-            $0.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/nonexistent"
-        }
-        let script = """
-            #!/bin/sh
-            while read -r line; do
-                printf '%s\\n' "$line" >> \(directory)/commands
-                id=$(printf '%s' "$line" | sed -n 's/.*"id":\\([0-9]*\\).*/\\1/p')
-                ep=$(printf '%s' "$line" | sed -n 's/.*"endpointID":"\\([^"]*\\)".*/\\1/p')
+        worker = StandInWorker(name: "link")
+        plugin = try worker.plugin(
+            prelude: """
                 state=plugged
                 case "$line" in *'"down":true'*) state=linkDown ;; esac
                 status="{\\"endpointID\\":\\"$ep\\",\\"tapName\\":\\"vdestandin\\",\\"macAddress\\":\\"02:00:00:00:00:01\\",\\"state\\":\\"$state\\"}"
-                case "$line" in
-                *'"command":{"start"'*) reply='{"started":{"endpoints":[],"switch":{"ctlDir":"/x","numPorts":4,"owned":true}}}' ;;
+                """,
+            cases: """
                 *'"command":{"addEndpoint"'*|*'"command":{"setLink"'*) reply="{\\"endpoint\\":{\\"status\\":$status}}" ;;
                 *'"command":{"removeEndpoint"'*) reply='{"removed":{}}' ;;
-                *'"command":{"shutdown"'*) printf '{"v":4,"id":%s,"reply":{"stopped":{}}}\\n' "$id"; exit 0 ;;
-                *) reply='{"pong":{}}' ;;
-                esac
-                printf '{"v":4,"id":%s,"reply":%s}\\n' "$id" "$reply"
-            done
-
-            """
-        let path = directory + "/worker"
-        try FileSystem.write(Array(script.utf8), to: path, mode: 0o755)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        plugin = try VDEPlugin(
-            configuration: SupervisorConfiguration(
-                socketPath: directory + "/vde.sock", stateDir: directory + "/state", runDir: directory + "/run",
-                networkerPath: path),
-            logger: logger)
+                """)
     }
 
-    deinit {
-        _ = Glibc.system("rm -rf -- '\(directory)'")
-    }
+    deinit { worker.remove() }
 
     // MARK: helpers
 
@@ -80,15 +56,10 @@ final class LinkPluginTests {
     }
 
     /// The command lines the stand-in got, of one kind.
-    func commands(_ kind: String) -> [String] {
-        let text = (try? FileSystem.read(directory + "/commands", limit: 1 << 20)).map {
-            String(decoding: $0, as: UTF8.self)
-        }
-        return (text ?? "").split(separator: "\n").map(String.init).filter { $0.contains("\"command\":{\"\(kind)\"") }
-    }
+    func commands(_ kind: String) -> [String] { worker.commands(kind) }
 
     func stateFile() -> [UInt8] {
-        (try? FileSystem.read(directory + "/state/state.json", limit: 1 << 20)) ?? []
+        (try? FileSystem.read(worker.directory + "/state/state.json", limit: 1 << 20)) ?? []
     }
 
     func stop() async { await plugin.stopAllWorkers() }
@@ -118,7 +89,7 @@ final class LinkPluginTests {
                 NetworkID: try NetworkID(Self.networkA), EndpointID: try EndpointID(Self.endpoint1)))
         #expect(info.Value["link"] == "delay=50ms loss=1%")
         // And it is in the state file.
-        let reloaded = try StateStore<SupervisorState>(directory: directory + "/state").load()
+        let reloaded = try StateStore<SupervisorState>(directory: worker.directory + "/state").load()
         #expect(
             reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link == first)
     }
@@ -216,7 +187,7 @@ final class LinkPluginTests {
         let expected = LinkSettings(impairment: LinkImpairment(delayMicroseconds: 50_000, lossMillipercent: 2000))
         #expect(try await record(Self.endpoint1, on: Self.networkA)?.link == expected)
         #expect(try await record(Self.endpoint2, on: Self.networkA)?.link == nil)
-        let reloaded = try StateStore<SupervisorState>(directory: directory + "/state").load()
+        let reloaded = try StateStore<SupervisorState>(directory: worker.directory + "/state").load()
         #expect(
             reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link
                 == expected)

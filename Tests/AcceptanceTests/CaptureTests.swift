@@ -262,6 +262,65 @@ extension Acceptance {
             }
         }
 
+        // MARK: - On a terminal, --duration, --snaplen
+
+        /// With stdout a terminal (a pty the test opens) and no `-w`, the command prints one
+        /// line per frame (MACs, IPs, protocol, length) and `--duration` ends it by itself with
+        /// exit 0; with `--snaplen 64 -w FILE`, the file's snap length is 64 and each frame is
+        /// cut to at most 64 bytes while keeping its length on the wire.
+        @Test func aTerminalGetsALinePerFrameDurationEndsItAndSnaplenCutsFrames() async throws {
+            try await withDocker { supervisor, scope in
+                try await TempDir.with("ctty") { dir in
+                    let network = try await scope.network("tty", ["--subnet", "10.77.93.0/24"])
+                    let a = try await scope.container("a", network: "tty", ip: "10.77.93.10")
+                    try await scope.container("b", network: "tty", ip: "10.77.93.11")
+                    let netA = try await scope.net("a")
+                    let baseline = try await CaptureLab.traces(supervisor, network: network)
+
+                    let terminal = try PseudoTerminal()
+                    let end = try await CaptureRun.with(
+                        try CaptureCLI.argv(supervisor, options: ["--duration", "4s"], [scope.name("tty"), "icmp"]),
+                        stdout: terminal.takeSecondary(), log: dir + "/tty.log"
+                    ) { capture in
+                        try await CaptureLab.awaitConnected(supervisor, network: network, count: 1)
+                        let ping = try await netA.ping("10.77.93.11", count: 3, interval: 0.1)
+                        #expect(ping.received == 3, "a -> b: \(ping)")
+                        try await capture.waitForExit("--duration 4s")
+                    }
+                    try end.outcome.get()
+                    Self.expectCleanEnd(end, "a capture on a terminal ended by --duration")
+                    let lines = terminal.readAll().split(whereSeparator: \.isNewline).map(String.init)
+                    let echoes = lines.filter {
+                        $0.contains("10.77.93.10 > 10.77.93.11") && $0.lowercased().contains("icmp")
+                            && $0.lowercased().contains(a.macAddress.lowercased())
+                    }
+                    #expect(
+                        echoes.count == 3 && lines.allSatisfy { $0.lowercased().contains("icmp") },
+                        "one line per matching frame, with a's MAC, both IPs and the protocol: \(lines)")
+
+                    let file = dir + "/snap.pcap"
+                    let cut = try await CaptureRun.with(
+                        try CaptureCLI.argv(
+                            supervisor, options: ["-w", file, "-c", "2", "--snaplen", "64"],
+                            [scope.name("tty"), "icmp"]),
+                        log: dir + "/snap.log"
+                    ) { capture in
+                        try await CaptureLab.awaitConnected(supervisor, network: network, count: 1)
+                        _ = try await netA.ping("10.77.93.11", count: 1)
+                        try await capture.waitForExit("-c 2")
+                    }
+                    try cut.outcome.get()
+                    Self.expectCleanEnd(cut, "--snaplen 64 -c 2")
+                    let pcap = try PcapFile(path: file)
+                    #expect(pcap.snapLength == 64, "the file's snap length: \(pcap)")
+                    #expect(
+                        pcap.records.count == 2 && pcap.records.allSatisfy { $0.captured == 64 && $0.original == 98 },
+                        "two echoes of 98 bytes on the wire, each cut to 64: \(pcap)")
+                    try await CaptureLab.expectNothingLeft(supervisor, network: network, baseline: baseline)
+                }
+            }
+        }
+
         // MARK: - Live into a pipe
 
         /// `vde-supervisor capture NET -w - | tcpdump -r - -c 10` while a pings b: tcpdump reads

@@ -375,3 +375,90 @@ enum CaptureLab {
         return sw.argv
     }
 }
+
+/// A pseudo-terminal for a capture's stdout: the command sees a terminal (`isatty`) and prints
+/// its summary lines; the test reads them from the primary side.
+final class PseudoTerminal: @unchecked Sendable {
+    let primary: Int32
+    private var secondaryPath: String
+
+    /// `TIOCGPTN` and `TIOCSPTLCK` (asm-generic/ioctls.h): macros Swift does not import, and
+    /// posix_openpt/grantpt/unlockpt are not in Swift's Glibc module.
+    private static let getPTYNumber: UInt = 0x8004_5430
+    private static let setPTYLock: UInt = 0x4004_5431
+
+    init() throws {
+        primary = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        var number: CInt = 0
+        var unlock: CInt = 0
+        guard primary >= 0, ioctl(primary, Self.setPTYLock, &unlock) == 0,
+            ioctl(primary, Self.getPTYNumber, &number) == 0
+        else {
+            throw AcceptanceFailure("cannot open a pseudo-terminal: \(String(cString: strerror(errno)))")
+        }
+        secondaryPath = "/dev/pts/\(number)"
+        // Raw output: no "\r\n" for "\n".
+        var settings = termios()
+        let secondary = open(secondaryPath, O_RDWR | O_NOCTTY)
+        if secondary >= 0 {
+            tcgetattr(secondary, &settings)
+            settings.c_oflag &= ~tcflag_t(OPOST)
+            tcsetattr(secondary, TCSANOW, &settings)
+            close(secondary)
+        }
+    }
+
+    deinit { close(primary) }
+
+    /// The terminal's other side, for a child's stdout (the child's copy is closed after spawning).
+    func takeSecondary() throws -> FileDescriptor {
+        let fd = open(secondaryPath, O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw AcceptanceFailure("cannot open \(secondaryPath): \(String(cString: strerror(errno)))")
+        }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    /// Everything written to the terminal so far (call once the writer has exited).
+    func readAll() -> String {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        _ = fcntl(primary, F_SETFL, fcntl(primary, F_GETFL) | O_NONBLOCK)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(primary, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            bytes += buffer[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// A pcap file read byte by byte (the classic format, as the capture command writes it): the
+/// snap length of its header and, per record, the bytes kept and the length on the wire.
+struct PcapFile: CustomStringConvertible {
+    var snapLength: UInt32
+    var records: [(captured: UInt32, original: UInt32)]
+
+    init(path: String) throws {
+        let data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        func u32(_ offset: Int) -> UInt32 {
+            UInt32(data[offset]) | UInt32(data[offset + 1]) << 8 | UInt32(data[offset + 2]) << 16
+                | UInt32(data[offset + 3]) << 24
+        }
+        guard data.count >= 24, [0xa1b2_c3d4, 0xa1b2_3c4d].contains(u32(0)) else {
+            throw AcceptanceFailure("\(path) is no little-endian pcap file (\(data.count) bytes)")
+        }
+        snapLength = u32(16)
+        records = []
+        var offset = 24
+        while offset + 16 <= data.count {
+            let captured = u32(offset + 8)
+            records.append((captured, u32(offset + 12)))
+            offset += 16 + Int(captured)
+        }
+    }
+
+    var description: String {
+        "snap length \(snapLength), records " + records.map { "\($0.captured)/\($0.original)" }.joined(separator: " ")
+    }
+}

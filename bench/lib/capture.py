@@ -67,7 +67,7 @@ LABELS = {
 # Each path against its reference (same run): vde paths against `vde`, tcpdump against `bridge`.
 REFERENCE = {"segment": "vde", "endpoint": "vde", "slow_segment": "vde", "slow_endpoint": "vde", "hub": "vde",
              "bridge_tcpdump": "bridge"}
-SUMMARY = re.compile(r"(\d+) frames captured \((\d+) seen\), (\d+) dropped")
+SUMMARY = re.compile(r"(\d+) frames? captured \((\d+) seen\), (\d+|unknown) dropped")
 
 
 @dataclass
@@ -257,7 +257,8 @@ class VdeCapture:
         self.stderr.close()
         m = SUMMARY.search(tail)
         if m:
-            out["frames"], out["seen"], out["dropped"] = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            out["frames"], out["seen"] = int(m.group(1)), int(m.group(2))
+            out["dropped"] = int(m.group(3)) if m.group(3).isdigit() else None
         else:
             out["stderr"] = tail[-300:]
         if self.file and os.path.exists(self.file):

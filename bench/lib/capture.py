@@ -168,11 +168,14 @@ def _mgmt(sock_path: str, command: str, timeout: float = 3) -> str:
         s.sendall(command.encode() + b"\n")
         out = b""
         while time.monotonic() < deadline:
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
             if not chunk:
                 break
             out += chunk
-            if re.search(rb"\n1\d\d\d [^\n]*\n", out):
+            if re.search(rb"(^|\n)1\d\d\d [^\n]*\n", out):
                 break
         return out.decode(errors="replace")
     finally:

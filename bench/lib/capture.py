@@ -565,7 +565,7 @@ def tables(res: dict) -> str:
                 f"{label}: {r['tcpdump_r_frames']} frames (exit {r['tcpdump_r_rc']}"
                 f"{', ' + r['tcpdump_r_err'] if r['tcpdump_r_err'] else ''})" for label, r in readable) + "."]
     if res.get("errors"):
-        out += ["", "Failed: " + "; ".join(f"{k}: {v[:200]}" for k, v in res["errors"].items()) + "."]
+        out += ["", "Failed: " + "; ".join(f"{k}: {(v.splitlines() or [''])[0][:200]}" for k, v in res["errors"].items()) + "."]
     return "\n".join(out)
 
 

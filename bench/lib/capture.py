@@ -569,11 +569,159 @@ def tables(res: dict) -> str:
     return "\n".join(out)
 
 
+# --- the switch's plugin alone, no worker, no Docker (--hand) ---------------------------------------
+
+class HandSink:
+    """What the worker does for a segment capture, by hand: listen at a sink, load the plugin
+    into the switch, `vdecapture/start SINK`; then read the records into a file (a thread), or
+    never read them (`slow`)."""
+
+    def __init__(self, mgmt: str, plugin: str, workdir: str, slow: bool):
+        import threading
+        self.mgmt, self.slow = mgmt, slow
+        self.path = os.path.join(workdir, "sink")
+        self.file = os.path.join(workdir, "hand.records")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(1)
+        for cmd in (f"plugin/add {plugin}", f"vdecapture/start {self.path}"):
+            reply = _mgmt(mgmt, cmd)
+            if "1000 Success" not in reply:
+                raise RuntimeError(f"{cmd}: {reply.strip()}")
+        self.conn, _ = self.listener.accept()
+        self.bytes = 0
+        self.thread = None
+        if not slow:
+            def pump():
+                with open(self.file, "wb") as f:
+                    while True:
+                        chunk = self.conn.recv(1 << 18)
+                        if not chunk:
+                            return
+                        f.write(chunk)
+                        self.bytes += len(chunk)
+            self.thread = threading.Thread(target=pump, daemon=True)
+            self.thread.start()
+
+    def stop(self) -> dict:
+        st = _mgmt(self.mgmt, "vdecapture/stats")
+        m = re.search(r"active=(\d) frames=(\d+) dropped=(\d+)", st)
+        for cmd in ("vdecapture/stop", "plugin/del vdecapture"):
+            _mgmt(self.mgmt, cmd)
+        self.conn.shutdown(socket.SHUT_RDWR)
+        if self.thread:
+            self.thread.join(timeout=10)
+        self.conn.close()
+        self.listener.close()
+        os.unlink(self.path)
+        out = {"plugin_frames": int(m.group(2)), "plugin_dropped": int(m.group(3))} if m else {"stats": st[-200:]}
+        out["bytes_read"] = self.bytes
+        out["plugin_loaded_after"] = "vdecapture" in _mgmt(self.mgmt, "plugin/list")
+        return out
+
+
+def run_hand(bin_dir: str, reps: int, seconds: int, pings: int) -> dict:
+    """A vde_switch and two netns with taps and vde_plug2tap (links.HandPairs): no capture, the
+    plugin feeding a reader that writes a file, the plugin feeding a reader that never reads."""
+    import links
+    cleanup = Cleanup()
+    workdir = tempfile.mkdtemp(prefix="vdeb-cap-", dir="/tmp")
+    cleanup.push(f"dir {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    plugin = os.path.join(bin_dir, "vde-capture.so")
+    samples: dict[str, list[dict]] = {"hand": [], "hand_plugin_file": [], "hand_plugin_slow": []}
+    try:
+        pair = links.HandPairs(cleanup).make("cap", {}, {})
+        mgmt = os.path.join(pair.marker, "mgmt")
+        path = Path("hand", pair.a.ns, pair.b.ns, pair.a.ip, pair.b.ip)
+        _ping(path, 3)
+        roles = {r: [pid for pid, (role, _) in pair.processes().items() if role == r] for r in ("switch", "a", "b")}
+        roles = {"switch": roles["switch"], "plugs": roles["a"] + roles["b"]}
+        order = list(samples)
+        for rep in range(reps):
+            for name in order[rep % len(order):] + order[:rep % len(order)]:
+                log(f"capture --hand: round {rep + 1}/{reps}: {name}")
+                sink = HandSink(mgmt, plugin, workdir, slow=name.endswith("slow")) if name != "hand" else None
+                try:
+                    row = {"tcp_fwd": _iperf(path, seconds, False, roles), "tcp_rev": _iperf(path, seconds, True, roles),
+                           "ping": _ping(path, pings)}
+                    if sink:
+                        row["capture"] = sink.stop()
+                        sink = None
+                    samples[name].append(row)
+                finally:
+                    if sink:
+                        sink.stop()
+                    for f in os.listdir(workdir):
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(workdir, f))
+    finally:
+        cleanup.run_all()
+    paths = summarise_hand(samples)
+    return {"reps": reps, "iperf_seconds": seconds, "pings": pings, "paths": paths}
+
+
+HAND_LABELS = {"hand": "vde_switch + 2 × vde_plug2tap by hand, no plugin",
+               "hand_plugin_file": "the same with vde-capture.so feeding a reader that writes a file",
+               "hand_plugin_slow": "the same with vde-capture.so feeding a reader that never reads"}
+
+
+def summarise_hand(samples: dict[str, list[dict]]) -> dict:
+    out = {}
+    for name, rows in samples.items():
+        if not rows:
+            continue
+        s = {"label": HAND_LABELS[name], "samples": rows,
+             "tcp_fwd_mbit_s": stats([r["tcp_fwd"]["mbit_s"] for r in rows]),
+             "tcp_rev_mbit_s": stats([r["tcp_rev"]["mbit_s"] for r in rows]),
+             "ping_avg_ms": stats([r["ping"]["avg_ms"] for r in rows])}
+        cpu: dict[str, list[float]] = {}
+        for r in rows:
+            for d in ("tcp_fwd", "tcp_rev"):
+                for role, v in r[d]["cpu_pct"].items():
+                    cpu.setdefault(role, []).append(v)
+        s["cpu_pct_during_tcp"] = {role: stats(v) for role, v in cpu.items()}
+        out[name] = s
+    return out
+
+
+def hand_table(res: dict) -> str:
+    base = res["paths"].get("hand")
+    out = [f"{res['reps']} interleaved rounds, iperf3 TCP {res['iperf_seconds']} s each way, {res['pings']} pings:", "",
+           "| path | TCP A→B Mbit/s | TCP B→A Mbit/s | ping avg RTT ms | CPU switch / plugs % | plugin frames / dropped |",
+           "|---|---|---|---|---|---|"]
+    for name, x in res["paths"].items():
+        c = x["cpu_pct_during_tcp"]
+        caps = [r["capture"] for r in x["samples"] if "capture" in r]
+        fr = "; ".join(f"{cp.get('plugin_frames')} / {cp.get('plugin_dropped')}" for cp in caps) or "–"
+        ratio = ""
+        if base and name != "hand":
+            ratio = f" ({x['tcp_fwd_mbit_s']['median'] / base['tcp_fwd_mbit_s']['median']:.2f})"
+        out.append(f"| {x['label']} | {_m(x['tcp_fwd_mbit_s'])}{ratio} | {_m(x['tcp_rev_mbit_s'])} | "
+                   f"{_m(x['ping_avg_ms'], 3)} | {_f(c['switch']['median'], 0)} / {_f(c['plugs']['median'], 0)} | {fr} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--report", metavar="JSON", required=True,
+    ap.add_argument("--report", metavar="JSON",
                     help="print the tables of a results file (its capture key); measure with bench/run --only capture")
+    ap.add_argument("--hand", metavar="BIN_DIR",
+                    help="the switch's capture plugin alone (BIN_DIR/vde-capture.so), no worker, no Docker")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
     args = ap.parse_args()
+    if args.hand:
+        res = run_hand(args.hand, args.rounds, args.seconds, 20)
+        out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results",
+                           f"capture-hand-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(res, f, indent=2, sort_keys=True)
+        log(f"results: {out}")
+        print(hand_table(res))
+        return 0
+    if not args.report:
+        ap.error("--report JSON or --hand BIN_DIR")
     with open(args.report) as f:
         r = json.load(f)
     print(tables(r.get("capture", r)))

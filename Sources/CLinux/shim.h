@@ -183,4 +183,169 @@ static inline int clinux_reap_pidfd(int pidfd, int *code, int *signaled) {
     *code = info.si_status;
     return 1;
 }
+// --- Packet capture of one endpoint (vde-networker's Capture module). ---
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netpacket/packet.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#ifndef SYS_setns
+#define SYS_setns 308
+#endif
+#define CLINUX_CLONE_NEWNET 0x40000000
+#define CLINUX_ETH_P_ALL 0x0003
+
+struct clinux_packet_open {
+    const char *netns;
+    unsigned char mac[6];
+    int fd;
+    int ifindex;
+    int error;
+    const char *step;
+};
+
+static inline void *clinux_packet_open_thread(void *raw) {
+    struct clinux_packet_open *job = (struct clinux_packet_open *)raw;
+    job->fd = -1;
+    if (job->netns != NULL) {
+        int ns = open(job->netns, O_RDONLY | O_CLOEXEC);
+        if (ns < 0) { job->error = errno; job->step = "open"; return NULL; }
+        /* This thread only: it ends right after, so the process's other threads never see it. */
+        if (syscall(SYS_setns, ns, CLINUX_CLONE_NEWNET) != 0) {
+            job->error = errno; job->step = "setns"; close(ns); return NULL;
+        }
+        close(ns);
+    }
+    struct ifaddrs *list = NULL;
+    if (getifaddrs(&list) != 0) { job->error = errno; job->step = "getifaddrs"; return NULL; }
+    int ifindex = 0;
+    for (struct ifaddrs *entry = list; entry != NULL; entry = entry->ifa_next) {
+        if (entry->ifa_addr == NULL || entry->ifa_addr->sa_family != AF_PACKET) continue;
+        const struct sockaddr_ll *link = (const struct sockaddr_ll *)entry->ifa_addr;
+        if (link->sll_halen == 6 && memcmp(link->sll_addr, job->mac, 6) == 0) { ifindex = link->sll_ifindex; break; }
+    }
+    freeifaddrs(list);
+    if (ifindex == 0) { job->error = ENODEV; job->step = "find the interface"; return NULL; }
+    /* Protocol 0 first: the socket sees nothing until bound to the interface with ETH_P_ALL. */
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) { job->error = errno; job->step = "socket"; return NULL; }
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0) {
+        job->error = errno; job->step = "SO_TIMESTAMPNS"; close(fd); return NULL;
+    }
+    int size = 4 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    struct sockaddr_ll address;
+    memset(&address, 0, sizeof address);
+    address.sll_family = AF_PACKET;
+    address.sll_protocol = htons(CLINUX_ETH_P_ALL);
+    address.sll_ifindex = ifindex;
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        job->error = errno; job->step = "bind"; close(fd); return NULL;
+    }
+    job->fd = fd;
+    job->ifindex = ifindex;
+    job->error = 0;
+    return NULL;
+}
+
+/// Opens a non-blocking AF_PACKET socket that sees both directions of the interface whose MAC
+/// address is `mac`, inside the network namespace at `netns` (NULL: the caller's). The
+/// namespace is entered by a thread made for this and ended after (setns changes only the
+/// calling thread; the socket stays in that namespace). Returns 0 with `*fd` and `*ifindex`
+/// set, or an errno value with `*step` naming what failed. Blocks for the thread's life.
+static inline int clinux_packet_open(const char *netns, const unsigned char *mac, int *fd, int *ifindex,
+                                     const char **step) {
+    struct clinux_packet_open job;
+    memset(&job, 0, sizeof job);
+    job.netns = netns;
+    memcpy(job.mac, mac, 6);
+    pthread_t thread;
+    int started = pthread_create(&thread, NULL, clinux_packet_open_thread, &job);
+    if (started != 0) { *step = "pthread_create"; return started; }
+    pthread_join(thread, NULL);
+    if (job.error != 0) { *step = job.step; return job.error; }
+    *fd = job.fd;
+    *ifindex = job.ifindex;
+    return 0;
+}
+
+/// Reads one frame from an AF_PACKET socket made by clinux_packet_open: up to `capacity` bytes
+/// into `buffer`. Returns the bytes stored, with `*length` the frame's length on the wire,
+/// `*outgoing` 1 when the interface sent it, `*ifindex` its interface and `*nanoseconds` the
+/// kernel's receive time (CLOCK_REALTIME); or -1 with errno (EAGAIN: none waits).
+static inline long clinux_packet_recv(int fd, unsigned char *buffer, unsigned long capacity, unsigned long *length,
+                                      int *outgoing, int *ifindex, long long *nanoseconds) {
+    struct sockaddr_ll from;
+    struct iovec part = { buffer, capacity };
+    union { char bytes[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } control;
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_name = &from;
+    message.msg_namelen = sizeof from;
+    message.msg_iov = &part;
+    message.msg_iovlen = 1;
+    message.msg_control = control.bytes;
+    message.msg_controllen = sizeof control.bytes;
+    ssize_t received = recvmsg(fd, &message, MSG_TRUNC | MSG_DONTWAIT);
+    if (received < 0) return -1;
+    *length = (unsigned long)received;
+    *outgoing = from.sll_pkttype == PACKET_OUTGOING;
+    *ifindex = from.sll_ifindex;
+    *nanoseconds = -1;
+    for (struct cmsghdr *entry = CMSG_FIRSTHDR(&message); entry != NULL; entry = CMSG_NXTHDR(&message, entry)) {
+        if (entry->cmsg_level == SOL_SOCKET && entry->cmsg_type == SO_TIMESTAMPNS) {
+            struct timespec stamp;
+            memcpy(&stamp, CMSG_DATA(entry), sizeof stamp);
+            *nanoseconds = (long long)stamp.tv_sec * 1000000000LL + stamp.tv_nsec;
+        }
+    }
+    if (*nanoseconds < 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        *nanoseconds = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+    }
+    return (long)(received < (ssize_t)capacity ? received : (ssize_t)capacity);
+}
+
+/// Frames the kernel dropped on an AF_PACKET socket since the last call (PACKET_STATISTICS
+/// resets on read), or -1 with errno.
+static inline long long clinux_packet_drops(int fd) {
+    struct { unsigned int packets; unsigned int drops; } stats;
+    socklen_t length = sizeof stats;
+    if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &stats, &length) != 0) return -1;
+    return stats.drops;
+}
+
+/// Sets a socket's send buffer to `size` bytes, beyond wmem_max when allowed (root:
+/// SO_SNDBUFFORCE), else as far as wmem_max. Returns 0, or -1 with errno.
+static inline int clinux_set_send_buffer(int fd, int size) {
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) == 0) return 0;
+    return setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
+/// A non-blocking, close-on-exec eventfd, or -1 with errno.
+static inline int clinux_eventfd(void) {
+    return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+/// Waits up to `timeout_ms` for up to `capacity` events of `epfd`, storing their tokens and
+/// event bits. Returns the count, 0 on timeout, or -1 with errno.
+static inline int clinux_epoll_wait_many(int epfd, unsigned long long *tokens, unsigned int *events, int capacity,
+                                         int timeout_ms) {
+    struct epoll_event batch[64];
+    if (capacity > 64) capacity = 64;
+    int n = epoll_wait(epfd, batch, capacity, timeout_ms);
+    for (int i = 0; i < n; i++) { tokens[i] = batch[i].data.u64; events[i] = batch[i].events; }
+    return n;
+}
+
+/// Removes `fd` from `epfd`. Returns 0, or -1 with errno.
+static inline int clinux_epoll_remove(int epfd, int fd) {
+    struct epoll_event unused;
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused);
+}
 #endif

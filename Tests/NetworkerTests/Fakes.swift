@@ -47,6 +47,8 @@ final class FakeLab: Sendable {
         var tapAttachment: TapAttachment = .attached(interface: "fake")
         /// While set, live changes to wirefilters fail (their management socket is broken).
         var managementFails = false
+        /// The switch's capture plugin (CaptureFakes.swift).
+        var capturePlugin = FakeCapturePlugin()
     }
 
     let state = Mutex(State())
@@ -60,7 +62,9 @@ final class FakeLab: Sendable {
             taps: FakeTaps(lab: self),
             management: { _, _ in FakeManagement(lab: self) },
             sandboxFile: { key in self.with { $0.sandboxes[key] ?? .missing } },
-            namespaceLinks: { key in self.with { $0.links[key] } ?? [] })
+            namespaceLinks: { key in self.with { $0.links[key] } ?? [] },
+            openFrameSource: { namespace, macAddress in try self.openFrameSource(namespace, macAddress) },
+            capturePluginPath: { FakeCapturePlugin.path })
     }
 
     var runningSwitch: FakeSwitch? { with { $0.switches.last { !$0.hasExited } } }

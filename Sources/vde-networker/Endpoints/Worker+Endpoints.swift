@@ -153,6 +153,7 @@ extension Worker {
     /// Stops the plug; dockerd then moves the tap back to the host namespace.
     func leaveEndpoint(_ id: EndpointID) async throws -> EndpointStatus {
         guard endpoints[id] != nil else { throw EndpointError.unknown(id) }
+        endCaptures(of: id, reason: "the container left the network")
         await stopPlug(of: id)
         endpoints[id]?.state = .unplugged
         endpoints[id]?.spec.sandboxKey = nil
@@ -164,6 +165,7 @@ extension Worker {
     /// named after it is still deleted.
     func removeEndpoint(_ id: EndpointID) async throws {
         let tapName = endpoints[id]?.spec.tapName ?? TapName(endpoint: id)
+        endCaptures(of: id, reason: "the endpoint was removed")
         await stopPlug(of: id)
         pidFiles?.remove(endpointID: id)
         let usedByAnother = endpoints.values.contains { $0.spec.tapName == tapName && $0.spec.endpointID != id }

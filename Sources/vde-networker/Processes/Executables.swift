@@ -16,6 +16,9 @@ struct Executables: Sendable {
     var busybox: String? = nil
     /// The plug of an impaired endpoint (Debian's vde-wirefilter, pulled in by vde2).
     var wirefilter: String = "wirefilter"
+    /// The switch's capture plugin (`vde-capture.so`); nil when none was found (see
+    /// ``locateCapturePlugin(executable:)``). Checked when a segment capture loads it.
+    var capturePlugin: String? = nil
 
     static let fallbackDirectories = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 
@@ -27,7 +30,50 @@ struct Executables: Sendable {
         }
         return Executables(
             vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"),
-            busybox: locate("busybox", environmentPath: environmentPath), wirefilter: find("wirefilter"))
+            busybox: locate("busybox", environmentPath: environmentPath), wirefilter: find("wirefilter"),
+            capturePlugin: locateCapturePlugin())
+    }
+
+    static let capturePluginName = "vde-capture.so"
+
+    /// `vde-capture.so` beside the running binary (a build directory: scripts/lib.sh builds it
+    /// there), else in `../lib/vde-supervisor/` of it (an installation). Nil when neither exists.
+    static func locateCapturePlugin(executable: String? = FileSystem.readLink("/proc/self/exe")) -> String? {
+        guard let executable else { return nil }
+        let directory = FileSystem.parent(of: executable)
+        let candidates = [
+            directory + "/" + capturePluginName,
+            FileSystem.parent(of: directory) + "/lib/vde-supervisor/" + capturePluginName,
+        ]
+        return candidates.first { FileSystem.exists($0) }
+    }
+
+    /// The capture plugin's path once it is fit to be loaded into a switch that runs as root: a
+    /// regular file owned by root that neither group nor others may write (anyone who could
+    /// change it could run code as root). Else a clear error naming what is wrong.
+    func checkedCapturePlugin() throws(CaptureError) -> String {
+        guard let path = capturePlugin else {
+            throw CaptureError(
+                vdeError: .unavailable(
+                    "the switch's capture plugin \(Self.capturePluginName) is not installed (looked beside vde-networker and in ../lib/vde-supervisor/): reinstall vde-supervisor"
+                ))
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            throw CaptureError(
+                vdeError: .unavailable("the capture plugin \(path): \(SystemCallError.last("lstat").text)"))
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw CaptureError(
+                vdeError: .unavailable("the capture plugin \(path) is not a regular file: refusing to load it"))
+        }
+        guard info.st_uid == 0, info.st_mode & 0o022 == 0 else {
+            throw CaptureError(
+                vdeError: .unavailable(
+                    "the capture plugin \(path) must be owned by root and writable by nobody else (it is loaded into a switch that runs as root); it is owned by uid \(info.st_uid) with mode \(String(info.st_mode & 0o7777, radix: 8)): fix it with chown root: and chmod go-w"
+                ))
+        }
+        return path
     }
 
     static func locate(_ name: String, environmentPath: String?) -> String? {

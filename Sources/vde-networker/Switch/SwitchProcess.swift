@@ -103,6 +103,8 @@ final class SwitchProcess: Sendable {
         if let management = spec.paths.managementSocket { argv += ["-M", management] }
         argv += ["-n", String(spec.numPorts + 1)]
         if let group = spec.group { argv += ["-g", group.rawValue, "-m", "0660"] }
+        // A hub sends every frame to every port (`-o hub=true`).
+        if spec.hub { argv.append("-x") }
         return argv
     }
 

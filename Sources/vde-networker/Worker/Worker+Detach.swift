@@ -19,6 +19,9 @@ extension Worker {
         detached = true
         shuttingDown = true
         logger.info("detaching (\(reason)): the switch and plugs keep running")
+        // Captures do not outlive their worker: each command gets its end record, and the
+        // switch keeps no capture plugin.
+        await endAllCaptures(reason: "the network's worker is exiting (\(reason))")
         tapPollTask?.cancel()
         tapPollTask = nil
         for task in restartTasks { task.cancel() }

@@ -19,6 +19,7 @@ extension Worker {
         switchProcess = nil
         switchPIDFile?.remove()
         switchState = .restarting
+        endSegmentCaptures(reason: "the network's switch exited (\(exit)); it is being restarted")
         for (id, endpoint) in endpoints {
             guard let plug = endpoint.plug else { continue }
             endpoints[id]?.plug = nil
@@ -171,6 +172,7 @@ extension Worker {
         guard let endpoint = endpoints[id] else { return }
         endpoints[id]?.state = .tapGone
         endpoints[id]?.detail = evidence
+        endCaptures(of: id, reason: "the endpoint is gone: \(evidence)")
         logger.warning(
             "endpoint gone: \(evidence)", metadata: ["endpoint": "\(id)", "tap": "\(endpoint.spec.tapName)"])
         if taps.existing(name: endpoint.spec.tapName, macAddress: endpoint.spec.macAddress) == .sameTap {

@@ -69,6 +69,12 @@ actor Worker {
     var restartTasks: [Task<Void, Never>] = []
     /// The switch's external ports, and those its deaths cut off (Worker+ExternalPorts.swift).
     var externalPorts = ExternalPortsState()
+    /// Captures (Capture/); nil until the first one.
+    var captureEngine: CaptureEngine?
+    /// True while the switch's capture plugin may be loaded (set before loading it).
+    var capturePluginLoaded = false
+    /// How long a capture's socket waits for its command (shorter in the unit tests).
+    var captureConnectTimeout = Duration.seconds(WorkerProtocol.captureConnectTimeoutSeconds)
 
     /// `host`: nil for the real switch, plugs and taps (``WorkerHost/system(executables:logger:)``).
     init(
@@ -107,9 +113,8 @@ actor Worker {
                 reply = .removed
             case .setLink(let id, let link):
                 reply = .endpoint(status: try await exclusively { try await setLink(id, link: link) })
-            case .startCapture:
-                // Built by the worker's capture module (issue 14).
-                throw VDEError.unavailable("capture is not built into this worker yet")
+            case .startCapture(let capture):
+                reply = .captureStarted(socket: try await exclusively { try await startCapture(capture) })
             case .shutdown:
                 let final = switchStatus()
                 await shutdown(reason: "shutdown request")
@@ -258,6 +263,8 @@ actor Worker {
             install(plug, port: ports.first { $0.peerPID == plug.switchPID }?.port, endpointID: spec.endpointID)
         }
 
+        await removeCaptureLeftovers(adoptedSwitch: leftoverSwitch != nil)
+
         // Reply now: the endpoints are restored concurrently after the reply, each reported by
         // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
         // Endpoints whose plug was adopted are `plugged` at once and get no event.
@@ -383,10 +390,11 @@ actor Worker {
             if let counters { ours.insert(counters.port) }
             return endpoint.status(counters: counters)
         }
+        let captures = await captureStatuses()
         return WorkerStatus(
             switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) },
             externalPorts: externalPortsForStatus(entries: entries, macs: macs),
-            lostExternalPorts: lostExternalPortsForStatus)
+            lostExternalPorts: lostExternalPortsForStatus, captures: captures)
     }
 
     // MARK: Shutdown
@@ -412,6 +420,7 @@ actor Worker {
         }
         tapPollTask?.cancel()
         for task in restartTasks { task.cancel() }
+        await endAllCaptures(reason: "the network's worker is shutting down (\(reason))")
         let plugs = endpoints.compactMap { id, endpoint in endpoint.plug.map { (id, $0) } }
         for id in endpoints.keys {
             endpoints[id]?.plug = nil

@@ -20,6 +20,15 @@ struct WorkerHost: Sendable {
     var sandboxFile: @Sendable (_ key: SandboxKey) -> SandboxFile
     /// The links inside the namespace at `key`; throws when it cannot be entered or listed.
     var namespaceLinks: @Sendable (_ key: SandboxKey) async throws -> [LinkInfo]
+    /// An endpoint capture's frames: the interface with `macAddress` in the namespace at
+    /// `namespace` (nil: the worker's own). See ``PacketSocket``.
+    var openFrameSource: @Sendable (_ namespace: String?, _ macAddress: MACAddress) async throws -> any FrameSource = {
+        _, _ in throw CaptureError(vdeError: .unavailable("endpoint captures are not available here"))
+    }
+    /// The switch's capture plugin, checked (``Executables/checkedCapturePlugin()``).
+    var capturePluginPath: @Sendable () throws -> String = {
+        throw CaptureError(vdeError: .unavailable("segment captures are not available here"))
+    }
 
     /// The real thing: vde_switch, vde_plug2tap, taps by ioctl and `ip`, nsenter.
     static func system(executables: Executables, logger: Logger) -> WorkerHost {
@@ -32,7 +41,19 @@ struct WorkerHost: Sendable {
             sandboxFile: SandboxFile.inspect,
             namespaceLinks: { key in
                 try await NetworkNamespace(path: key.rawValue).links(runner: runner, executables: executables)
-            })
+            },
+            openFrameSource: { namespace, macAddress in
+                // A thread of its own enters the namespace (clinux_packet_open blocks meanwhile).
+                let opened = await Blocking.run { () -> Result<PacketSocket, CaptureError> in
+                    do throws(CaptureError) {
+                        return .success(try PacketSocket.open(namespace: namespace, macAddress: macAddress))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                return try opened.get()
+            },
+            capturePluginPath: { try executables.checkedCapturePlugin() })
     }
 }
 
@@ -72,6 +93,8 @@ protocol SwitchManagement: Sendable {
     func macTable() async throws(ManagementError) -> [MACTableEntry]
     func closeEndpoint(port: Int, id: Int) async throws(ManagementError)
     func usablePorts() async throws(ManagementError) -> Int?
+    /// Runs commands in order on one connection (the capture plugin's, see ``CapturePlugin``).
+    func run(_ commands: [String]) async throws(ManagementError) -> [ManagementReply]
 }
 
 struct SystemSwitchLauncher: SwitchLauncher {

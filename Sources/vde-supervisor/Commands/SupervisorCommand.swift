@@ -6,6 +6,8 @@ struct SupervisorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vde-supervisor",
         abstract: "Docker network and IPAM plugin that puts containers and VMs on VDE2 layer-2 networks.",
-        subcommands: [RunCommand.self, StatusCommand.self, LinkCommand.self, StopNetworksCommand.self],
+        subcommands: [
+            RunCommand.self, StatusCommand.self, LinkCommand.self, CaptureCommand.self, StopNetworksCommand.self,
+        ],
         defaultSubcommand: RunCommand.self)
 }

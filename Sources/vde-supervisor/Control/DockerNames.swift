@@ -91,6 +91,10 @@ struct DockerNames: Sendable, Equatable {
                 report.networks[index].endpoints[e].container =
                     network.containers[report.networks[index].endpoints[e].id]
             }
+            for c in report.networks[index].captures?.indices ?? [].indices {
+                guard let endpoint = report.networks[index].captures?[c].endpoint else { continue }
+                report.networks[index].captures?[c].container = network.containers[endpoint]
+            }
         }
     }
 }

@@ -36,6 +36,9 @@ struct StatusReport: Codable, Sendable, Equatable {
         /// The network's default link (`-o link_*`, changed by `link NET set|clear`), which new
         /// endpoints get; absent when none.
         var link: LinkInfo? = nil
+        /// Running captures (`vde-supervisor capture`), oldest first, as the worker reports them;
+        /// absent when none (or the worker did not answer).
+        var captures: [CaptureInfo]? = nil
     }
 
     struct SwitchInfo: Codable, Sendable, Equatable {

@@ -83,6 +83,9 @@ struct StatusTable {
                 }
                 out += table(rows, indent: "  ")
             }
+            if let captures = network.captures, !captures.isEmpty {
+                out += table(Self.captureRows(captures), indent: "  ")
+            }
             if let lost = network.lostPorts, !lost.isEmpty {
                 var rows = [["LOST PORT", "PROGRAM", "PID", "MAC", "SWITCH PID", "SWITCH DIED", "HOW"]]
                 for loss in lost {
@@ -99,6 +102,27 @@ struct StatusTable {
             }
         }
         return out
+    }
+
+    /// A line per running capture: what it captures (the segment, or an endpoint by its
+    /// container's name or short ID), its filter, the command's pid, since when, and the frames
+    /// the worker handed it and lost for it.
+    static func captureRows(_ captures: [CaptureInfo]) -> [[String]] {
+        var rows = [["CAPTURE", "TARGET", "FILTER", "PID", "SINCE", "FRAMES", "DROPPED"]]
+        for capture in captures {
+            let target: String
+            if capture.target == "segment" {
+                target = "segment"
+            } else {
+                let name = capture.container.map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 }
+                target = name ?? capture.endpointShortID ?? "endpoint"
+            }
+            rows.append([
+                capture.id, target, capture.filter ?? "-", capture.clientPID.map(String.init) ?? "-",
+                utcTime(capture.startedAt / 1000), String(capture.frames), String(capture.dropped),
+            ])
+        }
+        return rows
     }
 
     /// `2026-12-01 21:30:05 UTC`.

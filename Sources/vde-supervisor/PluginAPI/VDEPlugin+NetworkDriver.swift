@@ -298,12 +298,14 @@ extension VDEPlugin {
     }
 
     /// The switch a new network gets: its own under the run dir, or the one at `socket_dir`.
-    /// The network's paths (``NetworkPaths``) are computed here, once, for every mode.
+    /// The network's paths (``NetworkPaths``) are computed here, once, for every mode, and the
+    /// options that shape the switch (`-o hub=true`, the MTU) flow into the spec here and only here.
     func switchSpec(for networkID: NetworkID, options: NetworkOptions) throws -> SwitchSpec {
         let paths = try NetworkPaths(runDir: configuration.runDir, network: networkID, options: options)
         let mode: SwitchMode = options.socketDir == nil ? .own : options.createSockets ? .useOrCreate : .external
         let spec = try SwitchSpec(
-            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports, mtu: options.mtu)
+            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports, mtu: options.mtu,
+            hub: options.hub)
         try checkNoConflict(spec, of: networkID)
         return spec
     }

@@ -84,7 +84,8 @@ extension VDEPlugin {
             endpoints: endpoints,
             otherPorts: Self.otherPorts(reply),
             lostPorts: reply?.lostExternalPorts.map { $0.map(Self.lostPorts) },
-            link: record.options.link.map { LinkInfo(LinkSettings(impairment: $0)) })
+            link: record.options.link.map { LinkInfo(LinkSettings(impairment: $0)) },
+            captures: reply?.captures.flatMap { $0.isEmpty ? nil : $0.map(CaptureInfo.init) })
     }
 
     /// The worker's external ports with program, pid and MACs; a worker that sends only

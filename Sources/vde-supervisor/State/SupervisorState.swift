@@ -81,6 +81,9 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         var mode: SwitchMode
         var group: GroupName?
         var numPorts: Int
+        /// Absent in records from before the MTU and `hub` existed (and when unset or false).
+        var mtu: Int?
+        var hub: Bool?
     }
 
     /// Reads a record, migrating one written by an older version:
@@ -121,7 +124,9 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         do {
             let paths = try NetworkPaths(
                 networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket)
-            switchSpec = try SwitchSpec(paths: paths, mode: mode, group: stored.group, numPorts: stored.numPorts)
+            switchSpec = try SwitchSpec(
+                paths: paths, mode: mode, group: stored.group, numPorts: stored.numPorts, mtu: stored.mtu,
+                hub: stored.hub ?? false)
         } catch {
             throw DecodingError.dataCorrupted(
                 DecodingError.Context(

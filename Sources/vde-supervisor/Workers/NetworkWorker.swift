@@ -156,6 +156,15 @@ actor NetworkWorker {
         return status
     }
 
+    /// Sets up a capture; returns the socket its command connects to.
+    func startCapture(_ capture: CaptureSpec) async throws -> String {
+        let command = WorkerCommand.startCapture(capture: capture)
+        guard case .captureStarted(let socket) = try await send(command) else {
+            throw Self.unexpectedReply(to: command)
+        }
+        return socket
+    }
+
     /// The switch, the endpoints with their counters, and the ports that are not ours.
     func status(timeout: Duration) async throws -> WorkerStatus {
         guard case .status(let status) = try await send(.status, timeout: timeout) else {

@@ -1,4 +1,5 @@
 import CLinux
+import CPcap
 import Glibc
 import Logging
 import Shared
@@ -99,7 +100,9 @@ actor WorkerLink {
                 guard await Self.write(line, to: socket.fd) else { break }
             }
             // The worker sees the end of its input (and then waits for the next supervisor).
-            shutdown(socket.fd, Int32(SHUT_WR))
+            // SHUT_WR is owned by CPcap once the module imports it (pcap.h includes sys/socket.h
+            // textually): a release build finds it only through CPcap (declarations only, no link).
+            shutdown(socket.fd, Int32(CPcap.SHUT_WR))
         }
         for await line in lines {
             await received(line)

@@ -275,3 +275,28 @@ extension WorkerProcessTests {
         try await shutDown(second, spec: lab.spec)
     }
 }
+
+extension WorkerProcessTests {
+    /// The next capture starts while the last one's command has just closed its side: the
+    /// sink must stay, or come back, for the new one (a race seen when the check for a running
+    /// plugin came before an `await`).
+    @Test func aSegmentCaptureStartedAsAnotherEndsGetsFramesToo() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let worker = try startWorker(scratch)
+        defer { worker.stop() }
+        let lab = try await captureLab(scratch, worker)
+        var previous: CaptureTap?
+        for round in 1...4 {
+            if let previous { shutdown(previous.socket.fd, Int32(SHUT_RDWR)) }
+            let tap = try CaptureTap(path: try await startCapture(worker).1)
+            #expect(ping(lab.namespaces[0], "10.99.14.2", count: 2) == 0)
+            try tap.read(for: .milliseconds(200))
+            #expect(tap.frames.contains { EchoFrame($0.payload) != nil }, "round \(round): \(worker.logTail())")
+            previous = tap
+        }
+        try previous?.finish()
+        #expect(await Host.eventually { (try? self.pluginLoadedNow(lab.spec)) == false })
+        try await shutDown(worker, spec: lab.spec)
+    }
+}

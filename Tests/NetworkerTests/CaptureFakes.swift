@@ -23,12 +23,21 @@ struct FakeCapturePlugin {
     /// Opening a frame source fails while set.
     var frameSourceFailure: CaptureError?
 
-    /// Writes `records` into the sink as the plugin would (each whole).
-    func send(_ records: [CaptureRecord]) {
+    /// Writes `records` into the sink as the plugin would (each whole). Returns how many went
+    /// out; once the sink stays full for 100 ms the rest are dropped, as the plugin drops.
+    @discardableResult
+    func send(_ records: [CaptureRecord]) -> Int {
+        var sent = 0
         for record in records {
             let bytes = record.bytes
-            _ = bytes.withUnsafeBytes { Glibc.send(sink, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var out = pollfd(fd: sink, events: Int16(POLLOUT), revents: 0)
+            guard poll(&out, 1, 100) == 1 else { break }
+            let result = bytes.withUnsafeBytes {
+                Glibc.send(sink, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if result == bytes.count { sent += 1 }
         }
+        return sent
     }
 }
 
@@ -52,8 +61,10 @@ final class FakeFrameSource: FrameSource, @unchecked Sendable {
 
     var isClosed: Bool { closed.withLock { $0 } }
 
+    /// Queues a frame as the kernel would: one that does not fit is dropped and counted.
     func write(_ frame: [UInt8]) {
-        _ = frame.withUnsafeBytes { Glibc.send(feed, $0.baseAddress, $0.count, 0) }
+        let sent = frame.withUnsafeBytes { Glibc.send(feed, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if sent < 0 { drops.withLock { $0 += 1 } }
     }
 
     func nextFrame() throws(SystemCallError) -> CaptureRecord? {

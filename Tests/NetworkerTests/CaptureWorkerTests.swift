@@ -94,6 +94,32 @@ import Testing
         await fixture.cleanUp()
     }
 
+    @Test func recordsThePluginWritesInPiecesArriveWhole() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let client = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { client.close() }
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        let records = [frame(1), frame(2, port: 4), frame(3)]
+        let stream = records.flatMap(\.bytes)
+        let sink = fixture.lab.capturePlugin.sink
+        // Cut inside a header, inside a payload, and between two records; each piece is read
+        // by the worker (the sink's queue is empty) before the next one goes.
+        var start = 0
+        for cut in [10, 24 + 30, 84 + 84, stream.count] {
+            let piece = Array(stream[start..<cut])
+            _ = piece.withUnsafeBytes { send(sink, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            try await eventually("the worker to read the piece") {
+                var queued: Int32 = 0
+                return ioctl(sink, UInt(TIOCOUTQ), &queued) == 0 && queued == 0
+            }
+            start = cut
+        }
+        #expect(try await receive(3, from: client) == records)
+        _ = try await drain(client)
+        await fixture.cleanUp()
+    }
+
     @Test func twoSegmentCapturesShareThePluginAndEachGetsEveryFrame() async throws {
         let fixture = FakeWorkerFixture()
         try await started(fixture)
@@ -161,6 +187,36 @@ import Testing
         await fixture.cleanUp()
     }
 
+    @Test func aSegmentCaptureWhoseReaderCatchesUpGetsFramesAgain() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let client = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { client.close() }
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        // More than the capture socket holds (4 MiB), while the command reads nothing.
+        let big = CaptureRecord(port: 1, timestampNanoseconds: 1, payload: [UInt8](repeating: 1, count: 1500))
+        fixture.lab.capturePlugin.send([CaptureRecord](repeating: big, count: 4000))
+        try await eventually("drops counted") { (await fixture.worker.status().captures?.first?.dropped ?? 0) > 0 }
+        // The command catches up: everything queued is read.
+        let queued = try await Blocking.run { () -> Result<Int, any Error> in
+            Result {
+                var total = 0
+                while let chunk = try? client.receive(maximum: 1 << 20, deadline: .now + .milliseconds(200)),
+                    !chunk.isEmpty
+                {
+                    total += chunk.count
+                }
+                return total
+            }
+        }.get()
+        #expect(queued > 0)
+        let marker = CaptureRecord(port: 9, timestampNanoseconds: 2, payload: [0xab])
+        try await eventually("the marker sent") { fixture.lab.capturePlugin.send([marker]) == 1 }
+        #expect(try await receive(1, from: client).last == marker, "frames flow again")
+        _ = try await drain(client)
+        await fixture.cleanUp()
+    }
+
     @Test func anEndpointCaptureReadsInTheEndpointsNamespaceAndEndsWhenItIsRemoved() async throws {
         let fixture = FakeWorkerFixture()
         try await started(fixture)
@@ -183,6 +239,44 @@ import Testing
         let (_, end) = try await drain(client, finish: false)
         #expect(end?.endCounters?.reason == "the endpoint was removed")
         #expect(end?.endCounters?.frames == 2)
+        await fixture.cleanUp()
+    }
+
+    @Test func theSwitchExitingEndsSegmentCapturesWithTheReasonAndTheNextCaptureLoadsThePluginAgain() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let client = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { client.close() }
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        // The plugin goes with its switch.
+        fixture.lab.with { $0.capturePlugin.loaded = false }
+        try #require(fixture.lab.runningSwitch).exit(reason: "killed")
+        let (_, end) = try await drain(client, finish: false)
+        #expect(end?.endCounters?.reason.contains("switch exited") == true)
+        try await eventually("the switch restarted") {
+            fixture.lab.switchStarts == 2 && fixture.lab.runningSwitch != nil
+        }
+        try await eventually("running") { await fixture.worker.switchState == .running }
+        let again = try UnixSocket.connect(to: try await fixture.worker.startCapture(spec()), timeout: .seconds(1))
+        defer { again.close() }
+        #expect(fixture.lab.capturePlugin.commands.filter { $0.hasPrefix("plugin/add") }.count == 2, "loaded again")
+        _ = try await drain(again)
+        await fixture.cleanUp()
+    }
+
+    @Test func aJoinEndsTheCaptureOfTheTapInTheHostNamespace() async throws {
+        let fixture = FakeWorkerFixture()
+        try await started(fixture)
+        let endpoint = fixture.endpoint(2)
+        _ = try await fixture.worker.addEndpoint(endpoint)
+        let client = try UnixSocket.connect(
+            to: try await fixture.worker.startCapture(spec(endpoint.endpointID)), timeout: .seconds(1))
+        defer { client.close() }
+        #expect(fixture.lab.capturePlugin.frameSources[endpoint.macAddress]?.namespace == nil, "the host's namespace")
+        try await eventually("connected") { await fixture.worker.status().captures?.first?.clientPID != nil }
+        _ = try await fixture.worker.joinEndpoint(endpoint.endpointID, sandboxKey: "/run/netns/fake2")
+        let (_, end) = try await drain(client, finish: false)
+        #expect(end?.endCounters?.reason.contains("joined") == true)
         await fixture.cleanUp()
     }
 

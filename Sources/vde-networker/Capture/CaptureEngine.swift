@@ -46,7 +46,11 @@ final class CaptureEngine: Sendable {
         var roles: [Int32: Role] = [:]
         var sinkListener: UnixListener?
         var sink: Int32 = -1
-        var sinkReader = CaptureRecordReader()
+        /// Every segment capture's socket is full: the sink is out of epoll, and the plugin
+        /// drops (and counts) frames until one of them is writable again.
+        var sinkPaused = false
+        /// The start of a record whose rest has not arrived yet (see ``forwardSink(_:_:_:)``).
+        var sinkPending: [UInt8] = []
         /// Segment captures whose command closed its side, waiting for the worker to end them.
         var closing: Set<CaptureID> = []
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
@@ -81,11 +85,12 @@ final class CaptureEngine: Sendable {
 
     /// Listens at `socketPath` (mode 0600) for the capture command, for ``connectTimeout``.
     /// `source`: an endpoint capture's frames (taken over: closed when the capture ends); nil
-    /// for a segment capture. `pluginDropsBase`: the plugin's drop counter now (segment).
-    func add(
-        _ spec: CaptureSpec, socketPath: String, source: (any FrameSource)?, pluginDropsBase: UInt64 = 0,
-        startedAt: Int64
-    ) throws(CaptureError) {
+    /// for a segment capture. Returns whether the plugin's sink is open (checked with the
+    /// capture added, so a sink that is open stays for it).
+    @discardableResult
+    func add(_ spec: CaptureSpec, socketPath: String, source: (any FrameSource)?, startedAt: Int64)
+        throws(CaptureError) -> Bool
+    {
         let listener: UnixListener
         do {
             listener = try UnixListener.bind(socketPath, mode: 0o600)
@@ -93,7 +98,7 @@ final class CaptureEngine: Sendable {
             source?.close()
             throw .system("cannot make the capture socket", error)
         }
-        let outcome: Result<Bool, CaptureError> = state.withLock { state in
+        let outcome: Result<(start: Bool, sinkOpen: Bool), CaptureError> = state.withLock { state in
             guard state.captures[spec.id] == nil else { return .failure(.duplicate(spec.id)) }
             let start = !state.running
             if start {
@@ -107,19 +112,25 @@ final class CaptureEngine: Sendable {
                 spec: spec, startedAt: startedAt, listener: listener,
                 connectDeadline: .now + connectTimeout)
             client.source = source
-            client.pluginDropsBase = pluginDropsBase
             state.captures[spec.id] = client
             Self.wakeUp(state)
-            return .success(start)
+            return .success((start, state.sinkListener != nil || state.sink >= 0))
         }
         switch outcome {
-        case .success(let start):
-            if start { startThread() }
+        case .success(let result):
+            if result.start { startThread() }
+            return result.sinkOpen
         case .failure(let error):
             listener.close()
             source?.close()
             throw error
         }
+    }
+
+    /// The plugin's drop counter when the segment capture `id` joined a running plugin: only
+    /// later drops are the capture's.
+    func setPluginDropsBase(_ id: CaptureID, _ base: UInt64) {
+        state.withLock { $0.captures[id]?.pluginDropsBase = base }
     }
 
     /// Listens at `path` for the switch's capture plugin (`vdecapture/start PATH`).
@@ -140,7 +151,7 @@ final class CaptureEngine: Sendable {
             }
             state.roles[listener.fd] = .sinkListener
             state.sinkListener = listener
-            state.sinkReader = CaptureRecordReader()
+            state.sinkPending = []
             return nil
         }
         if let failure {
@@ -178,7 +189,11 @@ final class CaptureEngine: Sendable {
     /// began (`pluginDrops`: its counter now).
     func statuses(pluginDrops: UInt64? = nil) -> [CaptureStatus] {
         state.withLock { state in
-            state.captures.values.filter { $0.pendingEnd == nil }
+            for (id, capture) in state.captures {
+                // What the kernel dropped on an endpoint's packet socket so far.
+                if let source = capture.source { state.captures[id]?.dropped += source.takeDrops() }
+            }
+            return state.captures.values.filter { $0.pendingEnd == nil }
                 .map { capture in
                     capture.status(
                         extraDrops: capture.isSegment ? Self.drops(pluginDrops, since: capture.pluginDropsBase) : 0)
@@ -309,12 +324,13 @@ final class CaptureEngine: Sendable {
             capture.clientUID = peer.uid
         }
         capture.connection = connection
-        Self.register(connection, events: UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue), role: .client(id), &state)
+        Self.register(connection, events: Self.clientEvents, role: .client(id), &state)
         if let source = capture.source {
             _ = source.takeDrops()
             Self.register(source.fd, events: UInt32(EPOLLIN.rawValue), role: .source(id), &state)
         }
         state.captures[id] = capture
+        if capture.isSegment { Self.resumeSink(&state) }
     }
 
     private func clientReady(
@@ -328,6 +344,15 @@ final class CaptureEngine: Sendable {
                 state.captures[id] = capture
             }
             return
+        }
+        if capture.isFull, bits & UInt32(EPOLLOUT.rawValue) != 0 {
+            capture.isFull = false
+            state.captures[id] = capture
+            Self.register(capture.connection, events: Self.clientEvents, role: .client(id), &state)
+            if let source = capture.source {
+                Self.register(source.fd, events: UInt32(EPOLLIN.rawValue), role: .source(id), &state)
+            }
+            Self.resumeSink(&state)
         }
         // The command sends nothing: what it does send is read and ignored; end of file (it
         // shut down its side, or closed) ends the capture.
@@ -368,10 +393,13 @@ final class CaptureEngine: Sendable {
                 return
             }
             guard let record else { break }
-            if case .broken(let reason) = capture.deliver(record.bytes) {
-                state.captures[id] = capture
-                Self.drop(id, reason: reason, &state, &events)
-                return
+            let delivered = record.bytes.withUnsafeBytes { Self.deliver($0, to: id, &capture, &state, &events) }
+            guard delivered else { return }
+            if capture.isFull {
+                // Until the command reads again, the kernel drops for us (PACKET_STATISTICS
+                // counts them): no read and no send per frame meanwhile.
+                _ = clinux_epoll_remove(state.epoll, source.fd)
+                break
             }
         }
         state.captures[id] = capture
@@ -403,11 +431,17 @@ final class CaptureEngine: Sendable {
                 brokenReason = "the switch's capture plugin stopped sending (the switch exited?)"
                 break
             }
-            state.sinkReader.append(scratch[0..<received])
-            do {
-                while let record = try state.sinkReader.next() { fanOut(record.bytes, &state, &events) }
-            } catch {
-                brokenReason = "the switch's capture plugin sent a broken stream: \(error.message)"
+            let failure = scratch.withUnsafeBytes {
+                forwardSink(UnsafeRawBufferPointer(rebasing: $0[0..<received]), &state, &events)
+            }
+            if let failure {
+                brokenReason = "the switch's capture plugin sent a broken stream: \(failure)"
+                break
+            }
+            if Self.everySegmentCaptureIsFull(state) {
+                // Reading on would only drop here: let the plugin drop (and count) instead.
+                _ = clinux_epoll_remove(state.epoll, sink)
+                state.sinkPaused = true
                 break
             }
             if received < scratch.count { break }
@@ -419,14 +453,66 @@ final class CaptureEngine: Sendable {
         }
     }
 
-    private func fanOut(_ bytes: [UInt8], _ state: inout State, _ events: inout [Event]) {
+    /// Hands every whole record in `chunk` to each segment capture as the plugin wrote it (no
+    /// decoding and encoding again: that cost two allocations per frame), keeping a record cut
+    /// at the chunk's end for the next read. Returns what is wrong with a broken stream.
+    private func forwardSink(_ chunk: UnsafeRawBufferPointer, _ state: inout State, _ events: inout [Event])
+        -> String?
+    {
+        var offset = 0
+        if !state.sinkPending.isEmpty {
+            let headerPart = min(max(CaptureRecord.headerLength - state.sinkPending.count, 0), chunk.count)
+            state.sinkPending += chunk[0..<headerPart]
+            offset = headerPart
+            guard state.sinkPending.count >= CaptureRecord.headerLength else { return nil }
+            let total: Int
+            switch state.sinkPending.withUnsafeBytes({ Self.recordLength($0) }) {
+            case .success(let length): total = length
+            case .failure(let failure): return failure.reason
+            }
+            let rest = min(total - state.sinkPending.count, chunk.count - offset)
+            state.sinkPending += chunk[offset..<(offset + rest)]
+            offset += rest
+            guard state.sinkPending.count == total else { return nil }
+            let record = state.sinkPending
+            state.sinkPending = []
+            record.withUnsafeBytes { fanOut($0, &state, &events) }
+        }
+        while chunk.count - offset >= CaptureRecord.headerLength {
+            let total: Int
+            switch Self.recordLength(UnsafeRawBufferPointer(rebasing: chunk[offset...])) {
+            case .success(let length): total = length
+            case .failure(let failure): return failure.reason
+            }
+            guard chunk.count - offset >= total else { break }
+            fanOut(UnsafeRawBufferPointer(rebasing: chunk[offset..<(offset + total)]), &state, &events)
+            offset += total
+        }
+        state.sinkPending += chunk[offset...]
+        return nil
+    }
+
+    private struct BrokenStream: Error { var reason: String }
+
+    /// Header and payload length of the frame record at the start of `bytes` (its header whole).
+    private static func recordLength(_ bytes: UnsafeRawBufferPointer) -> Result<Int, BrokenStream> {
+        let kind = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
+        guard kind == CaptureRecord.Kind.frame.rawValue else {
+            return .failure(BrokenStream(reason: "record kind \(kind) where frames were expected"))
+        }
+        let length = (0..<4).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
+        guard length <= CaptureRecord.maxCapturedLength else {
+            return .failure(BrokenStream(reason: "a record of \(length) bytes is longer than any frame"))
+        }
+        return .success(CaptureRecord.headerLength + length)
+    }
+
+    private func fanOut(_ bytes: UnsafeRawBufferPointer, _ state: inout State, _ events: inout [Event]) {
         for id in state.captures.keys {
             guard var capture = state.captures[id], capture.isSegment, capture.isConnected, capture.pendingEnd == nil,
                 !state.closing.contains(id)
             else { continue }
-            let outcome = capture.deliver(bytes)
-            state.captures[id] = capture
-            if case .broken(let reason) = outcome { Self.drop(id, reason: reason, &state, &events) }
+            if Self.deliver(bytes, to: id, &capture, &state, &events) { state.captures[id] = capture }
         }
     }
 
@@ -443,6 +529,27 @@ final class CaptureEngine: Sendable {
     }
 
     // MARK: State changes (under the lock)
+
+    /// A connected command: its end of file, and nothing else.
+    private static let clientEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
+
+    /// Hands a record to a capture; a full socket has epoll tell when it is writable again.
+    private static func deliver(
+        _ bytes: UnsafeRawBufferPointer, to id: CaptureID, _ capture: inout CaptureClient, _ state: inout State,
+        _ events: inout [Event]
+    ) -> Bool {
+        switch capture.deliver(bytes) {
+        case .sent, .dropped:
+            return true
+        case .full:
+            register(capture.connection, events: clientEvents | UInt32(EPOLLOUT.rawValue), role: .client(id), &state)
+            return true
+        case .broken:
+            state.captures[id] = capture
+            remove(id, &state, &events)
+            return false
+        }
+    }
 
     private static func register(_ fd: Int32, events: UInt32, role: Role, _ state: inout State) {
         _ = clinux_epoll_arm(state.epoll, fd, events, UInt64(fd))
@@ -494,11 +601,6 @@ final class CaptureEngine: Sendable {
         segmentsChanged(&state, &events)
     }
 
-    /// Closes a capture whose connection broke: no end record can reach its command.
-    private static func drop(_ id: CaptureID, reason: String, _ state: inout State, _ events: inout [Event]) {
-        remove(id, &state, &events)
-    }
-
     private static func remove(_ id: CaptureID, _ state: inout State, _ events: inout [Event]) {
         guard var capture = state.captures.removeValue(forKey: id) else { return }
         state.closing.remove(id)
@@ -509,8 +611,23 @@ final class CaptureEngine: Sendable {
         if capture.isSegment { segmentsChanged(&state, &events) }
     }
 
+    private static func everySegmentCaptureIsFull(_ state: State) -> Bool {
+        let receiving = state.captures.filter { id, capture in
+            capture.isSegment && capture.isConnected && capture.pendingEnd == nil && !state.closing.contains(id)
+        }
+        return !receiving.isEmpty && receiving.values.allSatisfy(\.isFull)
+    }
+
+    /// Reads the sink again (a segment capture can take frames).
+    private static func resumeSink(_ state: inout State) {
+        guard state.sinkPaused, state.sink >= 0 else { return }
+        state.sinkPaused = false
+        register(state.sink, events: UInt32(EPOLLIN.rawValue), role: .sink, &state)
+    }
+
     /// With no segment capture left, the sink goes, and the worker hears of it.
     private static func segmentsChanged(_ state: inout State, _ events: inout [Event]) {
+        resumeSink(&state)
         guard state.activeSegmentCaptures == 0, state.sinkListener != nil || state.sink >= 0 else { return }
         closeSink(&state)
         if !events.contains(.segmentCapturesEnded) { events.append(.segmentCapturesEnded) }
@@ -527,7 +644,8 @@ final class CaptureEngine: Sendable {
             Glibc.close(state.sink)
         }
         state.sink = -1
-        state.sinkReader = CaptureRecordReader()
+        state.sinkPaused = false
+        state.sinkPending = []
     }
 
     static func nowNanoseconds() -> Int64 {

@@ -40,10 +40,13 @@ extension Worker {
             logger.info("endpoint capture set up", metadata: ["capture": "\(capture.id)", "socket": "\(socketPath)"])
             return socketPath
         }
-        let sharing = engine.isSinkOpen
-        let base = sharing ? (await segment.plugin.stats()?.dropped ?? 0) : 0
-        try engine.add(capture, socketPath: socketPath, source: nil, pluginDropsBase: base, startedAt: startedAt)
-        if !sharing {
+        // Added first, then the sink checked under the same lock: from then on the sink stays
+        // for this capture. (Checking before an `await` lost a race: the last capture ended
+        // meanwhile, the sink closed, and the new capture waited for a plugin that had stopped.)
+        let sharing = try engine.add(capture, socketPath: socketPath, source: nil, startedAt: startedAt)
+        if sharing {
+            if let drops = await segment.plugin.stats()?.dropped { engine.setPluginDropsBase(capture.id, drops) }
+        } else {
             do {
                 try engine.openSink(at: spec.paths.captureSink)
                 let loaded = capturePluginLoaded

@@ -128,6 +128,9 @@ extension Worker {
     /// the host namespace: dockerd moves it only after Join has answered.
     func joinEndpoint(_ id: EndpointID, sandboxKey key: SandboxKey) async throws -> EndpointStatus {
         guard let endpoint = endpoints[id] else { throw EndpointError.unknown(id) }
+        // A capture of the tap in the host namespace cannot follow it into the container's.
+        endCaptures(
+            of: id, reason: "the container joined: its interface moves into the container's namespace; capture again")
         endpoints[id]?.spec.sandboxKey = key
         tapCreations?.unmark(tapName: endpoint.spec.tapName)
         logger.debug("endpoint joined", metadata: ["endpoint": "\(id)", "sandbox": "\(key)"])

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import capture  # noqa: E402
 import controlplane  # noqa: E402
 import dataplane  # noqa: E402
 import idle  # noqa: E402
@@ -23,7 +24,7 @@ import scale  # noqa: E402
 from common import (DOCKER, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, machine_info, real_socket_lock,  # noqa: E402
                     run, write_json)
 
-SECTIONS = ["control", "data", "scale", "memory", "idle", "links"]
+SECTIONS = ["control", "data", "scale", "memory", "idle", "links", "capture"]
 
 
 def stale_cleanup() -> None:
@@ -100,7 +101,7 @@ def main() -> int:
                 log(f"memory: {n} networks x 2 endpoints over a private socket ({variant} Swift runtime)")
                 results["socket_scale"][variant] = scale.socket_scale(bin_dir, variant, n, 2, cleanup, args.results)
 
-        docker_parts = only & {"control", "data", "scale", "idle", "links"}
+        docker_parts = only & {"control", "data", "scale", "idle", "links", "capture"}
         if docker_parts:
             with real_socket_lock():
                 sup = Supervisor(args.bin_dir, socket_path=REAL_SOCKET)
@@ -130,6 +131,11 @@ def main() -> int:
                                     seconds=3 if args.quick else 5, pings=10 if args.quick else 20)
                                 dcleanup.run_all()
                             results["links"] |= links.run_links(links.PluginPairs(dcleanup, sup), args.quick)
+                        finally:
+                            dcleanup.run_all()
+                    if "capture" in only:
+                        try:
+                            results["capture"] = capture.run_capture(args.quick, dcleanup, sup)
                         finally:
                             dcleanup.run_all()
                     if "scale" in only:

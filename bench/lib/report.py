@@ -165,6 +165,14 @@ def tables(r: dict) -> str:
         out.append("")
         out.append("")
 
+    cap = r.get("capture")
+    if cap and cap.get("paths"):
+        import capture  # local import, as links above
+        out.append("### Capture (issue 14): what looking at the wire costs")
+        out.append("")
+        out.append(capture.tables(cap))
+        out.append("")
+
     rec = r.get("recovery")
     out.append("### Recovery")
     out.append("")

@@ -20,10 +20,11 @@ extension Acceptance {
 
         /// A network for VMs: Docker's addresses in the first 16 of `subnet` (`.0/24`), so that
         /// DHCP can hand out the rest.
+        @discardableResult
         static func vmNetwork(
             _ scope: DockerScope, _ base: String, subnet: String, socketDir: String, extra: [String] = []
         )
-            async throws
+            async throws -> String
         {
             try await scope.network(
                 base,
@@ -81,18 +82,36 @@ extension Acceptance {
             let pool = (first: "10.77.60.100", last: "10.77.60.120")
             try await RunTempDir.with("vm") { dir in
                 let socketDir = dir + "/sw"
-                try await withDocker { _, scope in
-                    try await Self.vmNetwork(scope, "vm", subnet: "10.77.60", socketDir: socketDir)
+                try await withDocker { supervisor, scope in
+                    let network = try await Self.vmNetwork(scope, "vm", subnet: "10.77.60", socketDir: socketDir)
                     try await scope.container("dhcp", network: "vm", ip: "10.77.60.2")
                     try await Self.serveDHCP(scope, "dhcp", pool: pool)
                     let options = VirtualMachine.Options(socketDir: socketDir)
-                    try await VirtualMachine.with(image: image, options: options, logPath: dir + "/console.log") { vm in
-                        try await Self.checkTraffic(vm, scope, container: "dhcp", server: "10.77.60.2", pool: pool)
-                        let neighbours = try await scope.exec("dhcp", ["ip", "neigh", "show"]).stdout.lowercased()
-                        #expect(
-                            neighbours.contains(options.mac),
-                            "the container should know the VM's MAC \(options.mac): \(neighbours)")
+                    // A whole-segment capture meanwhile (issue 14): the VM is part of the segment.
+                    let file = dir + "/segment.pcap"
+                    let capture = try await CaptureRun.with(
+                        try CaptureCLI.argv(supervisor, options: ["-w", file], [scope.name("vm")]),
+                        log: dir + "/capture.log"
+                    ) { capture in
+                        try await CaptureLab.awaitConnected(supervisor, network: network, count: 1)
+                        try await VirtualMachine.with(image: image, options: options, logPath: dir + "/console.log") {
+                            vm in
+                            try await Self.checkTraffic(vm, scope, container: "dhcp", server: "10.77.60.2", pool: pool)
+                            let neighbours = try await scope.exec("dhcp", ["ip", "neigh", "show"]).stdout.lowercased()
+                            #expect(
+                                neighbours.contains(options.mac),
+                                "the container should know the VM's MAC \(options.mac): \(neighbours)")
+                        }
+                        try await capture.interrupt()
                     }
+                    try capture.outcome.get()
+                    #expect(capture.exitedZero, "the capture should end cleanly: \(capture.stderr)")
+                    let frames = try await PcapFrames.read(file)
+                    let fromVM = frames.lines.filter { PcapFrames.source($0) == options.mac.lowercased() }
+                    #expect(
+                        fromVM.contains { $0.contains("BOOTP/DHCP") }
+                            && fromVM.contains { $0.contains("ICMP echo request") },
+                        "the segment capture should hold the VM's DHCP and its echo requests: \(frames)")
                 }
             }
         }

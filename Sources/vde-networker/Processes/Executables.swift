@@ -58,6 +58,14 @@ struct Executables: Sendable {
                     "the switch's capture plugin \(Self.capturePluginName) is not installed (looked beside vde-networker and in ../lib/vde-supervisor/): reinstall vde-supervisor"
                 ))
         }
+        // The path goes into a management command line (`plugin/add PATH`): a control
+        // character there would end that line and start another command.
+        guard !path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw CaptureError(
+                vdeError: .unavailable(
+                    "the capture plugin's path \(UntrustedText(path)) holds control characters: install vde-supervisor in a plain directory"
+                ))
+        }
         var info = stat()
         guard lstat(path, &info) == 0 else {
             throw CaptureError(

@@ -138,6 +138,9 @@ public struct UnixSocket: Sendable {
         }
     }
 
+    /// Half a close: the peer reads the end of the stream, and this side can still read.
+    public func shutdownWrite() { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
     public func close() { Glibc.close(fd) }
 
     // MARK: Internals

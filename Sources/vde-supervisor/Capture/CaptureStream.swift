@@ -208,7 +208,7 @@ final class CaptureStream {
         guard !stopping else { return }
         stopping = true
         outcome.stoppedBy = why
-        shutdown(socket.fd, Int32(SHUT_WR))
+        socket.shutdownWrite()
         drainDeadline = .now + .seconds(Self.drainSeconds)
     }
 

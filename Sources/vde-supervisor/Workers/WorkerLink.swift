@@ -1,5 +1,4 @@
 import CLinux
-import CPcap
 import Glibc
 import Logging
 import Shared
@@ -100,9 +99,7 @@ actor WorkerLink {
                 guard await Self.write(line, to: socket.fd) else { break }
             }
             // The worker sees the end of its input (and then waits for the next supervisor).
-            // SHUT_WR is owned by CPcap once the module imports it (pcap.h includes sys/socket.h
-            // textually): a release build finds it only through CPcap (declarations only, no link).
-            shutdown(socket.fd, Int32(CPcap.SHUT_WR))
+            socket.shutdownWrite()
         }
         for await line in lines {
             await received(line)

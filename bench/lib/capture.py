@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
 from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats  # noqa: E402
-from dataplane import Path, _docker_pair, _ping  # noqa: E402
+from dataplane import Path, _docker_pair, _ping, iperf_tcp  # noqa: E402
 
 LABELS = {
     "vde": "vde network, no capture",
@@ -349,37 +349,6 @@ def _readable(path: str) -> dict:
 
 # --- measuring ----------------------------------------------------------------------------------
 
-def _iperf(p: Path, seconds: int, reverse: bool, roles: dict[str, list[int]]) -> dict:
-    """iperf3 TCP A -> B (B -> A with `reverse`), and the CPU of each role meanwhile (% of one CPU)."""
-    server = subprocess.Popen(p.ns("b") + ["iperf3", "-s", "-1", "-B", p.ip_b], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        argv = p.ns("a") + ["iperf3", "-c", p.ip_b, "-t", str(seconds), "-J"] + (["-R"] if reverse else [])
-        cpu0 = {role: {pid: procfs.cpu_seconds(pid) for pid in pids} for role, pids in roles.items()}
-        t0 = time.perf_counter()
-        for _ in range(50):  # the server needs a moment to listen
-            r = run(argv, check=False, timeout=seconds + 60)
-            if r.returncode == 0 and '"sum_received"' in r.stdout:
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"iperf3 on {p.name} failed: {r.stdout[-500:]} {r.stderr[-500:]}")
-        wall = time.perf_counter() - t0
-        cpu = {role: 100 * sum(procfs.cpu_seconds(pid) - c0 for pid, c0 in pids.items()) / wall
-               for role, pids in cpu0.items()}
-        end = json.loads(r.stdout)["end"]
-        return {"mbit_s": end["sum_received"]["bits_per_second"] / 1e6,
-                "retransmits": end.get("sum_sent", {}).get("retransmits"), "cpu_pct": cpu}
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def _one(name: str, net: Net, sup, workdir: str, seconds: int, pings: int, check_file: bool) -> dict:
     """One measurement of one path: start its capture, iperf3 both ways, ping, stop the capture.
     TCP first: a slow reader's buffers are full by the time the pings cross (each then dropped)."""
@@ -395,8 +364,8 @@ def _one(name: str, net: Net, sup, workdir: str, seconds: int, pings: int, check
         roles = net.roles(sup)
         if cap:
             roles["capture"] = [cap.pid()]
-        sample["tcp_fwd"] = _iperf(net.path, seconds, False, roles)
-        sample["tcp_rev"] = _iperf(net.path, seconds, True, roles)
+        sample["tcp_fwd"] = iperf_tcp(net.path, seconds, False, roles)
+        sample["tcp_rev"] = iperf_tcp(net.path, seconds, True, roles)
         sample["ping"] = _ping(net.path, pings)
         if cap:
             c = cap.stop()
@@ -458,6 +427,16 @@ def run_capture(quick: bool, cleanup: Cleanup, sup, reps: int | None = None, sec
     return res
 
 
+def _cpu_during_tcp(rows: list[dict]) -> dict:
+    """Each role's CPU (% of one CPU) over both directions of every round's iperf3."""
+    cpu: dict[str, list[float]] = {}
+    for r in rows:
+        for d in ("tcp_fwd", "tcp_rev"):
+            for role, v in r[d]["cpu_pct"].items():
+                cpu.setdefault(role, []).append(v)
+    return {role: stats(v) for role, v in cpu.items()}
+
+
 def summarise(samples: dict[str, list[dict]]) -> dict:
     out = {}
     for name, rows in samples.items():
@@ -468,12 +447,7 @@ def summarise(samples: dict[str, list[dict]]) -> dict:
                    "tcp_rev_mbit_s": stats([r["tcp_rev"]["mbit_s"] for r in rows]),
                    "ping_avg_ms": stats([r["ping"]["avg_ms"] for r in rows]),
                    "ping_loss_pct": stats([r["ping"]["loss_pct"] for r in rows if r["ping"]["loss_pct"] is not None])}
-        cpu: dict[str, list[float]] = {}
-        for r in rows:
-            for d in ("tcp_fwd", "tcp_rev"):
-                for role, v in r[d]["cpu_pct"].items():
-                    cpu.setdefault(role, []).append(v)
-        s["cpu_pct_during_tcp"] = {role: stats(v) for role, v in cpu.items()}
+        s["cpu_pct_during_tcp"] = _cpu_during_tcp(rows)
         caps = [r["capture"] for r in rows if "capture" in r]
         if caps:
             s["capture"] = {k: stats([c[k] for c in caps if isinstance(c.get(k), (int, float))])
@@ -642,7 +616,7 @@ def run_hand(bin_dir: str, reps: int, seconds: int, pings: int) -> dict:
                 log(f"capture --hand: round {rep + 1}/{reps}: {name}")
                 sink = HandSink(mgmt, plugin, workdir, slow=name.endswith("slow")) if name != "hand" else None
                 try:
-                    row = {"tcp_fwd": _iperf(path, seconds, False, roles), "tcp_rev": _iperf(path, seconds, True, roles),
+                    row = {"tcp_fwd": iperf_tcp(path, seconds, False, roles), "tcp_rev": iperf_tcp(path, seconds, True, roles),
                            "ping": _ping(path, pings)}
                     if sink:
                         row["capture"] = sink.stop()
@@ -674,12 +648,7 @@ def summarise_hand(samples: dict[str, list[dict]]) -> dict:
              "tcp_fwd_mbit_s": stats([r["tcp_fwd"]["mbit_s"] for r in rows]),
              "tcp_rev_mbit_s": stats([r["tcp_rev"]["mbit_s"] for r in rows]),
              "ping_avg_ms": stats([r["ping"]["avg_ms"] for r in rows])}
-        cpu: dict[str, list[float]] = {}
-        for r in rows:
-            for d in ("tcp_fwd", "tcp_rev"):
-                for role, v in r[d]["cpu_pct"].items():
-                    cpu.setdefault(role, []).append(v)
-        s["cpu_pct_during_tcp"] = {role: stats(v) for role, v in cpu.items()}
+        s["cpu_pct_during_tcp"] = _cpu_during_tcp(rows)
         out[name] = s
     return out
 

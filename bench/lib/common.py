@@ -34,6 +34,18 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """Stops a one-shot server (`iperf3 -s -1`) a measurement started: SIGTERM unless it exited,
+    then SIGKILL if it has not gone within 10 s."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def run(argv: list[str], check: bool = True, capture: bool = True, timeout: float | None = 300,
         input: str | None = None) -> subprocess.CompletedProcess:
     """Runs argv (never a shell string); raises with stderr on failure when check."""

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats
+from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_server
 from procfs import cpu_seconds, processes_under
 
 
@@ -141,14 +141,17 @@ def _ping(p: Path, count: int) -> dict:
             "mdev_ms": float(m.group(4)), "loss_pct": float(loss.group(1)) if loss else None}
 
 
-def _iperf(p: Path, seconds: int, reverse: bool) -> dict:
+def iperf_tcp(p: Path, seconds: int, reverse: bool, roles: dict[str, list[int]] | None = None) -> dict:
+    """iperf3 TCP A -> B (B -> A with `reverse`): the receiver's Mbit/s, retransmits, and the CPU
+    of each role meanwhile (% of one CPU; default one role, `vde`: the path's switch and plugs)."""
+    roles = {"vde": p.vde_pids} if roles is None else roles
     server = subprocess.Popen(p.ns("b") + ["iperf3", "-s", "-1", "-B", p.ip_b], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         argv = p.ns("a") + ["iperf3", "-c", p.ip_b, "-t", str(seconds), "-J"] + (["-R"] if reverse else [])
-        cpu0 = {pid: cpu_seconds(pid) for pid in p.vde_pids}
+        cpu0 = {role: {pid: cpu_seconds(pid) for pid in pids} for role, pids in roles.items()}
         t0 = time.perf_counter()
-        for attempt in range(50):  # the server needs a moment to listen
+        for _ in range(50):  # the server needs a moment to listen
             r = run(argv, check=False, timeout=seconds + 60)
             if r.returncode == 0 and '"sum_received"' in r.stdout:
                 break
@@ -156,20 +159,20 @@ def _iperf(p: Path, seconds: int, reverse: bool) -> dict:
         else:
             raise RuntimeError(f"iperf3 on {p.name} failed: {r.stdout[-500:]} {r.stderr[-500:]}")
         wall = time.perf_counter() - t0
-        cpu = sum(cpu_seconds(pid) - cpu0[pid] for pid in p.vde_pids)
-        data = json.loads(r.stdout)
-        end = data["end"]
+        cpu = {role: 100 * sum(cpu_seconds(pid) - c0 for pid, c0 in pids.items()) / wall
+               for role, pids in cpu0.items()}
+        end = json.loads(r.stdout)["end"]
         return {"mbit_s": end["sum_received"]["bits_per_second"] / 1e6,
-                "retransmits": end.get("sum_sent", {}).get("retransmits"),
-                "vde_cpu_pct": 100 * cpu / wall if p.vde_pids else None}
+                "retransmits": end.get("sum_sent", {}).get("retransmits"), "cpu_pct": cpu}
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
+
+
+def _iperf(p: Path, seconds: int, reverse: bool) -> dict:
+    """iperf3 TCP with the CPU of the path's switch and plugs (`vde_cpu_pct`; none for paths without)."""
+    out = iperf_tcp(p, seconds, reverse)
+    out["vde_cpu_pct"] = out.pop("cpu_pct")["vde"] if p.vde_pids else None
+    return out
 
 
 def run_dataplane(quick: bool, cleanup: Cleanup, vde_run_dir: str, with_docker: bool, reps: int | None = None,

@@ -346,7 +346,7 @@ extension Acceptance {
                             guard let readEnd = pipe.takeRead() else {
                                 throw AcceptanceFailure("the pipe's read end is gone")
                             }
-                            let reader = try await CaptureLab.runReading(
+                            let reader = try await Command.run(
                                 [CaptureCLI.tcpdump, "-r", "-", "-c", "10", "-n", "-e", "-t"], stdin: readEnd)
                             try await capture.waitForExit("its reader stopped after 10 frames")
                             return reader

@@ -251,50 +251,6 @@ struct CaptureTraces: Sendable, Equatable, CustomStringConvertible {
 }
 
 enum CaptureLab {
-    /// Runs `argv` (a reader such as `tcpdump -r -`) with stdin from `stdin` (closed here once
-    /// the child has it) and collects its output; kills its group after `timeout` (a hang
-    /// guard, not a measurement).
-    static func runReading(_ argv: [String], stdin: FileDescriptor, timeout: Duration = .seconds(60)) async throws
-        -> CommandResult
-    {
-        let options = {
-            var options = PlatformOptions()
-            options.processGroupID = 0  // its own group, so a timeout kills what it started too
-            return options
-        }()
-        let pid = Locked<pid_t?>(nil)
-        let finished = Locked(false)
-        return try await withThrowingTaskGroup(of: CommandResult?.self) { group in
-            group.addTask {
-                let result = try await Subprocess.run(
-                    .path(FilePath(argv[0])), arguments: Arguments(Array(argv.dropFirst())), platformOptions: options,
-                    input: .fileDescriptor(stdin, closeAfterSpawningProcess: true),
-                    output: .string(limit: Command.outputLimit), error: .string(limit: Command.outputLimit)
-                ) { execution in
-                    pid.set(execution.processIdentifier.value)
-                }
-                finished.set(true)
-                return CommandResult(
-                    argv: argv, status: result.terminationStatus, stdout: result.standardOutput,
-                    stderr: result.standardError)
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            while let next = try await group.next() {
-                if let result = next {
-                    group.cancelAll()
-                    return result
-                }
-                finished.withLock { done in
-                    if !done, let p = pid.value { kill(-p, SIGKILL) }
-                }
-            }
-            throw AcceptanceFailure("`\(argv.joined(separator: " "))` outlived \(timeout) and was killed")
-        }
-    }
-
     /// A network's captures in `status --json` (checked against docs/status.md; each the raw
     /// JSON object).
     static func statusCaptures(_ supervisor: Supervisor, network: String) async throws

@@ -33,6 +33,23 @@ enum Command {
     static func run(_ argv: [String], timeout: Duration = .seconds(60), stdin: String? = nil) async throws
         -> CommandResult
     {
+        try await run(argv, timeout: timeout, input: .text(stdin ?? ""))
+    }
+
+    /// Runs `argv` reading `stdin` (a pipe's end, closed here once the child has it), e.g. a
+    /// reader such as `tcpdump -r -`, and returns what it did, whatever its exit status.
+    static func run(_ argv: [String], timeout: Duration = .seconds(60), stdin: FileDescriptor) async throws
+        -> CommandResult
+    {
+        try await run(argv, timeout: timeout, input: .descriptor(stdin))
+    }
+
+    private enum Input: Sendable {
+        case text(String)
+        case descriptor(FileDescriptor)
+    }
+
+    private static func run(_ argv: [String], timeout: Duration, input: Input) async throws -> CommandResult {
         precondition(!argv.isEmpty)
         let executable: Executable = argv[0].contains("/") ? .path(FilePath(argv[0])) : .name(argv[0])
         let options = {
@@ -48,16 +65,22 @@ enum Command {
             case timedOut
         }
         let arguments = Arguments(Array(argv.dropFirst()))
-        let input = stdin ?? ""
         return try await withThrowingTaskGroup(of: Outcome.self) { group in
             group.addTask {
-                let result = try await Subprocess.run(
-                    executable, arguments: arguments, platformOptions: options,
-                    input: .string(input),
-                    output: .string(limit: outputLimit), error: .string(limit: outputLimit)
-                ) { execution in
-                    pid.set(execution.processIdentifier.value)
-                }
+                let result =
+                    switch input {
+                    case .text(let text):
+                        try await Subprocess.run(
+                            executable, arguments: arguments, platformOptions: options, input: .string(text),
+                            output: .string(limit: outputLimit), error: .string(limit: outputLimit)
+                        ) { pid.set($0.processIdentifier.value) }
+                    case .descriptor(let fd):
+                        try await Subprocess.run(
+                            executable, arguments: arguments, platformOptions: options,
+                            input: .fileDescriptor(fd, closeAfterSpawningProcess: true),
+                            output: .string(limit: outputLimit), error: .string(limit: outputLimit)
+                        ) { pid.set($0.processIdentifier.value) }
+                    }
                 finished.set(true)
                 return .finished(
                     CommandResult(

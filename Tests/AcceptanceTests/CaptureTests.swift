@@ -464,19 +464,10 @@ extension Acceptance {
                     let a = try await scope.container("a", network: "vm", ip: "10.77.93.10")
                     try await NetNS.with(count: 1) { namespaces in
                         let ns = namespaces[0]
-                        let tap = "vxtap" + IDs.tag(6)
                         let mac = "02:00:0a:4d:5d:32"
-                        let plug = [NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap]
-                        try await Background.with(plug, logPath: dir + "/plug.log") { plugProcess in
-                            try await Poll.until("vde_plug2tap to make \(tap) in \(ns.name)") {
-                                guard plugProcess.isRunning else {
-                                    throw AcceptanceFailure("vde_plug2tap exited: \(plugProcess.logTail())")
-                                }
-                                return try await ns.linkExists(tap)
-                            }
-                            try await ns.ip("link", "set", "dev", tap, "address", mac)
-                            try await ns.ip("addr", "add", "10.77.93.50/24", "dev", tap)
-                            try await ns.ip("link", "set", "dev", tap, "up")
+                        try await ns.withExternalPlug(
+                            socketDir: socketDir, address: "10.77.93.50/24", mac: mac, logPath: dir + "/plug.log"
+                        ) { _, _ in
                             let baseline = try await CaptureLab.traces(supervisor, network: network)
                             let file = dir + "/segment.pcap"
                             let end = try await CaptureRun.with(
@@ -504,7 +495,7 @@ extension Acceptance {
                                 "the segment capture should hold the VM's 5 echo requests (from \(mac)) and a's replies: \(frames)"
                             )
                             try await CaptureLab.expectNothingLeft(supervisor, network: network, baseline: baseline)
-                        }.outcome.get()
+                        }
                     }
                 }
             }

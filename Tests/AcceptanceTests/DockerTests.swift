@@ -197,24 +197,14 @@ extension Acceptance {
                     #expect(TempDir.exists(socketDir + "/ctl"), "the switch's ctl socket should be at \(socketDir)/ctl")
                     try await NetNS.with(count: 1) { namespaces in
                         let ns = namespaces[0]
-                        let tap = "vxtap" + IDs.tag(6)
-                        let plugArgv = [
-                            NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap,
-                        ]
-                        try await Background.with(plugArgv, logPath: dir + "/plug.log") { plug in
-                            try await Poll.until("vde_plug2tap to make \(tap) in \(ns.name)") {
-                                guard plug.isRunning else {
-                                    throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())")
-                                }
-                                return try await ns.linkExists(tap)
-                            }
-                            try await ns.ip("addr", "add", "10.77.7.50/24", "dev", tap)
-                            try await ns.ip("link", "set", "dev", tap, "up")
+                        try await ns.withExternalPlug(
+                            socketDir: socketDir, address: "10.77.7.50/24", logPath: dir + "/plug.log"
+                        ) { _, _ in
                             let out = try await ns.ping("10.77.7.10")
                             #expect(out.succeeded, "external plug -> container: \(out)")
                             let back = try await scope.ping(from: "c", "10.77.7.50")
                             #expect(back.succeeded, "container -> external plug: \(back)")
-                        }.outcome.get()
+                        }
                     }
                     try await scope.removeContainer("c")
                     try await scope.removeNetwork("sd")

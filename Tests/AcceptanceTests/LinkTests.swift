@@ -425,19 +425,9 @@ extension Acceptance {
                     try await LinkCLI.check([scope.name("vm"), scope.name("a"), "set", "delay=100ms"], supervisor)
                     try await NetNS.with(count: 1) { namespaces in
                         let ns = namespaces[0]
-                        let tap = "vxtap" + IDs.tag(6)
-                        let plugArgv = [
-                            NetNS.ip, "netns", "exec", ns.name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap,
-                        ]
-                        try await Background.with(plugArgv, logPath: dir + "/plug.log") { plug in
-                            try await Poll.until("vde_plug2tap to make \(tap) in \(ns.name)") {
-                                guard plug.isRunning else {
-                                    throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())")
-                                }
-                                return try await ns.linkExists(tap)
-                            }
-                            try await ns.ip("addr", "add", "10.77.78.50/24", "dev", tap)
-                            try await ns.ip("link", "set", "dev", tap, "up")
+                        try await ns.withExternalPlug(
+                            socketDir: socketDir, address: "10.77.78.50/24", logPath: dir + "/plug.log"
+                        ) { _, _ in
                             let vm = ContainerNet(namespace: ns)
                             Self.expectRTT(try await Self.medianRTT(vm, "10.77.78.10"), about: 200, "VM -> a (100ms)")
                             _ = try await vm.ping("10.77.78.11", count: 2, interval: 0.2)
@@ -446,7 +436,7 @@ extension Acceptance {
                             try await LinkCLI.check([scope.name("vm"), scope.name("a"), "down"], supervisor)
                             let whileDown = try await vm.ping("10.77.78.11", count: 100, interval: 0.01)
                             Self.expectUnimpaired(whileDown, "VM -> b while a's cable is pulled")
-                        }.outcome.get()
+                        }
                     }
                 }
             }

@@ -80,3 +80,27 @@ struct NetNS: Sendable {
         if !failures.isEmpty { throw AcceptanceFailure("could not delete test namespaces: \(failures)") }
     }
 }
+
+extension NetNS {
+    /// A plug made by hand in this namespace, as a VM attaches to a network's `socket_dir`
+    /// (`vde_plug2tap -s SOCKET_DIR TAP`): waits for its tap, gives it `address` (a CIDR) and,
+    /// when given, `mac`, brings it up, and runs `body` with the plug and the tap's name; the
+    /// plug is stopped after. Throws what `body` threw.
+    func withExternalPlug<T: Sendable>(
+        socketDir: String, address: String, mac: String? = nil, logPath: String,
+        _ body: (BackgroundProcess, String) async throws -> T
+    ) async throws -> T {
+        let tap = "vxtap" + IDs.tag(6)
+        let argv = [NetNS.ip, "netns", "exec", name, "/usr/bin/vde_plug2tap", "-s", socketDir, tap]
+        return try await Background.with(argv, logPath: logPath) { plug in
+            try await Poll.until("vde_plug2tap to make \(tap) in \(name)") {
+                guard plug.isRunning else { throw AcceptanceFailure("vde_plug2tap exited: \(plug.logTail())") }
+                return try await linkExists(tap)
+            }
+            if let mac { try await ip("link", "set", "dev", tap, "address", mac) }
+            try await ip("addr", "add", address, "dev", tap)
+            try await ip("link", "set", "dev", tap, "up")
+            return try await body(plug, tap)
+        }.outcome.get()
+    }
+}

@@ -33,3 +33,26 @@ build_capture_plugin() {
         -o "$dir/vde-capture.so.tmp" "$root/vde-switch-plugin/vde_capture.c"
     mv -f "$dir/vde-capture.so.tmp" "$dir/vde-capture.so"
 }
+
+# The one build that every way of running or installing vde-supervisor uses: the quick start
+# (scripts/run), scripts/install, scripts/package, scripts/build-image, scripts/build-plugin and
+# the tests of those. Release, with the Swift runtime linked statically (no toolchain needed
+# where it runs; about 0.7 MiB less per network than the dynamic build, docs/benchmarks.md),
+# and the switch's capture plugin beside the binaries. VDE_SCRATCH_PATH=DIR builds in DIR.
+# Sets RELEASE_BIN to the directory holding vde-supervisor, vde-networker and vde-capture.so.
+build_release() {
+    local scratch=()
+    ensure_swift_on_path
+    [ -z "${VDE_SCRATCH_PATH:-}" ] || scratch=(--scratch-path "$VDE_SCRATCH_PATH")
+    say "swift build -c release --static-swift-stdlib ${scratch[*]}"
+    (cd "$(repo_root)" && swift build "${scratch[@]}" -c release --static-swift-stdlib)
+    RELEASE_BIN=$(cd "$(repo_root)" && swift build "${scratch[@]}" -c release --static-swift-stdlib --show-bin-path)
+    build_capture_plugin "$RELEASE_BIN"
+    export RELEASE_BIN
+}
+
+# The version of the build in RELEASE_BIN, as the binary reports it (its one source is
+# Sources/Shared/Product/Installation.swift).
+release_version() {
+    "$RELEASE_BIN/vde-supervisor" --version
+}

@@ -40,12 +40,8 @@ struct Executables: Sendable {
     /// there), else in `../lib/vde-supervisor/` of it (an installation). Nil when neither exists.
     static func locateCapturePlugin(executable: String? = FileSystem.readLink("/proc/self/exe")) -> String? {
         guard let executable else { return nil }
-        let directory = FileSystem.parent(of: executable)
-        let candidates = [
-            directory + "/" + capturePluginName,
-            FileSystem.parent(of: directory) + "/lib/vde-supervisor/" + capturePluginName,
-        ]
-        return candidates.first { FileSystem.exists($0) }
+        return Installation.helperCandidates(named: capturePluginName, besideExecutable: executable)
+            .first { FileSystem.exists($0) }
     }
 
     /// The capture plugin's path once it is fit to be loaded into a switch that runs as root: a

@@ -15,7 +15,8 @@ struct NetworkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vde-networker",
         abstract: "Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).",
-        discussion: "Requests arrive as JSON lines on stdin; replies and events leave on stdout; logs go to stderr.")
+        discussion: "Requests arrive as JSON lines on stdin; replies and events leave on stdout; logs go to stderr.",
+        version: Installation.version)
 
     @Option(
         name: .customLong("network-id"), help: "The Docker network this worker serves (1 to 128 letters and digits).")

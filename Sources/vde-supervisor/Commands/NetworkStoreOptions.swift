@@ -11,7 +11,7 @@ struct NetworkStoreOptions: ParsableArguments {
     @Option(help: "Where networks' own switches put their sockets.")
     var runDir: String = SupervisorConfiguration.defaultRunDir
 
-    @Option(help: "The vde-networker executable (default: next to vde-supervisor).")
+    @Option(help: "The vde-networker executable (default: next to vde-supervisor, else in ../lib/vde-supervisor/).")
     var networker: String?
 
     func validate() throws {
@@ -20,12 +20,22 @@ struct NetworkStoreOptions: ParsableArguments {
         }
     }
 
-    /// `--networker`, else `vde-networker` next to this executable; checked to be executable.
+    /// `--networker`, else the installation's `vde-networker` (``Installation/helperCandidates(named:besideExecutable:)``);
+    /// checked to be executable.
     func networkerPath() throws(VDEError) -> String {
-        let path = networker ?? RunCommand.siblingExecutable("vde-networker")
-        guard access(path, X_OK) == 0 else {
-            throw .invalid("vde-networker not found or not executable at \(path); pass --networker PATH")
+        if let networker {
+            guard access(networker, X_OK) == 0 else {
+                throw .invalid("vde-networker not found or not executable at \(networker); pass --networker PATH")
+            }
+            return networker
         }
-        return path
+        let candidates = Installation.helperCandidates(
+            named: "vde-networker", besideExecutable: ProcFS.ownExecutable() ?? "/usr/local/bin/vde-supervisor")
+        guard let found = candidates.first(where: { access($0, X_OK) == 0 }) else {
+            throw .invalid(
+                "vde-networker not found or not executable at \(candidates.joined(separator: " or ")); pass --networker PATH"
+            )
+        }
+        return found
     }
 }

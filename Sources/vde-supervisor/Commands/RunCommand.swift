@@ -142,12 +142,6 @@ struct RunCommand: AsyncParsableCommand {
         }
         logger.info("supervisor stopped")
     }
-
-    /// A file next to this executable (found through /proc/self/exe).
-    static func siblingExecutable(_ name: String) -> String {
-        guard let path = ProcFS.ownExecutable() else { return "/usr/local/bin/" + name }
-        return FileSystem.parent(of: path) + "/" + name
-    }
 }
 
 /// Leaves every worker running when the supervisor shuts down (SIGTERM, SIGINT), after the

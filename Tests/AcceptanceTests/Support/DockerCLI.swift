@@ -52,6 +52,22 @@ enum Docker {
     }
 }
 
+extension Docker {
+    /// The attachment of `container` (a name or ID) to the network named `network`, from `docker inspect`.
+    static func attachment(container: String, network: String) async throws -> Attachment {
+        let result = try await check(
+            ["inspect", "--format", "{{json .NetworkSettings.Networks}}", container], timeout: .seconds(30))
+        guard let all = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+            let net = all[network] as? [String: Any]
+        else {
+            throw AcceptanceFailure("container \(container) is not attached to \(network): \(result.stdout)")
+        }
+        return Attachment(
+            endpointID: net["EndpointID"] as? String ?? "", ipAddress: net["IPAddress"] as? String ?? "",
+            macAddress: net["MacAddress"] as? String ?? "", gateway: net["Gateway"] as? String ?? "")
+    }
+}
+
 /// What `docker inspect` says about a container's attachment to one network.
 struct Attachment: Sendable {
     var endpointID: String
@@ -109,16 +125,7 @@ final class DockerScope: Sendable {
     }
 
     func attachment(_ base: String, network: String) async throws -> Attachment {
-        let result = try await Docker.check(
-            ["inspect", "--format", "{{json .NetworkSettings.Networks}}", name(base)], timeout: .seconds(30))
-        guard let all = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-            let net = all[name(network)] as? [String: Any]
-        else {
-            throw AcceptanceFailure("container \(name(base)) is not attached to \(name(network)): \(result.stdout)")
-        }
-        let attachment = Attachment(
-            endpointID: net["EndpointID"] as? String ?? "", ipAddress: net["IPAddress"] as? String ?? "",
-            macAddress: net["MacAddress"] as? String ?? "", gateway: net["Gateway"] as? String ?? "")
+        let attachment = try await Docker.attachment(container: name(base), network: name(network))
         if !attachment.endpointID.isEmpty { endpoints.withLock { $0.append(attachment.endpointID) } }
         return attachment
     }

@@ -32,9 +32,8 @@ extension Acceptance {
                     let nodes = try await Nodes(project)
                     #expect(nodes.routerLan.ipAddress == "10.77.40.1" && nodes.routerWan.ipAddress == "10.77.41.1")
                     #expect(nodes.client1.ipAddress == "10.77.40.11" && nodes.server.ipAddress == "10.77.41.10")
-                    #expect(
-                        nodes.client2.ipAddress.hasPrefix("10.77.40.") && nodes.client2.ipAddress != "10.77.40.1",
-                        "client2's address from the vde IPAM: \(nodes.client2.ipAddress)")
+                    // The vde IPAM's lowest free address: .1 is the gateway, reserved for the router.
+                    #expect(nodes.client2.ipAddress == "10.77.40.2", "client2's address from the vde IPAM")
                     for (name, node, gateway) in [
                         ("client1", nodes.client1, "10.77.40.1"), ("client2", nodes.client2, "10.77.40.1"),
                         ("server", nodes.server, "10.77.41.1"),
@@ -44,14 +43,19 @@ extension Acceptance {
 
                     try await expectPings(nodes)
 
-                    let needles = [lan, wan] + nodes.taps
-                    let running = HostInspector.vdeProcesses(mentioning: [lan, wan])
+                    // lan's endpoints are plugged by wirefilter (they have a link_delay), wan's by
+                    // vde_plug2tap; the taps are in the containers (as eth0), not on the host.
+                    let lanSwitch = try supervisor.switchDir(network: lan)
+                    let wanSwitch = try supervisor.switchDir(network: wan)
+                    let needles = [lan, wan, lanSwitch, wanSwitch] + nodes.taps
+                    let running = HostInspector.vdeProcesses(mentioning: needles)
                     for program in ["vde-networker", "vde_switch"] {
                         #expect(
                             running.filter { $0.program == program }.count == 2,
                             "one \(program) per network: \(running)")
                     }
-                    #expect(nodes.taps.allSatisfy(HostInspector.linkExists), "every container's tap on the host")
+                    #expect(HostInspector.wirefilters(ctlDir: lanSwitch).count == 3, "lan's plugs: \(running)")
+                    #expect(HostInspector.plug2taps(ctlDir: wanSwitch).count == 2, "wan's plugs: \(running)")
 
                     let downStarted = ContinuousClock.now
                     let down = try await project.run(["down"])

@@ -67,8 +67,7 @@ extension Acceptance {
                         let gone = try await Docker.run(["network", "inspect", id], timeout: .seconds(30))
                         #expect(!gone.succeeded, "docker still knows network \(id)")
                     }
-                    try await Poll.until("workers, switches and plugs of both networks to exit", deadline: .seconds(15))
-                    {
+                    try await Poll.until("both networks' workers, switches and plugs to exit", deadline: .seconds(15)) {
                         HostInspector.vdeProcesses(mentioning: needles).isEmpty
                     }
                     for tap in nodes.taps {

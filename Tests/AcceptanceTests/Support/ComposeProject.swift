@@ -25,9 +25,14 @@ struct ComposeProject: Sendable {
         try await Command.run([Self.cli, "--ansi", "never", "-p", name, "-f", file] + args, timeout: timeout)
     }
 
-    /// The container ID of `service` (its one replica); fails when it has none.
+    /// The container ID of `service` (its one replica); fails when it has none. Asks docker for
+    /// compose's labels: `docker-compose ps` costs a Python start-up (over a second here).
     func container(_ service: String) async throws -> String {
-        let result = try await run(["ps", "-q", service], timeout: .seconds(60))
+        let result = try await Docker.run(
+            [
+                "ps", "-q", "--filter", "label=\(Self.projectLabel)=\(name)",
+                "--filter", "label=com.docker.compose.service=\(service)",
+            ], timeout: .seconds(30))
         let id = result.stdout.trimmingWhitespace
         guard result.succeeded, !id.isEmpty, !id.contains("\n") else {
             throw AcceptanceFailure("no single container for service \(service): \(result)")

@@ -33,8 +33,9 @@ extension Acceptance {
         /// which starts it; `vde-supervisor status` answers.
         private func install(_ container: SystemdContainer) async throws {
             try await container.check(["dpkg", "-i", Self.debInContainer], timeout: .seconds(120))
-            #expect(try await container.check(["systemctl", "is-enabled", "vde-supervisor.socket"]).stdout
-                .trimmingWhitespace == "enabled")
+            #expect(
+                try await container.check(["systemctl", "is-enabled", "vde-supervisor.socket"]).stdout
+                    .trimmingWhitespace == "enabled")
             #expect(try await container.property("ActiveState", of: "vde-supervisor.socket") == "active")
             #expect(
                 try await container.property("ActiveState", of: "vde-supervisor.service") == "inactive",

@@ -356,7 +356,8 @@ extension Acceptance {
             #expect(before.count == 4, "one worker, one switch, two plugs: \(before)")
 
             let summary = try await TempDir.with("sdping") { dir in
-                let pinger = try await container.startPinger(from: "adopt0", to: "10.232.1.3", dir: dir, label: "systemd")
+                let pinger = try await container.startPinger(
+                    from: "adopt0", to: "10.232.1.3", dir: dir, label: "systemd")
                 let process = pinger.process
                 do {
                     try await pinger.waitForReplies(20)

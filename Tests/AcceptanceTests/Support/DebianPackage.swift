@@ -32,7 +32,10 @@ enum DebianPackage {
     /// Every path under / except /proc, /sys and /dev, sorted.
     static func files(in container: SystemdContainer) async throws -> Set<String> {
         let listing = try await container.check(
-            ["find", "/", "(", "-path", "/proc", "-o", "-path", "/sys", "-o", "-path", "/dev", ")", "-prune", "-o", "-print"],
+            [
+                "find", "/", "(", "-path", "/proc", "-o", "-path", "/sys", "-o", "-path", "/dev", ")", "-prune", "-o",
+                "-print",
+            ],
             timeout: .seconds(120))
         return Set(listing.stdout.split(separator: "\n").map(String.init))
     }

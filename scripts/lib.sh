@@ -57,6 +57,83 @@ release_version() {
     "$RELEASE_BIN/vde-supervisor" --version
 }
 
+# The systemd unit directory for PREFIX: the distribution's (/lib/systemd/system, Debian
+# bookworm's systemdsystemunitdir) for /usr, the administrator's (/etc/systemd/system) for any
+# other prefix, where systemd would not look (scripts/install's /usr/local).
+unit_dir_for_prefix() {
+    if [ "$1" = /usr ]; then echo /lib/systemd/system; else echo /etc/systemd/system; fi
+}
+
+# Builds swift-argument-parser's generate-manual tool (what its GenerateManual plugin runs) from
+# the checkout SwiftPM already resolved, in a scratch dir of its own, so that making the man page
+# needs no network and does not relink the release binaries (the plugin would build every
+# product again, without --static-swift-stdlib). Prints the tool's path.
+build_manual_tool() {
+    local build checkout
+    build=${VDE_SCRATCH_PATH:-$(repo_root)/.build}
+    checkout=$build/checkouts/swift-argument-parser
+    [ -d "$checkout" ] || die "no swift-argument-parser checkout in $build: run build_release first"
+    ensure_swift_on_path
+    swift build --package-path "$checkout" --scratch-path "$build/generate-manual" \
+        -c release --product generate-manual >&2
+    echo "$build/generate-manual/release/generate-manual"
+}
+
+# Lays out one installation of the build in RELEASE_BIN under DESTDIR for PREFIX: what
+# scripts/install (PREFIX=/usr/local), scripts/package, scripts/build-image and
+# scripts/build-plugin (PREFIX=/usr) all install, so that every way holds the same files:
+#   PREFIX/bin/vde-supervisor, PREFIX/lib/vde-supervisor/{vde-networker,vde-capture.so}
+#     (stripped: 25 MiB less; where the supervisor and the worker find their helpers unaided),
+#   the two units in unit_dir_for_prefix, ExecStart= pointing at PREFIX/bin/vde-supervisor,
+#   the man page vde-supervisor(1) and bash, zsh and fish completions, both generated from the
+#     commands' ArgumentParser definitions, so they never drift from --help,
+#   README.md and docs/*.md in PREFIX/share/doc/vde-supervisor.
+# DESTDIR must exist or be creatable; files already there are replaced.
+stage_tree() {
+    local dest=$1 prefix=$2 root units share tool tmp date
+    [ -n "${RELEASE_BIN:-}" ] || die "stage_tree: RELEASE_BIN is not set: run build_release first"
+    case $prefix in /*) ;; *) die "stage_tree: PREFIX must be absolute: $prefix" ;; esac
+    root=$(repo_root)
+    units=$dest$(unit_dir_for_prefix "$prefix")
+    share=$dest$prefix/share
+    install -d "$dest$prefix/bin" "$dest$prefix/lib/vde-supervisor" "$units" \
+        "$share/man/man1" "$share/doc/vde-supervisor/docs" \
+        "$share/bash-completion/completions" "$share/fish/vendor_completions.d"
+    install -m 0755 "$RELEASE_BIN/vde-supervisor" "$dest$prefix/bin/vde-supervisor"
+    install -m 0755 "$RELEASE_BIN/vde-networker" "$dest$prefix/lib/vde-supervisor/vde-networker"
+    install -m 0644 "$RELEASE_BIN/vde-capture.so" "$dest$prefix/lib/vde-supervisor/vde-capture.so"
+    strip --strip-unneeded "$dest$prefix/bin/vde-supervisor" \
+        "$dest$prefix/lib/vde-supervisor/vde-networker" "$dest$prefix/lib/vde-supervisor/vde-capture.so"
+
+    sed "s|^ExecStart=/usr/local/bin/vde-supervisor |ExecStart=$prefix/bin/vde-supervisor |" \
+        "$root/systemd/vde-supervisor.service" > "$units/vde-supervisor.service"
+    grep -q "^ExecStart=$prefix/bin/vde-supervisor " "$units/vde-supervisor.service" \
+        || die "stage_tree: systemd/vde-supervisor.service has no ExecStart=/usr/local/bin/vde-supervisor to rewrite"
+    install -m 0644 "$root/systemd/vde-supervisor.socket" "$units/vde-supervisor.socket"
+    chmod 0644 "$units/vde-supervisor.service"
+
+    "$RELEASE_BIN/vde-supervisor" --generate-completion-script bash \
+        > "$share/bash-completion/completions/vde-supervisor"
+    "$RELEASE_BIN/vde-supervisor" --generate-completion-script fish \
+        > "$share/fish/vendor_completions.d/vde-supervisor.fish"
+    # zsh: Debian's zsh reads vendor-completions under /usr, site-functions elsewhere.
+    local zsh_dir=$share/zsh/site-functions
+    [ "$prefix" != /usr ] || zsh_dir=$share/zsh/vendor-completions
+    install -d "$zsh_dir"
+    "$RELEASE_BIN/vde-supervisor" --generate-completion-script zsh > "$zsh_dir/_vde-supervisor"
+
+    tool=$(build_manual_tool)
+    tmp=$(mktemp -d)
+    # The commit's date, not today's: the same commit stages the same man page.
+    date=$(git -C "$root" log -1 --format=%cs 2>/dev/null || date -u +%F)
+    "$tool" "$RELEASE_BIN/vde-supervisor" --date "$date" --output-directory "$tmp"
+    gzip -9n < "$tmp/vde-supervisor.1" > "$share/man/man1/vde-supervisor.1.gz"
+    rm -rf "$tmp"
+
+    install -m 0644 "$root/README.md" "$share/doc/vde-supervisor/README.md"
+    install -m 0644 "$root"/docs/*.md "$share/doc/vde-supervisor/docs/"
+}
+
 # The Debian release the image roots (build-systemd-image, build-image, build-plugin) are made of.
 ROOTFS_SUITE=bookworm
 

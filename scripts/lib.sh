@@ -112,7 +112,8 @@ stage_tree() {
     install -m 0644 "$root/systemd/vde-supervisor.socket" "$units/vde-supervisor.socket"
     chmod 0644 "$units/vde-supervisor.service"
 
-    "$RELEASE_BIN/vde-supervisor" --generate-completion-script bash \
+    # bash-completion sources the file: no #! line (lintian: bash-completion-with-hashbang).
+    "$RELEASE_BIN/vde-supervisor" --generate-completion-script bash | sed '1{/^#!/d}' \
         > "$share/bash-completion/completions/vde-supervisor"
     "$RELEASE_BIN/vde-supervisor" --generate-completion-script fish \
         > "$share/fish/vendor_completions.d/vde-supervisor.fish"

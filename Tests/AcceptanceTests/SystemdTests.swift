@@ -219,8 +219,6 @@ extension Acceptance {
     /// request, Type=notify status, Restart=on-failure after SIGKILL, reload.
     @Suite(.timeLimit(.minutes(40)))
     struct SystemdContainerTests {
-        static let pluginSocket = "/run/docker/plugins/vde.sock"
-
         @Test func underRealSystemd() async throws {
             try await SystemdContainer.checkEnvironment()
             let bin = try await StaticBinaries.directory()
@@ -241,18 +239,20 @@ extension Acceptance {
             for unit in ["vde-supervisor.socket", "vde-supervisor.service"] {
                 try await Docker.check(["cp", Repository.file("systemd/" + unit), "\(container.name):\(stage)/\(unit)"])
             }
+            // The layout of stage_tree for /usr/local: the worker in ../lib/vde-supervisor.
+            try await container.check(["install", "-m", "0755", "\(stage)/vde-supervisor", "/usr/local/bin/"])
             try await container.check([
-                "install", "-m", "0755", "\(stage)/vde-supervisor", "\(stage)/vde-networker", "/usr/local/bin/",
+                "install", "-D", "-m", "0755", "\(stage)/vde-networker", "/usr/local/lib/vde-supervisor/vde-networker",
             ])
             try await container.check([
                 "install", "-m", "0644", "\(stage)/vde-supervisor.socket", "\(stage)/vde-supervisor.service",
                 "/etc/systemd/system/",
             ])
             // The binaries must run there: every library they need is in the image.
-            for name in StaticBinaries.names {
-                let ldd = try await container.check(["ldd", "/usr/local/bin/" + name])
-                #expect(!ldd.stdout.contains("not found"), "\(name) misses libraries in the image: \(ldd)")
-                try await container.check(["/usr/local/bin/" + name, "--help"])
+            for path in ["/usr/local/bin/vde-supervisor", "/usr/local/lib/vde-supervisor/vde-networker"] {
+                let ldd = try await container.check(["ldd", path])
+                #expect(!ldd.stdout.contains("not found"), "\(path) misses libraries in the image: \(ldd)")
+                try await container.check([path, "--help"])
             }
             try await container.check(["systemctl", "daemon-reload"])
             try await container.check(["systemctl", "start", "vde-supervisor.socket"])
@@ -262,52 +262,11 @@ extension Acceptance {
                 "the service must wait for the first connection")
         }
 
-        private func curlActivate(_ container: SystemdContainer) async throws -> CommandResult {
-            try await container.exec(
-                [
-                    "curl", "-sS", "--fail", "--max-time", "30", "--unix-socket", Self.pluginSocket,
-                    "-X", "POST", "http://x/Plugin.Activate",
-                ], timeout: .seconds(60))
-        }
-
         private func expectActivateAnswer(_ reply: CommandResult) throws {
             guard reply.succeeded else { throw AcceptanceFailure("curl Plugin.Activate failed: \(reply)") }
             let implements = try JSONCoding.decode(DockerAPI.ActivateResponse.self, from: Array(reply.stdout.utf8))
                 .Implements
             #expect(Set(implements).isSuperset(of: ["NetworkDriver", "IpamDriver"]), "Implements: \(implements)")
-        }
-
-        /// Polls until the service is active (READY=1 seen) with a main pid other than `old`.
-        private func activeMainPID(
-            _ container: SystemdContainer, other old: String? = nil, deadline: Duration = .seconds(30)
-        ) async throws -> String {
-            try await Poll.value(
-                "vde-supervisor.service active with a main pid\(old.map { " other than \($0)" } ?? "")",
-                deadline: deadline, every: .milliseconds(200)
-            ) {
-                let state = try await container.property("ActiveState", of: "vde-supervisor.service")
-                let sub = try await container.property("SubState", of: "vde-supervisor.service")
-                let pid = try await container.property("MainPID", of: "vde-supervisor.service")
-                guard state == "active", sub == "running", pid != "0", pid != old else { return nil }
-                return pid
-            }
-        }
-
-        /// One plugin call through curl; returns the HTTP status and the body.
-        private func pluginCall(_ container: SystemdContainer, _ path: String, _ request: some Encodable) async throws
-            -> (status: Int, body: String)
-        {
-            let body = try JSONCoding.string(request)
-            let reply = try await container.exec(
-                [
-                    "curl", "-sS", "--max-time", "30", "--unix-socket", Self.pluginSocket,
-                    "-X", "POST", "--data-binary", body, "-w", "\n%{http_code}", "http://x" + path,
-                ],
-                timeout: .seconds(60))
-            guard reply.succeeded, let last = reply.stdout.split(separator: "\n").last, let status = Int(last) else {
-                throw AcceptanceFailure("curl \(path) failed: \(reply)")
-            }
-            return (status, String(reply.stdout.dropLast(last.count)))
         }
 
         /// ProtectSystem=strict with ReadWritePaths=/run: the default switch (under the run dir)
@@ -321,8 +280,8 @@ extension Acceptance {
                 (inRun, ["socket_dir": "/run/vde-lab/sw", "create_sockets": "true"], "10.231.2"),
             ]
             for (id, options, subnet) in created {
-                let reply = try await pluginCall(
-                    container, "/NetworkDriver.CreateNetwork",
+                let reply = try await container.pluginCall(
+                    "/NetworkDriver.CreateNetwork",
                     Requests.createNetwork(id, pool: subnet + ".0/24", gateway: subnet + ".1/24", options: options))
                 if reply.status != 200 {
                     Issue.record(
@@ -337,8 +296,8 @@ extension Acceptance {
             #expect(switches.stdout.contains(ownPaths.ctlDir), "the default switch: \(switches)")
             #expect(switches.stdout.contains("/run/vde-lab/sw"), "the switch in /run/vde-lab/sw: \(switches)")
 
-            let refused = try await pluginCall(
-                container, "/NetworkDriver.CreateNetwork",
+            let refused = try await container.pluginCall(
+                "/NetworkDriver.CreateNetwork",
                 Requests.createNetwork(
                     inSrv, pool: "10.231.3.0/24", gateway: "10.231.3.1/24",
                     options: ["socket_dir": "/srv/vde-lab/sw", "create_sockets": "true"]))
@@ -351,7 +310,7 @@ extension Acceptance {
                 "nothing may be created under /srv")
 
             for (id, _, _) in created {
-                let reply = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", Requests.network(id))
+                let reply = try await container.pluginCall("/NetworkDriver.DeleteNetwork", Requests.network(id))
                 #expect(reply.status == 200, "DeleteNetwork: \(reply)")
             }
             #expect(
@@ -383,55 +342,30 @@ extension Acceptance {
             let network = IDs.dockerID()
             let paths = try NetworkPaths(
                 runDir: "/run/vde-supervisor", network: NetworkID(network), options: NetworkOptions())
-            let created = try await pluginCall(
-                container, "/NetworkDriver.CreateNetwork",
+            let created = try await container.pluginCall(
+                "/NetworkDriver.CreateNetwork",
                 Requests.createNetwork(network, pool: "10.232.1.0/24", gateway: "10.232.1.1/24"))
             #expect(created.status == 200, "CreateNetwork: \(created)")
             // Two endpoints in namespaces of their own, joined and moved as dockerd does.
             let endpoints = [IDs.dockerID(), IDs.dockerID()]
             for (index, endpoint) in endpoints.enumerated() {
-                let namespace = "adopt\(index)"
-                let address = "10.232.1.\(index + 2)"
-                try await container.check(["ip", "netns", "add", namespace])
-                let made = try await pluginCall(
-                    container, "/NetworkDriver.CreateEndpoint",
-                    Requests.createEndpoint(network: network, endpoint: endpoint, address: address + "/24"))
-                #expect(made.status == 200, "CreateEndpoint: \(made)")
-                let joined = try await pluginCall(
-                    container, "/NetworkDriver.Join",
-                    Requests.join(network: network, endpoint: endpoint, sandbox: "/run/netns/" + namespace))
-                #expect(joined.status == 200, "Join: \(joined)")
-                let tap = Requests.tap(of: endpoint)
-                for argv in [
-                    ["ip", "link", "set", tap, "netns", namespace],
-                    ["ip", "-n", namespace, "link", "set", tap, "name", "eth0"],
-                    ["ip", "-n", namespace, "addr", "add", address + "/24", "dev", "eth0"],
-                    ["ip", "-n", namespace, "link", "set", "eth0", "up"],
-                ] {
-                    try await container.check(argv)
-                }
+                try await container.joinInNamespace(
+                    network: network, endpoint: endpoint, namespace: "adopt\(index)", address: "10.232.1.\(index + 2)")
             }
             let before = try await dataPath(container, network: network, ctlDir: paths.ctlDir)
             #expect(before.count == 4, "one worker, one switch, two plugs: \(before)")
 
-            // The probe runs on the host (the image has no ping), in the container's namespace
-            // "adopt0", through the container's mount namespace where `ip netns` keeps it.
-            let containerPID = try await Docker.check(["inspect", "--format", "{{.State.Pid}}", container.name])
-                .stdout.trimmingWhitespace
             let summary = try await TempDir.with("sdping") { dir in
-                let process = try RecoverySpawned(
-                    [
-                        "/usr/bin/nsenter", "--net=/proc/\(containerPID)/root/run/netns/adopt0", RecoveryPinger.ping,
-                        "-D", "-n", "-i", "0.01", "-W", "1", "10.232.1.3",
-                    ], outputPath: dir + "/ping.log")
-                let pinger = RecoveryPinger(process: process, label: "systemd")
+                let pinger = try await container.startPinger(
+                    from: "adopt0", to: "10.232.1.3", dir: dir, label: "systemd")
+                let process = pinger.process
                 do {
                     try await pinger.waitForReplies(20)
                     // systemctl restart: the same worker, switch and plugs, adopted.
-                    let mainPID = try await activeMainPID(container)
+                    let mainPID = try await container.activeMainPID()
                     try await container.check(
                         ["systemctl", "restart", "vde-supervisor.service"], timeout: .seconds(60))
-                    let restartedPID = try await activeMainPID(container, other: mainPID)
+                    let restartedPID = try await container.activeMainPID(other: mainPID)
                     #expect(
                         try await dataPath(container, network: network, ctlDir: paths.ctlDir) == before,
                         "systemctl restart must keep the data path")
@@ -444,11 +378,11 @@ extension Acceptance {
                         try await dataPath(container, network: network, ctlDir: paths.ctlDir) == before,
                         "systemctl stop must leave the data path running")
                     let third = IDs.dockerID()
-                    let whileStopped = try await pluginCall(
-                        container, "/NetworkDriver.CreateEndpoint",
+                    let whileStopped = try await container.pluginCall(
+                        "/NetworkDriver.CreateEndpoint",
                         Requests.createEndpoint(network: network, endpoint: third, address: "10.232.1.9/24"))
                     #expect(whileStopped.status == 200, "CreateEndpoint while the service was stopped: \(whileStopped)")
-                    _ = try await activeMainPID(container, other: restartedPID)
+                    _ = try await container.activeMainPID(other: restartedPID)
                     let after = try await dataPath(container, network: network, ctlDir: paths.ctlDir)
                     #expect(Set(before).isSubset(of: after), "the stopped service's data path is adopted: \(after)")
                     #expect(after.count == 5, "one new plug, for the call made while stopped, and only one: \(after)")
@@ -460,8 +394,8 @@ extension Acceptance {
                     #expect(
                         journal.stdout.components(separatedBy: "network adopted").count - 1 >= 2,
                         "both starts should adopt the worker")
-                    let removed = try await pluginCall(
-                        container, "/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, third))
+                    let removed = try await container.pluginCall(
+                        "/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, third))
                     #expect(removed.status == 200, "DeleteEndpoint: \(removed)")
                     let seen = pinger.repliedSequences().count
                     try await pinger.waitForReplies(seen + 20)
@@ -486,11 +420,11 @@ extension Acceptance {
             #expect(!(try await container.exec(["test", "-e", paths.networkDir])).succeeded, "the network dir goes")
             // The next call starts the service again, which brings the network back from its state.
             for endpoint in endpoints {
-                let removed = try await pluginCall(
-                    container, "/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
+                let removed = try await container.pluginCall(
+                    "/NetworkDriver.DeleteEndpoint", Requests.endpoint(network, endpoint))
                 #expect(removed.status == 200, "DeleteEndpoint: \(removed)")
             }
-            let deleted = try await pluginCall(container, "/NetworkDriver.DeleteNetwork", Requests.network(network))
+            let deleted = try await container.pluginCall("/NetworkDriver.DeleteNetwork", Requests.network(network))
             #expect(deleted.status == 200, "DeleteNetwork: \(deleted)")
             #expect(try await dataPath(container, network: network, ctlDir: paths.ctlDir).isEmpty)
             for index in endpoints.indices { _ = try await container.exec(["ip", "netns", "del", "adopt\(index)"]) }
@@ -498,13 +432,13 @@ extension Acceptance {
 
         /// The inode of the plugin socket file: a new one means a new listening socket.
         private func socketInode(_ container: SystemdContainer) async throws -> String {
-            try await container.check(["stat", "-c", "%i", Self.pluginSocket]).stdout.trimmingWhitespace
+            try await container.check(["stat", "-c", "%i", SystemdContainer.pluginSocket]).stdout.trimmingWhitespace
         }
 
         private func exercise(_ container: SystemdContainer) async throws {
             // The first request activates the service, which answers it.
-            try expectActivateAnswer(try await curlActivate(container))
-            let firstPID = try await activeMainPID(container)
+            try expectActivateAnswer(try await container.curlActivate())
+            let firstPID = try await container.activeMainPID()
 
             let status = try await container.exec(["systemctl", "status", "--no-pager", "-l", "vde-supervisor"])
             #expect(status.succeeded, "systemctl status: \(status)")
@@ -517,16 +451,16 @@ extension Acceptance {
             // kill -9 of the main pid: Restart=on-failure brings it back, and it serves again.
             let socketBefore = try await socketInode(container)
             try await container.check(["kill", "-9", firstPID])
-            let secondPID = try await activeMainPID(container, other: firstPID)
+            let secondPID = try await container.activeMainPID(other: firstPID)
             #expect(try await container.property("NRestarts", of: "vde-supervisor.service") == "1")
-            try expectActivateAnswer(try await curlActivate(container))
+            try expectActivateAnswer(try await container.curlActivate())
             #expect(try await container.property("ActiveState", of: "vde-supervisor.socket") == "active")
             // The point of socket activation: the listening socket outlives the restart, so
             // what dockerd sends meanwhile waits in its backlog instead of failing.
             let socketAfter = try await socketInode(container)
             #expect(
                 socketBefore == socketAfter,
-                "systemd closed and re-created \(Self.pluginSocket) when it restarted the service (inode \(socketBefore) -> \(socketAfter)): requests during the restart fail instead of queueing. PartOf=vde-supervisor.service in vde-supervisor.socket propagates the restart to the socket."
+                "systemd closed and re-created \(SystemdContainer.pluginSocket) when it restarted the service (inode \(socketBefore) -> \(socketAfter)): requests during the restart fail instead of queueing. PartOf=vde-supervisor.service in vde-supervisor.socket propagates the restart to the socket."
             )
 
             // systemctl reload: SIGHUP through ExecReload; the same process goes on serving.
@@ -538,8 +472,8 @@ extension Acceptance {
                 ])
                 return journal.stdout.contains("configuration reloaded")
             }
-            #expect(try await activeMainPID(container) == secondPID, "reload must not restart the service")
-            try expectActivateAnswer(try await curlActivate(container))
+            #expect(try await container.activeMainPID() == secondPID, "reload must not restart the service")
+            try expectActivateAnswer(try await container.curlActivate())
 
             try await exerciseConfinement(container)
             try await exerciseAdoption(container)
@@ -557,8 +491,8 @@ extension Acceptance {
         private func exerciseUninstall(_ container: SystemdContainer) async throws {
             try await container.check(["systemctl", "start", "vde-supervisor.socket"])
             let network = IDs.dockerID()
-            let created = try await pluginCall(
-                container, "/NetworkDriver.CreateNetwork",
+            let created = try await container.pluginCall(
+                "/NetworkDriver.CreateNetwork",
                 Requests.createNetwork(network, pool: "10.232.2.0/24", gateway: "10.232.2.1/24"))
             #expect(created.status == 200, "CreateNetwork: \(created)")
             #expect(try await container.exec(["pgrep", "-f", "network-id \(network)"]).succeeded, "its worker runs")

@@ -28,19 +28,20 @@ enum SystemdTools {
 /// Release binaries built with `--static-swift-stdlib`: they run on a Debian without Swift,
 /// needing only libc, libstdc++ and the system libraries (libsystemd, libvdeplug).
 enum StaticBinaries {
-    /// The build the tests make when `VDE_STATIC_BIN_DIR` is not set (scripts/test may build
-    /// it beforehand with the same command, which makes this an up-to-date check).
-    static let scratchPath = Repository.file(".build-systemd-static")
     static let names = ["vde-supervisor", "vde-networker"]
 
+    /// The product's one release build, `build_release` of scripts/lib.sh (scripts/test runs it
+    /// and passes its directory as `VDE_STATIC_BIN_DIR`; without that the tests run the same
+    /// build, which is then an up-to-date check).
     static var buildCommand: [String] {
         let swift =
             FileManager.default.isExecutableFile(atPath: "/opt/swift/usr/bin/swift")
             ? "/opt/swift/usr/bin/swift" : "swift"
-        return [
-            swift, "build", "--package-path", Repository.root, "-c", "release", "--static-swift-stdlib",
-            "--scratch-path", scratchPath,
-        ]
+        var command = [swift, "build", "--package-path", Repository.root, "-c", "release", "--static-swift-stdlib"]
+        if let scratch = ProcessInfo.processInfo.environment["VDE_SCRATCH_PATH"], !scratch.isEmpty {
+            command += ["--scratch-path", scratch]
+        }
+        return command
     }
 
     /// The directory holding both binaries: `VDE_STATIC_BIN_DIR`, or a (re)build of them.
@@ -218,15 +219,15 @@ struct SystemdContainer: Sendable {
     func remove() async -> String? {
         // KillMode=process: stopping the unit leaves its networks running; stop-networks stops
         // them (as scripts/uninstall does), so that the halt finds nothing of ours left.
-        if (try? await exec(["test", "-x", "/usr/local/bin/vde-supervisor"], timeout: .seconds(30)))?.succeeded == true
-        {
+        // scripts/install's place or the package's.
+        for supervisor in ["/usr/local/bin/vde-supervisor", "/usr/bin/vde-supervisor"]
+        where (try? await exec(["test", "-x", supervisor], timeout: .seconds(30)))?.succeeded == true {
             _ = try? await exec(
                 ["systemctl", "stop", "vde-supervisor.service", "vde-supervisor.socket"], timeout: .seconds(60))
-            if let stopped = try? await exec(
-                ["/usr/local/bin/vde-supervisor", "stop-networks"], timeout: .seconds(60)),
+            if let stopped = try? await exec([supervisor, "stop-networks"], timeout: .seconds(60)),
                 !stopped.succeeded
             {
-                print("note: vde-supervisor stop-networks in \(name) failed: \(stopped)")
+                print("note: \(supervisor) stop-networks in \(name) failed: \(stopped)")
             }
         }
         let sigrtmin3 = "SIGRTMIN+3"

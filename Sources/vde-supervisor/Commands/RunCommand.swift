@@ -41,7 +41,9 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var store: NetworkStoreOptions
 
-    @Option(help: "trace, debug, info, warning or error (default: $LOG_LEVEL, else info; the config file's log_level wins).")
+    @Option(
+        help: "trace, debug, info, warning or error (default: $LOG_LEVEL, else info; the config file's log_level wins)."
+    )
     var logLevel: Logger.Level?
 
     @Flag(

@@ -14,13 +14,15 @@ struct PluginContainer: Sendable {
     let stateDir: String
 
     /// The capabilities the container needs, one by one (`--privileged` is refused here because
-    /// dockerd lacks CAP_SYS_RESOURCE; and it would grant far more):
-    /// NET_ADMIN makes and moves taps (`/dev/net/tun`, `ip link`); SYS_ADMIN lets `nsenter`
-    /// (setns) into a container's network namespace to re-plug its tap; SYS_PTRACE lets the
-    /// worker duplicate a plug's tun descriptor (`pidfd_getfd`) to see a tap vanish; NET_RAW
-    /// sends the gratuitous ARP (busybox arping); KILL, DAC_OVERRIDE, FOWNER and CHOWN are the
-    /// root basics the supervisor uses on its children, sockets and directories.
-    static let capabilities = ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "NET_RAW", "KILL", "DAC_OVERRIDE", "FOWNER", "CHOWN"]
+    /// dockerd lacks CAP_SYS_RESOURCE; and it would grant far more); the systemd unit's set.
+    /// Measured by dropping each in turn (docs/container.md): without NET_ADMIN no tap is made;
+    /// without SYS_ADMIN no tap is re-plugged inside a container (setns); without SYS_PTRACE
+    /// `pidfd_getfd` fails and the worker looks at each tap once a second instead. NET_RAW
+    /// sends the gratuitous ARP after a re-plug (busybox arping); CHOWN, FOWNER, DAC_OVERRIDE and
+    /// KILL serve group-owned switch sockets and switches of other owners (not needed by this test).
+    static let capabilities = [
+        "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "NET_RAW", "KILL", "DAC_OVERRIDE", "FOWNER", "CHOWN",
+    ]
 
     /// `docker run` of the image, as README gives it, with the test's own host directories.
     func runArguments() -> [String] {
@@ -68,7 +70,8 @@ struct PluginContainer: Sendable {
     /// real socket's lock and the mount propagation that the container's mounts need.
     static func with<T: Sendable>(_ body: (PluginContainer) async throws -> T) async throws -> T {
         try HostRequirements.check()
-        let image = try await Docker.run(["image", "inspect", "--format", "{{.Id}}", Self.image], timeout: .seconds(30))
+        let image = try await Docker.run(
+            ["image", "inspect", "--format", "{{.Id}}", Self.image], timeout: .seconds(30))
         guard image.succeeded else {
             throw AcceptanceFailure("image \(Self.image) is missing: run scripts/build-image (as root)\n\(image)")
         }
@@ -76,7 +79,8 @@ struct PluginContainer: Sendable {
         defer { lock.release() }
         if UnixHTTPClient.answers(socket: SupervisorFixture.realSocket) {
             throw AcceptanceFailure(
-                "something already serves \(SupervisorFixture.realSocket): stop it before running the container-mode tests")
+                "something already serves \(SupervisorFixture.realSocket): stop it before running the container-mode tests"
+            )
         }
         unlink(SupervisorFixture.realSocket)
         return try await SharedRootMount.with {

@@ -134,3 +134,77 @@ stage_tree() {
     install -m 0644 "$root/README.md" "$share/doc/vde-supervisor/README.md"
     install -m 0644 "$root"/docs/*.md "$share/doc/vde-supervisor/docs/"
 }
+
+# The Debian release the image roots (build-systemd-image, build-image, build-plugin) are made of.
+ROOTFS_SUITE=bookworm
+
+# Prints the Debian mirror apt is configured with for ROOTFS_SUITE (deb822 .sources first, then
+# one-line .list files); fails when there is none. debootstrap fetches from it: no registry here.
+debian_mirror() {
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        # The first stanza whose Suites name the suite (not -security, which lacks the main suite).
+        uri=$(awk -v suite="$ROOTFS_SUITE" '
+            BEGIN { RS=""; FS="\n" }
+            {
+                uris=""; ok=0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { uris=$i; sub(/^URIs:[ \t]*/, "", uris) }
+                    if ($i ~ /^Suites:/) { n = split(substr($i, 8), s, /[ \t]+/); for (j = 1; j <= n; j++) if (s[j] == suite) ok=1 }
+                }
+                if (ok && uris != "") { split(uris, u, /[ \t]+/); print u[1]; exit }
+            }' "$f")
+        if [ -n "$uri" ]; then echo "$uri"; return 0; fi
+    done
+    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list; do
+        [ -f "$f" ] || continue
+        uri=$(awk -v suite="$ROOTFS_SUITE" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) { if ($(i+1) == suite) { print $i; exit } } }' "$f")
+        if [ -n "$uri" ]; then echo "$uri"; return 0; fi
+    done
+    return 1
+}
+
+# debootstrap --variant=minbase of ROOTFS_SUITE into DIR (which must not exist yet) with the
+# comma-separated packages INCLUDE, without the downloaded .deb files and debootstrap's own
+# leftovers. About a minute. Shows the end of debootstrap's log when it fails.
+debootstrap_minbase() {
+    local dir=$1 include=$2 mirror log
+    mirror=$(debian_mirror) || die "no apt source for $ROOTFS_SUITE found in /etc/apt/sources.list.d"
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        say "installing debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >/dev/null \
+            || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >/dev/null; } \
+            || die "cannot install debootstrap"
+    fi
+    log=$(mktemp /var/tmp/vde-debootstrap.XXXXXX.log)
+    say "debootstrap $ROOTFS_SUITE from $mirror into $dir (about a minute)"
+    if ! debootstrap --variant=minbase --include="$include" "$ROOTFS_SUITE" "$dir" "$mirror" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        [ -f "$dir/debootstrap/debootstrap.log" ] && tail -n 30 "$dir/debootstrap/debootstrap.log" >&2
+        rm -f "$log"
+        die "debootstrap failed"
+    fi
+    rm -f "$log"
+    # The host's apt proxies and caches are not wanted inside; neither are the .deb files.
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir/debootstrap"
+}
+
+# What vde-supervisor runs inside its image and its managed plugin: the VDE switch and plugs,
+# ip and nsenter, libpcap for the capture command, busybox for the gratuitous ARP, tini as PID 1.
+ROOTFS_PACKAGES=vde2,libvdeplug2,libsystemd0,iproute2,util-linux,libpcap0.8,busybox,tini
+
+# The root file system of the image (scripts/build-image) and of the managed plugin
+# (scripts/build-plugin): a Debian minbase with ROOTFS_PACKAGES and the release build in RELEASE_BIN
+# (build_release) laid out under /usr by stage_tree. DIR must not exist yet.
+build_rootfs() {
+    local dir=$1 f
+    [ -n "${RELEASE_BIN:-}" ] || die "build_rootfs: run build_release first (RELEASE_BIN is not set)"
+    debootstrap_minbase "$dir" "$ROOTFS_PACKAGES"
+    stage_tree "$dir" /usr
+    for f in /usr/bin/tini /usr/bin/vde_switch /usr/bin/vde_plug2tap /usr/bin/busybox /usr/bin/ip \
+        /usr/bin/nsenter /usr/bin/vde-supervisor /usr/lib/vde-supervisor/vde-networker \
+        /usr/lib/vde-supervisor/vde-capture.so; do
+        [ -e "$dir$f" ] || die "build_rootfs: the root file system lacks $f"
+    done
+}

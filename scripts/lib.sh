@@ -201,7 +201,7 @@ build_rootfs() {
     [ -n "${RELEASE_BIN:-}" ] || die "build_rootfs: run build_release first (RELEASE_BIN is not set)"
     debootstrap_minbase "$dir" "$ROOTFS_PACKAGES"
     stage_tree "$dir" /usr
-    for f in /usr/bin/tini /usr/bin/vde_switch /usr/bin/vde_plug2tap /bin/busybox /sbin/ip \
+    for f in /usr/bin/tini /usr/bin/vde_switch /usr/bin/vde_plug2tap /usr/bin/busybox /usr/bin/ip \
         /usr/bin/nsenter /usr/bin/vde-supervisor /usr/lib/vde-supervisor/vde-networker \
         /usr/lib/vde-supervisor/vde-capture.so; do
         [ -e "$dir$f" ] || die "build_rootfs: the root file system lacks $f"

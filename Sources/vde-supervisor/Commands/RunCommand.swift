@@ -41,13 +41,22 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var store: NetworkStoreOptions
 
-    @Option(help: "trace, debug, info, warning or error (the config file's log_level wins).")
-    var logLevel: Logger.Level = .info
+    @Option(help: "trace, debug, info, warning or error (default: $LOG_LEVEL, else info; the config file's log_level wins).")
+    var logLevel: Logger.Level?
+
+    @Flag(
+        help: ArgumentHelp(
+            "At SIGTERM or SIGINT, stop every network's worker, switch and plugs (the state is kept).",
+            discussion:
+                "For a container (the image's command): stopping a container ends every process in it anyway, which would leave the switches' sockets behind. The next start brings the networks back from the state. Without it the workers keep running for the next supervisor."
+        ))
+    var stopNetworksOnExit = false
 
     @Option(help: "Settings re-read on SIGHUP (log_level = ...); a missing file is fine.")
     var config: String = ConfigFile.defaultPath
 
     func validate() throws {
+        _ = try EnvironmentLogLevel.resolve(flag: logLevel)
         for (flag, path) in [("--socket", socket), ("--control-socket", controlSocket)] {
             guard path.hasPrefix("/") else { throw ValidationError("\(flag) must be an absolute path") }
         }
@@ -55,11 +64,12 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
-        VDELogHandler.bootstrap(level: logLevel)
+        let startLevel = try EnvironmentLogLevel.resolve(flag: logLevel)
+        VDELogHandler.bootstrap(level: startLevel)
         let logger = Logger(label: "vde-supervisor")
         let level: Logger.Level
         do {
-            level = try ConfigFile.applyLogLevel(from: config, otherwise: logLevel)
+            level = try ConfigFile.applyLogLevel(from: config, otherwise: startLevel)
         } catch {
             logger.critical("bad configuration", metadata: ["error": "\(VDEError(wrapping: error).message)"])
             throw ExitCode.failure
@@ -114,7 +124,7 @@ struct RunCommand: AsyncParsableCommand {
                 await ControlAPI(plugin: plugin).reply(method: method, path: path, body: body)
             },
             logger: logger, listening: nil)
-        let commandLineLevel = logLevel
+        let commandLineLevel = startLevel
         let configPath = config
         let systemd = SystemdService(
             plugin: plugin, listening: listening,
@@ -128,7 +138,10 @@ struct RunCommand: AsyncParsableCommand {
                 }
             }, logger: logger)
         let group = ServiceGroup(
-            services: [OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin), control, server, systemd]
+            services: [
+                OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit), control,
+                server, systemd,
+            ]
                 + (effectiveDockerSocket.map { [DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger)] }
                     ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -137,7 +150,7 @@ struct RunCommand: AsyncParsableCommand {
             try await group.run()
         } catch {
             logger.critical("supervisor stopped", metadata: ["error": "\(VDEError(wrapping: error).message)"])
-            await plugin.detachAllWorkers()
+            await WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit).end()
             throw ExitCode.failure
         }
         logger.info("supervisor stopped")
@@ -146,13 +159,21 @@ struct RunCommand: AsyncParsableCommand {
 
 /// Leaves every worker running when the supervisor shuts down (SIGTERM, SIGINT), after the
 /// plugin API has closed: their links end, and each waits on its socket for the next supervisor.
-/// `vde-supervisor stop-networks` stops them.
+/// `vde-supervisor stop-networks` stops them. With `stopNetworks` (`run --stop-networks-on-exit`,
+/// container mode) it stops them itself: a stopped container's processes are all killed (runc
+/// kills every process of the container's cgroup when its init exits, also with `--pid host`;
+/// measured), which would leave the switches' sockets and the networks' run dirs behind.
 struct WorkerShutdown: Service {
     let plugin: VDEPlugin
+    let stopNetworks: Bool
 
     func run() async throws {
         try? await gracefulShutdown()
-        await plugin.detachAllWorkers()
+        await end()
+    }
+
+    func end() async {
+        if stopNetworks { await plugin.stopAllWorkers() } else { await plugin.detachAllWorkers() }
     }
 }
 

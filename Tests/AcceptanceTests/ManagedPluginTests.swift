@@ -8,7 +8,9 @@ extension Acceptance {
     /// two containers that ping, and `disable` and `rm` leaving nothing behind.
     @Suite("Managed plugin", .serialized)
     struct ManagedPluginTests {
-        @Test("create, enable, network and IPAM vde-supervisor:latest, ping, a plug re-made in its container, disable, rm: nothing left")
+        @Test(
+            "create, enable, network and IPAM vde-supervisor:latest, ping, a plug re-made in its container, disable, rm: nothing left"
+        )
         func createEnablePingDisableRemove() async throws {
             let (plugin, network, endpoints) = try await NetnsPropagation.with {
                 try await ManagedPlugin.with { plugin in
@@ -42,7 +44,8 @@ extension Acceptance {
                     #expect(ping.succeeded, "\(from) pings \(to) through the managed plugin: \(ping)")
                 }
                 let ctl = ManagedPlugin.runDir + "/" + String(network.prefix(12)) + "/ctl"
-                #expect(TempDir.exists(ctl + "/ctl"), "the switch's socket is on the host at \(ctl), where QEMU finds it")
+                #expect(
+                    TempDir.exists(ctl + "/ctl"), "the switch's socket is on the host at \(ctl), where QEMU finds it")
 
                 // b's plug must be re-made in b's namespace, created after the plugin started.
                 let plug = try #require(

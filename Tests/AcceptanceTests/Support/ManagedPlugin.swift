@@ -34,7 +34,8 @@ struct ManagedPlugin: Sendable {
             )
         }
         if UnixHTTPClient.answers(socket: runDir + "/control.sock") {
-            throw AcceptanceFailure("a vde-supervisor already serves \(runDir) (installed on this host?): stop it first")
+            throw AcceptanceFailure(
+                "a vde-supervisor already serves \(runDir) (installed on this host?): stop it first")
         }
     }
 

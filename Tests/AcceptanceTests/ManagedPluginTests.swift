@@ -73,7 +73,8 @@ extension Acceptance {
         /// After `disable` and `rm`: no process of the plugin, no tap, nothing in its run dir,
         /// no socket dir of dockerd's for it, and no plugin.
         private func assertNothingLeft(plugin: ManagedPlugin, network: String, taps: [String]) async throws {
-            let processes = HostInspector.vdeProcesses(mentioning: [ManagedPlugin.runDir, network])
+            let processes = HostInspector.vdeProcesses(
+                mentioning: [network, ManagedPlugin.runDir + "/" + network.prefix(12) + "/"])
             #expect(processes.isEmpty, "no worker, switch or plug is left: \(processes)")
             let ofThePlugin = HostInspector.processes().filter {
                 TempDir.readText("/proc/\($0.pid)/cgroup")?.contains(plugin.id) ?? false

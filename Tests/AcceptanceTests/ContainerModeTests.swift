@@ -43,6 +43,7 @@ extension Acceptance {
             let before = try await scope.ping(from: "a", b.ipAddress)
             #expect(before.succeeded, "a -> b before any restart: \(before)")
             #expect(!HostInspector.vdeProcesses(mentioning: needles).isEmpty, "no worker, switch or plug seen")
+            try await expectHostPlugReaches(plugin, network: network, address: a.ipAddress)
 
             let restart = ContinuousClock.now
             try await Docker.check(["restart", plugin.name])
@@ -77,6 +78,23 @@ extension Acceptance {
             try await pingsAgain(scope, from: "a", to: b.ipAddress, what: "a -> b after docker stop and start")
             try await pingsAgain(scope, from: "b", to: c.ipAddress, what: "b -> c after docker stop and start")
             return needles + [c.tap]
+        }
+
+        /// What QEMU on the host does with `-netdev vde,sock=...`: a plug started on the host, in a
+        /// namespace of its own, joins the switch the container made through the host's side of
+        /// the run dir's mount, and pings a container.
+        func expectHostPlugReaches(_ plugin: PluginContainer, network: String, address: String) async throws {
+            let ctl = plugin.runDir + "/" + String(network.prefix(12)) + "/ctl"
+            #expect(TempDir.exists(ctl), "the switch's ctl dir is not on the host at \(ctl)")
+            try await NetNS.with(count: 1) { namespaces in
+                let ns = namespaces[0]
+                try await ns.withExternalPlug(
+                    socketDir: ctl, address: "10.77.40.50/24", logPath: plugin.runDir + "/../host-plug.log"
+                ) { _, _ in
+                    let out = try await ns.ping(address)
+                    #expect(out.succeeded, "a plug on the host -> container \(address): \(out)")
+                }
+            }
         }
 
         /// Polls single pings until one answers (a restart or a re-plug takes a moment).

@@ -12,7 +12,7 @@ extension Acceptance {
             "create, enable, network and IPAM vde-supervisor:latest, ping, a plug re-made in its container, disable, rm: nothing left"
         )
         func createEnablePingDisableRemove() async throws {
-            let (plugin, network, endpoints) = try await NetnsPropagation.with {
+            let (plugin, network, endpoints) = try await SharedRootMount.with {
                 try await ManagedPlugin.with { plugin in
                     print("docker plugin enable took \(plugin.enableTime)")
                     let (network, endpoints) = try await DockerScope.with { scope in

@@ -32,7 +32,7 @@ struct PluginContainer: Sendable {
         ] + Self.capabilities.flatMap { ["--cap-add", $0] } + [
             "--device", "/dev/net/tun",
             "-v", "/run/docker/plugins:/run/docker/plugins",
-            "-v", "\(runDir):/run/vde-supervisor",
+            "-v", "\(runDir):/run/vde-supervisor:rshared",
             "-v", "\(stateDir):/var/lib/vde-supervisor",
             "-v", "/run/docker/netns:/run/docker/netns:rslave",
             "-v", "/var/run/docker.sock:/var/run/docker.sock",
@@ -103,30 +103,6 @@ struct PluginContainer: Sendable {
                 _ = try? await Docker.run(["rm", "-f", plugin.name])
                 return try outcome.get()
             }
-        }
-    }
-}
-
-/// Docker accepts `rshared` and `rslave` bind mounts only from a shared (or slave) mount. Where
-/// systemd runs, `/` is shared; on this machine no systemd runs and `/` is private, so the test
-/// makes `/` shared for its duration, as a systemd host has it, and makes it private again after
-/// (only when it changed it). Nothing else is mounted or unmounted.
-enum SharedRootMount {
-    static func propagation() async throws -> String {
-        try await Command.check(["/usr/bin/findmnt", "-n", "-o", "PROPAGATION", "/"], timeout: .seconds(10)).stdout
-            .trimmingWhitespace
-    }
-
-    static func with<T>(_ body: () async throws -> T) async throws -> T {
-        let changed = try await propagation() == "private"
-        if changed { try set(UInt(MS_SHARED), "--make-shared") }
-        defer { if changed { try? set(UInt(MS_PRIVATE), "--make-private") } }
-        return try await body()
-    }
-
-    private static func set(_ flag: UInt, _ name: String) throws {
-        guard mount("none", "/", nil, flag, nil) == 0 else {
-            throw AcceptanceFailure("mount \(name) / failed: errno \(errno)")
         }
     }
 }

@@ -46,9 +46,17 @@ build_release() {
     [ -z "${VDE_SCRATCH_PATH:-}" ] || scratch=(--scratch-path "$VDE_SCRATCH_PATH")
     say "swift build -c release --static-swift-stdlib ${scratch[*]}"
     (cd "$(repo_root)" && swift build "${scratch[@]}" -c release --static-swift-stdlib)
-    RELEASE_BIN=$(cd "$(repo_root)" && swift build "${scratch[@]}" -c release --static-swift-stdlib --show-bin-path)
+    RELEASE_BIN=$(release_bin_path)
     build_capture_plugin "$RELEASE_BIN"
     export RELEASE_BIN
+}
+
+# Prints where build_release puts the binaries (without building).
+release_bin_path() {
+    local scratch=()
+    ensure_swift_on_path
+    [ -z "${VDE_SCRATCH_PATH:-}" ] || scratch=(--scratch-path "$VDE_SCRATCH_PATH")
+    (cd "$(repo_root)" && swift build "${scratch[@]}" -c release --static-swift-stdlib --show-bin-path)
 }
 
 # The version of the build in RELEASE_BIN, as the binary reports it (its one source is

@@ -89,7 +89,7 @@ extension Acceptance {
             try await NetNS.with(count: 1) { namespaces in
                 let ns = namespaces[0]
                 try await ns.withExternalPlug(
-                    socketDir: ctl, address: "10.77.40.50/24", logPath: plugin.runDir + "/../host-plug.log"
+                    socketDir: ctl, address: "10.77.40.50/24", logPath: plugin.stateDir + "/../host-plug.log"
                 ) { _, _ in
                     let out = try await ns.ping(address)
                     #expect(out.succeeded, "a plug on the host -> container \(address): \(out)")

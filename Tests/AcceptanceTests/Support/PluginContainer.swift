@@ -2,9 +2,12 @@ import Foundation
 import Glibc
 
 /// The plugin in container mode: the image `vde-supervisor:latest` (scripts/build-image) run
-/// as README's `docker run` line gives it, serving the real plugin socket. The run dir and the
-/// state dir are the test's own host directories (mounted where the image expects them), so
-/// that the test touches no installation and no other plugin.
+/// as README's `docker run` line gives it, serving the real plugin socket and the real run dir
+/// `/run/vde-supervisor` (which must be empty or absent). The run dir is mounted at the same path
+/// on both sides, as README has it: a VDE client tells the switch the path of its own data
+/// socket, so a plug on the host reaches a switch in the container only when both see the same
+/// paths (measured with the host's run dir elsewhere: `vde_open ...: Invalid argument`). The
+/// state dir is the test's own host directory, so that the test touches no installation.
 struct PluginContainer: Sendable {
     static let image = "vde-supervisor:latest"
 
@@ -32,7 +35,7 @@ struct PluginContainer: Sendable {
         ] + Self.capabilities.flatMap { ["--cap-add", $0] } + [
             "--device", "/dev/net/tun",
             "-v", "/run/docker/plugins:/run/docker/plugins",
-            "-v", "\(runDir):/run/vde-supervisor:rshared",
+            "-v", "\(runDir):\(runDir):rshared",
             "-v", "\(stateDir):/var/lib/vde-supervisor",
             "-v", "/run/docker/netns:/run/docker/netns:rslave",
             "-v", "/var/run/docker.sock:/var/run/docker.sock",
@@ -83,10 +86,19 @@ struct PluginContainer: Sendable {
             )
         }
         unlink(SupervisorFixture.realSocket)
+        let runDir = "/run/vde-supervisor"
+        let inRunDir = (try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []
+        guard inRunDir.isEmpty else {
+            throw AcceptanceFailure(
+                "\(runDir) is in use (\(inRunDir)): stop the vde-supervisor that runs there before the container-mode tests"
+            )
+        }
+        let madeRunDir = !TempDir.exists(runDir)
+        defer { if madeRunDir { rmdir(runDir) } }
         return try await SharedRootMount.with {
             try await TempDir.with("image") { dir in
                 let plugin = PluginContainer(
-                    name: "vdeacc-\(IDs.tag(6))-plugin", runDir: dir + "/run", stateDir: dir + "/state")
+                    name: "vdeacc-\(IDs.tag(6))-plugin", runDir: runDir, stateDir: dir + "/state")
                 for path in [plugin.runDir, plugin.stateDir] {
                     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
                 }

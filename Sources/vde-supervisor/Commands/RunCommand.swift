@@ -153,9 +153,19 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             logger.critical("supervisor stopped", metadata: ["error": "\(VDEError(wrapping: error).message)"])
             await WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit).end()
+            removeRunDirIfStopped(runDir)
             throw ExitCode.failure
         }
+        removeRunDirIfStopped(runDir)
         logger.info("supervisor stopped")
+    }
+
+    /// With `--stop-networks-on-exit` nothing of the networks outlives the supervisor, so neither
+    /// does their run dir once it is empty (the managed plugin's is a directory in the host's
+    /// `/run`; container mode's is a mount point, which stays). Without it, workers may still
+    /// use it: it stays, as under systemd (`RuntimeDirectoryPreserve=yes`).
+    private func removeRunDirIfStopped(_ runDir: String) {
+        if stopNetworksOnExit { FileSystem.removeIfEmpty(runDir) }
     }
 }
 

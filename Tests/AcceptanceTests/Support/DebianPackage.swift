@@ -40,9 +40,10 @@ enum DebianPackage {
         return Set(listing.stdout.split(separator: "\n").map(String.init))
     }
 
-    /// Paths in one list and not the other that no `notOurs` prefix explains.
+    /// Paths in one list and not the other that no `notOurs` prefix explains. A path that names
+    /// the package is never excused, wherever it is (e.g. dpkg's `info/vde-supervisor.*` files).
     static func difference(_ before: Set<String>, _ after: Set<String>) -> (added: [String], removed: [String]) {
-        func ours(_ path: String) -> Bool { !notOurs.contains { path.hasPrefix($0.prefix) } }
+        func ours(_ path: String) -> Bool { path.contains(name) || !notOurs.contains { path.hasPrefix($0.prefix) } }
         return (after.subtracting(before).filter(ours).sorted(), before.subtracting(after).filter(ours).sorted())
     }
 }

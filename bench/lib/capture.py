@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
-from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats  # noqa: E402
+from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_process  # noqa: E402
 from dataplane import Path, _docker_pair, _ping, iperf_tcp  # noqa: E402
 
 LABELS = {
@@ -248,12 +248,7 @@ class VdeCapture:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             out["hung"] = True
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, signal.SIGINT)
         out["stop_s"] = time.monotonic() - t0
         out["rc"] = self.proc.returncode
         tail = self._stderr_tail()

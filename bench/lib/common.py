@@ -34,16 +34,19 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def stop_server(server: subprocess.Popen) -> None:
-    """Stops a one-shot server (`iperf3 -s -1`) a measurement started: SIGTERM unless it exited,
-    then SIGKILL if it has not gone within 10 s."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> bool:
+    """Stops a helper process a measurement started (a one-shot `iperf3 -s -1`, an `strace -c`,
+    a capture): `sig` unless it exited already, then SIGKILL if it has not gone within `timeout`
+    seconds. True when it ended without the SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
     try:
-        server.wait(timeout=10)
+        proc.wait(timeout=timeout)
+        return True
     except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+        proc.kill()
+        proc.wait()
+        return False
 
 
 def run(argv: list[str], check: bool = True, capture: bool = True, timeout: float | None = 300,

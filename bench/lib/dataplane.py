@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_server
+from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_process
 from procfs import cpu_seconds, processes_under
 
 
@@ -165,7 +165,7 @@ def iperf_tcp(p: Path, seconds: int, reverse: bool, roles: dict[str, list[int]] 
         return {"mbit_s": end["sum_received"]["bits_per_second"] / 1e6,
                 "retransmits": end.get("sum_sent", {}).get("retransmits"), "cpu_pct": cpu}
     finally:
-        stop_server(server)
+        stop_process(server)
 
 
 def _iperf(p: Path, seconds: int, reverse: bool) -> dict:

@@ -10,7 +10,7 @@ shims) plus, for vde, the plugin's own processes.
 By hand, without Docker (a private supervisor on its own socket, endpoints joined with their
 taps left in the host namespace):
 
-    python3 bench/lib/idle.py --bin-dir .build-bench-static/release [--networks 100] [--seconds 60] [--trace 20] [--hold]
+    python3 bench/lib/idle.py --bin-dir .build/release [--networks 100] [--seconds 60] [--trace 20] [--hold]
 
 prints the figures, and with --hold keeps the lab until Ctrl-C (for strace, perf, pidstat)."""
 
@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
-from common import Cleanup, Supervisor, log  # noqa: E402
+from common import Cleanup, Supervisor, log, stop_process  # noqa: E402
 from lab import DockerLab, SocketLab, docker_processes, leftover_check  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
@@ -83,12 +83,7 @@ def syscalls(pids: dict[str, int], seconds: float) -> dict:
         time.sleep(seconds)
         result = {}
         for label, (out, p) in procs.items():
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p, signal.SIGINT)
             calls = {}
             with contextlib.suppress(OSError):
                 for line in open(out):

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
-from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_server  # noqa: E402
+from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_process  # noqa: E402
 
 PLUG_KINDS = ("vde_switch", "vde_plug2tap", "wirefilter")
 
@@ -376,7 +376,7 @@ def iperf(p: Pair, seconds: float, reverse: bool = False, rate: str | None = Non
         return out
     finally:
         stop.set()
-        stop_server(server)
+        stop_process(server)
 
 
 def idle_cost(p: Pair, seconds: float) -> dict:

@@ -3,7 +3,7 @@ vde network) and a hand-started vde_switch + 2 x vde_plug2tap whose taps sit in 
 containers as a second interface (dataplane._hand_vde), alternating, iperf3 TCP both ways.
 Needs a release build, dockerd and the plugin lock (taken here), like bench/run:
 
-    python3 bench/lib/vde_ab.py --bin-dir .build-bench-static/release [--rounds 4] [--seconds 5]
+    python3 bench/lib/vde_ab.py --bin-dir .build/release [--rounds 4] [--seconds 5]
 
 Results: bench/results/ab-unimpaired-<stamp>.json, and a summary on stdout."""
 

@@ -54,11 +54,7 @@ struct CaptureCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Keep at most N bytes of each frame (1 to 262144).", valueName: "N"))
     var snaplen: Int?
 
-    @Option(help: "The supervisor's control socket.")
-    var controlSocket: String = SupervisorConfiguration.defaultControlSocket
-
-    @Option(help: "dockerd's socket, asked to resolve network and container names.")
-    var dockerSocket: String = "/var/run/docker.sock"
+    @OptionGroup var sockets: ClientSockets
 
     func validate() throws {
         do {
@@ -75,7 +71,7 @@ struct CaptureCommand: ParsableCommand {
 
     func run() throws {
         let arguments = try arguments()
-        let docker = DockerNames.inspect(socket: dockerSocket, network: network)
+        let docker = DockerNames.inspect(socket: sockets.dockerSocket, network: network)
         let target: CaptureTarget
         do {
             target = try CaptureTarget.split(network: network, words: words, docker: docker)
@@ -97,7 +93,7 @@ struct CaptureCommand: ParsableCommand {
                     message += " ('\(UntrustedText(first))' is no container on network \(docker.name) either)"
                 } else {
                     message +=
-                        " (container names need dockerd at \(dockerSocket), which did not answer or knows no network "
+                        " (container names need dockerd at \(sockets.dockerSocket), which did not answer or knows no network "
                         + "'\(UntrustedText(network))'; an endpoint ID prefix works without it)"
                 }
             }
@@ -163,10 +159,10 @@ struct CaptureCommand: ParsableCommand {
         }
         let reply: (status: Int, body: [UInt8])
         do {
-            reply = try ControlClient.post(socketPath: controlSocket, path: "/v1/capture", body: body)
+            reply = try ControlClient.post(socketPath: sockets.controlSocket, path: "/v1/capture", body: body)
         } catch {
             fail(
-                "cannot reach the supervisor at \(controlSocket): \(error.message).\n"
+                "cannot reach the supervisor at \(sockets.controlSocket): \(error.message).\n"
                     + "Is it running? Start it with `systemctl start vde-supervisor` (or `vde-supervisor run`); "
                     + "pass --control-socket if it uses another socket. The socket needs root.", status: 2)
         }

@@ -40,11 +40,7 @@ struct LinkCommand: ParsableCommand {
     @Flag(help: "Print the result as JSON (the control API's reply, with container names).")
     var json = false
 
-    @Option(help: "The supervisor's control socket.")
-    var controlSocket: String = SupervisorConfiguration.defaultControlSocket
-
-    @Option(help: "dockerd's socket, asked to resolve network and container names.")
-    var dockerSocket: String = "/var/run/docker.sock"
+    @OptionGroup var sockets: ClientSockets
 
     func validate() throws {
         do {
@@ -56,7 +52,7 @@ struct LinkCommand: ParsableCommand {
 
     func run() throws {
         let parsed = try Self.parse(network: network, words: words)
-        let docker = DockerNames.inspect(socket: dockerSocket, network: network)
+        let docker = DockerNames.inspect(socket: sockets.dockerSocket, network: network)
         var request = parsed.request
         do {
             let target = try LinkTarget.resolve(network: network, container: parsed.container, docker: docker)
@@ -75,10 +71,10 @@ struct LinkCommand: ParsableCommand {
         }
         let reply: (status: Int, body: [UInt8])
         do {
-            reply = try ControlClient.post(socketPath: controlSocket, path: "/v1/link", body: body)
+            reply = try ControlClient.post(socketPath: sockets.controlSocket, path: "/v1/link", body: body)
         } catch {
             StatusCommand.printError(
-                "vde-supervisor link: cannot reach the supervisor at \(controlSocket): \(error.message).\n"
+                "vde-supervisor link: cannot reach the supervisor at \(sockets.controlSocket): \(error.message).\n"
                     + "Is it running? Start it with `systemctl start vde-supervisor` (or `vde-supervisor run`); "
                     + "pass --control-socket if it uses another socket. The socket needs root.")
             throw ExitCode(2)
@@ -94,7 +90,7 @@ struct LinkCommand: ParsableCommand {
                         "Docker's network '\(UntrustedText(docker.name))' (\(docker.id.prefix(12))) is not a vde network "
                         + "this supervisor runs"
                 } else {
-                    message += " (and dockerd at \(dockerSocket) knows no network '\(UntrustedText(network))')"
+                    message += " (and dockerd at \(sockets.dockerSocket) knows no network '\(UntrustedText(network))')"
                 }
             }
             StatusCommand.printError("vde-supervisor link: \(message)")

@@ -35,7 +35,7 @@ struct RunCommand: AsyncParsableCommand {
         case let path?: path
         case nil:
             socket.hasPrefix("/run/docker/plugins/") || socket.hasPrefix("/var/run/docker/plugins/")
-                ? "/var/run/docker.sock" : nil
+                ? SupervisorConfiguration.defaultDockerSocket : nil
         }
     }
 

@@ -21,36 +21,32 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print the status as JSON (schema: docs/status.md).")
     var json = false
 
-    @Option(help: "The supervisor's control socket.")
-    var controlSocket: String = SupervisorConfiguration.defaultControlSocket
-
-    @Option(help: "dockerd's socket, asked for network and container names (none shown when it does not answer).")
-    var dockerSocket: String = "/var/run/docker.sock"
+    @OptionGroup var sockets: ClientSockets
 
     func run() throws {
         let reply: (status: Int, body: [UInt8])
         do {
-            reply = try ControlClient.get(socketPath: controlSocket, path: "/v1/status")
+            reply = try ControlClient.get(socketPath: sockets.controlSocket, path: "/v1/status")
         } catch {
             Self.printError(
-                "vde-supervisor status: cannot reach the supervisor at \(controlSocket): \(error.message).\n"
+                "vde-supervisor status: cannot reach the supervisor at \(sockets.controlSocket): \(error.message).\n"
                     + "Is it running? Start it with `systemctl start vde-supervisor` (or `vde-supervisor run`); "
                     + "pass --control-socket if it uses another socket. Reading the socket needs root.")
             throw ExitCode(2)
         }
         guard reply.status == 200, var report = try? JSONCoding.decode(StatusReport.self, from: reply.body) else {
             Self.printError(
-                "vde-supervisor status: unexpected answer from \(controlSocket) (HTTP \(reply.status)): "
+                "vde-supervisor status: unexpected answer from \(sockets.controlSocket) (HTTP \(reply.status)): "
                     + String(decoding: reply.body.prefix(300), as: UTF8.self))
             throw ExitCode(2)
         }
-        DockerNames.fetch(socket: dockerSocket, networkIDs: report.networks.map(\.id)).label(&report)
+        DockerNames.fetch(socket: sockets.dockerSocket, networkIDs: report.networks.map(\.id)).label(&report)
         if let network {
             report.networks = NetworkSelection.select(network, in: report.networks)
             guard !report.networks.isEmpty else {
                 Self.printError(
                     "vde-supervisor status: no vde network named '\(UntrustedText(network))', with an ID starting "
-                        + "with it, or with a container of that name (names need dockerd at \(dockerSocket))")
+                        + "with it, or with a container of that name (names need dockerd at \(sockets.dockerSocket))")
                 throw ExitCode(1)
             }
             report.healthy = report.networks.allSatisfy(\.healthy)

@@ -6,6 +6,8 @@ struct SupervisorConfiguration: Sendable {
     static let defaultStateDir = "/var/lib/vde-supervisor"
     static let defaultRunDir = "/run/vde-supervisor"
     static let defaultControlSocket = "/run/vde-supervisor/control.sock"
+    /// dockerd's API socket, where the client commands and the reconciler ask it.
+    static let defaultDockerSocket = "/var/run/docker.sock"
 
     /// The Docker plugin socket.
     var socketPath: String = SupervisorConfiguration.defaultSocket

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Synchronization
 import Testing
 
 @testable import vde_supervisor
@@ -8,7 +9,11 @@ import Testing
     /// A child nobody waits for (as an orphan re-parented to the supervisor is) is reaped after
     /// its SIGCHLD, without a periodic scan: the reaper wakes on the signal.
     @Test(.timeLimit(.minutes(1))) func aChildNobodyWaitsForIsReapedAfterItsSignal() async throws {
-        let reaper = OrphanReaper(logger: Logger(label: "test"), settle: .milliseconds(100))
+        // Only this test's children: the test process runs other suites' children too.
+        let ours = Mutex<Set<pid_t>>([])
+        let reaper = OrphanReaper(
+            logger: Logger(label: "test"), settle: .milliseconds(100),
+            mayReap: { pid in ours.withLock { $0.contains(pid) } })
         let running = Task { try await reaper.run() }
         defer { running.cancel() }
         // The reaper registers its signal source when it starts; a child that exits before
@@ -17,6 +22,7 @@ import Testing
         var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
         defer { for argument in argv { free(argument) } }
         #expect(posix_spawn(&pid, "/bin/true", nil, nil, &argv, environ) == 0)
+        ours.withLock { _ = $0.insert(pid) }
         var reaped = false
         while !reaped {
             // A reaped child is gone from /proc; an unreaped one stays there as a zombie.
@@ -28,6 +34,7 @@ import Testing
                     // Still a zombie: another child's exit signals the reaper again.
                     var another: pid_t = 0
                     #expect(posix_spawn(&another, "/bin/true", nil, nil, &argv, environ) == 0)
+                    ours.withLock { _ = $0.insert(another) }
                 }
             }
         }

@@ -25,6 +25,7 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
         static let deleting = "deleting"
         static let creating = "creating"
         static let switchPID = "switch.pid"
+        static let uplinkPID = "uplink.pid"
         static let workerSocket = "worker.sock"
         static let links = "links"
         static let captures = "captures"
@@ -88,6 +89,8 @@ public struct NetworkPaths: Codable, Sendable, Equatable {
     public var creatingDir: String { networkDir + "/" + Name.creating }
     /// The identity of the switch the plugin started.
     public var switchPIDFile: String { networkDir + "/" + Name.switchPID }
+    /// The identity of the network's uplink (`vde_plug`), which outlives its worker.
+    public var uplinkPIDFile: String { networkDir + "/" + Name.uplinkPID }
     /// Where the network's worker listens for a supervisor that adopts it (docs/recovery.md).
     public var workerSocket: String { networkDir + "/" + Name.workerSocket }
 

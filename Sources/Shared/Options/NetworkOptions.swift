@@ -9,10 +9,15 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     public static let socketGroupKey = "socket_group"
     public static let numSwitchportsKey = "num_switchports"
     public static let hubKey = "hub"
+    /// `-o uplink=URL`: join the network to the same network on other hosts (``UplinkURL``).
+    public static let uplinkKey = "uplink"
     /// Docker's standard driver option for the MTU of a network's interfaces.
     public static let mtuKey = "com.docker.network.driver.mtu"
     public static let knownKeys =
-        [socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey, mtuKey, hubKey]
+        [
+            socketDirKey, createSocketsKey, managementSocketKey, socketGroupKey, numSwitchportsKey, mtuKey, hubKey,
+            uplinkKey,
+        ]
         + LinkImpairment.Key.allCases.map(\.optionName)
     /// 68 is IPv4's minimum MTU. The top is Ethernet's 1500: vde_switch 2.3.2 drops frames longer
     /// than 1518 bytes (measured with taps at MTU 1600: an IP packet of 1504 bytes crossed, one of
@@ -41,13 +46,16 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     /// every port, so a sniffer container or VM sees all traffic. Only for a switch the plugin
     /// starts (refused with `socket_dir` alone).
     public var hub: Bool
+    /// `-o uplink=URL`: the vdeplug4 URL the worker joins the switch to (docs/multihost.md).
+    public var uplink: UplinkURL?
 
     public init(
         socketDir: String? = nil, createSockets: Bool = false, managementSocket: String? = nil,
         socketGroup: GroupName? = nil, numSwitchports: Int = NetworkOptions.defaultNumSwitchports, mtu: Int? = nil,
-        link: LinkImpairment? = nil, hub: Bool = false
+        link: LinkImpairment? = nil, hub: Bool = false, uplink: UplinkURL? = nil
     ) {
         self.hub = hub
+        self.uplink = uplink
         self.mtu = mtu
         self.link = link
         self.socketDir = socketDir
@@ -58,8 +66,12 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case socketDir, createSockets, managementSocket, socketGroup, numSwitchports, mtu, link, hub
+        case socketDir, createSockets, managementSocket, socketGroup, numSwitchports, mtu, link, hub, uplink
     }
+
+    /// The MTU the network's taps get: the user's, else what the uplink carries unfragmented
+    /// (``UplinkURL/defaultMTU``), else nil (the kernel's 1500). The one place this is decided.
+    public var effectiveMTU: Int? { mtu ?? uplink?.defaultMTU }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -72,7 +84,8 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
             mtu: try container.decodeIfPresent(Int.self, forKey: .mtu),
             link: try container.decodeIfPresent(LinkImpairment.self, forKey: .link),
             // Records from before `hub` have none.
-            hub: try container.decodeIfPresent(Bool.self, forKey: .hub) ?? false)
+            hub: try container.decodeIfPresent(Bool.self, forKey: .hub) ?? false,
+            uplink: try container.decodeIfPresent(UplinkURL.self, forKey: .uplink))
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -86,6 +99,7 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         try container.encodeIfPresent(link, forKey: .link)
         // Absent when false: a record without a hub reads as it did before `hub` existed.
         if hub { try container.encode(hub, forKey: .hub) }
+        try container.encodeIfPresent(uplink, forKey: .uplink)
     }
 
     /// Parses the generic options map. `groupExists` checks a `socket_group` name against the system.
@@ -155,6 +169,9 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
                     "option hub=true needs a switch the plugin starts: with socket_dir alone the switch is someone else's; add create_sockets=true or drop socket_dir"
                 )
             }
+        }
+        if let value = raw[uplinkKey] {
+            options.uplink = try UplinkURL(value)
         }
         let link = try LinkImpairment.parse(options: raw)
         options.link = link == LinkImpairment() ? nil : link

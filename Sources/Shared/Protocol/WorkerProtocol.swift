@@ -7,7 +7,11 @@
 /// ``WorkerEvent``) to its stdout. Every line carries `v`, the protocol version, and a line of
 /// another version is refused before anything else of it is read. See docs/worker-protocol.md.
 public enum WorkerProtocol {
-    /// 3: endpoints carry their link (`link`), `setLink`, the `linkDown` plug state.
+    /// 4 (0.16) added, without a bump, optional fields an older peer ignores: the switch spec's
+    /// and the status's `uplink`, and the `uplink` child of events (sent only by a worker whose
+    /// spec has an uplink, which an older supervisor never sends), so that an upgraded
+    /// supervisor adopts the workers of the version before it (docs/recovery.md).
+    /// 4: captures. 3: endpoints carry their link (`link`), `setLink`, the `linkDown` plug state.
     /// 2: commands, replies and events as tagged objects (`{"addEndpoint":{"endpoint":{...}}}`);
     /// 1 had a flat `op` with optional fields. Bump it on any change to a case or a label.
     public static let version = 4
@@ -57,10 +61,15 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
     public var mtu: Int?
     /// Run the switch as a hub (`vde_switch -x`, `-o hub=true`); only for a switch the worker starts.
     public var hub: Bool
+    /// The network's uplink to other hosts (`-o uplink=URL`): the worker keeps
+    /// `vde_plug vde://CTLDIR URL` running on the switch while it runs; nil: none.
+    public var uplink: UplinkURL?
 
     public init(
-        paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int, mtu: Int? = nil, hub: Bool = false
+        paths: NetworkPaths, mode: SwitchMode, group: GroupName?, numPorts: Int, mtu: Int? = nil, hub: Bool = false,
+        uplink: UplinkURL? = nil
     ) throws(VDEError) {
+        self.uplink = uplink
         guard !(hub && mode == .external) else {
             throw .invalid("a hub needs a switch the worker may start; mode external never starts one")
         }
@@ -87,7 +96,7 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
         self.mtu = mtu
     }
 
-    private enum CodingKeys: String, CodingKey { case mode, group, numPorts, mtu, hub }
+    private enum CodingKeys: String, CodingKey { case mode, group, numPorts, mtu, hub, uplink }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -97,7 +106,8 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
                 group: container.decodeIfPresent(GroupName.self, forKey: .group),
                 numPorts: container.decode(Int.self, forKey: .numPorts),
                 mtu: container.decodeIfPresent(Int.self, forKey: .mtu),
-                hub: container.decodeIfPresent(Bool.self, forKey: .hub) ?? false)
+                hub: container.decodeIfPresent(Bool.self, forKey: .hub) ?? false,
+                uplink: container.decodeIfPresent(UplinkURL.self, forKey: .uplink))
         } catch let error as VDEError {
             throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: error.message))
         }
@@ -112,6 +122,7 @@ public struct SwitchSpec: Codable, Sendable, Equatable {
         try container.encodeIfPresent(mtu, forKey: .mtu)
         // Absent when false: records and lines from before `hub` stay byte-identical.
         if hub { try container.encode(hub, forKey: .hub) }
+        try container.encodeIfPresent(uplink, forKey: .uplink)
     }
 }
 
@@ -376,6 +387,42 @@ public struct LostExternalPorts: Codable, Sendable, Equatable {
     }
 }
 
+/// The state of a network's uplink process.
+public enum UplinkState: String, Codable, Sendable, Equatable {
+    /// `vde_plug` runs and holds a switch port.
+    case running
+    /// It exited (or could not start) and is started again after a backoff delay.
+    case restarting
+    /// Not running: the switch is restarting, or the worker stopped it.
+    case stopped
+}
+
+/// A network's uplink as the worker runs it: a line of `vde-supervisor status`.
+public struct UplinkStatus: Codable, Sendable, Equatable {
+    public var url: UplinkURL
+    public var state: UplinkState
+    public var pid: Int32?
+    /// Its switch port and counters (frames in: from other hosts into the switch), when the
+    /// management socket told them.
+    public var counters: PortCounters?
+    /// How often it was started again after it exited, since the worker started.
+    public var restarts: Int
+    /// How it last ended, or why it cannot start (`killed by signal 9`).
+    public var detail: String?
+
+    public init(
+        url: UplinkURL, state: UplinkState, pid: Int32? = nil, counters: PortCounters? = nil, restarts: Int = 0,
+        detail: String? = nil
+    ) {
+        self.url = url
+        self.state = state
+        self.pid = pid
+        self.counters = counters
+        self.restarts = restarts
+        self.detail = detail
+    }
+}
+
 /// What a worker reports in answer to `status`.
 public struct WorkerStatus: Codable, Sendable, Equatable {
     /// Absent before `start`.
@@ -391,12 +438,15 @@ public struct WorkerStatus: Codable, Sendable, Equatable {
     public var lostExternalPorts: [LostExternalPorts]?
     /// Running captures, oldest first; absent when none.
     public var captures: [CaptureStatus]?
+    /// The network's uplink; absent when it has none. Its port is not among `otherPorts`.
+    public var uplink: UplinkStatus?
 
     public init(
         switch status: SwitchStatus? = nil, endpoints: [EndpointStatus] = [], otherPorts: [PortCounters]? = nil,
         externalPorts: [ExternalPort]? = nil, lostExternalPorts: [LostExternalPorts]? = nil,
-        captures: [CaptureStatus]? = nil
+        captures: [CaptureStatus]? = nil, uplink: UplinkStatus? = nil
     ) {
+        self.uplink = uplink
         self.captures = captures
         self.switch = status
         self.endpoints = endpoints
@@ -431,6 +481,8 @@ public enum WorkerReply: Codable, Sendable, Equatable {
 public enum WorkerChild: String, Codable, Sendable, Equatable {
     case `switch`
     case plug
+    /// The network's uplink (`vde_plug vde://CTLDIR URL`).
+    case uplink
 }
 
 /// Unsolicited news from a worker. On the wire: `{"childExited":{"child":"plug",...}}`.

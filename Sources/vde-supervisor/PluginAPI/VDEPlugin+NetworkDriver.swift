@@ -304,8 +304,8 @@ extension VDEPlugin {
         let paths = try NetworkPaths(runDir: configuration.runDir, network: networkID, options: options)
         let mode: SwitchMode = options.socketDir == nil ? .own : options.createSockets ? .useOrCreate : .external
         let spec = try SwitchSpec(
-            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports, mtu: options.mtu,
-            hub: options.hub)
+            paths: paths, mode: mode, group: options.socketGroup, numPorts: options.numSwitchports,
+            mtu: options.effectiveMTU, hub: options.hub, uplink: options.uplink)
         try checkNoConflict(spec, of: networkID)
         return spec
     }

@@ -84,6 +84,8 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         /// Absent in records from before the MTU and `hub` existed (and when unset or false).
         var mtu: Int?
         var hub: Bool?
+        /// Absent in records from before uplinks (and when the network has none).
+        var uplink: UplinkURL?
     }
 
     /// Reads a record, migrating one written by an older version:
@@ -126,7 +128,7 @@ struct NetworkRecord: Codable, Sendable, Equatable {
                 networkDir: networkDir, ctlDir: stored.ctlDir, managementSocket: stored.managementSocket)
             switchSpec = try SwitchSpec(
                 paths: paths, mode: mode, group: stored.group, numPorts: stored.numPorts, mtu: stored.mtu,
-                hub: stored.hub ?? false)
+                hub: stored.hub ?? false, uplink: stored.uplink)
         } catch {
             throw DecodingError.dataCorrupted(
                 DecodingError.Context(

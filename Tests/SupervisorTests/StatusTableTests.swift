@@ -1,3 +1,4 @@
+import Shared
 import Testing
 
 @testable import vde_supervisor
@@ -143,5 +144,35 @@ struct StatusExternalPortTests {
         #expect(NetworkSelection.select("3f2a", in: [a, b]).map(\.name) == ["lab"])
         #expect(NetworkSelection.select("db", in: [a, b]).map(\.name) == ["other"])
         #expect(NetworkSelection.select("nothing", in: [a, b]).isEmpty)
+    }
+}
+
+@Suite struct StatusTableUplinkTests {
+    /// The uplink's line: URL, state, pid, port, frames from and to the other hosts, restarts,
+    /// and the MTU the uplink gave the network.
+    @Test func anUplinkHasALineWithItsCountersAndRestarts() {
+        var report = StatusTableTests.report
+        report.networks[0].mtu = 1450
+        report.networks[0].uplink = .init(
+            url: "vxvde://239.255.1.1/if=vxt0", state: "running", pid: 4242, switchPort: 3,
+            counters: .init(inPackets: 7, inBytes: 700, outPackets: 9, outBytes: 900), restarts: 1, detail: nil)
+        let text = StatusTable(report: report, color: false, detailed: false).render()
+        for fact in ["UPLINK", "vxvde://239.255.1.1/if=vxt0", "running", "4242", "7/700B", "9/900B", "mtu 1450"] {
+            #expect(text.contains(fact), "missing \(fact) in \(text)")
+        }
+        #expect(
+            !StatusTable(report: StatusTableTests.report, color: false, detailed: false).render().contains("UPLINK"))
+    }
+
+    @Test func aWorkerThatDidNotAnswerLeavesTheUplinkUnknown() throws {
+        let info = VDEPlugin.uplinkInfo(url: try UplinkURL("vxvde://239.255.1.1"), reply: nil)
+        #expect(info.state == "unknown" && info.pid == nil && info.counters == nil)
+        let running = VDEPlugin.uplinkInfo(
+            url: try UplinkURL("vxvde://239.255.1.1"),
+            reply: UplinkStatus(
+                url: try UplinkURL("vxvde://239.255.1.1"), state: .restarting, counters: PortCounters(port: 5),
+                restarts: 2, detail: "killed by signal 9"))
+        #expect(running.state == "restarting" && running.switchPort == 5 && running.restarts == 2)
+        #expect(running.detail == "killed by signal 9")
     }
 }

@@ -39,6 +39,26 @@ struct StatusReport: Codable, Sendable, Equatable {
         /// Running captures (`vde-supervisor capture`), oldest first, as the worker reports them;
         /// absent when none (or the worker did not answer).
         var captures: [CaptureInfo]? = nil
+        /// The network's uplink to other hosts (`-o uplink=URL`); absent when it has none.
+        var uplink: UplinkInfo? = nil
+        /// The MTU of the network's taps when not the kernel's 1500 (`-o com.docker.network.driver.mtu`,
+        /// or the uplink's default); absent otherwise.
+        var mtu: Int? = nil
+    }
+
+    /// A network's uplink: the URL as recorded, and what its worker reports.
+    struct UplinkInfo: Codable, Sendable, Equatable {
+        var url: String
+        /// `running`, `restarting`, `stopped`, or `unknown` when the worker did not answer.
+        var state: String
+        var pid: Int32?
+        var switchPort: Int?
+        /// Seen from the switch port: `in` is what came from the other hosts.
+        var counters: Counters?
+        /// Restarts after it exited, since its worker started.
+        var restarts: Int
+        /// How it last ended, or why it cannot start.
+        var detail: String?
     }
 
     struct SwitchInfo: Codable, Sendable, Equatable {

@@ -36,6 +36,12 @@ struct StatusTable {
             if let link = network.link {
                 out += "  default link of new endpoints: \(link.summary)\n"
             }
+            if let mtu = network.mtu {
+                out += "  mtu \(mtu)\n"
+            }
+            if let uplink = network.uplink {
+                out += table(Self.uplinkRows(uplink, paint: paint), indent: "  ")
+            }
             if network.endpoints.isEmpty {
                 out += "  no endpoints\n"
             } else {
@@ -102,6 +108,21 @@ struct StatusTable {
             }
         }
         return out
+    }
+
+    /// The uplink's line: URL, state, pid, switch port, frames from and to the other hosts, restarts.
+    static func uplinkRows(_ uplink: StatusReport.UplinkInfo, paint: (String) -> String) -> [[String]] {
+        var header = ["UPLINK", "STATE", "PID", "PORT", "FROM HOSTS PKTS/BYTES", "TO HOSTS PKTS/BYTES", "RESTARTS"]
+        let pid: String = uplink.pid.map(String.init) ?? "-"
+        let port: String = uplink.switchPort.map(String.init) ?? "-"
+        let fromHosts: String = uplink.counters.map { "\($0.inPackets)/\(bytes($0.inBytes))" } ?? "-"
+        let toHosts: String = uplink.counters.map { "\($0.outPackets)/\(bytes($0.outBytes))" } ?? "-"
+        var row: [String] = [uplink.url, paint(uplink.state), pid, port, fromHosts, toHosts, String(uplink.restarts)]
+        if let detail = uplink.detail {
+            header.append("DETAIL")
+            row.append(detail)
+        }
+        return [header, row]
     }
 
     /// A line per running capture: what it captures (the segment, or an endpoint by its

@@ -66,6 +66,9 @@ extension VDEPlugin {
         }
         // Joined endpoints must be plugged; an endpoint not yet joined or left may be unplugged;
         // one whose cable the user pulled is down as asked.
+        let uplink = record.switchSpec.uplink.map { url in
+            Self.uplinkInfo(url: url, reply: reply?.uplink)
+        }
         let endpointsHealthy = endpoints.allSatisfy { endpoint in
             endpoint.state == "plugged" || (endpoint.sandbox == nil && endpoint.state == "unplugged")
                 || (endpoint.state == PlugState.linkDown.rawValue && endpoint.link?.down == true)
@@ -80,12 +83,22 @@ extension VDEPlugin {
                 ownership: record.ownsSwitch ? "own" : "external", pid: switchReport?.pid,
                 numPorts: record.switchSpec.numPorts),
             worker: workerInfo,
-            healthy: workerInfo.state == "running" && endpointsHealthy,
+            healthy: workerInfo.state == "running" && endpointsHealthy
+                && (uplink.map { $0.state == "running" } ?? true),
             endpoints: endpoints,
             otherPorts: Self.otherPorts(reply),
             lostPorts: reply?.lostExternalPorts.map { $0.map(Self.lostPorts) },
             link: record.options.link.map { LinkInfo(LinkSettings(impairment: $0)) },
-            captures: reply?.captures.flatMap { $0.isEmpty ? nil : $0.map(CaptureInfo.init) })
+            captures: reply?.captures.flatMap { $0.isEmpty ? nil : $0.map(CaptureInfo.init) },
+            uplink: uplink, mtu: record.switchSpec.mtu)
+    }
+
+    /// The recorded uplink with what the worker says of it (`unknown` when it said nothing).
+    static func uplinkInfo(url: UplinkURL, reply: UplinkStatus?) -> StatusReport.UplinkInfo {
+        StatusReport.UplinkInfo(
+            url: url.rawValue, state: reply?.state.rawValue ?? "unknown", pid: reply?.pid,
+            switchPort: reply?.counters?.port, counters: reply?.counters.map(counters),
+            restarts: reply?.restarts ?? 0, detail: reply?.detail)
     }
 
     /// The worker's external ports with program, pid and MACs; a worker that sends only

@@ -99,3 +99,17 @@ import Testing
         #expect(!(try JSONCoding.string(NetworkOptions())).contains("uplink"))
     }
 }
+
+@Suite struct UplinkSegmentTests {
+    /// vdeplug4's defaults are filled in, so two spellings of one segment compare equal.
+    @Test func defaultsAreFilledIn() throws {
+        #expect(try UplinkURL("vxvde://").segment == UplinkURL("vxvde://239.0.0.1/vni=1/port=14789/if=eth1").segment)
+        #expect(try UplinkURL("vxvde://").segment != UplinkURL("vxvde:///vni=2").segment)
+        #expect(try UplinkURL("vxvde://").segment != UplinkURL("vxlan://").segment)
+        #expect(try UplinkURL("vxlan://239.0.0.1").segment == UplinkURL("vxlan:///port=4789").segment)
+        #expect(try UplinkURL("vxvde:///v6").segment == UplinkURL("vxvde://ff05:56de::1").segment)
+        #expect(
+            try UplinkURL("udp://2000->192.0.2.1:3000").segment
+                == UplinkURL("udp://169.254.1.1:2000->192.0.2.9:4000").segment)
+    }
+}

@@ -43,6 +43,10 @@ public struct UplinkURL: CheckedString {
     public let ipv6: Bool
     /// The `if=` option: the interface the uplink sends from, when pinned.
     public let interface: String?
+    /// The segment the URL joins, with vdeplug4's defaults filled in (`vxvde 239.0.0.1 port
+    /// 14789 vni 1`; `udp local port 2000`): two networks of one host with the same segment
+    /// would be one Ethernet, so the supervisor refuses the second.
+    public let segment: String
 
     public init(_ text: String) throws(VDEError) {
         func fail(_ reason: String) -> VDEError {
@@ -63,14 +67,14 @@ public struct UplinkURL: CheckedString {
         switch scheme {
         case .udp:
             do throws(VDEError) {
-                ipv6 = try Self.checkUDP(rest)
+                (ipv6, segment) = try Self.checkUDP(rest)
             } catch {
                 throw fail(error.message)
             }
             interface = nil
         case .vxvde, .vxlan:
             do throws(VDEError) {
-                (ipv6, interface) = try Self.checkMulticast(rest, scheme: scheme)
+                (ipv6, interface, segment) = try Self.checkMulticast(rest, scheme: scheme)
             } catch {
                 throw fail(error.message)
             }
@@ -86,17 +90,20 @@ public struct UplinkURL: CheckedString {
         1500 - (ipv6 ? 40 : 20) - 8 - scheme.headerBytes - 14
     }
 
-    /// Checks `[GROUP][/OPTION...]`; returns whether it is IPv6 and the `if=` interface.
-    private static func checkMulticast(_ rest: String, scheme: Scheme) throws(VDEError) -> (Bool, String?) {
+    /// Checks `[GROUP][/OPTION...]`; returns whether it is IPv6, the `if=` interface and the segment.
+    private static func checkMulticast(_ rest: String, scheme: Scheme) throws(VDEError) -> (Bool, String?, String) {
         let parts = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         var ipv6: Bool?
-        if let group = parts.first, !group.isEmpty {
+        var group: IPAddress?
+        var values: [String: String] = [:]
+        if let text = parts.first, !text.isEmpty {
             let address: IPAddress
             do {
-                address = try IPAddress(parsing: group)
+                address = try IPAddress(parsing: text)
             } catch {
-                throw .invalid("the group '\(UntrustedText(group))' is not an IP address literal")
+                throw .invalid("the group '\(UntrustedText(text))' is not an IP address literal")
             }
+            group = address
             switch address {
             case .v4(let value) where value >> 28 == 0xE: ipv6 = false
             case .v6(let value) where value >> 120 == 0xFF: ipv6 = true
@@ -113,6 +120,7 @@ public struct UplinkURL: CheckedString {
                 )
             }
             guard seen.insert(name).inserted else { throw .invalid("option '\(name)' is given twice") }
+            values[name] = value
             switch name {
             case "v4", "v6":
                 guard value == nil else { throw .invalid("option '\(name)' takes no value") }
@@ -137,12 +145,24 @@ public struct UplinkURL: CheckedString {
             default: break
             }
         }
-        return (ipv6 ?? false, interface)
+        let v6 = ipv6 ?? false
+        // vdeplug4's defaults: the group 239.0.0.1 (ff05:56de::1), vni 1, port 14789 (vxvde) or
+        // 4789 (vxlan); `grp=N` sets both the vni and the group's last three bytes.
+        let port = values["port"].flatMap { Int($0) } ?? (scheme == .vxvde ? 14789 : 4789)
+        let segment: String
+        if let grp = values["grp"].flatMap({ Int($0) }) {
+            segment = "\(scheme.rawValue) \(v6 ? "v6" : "v4") grp \(grp) port \(port)"
+        } else {
+            let address = group.map(String.init(describing:)) ?? (v6 ? "ff05:56de::1" : "239.0.0.1")
+            segment = "\(scheme.rawValue) \(address) port \(port) vni \(values["vni"].flatMap { Int($0) } ?? 1)"
+        }
+        return (v6, interface, segment)
     }
 
     /// Checks `[LOCAL:]LOCALPORT->REMOTE:REMOTEPORT` (split as libvdeplug_udp does: at `->`, then
-    /// at the last `:` of each side); returns whether the remote address is IPv6.
-    private static func checkUDP(_ rest: String) throws(VDEError) -> Bool {
+    /// at the last `:` of each side); returns whether the remote address is IPv6, and the segment
+    /// (the local port it binds).
+    private static func checkUDP(_ rest: String) throws(VDEError) -> (Bool, String) {
         guard let arrow = rest.firstRange(of: "->") else {
             throw .invalid("a udp uplink is LOCALPORT->REMOTE:REMOTEPORT")
         }
@@ -154,16 +174,19 @@ public struct UplinkURL: CheckedString {
         let remoteHost = String(remote[..<remoteColon])
         try checkNumber(String(remote[remote.index(after: remoteColon)...]), "remote port", 1...65535)
         let remoteIsV6 = try checkHost(remoteHost, what: "remote host", optional: false)
+        let localPort: String
         if let localColon = local.lastIndex(of: ":") {
-            try checkNumber(String(local[local.index(after: localColon)...]), "local port", 1...65535)
+            localPort = String(local[local.index(after: localColon)...])
+            try checkNumber(localPort, "local port", 1...65535)
             let localIsV6 = try checkHost(String(local[..<localColon]), what: "local address", optional: true)
             if let localIsV6, let remoteIsV6, localIsV6 != remoteIsV6 {
                 throw .invalid("the local and remote addresses are of different families")
             }
         } else {
+            localPort = local
             try checkNumber(local, "local port", 1...65535)
         }
-        return remoteIsV6 ?? false
+        return (remoteIsV6 ?? false, "udp local port \(localPort)")
     }
 
     /// An IP literal (returns whether IPv6) or a DNS name (nil); empty only when `optional`.

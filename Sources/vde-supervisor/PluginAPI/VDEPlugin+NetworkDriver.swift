@@ -331,7 +331,8 @@ extension VDEPlugin {
 
     /// Refuses a spec whose paths another network uses, committed or still being created (its
     /// reservation in ``LiveNetwork/change``): the same network dir, the same ctl dir when either
-    /// network may start a switch there, or the same management socket.
+    /// network may start a switch there, the same management socket, or uplinks to the same
+    /// segment (``UplinkURL/segment``).
     func checkNoConflict(_ spec: SwitchSpec, of networkID: NetworkID) throws {
         let committed = state.networks.values.map { ($0.id, $0.switchSpec, false) }
         let creating = live.compactMap { id, network in network.reservedSpec.map { (id, $0, true) } }
@@ -348,6 +349,11 @@ extension VDEPlugin {
             }
             if let management = spec.paths.managementSocket, management == other.paths.managementSocket {
                 throw VDEError.conflict("management_socket \(management) is used by \(whose): pick another path")
+            }
+            if let uplink = spec.uplink, let otherUplink = other.uplink, uplink.segment == otherUplink.segment {
+                throw VDEError.conflict(
+                    "uplink \(uplink) joins the same segment (\(uplink.segment)) as the uplink \(otherUplink) of \(whose): the two networks would be one Ethernet; give this network its own group, vni or port"
+                )
             }
         }
     }

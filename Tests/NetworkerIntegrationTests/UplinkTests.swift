@@ -192,11 +192,11 @@ extension WorkerProcessTests {
                 "/usr/bin/vde_plug", "vde://" + specA.paths.ctlDir, uplinkA.url.rawValue,
             ])
 
-        // Kill -9 the uplink of A while B pings A every 10 ms: B's vde_plug learnt A's MAC with
-        // the dead uplink's UDP port, so only A's announcement brings the pings back at once.
+        // Kill -9 the uplink of A while B pings A every 10 ms (and A sends nothing of its own):
+        // B's vde_plug learnt A's MAC with the dead uplink's UDP port, so only A's announcement
+        // brings the pings back.
         let fromB = try Prober(scratch, from: nsB, to: "10.99.16.1")
-        let fromA = try Prober(scratch, from: nsA, to: "10.99.16.2")
-        #expect(await Host.eventually { fromB.sent >= 30 && fromA.sent >= 30 })
+        #expect(await Host.eventually { fromB.sent >= 30 })
         var mark = workerA.messageCount
         let killedAt = wallClock()
         kill(uplinkPID, SIGKILL)
@@ -204,15 +204,12 @@ extension WorkerProcessTests {
         #expect(exited.pid == uplinkPID)
         let restarted = try await workerA.event(.childRestarted, after: mark) { $0.child == .uplink }
         #expect(restarted.pid != nil && restarted.pid != uplinkPID)
-        let back = await Host.eventually(timeout: .seconds(10)) {
-            recovery(fromB, since: killedAt).seconds != nil && recovery(fromA, since: killedAt).seconds != nil
-        }
-        #expect(back, "pings did not come back after the uplink's kill")
+        let back = await Host.eventually(timeout: .seconds(10)) { recovery(fromB, since: killedAt).seconds != nil }
         let (bSeconds, bLost) = recovery(fromB, since: killedAt)
-        let (aSeconds, aLost) = recovery(fromA, since: killedAt)
         print(
-            "uplink kill -9: B -> A back after \(bSeconds.map { "\(Int($0 * 1000)) ms" } ?? "never"), \(bLost) probes lost; A -> B back after \(aSeconds.map { "\(Int($0 * 1000)) ms" } ?? "never"), \(aLost) lost (a probe every 10 ms)"
+            "uplink kill -9: B -> A back after \(bSeconds.map { "\(Int($0 * 1000)) ms" } ?? "more than 10 s"), \(bLost) probes lost (a probe every 10 ms)"
         )
+        #expect(back, "pings B -> A did not come back within 10 s of the uplink's kill")
         report = try await fullStatus(workerA)
         #expect(report.uplink?.state == .running && report.uplink?.restarts == 1)
         #expect(report.uplink?.pid == restarted.pid)
@@ -241,10 +238,7 @@ extension WorkerProcessTests {
         print("worker kill -9 and adoption: \(lostOverWorkerKill) probes B -> A lost")
         #expect(lostOverWorkerKill == 0)
         let probesB = await fromB.stop()
-        let probesA = await fromA.stop()
-        print(
-            "probes in all: B -> A \(probesB.sent) sent, \(probesB.lost.count) lost; A -> B \(probesA.sent), \(probesA.lost.count)"
-        )
+        print("probes B -> A in all: \(probesB.sent) sent, \(probesB.lost.count) lost")
 
         // Adopted, the uplink is the new worker's: killed, it is restarted.
         mark = next.messageCount

@@ -246,6 +246,25 @@ extension WorkerProcessTests {
         _ = try await next.event(.childRestarted, after: mark) { $0.child == .uplink }
         #expect(await Host.ping(from: nsB, to: "10.99.16.1"))
 
+        // Kill -9 B's switch: B's uplink exits with it and is started again after it.
+        let switchB = try #require(try await fullStatus(workerB).switch?.pid)
+        let uplinkB = try #require(try await fullStatus(workerB).uplink?.pid)
+        mark = workerB.messageCount
+        let switchKilledAt = ContinuousClock.now
+        kill(switchB, SIGKILL)
+        let again = try await workerB.event(.childRestarted, after: mark, timeout: .seconds(15)) { $0.child == .uplink }
+        let uplinkBack = ContinuousClock.now - switchKilledAt
+        #expect(again.pid != uplinkB && again.detail == "after the switch restarted")
+        #expect(
+            !workerB.allMessages.dropFirst(mark).compactMap(\.event).contains {
+                $0.kind == .childExited && $0.child == .uplink
+            }, "the uplink's exit with its switch is no crash of its own")
+        #expect(await Host.ping(from: nsB, to: "10.99.16.1"))
+        #expect(await Host.ping(from: nsA, to: "10.99.16.2"))
+        print("switch kill -9: B's uplink started again \(uplinkBack.milliseconds) ms after the kill")
+        report = try await fullStatus(workerB)
+        #expect(report.uplink?.state == .running && report.uplink?.pid == again.pid && report.uplink?.restarts == 1)
+
         // Shutdown leaves no vde_plug and no uplink.pid (shutDown checks every process on the ctl dir).
         try await shutDown(next, spec: specA)
         try await shutDown(workerB, spec: specB)

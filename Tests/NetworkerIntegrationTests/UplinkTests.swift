@@ -185,6 +185,7 @@ extension WorkerProcessTests {
         let counters = try #require(uplinkA.counters)
         #expect(counters.inPackets > 0 && counters.outPackets > 0, "\(counters)")
         #expect(report.otherPorts == [], "the uplink's port is the worker's own: \(report.otherPorts ?? [])")
+        #expect(report.switch?.numPorts == specA.numPorts, "the uplink has a port beyond num_switchports")
         #expect(report.externalPorts == [])
         #expect(FileRead.text(specA.paths.uplinkPIDFile)?.hasPrefix("\(uplinkPID) ") == true)
         #expect(

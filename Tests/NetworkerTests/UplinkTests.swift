@@ -51,6 +51,42 @@ import Testing
         await fixture.cleanUp()
     }
 
+    @Test func theUplinkArgvIsVdePlugFromTheSwitchToTheURL() throws {
+        let executables = Executables(
+            vdeSwitch: "/usr/bin/vde_switch", vdePlug2tap: "/usr/bin/vde_plug2tap", ip: "/usr/sbin/ip",
+            nsenter: "/usr/bin/nsenter", vdePlug: "/usr/bin/vde_plug")
+        #expect(
+            UplinkProcess.argv(
+                ctlDir: "/run/vde-supervisor/abc/ctl", url: "vxvde://239.255.16.1", executables: executables)
+                == ["/usr/bin/vde_plug", "vde:///run/vde-supervisor/abc/ctl", "vxvde://239.255.16.1"])
+        // The switch the worker starts gets a port for the uplink beyond num_switchports.
+        var spec = try SwitchSpec(
+            networkDir: "/run/vde-supervisor/abc", ctlDir: "/run/vde-supervisor/abc/ctl",
+            managementSocket: "/run/vde-supervisor/abc/mgmt",
+            mode: .own, group: nil, numPorts: 32)
+        #expect(SwitchProcess.argv(spec: spec, executables: executables).suffix(2) == ["-n", "33"])
+        spec.uplink = "vxvde://239.255.16.1"
+        #expect(SwitchProcess.argv(spec: spec, executables: executables).suffix(2) == ["-n", "34"])
+    }
+
+    /// `num_switchports` containers fit beside the uplink: its port is the extra one.
+    @Test func theUplinksPortIsNotTakenFromTheClients() async throws {
+        let fixture = FakeWorkerFixture()
+        // The switch the worker starts for 2 ports and an uplink has 3 (-n 4).
+        fixture.lab.with { $0.capacity = 3 }
+        var spec = try SwitchSpec(paths: fixture.paths, mode: .own, group: nil, numPorts: 2)
+        spec.uplink = FakeWorkerFixture.uplinkURL
+        _ = try await fixture.worker.start(spec: spec, restoring: [])
+        #expect(fixture.lab.runningUplink != nil)
+        _ = try await fixture.worker.addEndpoint(fixture.endpoint(1))
+        _ = try await fixture.worker.addEndpoint(fixture.endpoint(2))
+        await #expect(throws: PlugError.self) { try await fixture.worker.addEndpoint(fixture.endpoint(3)) }
+        let report = await status(fixture)
+        #expect(report.switch?.numPorts == 2)
+        #expect(report.endpoints.map(\.state) == [.plugged, .plugged])
+        await fixture.cleanUp()
+    }
+
     @Test func aNetworkWithoutUplinkRunsNoneAndReportsNone() async throws {
         let fixture = FakeWorkerFixture()
         _ = try await fixture.worker.start(spec: fixture.spec, restoring: [])

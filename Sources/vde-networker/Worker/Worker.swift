@@ -364,7 +364,15 @@ actor Worker {
         SwitchStatus(
             ctlDir: spec.paths.ctlDir, managementSocket: spec.paths.managementSocket(switchStartedByPlugin: owned),
             owned: owned,
-            pid: owned ? switchProcess?.pid : nil, numPorts: usablePorts ?? spec.numPorts)
+            pid: owned ? switchProcess?.pid : nil, numPorts: portsForClients(spec))
+    }
+
+    /// Ports containers and VMs may take: what the switch says it has (else the spec's), less
+    /// the one an uplink holds (``SwitchProcess/argv(spec:executables:)`` adds it to a switch
+    /// the worker starts).
+    func portsForClients(_ spec: SwitchSpec) -> Int {
+        guard let usablePorts else { return spec.numPorts }
+        return max(usablePorts - (spec.uplink == nil ? 0 : 1), 0)
     }
 
     func sortedStatuses() -> [EndpointStatus] {

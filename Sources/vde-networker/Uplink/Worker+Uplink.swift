@@ -77,8 +77,10 @@ extension Worker {
         do {
             let port = try await process.waitUntilAttached(
                 ctlDir: spec.paths.ctlDir, management: managementClient(), timeout: .seconds(2))
-            guard uplink != nil, !shuttingDown else {
+            // A shutdown meanwhile stops it; a detach leaves it running, unwatched (as a plug).
+            guard uplink != nil, !shuttingDown || detached else {
                 await process.terminate(grace: .milliseconds(300))
+                uplink?.pidFile.remove()
                 return false
             }
             installUplink(process, port: port)

@@ -71,7 +71,7 @@ extension Worker {
         do {
             if let management = managementClient() {
                 try await checkFreePort(
-                    management: management, capacity: usablePorts ?? spec.numPorts, ctlDir: spec.paths.ctlDir)
+                    management: management, capacity: portsForClients(spec), ctlDir: spec.paths.ctlDir)
             } else {
                 // Without a management socket, a probe is the only way to see a full switch: on a
                 // full switch libvdeplug waits for a port that never comes.
@@ -103,12 +103,14 @@ extension Worker {
         return try endpointStatus(id)
     }
 
-    /// Fails with `exhausted` when every port is in use. A port whose client just left is freed
-    /// by the switch a moment later, so a full switch is looked at again for half a second.
+    /// Fails with `exhausted` when every port is in use (the uplink's is not counted: it has
+    /// one of its own, ``portsForClients(_:)``). A port whose client just left is freed by the
+    /// switch a moment later, so a full switch is looked at again for half a second.
     func checkFreePort(management: any SwitchManagement, capacity: Int, ctlDir: String) async throws {
         let deadline = ContinuousClock.now + .milliseconds(500)
         while true {
-            let inUse = try await management.ports()
+            let uplinkPID = uplink?.process?.pid
+            let inUse = try await management.ports().filter { uplinkPID == nil || $0.peerPID != uplinkPID }
             if inUse.count < capacity { return }
             if ContinuousClock.now >= deadline {
                 logger.info(
@@ -281,8 +283,7 @@ extension Worker {
             executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
             "-I", interface, "--", address.rawValue,
         ]
-        let runner = self.runner
-        Task.detached { _ = try? await runner.run(argv) }
+        host.runDetached(argv)
     }
 
     /// Makes `plug` the endpoint's running plug and watches it.

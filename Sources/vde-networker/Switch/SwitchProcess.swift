@@ -97,11 +97,12 @@ final class SwitchProcess: Sendable {
     }
 
     /// `vde_switch -d -p PIDFILE -s CTL -M MGMT -n PORTS+1 [-g GROUP -m 0660]`: `-n N` gives N-1
-    /// ports to clients, since port 0 is never allocated.
+    /// ports to clients, since port 0 is never allocated. A network with an uplink gets one port
+    /// more, the uplink's, so that `num_switchports` containers and VMs still fit.
     static func argv(spec: SwitchSpec, executables: Executables) -> [String] {
         var argv = [executables.vdeSwitch, "-d", "-p", spec.paths.switchPIDFile, "-s", spec.paths.ctlDir]
         if let management = spec.paths.managementSocket { argv += ["-M", management] }
-        argv += ["-n", String(spec.numPorts + 1)]
+        argv += ["-n", String(spec.numPorts + 1 + (spec.uplink == nil ? 0 : 1))]
         if let group = spec.group { argv += ["-g", group.rawValue, "-m", "0660"] }
         // A hub sends every frame to every port (`-o hub=true`).
         if spec.hub { argv.append("-x") }

@@ -276,6 +276,7 @@ extension Acceptance {
         @Test func labCarriesTheSegmentWithHandStartedUplinks() async throws {
             try await withHosts(1, uplinks: .byHand) { hosts in
                 try await Self.checkPingsAndARP(hosts)
+                try await Self.checkDHCP(hosts)
             }
         }
 

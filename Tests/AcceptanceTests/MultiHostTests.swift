@@ -50,6 +50,7 @@ extension Acceptance {
             let group = "239.255.26.\(n)"
             let subnet = "10.226.\(n)"
             var runDirs: [String] = []
+            var endpoints: [String] = []
             let value = try await TempDir.with("mh") { dir in
                 try await MultiHostLab.withWire {
                     try await MultiHostLab.withNamespaces(count: 2) { namespaces in
@@ -58,6 +59,7 @@ extension Acceptance {
                             return try await DockerScope.with { scope in
                                 try await HostBSupervisor.with { b in
                                     runDirs = [a.runDir, b.runDir]
+                                    defer { endpoints = scope.endpoints.withLock { $0 } + b.client.seen.endpoints }
                                     var optionsA = [
                                         "--ipam-driver", "vde", "--subnet", "\(subnet).0/24", "--ip-range",
                                         "\(subnet).16/28", "--gateway", "\(subnet).1",
@@ -94,7 +96,7 @@ extension Acceptance {
                     }
                 }
             }
-            let left = await MultiHostLab.leftovers(paths: runDirs)
+            let left = await MultiHostLab.leftovers(paths: runDirs, endpoints: endpoints)
             #expect(left.isEmpty, "the lab left: \(left)")
             return value
         }

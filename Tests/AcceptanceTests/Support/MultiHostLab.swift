@@ -98,11 +98,13 @@ enum MultiHostLab {
     }
 
     /// What these tests may have left on the machine: namespaces `mh-*`, links `vxm*`, any
-    /// process of a 239.255.26.0/24 uplink or mentioning one of `paths` (run dirs). Empty when clean.
-    static func leftovers(paths: [String]) async -> [String] {
+    /// process of a 239.255.26.0/24 uplink or mentioning one of `paths` (run dirs), the taps of
+    /// `endpoints`. Empty when clean.
+    static func leftovers(paths: [String], endpoints: [String]) async -> [String] {
         var found = await namespaces().map { "netns \($0)" }
         found += HostInspector.links().filter { $0.hasPrefix("vxm") }.map { "link \($0)" }
         found += HostInspector.vdeProcesses(mentioning: ["vxvde://239.255.26."] + paths).map { "process \($0)" }
+        found += endpoints.map(Requests.tap(of:)).filter(HostInspector.linkExists).map { "tap \($0)" }
         return found
     }
 }

@@ -97,6 +97,11 @@ enum MultiHostLab {
         }
     }
 
+    /// Packets host A sent on the wire so far (the kernel's counter).
+    static func wireASentPackets() -> Int {
+        TempDir.readText("/sys/class/net/\(wireA)/statistics/tx_packets").flatMap { Int($0.trimmingWhitespace) } ?? 0
+    }
+
     /// What these tests may have left on the machine: namespaces `mh-*`, links `vxm*`, any
     /// process of a 239.255.26.0/24 uplink or mentioning one of `paths` (run dirs), the taps of
     /// `endpoints`. Empty when clean.

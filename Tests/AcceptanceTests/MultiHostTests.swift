@@ -47,8 +47,6 @@ extension Acceptance {
             async throws -> T
         {
             try await Docker.checkEnvironment()
-            let group = "239.255.26.\(n)"
-            let subnet = "10.226.\(n)"
             var runDirs: [String] = []
             var endpoints: [String] = []
             let value = try await TempDir.with("mh") { dir in
@@ -60,31 +58,8 @@ extension Acceptance {
                                 try await HostBSupervisor.with { b in
                                     runDirs = [a.runDir, b.runDir]
                                     defer { endpoints = scope.endpoints.withLock { $0 } + b.client.seen.endpoints }
-                                    var optionsA = [
-                                        "--ipam-driver", "vde", "--subnet", "\(subnet).0/24", "--ip-range",
-                                        "\(subnet).16/28", "--gateway", "\(subnet).1",
-                                    ]
-                                    var optionsB: [String: String] = [:]
-                                    if uplinks == .option {
-                                        optionsA += ["-o", "uplink=" + MultiHostLab.uplinkA(group: group)]
-                                        optionsB[NetworkOptions.uplinkKey] = MultiHostLab.uplinkB(group: group)
-                                    }
-                                    let networkA = try await scope.network("mh", optionsA)
-                                    let container = try await scope.container("a", network: "mh")
-                                    let pid = try await Docker.check(
-                                        ["inspect", "--format", "{{.State.Pid}}", scope.name("a")],
-                                        timeout: .seconds(30)
-                                    ).stdout.trimmingWhitespace
-                                    let containerNet = try await MultiHostLab.attach(
-                                        container: try #require(Int32(pid), "container a has no pid: \(pid)"))
-                                    let networkB = try await HostBNetwork.create(
-                                        on: b, subnet: subnet, range: "\(subnet).32/28", options: optionsB)
-                                    var members: [HostBMember] = []
-                                    for ns in namespaces { members.append(try await networkB.join(ns)) }
-                                    let hosts = Hosts(
-                                        a: a, scope: scope, networkA: networkA, container: container,
-                                        containerNet: containerNet, b: b, networkB: networkB, members: members,
-                                        group: group, subnet: subnet, dir: dir)
+                                    let hosts = try await Self.build(
+                                        n, uplinks: uplinks, a: a, scope: scope, b: b, namespaces: namespaces, dir: dir)
                                     switch uplinks {
                                     case .option: return try await body(hosts)
                                     case .byHand:
@@ -99,6 +74,39 @@ extension Acceptance {
             let left = await MultiHostLab.leftovers(paths: runDirs, endpoints: endpoints)
             #expect(left.isEmpty, "the lab left: \(left)")
             return value
+        }
+
+        /// Segment `n` on both hosts: A's network through dockerd with container `a`, B's through
+        /// its plugin API with a member in each of `namespaces`.
+        static func build(
+            _ n: Int, uplinks: Uplinks, a: Supervisor, scope: DockerScope, b: HostBSupervisor, namespaces: [NetNS],
+            dir: String
+        ) async throws -> Hosts {
+            let group = "239.255.26.\(n)"
+            let subnet = "10.226.\(n)"
+            var optionsA = [
+                "--ipam-driver", "vde", "--subnet", "\(subnet).0/24", "--ip-range", "\(subnet).16/28", "--gateway",
+                "\(subnet).1",
+            ]
+            var optionsB: [String: String] = [:]
+            if uplinks == .option {
+                optionsA += ["-o", "uplink=" + MultiHostLab.uplinkA(group: group)]
+                optionsB[NetworkOptions.uplinkKey] = MultiHostLab.uplinkB(group: group)
+            }
+            let networkA = try await scope.network("mh", optionsA)
+            let container = try await scope.container("a", network: "mh")
+            let pid = try await Docker.check(
+                ["inspect", "--format", "{{.State.Pid}}", scope.name("a")], timeout: .seconds(30)
+            ).stdout.trimmingWhitespace
+            let containerNet = try await MultiHostLab.attach(
+                container: try #require(Int32(pid), "container a has no pid: \(pid)"))
+            let networkB = try await HostBNetwork.create(
+                on: b, subnet: subnet, range: "\(subnet).32/28", options: optionsB)
+            var members: [HostBMember] = []
+            for ns in namespaces { members.append(try await networkB.join(ns)) }
+            return Hosts(
+                a: a, scope: scope, networkA: networkA, container: container, containerNet: containerNet, b: b,
+                networkB: networkB, members: members, group: group, subnet: subnet, dir: dir)
         }
 
         /// `vde_plug vde://CTL URL` on each host (B's inside `mh-b`), as the worker would run them.
@@ -279,6 +287,16 @@ extension Acceptance {
                 "host B's uplink should run on after A removed its network: \(String(describing: network.uplink))")
         }
 
+        /// Then B removes its members and its network as dockerd would: its uplink stops too.
+        static func checkRemovalOnB(_ hosts: Hosts) async throws {
+            for member in hosts.members { try await hosts.networkB.remove(member) }
+            try await hosts.networkB.delete()
+            let ctlB = hosts.networkB.paths.ctlDir
+            try await Poll.until("host B's uplink to stop with its network", deadline: .seconds(20)) {
+                HostInspector.vdeProcesses(mentioning: [ctlB]).isEmpty
+            }
+        }
+
         // MARK: tests
 
         /// The lab alone: with `vde_plug` started by hand on each host, a container on A and a
@@ -292,7 +310,7 @@ extension Acceptance {
 
         /// A container on host A and namespaces on host B, each host's network with `-o uplink`:
         /// one segment (pings both ways, ARP, DHCP), the uplink's MTU, the status line; then A
-        /// removes its network and B's segment goes on.
+        /// removes its network and B's segment goes on, until B removes its own.
         @Test func oneNetworkAcrossTwoHosts() async throws {
             try await withHosts(2) { hosts in
                 try await Self.checkPingsAndARP(hosts)
@@ -300,16 +318,20 @@ extension Acceptance {
                 try await Self.checkMTU(hosts)
                 try await Self.checkStatus(hosts)
                 try await Self.checkRemovalOnA(hosts)
+                try await Self.checkRemovalOnB(hosts)
             }
         }
         /// Kill -9 of each host's uplink, then of each host's worker. Each fault is measured
-        /// with a ping every 100 ms from the OTHER host to the faulted host's member, the one
-        /// direction that needs the remote side to relearn where that member is (a restarted
-        /// uplink sends from a new UDP port; nothing from the faulted host is sent unless a
-        /// request arrives, so only its announcement can heal the path). After each fault the
-        /// path is back within a second: at most 10 probes in a row unanswered (the figures are
-        /// printed). The uplink is restarted and `status` counts it; a killed worker's successor
-        /// adopts the running uplink.
+        /// with a ping every 100 ms from the OTHER host to the faulted host's member: the
+        /// direction that needs the other side to relearn where that member is (a restarted
+        /// uplink sends from a new UDP port, and the faulted host sends nothing until a request
+        /// reaches it), which the worker's announcement after each uplink start is for. Measured
+        /// here (2026-12-02): 0 or 1 probe lost with it; with vde_plug restarted by hand and no
+        /// announcement, 12 in a row once (healed by the namespace's own IPv6 chatter), so this
+        /// bound does not reliably catch a missing announcement. After each fault the path is
+        /// back within a second: at most 10 probes in a row unanswered (the figures are printed).
+        /// The uplink is restarted and `status` counts it; a killed worker's successor adopts
+        /// the running uplink.
         @Test func killsOfUplinkAndWorkerCostUnderASecond() async throws {
             try await withHosts(3) { hosts in
                 let m1 = hosts.members[0]

@@ -52,9 +52,9 @@ struct RecoveryPinger: Sendable {
     let process: RecoverySpawned
     let label: String
 
-    /// Starts the pinger, runs `body`, and stops it (also on failure).
+    /// Starts the pinger (a probe every `interval` seconds), runs `body`, and stops it (also on failure).
     static func with<T>(
-        _ label: String, from ns: NetNS, to peer: String, dir: String,
+        _ label: String, from ns: NetNS, to peer: String, dir: String, interval: String = "0.01",
         _ body: (RecoveryPinger) async throws -> T
     ) async throws -> T {
         guard FileManager.default.isExecutableFile(atPath: ping) else {
@@ -63,7 +63,7 @@ struct RecoveryPinger: Sendable {
         }
         let output = dir + "/ping-\(label)-\(IDs.tag(6)).log"
         let process = try RecoverySpawned(
-            [NetNS.ip, "netns", "exec", ns.name, ping, "-D", "-n", "-i", "0.01", "-W", "1", peer],
+            [NetNS.ip, "netns", "exec", ns.name, ping, "-D", "-n", "-i", interval, "-W", "1", peer],
             outputPath: output)
         let pinger = RecoveryPinger(process: process, label: label)
         do {

@@ -244,7 +244,16 @@ indirect enum StatusSchema: Sendable {
                                         ]))),
                             ]))),
                     "captures": optional(.array(capture)),
+                    "uplink": optional(uplink),
+                    "mtu": optional(.int),
                 ]))),
+    ])
+
+    /// A network's uplink to other hosts (issue 16): absent when it has none.
+    static let uplink: StatusSchema = .object([
+        "url": required(.string), "state": required(.oneOf(["running", "restarting", "stopped", "unknown"])),
+        "pid": optional(.int), "switchPort": optional(.int), "counters": optional(counters),
+        "restarts": required(.int), "detail": optional(.string),
     ])
 
     /// A running capture of a network (issue 14): absent when none runs.
@@ -333,8 +342,20 @@ struct StatusDoc: Decodable, Sendable {
         var otherPorts: [OtherPort]
         var name: String?
         var lostPorts: [LostPorts]?
+        var uplink: Uplink?
+        var mtu: Int?
 
         func endpoint(_ id: String) -> Endpoint? { endpoints.first { $0.id == id } }
+    }
+
+    struct Uplink: Decodable, Sendable {
+        var url: String
+        var state: String
+        var pid: Int32?
+        var switchPort: Int?
+        var counters: Counters?
+        var restarts: Int
+        var detail: String?
     }
 
     struct LostPorts: Decodable, Sendable {

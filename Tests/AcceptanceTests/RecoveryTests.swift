@@ -218,7 +218,7 @@ extension Acceptance {
                         let lab = try await RecoveryLab.build(host: supervisor, namespaces: namespaces, workDir: dir)
                         try await lab.waitUntilConsistent("the two networks before the fault")
                         let workers = Set(
-                            lab.networks.flatMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
+                            lab.networks.compactMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
                         let extra = EndpointID(stringLiteral: IDs.dockerID())
                         let tap = TapName(endpoint: extra)
                         defer {
@@ -295,7 +295,7 @@ extension Acceptance {
                         let poolID = try #require(lab.a.poolID)
                         #expect((TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id))
                         let workers = Set(
-                            lab.networks.flatMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
+                            lab.networks.compactMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
                         let gonePlug = try #require(
                             try await lab.status().network(lab.a.id)?.endpoints.first { $0.id == gone.id }?.plugPID)
 

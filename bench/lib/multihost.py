@@ -277,6 +277,12 @@ def pss_kb(pid: int) -> int | None:
     return procfs.smaps_rollup(pid).get("Pss")
 
 
+def memory_kb(pid: int) -> dict:
+    r = procfs.smaps_rollup(pid)
+    return {"pss": r.get("Pss"), "rss": r.get("Rss"),
+            "private": r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)}
+
+
 # --- MTU ----------------------------------------------------------------------------------------
 
 DEFAULT_MTU = {"vxvde": 1450, "vxlan": 1450, "udp": 1458}  # UplinkURL.defaultMTU over IPv4
@@ -366,7 +372,7 @@ def run_pairs(a: Host, b: Host, reps: int, seconds: int, pings: int) -> dict:
     paths.insert(0, (Path("one_switch", f"/run/netns/{ca}", f"/run/netns/{cb}", ea.ip, eb.ip),
                      {"switches": ref.switch_pids()}))
     mtus = {"one_switch": ea.mtu} | {s: na.endpoints[0].mtu for s, na, _ in nets}
-    pss_idle = {s: [pss_kb(p) for p in pids] for s, pids in uplinks.items()}
+    mem_idle = {s: [memory_kb(p) for p in pids] for s, pids in uplinks.items()}
 
     samples = {p.name: {"ping": [], "tcp_fwd": [], "tcp_rev": []} for p, _ in paths}
     for rep in range(reps):
@@ -375,7 +381,7 @@ def run_pairs(a: Host, b: Host, reps: int, seconds: int, pings: int) -> dict:
             samples[p.name]["ping"].append(_ping(p, pings))
             samples[p.name]["tcp_fwd"].append(iperf_tcp(p, seconds, False, roles))
             samples[p.name]["tcp_rev"].append(iperf_tcp(p, seconds, True, roles))
-    pss_after = {s: [pss_kb(p) for p in pids] for s, pids in uplinks.items()}
+    mem_after = {s: [memory_kb(p) for p in pids] for s, pids in uplinks.items()}
     summary = {}
     for name, s in samples.items():
         tcp = s["tcp_fwd"] + s["tcp_rev"]
@@ -392,7 +398,7 @@ def run_pairs(a: Host, b: Host, reps: int, seconds: int, pings: int) -> dict:
         b.remove_network(nb)
     a.remove_network(ref)
     return {"reps": reps, "iperf_seconds": seconds, "pings": pings, "paths": summary, "ratios": ratios,
-            "uplink_pss_kb": {"idle": pss_idle, "after_load": pss_after},
+            "uplink_memory_kb": {"idle": mem_idle, "after_load": mem_after},
             "hand_uplinks": any(n.hand_uplink for _, na, nb in nets for n in (na, nb))}
 
 
@@ -451,7 +457,7 @@ def _broadcast_flood(eps: list[Endpoint], hosts: list[Host], uplinks: list[int],
     under0 = [link_counters(h.name, h.iface) for h in hosts]
     cpu0 = {p: procfs.cpu_seconds(p) for p in uplinks}
     t0 = time.perf_counter()
-    run(["ip", "netns", "exec", eps[0].ns, "ping", "-b", "-q", "-c", str(count), "-i", "0.002", "-W", "1", bcast],
+    run(["ip", "netns", "exec", eps[0].ns, "ping", "-b", "-q", "-c", str(count), "-i", "0.0005", "-W", "1", bcast],
         check=False, timeout=count * 0.01 + 30)
     wall = time.perf_counter() - t0
     time.sleep(0.3)
@@ -461,7 +467,8 @@ def _broadcast_flood(eps: list[Endpoint], hosts: list[Host], uplinks: list[int],
     return {"sent": count, "seconds": wall, "frames_per_receiver": stats(got[1:]),
             "underlay_tx_sender": under1[0][1] - under0[0][1],
             "underlay_rx_per_host": stats([u1[0] - u0[0] for u0, u1 in zip(under0[1:], under1[1:])]),
-            "uplink_cpu_pct_sender": cpu[0], "uplink_cpu_pct_receivers": stats(cpu[1:])}
+            "uplink_cpu_pct_sender": cpu[0], "uplink_cpu_pct_receivers": stats(cpu[1:]),
+            "uplink_cpu_pct_all": sum(cpu)}
 
 
 def _unicast_bystanders(eps: list[Endpoint], hosts: list[Host], count: int) -> dict:
@@ -489,7 +496,7 @@ def run_multihost(bin_dir: str, quick: bool, cleanup: Cleanup) -> dict:
     log(f"multihost: {n} hosts (netns bh-h0..bh-h{n - 1}) on the bridge vxbr0 (netns bh-u)")
     hosts = bridged_hosts(n, bin_dir, cleanup)
     res["fanout_supervisor_start_s"] = stats([h.start() for h in hosts])
-    res["fanout"] = run_fanout(hosts, [2, 8] if quick else [2, 4, 8], 500 if quick else 2000)
+    res["fanout"] = run_fanout(hosts, [2, 8] if quick else [2, 4, 8], 2000 if quick else 6000)
     for h in hosts:
         h.stop()
     return res
@@ -549,26 +556,28 @@ def tables(mh: dict) -> str:
         for k, r in p["ratios"].items():
             out.append(f"- {k} / one switch: TCP a→b {_f(r['tcp_fwd_mbit_s'])}, b→a {_f(r['tcp_rev_mbit_s'])}, "
                        f"RTT {_f(r['ping_avg_ms'])}.")
-        pss = p["uplink_pss_kb"]
-        out.append("- PSS of each uplink (`vde_plug`), kB: " + "; ".join(
-            f"{s}: idle {pss['idle'][s]}, after the load {pss['after_load'][s]}" for s in pss["idle"]) + ".")
+        mem = p["uplink_memory_kb"]
+        show = lambda ms: ", ".join(f"{m['pss']}/{m['rss']}/{m['private']}" for m in ms)  # noqa: E731
+        out.append("- Memory of each uplink (`vde_plug`, host A, host B), PSS/RSS/private kB: " + "; ".join(
+            f"{s}: idle {show(mem['idle'][s])}, after the load {show(mem['after_load'][s])}" for s in mem["idle"]) + ".")
         if p.get("hand_uplinks"):
             out.append("- The uplinks were started by hand (a build without the worker's uplink).")
     f = mh.get("fanout")
     if f:
         out += ["", "Many hosts on one vxvde network (one supervisor, switch, uplink and container per host; the "
                 "hosts' veths on one Linux bridge without IGMP snooping); broadcast: pings to the subnet's broadcast "
-                "address from host 0 at 500/s, which the others do not answer:", "",
+                "address from host 0 at 2000/s, which the others do not answer; CPU in % of one core:", "",
                 "| hosts | setup (create + join on every host, s) | host 0 reaches all (s more) | uplink PSS kB | "
                 "uplink CPU idle % | broadcast frames per receiver / sent | underlay packets: sender out, each host in | "
-                "uplink CPU during broadcast: sender, receivers % | unicast h0↔h1: underlay packets at the peer, at each bystander |",
+                "uplink CPU during broadcast: sender, each receiver, all | unicast h0↔h1: underlay packets at the peer, at each bystander |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for k, x in f.items():
             bc, uni = x["broadcast"], x.get("unicast_bystanders")
             out.append(f"| {k} | {x['setup_s']:.2f} | {x['reach_all_from_host0_s']:.2f} | {_m(x['uplink_pss_kb'])} | "
                        f"{_m(x['uplink_idle_cpu_pct'], 1)} | {_m(bc['frames_per_receiver'])} / {bc['sent']} | "
                        f"{bc['underlay_tx_sender']}, {_m(bc['underlay_rx_per_host'])} | "
-                       f"{_f(bc['uplink_cpu_pct_sender'], 1)}, {_m(bc['uplink_cpu_pct_receivers'], 1)} | "
+                       f"{_f(bc['uplink_cpu_pct_sender'], 1)}, {_m(bc['uplink_cpu_pct_receivers'], 1)}, "
+                       f"{_f(bc.get('uplink_cpu_pct_all'), 1)} | "
                        + (f"{uni['underlay_rx_peer']}, {_m(uni['underlay_rx_bystanders'])} (of {uni['pings']} pings) |"
                           if uni else "– |"))
     return "\n".join(out)

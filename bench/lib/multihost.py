@@ -386,12 +386,14 @@ def run_pairs(a: Host, b: Host, reps: int, seconds: int, pings: int) -> dict:
     for name, s in samples.items():
         tcp = s["tcp_fwd"] + s["tcp_rev"]
         summary[name] = {"ping_avg_ms": stats([x["avg_ms"] for x in s["ping"]]),
+                         "ping_min_ms": stats([x["min_ms"] for x in s["ping"]]),
                          "tcp_fwd_mbit_s": stats([x["mbit_s"] for x in s["tcp_fwd"]]),
                          "tcp_rev_mbit_s": stats([x["mbit_s"] for x in s["tcp_rev"]]),
                          "cpu_pct": {role: stats([x["cpu_pct"][role] for x in tcp]) for role in tcp[0]["cpu_pct"]},
                          "tap_mtu": mtus[name], "samples": s}
     ref_s = summary["one_switch"]
-    ratios = {name: {k: ratio(summary[name][k], ref_s[k]) for k in ("tcp_fwd_mbit_s", "tcp_rev_mbit_s", "ping_avg_ms")}
+    ratios = {name: {k: ratio(summary[name][k], ref_s[k])
+                     for k in ("tcp_fwd_mbit_s", "tcp_rev_mbit_s", "ping_avg_ms", "ping_min_ms")}
               for name in summary if name != "one_switch"}
     for scheme, na, nb in nets:
         a.remove_network(na)
@@ -541,8 +543,9 @@ def tables(mh: dict) -> str:
     if p:
         out += ["", f"Two hosts, container to container ({p['reps']} interleaved rounds; iperf3 TCP {p['iperf_seconds']} s "
                 f"each way; {p['pings']} pings at 0.2 s); CPU in % of one core during TCP:", "",
-                "| path | tap MTU | TCP a→b Mbit/s | TCP b→a Mbit/s | ping avg RTT ms | CPU uplinks (both) | CPU switches + plugs |",
-                "|---|---|---|---|---|---|---|"]
+                "| path | tap MTU | TCP a→b Mbit/s | TCP b→a Mbit/s | ping avg RTT ms | ping min RTT ms | CPU uplinks (both) | "
+                "CPU switches + plugs |",
+                "|---|---|---|---|---|---|---|---|"]
         labels = {"one_switch": "one switch, no uplink (reference)", "vxvde": "vxvde:// between two hosts",
                   "udp": "udp:// between two hosts"}
         for k, label in labels.items():
@@ -551,11 +554,12 @@ def tables(mh: dict) -> str:
                 continue
             cpu = x["cpu_pct"]
             out.append(f"| {label} | {x['tap_mtu']} | {_m(x['tcp_fwd_mbit_s'])} | {_m(x['tcp_rev_mbit_s'])} | "
-                       f"{_m(x['ping_avg_ms'], 3)} | {_m(cpu.get('uplinks'))} | {_m(cpu.get('switches'))} |")
+                       f"{_m(x['ping_avg_ms'], 3)} | {_m(x.get('ping_min_ms'), 3)} | {_m(cpu.get('uplinks'))} | "
+                       f"{_m(cpu.get('switches'))} |")
         out.append("")
         for k, r in p["ratios"].items():
             out.append(f"- {k} / one switch: TCP a→b {_f(r['tcp_fwd_mbit_s'])}, b→a {_f(r['tcp_rev_mbit_s'])}, "
-                       f"RTT {_f(r['ping_avg_ms'])}.")
+                       f"RTT avg {_f(r['ping_avg_ms'])}, min {_f(r.get('ping_min_ms'))}.")
         mem = p["uplink_memory_kb"]
         show = lambda ms: ", ".join(f"{m['pss']}/{m['rss']}/{m['private']}" for m in ms)  # noqa: E731
         out.append("- Memory of each uplink (`vde_plug`, host A, host B), PSS/RSS/private kB: " + "; ".join(

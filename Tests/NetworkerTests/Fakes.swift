@@ -49,6 +49,16 @@ final class FakeLab: Sendable {
         var managementFails = false
         /// The switch's capture plugin (CaptureFakes.swift).
         var capturePlugin = FakeCapturePlugin()
+        /// Every uplink started (UplinkFakes.swift); an adopted one is not in here.
+        var uplinks: [FakeUplink] = []
+        /// What an earlier worker left running of the uplink, and the URL it runs with.
+        var leftoverUplink: (uplink: FakeUplink, url: UplinkURL)?
+        /// Leftover uplinks the launcher stopped (another URL, or the network has none now).
+        var stoppedLeftoverUplinks: [FakeUplink] = []
+        /// The next uplink starts fail with this error (nil: they run).
+        var uplinkFailure: UplinkError?
+        /// Every command run in the background (the endpoints' announcements).
+        var detachedCommands: [[String]] = []
     }
 
     let state = Mutex(State())
@@ -59,12 +69,14 @@ final class FakeLab: Sendable {
         WorkerHost(
             switches: FakeSwitchLauncher(lab: self),
             plugs: FakePlugLauncher(lab: self),
+            uplinks: FakeUplinkLauncher(lab: self),
             taps: FakeTaps(lab: self),
             management: { _, _ in FakeManagement(lab: self) },
             sandboxFile: { key in self.with { $0.sandboxes[key] ?? .missing } },
             namespaceLinks: { key in self.with { $0.links[key] } ?? [] },
             openFrameSource: { namespace, macAddress in try self.openFrameSource(namespace, macAddress) },
-            capturePluginPath: { FakeCapturePlugin.path })
+            capturePluginPath: { FakeCapturePlugin.path },
+            runDetached: { argv in self.with { $0.detachedCommands.append(argv) } })
     }
 
     var runningSwitch: FakeSwitch? { with { $0.switches.last { !$0.hasExited } } }
@@ -387,7 +399,7 @@ final class FakeWorkerFixture: Sendable {
             networkID: Self.networkID,
             executables: Executables(
                 vdeSwitch: "/nonexistent/vde_switch", vdePlug2tap: "/nonexistent/vde_plug2tap",
-                ip: "/nonexistent/ip", nsenter: "/nonexistent/nsenter"),
+                ip: "/nonexistent/ip", nsenter: "/nonexistent/nsenter", busybox: "/nonexistent/busybox"),
             logger: logger, host: lab.host, emit: { message in events.messages.withLock { $0.append(message) } })
     }
 

@@ -281,8 +281,7 @@ extension Worker {
             executables.nsenter, "--net=\(path)", "--", busybox, "arping", "-U", "-c", "1", "-w", "1",
             "-I", interface, "--", address.rawValue,
         ]
-        let runner = self.runner
-        Task.detached { _ = try? await runner.run(argv) }
+        host.runDetached(argv)
     }
 
     /// Makes `plug` the endpoint's running plug and watches it.

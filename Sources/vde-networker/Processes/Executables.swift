@@ -12,6 +12,8 @@ struct Executables: Sendable {
     var vdePlug2tap: String
     var ip: String
     var nsenter: String
+    /// The network's uplink (`vde_plug vde://CTLDIR URL`, Debian's vdeplug package).
+    var vdePlug: String = "vde_plug"
     /// For `busybox arping`; optional (nil when not installed).
     var busybox: String? = nil
     /// The plug of an impaired endpoint (Debian's vde-wirefilter, pulled in by vde2).
@@ -30,6 +32,7 @@ struct Executables: Sendable {
         }
         return Executables(
             vdeSwitch: find("vde_switch"), vdePlug2tap: find("vde_plug2tap"), ip: find("ip"), nsenter: find("nsenter"),
+            vdePlug: find("vde_plug"),
             busybox: locate("busybox", environmentPath: environmentPath), wirefilter: find("wirefilter"),
             capturePlugin: locateCapturePlugin())
     }

@@ -18,7 +18,7 @@ extension Worker {
         guard !detached, shutdownTask == nil else { return }
         detached = true
         shuttingDown = true
-        logger.info("detaching (\(reason)): the switch and plugs keep running")
+        logger.info("detaching (\(reason)): the switch, plugs and uplink keep running")
         // Captures do not outlive their worker: each command gets its end record, and the
         // switch keeps no capture plugin.
         await endAllCaptures(reason: "the network's worker is exiting (\(reason))")
@@ -28,5 +28,6 @@ extension Worker {
         restartTasks = []
         for endpoint in endpoints.values { endpoint.plug?.stopWatching() }
         switchProcess?.stopWatching()
+        uplink?.process?.stopWatching()
     }
 }

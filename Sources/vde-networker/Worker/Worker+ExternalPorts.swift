@@ -10,10 +10,15 @@ import Shared
 /// (``PortEventWatch``: `debug/add` on one management connection kept open), so it never polls
 /// and still knows, when the switch dies and can no longer be asked, which clients were on it.
 extension Worker {
-    /// The pids of this worker's plugs, running or installed on the current switch and since
-    /// exited: ports with one of them are not external.
+    /// The pids of this worker's plugs and uplink, running or installed on the current switch
+    /// and since exited: ports with one of them are not external.
     var plugPIDs: Set<Int32> {
-        externalPorts.ownPIDs.union(endpoints.values.compactMap { $0.plug?.switchPID })
+        externalPorts.ownPIDs.union(runningChildPIDs)
+    }
+
+    /// The pids the switch shows for the plugs and the uplink that run now.
+    private var runningChildPIDs: Set<Int32> {
+        Set(endpoints.values.compactMap { $0.plug?.switchPID } + [uplink?.process?.pid].compactMap { $0 })
     }
 
     /// Called for each plug the worker installs, with the pid the switch shows for it
@@ -27,7 +32,7 @@ extension Worker {
         let listed = Set(
             externalPorts.book.ports.values.flatMap { $0.endpoints.values.compactMap { $0 } }.compactMap(
                 PortReport.processID(in:)))
-        let running = Set(endpoints.values.compactMap { $0.plug?.switchPID })
+        let running = runningChildPIDs
         externalPorts.ownPIDs = externalPorts.ownPIDs.filter { listed.contains($0) || running.contains($0) }
     }
 

@@ -20,6 +20,7 @@ extension Worker {
         switchPIDFile?.remove()
         switchState = .restarting
         endSegmentCaptures(reason: "the network's switch exited (\(exit)); it is being restarted")
+        dropUplinkWithSwitch()
         for (id, endpoint) in endpoints {
             guard let plug = endpoint.plug else { continue }
             endpoints[id]?.plug = nil
@@ -74,6 +75,7 @@ extension Worker {
                     .childRestarted(
                         child: .switch, pid: process.pid,
                         detail: "re-attached \(reattached) of \(waiting.count) endpoints"))
+                await uplinkAfterSwitchRestart()
             }
         } catch {
             // Only a shutdown gets here.

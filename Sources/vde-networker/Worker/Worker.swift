@@ -51,6 +51,8 @@ actor Worker {
     /// Ports the switch really offers (`port/showinfo`), when the management socket tells.
     var usablePorts: Int?
     var endpoints: [EndpointID: ManagedEndpoint] = [:]
+    /// The network's uplink (Uplink/); nil when the spec has none.
+    var uplink: ManagedUplink?
     /// Directories this worker created (outermost first), removed at shutdown when empty.
     var createdDirectories: [String] = []
     var pidFiles: PlugPIDFiles?
@@ -177,6 +179,7 @@ actor Worker {
         self.pidFiles = pidFiles
         var leftovers = await host.plugs.adoptLeftovers(
             pidFiles: pidFiles, restoring: restoring, paths: spec.paths, logger: logger)
+        let leftoverUplink = await takeOverLeftoverUplink(spec)
         tapCreations = TapMarkers(directory: spec.paths.creatingDir)
         await deleteMarkedTaps(
             tapCreations, keeping: Set(restoring.map(\.tapName)), what: "an endpoint whose creation did not finish")
@@ -264,6 +267,7 @@ actor Worker {
         }
 
         await removeCaptureLeftovers(adoptedSwitch: leftoverSwitch != nil)
+        await bringUpUplink(leftover: leftoverUplink, switchAdopted: leftoverSwitch != nil)
 
         // Reply now: the endpoints are restored concurrently after the reply, each reported by
         // an `endpointState` event, so that no number of endpoints can exceed start's timeout.
@@ -384,6 +388,8 @@ actor Worker {
         let ports = entries.map { $0.filter(\.active).map(\.counters) }
         // Taken after the await: endpoints may have changed meanwhile.
         var ours = Set<Int>()
+        let uplinkStatus = uplinkStatus(ports: ports)
+        if let port = uplinkStatus?.counters?.port { ours.insert(port) }
         let statuses = endpoints.keys.sorted().compactMap { id -> EndpointStatus? in
             guard let endpoint = endpoints[id] else { return nil }
             let counters = endpoint.plug.flatMap { plug in ports?.first { $0.peerPID == plug.switchPID } }
@@ -394,7 +400,7 @@ actor Worker {
         return WorkerStatus(
             switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) },
             externalPorts: externalPortsForStatus(entries: entries, macs: macs),
-            lostExternalPorts: lostExternalPortsForStatus, captures: captures)
+            lostExternalPorts: lostExternalPortsForStatus, captures: captures, uplink: uplinkStatus)
     }
 
     // MARK: Shutdown
@@ -421,6 +427,7 @@ actor Worker {
         tapPollTask?.cancel()
         for task in restartTasks { task.cancel() }
         await endAllCaptures(reason: "the network's worker is shutting down (\(reason))")
+        await stopUplink()
         let plugs = endpoints.compactMap { id, endpoint in endpoint.plug.map { (id, $0) } }
         for id in endpoints.keys {
             endpoints[id]?.plug = nil

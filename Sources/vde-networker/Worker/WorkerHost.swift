@@ -13,6 +13,8 @@ import Shared
 struct WorkerHost: Sendable {
     var switches: any SwitchLauncher
     var plugs: any PlugLauncher
+    /// The network's uplink (`vde_plug vde://CTLDIR URL`).
+    var uplinks: any UplinkLauncher
     var taps: any TapHost
     /// A client of the switch's management socket at `path`, each exchange within `timeout`.
     var management: @Sendable (_ path: String, _ timeout: Duration) -> any SwitchManagement
@@ -29,6 +31,9 @@ struct WorkerHost: Sendable {
     var capturePluginPath: @Sendable () throws -> String = {
         throw CaptureError(vdeError: .unavailable("segment captures are not available here"))
     }
+    /// Runs `argv` in the background, best effort, its outcome ignored: an endpoint's
+    /// unsolicited ARP (``Worker/announce(endpointID:at:)``).
+    var runDetached: @Sendable (_ argv: [String]) -> Void = { _ in }
 
     /// The real thing: vde_switch, vde_plug2tap, taps by ioctl and `ip`, nsenter.
     static func system(executables: Executables, logger: Logger) -> WorkerHost {
@@ -36,6 +41,7 @@ struct WorkerHost: Sendable {
         return WorkerHost(
             switches: SystemSwitchLauncher(executables: executables),
             plugs: SystemPlugLauncher(executables: executables),
+            uplinks: SystemUplinkLauncher(executables: executables),
             taps: Taps(ip: executables.ip, runner: runner),
             management: { path, timeout in ManagementClient(socketPath: path, timeout: timeout) },
             sandboxFile: SandboxFile.inspect,
@@ -53,7 +59,8 @@ struct WorkerHost: Sendable {
                 }
                 return try opened.get()
             },
-            capturePluginPath: { try executables.checkedCapturePlugin() })
+            capturePluginPath: { try executables.checkedCapturePlugin() },
+            runDetached: { argv in Task.detached { _ = try? await runner.run(argv) } })
     }
 }
 
@@ -78,6 +85,7 @@ extension SwitchLauncher {
 /// A switch the worker started or adopted.
 protocol RunningSwitch: AnyObject, Sendable {
     var pid: pid_t { get }
+    var hasExited: Bool { get }
     /// Calls `handler` once when the switch exits, at once if it already has.
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
     /// Stops it and removes what it left (see ``SwitchProcess/stop(logger:grace:)``).
@@ -128,6 +136,7 @@ struct SystemSwitchLauncher: SwitchLauncher {
 }
 
 extension SwitchProcess: RunningSwitch {
+    var hasExited: Bool { process.hasExited }
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { process.onExit(handler) }
     func stopWatching() { process.stopWatching() }
 }
@@ -208,6 +217,70 @@ struct SystemPlugLauncher: PlugLauncher {
 extension PlugProcess: RunningPlug {
     var hasExited: Bool { child.hasExited }
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { child.onExit(handler) }
+}
+
+// MARK: Uplink
+
+/// Starts the network's uplink, and finds the one an earlier worker left.
+protocol UplinkLauncher: Sendable {
+    /// Starts `vde_plug vde://CTLDIR URL` (see ``UplinkProcess``); returns once it runs.
+    func start(ctlDir: String, url: UplinkURL, logger: Logger) async throws(UplinkError) -> any RunningUplink
+    /// The uplink `pidFile` names, when it is beyond doubt this network's uplink with `url` on
+    /// `ctlDir` (nil: none). A vde_plug the file proves ours but with other arguments (or any,
+    /// when `url` is nil) is stopped; the file of an uplink not adopted is removed.
+    func adoptLeftover(pidFile: UplinkPIDFile, ctlDir: String, url: UplinkURL?, logger: Logger) async
+        -> (any RunningUplink)?
+}
+
+/// An uplink the worker started or adopted.
+protocol RunningUplink: AnyObject, Sendable {
+    var pid: pid_t { get }
+    var hasExited: Bool { get }
+    /// Calls `handler` once when it exits, at once if it already has.
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
+    /// Waits until a switch port shows its pid and returns the port (nil: cannot tell).
+    func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration)
+        async throws(UplinkError) -> Int?
+    /// SIGTERM, SIGKILL after `grace`.
+    func terminate(grace: Duration) async
+    /// Stops watching it; it runs on (see ``Worker/detach(reason:)``).
+    func stopWatching()
+}
+
+struct SystemUplinkLauncher: UplinkLauncher {
+    var executables: Executables
+
+    func start(ctlDir: String, url: UplinkURL, logger: Logger) async throws(UplinkError) -> any RunningUplink {
+        try await UplinkProcess.start(ctlDir: ctlDir, url: url, executables: executables, logger: logger)
+    }
+
+    func adoptLeftover(pidFile: UplinkPIDFile, ctlDir: String, url: UplinkURL?, logger: Logger) async
+        -> (any RunningUplink)?
+    {
+        switch pidFile.leftover(ctlDir: ctlDir, url: url) {
+        case .adoptable(let identity):
+            if let url, let adopted = UplinkProcess.adopt(identity, ctlDir: ctlDir, url: url) {
+                logger.info("adopted the running uplink", metadata: ["pid": "\(identity.pid)", "url": "\(url)"])
+                return adopted
+            }
+        case .otherUplink(let identity):
+            logger.info(
+                "stopping an uplink left behind by an earlier worker (not this network's uplink now)",
+                metadata: ["pid": "\(identity.pid)", "file": "\(pidFile.path)"])
+            await identity.stop(program: UplinkProcess.program)
+        case .none:
+            break
+        }
+        pidFile.remove()
+        return nil
+    }
+}
+
+extension UplinkProcess: RunningUplink {
+    var hasExited: Bool { child.hasExited }
+    func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { child.onExit(handler) }
+    func terminate(grace: Duration) async { await child.terminate(grace: grace) }
+    func stopWatching() { child.stopWatching() }
 }
 
 /// Taps in the worker's (host) network namespace (see ``Taps``).

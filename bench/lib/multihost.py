@@ -218,11 +218,11 @@ def link_counters(ns: str, ifname: str) -> tuple[int, int]:
     return s["rx"]["packets"], s["tx"]["packets"]
 
 
-def reassembled(ns: str) -> int:
-    """IP datagrams the netns reassembled from fragments (Ip: ReasmOKs)."""
+def reassembly(ns: str) -> tuple[int, int]:
+    """(fragments received, datagrams reassembled from them) in a netns (Ip: ReasmReqds, ReasmOKs)."""
     lines = [l.split() for l in run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"]).stdout.splitlines()
              if l.startswith("Ip:")]
-    return int(lines[1][lines[0].index("ReasmOKs")])
+    return int(lines[1][lines[0].index("ReasmReqds")]), int(lines[1][lines[0].index("ReasmOKs")])
 
 
 def two_hosts(bin_dir: str, cleanup: Cleanup) -> list[Host]:
@@ -312,6 +312,7 @@ def run_mtu(a: Host, b: Host, pings: int) -> dict:
         # reach the far host all the same, and are what the underlay counts there.
         broadcast = not unicast_ok
         promised = DEFAULT_MTU[scheme]
+        time.sleep(1)  # the uplinks' start-up traffic (IGMP, the worker's announcements) passes
         rows = []
         for size in (promised, promised + MTU_SIZES_ABOVE, 1500):
             rows.append(_probe(ea, eb, b, size, pings, broadcast))
@@ -336,15 +337,16 @@ def _probe(src: Endpoint, dst: Endpoint, far: Host, ip_bytes: int, pings: int, b
     """`pings` pings of `ip_bytes` with DF; the far host's underlay counts what arrived."""
     target = re.sub(r"\.\d+$", ".255", dst.ip) if broadcast else dst.ip
     rx0, _ = link_counters(far.name, far.iface)
-    r0 = reassembled(far.name)
+    f0, r0 = reassembly(far.name)
     argv = ["ip", "netns", "exec", src.ns, "ping", "-M", "do", "-c", str(pings), "-i", "0.05", "-W", "1",
             "-s", str(ip_bytes - 28)] + (["-b"] if broadcast else []) + [target]
     out = run(argv, check=False).stdout
     time.sleep(0.3)  # the last replies and counters
     rx1, _ = link_counters(far.name, far.iface)
+    f1, r1 = reassembly(far.name)
     got = re.search(r"(\d+) received", out)
     return {"ip_bytes": ip_bytes, "pings": pings, "replies": int(got.group(1)) if got and not broadcast else None,
-            "underlay_rx": rx1 - rx0, "reassembled": reassembled(far.name) - r0,
+            "underlay_rx": rx1 - rx0, "fragments": f1 - f0, "reassembled": r1 - r0,
             "underlay_packets_per_frame": (rx1 - rx0) / pings}
 
 
@@ -541,10 +543,11 @@ def _f(x, digits: int = 2) -> str:
 def tables(mh: dict) -> str:
     out = ["MTU: pings with DF (10 per size) from host A's tap at MTU 1500 to host B's; the underlay "
            "packets and reassembled datagrams counted on host B; the taps' MTU without the mtu option.", "",
-           "| uplink | default MTU of the taps | unicast | IP bytes: underlay packets per frame (reassembled, replies) |",
+           "| uplink | default MTU of the taps | unicast | IP bytes: underlay packets per frame (fragments, reassembled, replies) |",
            "|---|---|---|---|"]
     for scheme, m in mh.get("mtu", {}).items():
-        cells = "; ".join(f"{r['ip_bytes']}: {r['underlay_packets_per_frame']:.1f} ({r['reassembled']}, "
+        cells = "; ".join(f"{r['ip_bytes']}: {r['underlay_packets_per_frame']:.1f} ({r.get('fragments', '?')}, "
+                          f"{r['reassembled']}, "
                           f"{'–' if r['replies'] is None else r['replies']})" for r in m["sizes"])
         out.append(f"| `{m['url_a']}` | {m['default_mtu_taps'][0]} / {m['default_mtu_taps'][1]} | "
                    f"{'yes' if m['unicast_ok'] else 'NO (' + m['probe'] + ' probe)'} | {cells} |")

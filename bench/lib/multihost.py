@@ -542,7 +542,7 @@ def _f(x, digits: int = 2) -> str:
 
 def tables(mh: dict) -> str:
     out = ["MTU: pings with DF (10 per size) from host A's tap at MTU 1500 to host B's; the underlay "
-           "packets and reassembled datagrams counted on host B; the taps' MTU without the mtu option.", "",
+           "packets, IP fragments and reassembled datagrams counted on host B; the taps' MTU without the mtu option.", "",
            "| uplink | default MTU of the taps | unicast | IP bytes: underlay packets per frame (fragments, reassembled, replies) |",
            "|---|---|---|---|"]
     for scheme, m in mh.get("mtu", {}).items():

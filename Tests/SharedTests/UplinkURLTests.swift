@@ -12,7 +12,6 @@ import Testing
         ("vxvde://ff15::3/port=12345/vni=42", .vxvde, true, nil),
         ("vxvde:///v6", .vxvde, true, nil),
         ("vxvde://239.0.0.1/grp=1000/bind=169.254.1.1", .vxvde, false, nil),
-        ("vxlan://239.0.0.1/vni=7", .vxlan, false, nil),
         ("udp://2000->192.0.2.7:3000", .udp, false, nil),
         ("udp://169.254.1.1:2000->169.254.1.2:3000", .udp, false, nil),
         ("udp://2000->host-b.example.org:3000", .udp, false, nil),
@@ -47,7 +46,7 @@ import Testing
         ("vxvde://239.0.0.1/", "unknown vxvde option ''"),
         ("vxvde://239.0.0.1/v4=1", "takes no value"),
         ("vxvde://239.0.0.1/ttl=1/ttl=2", "given twice"),
-        ("vxlan://239.0.0.1/grp=5", "unknown vxlan option 'grp'"),
+        ("vxlan://239.0.0.1/vni=7", "sends no unicast"),
         ("udp://2000", "LOCALPORT->REMOTE:REMOTEPORT"),
         ("udp://2000->192.0.2.7", "needs a :PORT"),
         ("udp://2000->:3000", "remote host is missing"),
@@ -73,7 +72,6 @@ import Testing
     /// 1500 less the outer IP and UDP headers, the scheme's header and the inner Ethernet header.
     @Test func defaultMTUIsWhatCrossesA1500ByteUnderlay() throws {
         #expect(try UplinkURL("vxvde://239.0.0.1").defaultMTU == 1450)
-        #expect(try UplinkURL("vxlan://239.0.0.1").defaultMTU == 1450)
         #expect(try UplinkURL("vxvde://ff15::3").defaultMTU == 1430)
         #expect(try UplinkURL("udp://2000->192.0.2.7:3000").defaultMTU == 1458)
     }
@@ -105,8 +103,6 @@ import Testing
     @Test func defaultsAreFilledIn() throws {
         #expect(try UplinkURL("vxvde://").segment == UplinkURL("vxvde://239.0.0.1/vni=1/port=14789/if=eth1").segment)
         #expect(try UplinkURL("vxvde://").segment != UplinkURL("vxvde:///vni=2").segment)
-        #expect(try UplinkURL("vxvde://").segment != UplinkURL("vxlan://").segment)
-        #expect(try UplinkURL("vxlan://239.0.0.1").segment == UplinkURL("vxlan:///port=4789").segment)
         #expect(try UplinkURL("vxvde:///v6").segment == UplinkURL("vxvde://ff05:56de::1").segment)
         #expect(
             try UplinkURL("udp://2000->192.0.2.1:3000").segment

@@ -19,12 +19,13 @@ import controlplane  # noqa: E402
 import dataplane  # noqa: E402
 import idle  # noqa: E402
 import links  # noqa: E402
+import multihost  # noqa: E402
 import report  # noqa: E402
 import scale  # noqa: E402
 from common import (DOCKER, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, machine_info, real_socket_lock,  # noqa: E402
                     run, write_json)
 
-SECTIONS = ["control", "data", "scale", "memory", "idle", "links", "capture"]
+SECTIONS = ["control", "data", "scale", "memory", "idle", "links", "capture", "multihost"]
 
 
 def stale_cleanup() -> None:
@@ -46,6 +47,7 @@ def stale_cleanup() -> None:
             run(["ip", "netns", "del", name], check=False)
     for tap in ("vdebhva", "vdebhvb"):
         run(["ip", "link", "del", tap], check=False)
+    multihost.stale_cleanup()
 
 
 def main() -> int:
@@ -100,6 +102,13 @@ def main() -> int:
             for variant, bin_dir in variants:
                 log(f"memory: {n} networks x 2 endpoints over a private socket ({variant} Swift runtime)")
                 results["socket_scale"][variant] = scale.socket_scale(bin_dir, variant, n, 2, cleanup, args.results)
+        if "multihost" in only:
+            # Simulated hosts in namespaces, a private supervisor each: no Docker.
+            log("multihost: uplinks between simulated hosts (issue 16)")
+            try:
+                results["multihost"] = multihost.run_multihost(args.bin_dir, args.quick, cleanup)
+            finally:
+                cleanup.run_all()
 
         docker_parts = only & {"control", "data", "scale", "idle", "links", "capture"}
         if docker_parts:

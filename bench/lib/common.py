@@ -172,6 +172,7 @@ class Supervisor:
     socket_path: str | None = None  # None: a private socket in the work dir
     log_level: str = os.environ.get("VDE_BENCH_LOG_LEVEL", "warning")
     env: dict | None = None  # extra environment (inherited by workers)
+    netns: str | None = None  # run it (and so its workers and their children) in this named netns
     workdir: str = field(default="")
     proc: subprocess.Popen | None = None
 
@@ -186,6 +187,10 @@ class Supervisor:
         self.log_path = os.path.join(self.workdir, "supervisor.log")
         self.seen: set[tuple[int, tuple[str, ...]]] = set()
 
+    def _in_netns(self, argv: list[str]) -> list[str]:
+        """`ip netns exec` also mounts the namespace's own /sys, where the worker looks for taps."""
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+
     def start(self, timeout: float = 30) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
         os.makedirs(self.state_dir, exist_ok=True)
@@ -194,7 +199,7 @@ class Supervisor:
                 "--config", os.path.join(self.workdir, "none.conf"), "--log-level", self.log_level]
         self.logf = open(self.log_path, "ab")
         env = dict(os.environ) | (self.env or {})
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
+        self.proc = subprocess.Popen(self._in_netns(argv), stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
                                      start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         from plugin_client import PluginClient, PluginError  # local import: no cycle at module load
@@ -259,7 +264,7 @@ class Supervisor:
         `vde-supervisor stop-networks` stops them (not timed: it is cleanup, not the stop)."""
         argv = [os.path.join(self.bin_dir, "vde-supervisor"), "stop-networks", "--state-dir", self.state_dir,
                 "--run-dir", self.run_dir, "--networker", os.path.join(self.bin_dir, "vde-networker")]
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf, timeout=timeout)
+        result = subprocess.run(self._in_netns(argv), stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf, timeout=timeout)
         if result.returncode != 0:
             log(f"vde-supervisor stop-networks failed ({result.returncode}); see {self.log_path}")
 

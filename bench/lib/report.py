@@ -173,6 +173,14 @@ def tables(r: dict) -> str:
         out.append(capture.tables(cap))
         out.append("")
 
+    mh = r.get("multihost")
+    if mh and mh.get("pairs"):
+        import multihost  # local import, as links above
+        out.append("### Multi-host (issue 16): uplinks between simulated hosts")
+        out.append("")
+        out.append(multihost.tables(mh))
+        out.append("")
+
     rec = r.get("recovery")
     out.append("### Recovery")
     out.append("")

@@ -2,12 +2,15 @@
 /// same network on other hosts. The worker runs `vde_plug vde://CTLDIR URL` for it
 /// (docs/multihost.md); libvdeplug 4 does the distributed part, not us.
 ///
-/// Only the three schemes that carry a segment between hosts are accepted, with exactly the
-/// parameters their manual pages (vdeplug4 4.0.1) document:
+/// Of the vdeplug4 schemes that carry a segment between hosts, two are accepted, with exactly
+/// the parameters their manual pages (vdeplug4 4.0.1) document:
 /// - `vxvde://[GROUP][/OPTION...]`: a distributed switch over UDP multicast; any number of
 ///   hosts, several processes per host.
-/// - `vxlan://[GROUP][/OPTION...]`: VXLAN framing over multicast; one process per host.
 /// - `udp://[LOCAL:]LOCALPORT->REMOTE:REMOTEPORT`: a point-to-point link between two hosts.
+///
+/// `vxlan://` is refused with its reason: vdeplug 4.0.1 (Debian 12) sends no unicast over it
+/// (measured: `sendmsg` fails with EDESTADDRREQ, `msg_namelen` 0), so only broadcasts would
+/// cross and a network would look joined while nothing else works (docs/multihost.md).
 ///
 /// `GROUP` is a multicast address literal (IPv4 224.0.0.0/4 or IPv6 ff00::/8); absent, vdeplug4
 /// uses 239.0.0.1 (ff05:56de::1 with `v6`). Every value is checked here, once, so nothing a user
@@ -15,17 +18,17 @@
 /// worker recognises a running uplink by).
 public struct UplinkURL: CheckedString {
     public enum Scheme: String, CaseIterable, Sendable {
-        case vxvde, vxlan, udp
+        case vxvde, udp
 
         /// Bytes the scheme adds inside the UDP payload in front of each Ethernet frame: the
-        /// 8-byte vxvde or VXLAN header; udp:// sends the bare frame.
+        /// 8-byte vxvde header; udp:// sends the bare frame (measured, docs/multihost.md:
+        /// 1450 and 1458 bytes of IP cross unfragmented, one more splits in two).
         public var headerBytes: Int { self == .udp ? 0 : 8 }
 
         /// The `/name=value` options its manual page documents (`v4` and `v6` take no value).
         var options: [String] {
             switch self {
             case .vxvde: ["v4", "v6", "port", "vni", "grp", "ttl", "rcvbuf", "hashsize", "expiretime", "if", "bind"]
-            case .vxlan: ["v4", "v6", "port", "vni", "ttl", "rcvbuf", "hashsize", "expiretime", "if"]
             case .udp: []
             }
         }
@@ -34,8 +37,7 @@ public struct UplinkURL: CheckedString {
     /// The longest URL accepted: it goes into one argv element and the state file.
     public static let maxBytes = 256
     /// What an error lists as accepted.
-    public static let accepted =
-        "vxvde://[GROUP][/OPTION...], vxlan://[GROUP][/OPTION...] or udp://[LOCAL:]LOCALPORT->REMOTE:REMOTEPORT"
+    public static let accepted = "vxvde://[GROUP][/OPTION...] or udp://[LOCAL:]LOCALPORT->REMOTE:REMOTEPORT"
 
     public let rawValue: String
     public let scheme: Scheme
@@ -56,6 +58,11 @@ public struct UplinkURL: CheckedString {
         guard text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else {
             throw fail("only printable ASCII without spaces is allowed")
         }
+        guard !text.hasPrefix("vxlan://") else {
+            throw fail(
+                "vxlan:// of vdeplug 4.0.1 sends no unicast frames (only broadcasts would cross); vxvde:// is the same multicast design and works"
+            )
+        }
         guard let separator = text.firstRange(of: "://"),
             let scheme = Scheme(rawValue: String(text[..<separator.lowerBound]))
         else {
@@ -72,7 +79,7 @@ public struct UplinkURL: CheckedString {
                 throw fail(error.message)
             }
             interface = nil
-        case .vxvde, .vxlan:
+        case .vxvde:
             do throws(VDEError) {
                 (ipv6, interface, segment) = try Self.checkMulticast(rest, scheme: scheme)
             } catch {
@@ -83,9 +90,9 @@ public struct UplinkURL: CheckedString {
 
     /// The largest MTU whose frames cross this uplink unfragmented on a 1500-byte underlay: the
     /// outer IP (20 or 40 bytes) and UDP (8) headers, the scheme's header and the inner Ethernet
-    /// header (14) come off. 1450 for vxvde and vxlan over IPv4, as VXLAN's usual figure
-    /// (measured for vxvde in docs/multihost.md: a 1450-byte ping crossed in one datagram, a
-    /// 1451-byte one in two fragments).
+    /// header (14) come off: 1450 for vxvde over IPv4, 1458 for udp (measured in
+    /// docs/multihost.md: a 1450-byte ping crossed vxvde in one datagram, a 1451-byte one in two
+    /// fragments).
     public var defaultMTU: Int {
         1500 - (ipv6 ? 40 : 20) - 8 - scheme.headerBytes - 14
     }
@@ -146,9 +153,9 @@ public struct UplinkURL: CheckedString {
             }
         }
         let v6 = ipv6 ?? false
-        // vdeplug4's defaults: the group 239.0.0.1 (ff05:56de::1), vni 1, port 14789 (vxvde) or
-        // 4789 (vxlan); `grp=N` sets both the vni and the group's last three bytes.
-        let port = values["port"].flatMap { Int($0) } ?? (scheme == .vxvde ? 14789 : 4789)
+        // vdeplug4's defaults: the group 239.0.0.1 (ff05:56de::1), vni 1, port 14789; `grp=N`
+        // sets both the vni and the group's last three bytes.
+        let port = values["port"].flatMap { Int($0) } ?? 14789
         let segment: String
         if let grp = values["grp"].flatMap({ Int($0) }) {
             segment = "\(scheme.rawValue) \(v6 ? "v6" : "v4") grp \(grp) port \(port)"

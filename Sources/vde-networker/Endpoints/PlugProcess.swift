@@ -213,35 +213,16 @@ final class PlugProcess: Sendable {
         return (.sandbox(path: key, interface: interface), kind)
     }
 
-    /// Waits until a switch port shows this plug (``switchPID``) and returns the port. Without a management
-    /// socket it can only check that the plug is still running after a short while.
-    ///
-    /// Polls every 3 ms: a plug takes a few milliseconds to connect, every CreateEndpoint waits
-    /// here, and one look at the port list costs the switch well under a millisecond.
+    /// Waits until a switch port shows this plug (``switchPID``) and returns the port (nil
+    /// without a management socket; see ``PortWait``).
     func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration)
         async throws(PlugError) -> Int?
     {
-        guard let management else {
-            try? await Task.sleep(for: .milliseconds(150))
-            if let exit = child.exit { throw .exitedEarly(program: kind.program, pid: pid, exit: exit) }
-            return nil
-        }
-        let deadline = ContinuousClock.now + timeout
-        var lastError: ManagementError?
-        while true {
-            if let exit = child.exit { throw .exitedEarly(program: kind.program, pid: pid, exit: exit) }
-            do {
-                let ports = try await management.ports()
-                lastError = nil
-                if let port = ports.first(where: { $0.peerPID == switchPID }) { return port.port }
-            } catch {
-                lastError = error
-            }
-            if ContinuousClock.now >= deadline {
-                if let exit = child.exit { throw .exitedEarly(program: kind.program, pid: pid, exit: exit) }
-                throw .notAttached(pid: pid, ctlDir: ctlDir, waited: timeout, cause: lastError?.description)
-            }
-            try? await Task.sleep(for: .milliseconds(3))
+        switch await PortWait.until(peerPID: switchPID, management: management, timeout: timeout, exit: { child.exit })
+        {
+        case .attached(let port): return port
+        case .exited(let exit): throw .exitedEarly(program: kind.program, pid: pid, exit: exit)
+        case .timedOut(let cause): throw .notAttached(pid: pid, ctlDir: ctlDir, waited: timeout, cause: cause)
         }
     }
 

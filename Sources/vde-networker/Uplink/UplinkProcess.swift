@@ -100,33 +100,15 @@ final class UplinkProcess: Sendable {
         return namespace == ProcFS.networkNamespace(of: getpid())
     }
 
-    /// Waits until a switch port shows the uplink's pid and returns the port. Without a
-    /// management socket it can only check that vde_plug still runs after a short while.
-    /// Polls every 3 ms, as ``PlugProcess/waitUntilAttached(ctlDir:management:timeout:)`` does.
+    /// Waits until a switch port shows the uplink's pid and returns the port (nil without a
+    /// management socket; see ``PortWait``).
     func waitUntilAttached(ctlDir: String, management: (any SwitchManagement)?, timeout: Duration)
         async throws(UplinkError) -> Int?
     {
-        guard let management else {
-            try? await Task.sleep(for: .milliseconds(150))
-            if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
-            return nil
-        }
-        let deadline = ContinuousClock.now + timeout
-        var lastError: ManagementError?
-        while true {
-            if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
-            do {
-                let ports = try await management.ports()
-                lastError = nil
-                if let port = ports.first(where: { $0.peerPID == pid }) { return port.port }
-            } catch {
-                lastError = error
-            }
-            if ContinuousClock.now >= deadline {
-                if let exit = child.exit { throw .exitedEarly(pid: pid, exit: exit) }
-                throw .notAttached(pid: pid, ctlDir: ctlDir, waited: timeout, cause: lastError?.description)
-            }
-            try? await Task.sleep(for: .milliseconds(3))
+        switch await PortWait.until(peerPID: pid, management: management, timeout: timeout, exit: { child.exit }) {
+        case .attached(let port): return port
+        case .exited(let exit): throw .exitedEarly(pid: pid, exit: exit)
+        case .timedOut(let cause): throw .notAttached(pid: pid, ctlDir: ctlDir, waited: timeout, cause: cause)
         }
     }
 }

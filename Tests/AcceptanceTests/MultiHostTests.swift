@@ -331,7 +331,11 @@ extension Acceptance {
         /// bound does not reliably catch a missing announcement. After each fault the path is
         /// back within a second: at most 10 probes in a row unanswered (the figures are printed).
         /// The uplink is restarted and `status` counts it; a killed worker's successor adopts
-        /// the running uplink.
+        /// the running uplink. Last, kill -9 of host B's supervisor, pings answered while none
+        /// runs, and a new one on the same sockets and dirs: it adopts the worker, whose uplink
+        /// runs on untouched (same pid, same restart count; issue 16's "state restored after a
+        /// supervisor restart"). Host A's supervisor is the fixture dockerd uses and is not
+        /// restarted here; both run the same code.
         @Test func killsOfUplinkAndWorkerCostUnderASecond() async throws {
             try await withHosts(3) { hosts in
                 let m1 = hosts.members[0]
@@ -343,14 +347,26 @@ extension Acceptance {
                     "B": (label: "A -> B", from: hosts.containerNet, to: m1.ip),
                 ]
                 var results: [(fault: String, summary: RecoveryPinger.Summary)] = []
-                for (side, kind) in [(sideA, "uplink"), (sideB, "uplink"), (sideA, "worker"), (sideB, "worker")] {
+                let faults: [(Side, Fault)] = [
+                    (sideA, .uplink), (sideB, .uplink), (sideA, .worker), (sideB, .worker), (sideB, .supervisor),
+                ]
+                for (side, kind) in faults {
                     let probe = try #require(probes[side.name])
                     let fault = "kill -9 of host \(side.name)'s \(kind), \(probe.label)"
                     let summary = try await RecoveryPinger.with(
                         probe.label, from: probe.from, to: probe.to, dir: hosts.dir, interval: "0.1"
                     ) { pinger in
                         try await pinger.waitForReplies(20)
-                        if kind == "uplink" { try await Self.killUplink(side) } else { try await Self.killWorker(side) }
+                        switch kind {
+                        case .uplink: try await Self.killUplink(side)
+                        case .worker: try await Self.killWorker(side)
+                        case .supervisor:
+                            try await Self.restartSupervisorB(hosts, side) {
+                                // The data path needs no supervisor: 10 replies while none runs.
+                                try await pinger.waitForReplies(
+                                    pinger.repliedSequences().count + 10, deadline: .seconds(20))
+                            }
+                        }
                         // Hard: a path that stays cut fails here, not as a short loss run.
                         try await pinger.waitForReplies(pinger.repliedSequences().count + 20, deadline: .seconds(20))
                         return try await pinger.stop()
@@ -366,6 +382,11 @@ extension Acceptance {
                         "\(fault): \(summary.longestLossRun) probes in a row lost (over 1 s): \(summary)")
                 }
             }
+        }
+
+        enum Fault: String, CustomStringConvertible {
+            case uplink, worker, supervisor
+            var description: String { rawValue }
         }
 
         /// kill -9 of the side's uplink (the pid its status names, checked to be `vde_plug`):
@@ -411,6 +432,54 @@ extension Acceptance {
             #expect(
                 last.uplink?.pid == uplink,
                 "host \(side.name)'s new worker should adopt the running uplink \(uplink), status names \(String(describing: last.uplink?.pid))"
+            )
+        }
+
+        /// kill -9 of host B's supervisor (`side` is B); `whileDown` runs before another starts
+        /// on the same sockets, state and run dirs. The new one's status (its own pid) shows the
+        /// same worker, adopted, and the same uplink: running, same pid and URL, restarts
+        /// unchanged, the network healthy.
+        static func restartSupervisorB(_ hosts: Hosts, _ side: Side, whileDown: () async throws -> Void)
+            async throws
+        {
+            let before = try await side.status()
+            let worker = try #require(before.worker.pid, "host B's worker has no pid")
+            let uplink = try #require(before.uplink, "host B's status shows no uplink")
+            let uplinkPID = try #require(uplink.pid, "host B's uplink has no pid: \(uplink)")
+            let old = try await hosts.b.kill9()
+            try await whileDown()
+            for (what, pid, program) in [("worker", worker, "vde-networker"), ("uplink", uplinkPID, "vde_plug")] {
+                let argv = StatusHost.argv(of: pid) ?? []
+                #expect(
+                    StatusHost.program(argv) == program,
+                    "host B's \(what) \(pid) should outlive its supervisor \(old), runs \(argv)")
+            }
+            let new = try await hosts.b.start()
+            var last: StatusDoc.Network?
+            do {
+                try await Poll.until("host B's new supervisor \(new) to adopt its worker", deadline: .seconds(20)) {
+                    // The control socket may answer a moment after the plugin socket.
+                    guard let report = try? await StatusCLI.checkedJSON(socket: side.controlSocket).report,
+                        report.supervisor.pid == new
+                    else { return false }
+                    last = report.network(side.network)
+                    return last?.worker.state == "running" && last?.uplink?.state == "running"
+                        && last?.healthy == true
+                }
+            } catch {
+                throw AcceptanceFailure(
+                    "\(error); last status: \(String(describing: last))\n--- log ---\n\(side.log())")
+            }
+            let after = try #require(last)
+            print(
+                "note: host B's supervisor \(old) killed, \(new) adopted worker \(String(describing: after.worker.pid)) with uplink \(String(describing: after.uplink))"
+            )
+            #expect(
+                after.worker.pid == worker, "host B's new supervisor should adopt worker \(worker): \(after.worker)")
+            #expect(
+                after.uplink?.pid == uplinkPID && after.uplink?.url == uplink.url
+                    && after.uplink?.restarts == uplink.restarts,
+                "host B's uplink should run on untouched across the supervisor restart: \(uplink) -> \(String(describing: after.uplink))"
             )
         }
     }

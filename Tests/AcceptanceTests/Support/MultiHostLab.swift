@@ -116,9 +116,11 @@ enum MultiHostLab {
 
 /// Host B's supervisor: `vde-supervisor run` inside `mh-b` (`ip netns exec` execs it, so its
 /// pid is the supervisor's), with everything of its own in a temp dir. Its workers, switches,
-/// plugs, taps and uplinks live in `mh-b` too. At the end it must stop on SIGTERM with exit 0;
-/// `vde-supervisor stop-networks`, run in `mh-b` as well (it may spawn a worker to stop the
-/// rest), stops what its workers ran.
+/// plugs, taps and uplinks live in `mh-b` too. A test may kill it with SIGKILL (``kill9()``)
+/// and start another on the same sockets and dirs (``start()``), as ``RecoverySupervisor``
+/// does; every incarnation logs to one file. At the end the last one must stop on SIGTERM with
+/// exit 0; `vde-supervisor stop-networks`, run in `mh-b` as well (it may spawn a worker to stop
+/// the rest), stops what its workers ran.
 final class HostBSupervisor: Sendable {
     let dir: String
     let socket: String
@@ -127,7 +129,9 @@ final class HostBSupervisor: Sendable {
     let controlSocket: String
     let logPath: String
     let client: PluginClient
-    let process: RecoverySpawned
+    let argv: [String]
+    /// The supervisor that runs now (or ran last).
+    private let current: Locked<RecoverySpawned?> = Locked(nil)
 
     private init(dir: String) throws {
         self.dir = dir
@@ -137,16 +141,55 @@ final class HostBSupervisor: Sendable {
         controlSocket = dir + "/control.sock"
         logPath = dir + "/supervisor.log"
         client = PluginClient(socket: socket)
-        let argv = [
+        argv = [
             NetNS.ip, "netns", "exec", MultiHostLab.hostB.name,
             try Binaries.supervisor, "run", "--socket", socket, "--state-dir", stateDir, "--run-dir", runDir,
             "--log-level", "debug", "--networker", try Binaries.networker, "--control-socket", controlSocket,
             "--config", dir + "/absent.conf",
         ]
-        process = try RecoverySpawned(argv, outputPath: logPath)
     }
 
-    func logTail(_ bytes: Int = 6000) -> String { process.output(bytes) }
+    /// Every incarnation's log (they append to one file).
+    func logTail(_ bytes: Int = 6000) -> String {
+        TempDir.readText(logPath).map { String($0.suffix(bytes)) } ?? ""
+    }
+
+    /// Starts a supervisor with the same arguments and waits until it serves the plugin socket.
+    /// Returns its pid.
+    @discardableResult
+    func start() async throws -> Int32 {
+        if let running = current.value, running.isRunning {
+            throw AcceptanceFailure("host B's supervisor (pid \(running.pid)) still runs; kill it first")
+        }
+        let process = try RecoverySpawned(argv, outputPath: logPath)
+        current.set(process)
+        try await Poll.until(
+            "host B's supervisor (pid \(process.pid)) to answer on \(socket)", deadline: .seconds(20),
+            every: .milliseconds(20)
+        ) {
+            guard process.isRunning else {
+                throw AcceptanceFailure(
+                    "host B's supervisor exited during start-up (wait status \(process.waitStatus ?? -1)):\n\(logTail())"
+                )
+            }
+            return UnixHTTPClient.answers(socket: socket)
+        }
+        return process.pid
+    }
+
+    /// SIGKILL to the supervisor alone (not its process group: its workers must notice by
+    /// themselves), and reaps it. Returns its pid.
+    @discardableResult
+    func kill9() async throws -> Int32 {
+        guard let process = current.value, process.isRunning else {
+            throw AcceptanceFailure("host B's supervisor does not run to be killed")
+        }
+        kill(process.pid, SIGKILL)
+        guard await process.waitForExit(deadline: .seconds(10)) else {
+            throw AcceptanceFailure("host B's supervisor (pid \(process.pid)) still runs 10 s after SIGKILL")
+        }
+        return process.pid
+    }
 
     /// The paths host B's supervisor computes for `network`.
     func paths(network: String) throws -> NetworkPaths {
@@ -159,12 +202,7 @@ final class HostBSupervisor: Sendable {
             let supervisor = try HostBSupervisor(dir: dir)
             let outcome: Result<T, any Error>
             do {
-                try await Poll.until("host B's supervisor to answer on \(supervisor.socket)", deadline: .seconds(20)) {
-                    guard supervisor.process.isRunning else {
-                        throw AcceptanceFailure("host B's supervisor exited during start-up:\n\(supervisor.logTail())")
-                    }
-                    return UnixHTTPClient.answers(socket: supervisor.socket)
-                }
+                try await supervisor.start()
                 outcome = .success(try await body(supervisor))
             } catch {
                 print(
@@ -178,15 +216,21 @@ final class HostBSupervisor: Sendable {
         }
     }
 
-    /// SIGTERM (it must exit 0), `stop-networks` in `mh-b`, then whatever still mentions its run
-    /// dir is killed and reported.
+    /// SIGTERM to the one that runs now (it must exit 0; none running, as after a kill whose
+    /// restart failed, is reported too), `stop-networks` in `mh-b`, then whatever still mentions
+    /// its run dir is killed and reported.
     private func stop() async -> AcceptanceFailure? {
         var failures: [String] = []
-        let steps = await process.stop(SIGTERM, grace: .seconds(20))
-        if steps != ["SIGTERM"] || process.waitStatus != 0 {
+        if let process = current.value, process.isRunning {
+            let steps = await process.stop(SIGTERM, grace: .seconds(20))
+            if steps != ["SIGTERM"] || process.waitStatus != 0 {
+                failures.append(
+                    "host B's supervisor did not stop cleanly on SIGTERM: steps \(steps), wait status \(process.waitStatus ?? -1)"
+                )
+            }
+        } else {
             failures.append(
-                "host B's supervisor did not stop cleanly on SIGTERM: steps \(steps), wait status \(process.waitStatus ?? -1)"
-            )
+                "host B's supervisor was not running at the end (wait status \(current.value?.waitStatus ?? -1))")
         }
         do {
             let argv = [

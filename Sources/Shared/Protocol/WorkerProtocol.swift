@@ -7,7 +7,7 @@
 /// ``WorkerEvent``) to its stdout. Every line carries `v`, the protocol version, and a line of
 /// another version is refused before anything else of it is read. See docs/worker-protocol.md.
 public enum WorkerProtocol {
-    /// 4 (0.16) added, without a bump, optional fields an older peer ignores: the switch spec's
+    /// 4 (0.16.0) added, without a bump, optional fields an older peer ignores: the switch spec's
     /// and the status's `uplink`, and the `uplink` child of events (sent only by a worker whose
     /// spec has an uplink, which an older supervisor never sends), so that an upgraded
     /// supervisor adopts the workers of the version before it (docs/recovery.md).

@@ -55,7 +55,7 @@ extension Acceptance {
                         try await SupervisorFixture.with(socket: SupervisorFixture.realSocket) { a in
                             await Docker.removeLabelledLeftovers()
                             return try await DockerScope.with { scope in
-                                try await HostBSupervisor.with { b in
+                                try await MultiHostLab.withHostB { b in
                                     runDirs = [a.runDir, b.runDir]
                                     defer { endpoints = scope.endpoints.withLock { $0 } + b.client.seen.endpoints }
                                     let hosts = try await Self.build(

@@ -38,9 +38,7 @@ final class LinkPluginTests {
     // MARK: helpers
 
     func createNetwork(_ id: String, options: [String: String] = [:]) async throws {
-        _ = try await plugin.createNetwork(
-            DockerAPI.CreateNetworkRequest(
-                NetworkID: try NetworkID(id), Options: [DockerAPI.genericOptionsKey: .map(options)]))
+        try await plugin.createNetwork(id: id, options: options)
     }
 
     func createEndpoint(_ id: String, on network: String, options: [String: DockerAPI.OptionValue]? = nil)

@@ -64,3 +64,12 @@ struct StandInWorker {
         _ = Glibc.system("rm -rf -- '\(directory)'")
     }
 }
+
+extension VDEPlugin {
+    /// CreateNetwork as dockerd sends it for `docker network create -d vde -o k=v ...`.
+    func createNetwork(id: String, options: [String: String] = [:]) async throws {
+        _ = try await createNetwork(
+            DockerAPI.CreateNetworkRequest(
+                NetworkID: try NetworkID(id), Options: [DockerAPI.genericOptionsKey: .map(options)]))
+    }
+}

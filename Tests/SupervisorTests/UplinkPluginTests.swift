@@ -23,15 +23,9 @@ final class UplinkPluginTests {
 
     deinit { worker.remove() }
 
-    func createNetwork(_ id: String, options: [String: String]) async throws {
-        _ = try await plugin.createNetwork(
-            DockerAPI.CreateNetworkRequest(
-                NetworkID: try NetworkID(id), Options: [DockerAPI.genericOptionsKey: .map(options)]))
-    }
-
     /// The worker's `start` carries the uplink and the MTU it implies; the state records both.
     @Test func theUplinkAndItsMTUReachTheWorkerAndTheState() async throws {
-        try await createNetwork(Self.networkA, options: ["uplink": "vxvde://239.255.1.1/if=vxt0"])
+        try await plugin.createNetwork(id: Self.networkA, options: ["uplink": "vxvde://239.255.1.1/if=vxt0"])
         let start = try #require(worker.commands("start").first)
         #expect(start.contains(#""uplink":"vxvde://239.255.1.1/if=vxt0""#), "\(start)")
         #expect(start.contains(#""mtu":1450"#), "\(start)")
@@ -44,9 +38,9 @@ final class UplinkPluginTests {
     /// A second network on the same segment (vdeplug4's defaults filled in) would merge the two:
     /// refused with both named, and nothing made; another vni is another segment.
     @Test func aSecondNetworkOnTheSameSegmentIsRefused() async throws {
-        try await createNetwork(Self.networkA, options: ["uplink": "vxvde://239.0.0.1/if=vxt0"])
+        try await plugin.createNetwork(id: Self.networkA, options: ["uplink": "vxvde://239.0.0.1/if=vxt0"])
         do {
-            try await createNetwork(Self.networkB, options: ["uplink": "vxvde:///vni=1/port=14789"])
+            try await plugin.createNetwork(id: Self.networkB, options: ["uplink": "vxvde:///vni=1/port=14789"])
             Issue.record("a second network on the same segment was accepted")
         } catch {
             let failure = VDEError(wrapping: error)
@@ -56,7 +50,7 @@ final class UplinkPluginTests {
                 "\(failure.message)")
         }
         #expect(await plugin.state.networks[try NetworkID(Self.networkB)] == nil)
-        try await createNetwork(Self.networkC, options: ["uplink": "vxvde://239.0.0.1/vni=2/if=vxt0"])
+        try await plugin.createNetwork(id: Self.networkC, options: ["uplink": "vxvde://239.0.0.1/vni=2/if=vxt0"])
         #expect(await plugin.state.networks.count == 2)
         await plugin.stopAllWorkers()
     }

@@ -114,138 +114,23 @@ enum MultiHostLab {
     }
 }
 
-/// Host B's supervisor: `vde-supervisor run` inside `mh-b` (`ip netns exec` execs it, so its
-/// pid is the supervisor's), with everything of its own in a temp dir. Its workers, switches,
-/// plugs, taps and uplinks live in `mh-b` too. A test may kill it with SIGKILL (``kill9()``)
-/// and start another on the same sockets and dirs (``start()``), as ``RecoverySupervisor``
-/// does; every incarnation logs to one file. At the end the last one must stop on SIGTERM with
-/// exit 0; `vde-supervisor stop-networks`, run in `mh-b` as well (it may spawn a worker to stop
-/// the rest), stops what its workers ran.
-final class HostBSupervisor: Sendable {
-    let dir: String
-    let socket: String
-    let stateDir: String
-    let runDir: String
-    let controlSocket: String
-    let logPath: String
-    let client: PluginClient
-    let argv: [String]
-    /// The supervisor that runs now (or ran last).
-    private let current: Locked<RecoverySpawned?> = Locked(nil)
+/// Host B's supervisor: a ``RecoverySupervisor`` run inside `mh-b` (its own plugin socket,
+/// run dir, state dir, control socket), so its workers, switches, plugs, taps and uplinks live
+/// there too; a test may kill it and start another on the same sockets and dirs.
+typealias HostBSupervisor = RecoverySupervisor
 
-    private init(dir: String) throws {
-        self.dir = dir
-        socket = dir + "/vde.sock"
-        stateDir = dir + "/state"
-        runDir = dir + "/run"
-        controlSocket = dir + "/control.sock"
-        logPath = dir + "/supervisor.log"
-        client = PluginClient(socket: socket)
-        argv = [
-            NetNS.ip, "netns", "exec", MultiHostLab.hostB.name,
-            try Binaries.supervisor, "run", "--socket", socket, "--state-dir", stateDir, "--run-dir", runDir,
-            "--log-level", "debug", "--networker", try Binaries.networker, "--control-socket", controlSocket,
-            "--config", dir + "/absent.conf",
-        ]
-    }
-
-    /// Every incarnation's log (they append to one file).
-    func logTail(_ bytes: Int = 6000) -> String {
-        TempDir.readText(logPath).map { String($0.suffix(bytes)) } ?? ""
-    }
-
-    /// Starts a supervisor with the same arguments and waits until it serves the plugin socket.
-    /// Returns its pid.
-    @discardableResult
-    func start() async throws -> Int32 {
-        if let running = current.value, running.isRunning {
-            throw AcceptanceFailure("host B's supervisor (pid \(running.pid)) still runs; kill it first")
-        }
-        let process = try RecoverySpawned(argv, outputPath: logPath)
-        current.set(process)
-        try await Poll.until(
-            "host B's supervisor (pid \(process.pid)) to answer on \(socket)", deadline: .seconds(20),
-            every: .milliseconds(20)
-        ) {
-            guard process.isRunning else {
-                throw AcceptanceFailure(
-                    "host B's supervisor exited during start-up (wait status \(process.waitStatus ?? -1)):\n\(logTail())"
-                )
+extension MultiHostLab {
+    /// Runs `body` with host B's supervisor. It must still run when `body` ends (a kill whose
+    /// restart failed is a failure); then it must stop on SIGTERM with exit 0, and
+    /// `stop-networks`, in `mh-b` as well, stops what its workers ran.
+    static func withHostB<T: Sendable>(_ body: (HostBSupervisor) async throws -> T) async throws -> T {
+        try await RecoverySupervisor.with(in: hostB) { b in
+            let value = try await body(b)
+            guard b.isRunning else {
+                throw AcceptanceFailure("host B's supervisor was not running at the end:\n\(b.logTail(4000))")
             }
-            return UnixHTTPClient.answers(socket: socket)
-        }
-        return process.pid
-    }
-
-    /// SIGKILL to the supervisor alone (not its process group: its workers must notice by
-    /// themselves), and reaps it. Returns its pid.
-    @discardableResult
-    func kill9() async throws -> Int32 {
-        guard let process = current.value, process.isRunning else {
-            throw AcceptanceFailure("host B's supervisor does not run to be killed")
-        }
-        kill(process.pid, SIGKILL)
-        guard await process.waitForExit(deadline: .seconds(10)) else {
-            throw AcceptanceFailure("host B's supervisor (pid \(process.pid)) still runs 10 s after SIGKILL")
-        }
-        return process.pid
-    }
-
-    /// The paths host B's supervisor computes for `network`.
-    func paths(network: String) throws -> NetworkPaths {
-        try NetworkPaths(runDir: runDir, network: NetworkID(network), options: NetworkOptions())
-    }
-
-    static func with<T>(_ body: (HostBSupervisor) async throws -> T) async throws -> T {
-        try HostRequirements.check()
-        return try await TempDir.with("mhb") { dir in
-            let supervisor = try HostBSupervisor(dir: dir)
-            let outcome: Result<T, any Error>
-            do {
-                try await supervisor.start()
-                outcome = .success(try await body(supervisor))
-            } catch {
-                print(
-                    "---- host B's supervisor log after failure: \(error) ----\n\(supervisor.logTail())\n---- end ----")
-                outcome = .failure(error)
-            }
-            let stop = await supervisor.stop()
-            let value = try outcome.get()
-            if let stop { throw stop }
             return value
         }
-    }
-
-    /// SIGTERM to the one that runs now (it must exit 0; none running, as after a kill whose
-    /// restart failed, is reported too), `stop-networks` in `mh-b`, then whatever still mentions
-    /// its run dir is killed and reported.
-    private func stop() async -> AcceptanceFailure? {
-        var failures: [String] = []
-        if let process = current.value, process.isRunning {
-            let steps = await process.stop(SIGTERM, grace: .seconds(20))
-            if steps != ["SIGTERM"] || process.waitStatus != 0 {
-                failures.append(
-                    "host B's supervisor did not stop cleanly on SIGTERM: steps \(steps), wait status \(process.waitStatus ?? -1)"
-                )
-            }
-        } else {
-            failures.append(
-                "host B's supervisor was not running at the end (wait status \(current.value?.waitStatus ?? -1))")
-        }
-        do {
-            let argv = [
-                NetNS.ip, "netns", "exec", MultiHostLab.hostB.name, try Binaries.supervisor, "stop-networks",
-                "--state-dir", stateDir, "--run-dir", runDir, "--networker", try Binaries.networker,
-            ]
-            let result = try await Command.run(argv, timeout: .seconds(60))
-            if !result.succeeded { failures.append("stop-networks in mh-b failed: \(result)") }
-        } catch {
-            failures.append("stop-networks in mh-b could not run: \(error)")
-        }
-        let leftovers = await SupervisorFixture.removeLeftovers(runDir: runDir, seen: client.seen)
-        let processes = leftovers.filter { $0.hasPrefix("process") }
-        if !processes.isEmpty { failures.append("outlived stop-networks (killed now): \(processes)") }
-        return failures.isEmpty ? nil : AcceptanceFailure(failures.joined(separator: "\n") + "\n\(logTail(4000))")
     }
 }
 

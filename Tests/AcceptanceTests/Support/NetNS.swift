@@ -15,9 +15,15 @@ struct NetNS: Sendable {
         try await Command.check([NetNS.ip, "-n", name] + args, timeout: .seconds(20))
     }
 
+    /// The argv prefix that runs a command inside `namespace` (`ip netns exec NAME`; it also
+    /// mounts the namespace's own /sys); empty for nil, the test's own namespace.
+    static func exec(in namespace: NetNS?) -> [String] {
+        namespace.map { [ip, "netns", "exec", $0.name] } ?? []
+    }
+
     /// Runs argv inside the namespace (`ip netns exec`).
     func exec(_ argv: [String], timeout: Duration = .seconds(60)) async throws -> CommandResult {
-        try await Command.run([NetNS.ip, "netns", "exec", name] + argv, timeout: timeout)
+        try await Command.run(NetNS.exec(in: self) + argv, timeout: timeout)
     }
 
     /// busybox ping from inside the namespace; true when replies came back.

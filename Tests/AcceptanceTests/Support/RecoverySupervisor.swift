@@ -21,8 +21,9 @@ extension Supervisor: RecoveryHost {
 }
 
 /// A supervisor that a test may kill with SIGKILL and start again on the same socket, state
-/// dir and run dir, with the same arguments as ``SupervisorFixture`` uses. The log of every
-/// incarnation goes to one file. At the end the last one must stop cleanly on SIGTERM,
+/// dir and run dir, with the same arguments as ``SupervisorFixture`` uses; run inside a network
+/// namespace when given one (`ip netns exec`, so its workers, switches, taps and uplinks live
+/// there: host B of ``MultiHostLab``). The log of every incarnation goes to one file. At the end the last one must stop cleanly on SIGTERM,
 /// `vde-supervisor stop-networks` stops the workers it left, and whatever a failed test left
 /// (processes, taps) is removed.
 final class RecoverySupervisor: RecoveryHost {
@@ -33,36 +34,50 @@ final class RecoverySupervisor: RecoveryHost {
     let logPath: String
     let argv: [String]
     let client: PluginClient
+    /// Where it runs (nil: the test's own namespace); `stop-networks` runs there too.
+    let namespace: NetNS?
     private let current = Locked<RecoverySpawned?>(nil)
 
     var stateFile: String { stateDir + "/state.json" }
     var controlSocket: String { dir + "/control.sock" }
     var supervisorPID: Int32 { current.value?.pid ?? -1 }
+    var isRunning: Bool { current.value?.isRunning == true }
     func logTail(_ bytes: Int = 6000) -> String {
         TempDir.readText(logPath).map { String($0.suffix(bytes)) } ?? ""
     }
 
-    private init(dir: String, supervisorPath: String, networkerPath: String) {
+    private init(dir: String, supervisorPath: String, networkerPath: String, namespace: NetNS?) {
         self.dir = dir
+        self.namespace = namespace
         socket = dir + "/vde.sock"
         stateDir = dir + "/state"
         runDir = dir + "/run"
         logPath = dir + "/supervisor.log"
-        argv = [
-            supervisorPath, "run", "--socket", socket, "--state-dir", stateDir,
-            "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
-            "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf",
-        ]
+        argv =
+            NetNS.exec(in: namespace) + [
+                supervisorPath, "run", "--socket", socket, "--state-dir", stateDir,
+                "--run-dir", runDir, "--log-level", "debug", "--networker", networkerPath,
+                "--control-socket", dir + "/control.sock", "--config", dir + "/absent.conf",
+            ]
         client = PluginClient(socket: socket)
     }
 
-    /// Starts a supervisor, runs `body`, then stops it (SIGTERM; it must exit 0) and removes leftovers.
-    static func with<T: Sendable>(_ body: (RecoverySupervisor) async throws -> T) async throws -> T {
+    /// The paths this supervisor computes for `network` (created without options).
+    func paths(network: String) throws -> NetworkPaths {
+        try NetworkPaths(runDir: runDir, network: NetworkID(network), options: NetworkOptions())
+    }
+
+    /// Starts a supervisor (in `namespace`, when given), runs `body`, then stops it (SIGTERM; it
+    /// must exit 0) and removes leftovers.
+    static func with<T: Sendable>(in namespace: NetNS? = nil, _ body: (RecoverySupervisor) async throws -> T)
+        async throws -> T
+    {
         try HostRequirements.check()
         let supervisorPath = try Binaries.supervisor
         let networkerPath = try Binaries.networker
         return try await TempDir.with("rsup") { dir in
-            let supervisor = RecoverySupervisor(dir: dir, supervisorPath: supervisorPath, networkerPath: networkerPath)
+            let supervisor = RecoverySupervisor(
+                dir: dir, supervisorPath: supervisorPath, networkerPath: networkerPath, namespace: namespace)
             let outcome: Result<T, any Error>
             do {
                 try await supervisor.start()
@@ -76,7 +91,7 @@ final class RecoverySupervisor: RecoveryHost {
             let stop = await supervisor.stopLast()
             // SIGTERM leaves the workers running; this stops them, their switches and plugs.
             if let failure = await SupervisorFixture.stopNetworks(
-                stateDir: supervisor.stateDir, runDir: supervisor.runDir)
+                stateDir: supervisor.stateDir, runDir: supervisor.runDir, in: namespace)
             {
                 Issue.record(failure)
             }
@@ -100,7 +115,9 @@ final class RecoverySupervisor: RecoveryHost {
     }
 
     /// Starts a supervisor with the same arguments and waits until it serves the plugin socket.
-    func start() async throws {
+    /// Returns its pid.
+    @discardableResult
+    func start() async throws -> Int32 {
         if let running = current.value, running.isRunning {
             throw AcceptanceFailure("a supervisor (pid \(running.pid)) still runs; kill it first")
         }
@@ -116,6 +133,7 @@ final class RecoverySupervisor: RecoveryHost {
             }
             return UnixHTTPClient.answers(socket: socket)
         }
+        return process.pid
     }
 
     /// SIGKILL to the supervisor alone (not its process group: its workers must notice by

@@ -151,11 +151,14 @@ enum SupervisorFixture {
     }
 
     /// Runs `vde-supervisor stop-networks` on a stopped supervisor's state dir and run dir: every
-    /// worker it left (and their switches and plugs) stops. A failure text, or nil.
-    static func stopNetworks(stateDir: String, runDir: String) async -> AcceptanceFailure? {
+    /// worker it left (and their switches and plugs) stops; in `namespace` when the supervisor
+    /// ran there. A failure text, or nil.
+    static func stopNetworks(stateDir: String, runDir: String, in namespace: NetNS? = nil) async
+        -> AcceptanceFailure?
+    {
         do {
             let result = try await Command.run(
-                [
+                NetNS.exec(in: namespace) + [
                     try Binaries.supervisor, "stop-networks", "--state-dir", stateDir, "--run-dir", runDir,
                     "--networker", try Binaries.networker,
                 ], timeout: .seconds(60))

@@ -167,6 +167,12 @@ final class FakeSwitch: FakeChild, RunningSwitch, @unchecked Sendable {
     }
 
     func stop(logger: Logger) async { exit(reason: "stopped") }
+
+    func waitForExit(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !hasExited, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(1)) }
+        return hasExited
+    }
 }
 
 struct FakeSwitchLauncher: SwitchLauncher {

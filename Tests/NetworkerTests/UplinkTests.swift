@@ -177,6 +177,24 @@ import Testing
         await fixture.cleanUp()
     }
 
+    /// The kernel closes a killed switch's sockets before its exit shows, so the uplink's exit
+    /// can be seen first: still no crash of its own.
+    @Test func anUplinkExitSeenBeforeItsSwitchsIsStillTheSwitchs() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await fixture.worker.start(spec: fixture.spec(), restoring: [])
+        let uplink = try #require(fixture.lab.runningUplink)
+        let oldSwitch = try #require(fixture.lab.runningSwitch)
+        uplink.exit(reason: "exited with status 1")
+        // Not synchronisation: the gap between the two exits the worker sees.
+        try await Task.sleep(for: .milliseconds(20))
+        oldSwitch.exit(reason: "killed by signal 9")
+        let restarted = try await fixture.event(.childRestarted) { $0.child == .uplink }
+        #expect(restarted.detail == "after the switch restarted")
+        #expect(!fixture.allEvents.contains { $0.kind == .childExited && $0.child == .uplink })
+        #expect(await status(fixture).uplink?.restarts == 1)
+        await fixture.cleanUp()
+    }
+
     @Test func shutdownStopsTheUplink() async throws {
         let fixture = FakeWorkerFixture()
         _ = try await fixture.worker.start(spec: fixture.spec(), restoring: [])

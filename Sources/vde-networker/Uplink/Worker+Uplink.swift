@@ -31,6 +31,10 @@ struct ManagedUplink: Sendable {
 /// to the dead one for every MAC of ours they learnt, until that MAC sends again. VMs and other
 /// external ports cannot be announced from here.
 extension Worker {
+    /// How long an uplink's exit waits for its switch's before it counts as a crash of its own
+    /// (see ``uplinkExited(_:exit:)``): the two exits are microseconds apart, more under load.
+    static let switchExitGrace = Duration.milliseconds(250)
+
     /// The uplink an earlier worker left, adopted or stopped as `spec` says (before the switch
     /// is brought up: a new switch means the leftover lost its own and exits by itself).
     func takeOverLeftoverUplink(_ spec: SwitchSpec) async -> (any RunningUplink)? {
@@ -125,8 +129,12 @@ extension Worker {
     func uplinkExited(_ process: any RunningUplink, exit: ChildExit) async {
         guard !shuttingDown, let current = uplink?.process, current === process else { return }
         // Gone with its switch (it exits when the switch does): the switch's exit, handled
-        // in a moment if not yet, drops it and starts it again after the switch.
-        if let switchProcess, switchProcess.hasExited { return }
+        // in a moment if not yet, drops it and starts it again after the switch. The kernel
+        // closes a dying switch's sockets before its pidfd reports the exit, so vde_plug can
+        // exit, and be seen to, first (CI saw it once under load): a switch that exits within
+        // a short wait took the uplink with it.
+        if let switchProcess, await switchProcess.waitForExit(timeout: Self.switchExitGrace) { return }
+        guard !shuttingDown, uplink?.process === process else { return }
         logger.warning("uplink exited: \(exit)", metadata: ["pid": "\(process.pid)"])
         emit(.childExited(child: .uplink, pid: process.pid, detail: exit.description))
         uplink?.process = nil

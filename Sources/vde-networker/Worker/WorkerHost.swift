@@ -88,6 +88,8 @@ protocol RunningSwitch: AnyObject, Sendable {
     var hasExited: Bool { get }
     /// Calls `handler` once when the switch exits, at once if it already has.
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void)
+    /// Waits at most `timeout` for its exit; true when it has exited.
+    func waitForExit(timeout: Duration) async -> Bool
     /// Stops it and removes what it left (see ``SwitchProcess/stop(logger:grace:)``).
     func stop(logger: Logger) async
     /// Stops watching it (its pidfd is closed); the switch runs on.
@@ -138,6 +140,7 @@ struct SystemSwitchLauncher: SwitchLauncher {
 extension SwitchProcess: RunningSwitch {
     var hasExited: Bool { process.hasExited }
     func onExit(_ handler: @escaping @Sendable (ChildExit) -> Void) { process.onExit(handler) }
+    func waitForExit(timeout: Duration) async -> Bool { await process.waitForExit(timeout: timeout) }
     func stopWatching() { process.stopWatching() }
 }
 

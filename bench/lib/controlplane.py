@@ -1,35 +1,156 @@
-"""Control plane: docker network create/rm and docker run on vde vs bridge (interleaved
-A B A B ...), and endpoint cycles straight over the plugin socket of a private supervisor."""
+"""Control plane: `docker network create`/`rm` and `docker run` with the vde plugin, with the
+floor plugin (bench/lib/floor_plugin.py: answers every call at once and does nothing, so it
+costs what dockerd itself costs with a remote plugin) and with bridge, interleaved in rounds
+(A B C, B C A, ...); per-call times from both plugins' own logs; and endpoint cycles straight
+over the plugin socket of a private supervisor.
+
+Standalone (root, dockerd, the image; takes the plugin lock only while measuring):
+    python3 bench/lib/controlplane.py --bin-dir .build/release --rounds 10
+The per-call table needs the supervisor at `--log-level debug` (the standalone default): it
+logs one `the Docker plugin API call duration=... path=...` line per call."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import re
 import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
-from common import DOCKER, IMAGE, LABEL, Cleanup, Supervisor, ratio, run, stats, timed
-from plugin_client import PluginClient
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (DOCKER, IMAGE, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, ratio,  # noqa: E402
+                    real_socket_lock, run, socket_answers, stats, stop_process, timed, write_json)
+from plugin_client import PluginClient  # noqa: E402
+
+FLOOR = "f17floor"  # the floor plugin's driver name (its socket is not vde.sock: no lock needed)
+FLOOR_SOCKET = f"/run/docker/plugins/{FLOOR}.sock"
+PREFIX = "vdeb"  # names of the Docker networks made here; the standalone entry uses its own
 
 
 def _rm_network(name: str) -> None:
     run([DOCKER, "network", "rm", name], check=False)
 
 
-def docker_network_cycles(iterations: int, cleanup: Cleanup) -> dict:
-    """`docker network create` + `docker network rm`, interleaved over three kinds."""
+def _rotated(names: list[str], i: int) -> list[str]:
+    """Round i's order: each kind goes first in turn, so none always follows the same other."""
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
+class FloorPlugin:
+    """bench/lib/floor_plugin.py as a child process, logging each call's milliseconds."""
+
+    def __init__(self, log_path: str) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        if socket_answers(FLOOR_SOCKET):
+            raise RuntimeError(f"something answers on {FLOOR_SOCKET} already (another floor plugin?)")
+        self.logf = open(self.log_path, "ab")
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_plugin.py")
+        self.proc = subprocess.Popen([sys.executable, script, "--socket", FLOOR_SOCKET, "--verbose"],
+                                     stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not socket_answers(FLOOR_SOCKET):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the floor plugin did not start; see {self.log_path}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)
+            self.proc = None
+            self.logf.close()
+
+    def log_size(self) -> int:
+        return os.path.getsize(self.log_path)
+
+
+# --- per-call times from the plugins' logs ---------------------------------------------------------
+
+_SUP_CALL = re.compile(r" debug [^:]+: the Docker plugin API call duration=([0-9.e+-]+) seconds path=(\S+) status=(\d+)")
+_FLOOR_CALL = re.compile(r"^\S+ (/\S+) (\d+) ([0-9.]+) ms$")
+
+
+def _log_calls(path: str, start: int, end: int, pattern: re.Pattern, ms_scale: float) -> dict[str, list[float]]:
+    """{call: [ms, ...]} from the log lines between byte offsets start and end."""
+    calls: dict[str, list[float]] = {}
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = f.read(end - start).decode(errors="replace")
+    for line in text.splitlines():
+        m = pattern.search(line)
+        if not m:
+            continue
+        if pattern is _SUP_CALL:
+            ms, call = float(m.group(1)) * ms_scale, m.group(2)
+        else:
+            call, ms = m.group(1), float(m.group(3))
+        calls.setdefault(call.lstrip("/"), []).append(ms)
+    return calls
+
+
+# The calls of one operation, as dockerd sends them (networks with the plugin's IPAM for
+# create/rm, with Docker's IPAM for docker run: see the kinds below).
+OPERATIONS = {
+    "network create": ["IpamDriver.RequestPool", "IpamDriver.RequestAddress", "NetworkDriver.CreateNetwork"],
+    "network rm": ["IpamDriver.ReleaseAddress", "IpamDriver.ReleasePool", "NetworkDriver.DeleteNetwork"],
+    "docker run": ["NetworkDriver.CreateEndpoint", "NetworkDriver.Join", "NetworkDriver.ProgramExternalConnectivity",
+                   "NetworkDriver.EndpointOperInfo", "NetworkDriver.RevokeExternalConnectivity",
+                   "NetworkDriver.Leave", "NetworkDriver.DeleteEndpoint"],
+}
+
+
+def call_table(vde: dict[str, list[float]], floor: dict[str, list[float]], operation: str) -> dict:
+    """Per call: median and max ms and count, for vde and for the floor; and the operation's total:
+    the sum of the medians (EndpointOperInfo times how often dockerd sends it per container)."""
+    rows = {}
+    totals = {"vde": 0.0, "floor": 0.0}
+    for call in OPERATIONS[operation]:
+        row = {}
+        for who, calls in (("vde", vde), ("floor", floor)):
+            v = calls.get(call, [])
+            row[who] = {"n": len(v), "median_ms": statistics.median(v) if v else None, "max_ms": max(v) if v else None}
+            if v:
+                per_op = 1.0
+                if call == "NetworkDriver.EndpointOperInfo":
+                    per_op = len(v) / max(len(calls.get("NetworkDriver.CreateEndpoint", [])), 1)
+                totals[who] += statistics.median(v) * per_op
+        rows[call] = row
+    return {"calls": rows, "total_ms_per_operation": totals}
+
+
+# --- through dockerd ---------------------------------------------------------------------------
+
+def docker_network_cycles(iterations: int, cleanup: Cleanup, floor: bool = False) -> dict:
+    """`docker network create` + `docker network rm`, interleaved over the kinds: vde with Docker's
+    IPAM and with its own, bridge, and with `floor` (a FloorPlugin running) the floor plugin both ways."""
     kinds = {
         "vde": ["-d", "vde"],
         "vde_ipam": ["-d", "vde", "--ipam-driver", "vde"],
         "bridge": ["-d", "bridge"],
     }
+    if floor:
+        kinds |= {"floor": ["-d", FLOOR], "floor_ipam": ["-d", FLOOR, "--ipam-driver", FLOOR]}
+    names = list(kinds)
     times = {k: {"create": [], "rm": [], "total": []} for k in kinds}
     # One warm-up of each: the first call to a plugin includes dockerd's plugin discovery.
     for i in range(iterations + 1):
-        for j, (kind, args) in enumerate(kinds.items()):
-            name = f"vdeb-cp-{kind}-{i}"
-            subnet = f"10.231.{(i * 3 + j) % 250}.0/24"
+        for kind in _rotated(names, i):
+            j = names.index(kind)
+            name = f"{PREFIX}-cp-{kind}-{i}"
+            subnet = f"10.231.{(i * len(names) + j) % 250}.0/24"
             cleanup.push(f"network {name}", lambda n=name: _rm_network(n))
-            t_create, _ = timed([DOCKER, "network", "create", *args, "--subnet", subnet, "--label", LABEL, name])
+            t_create, _ = timed([DOCKER, "network", "create", *kinds[kind], "--subnet", subnet, "--label", LABEL, name])
             t_rm, _ = timed([DOCKER, "network", "rm", name])
             cleanup.actions.pop()
             if i == 0:
@@ -38,32 +159,143 @@ def docker_network_cycles(iterations: int, cleanup: Cleanup) -> dict:
             times[kind]["rm"].append(t_rm)
             times[kind]["total"].append(t_create + t_rm)
     out = {k: {m: stats(v) | {"samples": v} for m, v in d.items()} for k, d in times.items()}
-    out["ratio_vde_over_bridge"] = {m: ratio(out["vde"][m], out["bridge"][m]) for m in ("create", "rm", "total")}
-    out["ratio_vde_ipam_over_bridge"] = {m: ratio(out["vde_ipam"][m], out["bridge"][m]) for m in ("create", "rm", "total")}
+    pairs = [("vde", "bridge"), ("vde_ipam", "bridge")]
+    if floor:
+        pairs += [("vde", "floor"), ("vde_ipam", "floor_ipam"), ("floor", "bridge")]
+    for a, b in pairs:
+        out[f"ratio_{a}_over_{b}"] = {m: ratio(out[a][m], out[b][m]) for m in ("create", "rm", "total")}
     return out
 
 
-def docker_run_cycles(iterations: int, cleanup: Cleanup) -> dict:
-    """`docker run --rm --net NET IMAGE true` on a vde network vs a bridge network."""
-    nets = {"vde": ("vdeb-run-vde", ["-d", "vde"], "10.232.1.0/24"),
-            "bridge": ("vdeb-run-br", ["-d", "bridge"], "10.232.2.0/24")}
+def docker_run_cycles(iterations: int, cleanup: Cleanup, floor: bool = False) -> dict:
+    """`docker run --rm --net NET IMAGE true` on a vde network vs a bridge network (and with
+    `floor`, a network of the floor plugin); Docker's IPAM on all of them."""
+    nets = {"vde": (f"{PREFIX}-run-vde", ["-d", "vde"], "10.232.1.0/24"),
+            "bridge": (f"{PREFIX}-run-br", ["-d", "bridge"], "10.232.2.0/24")}
+    if floor:
+        nets["floor"] = (f"{PREFIX}-run-floor", ["-d", FLOOR], "10.232.3.0/24")
     for kind, (name, args, subnet) in nets.items():
         run([DOCKER, "network", "create", *args, "--subnet", subnet, "--label", LABEL, name])
         cleanup.push(f"network {name}", lambda n=name: _rm_network(n))
+    names = list(nets)
     times = {k: [] for k in nets}
     try:
         for i in range(iterations + 1):
-            for kind, (name, _, _) in nets.items():
-                dt, _ = timed([DOCKER, "run", "--rm", "--label", LABEL, "--net", name, IMAGE, "true"])
+            for kind in _rotated(names, i):
+                dt, _ = timed([DOCKER, "run", "--rm", "--label", LABEL, "--net", nets[kind][0], IMAGE, "true"])
                 if i > 0:
                     times[kind].append(dt)
     finally:
         for kind, (name, _, _) in nets.items():
             _rm_network(name)
-        cleanup.actions = [a for a in cleanup.actions if not a[0].startswith("network vdeb-run-")]
+        cleanup.actions = [a for a in cleanup.actions if not a[0].startswith(f"network {PREFIX}-run-")]
     out = {k: stats(v) | {"samples": v} for k, v in times.items()}
     out["ratio_vde_over_bridge"] = ratio(out["vde"], out["bridge"])
+    if floor:
+        out["ratio_vde_over_floor"] = ratio(out["vde"], out["floor"])
+        out["ratio_floor_over_bridge"] = ratio(out["floor"], out["bridge"])
     return out
+
+
+def run_against_floor(bin_dir: str, rounds: int, cleanup: Cleanup, results_dir: str,
+                      sup: Supervisor | None = None, log_level: str = "debug") -> dict:
+    """The control plane against its floor: network create + rm and docker run with vde, the floor
+    plugin and bridge, interleaved, and the per-call table from both plugins' logs.
+
+    With `sup` (a supervisor already serving vde.sock, as benchmain runs it) it measures with that
+    one; otherwise it takes the plugin lock and starts one at `log_level` on vde.sock for the
+    measures only. The per-call table has vde rows only when the supervisor logs at debug."""
+    floor = FloorPlugin(os.path.join(results_dir, "floor-plugin.log"))
+    floor.start()
+    cleanup.push("floor plugin", floor.stop)
+    own = sup is None
+    lock = real_socket_lock() if own else contextlib.nullcontext()
+    out: dict = {"rounds": rounds, "loadavg": {"start": os.getloadavg()}}
+    try:
+        with lock:
+            if own:
+                sup = Supervisor(bin_dir, socket_path=REAL_SOCKET, log_level=log_level)
+                sup.start()
+            out["supervisor_log_level"] = sup.log_level
+            try:
+                marks = [(os.path.getsize(sup.log_path), floor.log_size())]
+                log(f"control plane: docker network create + rm, {rounds} rounds (vde, floor, bridge)")
+                out["network_create_rm"] = docker_network_cycles(rounds, cleanup, floor=True)
+                marks.append((os.path.getsize(sup.log_path), floor.log_size()))
+                log(f"control plane: docker run --rm ... true, {rounds} rounds (vde, floor, bridge)")
+                out["docker_run"] = docker_run_cycles(rounds, cleanup, floor=True)
+                marks.append((os.path.getsize(sup.log_path), floor.log_size()))
+            finally:
+                if own:
+                    sup.stop()
+                    sup.remove_workdir(keep_log_to=os.path.join(results_dir, "supervisor-controlplane.log"))
+        calls = {}
+        for phase, ops, (a, b) in (("network_create_rm", ["network create", "network rm"], (0, 1)),
+                                   ("docker_run", ["docker run"], (1, 2))):
+            log_path = os.path.join(results_dir, "supervisor-controlplane.log") if own else sup.log_path
+            vde = _log_calls(log_path, marks[a][0], marks[b][0], _SUP_CALL, 1000.0)
+            fl = _log_calls(floor.log_path, marks[a][1], marks[b][1], _FLOOR_CALL, 1.0)
+            for op in ops:
+                calls[op] = call_table(vde, fl, op)
+        out["calls"] = calls
+    finally:
+        floor.stop()
+        cleanup.actions = [a for a in cleanup.actions if a[0] != "floor plugin"]
+    out["loadavg"]["end"] = os.getloadavg()
+    return out
+
+
+def print_summary(r: dict) -> None:
+    ms = lambda s: f"{s['median'] * 1000:7.1f}" if s.get("n") else "      -"  # noqa: E731
+    f = lambda x: f"{x:.2f}" if x is not None else "-"  # noqa: E731
+    n = r["network_create_rm"]
+    print(f"\nnetwork create + rm, median ms ({r['rounds']} rounds; load {r['loadavg']['start'][0]:.1f} -> "
+          f"{r['loadavg']['end'][0]:.1f})")
+    print(f"{'':12} {'create':>7} {'rm':>7} {'total':>7}")
+    for k in ("vde", "vde_ipam", "floor", "floor_ipam", "bridge"):
+        print(f"{k:12} {ms(n[k]['create'])} {ms(n[k]['rm'])} {ms(n[k]['total'])}")
+    for k in ("ratio_vde_over_floor", "ratio_vde_ipam_over_floor_ipam", "ratio_vde_over_bridge",
+              "ratio_vde_ipam_over_bridge", "ratio_floor_over_bridge"):
+        v = n[k]
+        print(f"{k:34} create {f(v['create'])}  rm {f(v['rm'])}  total {f(v['total'])}")
+    d = r["docker_run"]
+    print("\ndocker run --rm true, median ms")
+    for k in ("vde", "floor", "bridge"):
+        print(f"{k:12} {ms(d[k])}")
+    for k in ("ratio_vde_over_floor", "ratio_vde_over_bridge", "ratio_floor_over_bridge"):
+        print(f"{k:34} {f(d[k])}")
+    print("\nper call (plugins' own logs), median ms [count]")
+    for op, t in r["calls"].items():
+        print(f"  {op}")
+        for call, row in t["calls"].items():
+            cell = lambda c: f"{c['median_ms']:7.2f} [{c['n']:3}]" if c["n"] else "      - [  0]"  # noqa: E731
+            print(f"    {call:42} vde {cell(row['vde'])}   floor {cell(row['floor'])}")
+        tot = t["total_ms_per_operation"]
+        print(f"    {'sum per operation':42} vde {tot['vde']:7.2f}         floor {tot['floor']:7.2f}")
+
+
+def main() -> int:
+    global PREFIX
+    ap = argparse.ArgumentParser(description="control plane: vde vs the floor plugin vs bridge, through dockerd")
+    ap.add_argument("--bin-dir", required=True, help="release binaries (vde-supervisor, vde-networker)")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--results", help="directory for the JSON and logs (default: a new /tmp/f17-cp-* dir)")
+    ap.add_argument("--log-level", default="debug", help="the supervisor's (debug gives the per-call table)")
+    ap.add_argument("--prefix", default="f17", help="name prefix of the Docker networks made")
+    args = ap.parse_args()
+    PREFIX = args.prefix
+    results = args.results or tempfile.mkdtemp(prefix="f17-cp-", dir="/tmp")
+    os.makedirs(results, exist_ok=True)
+    cleanup = Cleanup()
+    try:
+        r = run_against_floor(os.path.abspath(args.bin_dir), args.rounds, cleanup, results, log_level=args.log_level)
+    finally:
+        cleanup.run_all()
+    out = os.path.join(results, "controlplane.json")
+    write_json(out, r)
+    print_summary(r)
+    print(f"\nresults: {out}")
+    return 0
 
 
 def socket_endpoint_cycles(bin_dir: str, seconds: float, cleanup: Cleanup, results_dir: str) -> dict:
@@ -134,3 +366,7 @@ def socket_endpoint_cycles(bin_dir: str, seconds: float, cleanup: Cleanup, resul
         "keepalive_reconnects": reconnects, "supervisor_stop_s": stop_s, "leftovers": leftovers,
     }
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -99,6 +99,72 @@ def _log_calls(path: str, start: int, end: int, pattern: re.Pattern, ms_scale: f
     return calls
 
 
+# Steps of CreateNetwork and DeleteNetwork in the supervisor's and its workers' debug log, in
+# order: (name, where the line comes from, what it starts with). The network is the one named by
+# the `network up` / `network removed` line that precedes the call's own line.
+_STEPS = {
+    "NetworkDriver.CreateNetwork": [
+        ("validated, worker spawned", "sup", "worker started"),
+        ("worker exec + init", "worker", "worker started"),
+        ("worker listens on its socket", "worker", "listening for a supervisor"),
+        ("worker gets start, spawns vde_switch", "worker", "starting "),
+        ("vde_switch up (daemon, pid file, probe)", "worker", "switch up"),
+        ("start reply reaches the supervisor", "sup", "network up"),
+        ("state written, reply", "reply", ""),
+    ],
+    "NetworkDriver.DeleteNetwork": [
+        ("state written, shutdown sent", "worker", "shutting down"),
+        ("vde_switch stopped", "worker", "switch stopped"),
+        ("worker cleans up, exits", "worker", "worker exits"),
+        ("supervisor sees the exit", "sup", "network removed"),
+        ("reply", "reply", ""),
+    ],
+}
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \S+ (vde-supervisor|vde-networker\[([0-9a-f]+)\]): (.*)$")
+
+
+def step_timeline(log_path: str, start: int, end: int) -> dict:
+    """Median ms of each step of CreateNetwork and DeleteNetwork (``_STEPS``) from the debug log
+    (millisecond timestamps), and how many calls were broken down."""
+    from datetime import datetime
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        lines = f.read(end - start).decode(errors="replace").splitlines()
+    events: dict[str, list[tuple[float, str, str]]] = {}  # network short ID -> (t, who, message)
+    last_net = None
+    out: dict[str, dict[str, list[float]]] = {call: {} for call in _STEPS}
+    for line in lines:
+        m = _LINE.match(line)
+        if not m:
+            continue
+        t = datetime.fromisoformat(m.group(1)).timestamp()
+        who, msg = ("worker", m.group(4)) if m.group(3) else ("sup", m.group(4))
+        net = m.group(3) or (re.search(r"network=([0-9a-f]{12})", msg) or [None, None])[1]
+        if net:
+            events.setdefault(net, []).append((t, who, msg))
+            if msg.startswith("network up") or msg.startswith("network removed"):
+                last_net = net
+        c = _SUP_CALL.search(line)
+        if not c or c.group(2).lstrip("/") not in _STEPS or last_net is None:
+            continue
+        call = c.group(2).lstrip("/")
+        t_end = t
+        t_prev = t_end - float(c.group(1))
+        seen = [e for e in events.pop(last_net, []) if e[0] >= t_prev - 0.002]
+        last_net = None
+        for name, src, prefix in _STEPS[call]:
+            if src == "reply":
+                hit = t_end
+            else:
+                hit = next((e[0] for e in seen if e[1] == src and e[2].startswith(prefix)), None)
+            if hit is None:
+                continue
+            out[call].setdefault(name, []).append(max(hit - t_prev, 0.0) * 1000)
+            t_prev = hit
+    return {call: {name: {"n": len(v), "median_ms": statistics.median(v)} for name, v in steps.items()}
+            for call, steps in out.items()}
+
+
 # The calls of one operation, as dockerd sends them (networks with the plugin's IPAM for
 # create/rm, with Docker's IPAM for docker run: see the kinds below).
 OPERATIONS = {
@@ -237,6 +303,8 @@ def run_against_floor(bin_dir: str, rounds: int, cleanup: Cleanup, results_dir: 
             fl = _log_calls(floor.log_path, marks[a][1], marks[b][1], _FLOOR_CALL, 1.0)
             for op in ops:
                 calls[op] = call_table(vde, fl, op)
+            if phase == "network_create_rm":
+                out["network_steps"] = step_timeline(log_path, marks[a][0], marks[b][0])
         out["calls"] = calls
     finally:
         floor.stop()
@@ -272,6 +340,10 @@ def print_summary(r: dict) -> None:
             print(f"    {call:42} vde {cell(row['vde'])}   floor {cell(row['floor'])}")
         tot = t["total_ms_per_operation"]
         print(f"    {'sum per operation':42} vde {tot['vde']:7.2f}         floor {tot['floor']:7.2f}")
+    for call, steps in (r.get("network_steps") or {}).items():
+        print(f"\n{call}, step by step from the debug log (ms timestamps), median ms")
+        for name, v in steps.items():
+            print(f"    {name:42} {v['median_ms']:6.1f} [{v['n']}]")
 
 
 def main() -> int:

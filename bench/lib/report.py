@@ -46,13 +46,21 @@ def tables(r: dict) -> str:
         out.append("")
         out.append("| driver | create | rm | create + rm |")
         out.append("|---|---|---|---|")
-        for k, label in (("vde", "vde (Docker IPAM)"), ("vde_ipam", "vde (`--ipam-driver vde`)"), ("bridge", "bridge")):
+        kinds = [("vde", "vde (Docker IPAM)"), ("vde_ipam", "vde (`--ipam-driver vde`)"), ("bridge", "bridge")]
+        if "floor" in ncr:  # the do-nothing plugin of bench/lib/floor_plugin.py
+            kinds[2:2] = [("floor", "floor plugin (Docker IPAM)"), ("floor_ipam", "floor plugin (its own IPAM)")]
+        for k, label in kinds:
             d = ncr[k]
             out.append(f"| {label} | {_mmm(d['create'], digits=3)} | {_mmm(d['rm'], digits=3)} | {_mmm(d['total'], digits=3)} |")
         rv = ncr["ratio_vde_over_bridge"]
         ri = ncr["ratio_vde_ipam_over_bridge"]
         out.append(f"| ratio vde / bridge | {_f(rv['create'])} | {_f(rv['rm'])} | {_f(rv['total'])} |")
         out.append(f"| ratio vde IPAM / bridge | {_f(ri['create'])} | {_f(ri['rm'])} | {_f(ri['total'])} |")
+        for key, label in (("ratio_vde_over_floor", "ratio vde / floor"),
+                           ("ratio_vde_ipam_over_floor_ipam", "ratio vde IPAM / floor IPAM")):
+            if key in ncr:
+                rf = ncr[key]
+                out.append(f"| {label} | {_f(rf['create'])} | {_f(rf['rm'])} | {_f(rf['total'])} |")
         out.append("")
 
     dr = r.get("docker_run")
@@ -62,8 +70,12 @@ def tables(r: dict) -> str:
         out.append("| network | time |")
         out.append("|---|---|")
         out.append(f"| vde | {_mmm(dr['vde'], digits=3)} |")
+        if "floor" in dr:
+            out.append(f"| floor plugin | {_mmm(dr['floor'], digits=3)} |")
         out.append(f"| bridge | {_mmm(dr['bridge'], digits=3)} |")
         out.append(f"| ratio vde / bridge | {_f(dr['ratio_vde_over_bridge'], 3)} |")
+        if "floor" in dr:
+            out.append(f"| ratio vde / floor | {_f(dr['ratio_vde_over_floor'], 3)} |")
         out.append("")
 
     sc = r.get("socket_cycles")

@@ -100,7 +100,9 @@ extension VDEPlugin {
                 }
             })
         live[id] = nil
-        await worker?.stop()
+        // Once the worker has answered `shutdown`, nothing of the network is left but the exiting
+        // process (see ``NetworkWorker/stop(awaitExit:)``).
+        await worker?.stop(awaitExit: false)
         logger.info("network removed", metadata: ["network": "\(id.short)"])
         return DockerAPI.Empty()
     }

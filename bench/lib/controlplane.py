@@ -31,6 +31,9 @@ from plugin_client import PluginClient  # noqa: E402
 FLOOR = "f17floor"  # the floor plugin's driver name (its socket is not vde.sock: no lock needed)
 FLOOR_SOCKET = f"/run/docker/plugins/{FLOOR}.sock"
 PREFIX = "vdeb"  # names of the Docker networks made here; the standalone entry uses its own
+# Their label: benchmain's stale cleanup removes every network with LABEL, so a standalone run
+# (while someone else's bench/run starts) uses a label of its own.
+NET_LABEL = LABEL
 
 
 def _rm_network(name: str) -> None:
@@ -216,7 +219,7 @@ def docker_network_cycles(iterations: int, cleanup: Cleanup, floor: bool = False
             name = f"{PREFIX}-cp-{kind}-{i}"
             subnet = f"10.231.{(i * len(names) + j) % 250}.0/24"
             cleanup.push(f"network {name}", lambda n=name: _rm_network(n))
-            t_create, _ = timed([DOCKER, "network", "create", *kinds[kind], "--subnet", subnet, "--label", LABEL, name])
+            t_create, _ = timed([DOCKER, "network", "create", *kinds[kind], "--subnet", subnet, "--label", NET_LABEL, name])
             t_rm, _ = timed([DOCKER, "network", "rm", name])
             cleanup.actions.pop()
             if i == 0:
@@ -241,14 +244,14 @@ def docker_run_cycles(iterations: int, cleanup: Cleanup, floor: bool = False) ->
     if floor:
         nets["floor"] = (f"{PREFIX}-run-floor", ["-d", FLOOR], "10.232.3.0/24")
     for kind, (name, args, subnet) in nets.items():
-        run([DOCKER, "network", "create", *args, "--subnet", subnet, "--label", LABEL, name])
+        run([DOCKER, "network", "create", *args, "--subnet", subnet, "--label", NET_LABEL, name])
         cleanup.push(f"network {name}", lambda n=name: _rm_network(n))
     names = list(nets)
     times = {k: [] for k in nets}
     try:
         for i in range(iterations + 1):
             for kind in _rotated(names, i):
-                dt, _ = timed([DOCKER, "run", "--rm", "--label", LABEL, "--net", nets[kind][0], IMAGE, "true"])
+                dt, _ = timed([DOCKER, "run", "--rm", "--label", NET_LABEL, "--net", nets[kind][0], IMAGE, "true"])
                 if i > 0:
                     times[kind].append(dt)
     finally:
@@ -347,7 +350,7 @@ def print_summary(r: dict) -> None:
 
 
 def main() -> int:
-    global PREFIX
+    global PREFIX, NET_LABEL
     ap = argparse.ArgumentParser(description="control plane: vde vs the floor plugin vs bridge, through dockerd")
     ap.add_argument("--bin-dir", required=True, help="release binaries (vde-supervisor, vde-networker)")
     ap.add_argument("--rounds", type=int, default=10)
@@ -356,6 +359,7 @@ def main() -> int:
     ap.add_argument("--prefix", default="f17", help="name prefix of the Docker networks made")
     args = ap.parse_args()
     PREFIX = args.prefix
+    NET_LABEL = f"{args.prefix}-bench=1"
     results = args.results or tempfile.mkdtemp(prefix="f17-cp-", dir="/tmp")
     os.makedirs(results, exist_ok=True)
     cleanup = Cleanup()

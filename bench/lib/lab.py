@@ -237,11 +237,13 @@ def docker_processes(container_ids: list[str]) -> dict[int, tuple[str, list[str]
 
 def leftover_check(sup: Supervisor | None, taps_before: set[str], tap_names: set[str]) -> dict:
     """What a torn-down lab left: new `vde…` taps, its own taps, and (with `sup`) the
-    supervisor's processes of networks and run dir entries. `clean` when nothing."""
+    supervisor's processes of networks and run dir entries. `clean` when nothing. New taps
+    whose names the lab does not know count only when it knows none (`tap_names` empty): other
+    labs on the machine (another helper's private supervisor) make `vde…` taps meanwhile."""
     taps_now = plugin_taps()
     out = {"new_vde_taps": sorted(taps_now - taps_before), "our_taps_present": sorted(taps_now & tap_names)}
     if sup:
         out |= sup.leftovers()
-    out["clean"] = not out["new_vde_taps"] and not out["our_taps_present"] and \
+    out["clean"] = (bool(tap_names) or not out["new_vde_taps"]) and not out["our_taps_present"] and \
         not out.get("processes") and not out.get("run_dir_entries")
     return out

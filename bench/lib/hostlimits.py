@@ -77,8 +77,9 @@ def process_limits(pid: int) -> dict:
     with contextlib.suppress(OSError):
         for line in open(f"/proc/{pid}/limits"):
             if line.startswith(("Max open files", "Max processes")):
-                f = line.split()
-                out[" ".join(f[:3])] = {"soft": f[3], "hard": f[4]}
+                name = line[:26].strip()  # the name column is 26 characters wide
+                f = line[26:].split()
+                out[name] = {"soft": f[0], "hard": f[1]}
     return out
 
 

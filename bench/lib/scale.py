@@ -413,7 +413,11 @@ def main() -> int:
     finally:
         cleanup.run_all()
     out["loadavg"] = os.getloadavg()
-    print(json.dumps({k: v for k, v in out.items() if k != "rounds"}, indent=2))
+    path = os.path.join(args.results, f"restart-at-scale-{args.networks}.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2, sort_keys=True)
+    print(json.dumps({k: v for k, v in out.items() if k not in ("rounds", "leftovers")} |
+                     {"clean": out["leftovers"]["clean"], "results": path}, indent=2))
     return 0 if out["target_met"] and out["leftovers"]["clean"] else 1
 
 

@@ -74,8 +74,9 @@ actor VDEPlugin {
     /// thread of its own while it connects (``Blocking``), and a cold start spawns a worker, a
     /// switch and plugs: unbounded, 1000 networks meant 1000 threads at once in the supervisor
     /// (against the unit's `TasksMax`) and 1000 workers starting together on two CPUs, each
-    /// with 15 s to answer `start`. 16 at once adopted 1000 running workers in about
-    /// ADOPT_S s (bench/lib/scale.py, docs/benchmarks.md "Scale (issue 17)").
+    /// with 15 s to answer `start` (the load average reached 216 on two CPUs). 16 at once
+    /// adopted 1000 running workers in 5.0 s after a kill -9 on a loaded machine, every one
+    /// with its pid (bench/lib/scale.py, docs/benchmarks.md "Scale (issue 17)").
     static let restoreWidth = 16
 
     /// Starts a worker for every network in the state and waits until each has made its first

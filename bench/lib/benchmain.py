@@ -62,14 +62,19 @@ def main() -> int:
     ap.add_argument("--idle-networks", type=int, help="networks (two containers each) of the idle-CPU measure "
                     "(default 100, --quick 10)")
     ap.add_argument("--idle-seconds", type=float, help="quiet window of the idle-CPU measure (default 60, --quick 15)")
+    ap.add_argument("--scale", type=int, metavar="N",
+                    help="only the scale-at-N section (issue 17): N vde networks of one container (the last N/10 "
+                         "of two) through dockerd at sizes 10, 100 and N against bridge, and a supervisor restart "
+                         "with N networks over a private socket and through Docker")
+    ap.add_argument("--scale-idle-seconds", type=float, default=15, help="idle-CPU window per size of --scale")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: rebuild the summary, plots (and with --update-docs the docs) from "
                          "latest.json (latest-quick.json with --quick), with recovery.json as it is now")
     args = ap.parse_args()
     if args.report_only:
         return report_only(args)
-    only = set(args.only.split(","))
-    unknown = only - set(SECTIONS)
+    only = {"scale_n"} if args.scale else set(args.only.split(","))
+    unknown = only - set(SECTIONS) - {"scale_n"}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
     os.makedirs(args.results, exist_ok=True)
@@ -102,6 +107,14 @@ def main() -> int:
             for variant, bin_dir in variants:
                 log(f"memory: {n} networks x 2 endpoints over a private socket ({variant} Swift runtime)")
                 results["socket_scale"][variant] = scale.socket_scale(bin_dir, variant, n, 2, cleanup, args.results)
+        if "scale_n" in only:
+            n = args.scale
+            log(f"scale: restart with {n} networks over a private socket (no Docker)")
+            results["restart_at_scale"] = scale.restart_at_scale(args.bin_dir, n, 1, cleanup, args.results)
+            sizes = sorted({s for s in (10, 100, n) if s <= n})
+            log(f"scale: {sizes} networks through dockerd, vde and bridge interleaved")
+            results["scale_n"] = scale.scale_docker(args.bin_dir, sizes, cleanup, args.results,
+                                                    args.scale_idle_seconds, not args.no_bridge_scale)
         if "multihost" in only:
             # Simulated hosts in namespaces, a private supervisor each: no Docker.
             log("multihost: uplinks between simulated hosts (issue 16)")
@@ -191,16 +204,20 @@ def main() -> int:
             stale_cleanup()
     results["wall_s"] = time.perf_counter() - started
     results["loadavg"]["end"] = os.getloadavg()
-    out = os.path.join(args.results, f"{stamp}{'-quick' if args.quick else ''}.json")
+    # A --scale run measures one section only: it keeps its own latest file, so that the full
+    # run's latest.json (which the docs are made from) stays whole.
+    kind = f"-scale{args.scale}" if args.scale else "-quick" if args.quick else ""
+    out = os.path.join(args.results, f"{stamp}{kind}.json")
     write_json(out, results)
     if not failed:
-        write_json(os.path.join(args.results, "latest-quick.json" if args.quick else "latest.json"), results)
+        latest = "latest-scale.json" if args.scale else "latest-quick.json" if args.quick else "latest.json"
+        write_json(os.path.join(args.results, latest), results)
     log(f"results: {out}")
     report.print_summary(results)
     with contextlib.suppress(Exception):
         for p in report.plots(results, args.results):
             log(f"plot: {p}")
-    if args.update_docs and not failed:
+    if args.update_docs and not failed and not args.scale:
         report.update_docs(results)
     return 1 if failed else 0
 

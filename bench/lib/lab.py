@@ -9,6 +9,7 @@ one (scale, memory, idle CPU), and later by the `--scale N` runs of issue 17:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -26,6 +27,41 @@ def _subnet(octet: int, i: int) -> str:
 def _check_room(networks: int, octet: int) -> None:
     if octet + (networks - 1) // 256 > 255:
         raise ValueError(f"{networks} networks do not fit from 10.{octet}.0.0 on (one /24 each)")
+
+
+def subnets_in_use() -> list:
+    """The IPv4 networks the host routes or has addresses in, and those of every Docker network
+    (someone else's too): a lab's subnets must overlap none (dockerd refuses an overlapping
+    bridge subnet, and a route there would take the lab's traffic)."""
+    import ipaddress
+    import json
+    nets = []
+    for line in run(["ip", "-4", "-o", "route", "show", "table", "all"], check=False).stdout.splitlines():
+        word = line.split()[0] if line.split() else ""
+        if word in ("broadcast", "local", "unicast") and len(line.split()) > 1:
+            word = line.split()[1]
+        if word and word != "default":
+            with contextlib.suppress(ValueError):
+                nets.append(ipaddress.ip_network(word, strict=False))
+    ids = run([DOCKER, "network", "ls", "-q"], check=False).stdout.split()
+    if ids:
+        out = run([DOCKER, "network", "inspect", "-f", "{{json .IPAM.Config}}", *ids], check=False).stdout
+        for line in out.splitlines():
+            for cfg in json.loads(line or "null") or []:
+                with contextlib.suppress(ValueError, KeyError):
+                    nets.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
+    return nets
+
+
+def check_subnets_free(networks: int, octet: int) -> None:
+    """Raises when 10.<octet>.0.0 .. (one /24 per network) overlaps anything `subnets_in_use` names."""
+    import ipaddress
+    _check_room(networks, octet)
+    last = ipaddress.ip_network(_subnet(octet, networks - 1))
+    span = list(ipaddress.summarize_address_range(ipaddress.ip_address(f"10.{octet}.0.0"), last.broadcast_address))
+    clash = [str(n) for n in subnets_in_use() if n.version == 4 and any(n.overlaps(s) for s in span)]
+    if clash:
+        raise RuntimeError(f"the lab's subnets 10.{octet}.0.0 .. {last} overlap {clash}: pick another --octet")
 
 
 class SocketLab:
@@ -79,10 +115,14 @@ class DockerLab:
     """`networks` Docker networks of `driver` with `per_network` containers (`sleep 3600`) each,
     all labelled vde-bench=1. Subnets: see `subnet` (one network: 10.<octet>.0.0/16)."""
 
-    def __init__(self, driver: str, networks: int, per_network: int, octet: int, cleanup: Cleanup):
+    def __init__(self, driver: str, networks: int, per_network: int, octet: int, cleanup: Cleanup,
+                 two_in_last: int = 0, tag: str | None = None):
+        """`two_in_last`: the last that many networks get a second container (the `--scale`
+        shape: N networks of one container, the last 100 of two)."""
         _check_room(networks, octet)
         self.driver, self.networks, self.per_network, self.octet = driver, networks, per_network, octet
-        self.tag = f"vdeb-sc-{driver}-{networks}x{per_network}"
+        self.two_in_last = two_in_last
+        self.tag = tag or f"vdeb-sc-{driver}-{networks}x{per_network}"
         self.net_names: list[str] = []
         self.ctr_names: list[str] = []
         self.cleanup = cleanup
@@ -107,8 +147,8 @@ class DockerLab:
             self.net_names.append(name)
             net_times.append(dt)
         t_nets = time.perf_counter() - t_build
-        for net in self.net_names:
-            for j in range(self.per_network):
+        for i, net in enumerate(self.net_names):
+            for j in range(self.containers_in(i)):
                 cname = f"{net}-c{j}"
                 dt, _ = timed([DOCKER, "run", "-d", "--name", cname, "--label", LABEL, "--net", net, IMAGE,
                                "sleep", "3600"])
@@ -116,8 +156,36 @@ class DockerLab:
                 ctr_times.append(dt)
         build_s = time.perf_counter() - t_build
         return {"driver": self.driver, "networks": self.networks, "containers_per_network": self.per_network,
-                "build_s": build_s, "networks_build_s": t_nets, "containers_build_s": build_s - t_nets,
+                "containers": len(self.ctr_names), "build_s": build_s, "per_network_s": build_s / self.networks,
+                "networks_build_s": t_nets, "containers_build_s": build_s - t_nets,
                 "network_create_s": stats(net_times), "container_run_s": stats(ctr_times)}
+
+    def containers_in(self, index: int) -> int:
+        """How many containers network `index` has."""
+        return max(self.per_network, 2 if index >= self.networks - self.two_in_last else 0)
+
+    def address_of(self, container: str) -> str:
+        return run([DOCKER, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                    container]).stdout.strip()
+
+    def pings(self, container: str, address: str) -> bool:
+        """Whether `container` gets an echo reply from `address` (one probe, 2 s)."""
+        return run([DOCKER, "exec", container, "ping", "-c", "1", "-W", "2", address], check=False).returncode == 0
+
+    def isolation_check(self, index: int) -> dict:
+        """Network `index`'s first container pings the first container of each neighbouring
+        network (index - 1, index + 1): every probe must fail (`isolated`). Across vde networks
+        nothing routes; across bridge networks the host would, and Docker's isolation rules drop it."""
+        out: dict = {"network": index, "reached": []}
+        src = f"{self.net_names[index]}-c0"
+        for j in (index - 1, index + 1):
+            if 0 <= j < self.networks:
+                peer = self.address_of(f"{self.net_names[j]}-c0")
+                if self.pings(src, peer):
+                    out["reached"].append(f"{self.net_names[j]}-c0 ({peer})")
+                out.setdefault("tried", []).append(peer)
+        out["isolated"] = bool(out.get("tried")) and not out["reached"]
+        return out
 
     def container_ids(self) -> list[str]:
         if not self.ctr_names:
@@ -134,12 +202,10 @@ class DockerLab:
 
     def ping_check(self, index: int = 0) -> bool | None:
         """Whether container c0 of network `index` reaches c1 (None with one container)."""
-        if self.per_network < 2:
+        if self.containers_in(index) < 2:
             return None
         net = self.net_names[index]
-        peer = run([DOCKER, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                    f"{net}-c1"]).stdout.strip()
-        return run([DOCKER, "exec", f"{net}-c0", "ping", "-c", "1", "-W", "2", peer], check=False).returncode == 0
+        return self.pings(f"{net}-c0", self.address_of(f"{net}-c1"))
 
     def teardown(self) -> dict:
         t0 = time.perf_counter()
@@ -171,11 +237,13 @@ def docker_processes(container_ids: list[str]) -> dict[int, tuple[str, list[str]
 
 def leftover_check(sup: Supervisor | None, taps_before: set[str], tap_names: set[str]) -> dict:
     """What a torn-down lab left: new `vde…` taps, its own taps, and (with `sup`) the
-    supervisor's processes of networks and run dir entries. `clean` when nothing."""
+    supervisor's processes of networks and run dir entries. `clean` when nothing. New taps
+    whose names the lab does not know count only when it knows none (`tap_names` empty): other
+    labs on the machine (another helper's private supervisor) make `vde…` taps meanwhile."""
     taps_now = plugin_taps()
     out = {"new_vde_taps": sorted(taps_now - taps_before), "our_taps_present": sorted(taps_now & tap_names)}
     if sup:
         out |= sup.leftovers()
-    out["clean"] = not out["new_vde_taps"] and not out["our_taps_present"] and \
+    out["clean"] = (bool(tap_names) or not out["new_vde_taps"]) and not out["our_taps_present"] and \
         not out.get("processes") and not out.get("run_dir_entries")
     return out

@@ -193,6 +193,10 @@ def tables(r: dict) -> str:
         out.append(multihost.tables(mh))
         out.append("")
 
+    if r.get("scale_n") or r.get("restart_at_scale"):
+        out.append(scale_n_table(r))
+        out.append("")
+
     rec = r.get("recovery")
     out.append("### Recovery")
     out.append("")
@@ -202,6 +206,42 @@ def tables(r: dict) -> str:
         out.append("`bench/results/recovery.json` did not exist when this run finished (it is written by "
                    "`bench/recovery`), so there are no recovery figures in this run.")
     out.append("")
+    return "\n".join(out)
+
+
+def scale_n_table(r: dict) -> str:
+    """`bench/run --scale N` (issue 17): per size, vde against bridge, then the restarts."""
+    out = []
+    sc = r.get("scale_n")
+    if sc:
+        out += ["### Scale: N networks through dockerd, one container each (the last N/10 two), vde vs bridge", "",
+                "| networks | build ms/network vde | bridge | ratio | teardown ms/network vde | bridge | "
+                "PSS/network KiB (plugin) | supervisor PSS growth KiB/network | idle % CPU vde (plugin) | bridge | "
+                "last pings | middle isolated (vde/bridge) | nothing left |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for n, x in sc.get("summary", {}).items():
+            out.append(
+                f"| {n} | {_f(x['vde_ms_per_network'], 0)} | {_f(x['bridge_ms_per_network'], 0)} | "
+                f"{_f(x.get('build_ratio_vde_over_bridge'))} | {_f(x['vde_teardown_ms_per_network'], 0)} | "
+                f"{_f(x['bridge_teardown_ms_per_network'], 0)} | {_f(x['plugin_pss_per_network_kb'], 0)} | "
+                f"{_f(x['supervisor_pss_growth_per_network_kb'], 1)} | {_f(x['vde_idle_total_pct'])} "
+                f"({_f(x['vde_idle_plugin_pct'])}) | {_f(x['bridge_idle_total_pct'])} | {x['ping_ok']} | "
+                f"{x['isolated']}/{x['bridge_isolated']} | {x['clean']} |")
+        out.append("")
+    rows = []
+    ras = r.get("restart_at_scale")
+    for label, rounds in ((f"private socket, {ras['networks']} networks" if ras else "", (ras or {}).get("rounds", [])),
+                          *((f"through dockerd, {n} networks", (sc or {}).get(f"vde_{n}", {}).get("restart") or [])
+                            for n in (sc or {}).get("sizes", []))):
+        for x in rounds:
+            rows.append(f"| {label} | {x['how']} | {_f(x['control_first_answer_s'])} | {_f(x['all_running_s'])} | "
+                        f"{_f(x['plugin_socket_s'])} | {_mmm(x['status_latency_s'], 1000, 0)} | "
+                        f"{x['status_polls_during_restore']} | {x['workers_same_pid']}/{x['networks']} |")
+    if rows:
+        out += ["### Restart at scale (target: every network adopted within 10 s, status answering meanwhile)", "",
+                "| where | how | control socket answers s | all running s | plugin socket s | status latency ms | "
+                "status replies before the plugin socket | adopted (same worker pid) |",
+                "|---|---|---|---|---|---|---|---|", *rows]
     return "\n".join(out)
 
 

@@ -113,7 +113,11 @@ struct RunCommand: AsyncParsableCommand {
         if !OrphanReaper.becomeSubreaper() {
             logger.warning("could not become a child subreaper; orphans of dead workers go to init")
         }
-        await plugin.restoreNetworks()
+        // The restore runs beside the control socket, so that `status` answers while 1000
+        // networks are adopted (those not yet adopted show as `starting`); the plugin API (and
+        // with it systemd's READY=1, which waits for it) and the Docker reconciler start once
+        // every network has had its first attempt, as before.
+        let restored = Task { await plugin.restoreNetworks() }
         let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
         let router = PluginRouter(plugin: plugin, logger: logger)
         let server = UnixHTTPServer(
@@ -141,18 +145,24 @@ struct RunCommand: AsyncParsableCommand {
             }, logger: logger)
         let group = ServiceGroup(
             services: [
-                OrphanReaper(logger: logger), WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit), control,
-                server, systemd,
+                OrphanReaper(logger: logger),
+                WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit, restored: restored), control,
+                AfterRestore(restored: restored, service: server), systemd,
             ]
-                + (effectiveDockerSocket.map { [DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger)] }
-                    ?? []),
+                + (effectiveDockerSocket.map {
+                    [
+                        AfterRestore(
+                            restored: restored,
+                            service: DockerReconciler(plugin: plugin, dockerSocket: $0, logger: logger))
+                    ]
+                } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {
             try await group.run()
         } catch {
             logger.critical("supervisor stopped", metadata: ["error": "\(VDEError(wrapping: error).message)"])
-            await WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit).end()
+            await WorkerShutdown(plugin: plugin, stopNetworks: stopNetworksOnExit, restored: restored).end()
             removeRunDirIfStopped(runDir)
             throw ExitCode.failure
         }
@@ -175,9 +185,13 @@ struct RunCommand: AsyncParsableCommand {
 /// container mode) it stops them itself: a stopped container's processes are all killed (runc
 /// kills every process of the container's cgroup when its init exits, also with `--pid host`;
 /// measured), which would leave the switches' sockets and the networks' run dirs behind.
+///
+/// A shutdown during the restore waits for it first: a worker whose `start` is under way would
+/// otherwise see its link end, take that for a failed start, and be terminated.
 struct WorkerShutdown: Service {
     let plugin: VDEPlugin
     let stopNetworks: Bool
+    let restored: Task<Void, Never>
 
     func run() async throws {
         try? await gracefulShutdown()
@@ -185,10 +199,27 @@ struct WorkerShutdown: Service {
     }
 
     func end() async {
+        await restored.value
         if stopNetworks { await plugin.stopAllWorkers() } else { await plugin.detachAllWorkers() }
     }
 }
 
 extension WorkerShutdown: CustomStringConvertible {
     var description: String { "WorkerShutdown" }
+}
+
+/// Runs `service` once the restore of the networks is over (``VDEPlugin/restoreNetworks()``):
+/// the plugin API, so that no Docker call reaches a network whose worker has not had its first
+/// attempt (they wait in the socket's backlog, or fail at connect without systemd, as before),
+/// and the Docker reconciler, which forgets networks and needs their workers.
+struct AfterRestore<Wrapped: Service>: Service, CustomStringConvertible {
+    let restored: Task<Void, Never>
+    let service: Wrapped
+
+    func run() async throws {
+        await restored.value
+        try await service.run()
+    }
+
+    var description: String { "AfterRestore(\(service))" }
 }

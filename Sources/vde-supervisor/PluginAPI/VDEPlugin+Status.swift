@@ -3,7 +3,9 @@ import Shared
 
 /// Gathers the status report: the state, each worker's health, and the counters the workers
 /// read from their switches. A worker that does not answer within `workerTimeout` is shown as
-/// unresponsive; the report never waits longer than that.
+/// unresponsive; the report never waits longer than that. A worker not started or adopted yet
+/// (`starting`: a new network, or one still waiting its turn in a restore) is not asked: it
+/// shows as `starting` at once instead of holding the report for `workerTimeout`.
 extension VDEPlugin {
     static let statusWorkerTimeout: Duration = .milliseconds(800)
 
@@ -14,7 +16,7 @@ extension VDEPlugin {
         let workers = live.compactMapValues(\.worker)
         let replies: [NetworkID: WorkerStatus] = await withTaskGroup(of: (NetworkID, WorkerStatus?).self) { group in
             for record in records {
-                guard let worker = workers[record.id] else { continue }
+                guard let worker = workers[record.id], await worker.phase != .starting else { continue }
                 group.addTask {
                     let result = try? await worker.status(timeout: Self.statusWorkerTimeout)
                     return (record.id, result)

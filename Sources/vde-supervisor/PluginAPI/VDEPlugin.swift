@@ -70,22 +70,44 @@ actor VDEPlugin {
 
     // MARK: workers
 
+    /// How many workers ``restoreNetworks()`` adopts or starts at once. Each launch takes a
+    /// thread of its own while it connects (``Blocking``), and a cold start spawns a worker, a
+    /// switch and plugs: unbounded, 1000 networks meant 1000 threads at once in the supervisor
+    /// (against the unit's `TasksMax`) and 1000 workers starting together on two CPUs, each
+    /// with 15 s to answer `start` (the load average reached 216 on two CPUs). 16 at once
+    /// adopted 1000 running workers in 5.0 s after a kill -9 on a loaded machine, every one
+    /// with its pid (bench/lib/scale.py, docs/benchmarks.md "Scale (issue 17)").
+    static let restoreWidth = 16
+
     /// Starts a worker for every network in the state and waits until each has made its first
-    /// attempt to restore its network (a failed one is logged and retried with backoff). Then
-    /// starts the heartbeat sweep, which checks one worker at a time.
+    /// attempt to restore its network (a failed one is logged and retried with backoff), at
+    /// most ``restoreWidth`` at once. Every network gets its ``NetworkWorker`` (phase
+    /// `starting`) before the first launch, so that `status`, served meanwhile, lists them all
+    /// and names the ones not adopted yet. Then starts the heartbeat sweep, which checks one
+    /// worker at a time.
     func restoreNetworks() async {
         startHeartbeats()
         let ids = state.networks.keys.sorted()
         guard !ids.isEmpty else { return }
         logger.info("restoring networks from state", metadata: ["networks": "\(ids.count)"])
+        let started = ContinuousClock.now
+        let workers = ids.map { id in
+            let worker = makeWorker(networkID: id)
+            live[id, default: LiveNetwork()].worker = worker
+            return (id, worker)
+        }
         await withTaskGroup(of: Void.self) { group in
-            for id in ids {
+            for (index, (id, worker)) in workers.enumerated() {
+                if index >= Self.restoreWidth { await group.next() }
+                // Read now, not when the workers were made: a `link` change may have been
+                // recorded meanwhile (the control socket answers during the restore).
                 guard let assignment = assignment(of: id) else { continue }
-                let worker = makeWorker(networkID: id)
-                live[id, default: LiveNetwork()].worker = worker
                 group.addTask { await worker.restore(assignment) }
             }
         }
+        logger.info(
+            "networks restored",
+            metadata: ["networks": "\(ids.count)", "seconds": "\(ContinuousClock.now - started)"])
     }
 
     /// Starts the heartbeat sweep (once).
@@ -272,17 +294,20 @@ extension VDEPlugin {
     /// One line for systemd's STATUS= and logs: networks, endpoints, worker health.
     func statusLine() async -> String {
         var running = 0
+        var starting = 0
         var restarting = 0
         var other = 0
         for worker in live.values.compactMap(\.worker) {
             switch await worker.phase {
             case .running: running += 1
-            case .restarting, .starting: restarting += 1
+            case .starting: starting += 1
+            case .restarting: restarting += 1
             case .stopping, .stopped: other += 1
             }
         }
         let endpoints = state.networks.values.reduce(0) { $0 + $1.endpoints.count }
         var line = "\(state.networks.count) network(s), \(endpoints) endpoint(s); workers: \(running) healthy"
+        if starting > 0 { line += ", \(starting) starting" }
         if restarting > 0 { line += ", \(restarting) restarting" }
         if other > 0 { line += ", \(other) stopped" }
         return line

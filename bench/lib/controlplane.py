@@ -28,7 +28,7 @@ from common import (DOCKER, IMAGE, LABEL, REAL_SOCKET, Cleanup, Supervisor, log,
                     real_socket_lock, run, socket_answers, stats, stop_process, timed, write_json)
 from plugin_client import PluginClient  # noqa: E402
 
-FLOOR = "f17floor"  # the floor plugin's driver name (its socket is not vde.sock: no lock needed)
+FLOOR = "vdefloor"  # the floor plugin's driver name (its socket is not vde.sock: no lock needed)
 FLOOR_SOCKET = f"/run/docker/plugins/{FLOOR}.sock"
 PREFIX = "vdeb"  # names of the Docker networks made here; the standalone entry uses its own
 # Their label: benchmain's stale cleanup removes every network with LABEL, so a standalone run
@@ -354,13 +354,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="control plane: vde vs the floor plugin vs bridge, through dockerd")
     ap.add_argument("--bin-dir", required=True, help="release binaries (vde-supervisor, vde-networker)")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--results", help="directory for the JSON and logs (default: a new /tmp/f17-cp-* dir)")
+    ap.add_argument("--results", help="directory for the JSON and logs (default: a new /tmp/vde-cp-* dir)")
     ap.add_argument("--log-level", default="debug", help="the supervisor's (debug gives the per-call table)")
-    ap.add_argument("--prefix", default="f17", help="name prefix of the Docker networks made")
+    ap.add_argument("--prefix", default="vdecp", help="name prefix of the Docker networks made")
     args = ap.parse_args()
     PREFIX = args.prefix
     NET_LABEL = f"{args.prefix}-bench=1"
-    results = args.results or tempfile.mkdtemp(prefix="f17-cp-", dir="/tmp")
+    results = args.results or tempfile.mkdtemp(prefix="vde-cp-", dir="/tmp")
     os.makedirs(results, exist_ok=True)
     cleanup = Cleanup()
     try:

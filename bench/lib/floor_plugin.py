@@ -15,8 +15,8 @@ file descriptor open instead of making it persistent, so:
 A veth pair would need rtnetlink messages (RTM_NEWLINK with nested IFLA_LINKINFO) and makes two
 devices, the host end of which dockerd leaves behind; a tap is one device and two syscalls.
 
-Usage: python3 bench/lib/floor_plugin.py [--socket /run/docker/plugins/f17floor.sock]
-           docker network create -d f17floor --ipam-driver f17floor --subnet 10.1.2.0/24 NET
+Usage: python3 bench/lib/floor_plugin.py [--socket /run/docker/plugins/vdefloor.sock]
+           docker network create -d vdefloor --ipam-driver vdefloor --subnet 10.1.2.0/24 NET
        python3 bench/lib/floor_plugin.py --measure-taps 200   (tap create/delete cost, no socket)
 It removes its socket and taps on exit, SIGTERM and Ctrl-C."""
 
@@ -37,8 +37,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-DEFAULT_SOCKET = "/run/docker/plugins/f17floor.sock"
-TAP_PREFIX = "f17t"  # + 11 hex of the endpoint ID: 15 characters, the kernel's limit
+DEFAULT_SOCKET = "/run/docker/plugins/vdefloor.sock"
+TAP_PREFIX = "flrt"  # + 11 hex of the endpoint ID: 15 characters, the kernel's limit
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -202,8 +202,8 @@ class Floor:
             "/NetworkDriver.DiscoverNew": empty,
             "/NetworkDriver.DiscoverDelete": empty,
             "/IpamDriver.GetCapabilities": lambda _r: {"RequiresMACAddress": False, "RequiresRequestReplay": False},
-            "/IpamDriver.GetDefaultAddressSpaces": lambda _r: {"LocalDefaultAddressSpace": "f17local",
-                                                               "GlobalDefaultAddressSpace": "f17global"},
+            "/IpamDriver.GetDefaultAddressSpaces": lambda _r: {"LocalDefaultAddressSpace": "floorlocal",
+                                                               "GlobalDefaultAddressSpace": "floorglobal"},
             "/IpamDriver.RequestPool": self.request_pool,
             "/IpamDriver.ReleasePool": self.release_pool,
             "/IpamDriver.RequestAddress": self.request_address,
@@ -261,7 +261,7 @@ def serve(socket_path: str, verbose: bool) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, stop)
-    print(f"f17floor: serving {socket_path}", file=sys.stderr, flush=True)
+    print(f"vdefloor: serving {socket_path}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
@@ -269,7 +269,7 @@ def serve(socket_path: str, verbose: bool) -> int:
         if os.path.exists(socket_path):
             os.unlink(socket_path)
         floor.close()
-        print("f17floor: stopped; socket and taps removed", file=sys.stderr, flush=True)
+        print("vdefloor: stopped; socket and taps removed", file=sys.stderr, flush=True)
     return 0
 
 

@@ -276,7 +276,7 @@ def scale_docker_one(driver: str, n: int, sup: Supervisor | None, cleanup: Clean
     teardown; checks nothing is left."""
     octet = VDE_OCTET if driver == "vde" else BRIDGE_OCTET
     check_subnets_free(n, octet)
-    tag = f"s17-{driver}-{n}"
+    tag = f"vdescale-{driver}-{n}"
     lab = DockerLab(driver, n, 1, octet, cleanup, two_in_last=max(1, n // 10), tag=tag)
     sup_pss_before = _pss_kb(sup.pid()) if sup else None
     arp_before = hostlimits.neighbours()

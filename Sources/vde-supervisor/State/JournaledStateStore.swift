@@ -325,7 +325,9 @@ final class JournaledStateStore {
         let synced = dirFD >= 0 && syncDirectory(dirFD) == 0
         let error = errno
         if dirFD >= 0 { close(dirFD) }
-        guard synced else { throw .journalWrite(path: journalPath, step: "directory fsync", errno: error, undone: true) }
+        guard synced else {
+            throw .journalWrite(path: journalPath, step: "directory fsync", errno: error, undone: true)
+        }
         journal = .ready
         onStep(.directorySynced)
     }

@@ -69,7 +69,8 @@ struct StateChange: Codable, Sendable, Equatable {
         if let nextPoolNumber { state.ipam.restoreNextPoolNumber(nextPoolNumber) }
         if let poolOrder, !state.ipam.reorderPools(by: poolOrder) {
             throw StateChangeMismatch(
-                detail: "record \(sequence) orders pools \(poolOrder) but the state holds \(state.ipam.pools.map(\.id))")
+                detail: "record \(sequence) orders pools \(poolOrder) but the state holds \(state.ipam.pools.map(\.id))"
+            )
         }
     }
 

@@ -132,9 +132,9 @@ final class CapturePluginTests {
         #expect(commands("start").first?.contains(#""hub":true"#) == true)
         await plugin.stopAllWorkers()
         // Read back as the next supervisor start reads it: hub and the MTU survive.
-        let text = try FileSystem.read(worker.directory + "/state/state.json", limit: 1 << 20)
-        let state = try JSONCoding.decode(
-            SupervisorState.self, from: text, userInfo: [NetworkRecord.runDirKey: worker.directory + "/run"])
+        let state = try #require(
+            try JournaledStateStore.read(
+                directory: worker.directory + "/state", userInfo: [NetworkRecord.runDirKey: worker.directory + "/run"]))
         #expect(state.networks[try NetworkID(Self.network)]?.switchSpec.hub == true)
         #expect(state.networks[try NetworkID(Self.network)]?.switchSpec.mtu == 1400)
     }

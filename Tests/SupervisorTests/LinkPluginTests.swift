@@ -87,7 +87,7 @@ final class LinkPluginTests {
                 NetworkID: try NetworkID(Self.networkA), EndpointID: try EndpointID(Self.endpoint1)))
         #expect(info.Value["link"] == "delay=50ms loss=1%")
         // And it is in the state file.
-        let reloaded = try StateStore<SupervisorState>(directory: worker.directory + "/state").load()
+        let reloaded = try JournaledStateStore.read(directory: worker.directory + "/state")
         #expect(
             reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link == first)
     }
@@ -185,7 +185,7 @@ final class LinkPluginTests {
         let expected = LinkSettings(impairment: LinkImpairment(delayMicroseconds: 50_000, lossMillipercent: 2000))
         #expect(try await record(Self.endpoint1, on: Self.networkA)?.link == expected)
         #expect(try await record(Self.endpoint2, on: Self.networkA)?.link == nil)
-        let reloaded = try StateStore<SupervisorState>(directory: worker.directory + "/state").load()
+        let reloaded = try JournaledStateStore.read(directory: worker.directory + "/state")
         #expect(
             reloaded?.networks[try NetworkID(Self.networkA)]?.endpoints[try EndpointID(Self.endpoint1)]?.link
                 == expected)

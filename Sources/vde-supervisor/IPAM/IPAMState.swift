@@ -115,6 +115,34 @@ struct IPAMState: Codable, Sendable, Equatable {
         return ids
     }
 
+    // MARK: Journal replay
+
+    /// Puts `pool` in place of the pool with its PoolID, or appends it (new pools are last):
+    /// replaying a state journal record (``StateChange``).
+    mutating func replacePool(_ pool: AddressPool) {
+        if let index = pools.firstIndex(where: { $0.id == pool.id }) { pools[index] = pool } else { pools.append(pool) }
+    }
+
+    /// Forgets the pool with this PoolID, if any (journal replay).
+    mutating func dropPool(id: String) {
+        pools.removeAll { $0.id == id }
+    }
+
+    /// Sets the number of the next PoolID as a journal record holds it.
+    mutating func restoreNextPoolNumber(_ number: UInt64) {
+        nextPoolNumber = number
+    }
+
+    /// Puts the pools in the order of `ids`; false (and unchanged) when `ids` are not exactly their PoolIDs.
+    mutating func reorderPools(by ids: [String]) -> Bool {
+        let byID = Dictionary(pools.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        guard ids.count == pools.count, Set(ids).count == ids.count else { return false }
+        let ordered = ids.compactMap { byID[$0] }
+        guard ordered.count == pools.count else { return false }
+        pools = ordered
+        return true
+    }
+
     // MARK: Addresses
 
     /// `IpamDriver.RequestAddress`. Returns `ip/prefix-length` of the pool's subnet.

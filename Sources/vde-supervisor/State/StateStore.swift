@@ -55,7 +55,9 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
     /// file holds the old value and no temporary file remains, so a caller that keeps its old
     /// value in memory agrees with the file. (A failed directory sync puts the old file back:
     /// the rename may not be durable, and a reply must not confirm what a power loss could undo.)
-    func save(_ value: Value) throws(StateStoreError) {
+    /// Returns the size of the file written.
+    @discardableResult
+    func save(_ value: Value) throws(StateStoreError) -> Int {
         let bytes: [UInt8]
         do {
             bytes = try JSONCoding.encodePretty(value) + [UInt8(ascii: "\n")]
@@ -80,6 +82,7 @@ struct StateStore<Value: Codable & Sendable>: Sendable {
         guard synced else {
             throw .directorySync(path: path, errno: syncErrno, restored: restorePrevious(hadPrevious: hadPrevious))
         }
+        return bytes.count
     }
 
     /// Makes the current file (if it is a regular file) the previous generation, atomically:
@@ -147,6 +150,15 @@ enum StateStoreError: ReportableError, Equatable {
     case read(path: String, errno: Int32)
     /// The file exists but does not hold a valid state; `previous` is the previous generation, if any.
     case corrupt(path: String, detail: String, previous: String?)
+    /// Appending to the state journal (or making it ready) failed at `step`; the change was
+    /// refused. `undone`: the journal is as before; else the next change rewrites the snapshot first.
+    case journalWrite(path: String, step: String, errno: Int32, undone: Bool)
+    /// The journal is damaged before its end (not a torn last write), at `line` / byte `offset`
+    /// when known: its records from there on cannot be trusted.
+    case journalCorrupt(path: String, line: Int?, offset: Int?, detail: String)
+    /// The snapshot includes records up to `covered` but the journal's next record is `first`:
+    /// records in between are missing (a snapshot replaced by an older copy).
+    case journalGap(path: String, snapshot: String, covered: UInt64, first: UInt64)
 
     var vdeError: VDEError {
         switch self {
@@ -179,6 +191,33 @@ enum StateStoreError: ReportableError, Equatable {
                     + "restart vde-supervisor (a network or container changed by that last change may need to be "
                     + "created again). If \(previous) is not valid either, move both aside: vde-supervisor then starts "
                     + "with no networks, and vde networks created before must be removed and created again")
+        case .journalWrite(let path, let step, let errno, let undone):
+            return .system(
+                "cannot append to the state journal \(path) (\(step): \(Self.text(errno))); the change was refused"
+                    + (undone
+                        ? " and the stored state is as before. "
+                        : ", but the journal could not be cut back; the next change rewrites the state file first. ")
+                    + "Check free space, permissions and the filesystem of the state directory")
+        case .journalCorrupt(let path, let line, let offset, let detail):
+            let whereText = line.map { " at line \($0)" } ?? ""
+            let keep =
+                offset.map {
+                    "keep what precedes the damage: mv \(path) \(path).broken && head -c \($0) \(path).broken > \(path), "
+                        + "then restart vde-supervisor (changes recorded after it are lost: a network or container "
+                        + "changed since may need to be created again)"
+                }
+                ?? ("move it aside (mv \(path) \(path).broken) and restart vde-supervisor: it starts from the state "
+                    + "file alone, and networks or containers changed since it was written may need to be created again")
+            return .system(
+                "the state journal \(path) is damaged\(whereText) (\(detail)); this is not a write cut short by a "
+                    + "crash, which only affects the last record. To start again, " + keep)
+        case .journalGap(let path, let snapshot, let covered, let first):
+            return .system(
+                "the state file \(snapshot) includes journal records up to \(covered), but the state journal "
+                    + "\(path) continues at record \(first) (and \(path).1 does not hold the ones between): was the "
+                    + "state file replaced by an older copy? Put back the state file that matches, or move the "
+                    + "journal aside (mv \(path) \(path).broken) and restart vde-supervisor: changes after record "
+                    + "\(covered) are then lost, and networks or containers changed since may need to be created again")
         case .corrupt(let path, let detail, nil):
             return .system(
                 "the state file \(path) is not valid (\(detail)) and there is no previous generation "

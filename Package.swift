@@ -65,7 +65,11 @@ let package = Package(
             // One worker runs per network: as a position-independent executable each one dirtied
             // about 0.5 MiB of the binary with load-time relocations (docs/benchmarks.md); linked
             // at a fixed address those pages stay clean and are shared by all workers.
-            linkerSettings: [.unsafeFlags(["-Xlinker", "-no-pie"])]),
+            // linker/static-cxx makes the runtime's -lstdc++ and -lgcc_s the static archives, for
+            // the same reason: libstdc++.so.6 cost each worker about 60 KiB of relocated pages.
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "-no-pie", "-L", Context.packageDirectory + "/linker/static-cxx"])
+            ]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"], swiftSettings: strict),
         .testTarget(name: "SupervisorTests", dependencies: ["vde-supervisor", "Shared"], swiftSettings: strict),
         // Root-free unit tests of the worker (fakes, parsers); `scripts/test --unit` runs them.

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <malloc.h>
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <signal.h>
@@ -21,6 +22,12 @@
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/// Gives the heap's free pages back to the kernel (malloc_trim(0): the top of the heap and the
+/// free pages inside it). Returns 1 when memory was released.
+static inline int clinux_release_free_heap(void) {
+    return malloc_trim(0);
+}
 
 #ifndef F_SETPIPE_SZ
 #define F_SETPIPE_SZ 1031  /* F_LINUX_SPECIFIC_BASE + 7 */

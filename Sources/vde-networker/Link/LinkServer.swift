@@ -236,6 +236,8 @@ final class LinkServer: Sendable {
                     let reply = await server.handle(request)
                     link.send(reply)
                     if request.command == .shutdown { post.yield(.shutdownAnswered) }
+                    // A change is done: what it allocated and freed goes back to the kernel.
+                    HeapRelease.now()
                 }
             }
             let worker = server.worker

@@ -164,13 +164,13 @@ struct StatusExternalPortTests {
             !StatusTable(report: StatusTableTests.report, color: false, detailed: false).render().contains("UPLINK"))
     }
 
-    @Test func aWorkerThatDidNotAnswerLeavesTheUplinkUnknown() throws {
-        let info = VDEPlugin.uplinkInfo(url: try UplinkURL("vxvde://239.255.1.1"), reply: nil)
+    @Test func aWorkerThatDidNotAnswerLeavesTheUplinkUnknown() {
+        let info = VDEPlugin.uplinkInfo(url: UplinkURL("vxvde://239.255.1.1"), reply: nil)
         #expect(info.state == "unknown" && info.pid == nil && info.counters == nil)
         let running = VDEPlugin.uplinkInfo(
-            url: try UplinkURL("vxvde://239.255.1.1"),
+            url: UplinkURL("vxvde://239.255.1.1"),
             reply: UplinkStatus(
-                url: try UplinkURL("vxvde://239.255.1.1"), state: .restarting, counters: PortCounters(port: 5),
+                url: UplinkURL("vxvde://239.255.1.1"), state: .restarting, counters: PortCounters(port: 5),
                 restarts: 2, detail: "killed by signal 9"))
         #expect(running.state == "restarting" && running.switchPort == 5 && running.restarts == 2)
         #expect(running.detail == "killed by signal 9")

@@ -14,21 +14,25 @@ extension VDEPlugin {
             $0.createdAt == $1.createdAt ? $0.id < $1.id : $0.createdAt < $1.createdAt
         }
         let workers = live.compactMapValues(\.worker)
-        let replies: [NetworkID: WorkerStatus] = await withTaskGroup(of: (NetworkID, WorkerStatus?).self) { group in
+        // Every worker at once: its summary, and (unless it is not started or adopted yet) its
+        // status, each bounded by `statusWorkerTimeout`.
+        typealias Answer = (summary: NetworkWorker.Summary, reply: WorkerStatus?)
+        let answers: [NetworkID: Answer] = await withTaskGroup(of: (NetworkID, Answer).self) { group in
             for record in records {
-                guard let worker = workers[record.id], await worker.phase != .starting else { continue }
+                guard let worker = workers[record.id] else { continue }
                 group.addTask {
-                    let result = try? await worker.status(timeout: Self.statusWorkerTimeout)
-                    return (record.id, result)
+                    let summary = await worker.summary()
+                    guard summary.phase != .starting else { return (record.id, (summary, nil)) }
+                    let reply = try? await worker.status(timeout: Self.statusWorkerTimeout)
+                    return (record.id, (summary, reply))
                 }
             }
-            var all: [NetworkID: WorkerStatus] = [:]
-            for await (id, result) in group { if let result { all[id] = result } }
+            var all: [NetworkID: Answer] = [:]
+            for await (id, answer) in group { all[id] = answer }
             return all
         }
-        var networks: [StatusReport.NetworkInfo] = []
-        for record in records {
-            networks.append(await networkInfo(record, worker: workers[record.id], reply: replies[record.id]))
+        let networks = records.map { record in
+            networkInfo(record, summary: answers[record.id]?.summary, reply: answers[record.id]?.reply)
         }
         let uptime = ContinuousClock.now - startedAt
         return StatusReport(
@@ -39,18 +43,18 @@ extension VDEPlugin {
             healthy: networks.allSatisfy(\.healthy))
     }
 
-    private func networkInfo(_ record: NetworkRecord, worker: NetworkWorker?, reply: WorkerStatus?) async
+    private func networkInfo(_ record: NetworkRecord, summary: NetworkWorker.Summary?, reply: WorkerStatus?)
         -> StatusReport.NetworkInfo
     {
         var workerInfo = StatusReport.WorkerInfo(
             pid: nil, state: "stopped", uptimeSeconds: nil, restarts: 0, lastError: nil)
-        if let worker {
-            let phase = await worker.phase
-            workerInfo.pid = await worker.workerPID
-            workerInfo.state = (phase == .running && reply == nil) ? "unresponsive" : phase.rawValue
-            workerInfo.restarts = await worker.restarts
-            workerInfo.lastError = await worker.lastError
-            if let started = await worker.startedAt, phase == .running {
+        if let summary {
+            workerInfo.pid = summary.pid
+            workerInfo.state =
+                (summary.phase == .running && reply == nil) ? "unresponsive" : summary.phase.rawValue
+            workerInfo.restarts = summary.restarts
+            workerInfo.lastError = summary.lastError
+            if let started = summary.startedAt, summary.phase == .running {
                 workerInfo.uptimeSeconds = (ContinuousClock.now - started).components.seconds
             }
         }

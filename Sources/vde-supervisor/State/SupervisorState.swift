@@ -25,8 +25,84 @@ struct SupervisorState: Codable, Sendable, Equatable {
     }
 }
 
-/// One Docker network of the `vde` driver.
+/// One Docker network of the `vde` driver: a value whose fields (``NetworkFields``) sit in one
+/// shared, immutable box.
+///
+/// Why the box: every commit copies the state's dictionary of networks (apply to a copy, then
+/// commit) and compares it with the one before (``StateChange/between(_:_:)``). With the fields
+/// inline, a copy retained every string and array of every network and a comparison walked them:
+/// at 1000 networks that was about 7 ms of each plugin call, over half the supervisor's CPU
+/// under a stream of calls (perf, bench/lib/sizecost.py). Boxed, a copy is one retain, and an
+/// unchanged record compares equal by identity. A change makes a new box (copying one record).
+@dynamicMemberLookup
 struct NetworkRecord: Codable, Sendable, Equatable {
+    private final class Box: Sendable {
+        let fields: NetworkFields
+        init(_ fields: NetworkFields) { self.fields = fields }
+    }
+
+    private var box: Box
+
+    var fields: NetworkFields { box.fields }
+
+    init(_ fields: NetworkFields) { box = Box(fields) }
+
+    init(
+        id: NetworkID, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool,
+        ipv4Data: [DockerAPI.IPAMData],
+        ipv6Data: [DockerAPI.IPAMData], poolIDs: [String], endpoints: [EndpointID: EndpointRecord] = [:],
+        createdAt: Int64
+    ) {
+        self.init(
+            NetworkFields(
+                id: id, options: options, switchSpec: switchSpec, switchStarted: switchStarted, ipv4Data: ipv4Data,
+                ipv6Data: ipv6Data, poolIDs: poolIDs, endpoints: endpoints, createdAt: createdAt))
+    }
+
+    subscript<T>(dynamicMember field: KeyPath<NetworkFields, T>) -> T { box.fields[keyPath: field] }
+
+    subscript<T>(dynamicMember field: WritableKeyPath<NetworkFields, T>) -> T {
+        get { box.fields[keyPath: field] }
+        set {
+            var fields = box.fields
+            fields[keyPath: field] = newValue
+            box = Box(fields)
+        }
+    }
+
+    static func == (lhs: NetworkRecord, rhs: NetworkRecord) -> Bool {
+        lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
+    }
+
+    init(from decoder: any Decoder) throws { box = Box(try NetworkFields(from: decoder)) }
+
+    func encode(to encoder: any Encoder) throws { try box.fields.encode(to: encoder) }
+
+    /// The key of `Decoder.userInfo` under which the state's reader passes the supervisor's run
+    /// dir: records written before `networkDir` existed get theirs from it, here and only here.
+    static let runDirKey: CodingUserInfoKey = {
+        guard let key = CodingUserInfoKey(rawValue: "vde.runDir") else { preconditionFailure("a valid user-info key") }
+        return key
+    }()
+
+    var ownsSwitch: Bool { fields.switchStarted }
+
+    /// The IPv4 gateway without prefix length, if the network has one.
+    var gatewayIPv4: String? { fields.ipv4Data.lazy.compactMap { $0.Gateway }.first.map(Self.stripPrefix) }
+    var gatewayIPv6: String? { fields.ipv6Data.lazy.compactMap { $0.Gateway }.first.map(Self.stripPrefix) }
+
+    static func stripPrefix(_ cidr: String) -> String {
+        cidr.split(separator: "/", maxSplits: 1).first.map(String.init) ?? cidr
+    }
+
+    /// What a worker needs to (re)create the endpoints of this network.
+    var endpointSpecs: [EndpointSpec] {
+        fields.endpoints.values.sorted { $0.id < $1.id }.map(\.spec)
+    }
+}
+
+/// What a ``NetworkRecord`` holds.
+struct NetworkFields: Codable, Sendable, Equatable {
     var id: NetworkID
     var options: NetworkOptions
     /// The switch as the user asked for it: `mode` is the intent (`own`, `useOrCreate`,
@@ -42,8 +118,6 @@ struct NetworkRecord: Codable, Sendable, Equatable {
     var endpoints: [EndpointID: EndpointRecord] = [:]
     /// Seconds since the epoch.
     var createdAt: Int64
-
-    var ownsSwitch: Bool { switchStarted }
 
     init(
         id: NetworkID, options: NetworkOptions, switchSpec: SwitchSpec, switchStarted: Bool,
@@ -61,13 +135,6 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         self.endpoints = endpoints
         self.createdAt = createdAt
     }
-
-    /// The key of `Decoder.userInfo` under which the state's reader passes the supervisor's run
-    /// dir: records written before `networkDir` existed get theirs from it, here and only here.
-    static let runDirKey: CodingUserInfoKey = {
-        guard let key = CodingUserInfoKey(rawValue: "vde.runDir") else { preconditionFailure("a valid user-info key") }
-        return key
-    }()
 
     private enum CodingKeys: String, CodingKey {
         case id, options, switchSpec, switchStarted, ipv4Data, ipv6Data, poolIDs, endpoints, createdAt
@@ -107,7 +174,7 @@ struct NetworkRecord: Codable, Sendable, Equatable {
         let networkDir: String
         if let recorded = stored.networkDir {
             networkDir = recorded
-        } else if let runDir = decoder.userInfo[Self.runDirKey] as? String {
+        } else if let runDir = decoder.userInfo[NetworkRecord.runDirKey] as? String {
             networkDir = NetworkPaths.networkDir(runDir: runDir, network: id)
         } else {
             throw DecodingError.keyNotFound(
@@ -137,19 +204,6 @@ struct NetworkRecord: Codable, Sendable, Equatable {
     }
 
     private enum StoredKey: String, CodingKey { case networkDir }
-
-    /// The IPv4 gateway without prefix length, if the network has one.
-    var gatewayIPv4: String? { ipv4Data.lazy.compactMap { $0.Gateway }.first.map(Self.stripPrefix) }
-    var gatewayIPv6: String? { ipv6Data.lazy.compactMap { $0.Gateway }.first.map(Self.stripPrefix) }
-
-    static func stripPrefix(_ cidr: String) -> String {
-        cidr.split(separator: "/", maxSplits: 1).first.map(String.init) ?? cidr
-    }
-
-    /// What a worker needs to (re)create the endpoints of this network.
-    var endpointSpecs: [EndpointSpec] {
-        endpoints.values.sorted { $0.id < $1.id }.map(\.spec)
-    }
 }
 
 /// One container attachment: a tap plugged into the network's switch.

@@ -149,7 +149,7 @@ extension Acceptance {
                         // What the killed supervisor leaves runs on: its workers, and the detached
                         // switches (re-parented to init when it died) and plugs.
                         let workers = Set(old.flatMap { $0.workers + $0.switches + $0.plugs })
-                        let stateBefore = TempDir.readText(supervisor.stateFile) ?? ""
+                        let stateBefore = StoredState.bytes(stateDir: supervisor.stateDir)
                         let (a, b) = (lab.a, lab.b)
 
                         let (summaryA, summaryB) = try await RecoveryPinger.with(
@@ -162,8 +162,8 @@ extension Acceptance {
                                 try await pingerB.waitForReplies(20)
                                 let killed = try await supervisor.kill9()
                                 #expect(
-                                    TempDir.readText(supervisor.stateFile) == stateBefore,
-                                    "state.json changed while no supervisor ran")
+                                    StoredState.bytes(stateDir: supervisor.stateDir) == stateBefore,
+                                    "the state files changed while no supervisor ran")
                                 try await supervisor.start()
                                 try await lab.waitUntilConsistent(
                                     "both networks adopted after a supervisor restart", killed: [killed],
@@ -269,7 +269,7 @@ extension Acceptance {
                         try await Poll.until("the unrecorded endpoint's tap \(tap) to be deleted") {
                             !HostInspector.linkExists(tap.rawValue)
                         }
-                        #expect(!(TempDir.readText(supervisor.stateFile) ?? "").contains(extra.rawValue))
+                        #expect(!StoredState.text(stateDir: supervisor.stateDir).contains(extra.rawValue))
                         #expect(
                             supervisor.logTail(200_000).contains("runs an endpoint the state does not record"),
                             "the supervisor should log the removal")
@@ -293,7 +293,7 @@ extension Acceptance {
                         try await lab.waitUntilConsistent("the two networks before the fault")
                         let gone = lab.a.endpoints[2]
                         let poolID = try #require(lab.a.poolID)
-                        #expect((TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id))
+                        #expect(StoredState.text(stateDir: supervisor.stateDir).contains(gone.id))
                         let workers = Set(
                             lab.networks.compactMap { lab.running($0) }.flatMap { $0.workers + $0.switches + $0.plugs })
                         let gonePlug = try #require(
@@ -327,7 +327,7 @@ extension Acceptance {
                         try await Poll.until(
                             "state.json to forget the stale endpoint \(EndpointID(stringLiteral: gone.id).short)"
                         ) {
-                            !(TempDir.readText(supervisor.stateFile) ?? "").contains(gone.id)
+                            !StoredState.text(stateDir: supervisor.stateDir).contains(gone.id)
                         }
                         let report = try await lab.status()
                         #expect(

@@ -386,7 +386,10 @@ extension Acceptance {
                     let after = try await dataPath(container, network: network, ctlDir: paths.ctlDir)
                     #expect(Set(before).isSubset(of: after), "the stopped service's data path is adopted: \(after)")
                     #expect(after.count == 5, "one new plug, for the call made while stopped, and only one: \(after)")
-                    let state = try await container.check(["cat", "/var/lib/vde-supervisor/state.json"]).stdout
+                    // The snapshot and its journal: the new endpoint is in one of them.
+                    let state = try await container.exec([
+                        "cat", "/var/lib/vde-supervisor/state.json", "/var/lib/vde-supervisor/state.journal",
+                    ]).stdout
                     #expect(state.components(separatedBy: third).count - 1 >= 1, "the new endpoint is recorded")
                     let journal = try await container.exec([
                         "journalctl", "--no-pager", "-o", "cat", "-u", "vde-supervisor.service",

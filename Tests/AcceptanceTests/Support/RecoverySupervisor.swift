@@ -6,7 +6,7 @@ import Testing
 /// What the recovery checks need from a running supervisor, whichever way it was started.
 protocol RecoveryHost: Sendable {
     var client: PluginClient { get }
-    var stateFile: String { get }
+    var stateDir: String { get }
     var runDir: String { get }
     var controlSocket: String { get }
     /// The pid of the supervisor that runs now.
@@ -38,7 +38,6 @@ final class RecoverySupervisor: RecoveryHost {
     let namespace: NetNS?
     private let current = Locked<RecoverySpawned?>(nil)
 
-    var stateFile: String { stateDir + "/state.json" }
     var controlSocket: String { dir + "/control.sock" }
     var supervisorPID: Int32 { current.value?.pid ?? -1 }
     var isRunning: Bool { current.value?.isRunning == true }

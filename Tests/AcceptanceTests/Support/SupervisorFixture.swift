@@ -13,10 +13,10 @@ struct Supervisor: Sendable {
     let process: BackgroundProcess
     let client: PluginClient
 
-    var stateFile: String { stateDir + "/state.json" }
-    /// The state file's bytes, or nil when it does not exist.
-    func stateBytes() -> [UInt8]? { TempDir.readBytes(stateFile) }
-    func stateText() -> String { TempDir.readText(stateFile) ?? "" }
+    /// The bytes of the state files (`state.json` and its journal), or nil when neither exists.
+    func stateBytes() -> [UInt8]? { StoredState.bytes(stateDir: stateDir) }
+    /// The stored state as JSON text (the snapshot with the journal applied; ``StoredState``).
+    func stateText() -> String { StoredState.text(stateDir: stateDir) }
     /// The network's paths as this supervisor computes them (``NetworkPaths``), for `options`
     /// (by default its own switch).
     func paths(network: String, options: NetworkOptions = NetworkOptions()) throws -> NetworkPaths {

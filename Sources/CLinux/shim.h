@@ -364,4 +364,18 @@ static inline int clinux_interface_exists(int fd, int ifindex) {
     return ioctl(fd, SIOCGIFNAME, &request) == 0;
 }
 
+/// The Swift concurrency runtime's hooks for the global executor (libswift_Concurrency exports
+/// them; their real types are Swift-convention function pointers, swift/Runtime/Concurrency.h).
+extern void *swift_task_enqueueGlobal_hook;
+extern void *swift_task_enqueueGlobalWithDelay_hook;
+extern void *swift_task_enqueueGlobalWithDeadline_hook;
+
+/// Sets the three hooks at once (Swift 6 refuses to write a C global directly). Returns 0.
+static inline int clinux_install_global_executor_hooks(void *enqueue, void *withDelay, void *withDeadline) {
+    swift_task_enqueueGlobal_hook = enqueue;
+    swift_task_enqueueGlobalWithDelay_hook = withDelay;
+    swift_task_enqueueGlobalWithDeadline_hook = withDeadline;
+    return 0;
+}
+
 #endif

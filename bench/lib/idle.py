@@ -41,10 +41,10 @@ def measure(procs: dict[int, tuple[str, list[str]]], seconds: float) -> dict:
     /proc/PID/stat counts in clock ticks (10 ms): each process's difference is off by less than
     a tick, so the sum over N active processes is off by about 0.4·√N ticks (±0.15 % of one CPU
     over 60 s at N = 300). Threads that exit during the window keep counting for CPU (the process
-    keeps their time) but not for context switches.
+    keeps their time) but their context switches in the window are lost (a lower bound).
     A process that exits during the window counts up to its last reading and is named in
     `gone` (an idle lab should lose none)."""
-    before = {pid: (procfs.cpu_seconds(pid), procfs.context_switches(pid)) for pid in procs}
+    before = {pid: (procfs.cpu_seconds(pid), procfs.context_switches_by_thread(pid)) for pid in procs}
     t0 = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - t0
@@ -55,7 +55,7 @@ def measure(procs: dict[int, tuple[str, list[str]]], seconds: float) -> dict:
             gone.append(pid)
             continue
         cpu = procfs.cpu_seconds(pid) - before[pid][0]
-        switches = procfs.context_switches(pid) - before[pid][1]
+        switches = procfs.context_switches_since(before[pid][1], pid)
         k = kinds.setdefault(kind, {"count": 0, "pct_of_one_cpu": 0.0, "wakeups_per_s": 0.0})
         k["count"] += 1
         k["pct_of_one_cpu"] += 100 * cpu / wall

@@ -93,19 +93,31 @@ def thread_name(pid: int, tid: int) -> str:
         return "?"
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches summed over the process's threads: each
+def context_switches_by_thread(pid: int) -> dict[int, int]:
+    """Voluntary + involuntary context switches of each of the process's threads: each
     voluntary one is a wakeup after sleeping (a timer, a read, a poll)."""
-    total = 0
+    counts: dict[int, int] = {}
     for tid in threads(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
+                counts[tid] = sum(int(line.split()[1]) for line in f
+                                  if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
         except (OSError, ValueError):
             pass
-    return total
+    return counts
+
+
+def context_switches(pid: int) -> int:
+    """Context switches summed over the process's threads (see context_switches_by_thread)."""
+    return sum(context_switches_by_thread(pid).values())
+
+
+def context_switches_since(before: dict[int, int], pid: int) -> int:
+    """Context switches of `pid` since `before` (context_switches_by_thread): per thread alive
+    now, its count minus what it had then (a new thread: all of it). A thread that ended in
+    between is lost with its switches, so the figure is a lower bound, never negative."""
+    now = context_switches_by_thread(pid)
+    return sum(count - before.get(tid, 0) for tid, count in now.items())
 
 
 def smaps_rollup(pid: int) -> dict[str, int]:

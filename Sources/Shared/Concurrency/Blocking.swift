@@ -1,9 +1,5 @@
 import Dispatch
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Runs blocking calls (sockets, libvdeplug, file syncs, NSS look-ups) on a thread of their own
 /// instead of the cooperative pool: with two cores the pool has two threads, and one stuck call
 /// must not stall the process. Used by both executables.
@@ -38,25 +34,9 @@ public enum Blocking {
 
     /// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
     private static func startThread(_ body: @escaping @Sendable () -> Void) {
-        final class Box {
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        let box = Unmanaged.passRetained(Box(body))
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        var thread = pthread_t()
-        let started = pthread_create(
-            &thread, &attributes,
-            { raw in
-                guard let raw else { return nil }
-                Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
-                return nil
-            }, box.toOpaque())
-        if started != 0 {
-            box.release()
+        do {
+            try OSThread.detach(body)
+        } catch {
             DispatchQueue.global().async(execute: body)
         }
     }

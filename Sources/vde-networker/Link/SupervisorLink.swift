@@ -1,4 +1,3 @@
-import Dispatch
 import Logging
 import Shared
 import Synchronization
@@ -12,8 +11,8 @@ import Synchronization
 /// The first link is the worker's stdin and stdout (pipes from the supervisor that spawned it);
 /// later ones are connections accepted on the worker's socket (``LinkServer``), one socket both
 /// ways. The output carries nothing but protocol lines (logs go to stderr). All lines go
-/// through one serial queue, so they never interleave, and a supervisor that stops reading
-/// blocks only that queue.
+/// through one ``ThreadQueue``, so they never interleave, and a supervisor that stops reading
+/// blocks only that queue's thread.
 final class SupervisorLink: Sendable {
     enum Output: Sendable {
         /// A pipe (stdout), written with blocking writes.
@@ -26,7 +25,7 @@ final class SupervisorLink: Sendable {
     static let sendLimit: Duration = .seconds(30)
 
     private let output: Output
-    private let writeQueue = DispatchQueue(label: "vde-networker.link")
+    private let writeQueue = ThreadQueue()
     private let logger: Logger
     private let broken = Mutex(false)
     private let closed = OnceFlag()
@@ -85,6 +84,7 @@ final class SupervisorLink: Sendable {
             broken.withLock { $0 = true }
             if case .socket(let socket) = output { socket.close() }
         }
+        writeQueue.finish()
     }
 
     /// Returns once every message queued so far has been written, or after `timeout` (a

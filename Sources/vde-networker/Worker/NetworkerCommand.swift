@@ -10,8 +10,12 @@ import Shared
 /// supervisor, which talks to it in JSON lines over stdin and stdout, and later over the
 /// worker's socket (``LinkServer``, docs/worker-protocol.md).
 /// The network ID is in argv so that `ps` shows which network a worker serves.
+///
+/// A `ParsableCommand` with a `main` of its own, not an `AsyncParsableCommand`: the worker's
+/// tasks run on ``QuietGlobalExecutor``, which must be installed before the first task starts, and the
+/// main thread becomes that executor's permanent thread.
 @main
-struct NetworkerCommand: AsyncParsableCommand {
+struct NetworkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vde-networker",
         abstract: "Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).",
@@ -39,7 +43,22 @@ struct NetworkerCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    static func main() {
+        QuietGlobalExecutor.install()
+        let command: NetworkerCommand
+        do {
+            guard let parsed = try parseAsRoot() as? NetworkerCommand else { exit() }
+            command = parsed
+        } catch {
+            exit(withError: error)
+        }
+        QuietGlobalExecutor.serveOnCurrentThread {
+            await command.serve()
+            exit()
+        }
+    }
+
+    func serve() async {
         SignalHandling.ignoreBrokenPipe()
         let signals = SignalHandling.terminationRequests()
         LogSetup.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)

@@ -1,0 +1,66 @@
+/// Runs closures one at a time, in the order they were queued, on one thread of its own that
+/// sleeps without a timeout while the queue is empty: for blocking writes that must keep their
+/// order and must not hold an executor thread (the worker's lines to its supervisor).
+///
+/// Why not a serial Dispatch queue: an idle Dispatch thread ends after 5 s, so a worker answering
+/// the supervisor's liveness check every few seconds made and ended a thread for each reply
+/// (strace of an idle worker: clone3, set_robust_list, madvise, exit per check).
+/// The thread starts with the first closure and ends after ``finish()``.
+public final class ThreadQueue: @unchecked Sendable {
+    private let condition = ConditionLock()
+    /// Guarded by `condition`.
+    private var pending: [@Sendable () -> Void] = []
+    private var started = false
+    private var finishing = false
+
+    public init() {}
+
+    /// Queues `work`; it runs after everything queued before it. Ignored after ``finish()``.
+    /// When no thread can be made, `work` runs on the caller's thread (in order: nothing else
+    /// can be queued ahead of it, because the queue has no thread yet).
+    public func async(_ work: @escaping @Sendable () -> Void) {
+        condition.lock()
+        guard !finishing else { return condition.unlock() }
+        pending.append(work)
+        let start = !started
+        started = true
+        condition.signal()
+        condition.unlock()
+        guard start else { return }
+        do {
+            try OSThread.detach { [self] in serve() }
+        } catch {
+            condition.lock()
+            started = false
+            let now = pending
+            pending.removeAll()
+            condition.unlock()
+            now.forEach { $0() }
+        }
+    }
+
+    /// Lets the thread end once what is queued has run; later closures are dropped.
+    public func finish() {
+        condition.lock()
+        finishing = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func serve() {
+        condition.lock()
+        while true {
+            if pending.isEmpty {
+                if finishing { break }
+                condition.wait()
+                continue
+            }
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            condition.unlock()
+            batch.forEach { $0() }
+            condition.lock()
+        }
+        condition.unlock()
+    }
+}

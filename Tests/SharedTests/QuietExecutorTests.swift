@@ -1,0 +1,104 @@
+import Synchronization
+import Testing
+
+@testable import Shared
+
+private final class Flags: Sendable {
+    let count = Atomic<Int>(0)
+    let open = Atomic<Bool>(false)
+    let gate = ConditionLock()
+}
+
+@Suite(.timeLimit(.minutes(1))) struct QuietExecutorTests {
+    @Test func theTimerHeapGivesJobsInDeadlineOrderAndTiesInArrivalOrder() {
+        var heap = TimerHeap<String>()
+        let earliestAfterEach = [
+            heap.insert("c", due: 30), heap.insert("a", due: 10), heap.insert("b", due: 20), heap.insert("a2", due: 10),
+        ]
+        #expect(earliestAfterEach == [true, true, false, false])
+        #expect(heap.earliest == 10)
+        let early = heap.popDue(now: 5)
+        #expect(early == nil)
+        var out: [String] = []
+        while let next = heap.popDue(now: 100) { out.append(next) }
+        #expect(out == ["a", "a2", "b", "c"])
+        #expect(heap.count == 0)
+    }
+
+    @Test func tasksThatPreferItRunAndTheirSleepsWaitInItsTimers() async {
+        let executor = QuietExecutor(maximumThreads: 4)
+        let done = Flags()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask(executorPreference: executor) {
+                    try? await Task.sleep(for: .milliseconds(1))
+                    done.count.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(done.count.load(ordering: .relaxed) == 50)
+        // Task.sleep asked this executor, not Dispatch, to wake it.
+        #expect(executor.counts.timersScheduled == 50)
+    }
+
+    @Test func aCancelledSleepEndsAtOnce() async {
+        let executor = QuietExecutor(maximumThreads: 2)
+        let sleeper = Task(executorPreference: executor) { () -> Bool in
+            do {
+                try await Task.sleep(for: .seconds(600))
+                return false
+            } catch {
+                return error is CancellationError
+            }
+        }
+        while executor.counts.timersScheduled == 0 { await Task.yield() }
+        sleeper.cancel()
+        #expect(await sleeper.value)
+    }
+
+    /// Jobs that block every permanent thread do not stop the rest: a spare thread starts, and
+    /// ends again once it has been idle for its lifetime.
+    @Test func blockedThreadsGetASpareThatEndsWhenIdle() async {
+        let executor = QuietExecutor(maximumThreads: 4, spareThreadLifetime: .milliseconds(50))
+        let flags = Flags()
+        var blockers: [Task<Void, Never>] = []
+        for _ in 0..<QuietExecutor.permanentThreads {
+            blockers.append(
+                Task(executorPreference: executor) { [flags] in
+                    flags.count.add(1, ordering: .sequentiallyConsistent)
+                    flags.gate.lock()
+                    while !flags.open.load(ordering: .sequentiallyConsistent) { flags.gate.wait() }
+                    flags.gate.unlock()
+                })
+        }
+        while flags.count.load(ordering: .sequentiallyConsistent) < QuietExecutor.permanentThreads {
+            await Task.yield()
+        }
+        let other = Task(executorPreference: executor) { 42 }
+        #expect(await other.value == 42)
+        #expect(executor.counts.mostThreads > QuietExecutor.permanentThreads)
+        flags.gate.lock()
+        flags.open.store(true, ordering: .sequentiallyConsistent)
+        flags.gate.broadcast()
+        flags.gate.unlock()
+        for blocker in blockers { await blocker.value }
+        while executor.counts.threads > QuietExecutor.permanentThreads {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(executor.counts.threads == QuietExecutor.permanentThreads)
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct ThreadQueueTests {
+    @Test func closuresRunInTheOrderTheyCameAndNoneAfterFinish() async {
+        let queue = ThreadQueue()
+        let seen = Mutex<[Int]>([])
+        for index in 0..<200 { queue.async { seen.withLock { $0.append(index) } } }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async { continuation.resume() }
+        }
+        queue.finish()
+        queue.async { seen.withLock { $0.append(-1) } }
+        #expect(seen.withLock { $0 } == Array(0..<200))
+    }
+}

@@ -41,6 +41,16 @@ private final class Flags: Sendable {
         #expect(executor.counts.timersScheduled == 50)
     }
 
+    /// The last idle thread stays while a sleep is pending, however short its lifetime.
+    @Test func aThreadStaysForAPendingSleepAndEndsAfterIt() async {
+        let executor = QuietExecutor(maximumThreads: 2, idleThreadLifetime: .milliseconds(1))
+        let slept = Task(executorPreference: executor) { () -> Bool in
+            (try? await Task.sleep(for: .milliseconds(200))) != nil
+        }
+        #expect(await slept.value)
+        while executor.counts.threads > 0 { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
     @Test func aCancelledSleepEndsAtOnce() async {
         let executor = QuietExecutor(maximumThreads: 2)
         let sleeper = Task(executorPreference: executor) { () -> Bool in
@@ -56,13 +66,14 @@ private final class Flags: Sendable {
         #expect(await sleeper.value)
     }
 
-    /// Jobs that block every permanent thread do not stop the rest: a spare thread starts, and
-    /// ends again once it has been idle for its lifetime.
-    @Test func blockedThreadsGetASpareThatEndsWhenIdle() async {
-        let executor = QuietExecutor(maximumThreads: 4, spareThreadLifetime: .milliseconds(50))
+    /// Jobs that block their threads do not stop the rest: another thread starts, and every
+    /// thread ends once it has been idle for its lifetime.
+    @Test func blockedThreadsGetAnotherAndAllEndWhenIdle() async {
+        let executor = QuietExecutor(maximumThreads: 4, idleThreadLifetime: .milliseconds(50))
+        let blocking = 2
         let flags = Flags()
         var blockers: [Task<Void, Never>] = []
-        for _ in 0..<QuietExecutor.permanentThreads {
+        for _ in 0..<blocking {
             blockers.append(
                 Task(executorPreference: executor) { [flags] in
                     flags.count.add(1, ordering: .sequentiallyConsistent)
@@ -71,21 +82,17 @@ private final class Flags: Sendable {
                     flags.gate.unlock()
                 })
         }
-        while flags.count.load(ordering: .sequentiallyConsistent) < QuietExecutor.permanentThreads {
-            await Task.yield()
-        }
+        while flags.count.load(ordering: .sequentiallyConsistent) < blocking { await Task.yield() }
         let other = Task(executorPreference: executor) { 42 }
         #expect(await other.value == 42)
-        #expect(executor.counts.mostThreads > QuietExecutor.permanentThreads)
+        #expect(executor.counts.mostThreads > blocking)
         flags.gate.lock()
         flags.open.store(true, ordering: .sequentiallyConsistent)
         flags.gate.broadcast()
         flags.gate.unlock()
         for blocker in blockers { await blocker.value }
-        while executor.counts.threads > QuietExecutor.permanentThreads {
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(executor.counts.threads == QuietExecutor.permanentThreads)
+        while executor.counts.threads > 0 { try? await Task.sleep(for: .milliseconds(10)) }
+        #expect(executor.counts.threads == 0)
     }
 }
 

@@ -20,26 +20,27 @@ import CLinux
 /// `swift_task_enqueueGlobal*_hook`s (``installAsGlobal()``), and each job runs with this
 /// executor as its task executor, so that `Task.sleep` (which asks the current task executor
 /// whether it can schedule, Swift 6.2 and later) lands in ``enqueue(_:after:tolerance:clock:)``
-/// rather than in Dispatch's timers. Main-actor jobs still go to Dispatch's main queue, which is
-/// serial and so served by overcommit threads that start no monitor; the worker has none.
+/// rather than in Dispatch's timers. Main-actor jobs would still go to Dispatch's main queue, which
+/// nothing drains once the main thread is parked (``runAndParkMainThread(_:)``): a process that
+/// uses this executor has no `@MainActor` code (the worker has none).
 ///
-/// Threads: one waits for work for the life of the process; more are started while every thread
-/// is busy (a job that blocks must not stall the rest, which the monitor used to handle by adding
-/// threads), up to ``maximumThreads``, and each extra one ends after ``spareThreadLifetime`` without
-/// work. Job priorities are not honoured: a worker's jobs are few and short.
+/// Threads: started when a job arrives and no thread is idle, up to ``maximumThreads`` (a job
+/// that blocks must not stall the rest, which Dispatch's monitor used to handle by adding
+/// threads), and ended after ``idleThreadLifetime`` without work, as Dispatch's are, so that
+/// their stacks go back to the kernel; the last idle thread stays while a sleep is pending. An
+/// idle worker has no executor thread at all. Job priorities are not honoured: a worker's jobs
+/// are few and short.
 final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
-    /// The process's executor (``installAsGlobal()`` makes it the global one).
-    static let shared = QuietExecutor(maximumThreads: max(4, 2 * activeProcessors()))
+    /// The process's executor (``installAsGlobal()`` makes it the global one). As wide as the
+    /// cores, like Swift's cooperative pool: with four threads on two cores a liveness check
+    /// started four threads (its tasks hop between actors), with two it starts one or two.
+    static let shared = QuietExecutor(maximumThreads: max(2, activeProcessors()))
 
     /// The most threads that run jobs at once.
     let maximumThreads: Int
-    /// How long a thread beyond the permanent ones waits for work before it ends.
-    let spareThreadLifetime: Duration
-
-    /// The two threads that never end (the first one started, or the caller of
-    /// ``serveOnCurrentThread(_:)``, and one more): a job that starts another and then waits a
-    /// moment (most of them) finds the second one idle instead of making a thread.
-    static let permanentThreads = 2
+    /// How long a thread waits for work before it ends (unless it is the one left to wait for a
+    /// pending `Task.sleep`).
+    let idleThreadLifetime: Duration
 
     private let condition = ConditionLock()
     /// Guarded by `condition`.
@@ -50,6 +51,8 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     private var idleThreads = 0
     /// Idle threads signalled that have not woken yet: they are not available for more work.
     private var wakeupsPending = 0
+    /// The threads of ``serve()`` (at most ``maximumThreads``: a scan is cheaper than a set).
+    private var jobThreads: [pthread_t] = []
     private var timersScheduled = 0
 
     private var mostThreads = 0
@@ -62,9 +65,9 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         return (threads, mostThreads, timersScheduled)
     }
 
-    init(maximumThreads: Int, spareThreadLifetime: Duration = .seconds(5)) {
-        self.spareThreadLifetime = spareThreadLifetime
-        self.maximumThreads = max(Self.permanentThreads, maximumThreads)
+    init(maximumThreads: Int, idleThreadLifetime: Duration = .seconds(5)) {
+        self.idleThreadLifetime = idleThreadLifetime
+        self.maximumThreads = max(1, maximumThreads)
     }
 
     // MARK: Executor
@@ -87,11 +90,12 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
 
     /// Runs `job` on a thread of this executor, now or as soon as one is free.
     func push(_ job: UnownedJob) {
+        let caller = pthread_self()
         condition.lock()
         ready.append(job)
-        let start = arrangeService()
+        let start = arrangeService(fromJobThread: jobThreads.contains(caller))
         condition.unlock()
-        if let start { startThread(permanent: start) }
+        if start { startThread() }
     }
 
     /// Runs `job` once `nanoseconds` have passed on the monotonic clock.
@@ -101,7 +105,7 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         condition.lock()
         let earliest = timers.insert(job, due: due)
         timersScheduled += 1
-        var start: Bool?
+        var start = false
         if threads == 0 {
             threads += 1
             start = true
@@ -110,63 +114,64 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
             condition.broadcast()
         }
         condition.unlock()
-        if let start { startThread(permanent: start) }
+        if start { startThread() }
     }
 
     /// Makes sure someone will take the waiting jobs (the lock held): wakes an idle thread that
     /// no earlier call woke yet, or else asks for a new thread while fewer than the maximum run.
-    /// Returns whether the new thread is permanent, or nil when none is needed.
-    private func arrangeService() -> Bool? {
-        guard readyHead < ready.count else { return nil }
+    /// Returns true when the caller must start that thread (counted already).
+    ///
+    /// A job that enqueues another (an actor hop, a continuation resumed) is about to end, most
+    /// of the time, and its thread takes the new job next: no thread is made for that
+    /// (`fromJobThread`); if more jobs are still waiting when it does, one is made then. Making a
+    /// thread per hop made four threads for each of the supervisor's liveness checks.
+    private func arrangeService(fromJobThread: Bool = false) -> Bool {
+        guard readyHead < ready.count else { return false }
         if idleThreads > wakeupsPending {
             wakeupsPending += 1
             condition.signal()
-            return nil
+            return false
         }
-        guard threads < maximumThreads else { return nil }
+        guard !fromJobThread, threads < maximumThreads else { return false }
         threads += 1
         mostThreads = max(mostThreads, threads)
-        return threads <= Self.permanentThreads
+        return true
     }
 
-    /// Runs `body` as the first task and gives the calling thread to this executor for good, as
-    /// its permanent thread: the worker's main thread, so that no other thread sits idle beside it.
-    func serveOnCurrentThread(_ body: @escaping @Sendable () async -> Void) -> Never {
-        condition.lock()
-        threads += 1
-        // Counted as idle and woken while the task is enqueued, so that no second thread starts for it.
-        idleThreads += 1
-        condition.unlock()
+    /// Runs `body` as the first task and parks the calling thread for good: the process's main
+    /// thread, which runs no job, so that its stack stays as small as it is at start (as a job
+    /// thread it kept 40 kB more per worker: the deepest stack of any job, measured with
+    /// bench/lib/worker_memory.py). Job threads end when idle, and glibc gives their stacks back.
+    func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
         Task.detached { await body() }
-        condition.lock()
-        idleThreads -= 1
-        wakeupsPending = 0
-        condition.unlock()
-        serve(permanent: true)
-        fatalError("unreachable: a permanent thread serves for ever")
+        let parked = ConditionLock()
+        parked.lock()
+        while true { parked.wait() }
     }
 
     // MARK: Threads
 
-    private func startThread(permanent: Bool) {
+    private func startThread() {
         do {
-            try OSThread.detach { [self] in serve(permanent: permanent) }
+            try OSThread.detach { [self] in serve() }
         } catch {
             condition.lock()
             threads -= 1
             let none = threads == 0
             condition.unlock()
-            // Without any thread nothing would ever run again; with one, the job waits its turn.
+            // Without any thread the job would never run; with one, it waits its turn.
             if none { fatalError("QuietExecutor: cannot start a thread: \(error)") }
         }
     }
 
-    /// One thread's life: run what is ready or due, wait otherwise; a thread that is not
-    /// `permanent` ends after ``spareThreadLifetime`` without work. A thread that takes a job
-    /// while others still wait first arranges for them (``arrangeService()``): the job it runs
-    /// may block for long.
-    private func serve(permanent: Bool) {
+    /// One thread's life: run what is ready or due, wait otherwise, and end after
+    /// ``idleThreadLifetime`` without work, unless no other idle thread is left to wait for a
+    /// pending sleep. A thread that takes a job while others still wait first arranges for them
+    /// (``arrangeService()``): the job it runs may block for long.
+    private func serve() {
+        let me = pthread_self()
         condition.lock()
+        jobThreads.append(me)
         var idleSince: UInt64?
         while true {
             let now = MonotonicClock.now
@@ -181,19 +186,21 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
                 let start = arrangeService()
                 idleSince = nil
                 condition.unlock()
-                if let start { startThread(permanent: start) }
+                if start { startThread() }
                 job.runSynchronously(on: asUnownedTaskExecutor())
                 condition.lock()
                 continue
             }
-            let spareEnd = permanent ? nil : (idleSince ?? now) &+ Self.nanoseconds(of: spareThreadLifetime)
-            if let spareEnd, now >= spareEnd {
+            let end = (idleSince ?? now) &+ Self.nanoseconds(of: idleThreadLifetime)
+            let anotherWatcher = idleThreads > wakeupsPending
+            if now >= end, timers.earliest == nil || anotherWatcher {
                 threads -= 1
+                jobThreads.removeAll { $0 == me }
                 condition.unlock()
                 return
             }
-            if !permanent, idleSince == nil { idleSince = now }
-            let wakeAt = [timers.earliest, spareEnd].compactMap { $0 }.min()
+            if idleSince == nil { idleSince = now }
+            let wakeAt = now >= end ? timers.earliest : min(end, timers.earliest ?? end)
             idleThreads += 1
             if let wakeAt { condition.wait(until: wakeAt) } else { condition.wait() }
             idleThreads -= 1
@@ -252,9 +259,9 @@ public enum QuietGlobalExecutor {
     @discardableResult
     public static func install() -> Bool { QuietExecutor.installAsGlobal() }
 
-    /// Runs `body` as the first task and gives the calling thread to the executor for good.
-    public static func serveOnCurrentThread(_ body: @escaping @Sendable () async -> Void) -> Never {
-        QuietExecutor.shared.serveOnCurrentThread(body)
+    /// Runs `body` as the first task and parks the calling thread (the main thread) for good.
+    public static func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
+        QuietExecutor.shared.runAndParkMainThread(body)
     }
 }
 

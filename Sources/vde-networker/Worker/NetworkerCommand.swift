@@ -12,8 +12,7 @@ import Shared
 /// The network ID is in argv so that `ps` shows which network a worker serves.
 ///
 /// A `ParsableCommand` with a `main` of its own, not an `AsyncParsableCommand`: the worker's
-/// tasks run on ``QuietGlobalExecutor``, which must be installed before the first task starts, and the
-/// main thread becomes that executor's permanent thread.
+/// tasks run on ``QuietGlobalExecutor``, which must be installed before the first task starts.
 @main
 struct NetworkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,14 +44,16 @@ struct NetworkerCommand: ParsableCommand {
 
     static func main() {
         QuietGlobalExecutor.install()
-        let command: NetworkerCommand
-        do {
-            guard let parsed = try parseAsRoot() as? NetworkerCommand else { exit() }
-            command = parsed
-        } catch {
-            exit(withError: error)
-        }
-        QuietGlobalExecutor.serveOnCurrentThread {
+        // Parsed in the first task, not here: ArgumentParser's parse touches about 40 kB of stack,
+        // which stays with the main thread for good but goes back with an executor thread's.
+        QuietGlobalExecutor.runAndParkMainThread {
+            let command: NetworkerCommand
+            do {
+                guard let parsed = try parseAsRoot() as? NetworkerCommand else { exit() }
+                command = parsed
+            } catch {
+                exit(withError: error)
+            }
             await command.serve()
             exit()
         }

@@ -10,7 +10,7 @@ public enum Installation {
     /// The version of this build: `vde-supervisor --version` prints it, and the packaging
     /// scripts ask the built binary for it (`scripts/lib.sh`), so this line is the only place
     /// it is written.
-    public static let version = "0.17.0"
+    public static let version = "0.18.0"
 
     /// The helpers' directory below the installation prefix.
     public static let helperDirectory = "lib/vde-supervisor"

@@ -35,7 +35,7 @@ public final class ThreadQueue: @unchecked Sendable {
             let now = pending
             pending.removeAll()
             condition.unlock()
-            now.forEach { $0() }
+            for work in now { work() }
         }
     }
 
@@ -58,7 +58,7 @@ public final class ThreadQueue: @unchecked Sendable {
             let batch = pending
             pending.removeAll(keepingCapacity: true)
             condition.unlock()
-            batch.forEach { $0() }
+            for work in batch { work() }
             condition.lock()
         }
         condition.unlock()

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import dataplane  # noqa: E402
 import procfs  # noqa: E402
-from common import REAL_SOCKET, Cleanup, Supervisor, log, real_socket_lock, stats  # noqa: E402
+from common import stop_like_ctrl_c, REAL_SOCKET, Cleanup, Supervisor, log, real_socket_lock, stats  # noqa: E402
 
 
 def main() -> int:
@@ -61,4 +61,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

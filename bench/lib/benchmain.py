@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 
@@ -23,7 +22,7 @@ import multihost  # noqa: E402
 import report  # noqa: E402
 import scale  # noqa: E402
 from common import (DOCKER, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, machine_info, real_socket_lock,  # noqa: E402
-                    run, write_json)
+                    run, stop_like_ctrl_c, write_json)
 
 SECTIONS = ["control", "data", "scale", "memory", "idle", "links", "capture", "multihost"]
 
@@ -79,13 +78,7 @@ def main() -> int:
         ap.error(f"unknown sections {sorted(unknown)}")
     os.makedirs(args.results, exist_ok=True)
 
-    # SIGTERM/SIGHUP clean up like Ctrl-C does (and SIGINT does even where a shell started us
-    # in the background with it ignored).
-    def stop(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    stop_like_ctrl_c()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: dict = {"stamp": stamp, "quick": args.quick, "sections": sorted(only), "machine": machine_info(),

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
-from common import DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_process  # noqa: E402
+from common import stop_like_ctrl_c, DOCKER, IMAGE, LABEL, Cleanup, log, run, stats, stop_process  # noqa: E402
 from dataplane import Path, _docker_pair, _ping, iperf_tcp  # noqa: E402
 
 LABELS = {
@@ -693,4 +693,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

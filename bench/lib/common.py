@@ -98,6 +98,18 @@ def memory_breakdown(procs: dict[int, tuple[str, list[str]]]) -> dict:
 
 # --- cleanup --------------------------------------------------------------------------------
 
+def stop_like_ctrl_c() -> None:
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt as Ctrl-C does, so that every `finally`
+    and Cleanup runs: by default Python dies of SIGTERM at once, and a lab killed that way (by
+    `timeout`, say) left its supervisor, workers, switches, plugs and taps behind. SIGINT gets
+    its default handler back too (a shell that starts us in the background ignores it)."""
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+
+
 class Cleanup:
     """Last-in-first-out undo actions; each failure is reported and the rest still run."""
 

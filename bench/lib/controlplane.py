@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (DOCKER, IMAGE, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, ratio,  # noqa: E402
+from common import (stop_like_ctrl_c, DOCKER, IMAGE, LABEL, REAL_SOCKET, Cleanup, Supervisor, log, ratio,  # noqa: E402
                     real_socket_lock, run, socket_answers, stats, stop_process, timed, write_json)
 from plugin_client import PluginClient  # noqa: E402
 
@@ -445,4 +445,5 @@ def socket_endpoint_cycles(bin_dir: str, seconds: float, cleanup: Cleanup, resul
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
-from common import Cleanup, Supervisor, log, stop_process  # noqa: E402
+from common import stop_like_ctrl_c, Cleanup, Supervisor, log, stop_process  # noqa: E402
 from lab import DockerLab, SocketLab, docker_processes, leftover_check  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
@@ -206,4 +206,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procfs  # noqa: E402
-from common import Cleanup, Supervisor, log, ratio, run, stats, stop_process, write_json  # noqa: E402
+from common import stop_like_ctrl_c, Cleanup, Supervisor, log, ratio, run, stats, stop_process, write_json  # noqa: E402
 from dataplane import Path, _ping, iperf_tcp  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
@@ -637,4 +637,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

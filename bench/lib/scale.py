@@ -17,7 +17,7 @@ import idle  # noqa: E402
 import procfs  # noqa: E402
 import smaps_profile  # noqa: E402
 import hostlimits  # noqa: E402
-from common import (DOCKER, REAL_SOCKET, Cleanup, Supervisor, log, memory_breakdown, plugin_taps,  # noqa: E402
+from common import (stop_like_ctrl_c, DOCKER, REAL_SOCKET, Cleanup, Supervisor, log, memory_breakdown, plugin_taps,  # noqa: E402
                     real_socket_lock, run, stats)
 from lab import DockerLab, SocketLab, check_subnets_free, docker_processes, leftover_check  # noqa: E402
 from plugin_client import PluginClient, PluginError  # noqa: E402
@@ -428,4 +428,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

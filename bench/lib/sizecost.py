@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from common import Cleanup, Supervisor
+from common import stop_like_ctrl_c, Cleanup, Supervisor
 from lab import SocketLab
 from plugin_client import PluginClient
 
@@ -189,4 +189,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     sys.exit(main())

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import idle  # noqa: E402
 import procfs  # noqa: E402
 import smaps_profile  # noqa: E402
-from common import Supervisor, log, memory_breakdown  # noqa: E402
+from common import stop_like_ctrl_c, Supervisor, log, memory_breakdown  # noqa: E402
 from lab import SocketLab, leftover_check  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
@@ -141,4 +141,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_like_ctrl_c()
     main()

@@ -370,12 +370,11 @@ extern void *swift_task_enqueueGlobal_hook;
 extern void *swift_task_enqueueGlobalWithDelay_hook;
 extern void *swift_task_enqueueGlobalWithDeadline_hook;
 
-/// Sets the three hooks at once (Swift 6 refuses to write a C global directly). Returns 0.
-static inline int clinux_install_global_executor_hooks(void *enqueue, void *withDelay, void *withDeadline) {
+/// Sets the three hooks at once (Swift 6 refuses to write a C global directly).
+static inline void clinux_install_global_executor_hooks(void *enqueue, void *withDelay, void *withDeadline) {
     swift_task_enqueueGlobal_hook = enqueue;
     swift_task_enqueueGlobalWithDelay_hook = withDelay;
     swift_task_enqueueGlobalWithDeadline_hook = withDeadline;
-    return 0;
 }
 
 #endif

@@ -200,9 +200,10 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
                 return
             }
             if idleSince == nil { idleSince = now }
-            let wakeAt = now >= end ? timers.earliest : min(end, timers.earliest ?? end)
+            // Past `end` only a pending sleep keeps this thread (the test above), so it wakes for it.
+            let wakeAt = now < end ? min(end, timers.earliest ?? end) : timers.earliest ?? end
             idleThreads += 1
-            if let wakeAt { condition.wait(until: wakeAt) } else { condition.wait() }
+            condition.wait(until: wakeAt)
             idleThreads -= 1
             if wakeupsPending > 0 { wakeupsPending -= 1 }
         }
@@ -211,9 +212,7 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     // MARK: Installing
 
     /// Makes ``shared`` the global executor of this process: call it before the first task.
-    /// Returns false when the runtime has no hooks to install into (then Dispatch stays).
-    @discardableResult
-    static func installAsGlobal() -> Bool {
+    static func installAsGlobal() {
         let enqueue: @convention(thin) (UnownedJob, OriginalEnqueue) -> Void = { job, _ in
             QuietExecutor.shared.push(job)
         }
@@ -222,15 +221,19 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         }
         let withDeadline: @convention(thin) (Int64, Int64, Int64, Int64, Int32, UnownedJob, OriginalDeadline) -> Void =
             {
-                seconds, nanoseconds, _, _, _, job, _ in
+                seconds, nanoseconds, _, _, clock, job, _ in
+                // The runtime's clock 1 is the continuous clock (CLOCK_BOOTTIME on Linux), 2 the
+                // suspending one (CLOCK_MONOTONIC); the deadline is on that clock.
+                var time = timespec()
+                clock_gettime(clock == 1 ? CLOCK_BOOTTIME : CLOCK_MONOTONIC, &time)
+                let now = UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
                 let due = UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, nanoseconds))
-                let now = MonotonicClock.now
                 QuietExecutor.shared.schedule(job, in: due > now ? due - now : 0)
             }
-        return clinux_install_global_executor_hooks(
+        clinux_install_global_executor_hooks(
             unsafeBitCast(enqueue, to: UnsafeMutableRawPointer.self),
             unsafeBitCast(withDelay, to: UnsafeMutableRawPointer.self),
-            unsafeBitCast(withDeadline, to: UnsafeMutableRawPointer.self)) == 0
+            unsafeBitCast(withDeadline, to: UnsafeMutableRawPointer.self))
     }
 
     private typealias OriginalEnqueue = @convention(thin) (UnownedJob) -> Void
@@ -242,10 +245,8 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     /// Whole nanoseconds of a clock's duration, 0 for a negative one; a clock whose durations are
     /// not `Duration` runs its jobs at once.
     static func nanoseconds<D: DurationProtocol>(of duration: D) -> UInt64 {
-        guard let duration = duration as? Duration, duration > .zero else { return 0 }
-        let (seconds, attoseconds) = duration.components
-        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max : whole &+ UInt64(attoseconds / 1_000_000_000)
+        guard let duration = duration as? Duration else { return 0 }
+        return UInt64(max(0, duration.nanoseconds))
     }
 
     private static func activeProcessors() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
@@ -254,10 +255,8 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
 /// The worker's way to ``QuietExecutor`` (internal, because its conformance to the scheduling
 /// protocol that `Task.sleep` looks for is still SPI in Swift 6.3).
 public enum QuietGlobalExecutor {
-    /// Makes the quiet executor the global one; call it before the first task. False when the
-    /// runtime has no hooks to install into (then Dispatch stays).
-    @discardableResult
-    public static func install() -> Bool { QuietExecutor.installAsGlobal() }
+    /// Makes the quiet executor the global one; call it before the first task.
+    public static func install() { QuietExecutor.installAsGlobal() }
 
     /// Runs `body` as the first task and parks the calling thread (the main thread) for good.
     public static func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {

@@ -15,18 +15,23 @@ public final class ThreadQueue: @unchecked Sendable {
 
     public init() {}
 
-    /// Queues `work`; it runs after everything queued before it. Ignored after ``finish()``.
+    /// Queues `work`; it runs after everything queued before it. After ``finish()`` it is
+    /// dropped, and the result is false.
     /// When no thread can be made, `work` runs on the caller's thread (in order: nothing else
     /// can be queued ahead of it, because the queue has no thread yet).
-    public func async(_ work: @escaping @Sendable () -> Void) {
+    @discardableResult
+    public func async(_ work: @escaping @Sendable () -> Void) -> Bool {
         condition.lock()
-        guard !finishing else { return condition.unlock() }
+        guard !finishing else {
+            condition.unlock()
+            return false
+        }
         pending.append(work)
         let start = !started
         started = true
         condition.signal()
         condition.unlock()
-        guard start else { return }
+        guard start else { return true }
         do {
             try OSThread.detach { [self] in serve() }
         } catch {
@@ -37,6 +42,7 @@ public final class ThreadQueue: @unchecked Sendable {
             condition.unlock()
             for work in now { work() }
         }
+        return true
     }
 
     /// Lets the thread end once what is queued has run; later closures are dropped.

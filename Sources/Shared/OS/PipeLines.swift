@@ -135,13 +135,8 @@ final class PipePoller: Sendable {
         _ = clinux_set_nonblocking(wakeWrite)
         self.wakeRead = wakeRead
         self.wakeWrite = wakeWrite
-        // A thread of its own for the life of the process (an idle Dispatch thread costs nothing
-        // either, but one that cannot be made leaves no choice).
-        do {
-            try OSThread.detach { [self] in run() }
-        } catch {
-            DispatchQueue(label: "PipeLines.poller").async { [self] in run() }
-        }
+        // A queue of its own: its one block runs for the life of the process.
+        DispatchQueue(label: "PipeLines.poller").async { [self] in run() }
     }
 
     /// Pipes are known by a token, not by their descriptor: a descriptor closed at EOF can be

@@ -78,9 +78,5 @@ struct SystemdService: Service, CustomStringConvertible {
 
     static let statusRefreshWithoutWatchdog: Duration = .seconds(5)
 
-    static func monotonicMicroseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
-    }
+    static func monotonicMicroseconds() -> UInt64 { MonotonicClock.now / 1000 }
 }

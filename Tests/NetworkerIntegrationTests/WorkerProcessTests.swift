@@ -92,7 +92,9 @@ struct WorkerProcessTests {
         #expect(await worker.waitForExit() == 0)
         if expectOwnedGone {
             #expect(await Host.eventually { Host.processes(commandLineContaining: spec.paths.ctlDir).isEmpty })
-            #expect(!Host.exists(spec.paths.ctlDir))
+            #expect(
+                !Host.exists(spec.paths.ctlDir),
+                "left: \(FileSystem.listDirectory(spec.paths.ctlDir) ?? [])\n\(worker.logTail())")
             #expect(!Host.exists(spec.paths.managementSocket ?? "/nonexistent"))
         }
         #expect(worker.nonProtocolLines.isEmpty, "stdout carried non-protocol lines: \(worker.nonProtocolLines)")

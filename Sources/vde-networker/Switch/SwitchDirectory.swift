@@ -174,10 +174,19 @@ struct SwitchDirectory: Sendable {
 
     /// Removes the marker (when it holds this network's ID) and then the directory if it is
     /// empty. The last step of a removal: the switch's own names go first.
+    ///
+    /// A directory inside the network's run dir has no marker but is removed too when empty:
+    /// vde_switch removes its ctl dir itself only when it exits cleanly with nothing else in
+    /// it, and a switch killed after the grace (seen once in CI, 100 plugs stopping on two
+    /// busy cores) left `<network dir>/ctl` behind, and with it the network dir.
     func release(logger: Logger) {
-        guard !insideNetworkDir else { return }
-        removeOwnMarker()
-        if FileSystem.listDirectory(path)?.isEmpty == true, FileSystem.removeDirectory(path) {
+        if !insideNetworkDir { removeOwnMarker() }
+        guard let names = FileSystem.listDirectory(path) else { return }
+        if !names.isEmpty {
+            logger.warning(
+                "left the directory \(path): it holds what is not the switch's: \(names.sorted().joined(separator: ", "))"
+            )
+        } else if FileSystem.removeDirectory(path) {
             logger.debug("removed the directory \(path)")
         }
     }

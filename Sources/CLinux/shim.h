@@ -46,6 +46,12 @@ static inline int clinux_set_child_subreaper(void) {
     return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 }
 
+/// Names the calling thread (at most 15 bytes are kept), as `top -H` and
+/// `/proc/PID/task/TID/comm` show it. Returns 0, or -1 with errno.
+static inline int clinux_name_thread(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}
+
 /// A close-on-exec pipe whose capacity is shrunk to `capacity` bytes (rounded up to a page by the
 /// kernel; a failed shrink keeps the default and is not an error). Returns 0, or -1 with errno.
 /// Small pipes matter to callers that size their read buffers by the pipe's capacity.
@@ -139,6 +145,16 @@ static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int
     struct epoll_event event;
     int n = epoll_wait(epfd, &event, 1, timeout_ms);
     if (n == 1) *token = event.data.u64;
+    return n;
+}
+
+/// Waits up to `timeout_ms` (-1: for ever) for at most `max` (at most 64) events of `epfd` and
+/// stores their tokens in `tokens`. Returns how many, 0 on timeout, or -1 with errno.
+static inline int clinux_epoll_wait_tokens(int epfd, unsigned long long *tokens, int max, int timeout_ms) {
+    struct epoll_event events[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, events, max, timeout_ms);
+    for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
     return n;
 }
 

@@ -1,3 +1,4 @@
+import CLinux
 import Synchronization
 import Testing
 
@@ -30,6 +31,23 @@ private func texts(_ lines: [LineFramer.Line]) -> [String] {
 private func inode(_ fd: Int32) -> UInt? {
     var info = stat()
     return fstat(fd, &info) == 0 ? UInt(info.st_ino) : nil
+}
+
+/// User and system CPU ticks of every thread of this process named like the pipe poller.
+private func pollerThreadsCPUTicks() -> Int {
+    guard let tasks = FileSystem.listDirectory("/proc/self/task") else { return 0 }
+    var total = 0
+    for task in tasks {
+        let comm = FileSystem.readFile("/proc/self/task/\(task)/comm")?.split(separator: "\n").first
+        guard comm.map(String.init) == PipePoller.threadName,
+            let stat = FileSystem.readFile("/proc/self/task/\(task)/stat"),
+            let close = stat.lastIndex(of: ")")
+        else { continue }
+        // After "(comm)": state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        total += (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+    }
+    return total
 }
 
 /// True while `fd` still refers to the pipe `pipeInode` (tests in other suites run in parallel
@@ -108,6 +126,40 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
             for await line in lines { received += texts([line]) }
             #expect(received == ["round \(round)"])
         }
+    }
+
+    /// The stream of a duplicated read end is dropped while the original stays open and then
+    /// has data: the poller must have taken the duplicate out of its epoll set before closing
+    /// it, or the set keeps reporting the open file under a token it forgot, and the poller
+    /// spins.
+    @Test func droppingADuplicatesStreamLeavesNoSpinningPoller() async throws {
+        let poller = try PipePollerSlot().get()
+        let pipe = try PipeLines.open()
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
+        let duplicate = dup(pipe.read)
+        try #require(duplicate >= 0)
+        let duplicateInode = inode(duplicate)
+        _ = clinux_set_nonblocking(duplicate)
+        let (lines, continuation) = AsyncStream<LineFramer.Line>.makeStream()
+        poller.add(fd: duplicate, maxLineBytes: 100, continuation: continuation)
+        let reader = Task { for await _ in lines {} }
+        reader.cancel()
+        await reader.value
+        let deadline = ContinuousClock.now + .seconds(5)
+        while stillOpen(duplicate, pipeInode: duplicateInode) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        try #require(!stillOpen(duplicate, pipeInode: duplicateInode))
+
+        writeAll(pipe.write, "readable now\n")
+        let before = pollerThreadsCPUTicks()
+        try await Task.sleep(for: .milliseconds(500))
+        let used = pollerThreadsCPUTicks() - before
+        // A spinning poller uses the whole half second (50 ticks at 100 Hz); an idle one none.
+        #expect(used < 10, "the poller threads used \(used) ticks in 0.5 s")
     }
 
     /// The poller's wake-up pipe cannot be made (no descriptors left): an error for the caller,

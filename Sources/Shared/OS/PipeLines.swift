@@ -13,7 +13,12 @@ import Synchronization
 /// is most of its life: per network that was 64 KiB in the supervisor (the worker's stdout) and
 /// 3 × 64 KiB in the worker (the stderr of its switch and plugs), the largest part of a network's
 /// memory (docs/benchmarks.md). These pipes are shrunk to one page, and one thread per process
-/// reads all of them with poll(2) into a 512-byte buffer on its stack.
+/// reads all of them into a 512-byte buffer on its stack.
+///
+/// That thread waits in epoll, not poll(2): poll hands the kernel every descriptor on every
+/// wake-up, and the supervisor reads two pipes per network. At 1000 networks `perf` put 14 % of
+/// the supervisor's CPU under a stream of plugin calls in that poll over 2000 descriptors
+/// (docs/benchmarks.md, "Per-call cost"); epoll reports only the pipes that have something.
 public enum PipeLines {
     /// A pipe that could not be made (out of file descriptors).
     public struct OpenError: Error, Sendable, CustomStringConvertible {
@@ -34,8 +39,9 @@ public enum PipeLines {
     /// line without a newline is delivered too. Dropping the stream early also closes `fd`.
     /// `fd` is made non-blocking (its file description, which only this process should read).
     ///
-    /// Throws when the process's pipe-reading thread cannot be set up (its wake-up pipe needs two
-    /// descriptors: the process is out of them); `fd` is then left open, and a later call tries again.
+    /// Throws when the process's pipe-reading thread cannot be set up (its epoll instance and
+    /// wake-up pipe need three descriptors: the process is out of them); `fd` is then left open,
+    /// and a later call tries again.
     public static func lines(
         from fd: Int32, maxLineBytes: Int,
         bufferingPolicy: AsyncStream<LineFramer.Line>.Continuation.BufferingPolicy = .unbounded
@@ -49,7 +55,8 @@ public enum PipeLines {
 }
 
 /// The process's one ``PipePoller``, made on first use. A failure to make it (no descriptors for
-/// its wake-up pipe) is an error for that caller, not a crash, and the next use tries again.
+/// its epoll instance or wake-up pipe) is an error for that caller, not a crash, and the next use
+/// tries again.
 final class PipePollerSlot: Sendable {
     typealias MakePipe = @Sendable () -> Result<(read: Int32, write: Int32), PipeLines.OpenError>
 
@@ -64,12 +71,15 @@ final class PipePollerSlot: Sendable {
     func get() throws(PipeLines.OpenError) -> PipePoller {
         let result: Result<PipePoller, PipeLines.OpenError> = poller.withLock { slot in
             if let existing = slot { return .success(existing) }
+            let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+            guard epoll >= 0 else { return .failure(PipeLines.OpenError(errno: errno)) }
             switch makePipe() {
             case .success(let pipe):
-                let made = PipePoller(wakeRead: pipe.read, wakeWrite: pipe.write)
+                let made = PipePoller(epoll: epoll, wakeRead: pipe.read, wakeWrite: pipe.write)
                 slot = made
                 return .success(made)
             case .failure(let error):
+                close(epoll)
                 return .failure(error)
             }
         }
@@ -107,8 +117,9 @@ public final class ChildOutputPipe: Sendable {
     }
 }
 
-/// The thread that reads every pipe of ``PipeLines`` in this process. Only this thread reads and
-/// closes the registered descriptors, so a descriptor number is never reused under it.
+/// The thread that reads every pipe of ``PipeLines`` in this process. Only this thread reads,
+/// registers and closes the registered descriptors, so a descriptor number is never reused under
+/// it.
 final class PipePoller: Sendable {
     static let shared = PipePollerSlot()
 
@@ -124,17 +135,24 @@ final class PipePoller: Sendable {
         var dropped: Set<UInt64> = []
     }
 
+    /// The wake-up pipe's token in the epoll set; pipes count up from 0.
+    private static let wakeToken = UInt64.max
+
     private let changes = Mutex(Changes())
-    /// A pipe that wakes the poll when pipes are added or dropped.
+    private let epoll: Int32
+    /// A pipe that wakes the poller when pipes are added or dropped.
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
-    /// Takes over the wake-up pipe and starts the thread.
-    fileprivate init(wakeRead: Int32, wakeWrite: Int32) {
+    /// Takes over the epoll instance and the wake-up pipe, and starts the thread.
+    fileprivate init(epoll: Int32, wakeRead: Int32, wakeWrite: Int32) {
         _ = clinux_set_nonblocking(wakeRead)
         _ = clinux_set_nonblocking(wakeWrite)
+        self.epoll = epoll
         self.wakeRead = wakeRead
         self.wakeWrite = wakeWrite
+        // Level-triggered: a pipe not read empty (see `drain`) is reported again.
+        _ = clinux_epoll_arm(epoll, wakeRead, UInt32(EPOLLIN.rawValue), Self.wakeToken)
         // A queue of its own: its one block runs for the life of the process.
         DispatchQueue(label: "PipeLines.poller").async { [self] in run() }
     }
@@ -163,10 +181,13 @@ final class PipePoller: Sendable {
         _ = write(wakeWrite, &byte, 1)  // a full wake pipe already means "wake up"
     }
 
+    /// The poller thread's name, as `top -H` and `/proc/PID/task/*/comm` show it.
+    static let threadName = "PipeLines"
+
     private func run() -> Never {
+        _ = clinux_name_thread(Self.threadName)
         var pipes: [UInt64: Pipe] = [:]
-        var pollSet: [pollfd] = []
-        var pollTokens: [UInt64] = []
+        var ready = [UInt64](repeating: 0, count: 64)
         while true {
             let (added, dropped) = changes.withLock { changes in
                 defer {
@@ -175,29 +196,34 @@ final class PipePoller: Sendable {
                 }
                 return (changes.added, changes.dropped)
             }
-            pipes.merge(added) { _, new in new }
+            for (token, pipe) in added {
+                pipes[token] = pipe
+                // Only when the kernel has no memory for the registration: the reader sees the
+                // pipe end, as it would if the child had closed it.
+                if clinux_epoll_arm(epoll, pipe.fd, UInt32(EPOLLIN.rawValue), token) != 0 {
+                    end(token, in: &pipes, flush: false)
+                }
+            }
             for token in dropped { end(token, in: &pipes, flush: false) }
 
-            pollSet.removeAll(keepingCapacity: true)
-            pollTokens.removeAll(keepingCapacity: true)
-            pollSet.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
-            for (token, pipe) in pipes {
-                pollSet.append(pollfd(fd: pipe.fd, events: Int16(POLLIN), revents: 0))
-                pollTokens.append(token)
+            let count = ready.withUnsafeMutableBufferPointer {
+                clinux_epoll_wait_tokens(epoll, $0.baseAddress, Int32($0.count), -1)
             }
-            let ready = poll(&pollSet, nfds_t(pollSet.count), -1)
-            if ready < 0 { continue }  // EINTR
+            if count < 0 { continue }  // EINTR
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
-                if pollSet[0].revents != 0 { while read(wakeRead, buffer.baseAddress, buffer.count) > 0 {} }
-                for (entry, token) in zip(pollSet.dropFirst(), pollTokens) where entry.revents != 0 {
-                    if drain(token, into: buffer, pipes: &pipes) { end(token, in: &pipes, flush: true) }
+                for token in ready.prefix(Int(count)) {
+                    if token == Self.wakeToken {
+                        while read(wakeRead, buffer.baseAddress, buffer.count) > 0 {}
+                    } else if drain(token, into: buffer, pipes: &pipes) {
+                        end(token, in: &pipes, flush: true)
+                    }
                 }
             }
         }
     }
 
     /// Reads what the pipe holds, at most 16 buffers at a time, so that one child that floods
-    /// its pipe cannot starve the others (poll reports it again in the next round). True at EOF
+    /// its pipe cannot starve the others (epoll reports it again in the next round). True at EOF
     /// or on an error.
     private func drain(_ token: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, pipes: inout [UInt64: Pipe])
         -> Bool
@@ -224,6 +250,9 @@ final class PipePoller: Sendable {
         if flush && pipe.framer.pendingBytes > 0 {
             for line in pipe.framer.feed([UInt8(ascii: "\n")]) { pipe.continuation.yield(line) }
         }
+        // Before the close, so that no registration outlives its descriptor in another's hands
+        // (a file still open through a duplicate would otherwise stay registered).
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, pipe.fd, nil)
         close(pipe.fd)
         pipe.continuation.finish()
     }

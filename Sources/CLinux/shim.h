@@ -46,6 +46,16 @@ static inline int clinux_set_child_subreaper(void) {
     return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 }
 
+/// A zombie child of this process, left unreaped (`waitid` with `WNOWAIT`): with `pid` > 0
+/// that child if it is a zombie, with `pid` 0 any zombie child. Returns its pid, 0 when there is
+/// none (or the child still runs), or -1 with errno (ECHILD: no such child).
+static inline pid_t clinux_peek_zombie_child(pid_t pid) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(pid > 0 ? P_PID : P_ALL, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -1;
+    return info.si_pid;
+}
+
 /// Names the calling thread (at most 15 bytes are kept), as `top -H` and
 /// `/proc/PID/task/TID/comm` show it. Returns 0, or -1 with errno.
 static inline int clinux_name_thread(const char *name) {

@@ -6,6 +6,21 @@ import Testing
 @testable import vde_supervisor
 
 @Suite struct OrphanReaperTests {
+    /// The scan finds a zombie child without reaping it, and forgets it once it is reaped.
+    @Test(.timeLimit(.minutes(1))) func aZombieChildIsFoundAndLeftForTheReaper() async throws {
+        var pid: pid_t = 0
+        var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { for argument in argv { free(argument) } }
+        try #require(posix_spawn(&pid, "/bin/true", nil, nil, &argv, environ) == 0)
+        while !OrphanReaper.zombieChildren().contains(pid) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(OrphanReaper.zombieChildren().contains(pid), "found twice: the scan did not reap it")
+        var status: Int32 = 0
+        #expect(waitpid(pid, &status, 0) == pid)
+        #expect(!OrphanReaper.zombieChildren().contains(pid))
+    }
+
     /// A child nobody waits for (as an orphan re-parented to the supervisor is) is reaped after
     /// its SIGCHLD, without a periodic scan: the reaper wakes on the signal.
     @Test(.timeLimit(.minutes(1))) func aChildNobodyWaitsForIsReapedAfterItsSignal() async throws {
@@ -30,7 +45,7 @@ import Testing
                 reaped = true
             } else {
                 try await Task.sleep(for: .milliseconds(20))
-                if OrphanReaper.zombieChildren(of: getpid()).contains(pid) {
+                if OrphanReaper.zombieChildren().contains(pid) {
                     // Still a zombie: another child's exit signals the reaper again.
                     var another: pid_t = 0
                     #expect(posix_spawn(&another, "/bin/true", nil, nil, &argv, environ) == 0)

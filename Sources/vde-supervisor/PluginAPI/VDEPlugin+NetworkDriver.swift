@@ -336,27 +336,35 @@ extension VDEPlugin {
     /// network may start a switch there, the same management socket, or uplinks to the same
     /// segment (``UplinkURL/segment``).
     func checkNoConflict(_ spec: SwitchSpec, of networkID: NetworkID) throws {
-        let committed = state.networks.values.map { ($0.id, $0.switchSpec, false) }
-        let creating = live.compactMap { id, network in network.reservedSpec.map { (id, $0, true) } }
-        for (otherID, other, inFlight) in committed + creating where otherID != networkID {
-            let whose = "network \(otherID.short)" + (inFlight ? " (being created right now)" : "")
-            if other.paths.networkDir == spec.paths.networkDir {
-                throw VDEError.conflict(
-                    "\(whose) already uses \(spec.paths.networkDir): network IDs share their first 12 characters")
-            }
-            if other.paths.ctlDir == spec.paths.ctlDir, other.mode != .external || spec.mode != .external {
-                throw VDEError.conflict(
-                    "socket_dir \(spec.paths.ctlDir) is the switch of \(whose): pick another socket_dir, "
-                        + "or use that switch without create_sockets")
-            }
-            if let management = spec.paths.managementSocket, management == other.paths.managementSocket {
-                throw VDEError.conflict("management_socket \(management) is used by \(whose): pick another path")
-            }
-            if let uplink = spec.uplink, let otherUplink = other.uplink, uplink.segment == otherUplink.segment {
-                throw VDEError.conflict(
-                    "uplink \(uplink) joins the same segment (\(uplink.segment)) as the uplink \(otherUplink) of \(whose): the two networks would be one Ethernet; give this network its own group, vni or port"
-                )
-            }
+        // Runs for every network at each create: no copies and no text unless there is a conflict.
+        for (otherID, other) in state.networks where otherID != networkID {
+            try Self.checkNoConflict(spec, with: other.switchSpec, whose: "network \(otherID.short)")
+        }
+        for (otherID, network) in live where otherID != networkID {
+            guard let other = network.reservedSpec else { continue }
+            try Self.checkNoConflict(spec, with: other, whose: "network \(otherID.short) (being created right now)")
+        }
+    }
+
+    private static func checkNoConflict(_ spec: SwitchSpec, with other: SwitchSpec, whose: @autoclosure () -> String)
+        throws
+    {
+        if other.paths.networkDir == spec.paths.networkDir {
+            throw VDEError.conflict(
+                "\(whose()) already uses \(spec.paths.networkDir): network IDs share their first 12 characters")
+        }
+        if other.paths.ctlDir == spec.paths.ctlDir, other.mode != .external || spec.mode != .external {
+            throw VDEError.conflict(
+                "socket_dir \(spec.paths.ctlDir) is the switch of \(whose()): pick another socket_dir, "
+                    + "or use that switch without create_sockets")
+        }
+        if let management = spec.paths.managementSocket, management == other.paths.managementSocket {
+            throw VDEError.conflict("management_socket \(management) is used by \(whose()): pick another path")
+        }
+        if let uplink = spec.uplink, let otherUplink = other.uplink, uplink.segment == otherUplink.segment {
+            throw VDEError.conflict(
+                "uplink \(uplink) joins the same segment (\(uplink.segment)) as the uplink \(otherUplink) of \(whose()): the two networks would be one Ethernet; give this network its own group, vni or port"
+            )
         }
     }
 

@@ -205,6 +205,37 @@ private enum Script {
         }
     }
 
+    /// Whatever IPAM calls did (pools changed in place, dropped, appended, or put in another
+    /// order), the record's pools replay `old` into `new`; only a new order needs `poolOrder`.
+    @Test func poolChangesReplayForEveryMixOfChangesDropsAppendsAndReorders() throws {
+        var generator = SplitMix(seed: 17)
+        for round in 0..<300 {
+            var old = SupervisorState()
+            let count = Int(generator.next() % 8)
+            for index in 0..<count {
+                _ = try old.ipam.requestPool(DockerAPI.RequestPoolRequest(Pool: "10.8.\(index).0/24"), now: 1)
+            }
+            var new = old
+            for pool in new.ipam.pools where generator.next() % 3 == 0 {
+                _ = try new.ipam.requestAddress(DockerAPI.RequestAddressRequest(PoolID: pool.id))
+            }
+            for pool in new.ipam.pools where generator.next() % 4 == 0 { try new.ipam.releasePool(id: pool.id) }
+            for index in 0..<Int(generator.next() % 3) {
+                _ = try new.ipam.requestPool(DockerAPI.RequestPoolRequest(Pool: "10.9.\(index).0/24"), now: 1)
+            }
+            let reorders = generator.next() % 5 == 0 && new.ipam.pools.count > 1
+            if reorders {
+                let reordered = new.ipam.reorderPools(by: new.ipam.pools.map(\.id).reversed())
+                #expect(reordered)
+            }
+            let change = StateChange.between(old, new)
+            var replayed = old
+            try change.apply(to: &replayed)
+            #expect(replayed == new, "round \(round)")
+            if !reorders { #expect(change.poolOrder == nil, "round \(round): appends and drops keep the order") }
+        }
+    }
+
     /// An order that replacing and appending would not give is recorded whole.
     @Test func anUnusualPoolOrderIsRecordedWhole() throws {
         var old = SupervisorState()
@@ -528,5 +559,18 @@ private enum Script {
 
     @Test func crc32MatchesTheStandardCheckValue() {
         #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so that a failing round can be replayed.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

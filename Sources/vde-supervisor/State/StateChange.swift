@@ -47,16 +47,8 @@ struct StateChange: Codable, Sendable, Equatable {
         change.networks.sort { $0.id < $1.id }
         guard old.ipam != new.ipam else { return change }
         if old.ipam.nextPoolNumber != new.ipam.nextPoolNumber { change.nextPoolNumber = new.ipam.nextPoolNumber }
-        // The same pools in the same order (an address or a network bound or released: every
-        // container with the vde IPAM driver): compare them pair by pair. The general path below
-        // builds a dictionary and a set of every pool, which at 1000 networks was the larger
-        // part of a commit (perf, sizecost).
-        if old.ipam.pools.count == new.ipam.pools.count,
-            zip(old.ipam.pools, new.ipam.pools).allSatisfy({ $0.id == $1.id })
-        {
-            for (before, after) in zip(old.ipam.pools, new.ipam.pools) where before != after {
-                change.pools.append(PoolChange(id: after.id, pool: after))
-            }
+        if let pools = Self.poolChangesKeepingOrder(old.ipam.pools, new.ipam.pools) {
+            change.pools = pools
             return change
         }
         let oldPools = Dictionary(old.ipam.pools.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
@@ -71,6 +63,40 @@ struct StateChange: Codable, Sendable, Equatable {
         change.applyPools(to: &replayed)
         if replayed.pools.map(\.id) != new.ipam.pools.map(\.id) { change.poolOrder = new.ipam.pools.map(\.id) }
         return change
+    }
+
+    /// The pool changes from `old` to `new` when `new` is `old` with some pools changed in place,
+    /// some dropped and some appended (every IPAM call does one of these), found in one walk of
+    /// both lists; nil for any other order (then ``between(_:_:)`` takes its general path, which
+    /// builds a dictionary and a set of every pool: at 1000 networks that was the larger part of
+    /// a commit, perf under sizecost). Changed and appended pools come in `new`'s order, then
+    /// the dropped ones, as the general path gives them.
+    static func poolChangesKeepingOrder(_ old: [AddressPool], _ new: [AddressPool]) -> [PoolChange]? {
+        var changes: [PoolChange] = []
+        var dropped: [PoolChange] = []
+        var droppedIDs = Set<String>()
+        var i = 0
+        var j = 0
+        while i < old.count, j < new.count {
+            if old[i].id == new[j].id {
+                if old[i] != new[j] { changes.append(PoolChange(id: new[j].id, pool: new[j])) }
+                j += 1
+            } else {
+                dropped.append(PoolChange(id: old[i].id, pool: nil))
+                droppedIDs.insert(old[i].id)
+            }
+            i += 1
+        }
+        for pool in old[i...] {
+            dropped.append(PoolChange(id: pool.id, pool: nil))
+            droppedIDs.insert(pool.id)
+        }
+        for pool in new[j...] {
+            // A pool taken for dropped that comes back later: `new` reorders, not appends.
+            guard !droppedIDs.contains(pool.id) else { return nil }
+            changes.append(PoolChange(id: pool.id, pool: pool))
+        }
+        return changes + dropped
     }
 
     /// Applies the record to `state`. Throws a description when its pool order does not match

@@ -176,9 +176,10 @@ struct SwitchDirectory: Sendable {
     /// empty. The last step of a removal: the switch's own names go first.
     ///
     /// A directory inside the network's run dir has no marker but is removed too when empty:
-    /// vde_switch removes its ctl dir itself only when it exits cleanly with nothing else in
-    /// it, and a switch killed after the grace (seen once in CI, 100 plugs stopping on two
-    /// busy cores) left `<network dir>/ctl` behind, and with it the network dir.
+    /// vde_switch removes its ctl dir itself only when its own cleanup finds it empty (and not
+    /// at all when it is killed). Once in CI a worker's shutdown after 100 plugs left
+    /// `<network dir>/ctl` behind, and with it the network dir; what was in it then is not known,
+    /// so a directory that is not empty is now named in a warning with what it holds.
     func release(logger: Logger) {
         if !insideNetworkDir { removeOwnMarker() }
         guard let names = FileSystem.listDirectory(path) else { return }

@@ -57,8 +57,8 @@ struct OrphanReaper: Service, CustomStringConvertible {
     private func reapLoop(_ childExits: AsyncStream<Void>) async {
         var iterator = childExits.makeAsyncIterator()
         while await iterator.next() != nil {
-            // A zombie is reaped only when a later scan still finds it: swift-subprocess has
-            // reaped its own by then. While any zombie is left, look again after `settle`.
+            // A zombie is reaped only when a later scan still finds it: a worker's starter has
+            // reaped it through its pidfd by then. While any zombie is left, look again after `settle`.
             var seenZombies = Set(Self.zombieChildren())
             while !seenZombies.isEmpty {
                 do { try await Task.sleep(for: settle) } catch { return }

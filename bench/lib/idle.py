@@ -194,13 +194,6 @@ def main() -> int:
         print("needs root (taps)", file=sys.stderr)
         return 2
 
-    # Ctrl-C, SIGTERM and SIGHUP all end the lab cleanly (a shell starts background jobs with
-    # SIGINT ignored: restore it).
-    def stop(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
     socket_idle(os.path.abspath(args.bin_dir), args.networks, args.endpoints, args.seconds, args.hold, args.trace)
     return 0
 

@@ -618,9 +618,6 @@ def main() -> int:
     if not args.bin_dir:
         ap.error("--bin-dir is needed to measure")
 
-    def stop(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, stop)
     stale_cleanup()
     cleanup = Cleanup()
     try:

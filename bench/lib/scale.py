@@ -406,11 +406,6 @@ def main() -> int:
         print("needs root (taps)", file=sys.stderr)
         return 2
 
-    def stop(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
     os.makedirs(args.results, exist_ok=True)
     cleanup = Cleanup()
     try:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import statistics
 import sys
 import time
@@ -171,10 +170,6 @@ def main() -> int:
         print("needs root (Join makes taps)", file=sys.stderr)
         return 2
 
-    def stop(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, stop)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     results = []
     for _ in range(args.repeat):

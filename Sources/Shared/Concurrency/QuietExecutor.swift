@@ -224,9 +224,7 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
                 seconds, nanoseconds, _, _, clock, job, _ in
                 // The runtime's clock 1 is the continuous clock (CLOCK_BOOTTIME on Linux), 2 the
                 // suspending one (CLOCK_MONOTONIC); the deadline is on that clock.
-                var time = timespec()
-                clock_gettime(clock == 1 ? CLOCK_BOOTTIME : CLOCK_MONOTONIC, &time)
-                let now = UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+                let now = MonotonicClock.reading(clock == 1 ? CLOCK_BOOTTIME : CLOCK_MONOTONIC)
                 let due = UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, nanoseconds))
                 QuietExecutor.shared.schedule(job, in: due > now ? due - now : 0)
             }

@@ -3,7 +3,8 @@
 #endif
 
 /// Threads of our own, for work that must not sit on Dispatch's global queue or on the Swift
-/// executor's threads: blocking calls (``Blocking``), serial writers (``ThreadQueue``) and the quiet executor's threads.
+/// executor's threads: blocking calls (``Blocking``), serial writers (``ThreadQueue``) and the
+/// quiet executor's threads.
 public enum OSThread {
     /// Runs `body` on a new detached thread. Throws when the thread cannot be made (EAGAIN: the
     /// process or the unit is at its task limit); `body` then never runs.
@@ -75,9 +76,12 @@ public final class ConditionLock: @unchecked Sendable {
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of ``ConditionLock/wait(until:)``.
 public enum MonotonicClock {
-    public static var now: UInt64 {
+    public static var now: UInt64 { reading(CLOCK_MONOTONIC) }
+
+    /// Nanoseconds of `clock` (CLOCK_BOOTTIME for a deadline on Swift's continuous clock).
+    public static func reading(_ clock: clockid_t) -> UInt64 {
         var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
+        clock_gettime(clock, &now)
         return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
     }
 }

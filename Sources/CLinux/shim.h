@@ -71,6 +71,34 @@ static inline int clinux_small_pipe(int fds[2], int capacity) {
     return 0;
 }
 
+/// The write end of the pipe that `clinux_signal_to_pipe` writes each caught signal's number to
+/// (non-blocking: a full pipe drops the byte, and a signal already pending there is enough).
+static int clinux_signal_pipe_write = -1;
+
+/// A signal handler that does only what is async-signal-safe: one write(2) of the signal's number.
+static inline void clinux_signal_to_pipe(int sig) {
+    int saved = errno;
+    unsigned char number = (unsigned char)sig;
+    (void)!write(clinux_signal_pipe_write, &number, 1);
+    errno = saved;
+}
+
+/// Catches `signals` with `clinux_signal_to_pipe`, writing to `write_fd` (SA_RESTART: calls that
+/// can be restarted are). Children do not inherit the handler (exec resets it). Returns 0, or -1
+/// with errno.
+static inline int clinux_catch_signals_into_pipe(int write_fd, const int *signals, int count) {
+    clinux_signal_pipe_write = write_fd;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = clinux_signal_to_pipe;
+    action.sa_flags = SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    for (int i = 0; i < count; i++) {
+        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+    }
+    return 0;
+}
+
 /// Sets O_NONBLOCK on `fd`. Returns 0, or -1 with errno.
 static inline int clinux_set_nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);

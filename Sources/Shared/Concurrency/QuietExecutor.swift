@@ -141,7 +141,8 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     /// Runs `body` as the first task and parks the calling thread for good: the process's main
     /// thread, which runs no job, so that its stack stays as small as it is at start (as a job
     /// thread it kept 40 kB more per worker: the deepest stack of any job, measured with
-    /// bench/lib/worker_memory.py). Job threads end when idle, and glibc gives their stacks back.
+    /// bench/lib/worker_memory.py). Job threads end when idle, and glibc gives their stacks back
+    /// (workers run with its stack cache off: WorkerEnvironment in the supervisor).
     func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
         Task.detached { await body() }
         let parked = ConditionLock()

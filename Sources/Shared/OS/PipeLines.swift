@@ -1,5 +1,4 @@
 import CLinux
-import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -23,7 +22,14 @@ public enum PipeLines {
     /// A pipe that could not be made (out of file descriptors).
     public struct OpenError: Error, Sendable, CustomStringConvertible {
         public var errno: Int32
-        public var description: String { "cannot create a pipe: \(SystemCallError.text(errno))" }
+        /// What could not be made: "a pipe", or the reading thread.
+        public var what = "a pipe"
+        public var description: String { "cannot create \(what): \(SystemCallError.text(errno))" }
+
+        public init(errno: Int32, what: String = "a pipe") {
+            self.errno = errno
+            self.what = what
+        }
     }
 
     /// Opens a close-on-exec pipe of one page: hand `write` to the child (and close it in this
@@ -76,6 +82,14 @@ final class PipePollerSlot: Sendable {
             switch makePipe() {
             case .success(let pipe):
                 let made = PipePoller(epoll: epoll, wakeRead: pipe.read, wakeWrite: pipe.write)
+                do throws(SystemCallError) {
+                    try made.startThread()
+                } catch {
+                    close(epoll)
+                    close(pipe.read)
+                    close(pipe.write)
+                    return .failure(PipeLines.OpenError(errno: error.errno, what: "the pipe-reading thread"))
+                }
                 slot = made
                 return .success(made)
             case .failure(let error):
@@ -144,7 +158,7 @@ final class PipePoller: Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
-    /// Takes over the epoll instance and the wake-up pipe, and starts the thread.
+    /// Takes over the epoll instance and the wake-up pipe; ``startThread()`` starts reading.
     fileprivate init(epoll: Int32, wakeRead: Int32, wakeWrite: Int32) {
         _ = clinux_set_nonblocking(wakeRead)
         _ = clinux_set_nonblocking(wakeWrite)
@@ -153,8 +167,13 @@ final class PipePoller: Sendable {
         self.wakeWrite = wakeWrite
         // Level-triggered: a pipe not read empty (see `drain`) is reported again.
         _ = clinux_epoll_arm(epoll, wakeRead, UInt32(EPOLLIN.rawValue), Self.wakeToken)
-        // A queue of its own: its one block runs for the life of the process.
-        DispatchQueue(label: "PipeLines.poller").async { [self] in run() }
+    }
+
+    /// The reading thread, for the life of the process: a thread of our own rather than a
+    /// Dispatch queue's, so that a worker starts no libdispatch thread at all (its manager thread
+    /// and tables cost every worker memory; docs/benchmarks.md, "Issue 17: towards 1 MiB").
+    fileprivate func startThread() throws(SystemCallError) {
+        try OSThread.detach { [self] in run() }
     }
 
     /// Pipes are known by a token, not by their descriptor: a descriptor closed at EOF can be

@@ -142,10 +142,9 @@ actor WorkerLink {
         let process: ProcessHandle
         do {
             // Its own process group: a Ctrl-C meant for the supervisor must not reach workers
-            // first. One malloc arena: a worker runs once per network, and per-thread arenas cost
-            // more than they gain in a process this quiet.
+            // first.
             let pid = try ChildSpawn.start(
-                argv, environment: ["MALLOC_ARENA_MAX": "1"], standardInput: stdin.read,
+                argv, environment: WorkerEnvironment.current, standardInput: stdin.read,
                 standardOutput: stdoutPipe.writeEnd, standardError: 2)
             close(stdin.read)
             stdoutPipe.closeWriteEnd()

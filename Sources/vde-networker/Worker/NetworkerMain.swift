@@ -1,0 +1,64 @@
+import Logging
+import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `vde-networker --network-id ID`: runs the switch and the plugs of one Docker network for the
+/// supervisor, which talks to it in JSON lines over stdin and stdout, and later over the
+/// worker's socket (``LinkServer``, docs/worker-protocol.md). The command line is read by
+/// ``WorkerArguments``.
+///
+/// The worker's tasks run on ``QuietGlobalExecutor``, which must be installed before the first
+/// task starts; the main thread then parks.
+@main
+enum NetworkerMain {
+    static func main() {
+        let arguments: WorkerArguments
+        do {
+            switch try WorkerArguments.parse(Array(CommandLine.arguments.dropFirst())) {
+            case .serve(let parsed): arguments = parsed
+            case .help:
+                print(WorkerArguments.usage)
+                exit(0)
+            case .version:
+                print(Installation.version)
+                exit(0)
+            }
+        } catch {
+            try? FileSystem.writeAll(Array("vde-networker: \(error)\n\n\(WorkerArguments.usage)\n".utf8), to: 2)
+            exit(64)  // EX_USAGE
+        }
+        QuietGlobalExecutor.install()
+        QuietGlobalExecutor.runAndParkMainThread {
+            await serve(arguments)
+            exit(0)
+        }
+    }
+
+    static func serve(_ arguments: WorkerArguments) async {
+        let networkID = arguments.networkID
+        SignalHandling.ignoreBrokenPipe()
+        let signals = SignalHandling.terminationRequests()
+        LogSetup.bootstrap(level: arguments.logLevel)
+        let logger = Logger(label: LogSetup.label(networkID: networkID))
+        let current = CurrentLink()
+        let worker = Worker(
+            networkID: networkID, executables: .resolve(), logger: logger,
+            emit: { current.send(.event($0)) })
+        logger.info("worker started", metadata: ["pid": "\(getpid())"])
+
+        let server = LinkServer(worker: worker, networkID: networkID, current: current, logger: logger)
+        switch await server.run(signals: signals) {
+        case .shutDown:
+            logger.info("worker exits (shutdown request)")
+        case .detached(let reason):
+            logger.info("worker exits (\(reason)); the switch and plugs keep running")
+        case .neverStarted:
+            // Nothing was handed over (no `start` succeeded): whatever a request began is undone.
+            await worker.shutdown(reason: "end of input before start")
+            logger.info("worker exits (end of input before start)")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Logging
+import Shared
+
+/// The worker's command line: `vde-networker --network-id ID [--log-level LEVEL] [--run-dir DIR]`,
+/// or `--help`, or `--version`. The network ID is in argv so that `ps` shows which network a
+/// worker serves.
+///
+/// Read by hand, not with swift-argument-parser as `vde-supervisor` is: the worker runs once per
+/// network, its one caller is the supervisor, and ArgumentParser's type metadata and witness
+/// caches cost every worker 6 pages of `.bss` and its share of the heap (docs/benchmarks.md,
+/// "Issue 17: towards 1 MiB per network").
+struct WorkerArguments: Equatable, Sendable {
+    var networkID: NetworkID
+    var logLevel: Logger.Level = .info
+
+    /// What a command line asks for.
+    enum Request: Equatable, Sendable {
+        case serve(WorkerArguments)
+        case help
+        case version
+    }
+
+    /// A command line that cannot be run; the message names the option and what it accepts.
+    struct UsageError: Error, Equatable, Sendable, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+
+    static let usage = """
+        Usage: vde-networker --network-id ID [--log-level LEVEL] [--run-dir DIR]
+               vde-networker --help | --version
+
+        Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).
+        Requests arrive as JSON lines on stdin; replies and events leave on stdout; logs go to stderr.
+
+          --network-id ID     the Docker network this worker serves (1 to 128 letters and digits)
+          --log-level LEVEL   \(LogSetup.levels.joined(separator: ", ")) (default: info)
+          --run-dir DIR       ignored: the network's directories come with the start request
+                              (kept so that a supervisor that passes it can start this worker)
+        """
+
+    /// Reads `arguments` (without the program's name). Each option takes its value as the next
+    /// argument or after `=`; an option given twice takes the last value.
+    static func parse(_ arguments: [String]) throws(UsageError) -> Request {
+        var networkID: NetworkID?
+        var logLevel = Logger.Level.info
+        var rest = arguments[...]
+        while let argument = rest.popFirst() {
+            let (name, inlineValue) = split(argument)
+            switch name {
+            case "--help", "-h": return .help
+            case "--version": return .version
+            case "--network-id", "--log-level", "--run-dir":
+                guard let value = inlineValue ?? rest.popFirst() else {
+                    throw UsageError(message: "\(name) needs a value")
+                }
+                switch name {
+                case "--network-id":
+                    do {
+                        networkID = try NetworkID(value)
+                    } catch {
+                        throw UsageError(message: "--network-id: \(error)")
+                    }
+                case "--log-level":
+                    guard let level = Logger.Level(rawValue: value) else {
+                        let levels = LogSetup.levels.joined(separator: ", ")
+                        throw UsageError(message: "--log-level must be one of \(levels), not \(value.debugDescription)")
+                    }
+                    logLevel = level
+                default:
+                    guard value.hasPrefix("/") else { throw UsageError(message: "--run-dir must be an absolute path") }
+                }
+            default:
+                throw UsageError(message: "unknown argument \(argument.debugDescription)")
+            }
+        }
+        guard let networkID else { throw UsageError(message: "--network-id is required") }
+        return .serve(WorkerArguments(networkID: networkID, logLevel: logLevel))
+    }
+
+    private static func split(_ argument: String) -> (name: String, value: String?) {
+        guard argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") else { return (argument, nil) }
+        return (String(argument[..<equals]), String(argument[argument.index(after: equals)...]))
+    }
+}

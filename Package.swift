@@ -13,7 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
-        // Without the SubprocessFoundation trait: workers stay free of Foundation.
+        // The acceptance tests' process runner (the executables spawn with Shared/OS/ChildSpawn).
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -56,7 +56,6 @@ let package = Package(
             name: "vde-networker",
             dependencies: [
                 "Shared", "CVDEPlug", "CLinux",
-                .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],

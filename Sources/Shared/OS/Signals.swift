@@ -8,7 +8,7 @@ import Synchronization
 /// Signals a process handles itself.
 public enum SignalHandling {
     /// A supervisor that stops reading must not kill the worker with SIGPIPE: writes then fail
-    /// with EPIPE, which the link handles. Children do not inherit this (swift-subprocess resets
+    /// with EPIPE, which the link handles. Children do not inherit this (ChildSpawn resets
     /// signal dispositions in the child).
     public static func ignoreBrokenPipe() {
         signal(SIGPIPE, SIG_IGN)

@@ -126,7 +126,7 @@ final class ChildProcess: SupervisedProcess {
     }
 
     /// Waits until the child has exited or `timeout` passed; true when it has exited. Told by
-    /// swift-subprocess, which learns of the exit from the child's pidfd: no polling.
+    /// the child's pidfd: no polling.
     func waitForExit(timeout: Duration) async -> Bool {
         let (exited, continuation) = AsyncStream<Void>.makeStream()
         let already = state.withLock { state in

@@ -1,19 +1,23 @@
 import Logging
 import Shared
-import Subprocess
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The outcome of a short command (`ip ...`, `nsenter ... ip ...`).
 struct CommandResult: Sendable {
-    var status: TerminationStatus
+    /// Nil only when the exit could not be read (the child was reaped elsewhere).
+    var status: ChildSpawn.Exit?
     var standardOutput: String
     var standardError: String
 
-    var succeeded: Bool { status.isSuccess }
+    var succeeded: Bool { status == .exited(0) }
 
     /// The first line of stderr, or the exit status: what a user needs to see in an error.
     var failureSummary: String {
         let firstLine = standardError.split(separator: "\n").first.map(String.init) ?? ""
-        return firstLine.isEmpty ? status.summary : firstLine
+        return firstLine.isEmpty ? (status?.description ?? "ended (status unknown)") : firstLine
     }
 }
 
@@ -27,42 +31,82 @@ struct CommandError: ReportableError, CustomStringConvertible {
 }
 
 /// Runs short-lived commands from argv arrays, capturing their output, with a time limit.
+///
+/// On ``ChildSpawn``, ``ChildOutputPipe`` and the child's pidfd, the parts the worker's long-lived
+/// children use, not swift-subprocess: linking swift-subprocess cost every worker its type
+/// caches and code (docs/benchmarks.md, "Issue 17: towards 1 MiB per network") for three short
+/// commands (`ip link del`, `nsenter ... ip -o link show`, the `arping` after a re-plug).
 struct CommandRunner: Sendable {
     var logger: Logger
     var timeout: Duration = .seconds(10)
 
     /// Runs `argv` and returns its result, whatever its exit status; throws only when it could not
-    /// be started or did not finish in time (it is then killed).
+    /// be started or did not finish in time (its process group is then killed).
     func run(_ argv: [String]) async throws(CommandError) -> CommandResult {
         precondition(!argv.isEmpty)
         logger.debug("running \(argv.joined(separator: " "))")
-        let options = {
-            var options = PlatformOptions()
-            options.processGroupID = 0
-            return options
-        }()
-        let limit = timeout
+        let output: ChildOutputPipe
+        let errors: ChildOutputPipe
         do {
-            // At the limit the run is cancelled, which kills the command (teardown ends with SIGKILL).
-            let result = try await Timeout.run(limit) {
-                let result = try await Subprocess.run(
-                    .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
-                    platformOptions: options, input: .none,
-                    output: .string(limit: 1 << 20), error: .string(limit: 1 << 16))
-                return CommandResult(
-                    status: result.terminationStatus,
-                    standardOutput: result.standardOutput,
-                    standardError: result.standardError)
+            output = try ChildOutputPipe(maxLineBytes: 64 << 10)
+            do {
+                errors = try ChildOutputPipe(maxLineBytes: 4096)
+            } catch {
+                output.closeWriteEnd()
+                throw error
             }
-            guard let result else {
-                throw CommandError(argv: argv, reason: "did not finish within \(limit.milliseconds / 1000) s")
-            }
-            return result
-        } catch let error as CommandError {
-            throw error
         } catch {
             throw CommandError(argv: argv, reason: "could not be run: \(error)")
         }
+        let pid: pid_t
+        do {
+            pid = try ChildSpawn.start(argv, standardOutput: output.writeEnd, standardError: errors.writeEnd)
+        } catch {
+            output.closeWriteEnd()
+            errors.closeWriteEnd()
+            let reason = error.errno == ENOENT ? "no such program" : "could not be run: \(error)"
+            throw CommandError(argv: argv, reason: reason)
+        }
+        output.closeWriteEnd()
+        errors.closeWriteEnd()
+        let handle: ProcessHandle
+        do {
+            handle = try ProcessHandle(pid: pid)
+        } catch {
+            kill(-pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            throw CommandError(argv: argv, reason: "could not be run: \(error)")
+        }
+        defer { handle.close() }
+        let limit = timeout
+        let finished = await Timeout.run(limit) { () -> (String, String) in
+            async let standardOutput = Self.text(of: output.lines)
+            async let standardError = Self.text(of: errors.lines)
+            await handle.waitForExit()
+            return (await standardOutput, await standardError)
+        }
+        guard let (standardOutput, standardError) = finished else {
+            // Its process group (ChildSpawn starts it in one of its own): nothing it started stays.
+            kill(-pid, SIGKILL)
+            await handle.waitForExit()
+            _ = ChildSpawn.reap(handle)
+            let milliseconds = limit.milliseconds
+            let within = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+            throw CommandError(argv: argv, reason: "did not finish within \(within)")
+        }
+        return CommandResult(
+            status: ChildSpawn.reap(handle), standardOutput: standardOutput, standardError: standardError)
+    }
+
+    /// The lines of `lines` joined by newlines, each ending with one (an oversized line is
+    /// dropped, as the limit means it to be).
+    private static func text(of lines: AsyncStream<LineFramer.Line>) async -> String {
+        var text = ""
+        for await line in lines {
+            if case .line(let bytes) = line { text += String(decoding: bytes, as: UTF8.self) + "\n" }
+        }
+        return text
     }
 
     /// Runs `argv` and throws unless it exits with status 0.
@@ -73,15 +117,5 @@ struct CommandRunner: Sendable {
             throw CommandError(argv: argv, reason: result.failureSummary)
         }
         return result
-    }
-}
-
-extension TerminationStatus {
-    /// `exited with status 1` / `killed by signal 9`.
-    var summary: String {
-        switch self {
-        case .exited(let code): "exited with status \(code)"
-        case .signaled(let signal): "killed by signal \(signal)"
-        }
     }
 }

@@ -24,17 +24,21 @@ import CLinux
 /// nothing drains once the main thread is parked (``runAndParkMainThread(_:)``): a process that
 /// uses this executor has no `@MainActor` code (the worker has none).
 ///
-/// Threads: started when a job arrives and no thread is idle, up to ``maximumThreads`` (a job
-/// that blocks must not stall the rest, which Dispatch's monitor used to handle by adding
-/// threads), and ended after ``idleThreadLifetime`` without work, as Dispatch's are, so that
+/// Threads: started when a job arrives and no thread is idle, up to ``maximumThreads`` (one for
+/// the worker, see ``shared``: a job must not block, since nothing adds threads as Dispatch's
+/// monitor did), and ended after ``idleThreadLifetime`` without work, as Dispatch's are, so that
 /// their stacks go back to the kernel; the last idle thread stays while a sleep is pending. An
 /// idle worker has no executor thread at all. Job priorities are not honoured: a worker's jobs
 /// are few and short.
 final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
-    /// The process's executor (``installAsGlobal()`` makes it the global one). As wide as the
-    /// cores, like Swift's cooperative pool: with four threads on two cores a liveness check
-    /// started four threads (its tasks hop between actors), with two it starts one or two.
-    static let shared = QuietExecutor(maximumThreads: max(2, activeProcessors()))
+    /// The process's executor (``installAsGlobal()`` makes it the global one): one thread. A
+    /// worker's jobs are short and its blocking calls run on threads of their own (``Blocking``),
+    /// so a second thread only ran the other half of an actor hop, and the supervisor's liveness
+    /// check every 2 s kept it from its 5 s expiry. It cost 44 kB per worker (A/B at 50
+    /// networks: 950 vs 907 kB, bench/lib/worker_memory.py) and bought no speed (sizecost, A B A
+    /// B: endpoint cycle 18.1 and 16.5 ms with two threads, 13.7 and 15.6 with one). Before, as
+    /// wide as the cores: with four threads on two cores a liveness check started four.
+    static let shared = QuietExecutor(maximumThreads: 1)
 
     /// The most threads that run jobs at once.
     let maximumThreads: Int

@@ -236,6 +236,38 @@ private enum Script {
         }
     }
 
+    /// Whatever a commit did to the networks (records changed in place, as every endpoint call
+    /// does; networks added, deleted, or one deleted and another added, so that the counts
+    /// match but the walk in order does not), the record replays `old` into `new` and holds
+    /// exactly the networks that differ.
+    @Test func networkChangesReplayForEveryMixOfChangesAddsAndDeletes() throws {
+        var generator = SplitMix(seed: 23)
+        for round in 0..<300 {
+            var old = SupervisorState()
+            // IDs 0 to 7 at first, 8 and 9 added later (Script's IDs repeat one digit).
+            let count = Int(generator.next() % 8)
+            for n in 0..<count { try Script.createNetwork(n, in: &old) }
+            var new = old
+            for (offset, id) in new.networks.keys.sorted().enumerated() where generator.next() % 3 == 0 {
+                let endpoint = try Script.endpointID(offset)
+                new.networks[id]?.endpoints[endpoint] = EndpointRecord(
+                    id: endpoint, networkID: id, tapName: TapName(endpoint: endpoint),
+                    macAddress: "02:00:00:00:00:02", macGenerated: true, address: nil)
+            }
+            for id in new.networks.keys.sorted() where generator.next() % 5 == 0 {
+                new.networks.removeValue(forKey: id)
+            }
+            for n in 0..<Int(generator.next() % 3) { try Script.createNetwork(8 + n, in: &new) }
+            let change = StateChange.between(old, new)
+            var replayed = old
+            try change.apply(to: &replayed)
+            #expect(replayed == new, "round \(round)")
+            let differing = Set(old.networks.keys).union(new.networks.keys)
+                .filter { old.networks[$0] != new.networks[$0] }
+            #expect(change.networks.map(\.id) == differing.sorted(), "round \(round): only what differs")
+        }
+    }
+
     /// An order that replacing and appending would not give is recorded whole.
     @Test func anUnusualPoolOrderIsRecordedWhole() throws {
         var old = SupervisorState()

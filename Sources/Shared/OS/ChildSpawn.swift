@@ -64,6 +64,29 @@ public enum ChildSpawn {
         return pid
     }
 
+    /// ``start(_:environment:standardInput:standardOutput:standardError:)``, and a
+    /// ``ProcessHandle`` on the child for a starter that waits for its exit: our child, not reaped
+    /// until we do, so the pidfd holds it even if it has exited already. When no pidfd can be had
+    /// (out of descriptors), the child's process group is killed and the child reaped before the
+    /// error is thrown: no child runs that nobody watches.
+    public static func startWatched(
+        _ argv: [String], environment: [String: String] = [:], standardInput: Int32? = nil,
+        standardOutput: Int32? = nil, standardError: Int32? = nil
+    ) throws(SystemCallError) -> ProcessHandle {
+        let pid = try start(
+            argv, environment: environment, standardInput: standardInput, standardOutput: standardOutput,
+            standardError: standardError)
+        do {
+            return try ProcessHandle(pid: pid)
+        } catch {
+            kill(-pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            _ = unreaped.withLock { $0.remove(pid) }
+            throw error
+        }
+    }
+
     /// The children started here and not yet reaped by ``reap(_:)``: their starter reaps them,
     /// so a reaper of orphans (the supervisor's `OrphanReaper`) leaves them alone.
     private static let unreaped = Mutex<Set<pid_t>>([])

@@ -62,25 +62,16 @@ final class ChildProcess: SupervisedProcess {
         } catch {
             throw ChildSpawnError(argv: argv, reason: "\(error)")
         }
-        let pid: pid_t
+        let handle: ProcessHandle
         do {
-            pid = try ChildSpawn.start(
+            handle = try ChildSpawn.startWatched(
                 argv, standardInput: nil, standardOutput: 2, standardError: errorPipe.writeEnd)
         } catch {
             errorPipe.closeWriteEnd()
             throw ChildSpawnError(argv: argv, reason: error.errno == ENOENT ? "no such program" : "\(error)")
         }
         errorPipe.closeWriteEnd()
-        // Our child, not reaped until we do: the pidfd holds it even if it has exited already.
-        let handle: ProcessHandle
-        do {
-            handle = try ProcessHandle(pid: pid)
-        } catch {
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            throw ChildSpawnError(argv: argv, reason: "\(error)")
-        }
+        let pid = handle.pid
         let child = ChildProcess(name: name, pid: pid, handle: handle)
         var childLogger = logger
         childLogger[metadataKey: "child"] = .string(name)

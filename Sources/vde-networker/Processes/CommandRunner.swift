@@ -58,9 +58,9 @@ struct CommandRunner: Sendable {
         } catch {
             throw CommandError(argv: argv, reason: "could not be run: \(error)")
         }
-        let pid: pid_t
+        let handle: ProcessHandle
         do {
-            pid = try ChildSpawn.start(argv, standardOutput: output.writeEnd, standardError: errors.writeEnd)
+            handle = try ChildSpawn.startWatched(argv, standardOutput: output.writeEnd, standardError: errors.writeEnd)
         } catch {
             output.closeWriteEnd()
             errors.closeWriteEnd()
@@ -69,15 +69,6 @@ struct CommandRunner: Sendable {
         }
         output.closeWriteEnd()
         errors.closeWriteEnd()
-        let handle: ProcessHandle
-        do {
-            handle = try ProcessHandle(pid: pid)
-        } catch {
-            kill(-pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            throw CommandError(argv: argv, reason: "could not be run: \(error)")
-        }
         defer { handle.close() }
         let limit = timeout
         let finished = await Timeout.run(limit) { () -> (String, String) in
@@ -88,7 +79,7 @@ struct CommandRunner: Sendable {
         }
         guard let (standardOutput, standardError) = finished else {
             // Its process group (ChildSpawn starts it in one of its own): nothing it started stays.
-            kill(-pid, SIGKILL)
+            kill(-handle.pid, SIGKILL)
             await handle.waitForExit()
             _ = ChildSpawn.reap(handle)
             let milliseconds = limit.milliseconds

@@ -143,12 +143,11 @@ actor WorkerLink {
         do {
             // Its own process group: a Ctrl-C meant for the supervisor must not reach workers
             // first.
-            let pid = try ChildSpawn.start(
+            process = try ChildSpawn.startWatched(
                 argv, environment: WorkerEnvironment.current, standardInput: stdin.read,
                 standardOutput: stdoutPipe.writeEnd, standardError: 2)
             close(stdin.read)
             stdoutPipe.closeWriteEnd()
-            process = try ProcessHandle(pid: pid)
         } catch {
             close(stdin.read)
             close(stdin.write)

@@ -46,6 +46,13 @@ static inline int clinux_set_child_subreaper(void) {
     return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 }
 
+/// 1 when this process is a child subreaper, 0 when not, -1 with errno.
+static inline int clinux_is_child_subreaper(void) {
+    int flag = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, (unsigned long)&flag, 0, 0, 0) != 0) return -1;
+    return flag != 0;
+}
+
 /// A zombie child of this process, left unreaped (`waitid` with `WNOWAIT`): with `pid` > 0
 /// that child if it is a zombie, with `pid` 0 any zombie child. Returns its pid, 0 when there is
 /// none (or the child still runs), or -1 with errno (ECHILD: no such child).
@@ -244,6 +251,138 @@ static inline int clinux_reap_pidfd(int pidfd, int *code, int *signaled) {
     *code = info.si_status;
     return 1;
 }
+// --- The worker fork server (vde-networker --fork-server, the supervisor's WorkerForkServer). ---
+// Since this header uses msghdr and cmsghdr, a whole-module (release) build of Shared finds
+// glibc's socket constants (SOCK_STREAM, ...) only in files that import CLinux too (measured:
+// "cannot find 'SOCK_STREAM' in scope" in UnixSocket.swift until it did).
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+/// A connected pair of close-on-exec SOCK_SEQPACKET unix sockets. Returns 0, or -1 with errno.
+static inline int clinux_seqpacket_pair(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds);
+}
+
+/// Sends `length` bytes and `count` (at most 4) descriptors in one message on the SOCK_SEQPACKET
+/// socket `sock`. Returns the bytes sent, or -1 with errno.
+static inline long clinux_send_with_fds(int sock, const void *bytes, size_t length, const int *fds, int count) {
+    union { struct cmsghdr header; char space[CMSG_SPACE(4 * sizeof(int))]; } control;
+    memset(&control, 0, sizeof control);
+    struct iovec vector = { (void *)bytes, length };
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    if (count > 4) count = 4;
+    if (count > 0) {
+        message.msg_control = control.space;
+        message.msg_controllen = CMSG_SPACE(count * sizeof(int));
+        struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(count * sizeof(int));
+        memcpy(CMSG_DATA(header), fds, count * sizeof(int));
+    }
+    long sent;
+    do { sent = sendmsg(sock, &message, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+    return sent;
+}
+
+/// Receives one message of at most `capacity` bytes and at most 4 descriptors (close-on-exec)
+/// from `sock`. Returns the bytes received (0 at end of input) with `*count` descriptors stored
+/// in `fds`, or -1 with errno. Descriptors of a truncated message are closed, and EMSGSIZE returned.
+static inline long clinux_receive_with_fds(int sock, void *bytes, size_t capacity, int *fds, int *count) {
+    union { struct cmsghdr header; char space[CMSG_SPACE(4 * sizeof(int))]; } control;
+    memset(&control, 0, sizeof control);
+    struct iovec vector = { bytes, capacity };
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control.space;
+    message.msg_controllen = sizeof control.space;
+    *count = 0;
+    long received;
+    do { received = recvmsg(sock, &message, MSG_CMSG_CLOEXEC); } while (received < 0 && errno == EINTR);
+    if (received < 0) return -1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+        int n = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof fd);
+            if (*count < 4) fds[(*count)++] = fd; else close(fd);
+        }
+    }
+    if (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        for (int i = 0; i < *count; i++) close(fds[i]);
+        *count = 0;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return received;
+}
+
+/// In a single-threaded fork server: forks a worker that is nobody's child here. An intermediate
+/// child forks the worker, opens a pidfd on it (race-free: the worker cannot be reaped while the
+/// intermediate lives), hands pid and pidfd back over a private socket pair and exits; the
+/// worker is then re-parented to the nearest child subreaper (the supervisor), which reaps it
+/// and learns its exit status. The worker runs in a process group of its own, with `input_fd`
+/// as its stdin and `output_fd` as its stdout, and every other descriptor from 3 up closed.
+///
+/// Returns 0 in the worker; 1 in the caller, once the intermediate has exited, with
+/// `*worker_pid` and `*worker_pidfd` set; a negative errno in the caller on failure.
+static inline int clinux_fork_detached_worker(int input_fd, int output_fd, int *worker_pid, int *worker_pidfd) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -errno;
+    pid_t middle = fork();
+    if (middle < 0) { int e = errno; close(pair[0]); close(pair[1]); return -e; }
+    if (middle == 0) {
+        close(pair[0]);
+        pid_t worker = fork();
+        if (worker == 0) {
+            setpgid(0, 0);
+            if (dup2(input_fd, 0) < 0 || dup2(output_fd, 1) < 0) _exit(71);  /* EX_OSERR */
+            syscall(SYS_close_range, 3, ~0U, 0);
+            return 0;
+        }
+        int result[2] = { 0, 0 };
+        int pidfd = -1;
+        if (worker < 0) {
+            result[1] = errno;
+        } else {
+            setpgid(worker, worker);
+            pidfd = (int)syscall(SYS_pidfd_open, worker, 0);
+            if (pidfd < 0) { result[1] = errno; kill(-worker, SIGKILL); kill(worker, SIGKILL); }
+            else result[0] = worker;
+        }
+        clinux_send_with_fds(pair[1], result, sizeof result, &pidfd, pidfd >= 0 ? 1 : 0);
+        _exit(0);
+    }
+    close(pair[1]);
+    int status;
+    while (waitpid(middle, &status, 0) < 0 && errno == EINTR) {}
+    int result[2] = { 0, EPROTO };
+    int fds[4];
+    int count = 0;
+    long got = clinux_receive_with_fds(pair[0], result, sizeof result, fds, &count);
+    int e = errno;
+    close(pair[0]);
+    if (got != (long)sizeof result) {
+        for (int i = 0; i < count; i++) close(fds[i]);
+        return got < 0 ? -e : -EPROTO;
+    }
+    if (result[0] <= 0 || count != 1) {
+        for (int i = 0; i < count; i++) close(fds[i]);
+        return -(result[1] != 0 ? result[1] : EPROTO);
+    }
+    *worker_pid = result[0];
+    *worker_pidfd = fds[0];
+    return 1;
+}
+
+
 // --- Packet capture of one endpoint (vde-networker's Capture module). ---
 #include <arpa/inet.h>
 #include <ifaddrs.h>

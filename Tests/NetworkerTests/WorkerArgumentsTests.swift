@@ -16,6 +16,18 @@ import Testing
         #expect(request == .serve(WorkerArguments(networkID: try NetworkID(id), logLevel: .info)))
     }
 
+    @Test func theForkServersCommandLineIsReadAndAForkedWorkersMarkIgnored() throws {
+        let server = ForkServerProtocol.serverArguments(
+            executable: "/x/vde-networker", logLevel: "debug", runDir: "/run/x")
+        #expect(try WorkerArguments.parse(Array(server.dropFirst())) == .forkServer(logLevel: .debug, runDir: "/run/x"))
+        let worker = ForkServerProtocol.workerArguments(
+            executable: "/x/vde-networker", networkID: try NetworkID(id), logLevel: "info", runDir: "/run/x",
+            forked: true)
+        #expect(
+            try WorkerArguments.parse(Array(worker.dropFirst()))
+                == .serve(WorkerArguments(networkID: try NetworkID(id), logLevel: .info)))
+    }
+
     @Test func helpAndVersionWinOverEverythingElse() throws {
         #expect(try WorkerArguments.parse(["--help"]) == .help)
         #expect(try WorkerArguments.parse(["--network-id", id, "-h"]) == .help)
@@ -30,6 +42,9 @@ import Testing
         (["--network-id", "ab", "--run-dir", "run"], "--run-dir must be an absolute path"),
         (["--network-id", "ab", "extra"], "unknown argument \"extra\""),
         (["--network-id", "ab; rm -rf /"], "--network-id:"),
+        (["--fork-server"], "--fork-server needs --run-dir"),
+        (["--fork-server", "--run-dir", "/run/x", "--network-id", "ab"], "--fork-server serves many networks"),
+        (["--fork-server=yes", "--run-dir", "/run/x"], "unknown argument \"--fork-server=yes\""),
     ])
     func aBadCommandLineIsRefusedWithTheOptionNamed(arguments: [String], message: String) {
         #expect {

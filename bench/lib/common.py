@@ -281,11 +281,17 @@ class Supervisor:
             log(f"vde-supervisor stop-networks failed ({result.returncode}); see {self.log_path}")
 
     def leftovers(self) -> dict:
-        """What is left of this supervisor's networks: processes, run dir entries."""
-        procs = {pid: v for pid, v in procfs.processes_under(self.run_dir).items() if v[0] != "vde-supervisor"}
+        """What is left of this supervisor's networks: processes, run dir entries. While the
+        supervisor runs, its fork server is its own, not a network's; once it has stopped, the
+        fork server counts too."""
+        running = self.proc is not None and self.proc.poll() is None
+        procs = {pid: v for pid, v in procfs.processes_under(self.run_dir).items()
+                 if v[0] != "vde-supervisor" and not (running and v[0] == procfs.FORK_SERVER)}
         procs |= self.workers()
         # Workers seen earlier that still run (a stopped supervisor's workers lose their parent).
         for pid, argv in self.seen:
+            if running and procfs.kind_of(list(argv)) == procfs.FORK_SERVER:
+                continue
             if pid not in procs and tuple(procfs.cmdline(pid)) == argv:
                 procs[pid] = (procfs.kind_of(list(argv)) or "?", list(argv))
         entries = sorted(os.listdir(self.run_dir)) if os.path.isdir(self.run_dir) else []

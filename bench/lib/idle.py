@@ -33,7 +33,7 @@ from common import stop_like_ctrl_c, Cleanup, Supervisor, log, stop_process  # n
 from lab import DockerLab, SocketLab, docker_processes, leftover_check  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
-PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")
+PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde-fork-server", "vde_switch", "vde_plug2tap")
 
 
 def measure(procs: dict[int, tuple[str, list[str]]], seconds: float) -> dict:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # The plugin's processes, by the name of their executable (an impaired endpoint's plug is a
-# wirefilter, issue 13).
-VDE_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap", "wirefilter")
+# wirefilter, issue 13); `vde-networker --fork-server`, which forks the workers, is a kind of
+# its own: one per supervisor, not a worker.
+FORK_SERVER = "vde-fork-server"
+VDE_KINDS = ("vde-supervisor", "vde-networker", FORK_SERVER, "vde_switch", "vde_plug2tap", "wirefilter")
 # Docker's own processes (the bridge driver lives inside dockerd).
 DOCKER_KINDS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy")
 
@@ -139,6 +141,8 @@ def kind_of(argv: list[str], kinds=VDE_KINDS) -> str | None:
     if not argv:
         return None
     base = os.path.basename(argv[0])
+    if base == "vde-networker" and "--fork-server" in argv:
+        base = FORK_SERVER
     return base if base in kinds else None
 
 

@@ -246,7 +246,7 @@ def scale_n_table(r: dict) -> str:
 
 
 IDLE_TARGET_PCT = 1.0  # issue 12: at most 1 % of one CPU at 100 idle networks with two containers each
-PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")
+PLUGIN_KINDS = ("vde-supervisor", "vde-networker", "vde-fork-server", "vde_switch", "vde_plug2tap")
 DOCKER_KINDS = ("dockerd", "containerd", "containerd-shim")
 
 

@@ -304,7 +304,7 @@ def scale_docker_one(driver: str, n: int, sup: Supervisor | None, cleanup: Clean
         out["supervisor_pss_growth_per_network_kb"] = (out["supervisor_pss_kb"]["after_build"] - sup_pss_before) / n
         out["supervisor_fds"] = len(os.listdir(f"/proc/{sup.pid()}/fd"))
         out["tasks"] = {kind: sum(len(procfs.threads(pid)) for pid, (k, _) in ours.items() if k == kind)
-                        for kind in ("vde-supervisor", "vde-networker", "vde_switch", "vde_plug2tap")}
+                        for kind in ("vde-supervisor", "vde-networker", "vde-fork-server", "vde_switch", "vde_plug2tap")}
     out["docker_tasks"] = sum(len(procfs.threads(pid)) for pid, (k, _) in procs.items()
                               if k not in idle.PLUGIN_KINDS)
     log(f"scale: {driver} x {n}: idle CPU over {idle_seconds:.0f} s")

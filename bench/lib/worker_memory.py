@@ -31,7 +31,8 @@ from common import stop_like_ctrl_c, Supervisor, log, memory_breakdown  # noqa: 
 from lab import SocketLab, leftover_check  # noqa: E402
 from plugin_client import PluginClient  # noqa: E402
 
-KINDS = ("vde-networker", "vde_switch", "vde_plug2tap")
+# The fork server is one per supervisor; its share is counted per network like the rest.
+KINDS = ("vde-networker", "vde-fork-server", "vde_switch", "vde_plug2tap")
 
 
 def thread_names(pid: int) -> dict[str, int]:

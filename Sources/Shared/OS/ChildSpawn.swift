@@ -87,6 +87,14 @@ public enum ChildSpawn {
         }
     }
 
+    /// A process started elsewhere that is now our child (a worker the fork server forked,
+    /// re-parented to this subreaper), with the pidfd that came with it: from now on its starter
+    /// here reaps it with ``reap(_:)``, and a reaper of orphans leaves it alone.
+    public static func takeOver(pid: pid_t, pidfd: Int32) -> ProcessHandle {
+        unreaped.withLock { _ = $0.insert(pid) }
+        return ProcessHandle(pid: pid, pidfd: pidfd)
+    }
+
     /// The children started here and not yet reaped by ``reap(_:)``: their starter reaps them,
     /// so a reaper of orphans (the supervisor's `OrphanReaper`) leaves them alone.
     private static let unreaped = Mutex<Set<pid_t>>([])

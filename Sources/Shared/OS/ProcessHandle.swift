@@ -37,6 +37,14 @@ public final class ProcessHandle: Sendable {
         state = Mutex(State(fd: fd))
     }
 
+    /// Takes `pidfd`, a pidfd on `pid` opened elsewhere (and passed here, as the fork server
+    /// does for the workers it forks); the handle closes it.
+    public init(pid: pid_t, pidfd: Int32) {
+        precondition(pid > 0 && pidfd >= 0)
+        self.pid = pid
+        state = Mutex(State(fd: pidfd))
+    }
+
     /// Opens a pidfd for the process `identity` names, and only for it: the start time is checked
     /// after the pidfd is open, so the handle holds that process (or one that has since exited),
     /// never another that got its pid. ESRCH when it no longer runs.

@@ -5,7 +5,8 @@ import Shared
     import Glibc
 #endif
 
-/// `vde-networker --network-id ID`: runs the switch and the plugs of one Docker network for the
+/// `vde-networker --network-id ID`, or a worker forked by `vde-networker --fork-server`
+/// (``ForkServer``): runs the switch and the plugs of one Docker network for the
 /// supervisor, which talks to it in JSON lines over stdin and stdout, and later over the
 /// worker's socket (``LinkServer``, docs/worker-protocol.md). The command line is read by
 /// ``WorkerArguments``.
@@ -16,9 +17,15 @@ import Shared
 enum NetworkerMain {
     static func main() {
         let arguments: WorkerArguments
+        var forked = false
         do {
             switch try WorkerArguments.parse(Array(CommandLine.arguments.dropFirst())) {
             case .serve(let parsed): arguments = parsed
+            case .forkServer(let logLevel, let runDir):
+                // Returns only in a forked worker.
+                arguments = ForkServer.run(
+                    executable: CommandLine.arguments[0], logLevel: logLevel, runDir: runDir)
+                forked = true
             case .help:
                 print(WorkerArguments.usage)
                 exit(0)
@@ -31,17 +38,19 @@ enum NetworkerMain {
             exit(64)  // EX_USAGE
         }
         QuietGlobalExecutor.install()
+        let loggingReady = forked
         QuietGlobalExecutor.runAndParkMainThread {
-            await serve(arguments)
+            await serve(arguments, loggingReady: loggingReady)
             exit(0)
         }
     }
 
-    static func serve(_ arguments: WorkerArguments) async {
+    /// `loggingReady`: the fork server bootstrapped logging before it forked this worker.
+    static func serve(_ arguments: WorkerArguments, loggingReady: Bool = false) async {
         let networkID = arguments.networkID
         SignalHandling.ignoreBrokenPipe()
         let signals = SignalHandling.terminationRequests()
-        LogSetup.bootstrap(level: arguments.logLevel)
+        if !loggingReady { LogSetup.bootstrap(level: arguments.logLevel) }
         let logger = Logger(label: LogSetup.label(networkID: networkID))
         let current = CurrentLink()
         let worker = Worker(

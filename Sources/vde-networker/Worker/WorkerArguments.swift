@@ -2,8 +2,9 @@ import Logging
 import Shared
 
 /// The worker's command line: `vde-networker --network-id ID [--log-level LEVEL] [--run-dir DIR]`,
-/// or `--help`, or `--version`. The network ID is in argv so that `ps` shows which network a
-/// worker serves.
+/// `vde-networker --fork-server ...` (``ForkServer``), or `--help`, or `--version`. The network
+/// ID is in argv so that `ps` shows which network a worker serves (a forked worker writes its
+/// own command line over the fork server's, ending in `--fork-worker`).
 ///
 /// Read by hand, not with swift-argument-parser as `vde-supervisor` is: the worker runs once per
 /// network, its one caller is the supervisor, and ArgumentParser's type metadata and witness
@@ -16,6 +17,8 @@ struct WorkerArguments: Equatable, Sendable {
     /// What a command line asks for.
     enum Request: Equatable, Sendable {
         case serve(WorkerArguments)
+        /// `--fork-server`: fork workers on request (``ForkServer``), each with this log level.
+        case forkServer(logLevel: Logger.Level, runDir: String)
         case help
         case version
     }
@@ -28,6 +31,7 @@ struct WorkerArguments: Equatable, Sendable {
 
     static let usage = """
         Usage: vde-networker --network-id ID [--log-level LEVEL] [--run-dir DIR]
+               vde-networker --fork-server --run-dir DIR [--log-level LEVEL] [--argv-room TEXT]
                vde-networker --help | --version
 
         Runs the VDE switch and plugs of one Docker network (started by vde-supervisor).
@@ -37,6 +41,10 @@ struct WorkerArguments: Equatable, Sendable {
           --log-level LEVEL   \(LogSetup.levels.joined(separator: ", ")) (default: info)
           --run-dir DIR       ignored: the network's directories come with the start request
                               (kept so that a supervisor that passes it can start this worker)
+          --fork-server       fork workers for the supervisor: requests come on stdin, a seqpacket
+                              socket, each a network ID with the worker's stdin and stdout
+          --argv-room TEXT    ignored: room for a forked worker's own command line
+          --fork-worker       ignored: marks a worker forked by the fork server
         """
 
     /// Reads `arguments` (without the program's name). Each option takes its value as the next
@@ -44,13 +52,17 @@ struct WorkerArguments: Equatable, Sendable {
     static func parse(_ arguments: [String]) throws(UsageError) -> Request {
         var networkID: NetworkID?
         var logLevel = Logger.Level.info
+        var forkServer = false
+        var runDir: String?
         var rest = arguments[...]
         while let argument = rest.popFirst() {
             let (name, inlineValue) = split(argument)
             switch name {
             case "--help", "-h": return .help
             case "--version": return .version
-            case "--network-id", "--log-level", "--run-dir":
+            case "--fork-server" where inlineValue == nil: forkServer = true
+            case "--fork-worker" where inlineValue == nil: break
+            case "--network-id", "--log-level", "--run-dir", "--argv-room":
                 guard let value = inlineValue ?? rest.popFirst() else {
                     throw UsageError(message: "\(name) needs a value")
                 }
@@ -67,12 +79,24 @@ struct WorkerArguments: Equatable, Sendable {
                         throw UsageError(message: "--log-level must be one of \(levels), not \(value.debugDescription)")
                     }
                     logLevel = level
-                default:
+                case "--run-dir":
                     guard value.hasPrefix("/") else { throw UsageError(message: "--run-dir must be an absolute path") }
+                    runDir = value
+                default:
+                    break
                 }
             default:
                 throw UsageError(message: "unknown argument \(argument.debugDescription)")
             }
+        }
+        if forkServer {
+            guard networkID == nil else {
+                throw UsageError(message: "--fork-server serves many networks: no --network-id")
+            }
+            guard let runDir else {
+                throw UsageError(message: "--fork-server needs --run-dir (forked workers show it)")
+            }
+            return .forkServer(logLevel: logLevel, runDir: runDir)
         }
         guard let networkID else { throw UsageError(message: "--network-id is required") }
         return .serve(WorkerArguments(networkID: networkID, logLevel: logLevel))

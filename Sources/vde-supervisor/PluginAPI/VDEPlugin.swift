@@ -28,12 +28,17 @@ actor VDEPlugin {
     /// A `link` change is under way; the others wait here, in order (``link(_:)``).
     /// `link` changes, one at a time (``link(_:)``).
     var linkChanges = SerialGate()
+    /// Forks the workers (``WorkerForkServer``), started with the first one.
+    let forkServer: WorkerForkServer
     /// Pings one worker at a time (``HeartbeatSweep``); started with the workers.
     private var heartbeats: Task<Void, Never>?
 
     init(configuration: SupervisorConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        forkServer = WorkerForkServer(
+            executable: configuration.networkerPath, runDir: configuration.runDir, logLevel: configuration.logLevel,
+            logger: logger)
         let store = JournaledStateStore(directory: configuration.stateDir)
         self.store = store
         self.state = try store.open(userInfo: [NetworkRecord.runDirKey: configuration.runDir])
@@ -148,6 +153,7 @@ actor VDEPlugin {
         let all = live.values.compactMap(\.worker)
         for id in live.keys { live[id]?.worker = nil }
         for worker in all { await worker.detach() }
+        await forkServer.stop()
     }
 
     /// Stops every worker (each stops its switch and plugs).
@@ -160,6 +166,7 @@ actor VDEPlugin {
                 group.addTask { await worker.stop() }
             }
         }
+        await forkServer.stop()
     }
 
     func makeWorker(networkID: NetworkID) -> NetworkWorker {
@@ -168,6 +175,7 @@ actor VDEPlugin {
             executable: configuration.networkerPath,
             runDir: configuration.runDir,
             logLevel: configuration.logLevel,
+            forkServer: forkServer,
             logger: logger,
             assignment: { [weak self] in await self?.assignment(of: networkID) },
             onStarted: { [weak self] started in await self?.workerStarted(networkID: networkID, started) },

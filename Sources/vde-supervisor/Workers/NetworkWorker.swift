@@ -23,6 +23,7 @@ actor NetworkWorker {
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
+    private let forkServer: WorkerForkServer?
     private var logger: Logger
     /// Reads the network's current assignment from the plugin's state; nil once it is deleted.
     private let assignment: @Sendable () async -> Assignment?
@@ -54,7 +55,8 @@ actor NetworkWorker {
     private let pingTimeout: Duration
 
     init(
-        networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
+        networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level,
+        forkServer: WorkerForkServer? = nil, logger: Logger,
         assignment: @escaping @Sendable () async -> Assignment?,
         onStarted: @escaping @Sendable (Started) async -> Void,
         onEvent: @escaping @Sendable (WorkerEvent) async -> Void,
@@ -66,6 +68,7 @@ actor NetworkWorker {
         self.executable = executable
         self.runDir = runDir
         self.logLevel = logLevel
+        self.forkServer = forkServer
         var logger = logger
         logger[metadataKey: "network"] = "\(networkID.short)"
         self.logger = logger
@@ -302,7 +305,7 @@ actor NetworkWorker {
             ? await Blocking.run { WorkerAdoption.connect(networkID: networkID, paths: paths, logger: logger) } : nil
         let link = WorkerLink(
             networkID: networkID, executable: executable, runDir: runDir, logLevel: logLevel, logger: logger,
-            connection: running.map { .adopted($0.0, $0.1) } ?? .spawn, onEvent: onEvent)
+            connection: running.map { .adopted($0.0, $0.1) } ?? .spawn, forkServer: forkServer, onEvent: onEvent)
         self.link = link
         let task = Task { await link.run() }
         linkTask = task

@@ -29,6 +29,8 @@ actor WorkerLink {
     private let executable: String
     private let runDir: String
     private let logLevel: Logger.Level
+    /// Forks new workers when it can (``WorkerForkServer``); else they are spawned with exec.
+    private let forkServer: WorkerForkServer?
     private let logger: Logger
     private let onEvent: @Sendable (WorkerEvent) async -> Void
 
@@ -44,8 +46,10 @@ actor WorkerLink {
 
     init(
         networkID: NetworkID, executable: String, runDir: String, logLevel: Logger.Level, logger: Logger,
-        connection: Connection = .spawn, onEvent: @escaping @Sendable (WorkerEvent) async -> Void
+        connection: Connection = .spawn, forkServer: WorkerForkServer? = nil,
+        onEvent: @escaping @Sendable (WorkerEvent) async -> Void
     ) {
+        self.forkServer = forkServer
         self.networkID = networkID
         self.connection = connection
         self.executable = executable
@@ -124,9 +128,8 @@ actor WorkerLink {
     /// Spawns the worker and serves its stdin and stdout until it exits (or the link is detached).
     private nonisolated func runSpawned() async -> String {
         let stream = outboxLines
-        let argv = [
-            executable, "--network-id", networkID.rawValue, "--log-level", logLevel.rawValue, "--run-dir", runDir,
-        ]
+        let argv = ForkServerProtocol.workerArguments(
+            executable: executable, networkID: networkID, logLevel: logLevel.rawValue, runDir: runDir)
         let executable = self.executable
         // The worker's stdout: a small pipe of our own (see PipeLines); its stdin: a pipe whose
         // write end is ours, non-blocking (a full pipe waits for room in the descriptor watcher).
@@ -141,11 +144,17 @@ actor WorkerLink {
         }
         let process: ProcessHandle
         do {
-            // Its own process group: a Ctrl-C meant for the supervisor must not reach workers
-            // first.
-            process = try ChildSpawn.startWatched(
-                argv, environment: WorkerEnvironment.current, standardInput: stdin.read,
-                standardOutput: stdoutPipe.writeEnd, standardError: 2)
+            // Its own process group (forked or spawned): a Ctrl-C meant for the supervisor must
+            // not reach workers first.
+            if let forked = forkServer?.startWorker(
+                networkID: networkID, standardInput: stdin.read, standardOutput: stdoutPipe.writeEnd)
+            {
+                process = forked
+            } else {
+                process = try ChildSpawn.startWatched(
+                    argv, environment: WorkerEnvironment.current, standardInput: stdin.read,
+                    standardOutput: stdoutPipe.writeEnd, standardError: 2)
+            }
             close(stdin.read)
             stdoutPipe.closeWriteEnd()
         } catch {

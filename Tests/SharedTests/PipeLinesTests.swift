@@ -33,12 +33,13 @@ private func inode(_ fd: Int32) -> UInt? {
     return fstat(fd, &info) == 0 ? UInt(info.st_ino) : nil
 }
 
-/// The threads of this process named like the pipe poller (task IDs).
-private func pollerThreads() -> Set<String> {
+/// The threads of this process named like the descriptor watcher, whose thread the pipe
+/// poller reads on (task IDs).
+private func watcherThreads() -> Set<String> {
     Set(
         (FileSystem.listDirectory("/proc/self/task") ?? []).filter { task in
             FileSystem.readFile("/proc/self/task/\(task)/comm")?.split(separator: "\n").first.map(String.init)
-                == PipePoller.threadName
+                == DescriptorWatcher.threadName
         })
 }
 
@@ -138,9 +139,11 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
     /// it, or the set keeps reporting the open file under a token it forgot, and the poller
     /// spins.
     @Test func droppingADuplicatesStreamLeavesNoSpinningPoller() async throws {
-        // Only this test's poller is measured: the process's shared one reads other tests' pipes.
-        let others = pollerThreads()
-        let poller = try PipePollerSlot().get()
+        // Only this test's poller and watcher are measured: the process's shared ones read
+        // other tests' pipes.
+        let others = watcherThreads()
+        let watcher = try #require(DescriptorWatcher.make())
+        let poller = try PipePollerSlot(watcher: { watcher }).get()
         let pipe = try PipeLines.open()
         defer {
             close(pipe.read)
@@ -161,16 +164,16 @@ private func stillOpen(_ fd: Int32, pipeInode: UInt?) -> Bool { inode(fd) == pip
         }
         try #require(!stillOpen(duplicate, pipeInode: duplicateInode))
 
-        // The poller closed the duplicate, so its thread runs and has its name.
-        let mine = pollerThreads().subtracting(others)
-        try #require(!mine.isEmpty, "this test's poller thread is not found")
+        // The poller closed the duplicate, so its watcher's thread runs and has its name.
+        let mine = watcherThreads().subtracting(others)
+        try #require(!mine.isEmpty, "this test's watcher thread is not found")
 
         writeAll(pipe.write, "readable now\n")
         let before = cpuTicks(ofThreads: mine)
         try await Task.sleep(for: .milliseconds(500))
         let used = cpuTicks(ofThreads: mine) - before
         // A spinning poller uses the whole half second (50 ticks at 100 Hz); an idle one none.
-        #expect(used < 10, "the poller thread used \(used) ticks in 0.5 s")
+        #expect(used < 10, "the poller's watcher thread used \(used) ticks in 0.5 s")
     }
 
     /// The poller's wake-up pipe cannot be made (no descriptors left): an error for the caller,

@@ -95,18 +95,3 @@ private final class Flags: Sendable {
         #expect(executor.counts.threads == 0)
     }
 }
-
-@Suite(.timeLimit(.minutes(1))) struct ThreadQueueTests {
-    @Test func closuresRunInTheOrderTheyCameAndNoneAfterFinish() async {
-        let queue = ThreadQueue()
-        let seen = Mutex<[Int]>([])
-        for index in 0..<200 { queue.async { seen.withLock { $0.append(index) } } }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.async { continuation.resume() }
-        }
-        queue.finish()
-        let accepted = queue.async { seen.withLock { $0.append(-1) } }
-        #expect(!accepted)
-        #expect(seen.withLock { $0 } == Array(0..<200))
-    }
-}

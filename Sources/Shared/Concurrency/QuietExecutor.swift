@@ -146,12 +146,19 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     /// thread, which runs no job, so that its stack stays as small as it is at start (as a job
     /// thread it kept 40 kB more per worker: the deepest stack of any job, measured with
     /// bench/lib/worker_memory.py). Job threads end when idle, and glibc gives their stacks back
-    /// (workers run with its stack cache off: WorkerEnvironment in the supervisor).
+    /// (workers run with its stack cache off: WorkerEnvironment in the supervisor). The worker
+    /// gives its main thread to the descriptor watcher instead
+    /// (``DescriptorWatcher/serveOnCallingThread(after:)``).
     func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
-        Task.detached { await body() }
+        start(body)
         let parked = ConditionLock()
         parked.lock()
         while true { parked.wait() }
+    }
+
+    /// Runs `body` as the first task.
+    func start(_ body: @escaping @Sendable () async -> Void) {
+        Task.detached { await body() }
     }
 
     // MARK: Threads
@@ -264,6 +271,11 @@ public enum QuietGlobalExecutor {
     /// Runs `body` as the first task and parks the calling thread (the main thread) for good.
     public static func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
         QuietExecutor.shared.runAndParkMainThread(body)
+    }
+
+    /// Runs `body` as the first task; the caller then gives its thread to something else.
+    public static func start(_ body: @escaping @Sendable () async -> Void) {
+        QuietExecutor.shared.start(body)
     }
 }
 

@@ -7,8 +7,8 @@ import Synchronization
 
 /// The process's one watcher of descriptors: one thread blocked in `epoll_wait` for all of them,
 /// started on first use, so waiting for events (a pidfd's process exited, a dup'd tun descriptor
-/// whose tap was deleted) costs nothing while nothing happens, however many are watched. No
-/// timeouts and no polling.
+/// whose tap was deleted, the pipes of ``PipeLines``, whose epoll set it watches) costs nothing
+/// while nothing happens, however many are watched. No timeouts and no polling.
 ///
 /// Each ``watch(_:events:_:)`` calls its handler once (one-shot), on the watcher's thread: keep
 /// handlers short and hand work on. A descriptor may be closed at any time, from any thread:
@@ -35,22 +35,70 @@ public final class DescriptorWatcher: Sendable {
 
     private struct State {
         var watches: [Token: Watch] = [:]
+        /// The one watch of each descriptor: watching it again replaces that watch in O(1) (the
+        /// pipe poller re-arms its epoll set after every round; at 1000 networks a scan of all
+        /// watches per round would be one of 2000 or more).
+        var tokenByFD: [Int32: Token] = [:]
         var next: Token = 1
+
+        mutating func remove(_ token: Token) -> Watch? {
+            guard let watch = watches.removeValue(forKey: token) else { return nil }
+            if tokenByFD[watch.fd] == token { tokenByFD[watch.fd] = nil }
+            return watch
+        }
     }
 
-    /// Nil when no epoll instance could be made (out of descriptors).
-    public static let shared: DescriptorWatcher? = {
+    /// Nil when no epoll instance could be made (out of descriptors) or no thread started.
+    public static let shared: DescriptorWatcher? = make(startingThread: !hostedByCaller.load(ordering: .acquiring))
+
+    /// Set by ``serveOnCallingThread(after:)`` before anything can use ``shared``, which then
+    /// starts no thread of its own.
+    private static let hostedByCaller = Atomic<Bool>(false)
+
+    /// The thread's name, as `top -H` and `/proc/PID/task/*/comm` show it.
+    static let threadName = "DescriptorWatch"
+
+    /// A watcher with its own epoll instance and, unless the caller will run ``loop()`` itself,
+    /// its own thread (``shared`` is the process's; tests make their own to measure its thread).
+    static func make(startingThread: Bool = true) -> DescriptorWatcher? {
         let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { return nil }
-        let watcher = DescriptorWatcher(epoll: epoll)
-        Task.detached { await Blocking.run { watcher.loop() } }
+        let watcher = DescriptorWatcher(epoll: epoll, hasThread: startingThread)
+        guard startingThread else { return watcher }
+        do {
+            try OSThread.detach { watcher.loop() }
+        } catch {
+            close(epoll)
+            return nil
+        }
         return watcher
-    }()
+    }
+
+    /// Makes the calling thread the shared watcher's (a process's main thread, which would
+    /// otherwise only park): runs `start` (which starts the process's first task), then serves
+    /// the watcher on this thread for good. A thread of its own cost every worker about 16 kB of
+    /// stack (docs/benchmarks.md, "The fork server"). Parks instead when ``shared`` was in use
+    /// already (it has its thread) or could not be made.
+    public static func serveOnCallingThread(after start: () -> Void) -> Never {
+        hostedByCaller.store(true, ordering: .releasing)
+        start()
+        if let shared, !shared.hasThread {
+            shared.loop()
+        }
+        let parked = ConditionLock()
+        parked.lock()
+        while true { parked.wait() }
+    }
 
     private let epoll: Int32
+    /// False when the thread that made ``shared`` serves it (``serveOnCallingThread(after:)``).
+    private let hasThread: Bool
     private let state = Mutex(State())
 
-    private init(epoll: Int32) { self.epoll = epoll }
+    private init(epoll: Int32, hasThread: Bool) {
+        self.epoll = epoll
+        self.hasThread = hasThread
+    }
 
     /// Calls `handler` once when `events` (or an error or hang-up) occur on `fd`. Watching a
     /// descriptor again replaces its earlier watch (epoll keeps one registration per file).
@@ -63,28 +111,125 @@ public final class DescriptorWatcher: Sendable {
             state.next += 1
             let flags = events.rawValue | UInt32(EPOLLONESHOT.rawValue)
             guard clinux_epoll_arm(epoll, fd, flags, token) == 0 else { throw .last("epoll_ctl", "fd \(fd)") }
-            state.watches = state.watches.filter { $0.value.fd != fd }
+            if let earlier = state.tokenByFD[fd] { _ = state.remove(earlier) }
             state.watches[token] = Watch(fd: fd, handler: handler)
+            state.tokenByFD[fd] = token
             return token
         }
     }
 
     /// Drops a watch whose handler has not run yet (it then never runs).
     public func cancel(_ token: Token) {
-        _ = state.withLock { $0.watches.removeValue(forKey: token) }
+        _ = state.withLock { $0.remove(token) }
     }
 
-    /// Drops every watch of `fd` (before closing it, when its handlers must not run).
+    /// Drops the watch of `fd` (before closing it, when its handler must not run).
     public func forget(_ fd: Int32) {
-        state.withLock { $0.watches = $0.watches.filter { $0.value.fd != fd } }
+        state.withLock { state in
+            if let token = state.tokenByFD[fd] { _ = state.remove(token) }
+        }
     }
 
-    private func loop() {
+    private func loop() -> Never {
+        if hasThread { _ = clinux_name_thread(Self.threadName) }
         while true {
             var token: UInt64 = 0
             guard clinux_epoll_wait_one(epoll, &token, -1) == 1 else { continue }
-            let handler = state.withLock { $0.watches.removeValue(forKey: token)?.handler }
+            let handler = state.withLock { $0.remove(token)?.handler }
             handler?()
         }
+    }
+}
+
+extension DescriptorWatcher {
+    /// Waits for `events` (or an error or hang-up) on `fd`. False when no watch could be set
+    /// (the kernel refused the registration) or the calling task was cancelled while waiting:
+    /// the watch is then dropped.
+    public func wait(for events: Events, on fd: Int32) async -> Bool {
+        let pending = PendingWait()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                guard pending.begin(continuation) else { return }
+                do {
+                    let token = try watch(fd, events: events) { _ = pending.finish(true) }
+                    if !pending.keep(token) { cancel(token) }
+                } catch {
+                    _ = pending.finish(false)
+                }
+            }
+        } onCancel: {
+            if let token = pending.finish(false) { cancel(token) }
+        }
+    }
+
+    /// Writes all of `bytes` to `fd`, which must be non-blocking, waiting in the process's watcher
+    /// while it is full (a pipe or socket whose reader is slow): no thread waits meanwhile.
+    /// Throws on an error (EPIPE: the reader is gone; SIGPIPE must be ignored), ECANCELED when
+    /// the calling task is cancelled while waiting; what was written stays written.
+    public static func writeAll(_ bytes: [UInt8], to fd: Int32) async throws(SystemCallError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written > 0 {
+                offset += written
+                continue
+            }
+            let code = written < 0 ? errno : EIO
+            if code == EINTR { continue }
+            guard code == EAGAIN else { throw SystemCallError(call: "write", subject: "fd \(fd)", errno: code) }
+            guard let watcher = shared else { throw SystemCallError(call: "epoll_create1", errno: EMFILE) }
+            guard await watcher.wait(for: .writable, on: fd) else {
+                throw SystemCallError(call: "write", subject: "fd \(fd)", errno: ECANCELED)
+            }
+        }
+    }
+}
+
+/// One ``DescriptorWatcher/wait(for:on:)``: its continuation is resumed exactly once, by the
+/// watch or by cancellation, whichever comes first.
+private final class PendingWait: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Bool, Never>?
+        var token: DescriptorWatcher.Token?
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Stores the continuation; false (having resumed it with false) when cancelled already.
+    func begin(_ continuation: CheckedContinuation<Bool, Never>) -> Bool {
+        let cancelled = state.withLock { state -> Bool in
+            if state.finished { return true }
+            state.continuation = continuation
+            return false
+        }
+        if cancelled { continuation.resume(returning: false) }
+        return !cancelled
+    }
+
+    /// Remembers the watch to drop on cancellation; false when the wait has ended already (the
+    /// caller drops the watch).
+    func keep(_ token: DescriptorWatcher.Token) -> Bool {
+        state.withLock { state in
+            if state.finished { return false }
+            state.token = token
+            return true
+        }
+    }
+
+    /// Ends the wait with `result` (once: later calls do nothing) and returns the watch to drop.
+    func finish(_ result: Bool) -> DescriptorWatcher.Token? {
+        let (continuation, token): (CheckedContinuation<Bool, Never>?, DescriptorWatcher.Token?) = state.withLock {
+            state in
+            if state.finished { return (nil, nil) }
+            state.finished = true
+            defer {
+                state.continuation = nil
+                state.token = nil
+            }
+            return (state.continuation, state.token)
+        }
+        continuation?.resume(returning: result)
+        return token
     }
 }

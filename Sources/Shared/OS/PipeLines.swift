@@ -11,13 +11,15 @@ import Synchronization
 /// pipe's capacity (64 KiB) for every pending read, and holds it while the child is silent, which
 /// is most of its life: per network that was 64 KiB in the supervisor (the worker's stdout) and
 /// 3 × 64 KiB in the worker (the stderr of its switch and plugs), the largest part of a network's
-/// memory (docs/benchmarks.md). These pipes are shrunk to one page, and one thread per process
+/// memory (docs/benchmarks.md). These pipes are shrunk to one page, and one poller per process
 /// reads all of them into a 512-byte buffer on its stack.
 ///
-/// That thread waits in epoll, not poll(2): poll hands the kernel every descriptor on every
+/// The poller waits in epoll, not poll(2): poll hands the kernel every descriptor on every
 /// wake-up, and the supervisor reads two pipes per network. At 1000 networks `perf` put 14 % of
 /// the supervisor's CPU under a stream of plugin calls in that poll over 2000 descriptors
 /// (docs/benchmarks.md, "Per-call cost"); epoll reports only the pipes that have something.
+/// Its epoll set is watched by the ``DescriptorWatcher``, on whose thread it reads: a thread of
+/// its own cost every worker about 20 kB (docs/benchmarks.md, "The fork server").
 public enum PipeLines {
     /// A pipe that could not be made (out of file descriptors).
     public struct OpenError: Error, Sendable, CustomStringConvertible {
@@ -45,9 +47,9 @@ public enum PipeLines {
     /// line without a newline is delivered too. Dropping the stream early also closes `fd`.
     /// `fd` is made non-blocking (its file description, which only this process should read).
     ///
-    /// Throws when the process's pipe-reading thread cannot be set up (its epoll instance and
-    /// wake-up pipe need three descriptors: the process is out of them); `fd` is then left open,
-    /// and a later call tries again.
+    /// Throws when the process's pipe poller cannot be set up (its epoll instance and wake-up
+    /// pipe need three descriptors: the process is out of them); `fd` is then left open, and a
+    /// later call tries again.
     public static func lines(
         from fd: Int32, maxLineBytes: Int,
         bufferingPolicy: AsyncStream<LineFramer.Line>.Continuation.BufferingPolicy = .unbounded
@@ -68,10 +70,16 @@ final class PipePollerSlot: Sendable {
 
     private let poller = Mutex<PipePoller?>(nil)
     private let makePipe: MakePipe
+    private let watcher: @Sendable () -> DescriptorWatcher?
 
-    /// `makePipe` makes the wake-up pipe (tests inject failures).
-    init(makePipe: @escaping MakePipe = { Result { () throws(PipeLines.OpenError) in try PipeLines.open() } }) {
+    /// `makePipe` makes the wake-up pipe (tests inject failures); `watcher` is the one whose
+    /// thread reads (tests give their own, to measure it).
+    init(
+        makePipe: @escaping MakePipe = { Result { () throws(PipeLines.OpenError) in try PipeLines.open() } },
+        watcher: @escaping @Sendable () -> DescriptorWatcher? = { DescriptorWatcher.shared }
+    ) {
         self.makePipe = makePipe
+        self.watcher = watcher
     }
 
     func get() throws(PipeLines.OpenError) -> PipePoller {
@@ -79,16 +87,20 @@ final class PipePollerSlot: Sendable {
             if let existing = slot { return .success(existing) }
             let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
             guard epoll >= 0 else { return .failure(PipeLines.OpenError(errno: errno)) }
+            guard let watcher = watcher() else {
+                close(epoll)
+                return .failure(PipeLines.OpenError(errno: EMFILE, what: "the descriptor watcher"))
+            }
             switch makePipe() {
             case .success(let pipe):
-                let made = PipePoller(epoll: epoll, wakeRead: pipe.read, wakeWrite: pipe.write)
+                let made = PipePoller(epoll: epoll, wakeRead: pipe.read, wakeWrite: pipe.write, watcher: watcher)
                 do throws(SystemCallError) {
-                    try made.startThread()
+                    try made.arm()
                 } catch {
                     close(epoll)
                     close(pipe.read)
                     close(pipe.write)
-                    return .failure(PipeLines.OpenError(errno: error.errno, what: "the pipe-reading thread"))
+                    return .failure(PipeLines.OpenError(errno: error.errno, what: "the pipe poller's watch"))
                 }
                 slot = made
                 return .success(made)
@@ -131,9 +143,11 @@ public final class ChildOutputPipe: Sendable {
     }
 }
 
-/// The thread that reads every pipe of ``PipeLines`` in this process. Only this thread reads,
-/// registers and closes the registered descriptors, so a descriptor number is never reused under
-/// it.
+/// Reads every pipe of ``PipeLines`` in this process, in rounds on the ``DescriptorWatcher``'s
+/// thread: the watcher reports the poller's epoll set readable, a round reads what is ready
+/// without waiting and arms the watch again. Only rounds read, register and close the
+/// registered descriptors (one at a time: the watch is one-shot and armed again at the end of a
+/// round), so a descriptor number is never reused under them.
 final class PipePoller: Sendable {
     static let shared = PipePollerSlot()
 
@@ -153,27 +167,32 @@ final class PipePoller: Sendable {
     private static let wakeToken = UInt64.max
 
     private let changes = Mutex(Changes())
+    /// The pipes being read; touched only by rounds, which never overlap.
+    private let pipes = Mutex<[UInt64: Pipe]>([:])
     private let epoll: Int32
     /// A pipe that wakes the poller when pipes are added or dropped.
     private let wakeRead: Int32
     private let wakeWrite: Int32
+    private let watcher: DescriptorWatcher
 
-    /// Takes over the epoll instance and the wake-up pipe; ``startThread()`` starts reading.
-    fileprivate init(epoll: Int32, wakeRead: Int32, wakeWrite: Int32) {
+    /// Takes over the epoll instance and the wake-up pipe; ``arm()`` starts reading.
+    fileprivate init(epoll: Int32, wakeRead: Int32, wakeWrite: Int32, watcher: DescriptorWatcher) {
         _ = clinux_set_nonblocking(wakeRead)
         _ = clinux_set_nonblocking(wakeWrite)
         self.epoll = epoll
         self.wakeRead = wakeRead
         self.wakeWrite = wakeWrite
+        self.watcher = watcher
         // Level-triggered: a pipe not read empty (see `drain`) is reported again.
         _ = clinux_epoll_arm(epoll, wakeRead, UInt32(EPOLLIN.rawValue), Self.wakeToken)
     }
 
-    /// The reading thread, for the life of the process: a thread of our own rather than a
-    /// Dispatch queue's, so that a worker starts no libdispatch thread at all (its manager thread
-    /// and tables cost every worker memory; docs/benchmarks.md, "Issue 17: towards 1 MiB").
-    fileprivate func startThread() throws(SystemCallError) {
-        try OSThread.detach { [self] in run() }
+    /// Asks the watcher for the next round: when the epoll set has something to report. For
+    /// the life of the process: after the first, arming modifies the registration the epoll set
+    /// keeps (disarmed) after each one-shot report, which allocates nothing and cannot fail
+    /// while the descriptor is open.
+    fileprivate func arm() throws(SystemCallError) {
+        _ = try watcher.watch(epoll, events: .readable) { [self] in round() }
     }
 
     /// Pipes are known by a token, not by their descriptor: a descriptor closed at EOF can be
@@ -200,14 +219,10 @@ final class PipePoller: Sendable {
         _ = write(wakeWrite, &byte, 1)  // a full wake pipe already means "wake up"
     }
 
-    /// The poller thread's name, as `top -H` and `/proc/PID/task/*/comm` show it.
-    static let threadName = "PipeLines"
-
-    private func run() -> Never {
-        _ = clinux_name_thread(Self.threadName)
-        var pipes: [UInt64: Pipe] = [:]
-        var ready = [UInt64](repeating: 0, count: 64)
-        while true {
+    /// One round, on the watcher's thread: takes the pipes added and dropped since the last,
+    /// reads what the epoll set reports ready (without waiting), and arms the watch again.
+    private func round() {
+        pipes.withLock { pipes in
             let (added, dropped) = changes.withLock { changes in
                 defer {
                     changes.added.removeAll()
@@ -225,20 +240,21 @@ final class PipePoller: Sendable {
             }
             for token in dropped { end(token, in: &pipes, flush: false) }
 
-            let count = ready.withUnsafeMutableBufferPointer {
-                clinux_epoll_wait_tokens(epoll, $0.baseAddress, Int32($0.count), -1)
-            }
-            if count < 0 { continue }  // EINTR
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
-                for token in ready.prefix(Int(count)) {
-                    if token == Self.wakeToken {
-                        while read(wakeRead, buffer.baseAddress, buffer.count) > 0 {}
-                    } else if drain(token, into: buffer, pipes: &pipes) {
-                        end(token, in: &pipes, flush: true)
+            withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 64) { ready in
+                let count = clinux_epoll_wait_tokens(epoll, ready.baseAddress, Int32(ready.count), 0)
+                guard count > 0 else { return }  // nothing (or EINTR): the watch reports again
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
+                    for token in ready.prefix(Int(count)) {
+                        if token == Self.wakeToken {
+                            while read(wakeRead, buffer.baseAddress, buffer.count) > 0 {}
+                        } else if drain(token, into: buffer, pipes: &pipes) {
+                            end(token, in: &pipes, flush: true)
+                        }
                     }
                 }
             }
         }
+        try? arm()
     }
 
     /// Reads what the pipe holds, at most 16 buffers at a time, so that one child that floods

@@ -3,7 +3,7 @@
 #endif
 
 /// Threads of our own, for work that must not sit on Dispatch's global queue or on the Swift
-/// executor's threads: blocking calls (``Blocking``), serial writers (``ThreadQueue``) and the
+/// executor's threads: blocking calls (``Blocking``), the descriptor watcher and the
 /// quiet executor's threads.
 public enum OSThread {
     /// Runs `body` on a new detached thread. Throws when the thread cannot be made (EAGAIN: the

@@ -1,3 +1,4 @@
+import CLinux
 import Logging
 import Shared
 import Synchronization
@@ -11,31 +12,86 @@ import Synchronization
 /// The first link is the worker's stdin and stdout (pipes from the supervisor that spawned it);
 /// later ones are connections accepted on the worker's socket (``LinkServer``), one socket both
 /// ways. The output carries nothing but protocol lines (logs go to stderr). All lines go
-/// through one ``ThreadQueue``, so they never interleave, and a supervisor that stops reading
-/// blocks only that queue's thread.
+/// through one writer task, in order, so they never interleave; the output is non-blocking and
+/// a supervisor that stops reading holds only that task, waiting in the ``DescriptorWatcher``.
+/// (A thread of its own for these writes cost every worker about 20 kB: docs/benchmarks.md,
+/// "The fork server".)
 final class SupervisorLink: Sendable {
     enum Output: Sendable {
-        /// A pipe (stdout), written with blocking writes.
+        /// A pipe (stdout); made non-blocking.
         case pipe(Int32)
-        /// A connected socket; a supervisor that reads nothing for `sendLimit` is dropped.
+        /// A connected (non-blocking) socket; a supervisor that reads nothing for `sendLimit` is dropped.
         case socket(UnixSocket)
+    }
+
+    /// What the writer task does, in order.
+    private enum Item: Sendable {
+        case line([UInt8])
+        /// Everything before has been written (or dropped).
+        case flushed(@Sendable () -> Void)
+        /// Drop further lines and close a socket.
+        case close
     }
 
     /// How long one line may wait for a socket supervisor to read.
     static let sendLimit: Duration = .seconds(30)
 
     private let output: Output
-    private let writeQueue = ThreadQueue()
+    private let outbox: AsyncStream<Item>.Continuation
     private let logger: Logger
-    private let broken = Mutex(false)
     private let closed = OnceFlag()
 
     init(output: Output = .pipe(STDOUT_FILENO), logger: Logger) {
         self.output = output
         self.logger = logger
+        if case .pipe(let fd) = output { _ = clinux_set_nonblocking(fd) }
+        let (items, outbox) = AsyncStream<Item>.makeStream()
+        self.outbox = outbox
+        Task { await Self.write(items, to: output, logger: logger) }
     }
 
-    /// Lines from `input` until EOF, read by the process's pipe-reading thread (``PipeLines``),
+    /// The writer: one line at a time; after a write error (SIGPIPE is ignored and sockets are
+    /// non-blocking, so a gone supervisor shows up as EPIPE) the rest are dropped.
+    private static func write(_ items: AsyncStream<Item>, to output: Output, logger: Logger) async {
+        var broken = false
+        for await item in items {
+            switch item {
+            case .line(let bytes):
+                guard !broken else { continue }
+                do throws(SystemCallError) {
+                    switch output {
+                    case .pipe(let fd): try await DescriptorWatcher.writeAll(bytes, to: fd)
+                    case .socket(let socket):
+                        let written = await Timeout.run(sendLimit) { () async -> SystemCallError? in
+                            do throws(SystemCallError) {
+                                try await DescriptorWatcher.writeAll(bytes, to: socket.fd)
+                                return nil
+                            } catch {
+                                return error
+                            }
+                        }
+                        switch written {
+                        case .none:
+                            throw SystemCallError(
+                                call: "send", subject: "the supervisor's socket (nothing read for \(sendLimit))",
+                                errno: ETIMEDOUT)
+                        case .some(.some(let error)): throw error
+                        case .some(.none): break
+                        }
+                    }
+                } catch {
+                    logger.warning("cannot write to the supervisor (\(error.text)); dropping further messages")
+                    broken = true
+                }
+            case .flushed(let done): done()
+            case .close:
+                broken = true
+                if case .socket(let socket) = output { socket.close() }
+            }
+        }
+    }
+
+    /// Lines from `input` until EOF, read by the process's pipe poller (``PipeLines``),
     /// so that no cooperative thread ever blocks on it. `input` is closed at EOF. Throws when
     /// that thread cannot be set up (no file descriptors left).
     static func incoming(from input: Int32 = STDIN_FILENO, maxLineBytes: Int = WorkerProtocol.maxLineBytes)
@@ -58,33 +114,15 @@ final class SupervisorLink: Sendable {
             logger.error("cannot encode a message for the supervisor: \(error)")
             return
         }
-        let output = output
-        writeQueue.async { [self] in
-            guard !broken.withLock({ $0 }) else { return }
-            do throws(SystemCallError) {
-                switch output {
-                case .pipe(let fd): try FileSystem.writeAll(line, to: fd)
-                case .socket(let socket): try socket.send(line, deadline: .now + Self.sendLimit)
-                }
-            } catch {
-                // SIGPIPE is ignored (and sockets send with MSG_NOSIGNAL), so a gone supervisor
-                // shows up here as EPIPE.
-                logger.warning("cannot write to the supervisor (\(error.text)); dropping further messages")
-                broken.withLock { $0 = true }
-            }
-        }
+        outbox.yield(.line(line))
     }
 
     /// Drops further messages and, for a socket, closes it once the messages queued so far are
     /// written. Idempotent.
     func close() {
         guard closed.claim() else { return }
-        let output = output
-        writeQueue.async { [self] in
-            broken.withLock { $0 = true }
-            if case .socket(let socket) = output { socket.close() }
-        }
-        writeQueue.finish()
+        outbox.yield(.close)
+        outbox.finish()
     }
 
     /// Returns once every message queued so far has been written, or after `timeout` (a
@@ -92,8 +130,10 @@ final class SupervisorLink: Sendable {
     func flush(timeout: Duration = .seconds(2)) async {
         let done = OnceFlag()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            writeQueue.async { if done.claim() { continuation.resume() } }
-            Timeout.after(timeout) { if done.claim() { continuation.resume() } }
+            let finish: @Sendable () -> Void = { if done.claim() { continuation.resume() } }
+            // After close() the writer has ended or will end: nothing more to wait for.
+            if case .terminated = outbox.yield(.flushed(finish)) { finish() }
+            Timeout.after(timeout) { finish() }
         }
     }
 }

@@ -12,7 +12,7 @@ import Shared
 /// ``WorkerArguments``.
 ///
 /// The worker's tasks run on ``QuietGlobalExecutor``, which must be installed before the first
-/// task starts; the main thread then parks.
+/// task starts; the main thread then serves the ``DescriptorWatcher``.
 @main
 enum NetworkerMain {
     static func main() {
@@ -39,9 +39,12 @@ enum NetworkerMain {
         }
         QuietGlobalExecutor.install()
         let loggingReady = forked
-        QuietGlobalExecutor.runAndParkMainThread {
-            await serve(arguments, loggingReady: loggingReady)
-            exit(0)
+        // The main thread runs no job: it serves the descriptor watcher.
+        DescriptorWatcher.serveOnCallingThread {
+            QuietGlobalExecutor.start {
+                await serve(arguments, loggingReady: loggingReady)
+                exit(0)
+            }
         }
     }
 

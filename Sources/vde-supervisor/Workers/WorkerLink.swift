@@ -195,29 +195,10 @@ actor WorkerLink {
         return ending
     }
 
-    /// Writes all of `line` to the non-blocking pipe `fd`, waiting in the descriptor watcher
-    /// while the pipe is full. False when the worker no longer reads (EPIPE) or on an error.
+    /// Writes all of `line` to the non-blocking `fd`, waiting in the descriptor watcher while it
+    /// is full. False when the worker no longer reads (EPIPE) or on an error.
     private static func write(_ line: [UInt8], to fd: Int32) async -> Bool {
-        var offset = 0
-        while offset < line.count {
-            let written = line[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written > 0 {
-                offset += written
-                continue
-            }
-            let code = errno
-            if written < 0 && code == EINTR { continue }
-            guard written < 0, code == EAGAIN, let watcher = DescriptorWatcher.shared else { return false }
-            let armed: Bool = await withCheckedContinuation { continuation in
-                do {
-                    _ = try watcher.watch(fd, events: .writable) { continuation.resume(returning: true) }
-                } catch {
-                    continuation.resume(returning: false)
-                }
-            }
-            guard armed else { return false }
-        }
-        return true
+        (try? await DescriptorWatcher.writeAll(line, to: fd)) != nil
     }
 
     private func closeOutbox() {

@@ -1,3 +1,4 @@
+import CLinux
 import Shared
 import Synchronization
 import Testing
@@ -54,6 +55,73 @@ import Testing
         _ = try watcher.watch(pipe.read) { continuation.finish() }
         for await _ in events {}
         #expect(cancelled.value == 0)
+    }
+
+    /// Watching a descriptor again replaces its watch: only the later handler runs.
+    @Test func aSecondWatchOfADescriptorReplacesTheFirst() async throws {
+        let watcher = try #require(DescriptorWatcher.shared)
+        let pipe = pipePair()
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
+        let replaced = EventCount()
+        _ = try watcher.watch(pipe.read) { replaced.bump() }
+        let (events, continuation) = AsyncStream<Void>.makeStream()
+        _ = try watcher.watch(pipe.read) { continuation.finish() }
+        #expect(write(pipe.write, "x", 1) == 1)
+        for await _ in events {}
+        #expect(replaced.value == 0)
+    }
+
+    /// A full non-blocking pipe: `writeAll` waits in the watcher (no thread) until the reader
+    /// makes room, and every byte arrives in order.
+    @Test func writeAllWaitsForRoomAndDeliversEverything() async throws {
+        let pipe = pipePair()
+        defer { close(pipe.read) }
+        _ = clinux_set_nonblocking(pipe.write)
+        let bytes = (0..<(256 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let writer = Task {
+            defer { close(pipe.write) }
+            try await DescriptorWatcher.writeAll(bytes, to: pipe.write)
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(pipe.read, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            received += buffer.prefix(n)
+        }
+        try await writer.value
+        #expect(received == bytes)
+    }
+
+    @Test func writeAllThrowsWhenTheReaderIsGoneOrTheTaskIsCancelled() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let gone = pipePair()
+        close(gone.read)
+        defer { close(gone.write) }
+        await #expect {
+            try await DescriptorWatcher.writeAll([1, 2, 3], to: gone.write)
+        } throws: { error in
+            (error as? SystemCallError)?.errno == EPIPE
+        }
+        // A pipe nobody reads: the write waits until the task is cancelled.
+        let full = pipePair()
+        defer {
+            close(full.read)
+            close(full.write)
+        }
+        _ = clinux_set_nonblocking(full.write)
+        let writer = Task {
+            try await DescriptorWatcher.writeAll([UInt8](repeating: 1, count: 1 << 20), to: full.write)
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        writer.cancel()
+        let result = await writer.result
+        #expect(throws: SystemCallError.self) { try result.get() }
+        #expect((try? result.get()) == nil)
+        if case .failure(let error as SystemCallError) = result { #expect(error.errno == ECANCELED) }
     }
 }
 

@@ -38,8 +38,25 @@ enum NetworkerMain {
             exit(64)  // EX_USAGE
         }
         QuietGlobalExecutor.install()
-        let loggingReady = forked
-        // The main thread runs no job: it serves the descriptor watcher.
+        guard forked else { run(arguments, loggingReady: false) }
+        // A forked worker's main thread is a copy of the fork server's, thread-local storage
+        // included: the Swift runtime's and standard library's caches of the thread ID (filled
+        // once per thread) still hold the server's, and their locks hand that ID to the kernel
+        // (priority-inheritance futexes). A lock this thread took under contention could then
+        // never be released: the first workers forked this way hung in `swift_once` on both of
+        // their threads, one network in about 150 (gdb of the hung worker). A fresh thread has
+        // fresh caches: it runs the worker, and this one waits for good, never to lock again.
+        do {
+            try OSThread.detach { run(arguments, loggingReady: true) }
+        } catch {
+            try? FileSystem.writeAll(Array("vde-networker: cannot start its first thread: \(error)\n".utf8), to: 2)
+            exit(71)  // EX_OSERR
+        }
+        while true { pause() }
+    }
+
+    /// Runs the worker on the calling thread, which serves the descriptor watcher and runs no job.
+    private static func run(_ arguments: WorkerArguments, loggingReady: Bool) -> Never {
         DescriptorWatcher.serveOnCallingThread {
             QuietGlobalExecutor.start {
                 await serve(arguments, loggingReady: loggingReady)

@@ -66,5 +66,40 @@ extension Acceptance {
                 #expect(lab.running(lab.b, in: after).workers == lab.running(lab.b, in: table).workers)
             }
         }
+
+        /// 500 networks, one after the other: every forked worker starts and answers. Forked
+        /// workers once hung one in about 150 (their main thread's cached thread IDs were the
+        /// fork server's, and a contended runtime lock never came free); 300 networks found it
+        /// in one of two runs of that build. A count that works, not a timing.
+        @Test(.timeLimit(.minutes(5)))
+        func manyForkedWorkersAllStartAndStop() async throws {
+            try await SupervisorFixture.with { supervisor in
+                var ids: [String] = []
+                for index in 0..<500 {
+                    let id = IDs.dockerID()
+                    let subnet = "10.\(213 + index / 250).\(index % 250)"
+                    try await supervisor.client.ok(
+                        "/NetworkDriver.CreateNetwork",
+                        Requests.createNetwork(id, pool: "\(subnet).0/24", gateway: "\(subnet).1/24"),
+                        timeout: .seconds(30))
+                    ids.append(id)
+                }
+                let table = RecoveryProcess.all()
+                let root = supervisor.process.pid
+                let forked = table.values.filter {
+                    !$0.isZombie && $0.parent == root && $0.argv.contains("--fork-worker")
+                }
+                #expect(forked.count == 500, "every worker is forked and the supervisor's child: \(forked.count)")
+                for id in ids {
+                    try await supervisor.client.ok(
+                        "/NetworkDriver.DeleteNetwork", Requests.network(id), timeout: .seconds(30))
+                }
+                try await Poll.until("every worker gone", deadline: .seconds(30), every: .milliseconds(200)) {
+                    !RecoveryProcess.all().values.contains {
+                        !$0.isZombie && $0.argv.contains("--fork-worker") && $0.parent == root
+                    }
+                }
+            }
+        }
     }
 }

@@ -271,9 +271,14 @@ class Supervisor:
         self.logf.close()
         return dt
 
-    def stop_networks(self, timeout: float = 60) -> None:
+    def stop_networks(self, timeout: float | None = None) -> None:
         """A stopped supervisor leaves its workers, switches and plugs running (docs/recovery.md):
-        `vde-supervisor stop-networks` stops them (not timed: it is cleanup, not the stop)."""
+        `vde-supervisor stop-networks` stops them (not timed: it is cleanup, not the stop). The
+        limit grows with the networks left: after a lab of about 500 networks failed half-built,
+        988 of its taps were left (the cause not proven; a fixed 60 s is short for that many)."""
+        if timeout is None:
+            left = len(os.listdir(self.run_dir)) if os.path.isdir(self.run_dir) else 0
+            timeout = max(60.0, 0.25 * left)
         argv = [os.path.join(self.bin_dir, "vde-supervisor"), "stop-networks", "--state-dir", self.state_dir,
                 "--run-dir", self.run_dir, "--networker", os.path.join(self.bin_dir, "vde-networker")]
         result = subprocess.run(self._in_netns(argv), stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf, timeout=timeout)

@@ -20,10 +20,21 @@ import Synchronization
 /// that drives a plugin in-process) workers are spawned with exec.
 ///
 /// Whenever the server cannot fork a worker (it does not start, does not answer within
-/// ``replyTimeout``, or refuses), it is stopped and ``startWorker(networkID:standardInput:standardOutput:)``
-/// returns nil: the caller then spawns the worker itself, as before. After a failed start the
-/// server is not tried again for ``retryAfter``.
+/// ``replyTimeout``, or refuses), it is stopped and the caller spawns the worker itself, as
+/// before (``Outcome``). After a failed start the server is not tried again for ``retryAfter``.
 final class WorkerForkServer: Sendable {
+    /// What ``startWorker(networkID:standardInput:standardOutput:)`` did.
+    enum Outcome {
+        /// The worker, our child, to be reaped with ``ChildSpawn/reap(_:)``.
+        case forked(ProcessHandle)
+        /// No request reached a server (none runs here, or it cannot start): the descriptors
+        /// went nowhere; spawn the worker with them.
+        case unavailable
+        /// A request reached the server, which then failed: a worker it forked may hold the
+        /// descriptors; spawn the worker with new ones.
+        case failed
+    }
+
     let executable: String
     let runDir: String
     let logLevel: Logger.Level
@@ -59,46 +70,54 @@ final class WorkerForkServer: Sendable {
     }
 
     /// Forks a worker for `networkID` with `standardInput` and `standardOutput` (the caller
-    /// keeps and closes its own copies) and returns it, our child, to be reaped with
-    /// ``ChildSpawn/reap(_:)``; nil when the fork server cannot (the caller spawns the worker).
+    /// keeps and closes its own copies); see ``Outcome``.
     ///
     /// Blocks the calling thread for the exchange (one fork in the server, about a millisecond):
     /// requests are answered one at a time, in order.
-    func startWorker(networkID: NetworkID, standardInput: Int32, standardOutput: Int32) -> ProcessHandle? {
-        guard clinux_is_child_subreaper() == 1 else { return nil }
+    func startWorker(networkID: NetworkID, standardInput: Int32, standardOutput: Int32) -> Outcome {
+        guard clinux_is_child_subreaper() == 1 else { return .unavailable }
         var started: ProcessHandle?
-        let outcome: ProcessHandle? = state.withLock { state in
-            guard !state.stopped else { return nil }
-            // A server that died since the last request (EPIPE) is replaced once.
+        let outcome: Outcome = state.withLock { state in
+            guard !state.stopped else { return .unavailable }
+            // A server that died since the last request (the request could not be sent) is
+            // replaced once.
             for attempt in 1...2 {
                 if state.server == nil {
-                    if let failed = state.failedStartAt, ContinuousClock.now - failed < Self.retryAfter { return nil }
+                    if let failed = state.failedStartAt, ContinuousClock.now - failed < Self.retryAfter {
+                        return .unavailable
+                    }
                     guard let server = startServer() else {
                         state.failedStartAt = .now
-                        return nil
+                        return .unavailable
                     }
                     state.server = server
                     started = server.process
                 }
-                guard let server = state.server else { return nil }
+                guard let server = state.server else { return .unavailable }
+                let fds = [standardInput, standardOutput]
                 do {
-                    return try request(networkID: networkID, fds: [standardInput, standardOutput], from: server)
-                } catch let error as SystemCallError
-                    where attempt == 1 && (error.errno == EPIPE || error.errno == ECONNRESET)
-                {
-                    logger.notice("the fork server is gone; starting another", metadata: ["error": "\(error)"])
+                    try DescriptorMessages.send(
+                        DescriptorMessages.Message(bytes: Array(networkID.rawValue.utf8), descriptors: fds),
+                        on: server.socket)
+                } catch {
+                    logger.notice("the fork server is gone", metadata: ["error": "\(error)"])
                     Self.stop(server)
                     state.server = nil
+                    if attempt == 1 { continue }
+                    return .unavailable
+                }
+                do {
+                    return .forked(try reply(for: networkID, from: server))
                 } catch {
                     logger.warning(
                         "the fork server could not fork a worker; spawning it instead",
                         metadata: ["network": "\(networkID.short)", "error": "\(error)"])
                     Self.stop(server)
                     state.server = nil
-                    return nil
+                    return .failed
                 }
             }
-            return nil
+            return .unavailable
         }
         // Outside the lock: the handler may run at once.
         if let started { reapOnExit(started) }
@@ -120,9 +139,6 @@ final class WorkerForkServer: Sendable {
             _ = await server.process.waitForExit(timeout: .seconds(1))
         }
     }
-
-    /// The pid of the running server, if any (status and tests).
-    var serverPID: pid_t? { state.withLock { $0.server?.process.pid } }
 
     // MARK: internals
 
@@ -150,9 +166,8 @@ final class WorkerForkServer: Sendable {
         }
     }
 
-    private func request(networkID: NetworkID, fds: [Int32], from server: Server) throws -> ProcessHandle {
-        try DescriptorMessages.send(
-            DescriptorMessages.Message(bytes: Array(networkID.rawValue.utf8), descriptors: fds), on: server.socket)
+    /// The server's reply to the request just sent: the worker it forked.
+    private func reply(for networkID: NetworkID, from server: Server) throws -> ProcessHandle {
         guard DescriptorMessages.waitReadable(server.socket, timeout: Self.replyTimeout) else {
             throw SystemCallError(call: "recvmsg", subject: "the fork server (no reply)", errno: ETIMEDOUT)
         }

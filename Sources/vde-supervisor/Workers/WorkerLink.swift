@@ -133,37 +133,55 @@ actor WorkerLink {
         let executable = self.executable
         // The worker's stdout: a small pipe of our own (see PipeLines); its stdin: a pipe whose
         // write end is ours, non-blocking (a full pipe waits for room in the descriptor watcher).
-        let stdoutPipe: ChildOutputPipe
-        let stdin: (read: Int32, write: Int32)
-        do {
-            stdoutPipe = try ChildOutputPipe(maxLineBytes: WorkerProtocol.maxLineBytes)
-            stdin = try PipeLines.open()
-        } catch {
-            await finish(reason: "could not run \(executable): \(error)")
-            return "could not run \(executable): \(error)"
+        typealias Pipes = (stdout: ChildOutputPipe, stdin: (read: Int32, write: Int32))
+        func makePipes() throws -> Pipes {
+            let stdout = try ChildOutputPipe(maxLineBytes: WorkerProtocol.maxLineBytes)
+            switch Result(catching: { () throws(PipeLines.OpenError) in try PipeLines.open() }) {
+            case .success(let stdin): return (stdout, stdin)
+            case .failure(let error):
+                stdout.closeWriteEnd()
+                throw error
+            }
         }
+        func closeAll(_ pipes: Pipes) {
+            close(pipes.stdin.read)
+            close(pipes.stdin.write)
+            pipes.stdout.closeWriteEnd()
+        }
+        var pipes: Pipes
         let process: ProcessHandle
         do {
+            pipes = try makePipes()
             // Its own process group (forked or spawned): a Ctrl-C meant for the supervisor must
             // not reach workers first.
-            if let forked = forkServer?.startWorker(
-                networkID: networkID, standardInput: stdin.read, standardOutput: stdoutPipe.writeEnd)
+            switch forkServer?.startWorker(
+                networkID: networkID, standardInput: pipes.stdin.read, standardOutput: pipes.stdout.writeEnd)
             {
+            case .forked(let forked)?:
                 process = forked
-            } else {
-                process = try ChildSpawn.startWatched(
-                    argv, environment: WorkerEnvironment.current, standardInput: stdin.read,
-                    standardOutput: stdoutPipe.writeEnd, standardError: 2)
+            case .failed?:
+                // The pipes may have reached a worker the server forked before it failed: that
+                // one reads the end of its input (and exits); this one gets pipes of its own.
+                closeAll(pipes)
+                pipes = try makePipes()
+                fallthrough
+            case .unavailable?, nil:
+                do {
+                    process = try ChildSpawn.startWatched(
+                        argv, environment: WorkerEnvironment.current, standardInput: pipes.stdin.read,
+                        standardOutput: pipes.stdout.writeEnd, standardError: 2)
+                } catch {
+                    closeAll(pipes)
+                    throw error
+                }
             }
-            close(stdin.read)
-            stdoutPipe.closeWriteEnd()
+            close(pipes.stdin.read)
+            pipes.stdout.closeWriteEnd()
         } catch {
-            close(stdin.read)
-            close(stdin.write)
-            stdoutPipe.closeWriteEnd()
             await finish(reason: "could not run \(executable): \(error)")
             return "could not run \(executable): \(error)"
         }
+        let (stdin, stdoutPipe) = (pipes.stdin, pipes.stdout)
         await started(pid: process.pid)
         _ = clinux_set_nonblocking(stdin.write)
         let writing = Task.detached {

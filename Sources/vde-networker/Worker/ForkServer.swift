@@ -101,7 +101,8 @@ enum ForkServer {
     /// instead of each filling its own. Only code that starts no thread and no task belongs here.
     /// (Running a worker's requests too, on this thread with an inline executor, saved nothing
     /// more: 569 vs 573 kB per worker at 100 networks. The `.bss` pages a worker still makes
-    /// its own are written by every metadata lookup, whose caches count their readers.)
+    /// its own are most likely written by every metadata lookup, whose caches count their
+    /// readers in place.)
     static func warmUp(executable: String, logLevel: Logger.Level) {
         let id = String(repeating: "0", count: 64)
         let dir = "/nonexistent/vde-fork-server-warm-up"

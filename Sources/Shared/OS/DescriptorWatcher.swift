@@ -76,7 +76,7 @@ public final class DescriptorWatcher: Sendable {
 
     /// Makes the calling thread the shared watcher's (a process's main thread, which would
     /// otherwise only park): runs `start` (which starts the process's first task), then serves
-    /// the watcher on this thread for good. A thread of its own cost every worker about 16 kB of
+    /// the watcher on this thread for good. A thread of its own cost every worker about 20 kB of
     /// stack (docs/benchmarks.md, "The fork server"). Parks instead when ``shared`` was in use
     /// already (it has its thread) or could not be made.
     public static func serveOnCallingThread(after start: () -> Void) -> Never {

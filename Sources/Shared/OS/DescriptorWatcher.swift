@@ -166,9 +166,28 @@ extension DescriptorWatcher {
     /// while it is full (a pipe or socket whose reader is slow): no thread waits meanwhile.
     /// Throws on an error (EPIPE: the reader is gone; SIGPIPE must be ignored), ECANCELED when
     /// the calling task is cancelled while waiting; what was written stays written.
+    public static func writeAll(_ bytes: ArraySlice<UInt8>, to fd: Int32) async throws(SystemCallError) {
+        var offset = bytes.startIndex
+        while true {
+            offset += try writeWithoutWaiting(bytes[offset...], to: fd)
+            if offset == bytes.endIndex { return }
+            guard let watcher = shared else { throw SystemCallError(call: "epoll_create1", errno: EMFILE) }
+            guard await watcher.wait(for: .writable, on: fd) else {
+                throw SystemCallError(call: "write", subject: "fd \(fd)", errno: ECANCELED)
+            }
+        }
+    }
+
+    /// ``writeAll(_:to:)`` of an array.
     public static func writeAll(_ bytes: [UInt8], to fd: Int32) async throws(SystemCallError) {
-        var offset = 0
-        while offset < bytes.count {
+        try await writeAll(bytes[...], to: fd)
+    }
+
+    /// Writes what the non-blocking `fd` takes now and returns how many bytes that was (all of
+    /// them, or fewer when it is full). Throws on an error (EPIPE: the reader is gone).
+    public static func writeWithoutWaiting(_ bytes: ArraySlice<UInt8>, to fd: Int32) throws(SystemCallError) -> Int {
+        var offset = bytes.startIndex
+        while offset < bytes.endIndex {
             let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if written > 0 {
                 offset += written
@@ -176,12 +195,10 @@ extension DescriptorWatcher {
             }
             let code = written < 0 ? errno : EIO
             if code == EINTR { continue }
-            guard code == EAGAIN else { throw SystemCallError(call: "write", subject: "fd \(fd)", errno: code) }
-            guard let watcher = shared else { throw SystemCallError(call: "epoll_create1", errno: EMFILE) }
-            guard await watcher.wait(for: .writable, on: fd) else {
-                throw SystemCallError(call: "write", subject: "fd \(fd)", errno: ECANCELED)
-            }
+            if code == EAGAIN { break }
+            throw SystemCallError(call: "write", subject: "fd \(fd)", errno: code)
         }
+        return offset - bytes.startIndex
     }
 }
 

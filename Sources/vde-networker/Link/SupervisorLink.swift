@@ -62,9 +62,15 @@ final class SupervisorLink: Sendable {
                     switch output {
                     case .pipe(let fd): try await DescriptorWatcher.writeAll(bytes, to: fd)
                     case .socket(let socket):
+                        // Most lines go out at once; only a supervisor that does not read gets
+                        // the time limit (a timer of `sendLimit` per line would wake every
+                        // idle worker that long after each reply).
+                        let sent = try DescriptorWatcher.writeWithoutWaiting(bytes[...], to: socket.fd)
+                        guard sent < bytes.count else { break }
+                        let rest = bytes[sent...]
                         let written = await Timeout.run(sendLimit) { () async -> SystemCallError? in
                             do throws(SystemCallError) {
-                                try await DescriptorWatcher.writeAll(bytes, to: socket.fd)
+                                try await DescriptorWatcher.writeAll(rest, to: socket.fd)
                                 return nil
                             } catch {
                                 return error

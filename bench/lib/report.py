@@ -257,7 +257,7 @@ def idle_table(d: dict) -> str:
            "CPU in % of one CPU (wakeups per second: context switches summed over threads). Docker's bridge driver "
            "runs inside dockerd, so the reference is Docker's whole stack for the same containers: dockerd, "
            "containerd and the containers' shims.", "",
-           "| network | supervisor | workers | switches | plugs | plugin total | dockerd | containerd | shims | total |",
+           "| network | supervisor | workers | fork server | switches | plugs | plugin total | dockerd | containerd | shims | total |",
            "|---|" + "---|" * (len(PLUGIN_KINDS) + len(DOCKER_KINDS) + 2)]
 
     def cell(m, kind):

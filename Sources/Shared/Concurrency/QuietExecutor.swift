@@ -21,8 +21,8 @@ import CLinux
 /// executor as its task executor, so that `Task.sleep` (which asks the current task executor
 /// whether it can schedule, Swift 6.2 and later) lands in ``enqueue(_:after:tolerance:clock:)``
 /// rather than in Dispatch's timers. Main-actor jobs would still go to Dispatch's main queue, which
-/// nothing drains once the main thread is parked (``runAndParkMainThread(_:)``): a process that
-/// uses this executor has no `@MainActor` code (the worker has none).
+/// nothing drains while the main thread runs no job (the worker's serves the descriptor
+/// watcher): a process that uses this executor has no `@MainActor` code (the worker has none).
 ///
 /// Threads: started when a job arrives and no thread is idle, up to ``maximumThreads`` (one for
 /// the worker, see ``shared``: a job must not block, since nothing adds threads as Dispatch's
@@ -142,21 +142,12 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         return true
     }
 
-    /// Runs `body` as the first task and parks the calling thread for good: the process's main
-    /// thread, which runs no job, so that its stack stays as small as it is at start (as a job
-    /// thread it kept 40 kB more per worker: the deepest stack of any job, measured with
-    /// bench/lib/worker_memory.py). Job threads end when idle, and glibc gives their stacks back
-    /// (workers run with its stack cache off: WorkerEnvironment in the supervisor). The worker
-    /// gives its main thread to the descriptor watcher instead
-    /// (``DescriptorWatcher/serveOnCallingThread(after:)``).
-    func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
-        start(body)
-        let parked = ConditionLock()
-        parked.lock()
-        while true { parked.wait() }
-    }
-
-    /// Runs `body` as the first task.
+    /// Runs `body` as the first task. The caller's thread (the process's main thread) runs no
+    /// job, so that its stack stays as small as it is at start (as a job thread it kept 40 kB more
+    /// per worker: the deepest stack of any job, measured with bench/lib/worker_memory.py); the
+    /// worker gives it to the descriptor watcher (``DescriptorWatcher/serveOnCallingThread(after:)``).
+    /// Job threads end when idle, and glibc gives their stacks back (workers run with its stack
+    /// cache off: WorkerEnvironment in the supervisor).
     func start(_ body: @escaping @Sendable () async -> Void) {
         Task.detached { await body() }
     }
@@ -267,11 +258,6 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
 public enum QuietGlobalExecutor {
     /// Makes the quiet executor the global one; call it before the first task.
     public static func install() { QuietExecutor.installAsGlobal() }
-
-    /// Runs `body` as the first task and parks the calling thread (the main thread) for good.
-    public static func runAndParkMainThread(_ body: @escaping @Sendable () async -> Void) -> Never {
-        QuietExecutor.shared.runAndParkMainThread(body)
-    }
 
     /// Runs `body` as the first task; the caller then gives its thread to something else.
     public static func start(_ body: @escaping @Sendable () async -> Void) {

@@ -67,6 +67,61 @@ extension Acceptance {
             }
         }
 
+        /// The server forks a spare worker ahead of each request (`ForkServer.Spare`): the
+        /// next network's worker is that very process, shown with its own command line. A
+        /// spare that is killed is replaced by a worker forked on request, and then by a new spare.
+        @Test func aSpareForkedAheadBecomesTheNextWorker() async throws {
+            try await SupervisorFixture.with { supervisor in
+                let root = supervisor.process.pid
+                func spares() -> [RecoveryProcess] {
+                    RecoveryProcess.all().values.filter { !$0.isZombie && $0.argv.contains("--fork-spare") }
+                }
+                func worker(of id: String) -> RecoveryProcess? {
+                    RecoveryProcess.all().values.first {
+                        !$0.isZombie && $0.argv.contains(id) && $0.argv.contains("--fork-worker")
+                    }
+                }
+                func create(_ index: Int) async throws -> String {
+                    let id = IDs.dockerID()
+                    try await supervisor.client.ok(
+                        "/NetworkDriver.CreateNetwork",
+                        Requests.createNetwork(id, pool: "10.212.\(index).0/24", gateway: "10.212.\(index).1/24"))
+                    return id
+                }
+                let first = try await create(1)
+                try await Poll.until("a spare waits", deadline: .seconds(10)) { spares().count == 1 }
+                let spare = try #require(spares().first)
+                #expect(spare.parent == root, "the spare is the supervisor's child: \(spare)")
+                #expect(getpgid(spare.pid) == spare.pid, "the spare leads a process group of its own")
+                let second = try await create(2)
+                let secondWorker = try #require(worker(of: second))
+                #expect(secondWorker.pid == spare.pid, "the spare became the worker: \(secondWorker)")
+                #expect(
+                    Self.shownArguments(secondWorker).prefix(3).elementsEqual([
+                        try Binaries.networker, "--network-id", second,
+                    ]), "it shows the worker's command line: \(secondWorker.argv)")
+
+                try await Poll.until("the next spare waits", deadline: .seconds(10)) {
+                    spares().count == 1 && spares().first?.pid != spare.pid
+                }
+                let killed = try #require(spares().first)
+                kill(killed.pid, SIGKILL)
+                try await Poll.until("the killed spare is gone", deadline: .seconds(10)) {
+                    !spares().contains { $0.pid == killed.pid }
+                }
+                let third = try await create(3)
+                let thirdWorker = try #require(worker(of: third))
+                #expect(
+                    thirdWorker.pid != killed.pid && thirdWorker.parent == root, "forked on request: \(thirdWorker)")
+                try await Poll.until("a new spare after the killed one", deadline: .seconds(10)) {
+                    spares().count == 1 && spares().first?.pid != killed.pid
+                }
+                for id in [first, second, third] {
+                    try await supervisor.client.ok("/NetworkDriver.DeleteNetwork", Requests.network(id))
+                }
+            }
+        }
+
         /// 500 networks, one after the other: every forked worker starts and answers. Forked
         /// workers once hung one in about 150 (their main thread's cached thread IDs were the
         /// fork server's, and a contended runtime lock never came free); 300 networks found it

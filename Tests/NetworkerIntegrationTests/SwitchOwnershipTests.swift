@@ -1,3 +1,4 @@
+import Logging
 import Shared
 import Testing
 
@@ -383,5 +384,64 @@ extension WorkerProcessTests {
         let median = durations.sorted()[durations.count / 2]
         print("probe of a live switch: median \(median) of \(durations.count)")
         #expect(median < .milliseconds(20), "a probe of a live switch should take a few milliseconds: \(durations)")
+        // libvdeplug's module stays loaded through each vde_close (SwitchProbe.pinModule()).
+        let maps = FileSystem.readFile("/proc/self/maps", limit: 1 << 22) ?? ""
+        #expect(maps.contains("/vdeplug/libvdeplug_vde.so"), "the vde module should stay mapped after the probes")
+    }
+}
+
+/// ``SwitchProcess/start(files:executables:logger:readyTimeout:)`` returns once the daemon runs
+/// and confirms in the background that it gives ports.
+@Suite(.timeLimit(.minutes(1))) struct SwitchStartTests {
+    /// A stand-in for vde_switch that does what vde_switch -d does before it serves (binds and
+    /// listens on `CTL/ctl`, forks, the daemon writes its pid file) and then never answers:
+    /// `exec -a` keeps its own path as argv[0], so that it shows as vde_switch with `-s CTL`.
+    static let silentSwitch = """
+        #!/bin/bash
+        exec -a "$0" /usr/bin/python3 -c '
+        import os, socket, sys, time
+        args = sys.argv[1:]
+        pidfile, ctl = args[args.index("-p") + 1], args[args.index("-s") + 1]
+        os.makedirs(ctl, exist_ok=True)
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(ctl + "/ctl")
+        listener.listen(8)
+        if os.fork() == 0:
+            os.setsid()
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            fd = os.open(pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"%d\\n" % os.getpid())
+            os.close(fd)
+            time.sleep(60)
+        os._exit(0)
+        ' "$@"
+
+        """
+
+    /// Start does not wait for the probe; a switch that gives no port by the deadline is killed
+    /// (the worker then starts it again, as one that died).
+    @Test func aStartedSwitchThatNeverGivesAPortIsKilledAtItsDeadline() async throws {
+        let scratch = Scratch()
+        defer { scratch.cleanUp() }
+        let program = scratch.directory + "/vde_switch"
+        try FileSystem.write(Array(Self.silentSwitch.utf8), to: program, mode: 0o755)
+        let networkDir = scratch.directory + "/net"
+        let spec = try SwitchSpec(
+            networkDir: networkDir, ctlDir: networkDir + "/ctl", managementSocket: networkDir + "/mgmt", mode: .own,
+            group: nil, numPorts: 4)
+        let networkID = try NetworkID(scratch.id + String(repeating: "0", count: 64 - scratch.id.count))
+        var executables = Executables.resolve()
+        executables.vdeSwitch = program
+        let started = try await SwitchProcess.start(
+            files: SwitchFiles(spec: spec, networkID: networkID), executables: executables,
+            logger: Logger(label: "test"), readyTimeout: .seconds(3))
+        defer { kill(started.pid, SIGKILL) }
+        #expect(SwitchPIDFile.isSwitch(started.process.identity, ctlDir: spec.paths.ctlDir))
+        #expect(
+            await SwitchProbe.probe(ctlDir: spec.paths.ctlDir, timeout: .milliseconds(100)) == .noReply,
+            "the stand-in listens and never gives a port")
+        #expect(await started.process.waitForExit(timeout: .seconds(15)), "killed once its deadline passed")
     }
 }

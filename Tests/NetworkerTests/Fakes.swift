@@ -31,6 +31,8 @@ final class FakeLab: Sendable {
         var ports: [Int: pid_t] = [:]
         /// Ports a client can get.
         var capacity = 8
+        /// How often the worker asked the management socket for them (`port/showinfo`).
+        var usablePortsAsked = 0
         var probe: ProbeResult = .absent(errno: ENOENT)
         /// The next plugs fail to attach with this error.
         var plugFailure: PlugError?
@@ -375,7 +377,12 @@ struct FakeManagement: SwitchManagement {
         _ = lab.with { $0.ports.removeValue(forKey: port) }
     }
 
-    func usablePorts() async throws(ManagementError) -> Int? { lab.with { $0.capacity } }
+    func usablePorts() async throws(ManagementError) -> Int? {
+        lab.with { state in
+            state.usablePortsAsked += 1
+            return state.capacity
+        }
+    }
 }
 
 /// A worker on a fake lab, in a scratch directory of its own, with every event it emits.

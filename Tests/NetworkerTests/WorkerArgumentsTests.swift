@@ -45,6 +45,7 @@ import Testing
         (["--fork-server"], "--fork-server needs --run-dir"),
         (["--fork-server", "--run-dir", "/run/x", "--network-id", "ab"], "--fork-server serves many networks"),
         (["--fork-server=yes", "--run-dir", "/run/x"], "unknown argument \"--fork-server=yes\""),
+        (["--fork-spare", "--run-dir", "/run/x"], "--fork-spare marks a fork server's spare worker"),
     ])
     func aBadCommandLineIsRefusedWithTheOptionNamed(arguments: [String], message: String) {
         #expect {

@@ -150,6 +150,24 @@ import Testing
         await fixture.cleanUp()
     }
 
+    /// A switch the worker starts has the ports its command line gave it: the management
+    /// socket is not asked (one round trip less in CreateNetwork).
+    @Test func aSwitchStartedNowIsNotAskedForItsPorts() async throws {
+        let fixture = FakeWorkerFixture()
+        fixture.lab.with { $0.capacity = 5 }
+        let result = try await started(fixture)
+        #expect(result.switch.numPorts == 5)
+        #expect(fixture.lab.with { $0.usablePortsAsked } == 0)
+        // The next worker adopts the running switch: that one is asked.
+        fixture.lab.leaveRunning([:])
+        let next = FakeWorkerFixture(lab: fixture.lab)
+        let adopted = try await started(next)
+        #expect(adopted.switch.numPorts == 5)
+        #expect(fixture.lab.with { $0.usablePortsAsked } == 1)
+        #expect(fixture.lab.switchStarts == 1, "the switch was adopted, not started again")
+        await next.cleanUp()
+    }
+
     @Test func aFullSwitchRefusesAnotherEndpointAndItsTapGoes() async throws {
         let fixture = FakeWorkerFixture()
         fixture.lab.with { $0.capacity = 1 }

@@ -37,6 +37,10 @@ import Testing
         let worker = ForkServerProtocol.workerArguments(
             executable: "/usr/libexec/vde-networker", networkID: longest, logLevel: level, runDir: runDir, forked: true)
         #expect(bytes(worker) <= bytes(server))
+        // A spare shows its own first, in the same room.
+        let spare = ForkServerProtocol.spareArguments(
+            executable: "/usr/libexec/vde-networker", logLevel: level, runDir: runDir)
+        #expect(bytes(spare) <= bytes(server))
         #expect(Array(server.prefix(2)) == ["/usr/libexec/vde-networker", "--fork-server"])
         #expect(worker.last == "--fork-worker")
     }

@@ -123,12 +123,12 @@ _STEPS = {
         ("reply", "reply", ""),
     ],
 }
-_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \S+ (vde-supervisor|vde-networker\[([0-9a-f]+)\]): (.*)$")
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3,6})Z \S+ (vde-supervisor|vde-networker\[([0-9a-f]+)\]): (.*)$")
 
 
 def step_timeline(log_path: str, start: int, end: int) -> dict:
     """Median ms of each step of CreateNetwork and DeleteNetwork (``_STEPS``) from the debug log
-    (millisecond timestamps), and how many calls were broken down."""
+    (microsecond timestamps; millisecond ones in older logs), and how many calls were broken down."""
     from datetime import datetime
     with open(log_path, "rb") as f:
         f.seek(start)

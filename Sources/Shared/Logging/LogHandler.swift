@@ -93,8 +93,8 @@ public struct VDELogHandler: LogHandler {
             let s = String(value)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
-        let millis = pad(Int32(now.tv_nsec / 1_000_000), 3)
+        let micros = pad(Int32(now.tv_nsec / 1_000), 6)
         return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1))-\(pad(parts.tm_mday))T"
-            + "\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec)).\(millis)Z"
+            + "\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec)).\(micros)Z"
     }
 }

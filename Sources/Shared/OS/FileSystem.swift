@@ -12,6 +12,12 @@ public enum FileSystem {
         access(path, F_OK) == 0
     }
 
+    /// True only on evidence that nothing is at `path` (links followed): ENOENT. A path that
+    /// could not be looked at (EACCES, ELOOP, ...) is not missing.
+    public static func isMissing(_ path: String) -> Bool {
+        access(path, F_OK) != 0 && errno == ENOENT
+    }
+
     /// The type bits (`S_IFMT`) of `path` itself (symlinks are not followed), or nil when it does not exist.
     public static func fileType(_ path: String) -> mode_t? {
         var info = stat()

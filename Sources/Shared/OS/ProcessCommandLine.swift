@@ -12,8 +12,11 @@
 public enum ProcessCommandLine {
     /// The bytes exec gave this process for its arguments (from the first argument's first
     /// byte to the last one's NUL), when the strings lie one after the other as the kernel
-    /// places them; nil otherwise.
-    public static var area: UnsafeMutableBufferPointer<CChar>? {
+    /// places them; nil otherwise. Found once, before the first ``replace(with:)``: a shorter
+    /// command line written there would end the area early (a fork server's spare shows its own
+    /// before it becomes a worker and shows the worker's). The fork server finds it before it
+    /// forks, so that its children inherit it.
+    nonisolated(unsafe) public static let area: UnsafeMutableBufferPointer<CChar>? = {
         let count = Int(CommandLine.argc)
         let argv = CommandLine.unsafeArgv
         guard count > 0, let first = argv[0] else { return nil }
@@ -23,7 +26,7 @@ public enum ProcessCommandLine {
             end = argument + strlen(argument) + 1
         }
         return UnsafeMutableBufferPointer(start: first, count: end - first)
-    }
+    }()
 
     /// Shows `arguments` as this process's command line, NUL-padded to the area's end. False,
     /// changing nothing, when they do not fit in ``area`` or none can be found.

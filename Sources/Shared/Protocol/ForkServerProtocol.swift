@@ -57,6 +57,12 @@ public enum ForkServerProtocol {
             + (forked ? ["--fork-worker"] : [])
     }
 
+    /// A spare worker's command line (the fork server's `ForkServer.Spare`, forked before its
+    /// network is known): shorter than the server's, so it fits where the server's was.
+    public static func spareArguments(executable: String, logLevel: String, runDir: String) -> [String] {
+        [executable, "--fork-spare", "--log-level", logLevel, "--run-dir", runDir]
+    }
+
     /// The fork server's command line. `--argv-room` reserves the bytes a forked worker's own
     /// command line needs beyond the server's (``workerArguments(executable:networkID:logLevel:runDir:forked:)``
     /// with the longest network ID), see ``ProcessCommandLine``.

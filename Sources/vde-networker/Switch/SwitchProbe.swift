@@ -44,8 +44,24 @@ enum SwitchProbe {
 
     private static let handlerInstalled: Bool = cvdeplug_install_interrupt_handler(SIGUSR2) == 0
 
+    /// libvdeplug's `vde` module, loaded once for the life of the process (see
+    /// ``pinModule()``). Evaluated before the first probe.
+    private static let modulePinned: Bool = pinModule()
+
+    /// Keeps libvdeplug's `vde` module loaded: each `vde_open` otherwise loads it (and
+    /// `libvdeplug_mod`) with their relocations and `vde_close` unloads them, two file opens and
+    /// a dozen system calls per probe. The fork server pins it in its warm-up, so forked
+    /// workers share its pages. False when it was not found: probes then load it each time.
+    @discardableResult
+    static func pinModule() -> Bool { cvdeplug_pin_module("vde") == 0 }
+
     static func probe(ctlDir: String, timeout: Duration = .seconds(1)) async -> ProbeResult {
         guard handlerInstalled else { return .absent(errno: EINVAL) }
+        // Nothing at the path: no switch can answer there, and connect would say ENOENT too
+        // (every new network: its ctl dir is made just before its switch starts). Evidence, so
+        // no thread and no libvdeplug for it.
+        if FileSystem.isMissing(ctlDir) { return .absent(errno: ENOENT) }
+        _ = modulePinned
         let job = ProbeJob(url: "vde://" + ctlDir)
         guard job.start() else { return .absent(errno: EAGAIN) }
         // Whoever claims first decides: the result in time, or the deadline, which then

@@ -23,19 +23,48 @@ import Shared
 /// (``clinux_fork_detached_worker``): the supervisor, a child subreaper, becomes its parent and
 /// gets its pidfd in the reply.
 enum ForkServer {
-    /// Serves requests until the end of input (then exits). Returns only in a forked worker,
-    /// with the worker's arguments, its command line rewritten, stdin and stdout its link's.
-    static func run(executable: String, logLevel: Logger.Level, runDir: String) -> WorkerArguments {
+    /// What ``run(executable:logLevel:runDir:)`` returns in a forked process.
+    enum Forked {
+        /// A worker forked for a request: its network is known, its command line rewritten,
+        /// stdin and stdout its link's.
+        case worker(WorkerArguments)
+        /// The spare, forked before the request it serves (see ``Spare``): it learns its network
+        /// from ``assignment()``.
+        case spare(Spare.Assignee)
+
+        /// The worker's arguments; a spare first waits for its network (and exits at the end of
+        /// its input: the server is gone).
+        func arguments() -> WorkerArguments {
+            switch self {
+            case .worker(let arguments): arguments
+            case .spare(let assignee): assignee.awaitAssignment()
+            }
+        }
+    }
+
+    /// Serves requests until the end of input (then exits). Returns only in a forked process: a
+    /// worker, or the spare that will be one.
+    static func run(executable: String, logLevel: Logger.Level, runDir: String) -> Forked {
         SignalHandling.ignoreBrokenPipe()
         LogSetup.bootstrap(level: logLevel)
         let logger = Logger(label: "vde-networker[fork-server]")
         warmUp(executable: executable, logLevel: logLevel)
+        let identity = Spare.Assignee(executable: executable, logLevel: logLevel, runDir: runDir)
         logger.debug("fork server ready", metadata: ["pid": "\(getpid())"])
+        var spare: Spare?
         while true {
+            if spare == nil, isSingleThreaded(logger: logger) {
+                switch Spare.fork(identity, logger: logger) {
+                case .inSpare(let assignee): return .spare(assignee)
+                case .made(let made): spare = made
+                case .failed: break
+                }
+            }
             let request: DescriptorMessages.Message
             do {
                 guard let message = try DescriptorMessages.receive(on: 0, capacity: ForkServerProtocol.maxRequestBytes)
                 else {
+                    spare?.retire()
                     logger.debug("fork server exits (end of input: the supervisor is gone)")
                     exit(0)
                 }
@@ -53,11 +82,25 @@ enum ForkServer {
                 reply(ForkServerProtocol.Reply(pid: 0, errno: EINVAL), pidfd: nil, logger: logger)
                 continue
             }
-            // Fork copies only the calling thread: a second one (started by mistake in the
-            // server) could hold a lock the worker then never gets.
-            let threads = FileSystem.listDirectory("/proc/self/task")?.count ?? 0
-            guard threads == 1 else {
-                logger.error("refusing to fork: the fork server runs \(threads) threads, not 1")
+            if let current = spare {
+                spare = nil
+                defer { current.close() }
+                if current.isRunning {
+                    // The reply first: the spare, woken by its request, takes this CPU from the
+                    // server at once (the scheduler favours a task that slept), and the reply
+                    // then waited for the new worker's start (0.4 ms under strace).
+                    reply(ForkServerProtocol.Reply(pid: current.pid, errno: 0), pidfd: current.pidfd, logger: logger)
+                    if !current.assign(request) {
+                        // Gone since: the supervisor sees the worker exit (its pidfd) and the link end.
+                        logger.warning(
+                            "the spare worker \(current.pid) exited before it got network \(networkID.short)")
+                    }
+                    request.closeDescriptors()
+                    continue
+                }
+                logger.debug("the spare worker \(current.pid) is gone; forking one for network \(networkID.short)")
+            }
+            guard isSingleThreaded(logger: logger) else {
                 request.closeDescriptors()
                 reply(ForkServerProtocol.Reply(pid: 0, errno: EDEADLK), pidfd: nil, logger: logger)
                 continue
@@ -71,7 +114,7 @@ enum ForkServer {
                     with: ForkServerProtocol.workerArguments(
                         executable: executable, networkID: networkID, logLevel: logLevel.rawValue, runDir: runDir,
                         forked: true))
-                return WorkerArguments(networkID: networkID, logLevel: logLevel)
+                return .worker(WorkerArguments(networkID: networkID, logLevel: logLevel))
             }
             request.closeDescriptors()
             if forked > 0 {
@@ -82,6 +125,17 @@ enum ForkServer {
                 reply(ForkServerProtocol.Reply(pid: 0, errno: -forked), pidfd: nil, logger: logger)
             }
         }
+    }
+
+    /// Fork copies only the calling thread: a second one (started by mistake in the server)
+    /// could hold a lock the worker then never gets. So the server forks only while it runs one.
+    private static func isSingleThreaded(logger: Logger) -> Bool {
+        let threads = FileSystem.listDirectory("/proc/self/task")?.count ?? 0
+        guard threads == 1 else {
+            logger.error("refusing to fork: the fork server runs \(threads) threads, not 1")
+            return false
+        }
+        return true
     }
 
     private static func reply(_ reply: ForkServerProtocol.Reply, pidfd: Int32?, logger: Logger) {
@@ -135,6 +189,10 @@ enum ForkServer {
         }
         // libvdeplug's probe of the switch looks up the user (getpwuid): glibc's NSS state.
         _ = getpwuid(geteuid())
+        // And its `vde` module, loaded here once instead of at each probe of each worker.
+        SwitchProbe.pinModule()
+        // Found before any child rewrites its command line there.
+        _ = ProcessCommandLine.area
         if let networkID = try? NetworkID(id) {
             let logger = Logger(label: LogSetup.label(networkID: networkID))
             _ = Worker(networkID: networkID, executables: .resolve(), logger: logger, emit: { _ in })

@@ -16,16 +16,15 @@ import Shared
 @main
 enum NetworkerMain {
     static func main() {
-        let arguments: WorkerArguments
-        var forked = false
+        let forked: ForkServer.Forked
         do {
             switch try WorkerArguments.parse(Array(CommandLine.arguments.dropFirst())) {
-            case .serve(let parsed): arguments = parsed
+            case .serve(let arguments):
+                QuietGlobalExecutor.install()
+                run(arguments, loggingReady: false)
             case .forkServer(let logLevel, let runDir):
-                // Returns only in a forked worker.
-                arguments = ForkServer.run(
-                    executable: CommandLine.arguments[0], logLevel: logLevel, runDir: runDir)
-                forked = true
+                // Returns only in a forked worker or spare.
+                forked = ForkServer.run(executable: CommandLine.arguments[0], logLevel: logLevel, runDir: runDir)
             case .help:
                 print(WorkerArguments.usage)
                 exit(0)
@@ -38,16 +37,16 @@ enum NetworkerMain {
             exit(64)  // EX_USAGE
         }
         QuietGlobalExecutor.install()
-        guard forked else { run(arguments, loggingReady: false) }
         // A forked worker's main thread is a copy of the fork server's, thread-local storage
         // included: the Swift runtime's and standard library's caches of the thread ID (filled
         // once per thread) still hold the server's, and their locks hand that ID to the kernel
         // (priority-inheritance futexes). A lock this thread took under contention could then
         // never be released: the first workers forked this way hung in `swift_once` on both of
         // their threads, one network in about 150 (gdb of the hung worker). A fresh thread has
-        // fresh caches: it runs the worker, and this one waits for good, never to lock again.
+        // fresh caches: it runs the worker (a spare first waits there for its network), and
+        // this one waits for good, never to lock again.
         do {
-            try OSThread.detach { run(arguments, loggingReady: true) }
+            try OSThread.detach { run(forked.arguments(), loggingReady: true) }
         } catch {
             try? FileSystem.writeAll(Array("vde-networker: cannot start its first thread: \(error)\n".utf8), to: 2)
             exit(71)  // EX_OSERR

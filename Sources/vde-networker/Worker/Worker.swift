@@ -48,7 +48,8 @@ actor Worker {
     var switchProcess: (any RunningSwitch)?
     var switchState = SwitchState.notStarted
     var switchBackoff = RestartBackoff()
-    /// Ports the switch really offers (`port/showinfo`), when the management socket tells.
+    /// Ports the switch offers: those its command line gave a switch this worker started, else
+    /// what `port/showinfo` tells (nil when it cannot be asked).
     var usablePorts: Int?
     var endpoints: [EndpointID: ManagedEndpoint] = [:]
     /// The network's uplink (Uplink/); nil when the spec has none.
@@ -223,7 +224,9 @@ actor Worker {
         // An owned switch is `.running` since `adopt` (or `.restarting`, if it died meanwhile).
         if switchState == .notStarted { switchState = .running }
         let management = managementClient()
-        if let management {
+        // A switch started just now has the ports its command line gave it (set by
+        // ``startOwnedSwitch(_:)``); an adopted or external one is asked.
+        if usablePorts == nil, let management {
             do {
                 usablePorts = try await management.usablePorts()
             } catch {
@@ -326,6 +329,7 @@ actor Worker {
             throw error
         }
         createdDirectories += prepared.created
+        usablePorts = SwitchProcess.clientPorts(spec: spec)
         adopt(process)
     }
 

@@ -45,6 +45,7 @@ struct WorkerArguments: Equatable, Sendable {
                               socket, each a network ID with the worker's stdin and stdout
           --argv-room TEXT    ignored: room for a forked worker's own command line
           --fork-worker       ignored: marks a worker forked by the fork server
+                              (--fork-spare marks one forked before its network was known)
         """
 
     /// Reads `arguments` (without the program's name). Each option takes its value as the next
@@ -62,6 +63,11 @@ struct WorkerArguments: Equatable, Sendable {
             case "--version": return .version
             case "--fork-server" where inlineValue == nil: forkServer = true
             case "--fork-worker" where inlineValue == nil: break
+            case "--fork-spare" where inlineValue == nil:
+                throw UsageError(
+                    message:
+                        "--fork-spare marks a fork server's spare worker, which waits for its network from the server; it is not run by hand"
+                )
             case "--network-id", "--log-level", "--run-dir", "--argv-room":
                 guard let value = inlineValue ?? rest.popFirst() else {
                     throw UsageError(message: "\(name) needs a value")

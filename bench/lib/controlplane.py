@@ -111,7 +111,7 @@ _STEPS = {
         ("worker exec + init", "worker", "worker started"),
         ("worker listens on its socket", "worker", "listening for a supervisor"),
         ("worker gets start, spawns vde_switch", "worker", "starting "),
-        ("vde_switch up (daemon, pid file, probe)", "worker", "switch up"),
+        ("vde_switch up (daemon and its pid file)", "worker", "switch up"),
         ("start reply reaches the supervisor", "sup", "network up"),
         ("state written, reply", "reply", ""),
     ],

@@ -14,7 +14,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # The plugin's processes, by the name of their executable (an impaired endpoint's plug is a
 # wirefilter, issue 13); `vde-networker --fork-server`, which forks the workers, is a kind of
-# its own: one per supervisor, not a worker.
+# its own: one per supervisor, not a worker; so is its spare (`--fork-spare`, forked ahead of
+# the next network's request), counted with it.
 FORK_SERVER = "vde-fork-server"
 VDE_KINDS = ("vde-supervisor", "vde-networker", FORK_SERVER, "vde_switch", "vde_plug2tap", "wirefilter")
 # Docker's own processes (the bridge driver lives inside dockerd).
@@ -141,7 +142,7 @@ def kind_of(argv: list[str], kinds=VDE_KINDS) -> str | None:
     if not argv:
         return None
     base = os.path.basename(argv[0])
-    if base == "vde-networker" and "--fork-server" in argv:
+    if base == "vde-networker" and ("--fork-server" in argv or "--fork-spare" in argv):
         base = FORK_SERVER
     return base if base in kinds else None
 

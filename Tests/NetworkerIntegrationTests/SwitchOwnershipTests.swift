@@ -382,9 +382,9 @@ extension WorkerProcessTests {
             durations.append(ContinuousClock.now - began)
         }
         let median = durations.sorted()[durations.count / 2]
+        // Printed, not asserted: speed belongs in bench/ (the figure in SwitchProbe's comment).
         print("probe of a live switch: median \(median) of \(durations.count)")
-        #expect(median < .milliseconds(20), "a probe of a live switch should take a few milliseconds: \(durations)")
-        // libvdeplug's module stays loaded through each vde_close (SwitchProbe.pinModule()).
+        // libvdeplug's module stays loaded through each vde_close (SwitchProbe.prepare()).
         let maps = FileSystem.readFile("/proc/self/maps", limit: 1 << 22) ?? ""
         #expect(maps.contains("/vdeplug/libvdeplug_vde.so"), "the vde module should stay mapped after the probes")
     }

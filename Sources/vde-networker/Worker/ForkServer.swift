@@ -189,8 +189,9 @@ enum ForkServer {
         }
         // libvdeplug's probe of the switch looks up the user (getpwuid): glibc's NSS state.
         _ = getpwuid(geteuid())
-        // And its `vde` module, loaded here once instead of at each probe of each worker.
-        SwitchProbe.pinModule()
+        // And its `vde` module, loaded here once instead of at each probe of each worker, and
+        // its interrupt handler, which forked workers inherit.
+        SwitchProbe.prepare()
         // Found before any child rewrites its command line there.
         _ = ProcessCommandLine.area
         if let networkID = try? NetworkID(id) {

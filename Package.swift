@@ -65,8 +65,13 @@ let package = Package(
             // at a fixed address those pages stay clean and are shared by all workers.
             // linker/static-cxx makes the runtime's -lstdc++ and -lgcc_s the static archives, for
             // the same reason: libstdc++.so.6 cost each worker about 60 KiB of relocated pages.
+            // `-z now` binds every PLT entry when the fork server starts, so that a forked worker
+            // writes no GOT entry of its own at its first call of a libc function.
             linkerSettings: [
-                .unsafeFlags(["-Xlinker", "-no-pie", "-L", Context.packageDirectory + "/linker/static-cxx"])
+                .unsafeFlags([
+                    "-Xlinker", "-no-pie", "-Xlinker", "-z", "-Xlinker", "now",
+                    "-L", Context.packageDirectory + "/linker/static-cxx",
+                ])
             ]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"], swiftSettings: strict),
         .testTarget(name: "SupervisorTests", dependencies: ["vde-supervisor", "Shared"], swiftSettings: strict),

@@ -193,6 +193,23 @@ static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int
     return n;
 }
 
+/// Waits up to `timeout_ns` nanoseconds (negative: for ever) for one event of `epfd` and stores
+/// its token: epoll_pwait2 (Linux 5.11), whose timeout is a timespec, so that a timer due in
+/// 0.3 ms is not rounded up to a millisecond. Returns 1, 0 on timeout, or -1 with errno.
+static inline int clinux_epoll_wait_one_ns(int epfd, unsigned long long *token, long long timeout_ns) {
+    struct epoll_event event;
+    struct timespec timeout;
+    struct timespec *limit = NULL;
+    if (timeout_ns >= 0) {
+        timeout.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+        timeout.tv_nsec = (long)(timeout_ns % 1000000000LL);
+        limit = &timeout;
+    }
+    int n = (int)syscall(SYS_epoll_pwait2, epfd, &event, 1, limit, NULL, 0);
+    if (n == 1) *token = event.data.u64;
+    return n;
+}
+
 /// Waits up to `timeout_ms` (-1: for ever) for at most `max` (at most 64) events of `epfd` and
 /// stores their tokens in `tokens`. Returns how many, 0 on timeout, or -1 with errno.
 static inline int clinux_epoll_wait_tokens(int epfd, unsigned long long *tokens, int max, int timeout_ms) {

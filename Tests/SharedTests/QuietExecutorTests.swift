@@ -3,6 +3,10 @@ import Testing
 
 @testable import Shared
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 private final class Flags: Sendable {
     let count = Atomic<Int>(0)
     let open = Atomic<Bool>(false)
@@ -93,5 +97,74 @@ private final class Flags: Sendable {
         for blocker in blockers { await blocker.value }
         while executor.counts.threads > 0 { try? await Task.sleep(for: .milliseconds(10)) }
         #expect(executor.counts.threads == 0)
+    }
+}
+
+/// A ``QuietExecutor`` hosted by a descriptor watcher's thread, as the worker runs it.
+@Suite(.timeLimit(.minutes(1))) struct HostedQuietExecutorTests {
+    /// An executor with a watcher (and its one thread) of its own.
+    private func hosted() throws -> (QuietExecutor, DescriptorWatcher) {
+        let executor = QuietExecutor(maximumThreads: 1)
+        let watcher = try #require(DescriptorWatcher.make(hosting: executor.hostedByWatcher()))
+        return (executor, watcher)
+    }
+
+    @Test func jobsAndTheirSleepsRunWithoutAThreadOfTheExecutorsOwn() async throws {
+        let (executor, _) = try hosted()
+        let done = Flags()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask(executorPreference: executor) {
+                    try? await Task.sleep(for: .milliseconds(1))
+                    done.count.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(done.count.load(ordering: .relaxed) == 50)
+        #expect(executor.counts.timersScheduled == 50)
+        #expect(executor.counts.mostThreads == 0, "the watcher's thread ran every job")
+    }
+
+    /// Work resumed from a thread of its own (a blocking call's) wakes the waiting watcher.
+    @Test func workFromAnotherThreadWakesTheWatcher() async throws {
+        let (executor, _) = try hosted()
+        let value = await Task(executorPreference: executor) { () -> Int in
+            await withCheckedContinuation { continuation in
+                try? OSThread.detach { continuation.resume(returning: 7) }
+            }
+        }.value
+        #expect(value == 7)
+        #expect(executor.counts.mostThreads == 0)
+    }
+
+    /// A job waiting for a descriptor is resumed by the same thread's watch.
+    @Test func aJobWaitsForADescriptorOnItsOwnThread() async throws {
+        let (executor, watcher) = try hosted()
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
+        let readEnd = fds[0]
+        let waiter = Task(executorPreference: executor) { await watcher.wait(for: .readable, on: readEnd) }
+        var byte: UInt8 = 1
+        #expect(write(fds[1], &byte, 1) == 1)
+        #expect(await waiter.value)
+    }
+
+    @Test func aCancelledSleepEndsAtOnce() async throws {
+        let (executor, _) = try hosted()
+        let sleeper = Task(executorPreference: executor) { () -> Bool in
+            do {
+                try await Task.sleep(for: .seconds(600))
+                return false
+            } catch {
+                return error is CancellationError
+            }
+        }
+        while executor.counts.timersScheduled == 0 { await Task.yield() }
+        sleeper.cancel()
+        #expect(await sleeper.value)
     }
 }

@@ -1,5 +1,9 @@
 import Dispatch
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Runs blocking calls (sockets, libvdeplug, file syncs, NSS look-ups) on a thread of their own
 /// instead of the cooperative pool: with two cores the pool has two threads, and one stuck call
 /// must not stall the process. Used by both executables.
@@ -8,10 +12,22 @@ import Dispatch
 /// the pool (one thread per core), so a few calls that hang (a probe of a hung switch) would
 /// starve every later call and even the timers of ``run(timeout:_:)``.
 public enum Blocking {
+    ///
+    /// The thread is joined once it has handed over the result (it ends right after): its stack
+    /// goes back to the kernel now, not when the process next starts a thread
+    /// (``OSThread/start(_:)``). The wait is the thread's last steps, since it has resumed this
+    /// task already.
     public static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            startThread { continuation.resume(returning: work()) }
+        var thread: pthread_t?
+        let value = await withCheckedContinuation { continuation in
+            do {
+                thread = try OSThread.start { continuation.resume(returning: work()) }
+            } catch {
+                DispatchQueue.global().async { continuation.resume(returning: work()) }
+            }
         }
+        if let thread { OSThread.join(thread) }
+        return value
     }
 
     /// Like ``run(_:)``, but gives up after `timeout` and returns nil. A call that cannot be

@@ -27,11 +27,17 @@ import CLinux
 /// Threads: started when a job arrives and no thread is idle, up to ``maximumThreads`` (one for
 /// the worker, see ``shared``: a job must not block, since nothing adds threads as Dispatch's
 /// monitor did), and ended after ``idleThreadLifetime`` without work, as Dispatch's are, so that
-/// their stacks go back to the kernel; the last idle thread stays while a sleep is pending. An
-/// idle worker has no executor thread at all. Job priorities are not honoured: a worker's jobs
-/// are few and short.
+/// their stacks go back to the kernel; the last idle thread stays while a sleep is pending. Job
+/// priorities are not honoured: a worker's jobs are few and short.
+///
+/// Hosted (``hostedByWatcher()``, the worker): no thread at all. The thread that serves the
+/// ``DescriptorWatcher`` runs the jobs between its waits and waits no longer than the next
+/// timer; work that arrives from another thread (a blocking call's, a probe's) wakes it through
+/// an eventfd. The executor's thread, which the supervisor's liveness checks kept alive, cost
+/// every worker 20 to 24 kB of stack: 1060 → 1034 kB per network at 100 × 2 (A B A B).
 final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
-    /// The process's executor (``installAsGlobal()`` makes it the global one): one thread. A
+    /// The process's executor (``installAsGlobal()`` makes it the global one): one thread, or
+    /// none when hosted (the worker). A
     /// worker's jobs are short and its blocking calls run on threads of their own (``Blocking``),
     /// so a second thread only ran the other half of an actor hop, and the supervisor's liveness
     /// check every 2 s kept it from its 5 s expiry. It cost 44 kB per worker (A/B at 50
@@ -60,6 +66,21 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     private var timersScheduled = 0
 
     private var mostThreads = 0
+
+    /// Set when a descriptor watcher's thread runs the jobs (``hostedByWatcher()``): then this
+    /// executor starts no thread at all. Guarded by `condition`.
+    private var host: Host?
+
+    private struct Host {
+        var thread: pthread_t?
+        var wake: (@Sendable () -> Void)?
+        /// The host is in (or about to enter) its wait: a job from another thread must wake it.
+        var waiting = false
+    }
+
+    /// Jobs the host runs before it looks at its descriptors again, so that jobs that keep
+    /// making jobs cannot starve the events.
+    private static let jobsPerTurn = 64
 
     /// Threads that run jobs now, the most there were at once, and jobs that have waited for a
     /// deadline (for tests).
@@ -97,6 +118,12 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         let caller = pthread_self()
         condition.lock()
         ready.append(job)
+        if host != nil {
+            let wake = wakeHost(caller: caller)
+            condition.unlock()
+            wake?()
+            return
+        }
         let start = arrangeService(fromJobThread: jobThreads.contains(caller))
         condition.unlock()
         if start { startThread() }
@@ -109,6 +136,12 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         condition.lock()
         let earliest = timers.insert(job, due: due)
         timersScheduled += 1
+        if host != nil {
+            let wake = earliest ? wakeHost(caller: pthread_self()) : nil
+            condition.unlock()
+            wake?()
+            return
+        }
         var start = false
         if threads == 0 {
             threads += 1
@@ -142,12 +175,10 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         return true
     }
 
-    /// Runs `body` as the first task. The caller's thread (the process's main thread) runs no
-    /// job, so that its stack stays as small as it is at start (as a job thread it kept 40 kB more
-    /// per worker: the deepest stack of any job, measured with bench/lib/worker_memory.py); the
-    /// worker gives it to the descriptor watcher (``DescriptorWatcher/serveOnCallingThread(after:)``).
-    /// Job threads end when idle, and glibc gives their stacks back (workers run with its stack
-    /// cache off: WorkerEnvironment in the supervisor).
+    /// Runs `body` as the first task, on a job thread or (hosted) on the watcher's thread, never
+    /// on the calling thread itself before it serves the watcher. Job threads end when idle, and
+    /// glibc gives their stacks back (workers run with its stack cache off: WorkerEnvironment in
+    /// the supervisor).
     func start(_ body: @escaping @Sendable () async -> Void) {
         Task.detached { await body() }
     }
@@ -212,6 +243,69 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         }
     }
 
+    // MARK: Hosted by the descriptor watcher
+
+    /// Makes the jobs run on the thread that will serve the descriptor watcher
+    /// (``DescriptorWatcher/serveOnCallingThread(hosting:after:)``), before the first job: the
+    /// worker then has no executor thread. That thread cost every worker 20 to 24 kB of stack,
+    /// and each event reached its job through a second thread's wake-up (docs/benchmarks.md,
+    /// "With the spare, and where the last pages are").
+    func hostedByWatcher() -> any DescriptorWatcher.Guest {
+        condition.lock()
+        if host == nil { host = Host() }
+        condition.unlock()
+        return HostedJobs(executor: self)
+    }
+
+    /// The host's wake-up when it waits and `caller` is another thread (the lock held); nil
+    /// when the host will see the new work anyway.
+    private func wakeHost(caller: pthread_t) -> (@Sendable () -> Void)? {
+        guard var current = host, current.waiting, current.thread.map({ pthread_equal($0, caller) == 0 }) ?? true
+        else { return nil }
+        current.waiting = false
+        host = current
+        return current.wake
+    }
+
+    fileprivate func attachHost(wake: @escaping @Sendable () -> Void) {
+        condition.lock()
+        host = Host(thread: pthread_self(), wake: wake, waiting: false)
+        condition.unlock()
+    }
+
+    /// Runs up to ``jobsPerTurn`` ready or due jobs on the host's thread; returns how long the
+    /// host may then wait (0 when jobs are left).
+    fileprivate func runHostedJobs() -> UInt64? {
+        condition.lock()
+        host?.waiting = false
+        var ran = 0
+        while true {
+            let now = MonotonicClock.now
+            while let due = timers.popDue(now: now) { ready.append(due) }
+            if readyHead < ready.count {
+                if ran == Self.jobsPerTurn {
+                    condition.unlock()
+                    return 0
+                }
+                let job = ready[readyHead]
+                readyHead += 1
+                if readyHead == ready.count {
+                    ready.removeAll(keepingCapacity: ready.capacity <= 64)
+                    readyHead = 0
+                }
+                condition.unlock()
+                job.runSynchronously(on: asUnownedTaskExecutor())
+                ran += 1
+                condition.lock()
+                continue
+            }
+            host?.waiting = true
+            let wait = timers.earliest.map { $0 > now ? $0 - now : 0 }
+            condition.unlock()
+            return wait
+        }
+    }
+
     // MARK: Installing
 
     /// Makes ``shared`` the global executor of this process: call it before the first task.
@@ -263,6 +357,20 @@ public enum QuietGlobalExecutor {
     public static func start(_ body: @escaping @Sendable () async -> Void) {
         QuietExecutor.shared.start(body)
     }
+
+    /// Makes the thread that serves the descriptor watcher run every job (call before the first
+    /// task; hand the result to ``DescriptorWatcher/serveOnCallingThread(hosting:after:)``).
+    public static func hostedByWatcher() -> any DescriptorWatcher.Guest {
+        QuietExecutor.shared.hostedByWatcher()
+    }
+}
+
+/// The descriptor watcher's side of a hosted ``QuietExecutor``.
+private final class HostedJobs: DescriptorWatcher.Guest {
+    let executor: QuietExecutor
+    init(executor: QuietExecutor) { self.executor = executor }
+    func attach(wake: @escaping @Sendable () -> Void) { executor.attachHost(wake: wake) }
+    func runReady() -> UInt64? { executor.runHostedJobs() }
 }
 
 /// Jobs waiting for a deadline, earliest first (a binary min-heap; equal deadlines in the order

@@ -51,22 +51,23 @@ public final class DescriptorWatcher: Sendable {
     /// Nil when no epoll instance could be made (out of descriptors) or no thread started.
     public static let shared: DescriptorWatcher? = make(startingThread: !hostedByCaller.load(ordering: .acquiring))
 
-    /// Set by ``serveOnCallingThread(after:)`` before anything can use ``shared``, which then
+    /// Set by ``serveOnCallingThread(hosting:after:)`` before anything can use ``shared``, which then
     /// starts no thread of its own.
     private static let hostedByCaller = Atomic<Bool>(false)
 
     /// The thread's name, as `top -H` and `/proc/PID/task/*/comm` show it.
     static let threadName = "DescriptorWatch"
 
-    /// A watcher with its own epoll instance and, unless the caller will run ``loop()`` itself,
-    /// its own thread (``shared`` is the process's; tests make their own to measure its thread).
-    static func make(startingThread: Bool = true) -> DescriptorWatcher? {
+    /// A watcher with its own epoll instance and, unless the caller will run ``loop(guest:)``
+    /// itself, its own thread, which also serves `guest` (``shared`` is the process's; tests make
+    /// their own to measure its thread).
+    static func make(startingThread: Bool = true, hosting guest: (any Guest)? = nil) -> DescriptorWatcher? {
         let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { return nil }
         let watcher = DescriptorWatcher(epoll: epoll, hasThread: startingThread)
         guard startingThread else { return watcher }
         do {
-            try OSThread.detach { watcher.loop() }
+            try OSThread.detach { watcher.loop(guest: guest) }
         } catch {
             close(epoll)
             return nil
@@ -79,11 +80,22 @@ public final class DescriptorWatcher: Sendable {
     /// the watcher on this thread for good. A thread of its own cost every worker about 20 kB of
     /// stack (docs/benchmarks.md, "The fork server"). Parks instead when ``shared`` was in use
     /// already (it has its thread) or could not be made.
-    public static func serveOnCallingThread(after start: () -> Void) -> Never {
+    ///
+    /// With a `guest` (the worker's executor), this thread also runs the guest's work between
+    /// its waits, so that the process needs no thread for its jobs (see ``Guest``).
+    public static func serveOnCallingThread(hosting guest: (any Guest)? = nil, after start: () -> Void) -> Never {
         hostedByCaller.store(true, ordering: .releasing)
         start()
         if let shared, !shared.hasThread {
-            shared.loop()
+            shared.loop(guest: guest)
+        }
+        if let guest {
+            // ``shared`` has a thread of its own (it was in use before this call) or could not be
+            // made: the guest's work still needs this thread, with a watcher of its own.
+            guard let own = make(startingThread: false) else {
+                fatalError("DescriptorWatcher: no epoll instance for its guest: \(SystemCallError.text(errno))")
+            }
+            own.loop(guest: guest)
         }
         let parked = ConditionLock()
         parked.lock()
@@ -91,7 +103,7 @@ public final class DescriptorWatcher: Sendable {
     }
 
     private let epoll: Int32
-    /// False when the thread that made ``shared`` serves it (``serveOnCallingThread(after:)``).
+    /// False when the thread that made ``shared`` serves it (``serveOnCallingThread(hosting:after:)``).
     private let hasThread: Bool
     private let state = Mutex(State())
 
@@ -130,14 +142,57 @@ public final class DescriptorWatcher: Sendable {
         }
     }
 
-    private func loop() -> Never {
+    private func loop(guest: (any Guest)? = nil) -> Never {
         if hasThread { _ = clinux_name_thread(Self.threadName) }
+        let wake = guest.map { attach($0) }
         while true {
+            // The guest's work first (what the last event or another thread made ready), then
+            // a wait no longer than its next timer.
+            let wait = guest?.runReady()
             var token: UInt64 = 0
-            guard clinux_epoll_wait_one(epoll, &token, -1) == 1 else { continue }
+            guard clinux_epoll_wait_one_ns(epoll, &token, wait.map { Int64(clamping: $0) } ?? -1) == 1 else { continue }
+            if token == Self.wakeToken, let wake {
+                var count: UInt64 = 0
+                _ = read(wake, &count, 8)
+                continue
+            }
             let handler = state.withLock { $0.remove(token)?.handler }
             handler?()
         }
+    }
+
+    /// The token of the guest's eventfd (watches count up from 1).
+    private static let wakeToken = Token.max
+
+    /// Registers an eventfd (level-triggered, for good) that ends the loop's wait when the guest
+    /// has work from another thread, and hands the guest its way to write it.
+    private func attach(_ guest: any Guest) -> Int32 {
+        let fd = clinux_eventfd()
+        guard fd >= 0, clinux_epoll_arm(epoll, fd, UInt32(EPOLLIN.rawValue), Self.wakeToken) == 0 else {
+            // Without it, work from other threads would wait for the next event: not workable.
+            fatalError(
+                "DescriptorWatcher: cannot make the eventfd that wakes its guest: \(SystemCallError.text(errno))")
+        }
+        guest.attach(wake: {
+            var one: UInt64 = 1
+            _ = write(fd, &one, 8)
+        })
+        return fd
+    }
+}
+
+extension DescriptorWatcher {
+    /// Work that the watcher's thread runs between its waits (``serveOnCallingThread(hosting:after:)``):
+    /// the worker's executor, whose jobs then need no thread of their own. Its jobs and the
+    /// watcher's handlers take turns on one thread, so neither may block for long (the rule for
+    /// both already).
+    public protocol Guest: AnyObject, Sendable {
+        /// Called once, on the watcher's thread, before its loop: `wake` ends the watcher's
+        /// current wait, from any thread.
+        func attach(wake: @escaping @Sendable () -> Void)
+        /// Runs what is ready, on the watcher's thread, and returns how long the watcher may
+        /// wait for an event before it must call again, in nanoseconds (nil: no limit).
+        func runReady() -> UInt64?
     }
 }
 

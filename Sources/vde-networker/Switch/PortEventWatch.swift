@@ -99,7 +99,7 @@ final class PortEventWatch: Sendable {
                 try socket.send(Array((command + "\n").utf8), deadline: deadline)
                 var code = takeCommandResult(&buffer)
                 while code == nil {
-                    let chunk = try socket.receive(maximum: 16384, deadline: deadline)
+                    let chunk = try socket.receive(maximum: 4096, deadline: deadline)
                     if chunk.isEmpty { return failure("closed the connection at '\(command)'") }
                     buffer.append(contentsOf: chunk)
                     if buffer.count > 1 << 16 { return failure("sent too much without answering '\(command)'") }
@@ -172,7 +172,7 @@ final class PortEventWatch: Sendable {
             var ended = false
             while true {
                 do throws(SystemCallError) {
-                    let chunk = try socket.receive(maximum: 16384, deadline: .now)
+                    let chunk = try socket.receive(maximum: 4096, deadline: .now)
                     if chunk.isEmpty {
                         ended = true
                         break

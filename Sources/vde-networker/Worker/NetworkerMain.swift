@@ -12,7 +12,8 @@ import Shared
 /// ``WorkerArguments``.
 ///
 /// The worker's tasks run on ``QuietGlobalExecutor``, which must be installed before the first
-/// task starts; the main thread then serves the ``DescriptorWatcher``.
+/// task starts; one thread (the main thread, or a fresh one in a forked worker) then serves the
+/// ``DescriptorWatcher`` and runs every job between its waits.
 @main
 enum NetworkerMain {
     static func main() {
@@ -54,9 +55,10 @@ enum NetworkerMain {
         while true { pause() }
     }
 
-    /// Runs the worker on the calling thread, which serves the descriptor watcher and runs no job.
+    /// Runs the worker on the calling thread, which serves the descriptor watcher and runs every
+    /// job between its waits: the worker has no executor thread.
     private static func run(_ arguments: WorkerArguments, loggingReady: Bool) -> Never {
-        DescriptorWatcher.serveOnCallingThread {
+        DescriptorWatcher.serveOnCallingThread(hosting: QuietGlobalExecutor.hostedByWatcher()) {
             QuietGlobalExecutor.start {
                 await serve(arguments, loggingReady: loggingReady)
                 exit(0)

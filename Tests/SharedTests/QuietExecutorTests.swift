@@ -30,19 +30,7 @@ private final class Flags: Sendable {
     }
 
     @Test func tasksThatPreferItRunAndTheirSleepsWaitInItsTimers() async {
-        let executor = QuietExecutor(maximumThreads: 4)
-        let done = Flags()
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<50 {
-                group.addTask(executorPreference: executor) {
-                    try? await Task.sleep(for: .milliseconds(1))
-                    done.count.add(1, ordering: .relaxed)
-                }
-            }
-        }
-        #expect(done.count.load(ordering: .relaxed) == 50)
-        // Task.sleep asked this executor, not Dispatch, to wake it.
-        #expect(executor.counts.timersScheduled == 50)
+        await fiftySleepsRunAndWaitInItsTimers(QuietExecutor(maximumThreads: 4))
     }
 
     /// The last idle thread stays while a sleep is pending, however short its lifetime.
@@ -56,18 +44,7 @@ private final class Flags: Sendable {
     }
 
     @Test func aCancelledSleepEndsAtOnce() async {
-        let executor = QuietExecutor(maximumThreads: 2)
-        let sleeper = Task(executorPreference: executor) { () -> Bool in
-            do {
-                try await Task.sleep(for: .seconds(600))
-                return false
-            } catch {
-                return error is CancellationError
-            }
-        }
-        while executor.counts.timersScheduled == 0 { await Task.yield() }
-        sleeper.cancel()
-        #expect(await sleeper.value)
+        await cancelledSleepEndsAtOnce(on: QuietExecutor(maximumThreads: 2))
     }
 
     /// Jobs that block their threads do not stop the rest: another thread starts, and every
@@ -111,17 +88,7 @@ private final class Flags: Sendable {
 
     @Test func jobsAndTheirSleepsRunWithoutAThreadOfTheExecutorsOwn() async throws {
         let (executor, _) = try hosted()
-        let done = Flags()
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<50 {
-                group.addTask(executorPreference: executor) {
-                    try? await Task.sleep(for: .milliseconds(1))
-                    done.count.add(1, ordering: .relaxed)
-                }
-            }
-        }
-        #expect(done.count.load(ordering: .relaxed) == 50)
-        #expect(executor.counts.timersScheduled == 50)
+        await fiftySleepsRunAndWaitInItsTimers(executor)
         #expect(executor.counts.mostThreads == 0, "the watcher's thread ran every job")
     }
 
@@ -154,17 +121,37 @@ private final class Flags: Sendable {
     }
 
     @Test func aCancelledSleepEndsAtOnce() async throws {
-        let (executor, _) = try hosted()
-        let sleeper = Task(executorPreference: executor) { () -> Bool in
-            do {
-                try await Task.sleep(for: .seconds(600))
-                return false
-            } catch {
-                return error is CancellationError
+        await cancelledSleepEndsAtOnce(on: try hosted().0)
+    }
+}
+
+/// 50 tasks that prefer `executor` sleep 1 ms each: all run, and each sleep waited in the
+/// executor's timers (Task.sleep asked it, not Dispatch, to wake the task).
+private func fiftySleepsRunAndWaitInItsTimers(_ executor: QuietExecutor) async {
+    let done = Flags()
+    await withTaskGroup(of: Void.self) { group in
+        for _ in 0..<50 {
+            group.addTask(executorPreference: executor) {
+                try? await Task.sleep(for: .milliseconds(1))
+                done.count.add(1, ordering: .relaxed)
             }
         }
-        while executor.counts.timersScheduled == 0 { await Task.yield() }
-        sleeper.cancel()
-        #expect(await sleeper.value)
     }
+    #expect(done.count.load(ordering: .relaxed) == 50)
+    #expect(executor.counts.timersScheduled == 50)
+}
+
+/// A 600 s sleep on `executor`, cancelled once it waits, ends at once with CancellationError.
+private func cancelledSleepEndsAtOnce(on executor: QuietExecutor) async {
+    let sleeper = Task(executorPreference: executor) { () -> Bool in
+        do {
+            try await Task.sleep(for: .seconds(600))
+            return false
+        } catch {
+            return error is CancellationError
+        }
+    }
+    while executor.counts.timersScheduled == 0 { await Task.yield() }
+    sleeper.cancel()
+    #expect(await sleeper.value)
 }

@@ -195,17 +195,34 @@ static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int
 
 /// Waits up to `timeout_ns` nanoseconds (negative: for ever) for one event of `epfd` and stores
 /// its token: epoll_pwait2 (Linux 5.11), whose timeout is a timespec, so that a timer due in
-/// 0.3 ms is not rounded up to a millisecond. Returns 1, 0 on timeout, or -1 with errno.
+/// 0.3 ms is not rounded up to a millisecond. Where it is refused (an older kernel: ENOSYS; a
+/// seccomp profile that does not know it: EPERM), epoll_wait from then on, its timeout rounded
+/// up to whole milliseconds. Returns 1, 0 on timeout, or -1 with errno.
 static inline int clinux_epoll_wait_one_ns(int epfd, unsigned long long *token, long long timeout_ns) {
+    static int pwait2_refused = 0;
     struct epoll_event event;
-    struct timespec timeout;
-    struct timespec *limit = NULL;
-    if (timeout_ns >= 0) {
-        timeout.tv_sec = (time_t)(timeout_ns / 1000000000LL);
-        timeout.tv_nsec = (long)(timeout_ns % 1000000000LL);
-        limit = &timeout;
+    int n;
+    if (!__atomic_load_n(&pwait2_refused, __ATOMIC_RELAXED)) {
+        struct timespec timeout;
+        struct timespec *limit = NULL;
+        if (timeout_ns >= 0) {
+            timeout.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+            timeout.tv_nsec = (long)(timeout_ns % 1000000000LL);
+            limit = &timeout;
+        }
+        n = (int)syscall(SYS_epoll_pwait2, epfd, &event, 1, limit, NULL, 0);
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM)) {
+            if (n == 1) *token = event.data.u64;
+            return n;
+        }
+        __atomic_store_n(&pwait2_refused, 1, __ATOMIC_RELAXED);
     }
-    int n = (int)syscall(SYS_epoll_pwait2, epfd, &event, 1, limit, NULL, 0);
+    int milliseconds = -1;
+    if (timeout_ns >= 0) {
+        long long rounded = (timeout_ns + 999999LL) / 1000000LL;
+        milliseconds = rounded > 2147483647LL ? 2147483647 : (int)rounded;
+    }
+    n = epoll_wait(epfd, &event, 1, milliseconds);
     if (n == 1) *token = event.data.u64;
     return n;
 }

@@ -12,6 +12,7 @@ import Dispatch
 /// the pool (one thread per core), so a few calls that hang (a probe of a hung switch) would
 /// starve every later call and even the timers of ``run(timeout:_:)``.
 public enum Blocking {
+    /// Runs `work` on a thread of its own and returns its result.
     ///
     /// The thread is joined once it has handed over the result (it ends right after): its stack
     /// goes back to the kernel now, not when the process next starts a thread

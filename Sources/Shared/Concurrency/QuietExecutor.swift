@@ -37,13 +37,13 @@ import CLinux
 /// every worker 20 to 24 kB of stack: 1060 → 1034 kB per network at 100 × 2 (A B A B).
 final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     /// The process's executor (``installAsGlobal()`` makes it the global one): one thread, or
-    /// none when hosted (the worker). A
-    /// worker's jobs are short and its blocking calls run on threads of their own (``Blocking``),
-    /// so a second thread only ran the other half of an actor hop, and the supervisor's liveness
-    /// check every 2 s kept it from its 5 s expiry. It cost 44 kB per worker (A/B at 50
-    /// networks: 950 vs 907 kB, bench/lib/worker_memory.py) and bought no speed (sizecost, A B A
-    /// B: endpoint cycle 18.1 and 16.5 ms with two threads, 13.7 and 15.6 with one). Before, as
-    /// wide as the cores: with four threads on two cores a liveness check started four.
+    /// none when hosted (the worker). A worker's jobs are short and its blocking calls run on
+    /// threads of their own (``Blocking``), so a second thread only ran the other half of an
+    /// actor hop, and the supervisor's liveness check every 2 s kept it from its 5 s expiry. It
+    /// cost 44 kB per worker (A/B at 50 networks: 950 vs 907 kB, bench/lib/worker_memory.py) and
+    /// bought no speed (sizecost, A B A B: endpoint cycle 18.1 and 16.5 ms with two threads, 13.7
+    /// and 15.6 with one). Before, as wide as the cores: with four threads on two cores a
+    /// liveness check started four.
     static let shared = QuietExecutor(maximumThreads: 1)
 
     /// The most threads that run jobs at once.

@@ -2,11 +2,13 @@
 """Which of a forked worker's data pages are its own, and what it wrote there.
 
 A worker forked by `vde-networker --fork-server` shares the server's pages until it writes
-one (copy on write). For the executable's .data and .bss and for the heap, this compares the
-worker's page frames with the server's (/proc/PID/pagemap, root only): a page whose frame
-differs is private to the worker. For each such page it compares the two processes' bytes
-word by word (/proc/PID/mem) and names the symbols (`nm`, demangled with swift-demangle when
-found) that hold the words that changed. Used for docs/benchmarks.md ("The fork server").
+one (copy on write). For the executable's .data and .bss and for the heap, this finds the
+worker's private pages (/proc/PID/pagemap and /proc/kpagecount, root only: a present page
+whose frame only this process maps; a frame that merely differs from the server's may be one
+the server copied since, still shared by the workers forked before). For each it compares the
+worker's bytes with the server's word by word (/proc/PID/mem) and names the symbols (`nm`,
+demangled with swift-demangle when found) that hold the words that differ. Used for
+docs/benchmarks.md ("With the spare, and where the last pages are").
 
     page_diff.py WORKER_PID SERVER_PID [--symbols N]
 """
@@ -61,6 +63,19 @@ def frames(pid, start, end):
     return out
 
 
+def map_counts(pfns):
+    """How many mappings each frame has (/proc/kpagecount), None for an absent page."""
+    out = []
+    with open("/proc/kpagecount", "rb") as f:
+        for pfn in pfns:
+            if pfn is None:
+                out.append(None)
+                continue
+            f.seek(pfn * 8)
+            out.append(struct.unpack("<Q", f.read(8))[0])
+    return out
+
+
 def read(pid, address, length):
     with open(f"/proc/{pid}/mem", "rb") as f:
         f.seek(address)
@@ -98,8 +113,8 @@ def main():
     pages_of_symbol = {}
     for kind, start, end in worker_regions:
         mine = frames(args.worker, start, end)
-        theirs = frames(args.server, start, end)
-        private = [start + i * PAGE for i, (a, b) in enumerate(zip(mine, theirs)) if a is not None and a != b]
+        counts = map_counts(mine)
+        private = [start + i * PAGE for i, count in enumerate(counts) if count == 1]
         present = sum(1 for a in mine if a is not None)
         words_changed = 0
         fresh = 0

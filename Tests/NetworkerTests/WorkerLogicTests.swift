@@ -245,10 +245,13 @@ import Testing
             $0.plugFailure = .notAttached(pid: 0, ctlDir: "fake", waited: .zero, cause: "the fake switch is stuck")
         }
         try #require(fixture.lab.plugs.first).exit()
-        try await eventually("a failed re-plug") { fixture.lab.plugs.count >= 2 }
-        let failed = await fixture.worker.sortedStatuses().first
-        #expect(failed?.state == .restarting)
-        #expect(failed?.detail?.contains("the fake switch is stuck") == true)
+        // The fake records the new plug before its attach fails: wait for the worker's report.
+        let failed = try await eventually("a failed re-plug reported") { () async -> EndpointStatus? in
+            let status = await fixture.worker.sortedStatuses().first
+            return status?.detail?.contains("the fake switch is stuck") == true ? status : nil
+        }
+        #expect(fixture.lab.plugs.count >= 2)
+        #expect(failed.state == .restarting)
         fixture.lab.with { $0.plugFailure = nil }
         _ = try await fixture.event(.childRestarted) { $0.child == .plug }
         #expect(await fixture.worker.sortedStatuses().first?.state == .plugged)

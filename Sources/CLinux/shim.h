@@ -184,15 +184,6 @@ static inline int clinux_epoll_arm(int epfd, int fd, unsigned int events, unsign
     return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event);
 }
 
-/// Waits up to `timeout_ms` (-1: for ever) for one event of `epfd` and stores its token.
-/// Returns 1, 0 on timeout, or -1 with errno.
-static inline int clinux_epoll_wait_one(int epfd, unsigned long long *token, int timeout_ms) {
-    struct epoll_event event;
-    int n = epoll_wait(epfd, &event, 1, timeout_ms);
-    if (n == 1) *token = event.data.u64;
-    return n;
-}
-
 /// Waits up to `timeout_ns` nanoseconds (negative: for ever) for one event of `epfd` and stores
 /// its token: epoll_pwait2 (Linux 5.11), whose timeout is a timespec, so that a timer due in
 /// 0.3 ms is not rounded up to a millisecond. Where it is refused (an older kernel: ENOSYS; a

@@ -118,6 +118,7 @@ private final class Flags: Sendable {
         var byte: UInt8 = 1
         #expect(write(fds[1], &byte, 1) == 1)
         #expect(await waiter.value)
+        #expect(executor.counts.mostThreads == 0)
     }
 
     @Test func aCancelledSleepEndsAtOnce() async throws {

@@ -15,7 +15,6 @@ docs/benchmarks.md ("With the spare, and where the last pages are").
 import argparse
 import bisect
 import os
-import re
 import shutil
 import struct
 import subprocess

@@ -21,11 +21,7 @@ public enum Blocking {
     public static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         var thread: pthread_t?
         let value = await withCheckedContinuation { continuation in
-            do {
-                thread = try OSThread.start { continuation.resume(returning: work()) }
-            } catch {
-                DispatchQueue.global().async { continuation.resume(returning: work()) }
-            }
+            thread = startThread(joinable: true) { continuation.resume(returning: work()) }
         }
         if let thread { OSThread.join(thread) }
         return value
@@ -42,20 +38,23 @@ public enum Blocking {
                 if resumed.claim() { continuation.resume(returning: value) }
             }
             timers.asyncAfter(deadline: .now() + .nanoseconds(max(0, timeout.nanoseconds))) { resumeOnce(nil) }
-            startThread { resumeOnce(work()) }
+            _ = startThread(joinable: false) { resumeOnce(work()) }
         }
     }
 
     /// Where the timeouts of ``run(timeout:_:)`` fire (a serial queue gets a thread of its own).
     private static let timers = DispatchQueue(label: "Blocking.timers")
 
-    /// Runs `body` on a new detached thread (Dispatch's global queue if no thread can be made).
-    private static func startThread(_ body: @escaping @Sendable () -> Void) {
+    /// Runs `body` on a new thread, which the caller joins when `joinable` (Dispatch's global
+    /// queue if no thread can be made: then nil).
+    private static func startThread(joinable: Bool, _ body: @escaping @Sendable () -> Void) -> pthread_t? {
         do {
+            if joinable { return try OSThread.start(body) }
             try OSThread.detach(body)
         } catch {
             DispatchQueue.global().async(execute: body)
         }
+        return nil
     }
 }
 

@@ -198,6 +198,19 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         }
     }
 
+    /// The next job to run, the due timers moved to the ready ones first (the lock held).
+    private func nextJob(now: UInt64) -> UnownedJob? {
+        while let due = timers.popDue(now: now) { ready.append(due) }
+        guard readyHead < ready.count else { return nil }
+        let job = ready[readyHead]
+        readyHead += 1
+        if readyHead == ready.count {
+            ready.removeAll(keepingCapacity: ready.capacity <= 64)
+            readyHead = 0
+        }
+        return job
+    }
+
     /// One thread's life: run what is ready or due, wait otherwise, and end after
     /// ``idleThreadLifetime`` without work, unless no other idle thread is left to wait for a
     /// pending sleep. A thread that takes a job while others still wait first arranges for them
@@ -209,14 +222,7 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
         var idleSince: UInt64?
         while true {
             let now = MonotonicClock.now
-            while let due = timers.popDue(now: now) { ready.append(due) }
-            if readyHead < ready.count {
-                let job = ready[readyHead]
-                readyHead += 1
-                if readyHead == ready.count {
-                    ready.removeAll(keepingCapacity: ready.capacity <= 64)
-                    readyHead = 0
-                }
+            if let job = nextJob(now: now) {
                 let start = arrangeService()
                 idleSince = nil
                 condition.unlock()
@@ -247,9 +253,7 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
 
     /// Makes the jobs run on the thread that will serve the descriptor watcher
     /// (``DescriptorWatcher/serveOnCallingThread(hosting:after:)``), before the first job: the
-    /// worker then has no executor thread. That thread cost every worker 20 to 24 kB of stack,
-    /// and each event reached its job through a second thread's wake-up (docs/benchmarks.md,
-    /// "With the spare, and where the last pages are").
+    /// executor then starts no thread (why: the type's comment).
     func hostedByWatcher() -> any DescriptorWatcher.Guest {
         condition.lock()
         if host == nil { host = Host() }
@@ -274,25 +278,18 @@ final class QuietExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable
     }
 
     /// Runs up to ``jobsPerTurn`` ready or due jobs on the host's thread; returns how long the
-    /// host may then wait (0 when jobs are left).
+    /// host may then wait (0 after a full turn: the events first, then the rest).
     fileprivate func runHostedJobs() -> UInt64? {
         condition.lock()
         host?.waiting = false
         var ran = 0
         while true {
             let now = MonotonicClock.now
-            while let due = timers.popDue(now: now) { ready.append(due) }
-            if readyHead < ready.count {
-                if ran == Self.jobsPerTurn {
-                    condition.unlock()
-                    return 0
-                }
-                let job = ready[readyHead]
-                readyHead += 1
-                if readyHead == ready.count {
-                    ready.removeAll(keepingCapacity: ready.capacity <= 64)
-                    readyHead = 0
-                }
+            if ran == Self.jobsPerTurn {
+                condition.unlock()
+                return 0
+            }
+            if let job = nextJob(now: now) {
                 condition.unlock()
                 job.runSynchronously(on: asUnownedTaskExecutor())
                 ran += 1

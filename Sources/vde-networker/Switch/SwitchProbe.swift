@@ -44,14 +44,11 @@ enum SwitchProbe {
 
     private static let handlerInstalled: Bool = cvdeplug_install_interrupt_handler(SIGUSR2) == 0
 
-    /// libvdeplug's `vde` module, loaded once for the life of the process (see
-    /// ``pinModule()``). Evaluated before the first probe.
-    private static let modulePinned: Bool = pinModule()
-
-    /// Keeps libvdeplug's `vde` module loaded: each `vde_open` otherwise loads it (and
-    /// `libvdeplug_mod`) with their relocations and `vde_close` unloads them, two file opens and
-    /// a dozen system calls per probe. False when it was not found: probes then load it each time.
-    private static func pinModule() -> Bool { cvdeplug_pin_module("vde") == 0 }
+    /// libvdeplug's `vde` module, loaded once for the life of the process: each `vde_open`
+    /// otherwise loads it (and `libvdeplug_mod`) with their relocations and `vde_close` unloads
+    /// them, two file opens and a dozen system calls per probe. Evaluated before the first probe
+    /// (``prepare()``); false when it was not found: probes then load it each time.
+    private static let modulePinned: Bool = cvdeplug_pin_module("vde") == 0
 
     /// Installs the interrupt handler and pins the module now, once for this process and
     /// every process it forks: the fork server calls it in its warm-up, so a forked worker

@@ -131,6 +131,18 @@ struct ExternalPortTests {
 /// The worker's part, against the fakes: an external port is reported by `status`, and named
 /// as lost when the switch dies.
 @Suite(.timeLimit(.minutes(1))) struct WorkerExternalPortTests {
+    /// The worker's own probe holds a port while it waits for a new switch to answer: it is
+    /// neither an external port nor an other port (a status under load once listed it as both).
+    @Test func aPortOfTheWorkersOwnPIDIsNotExternal() async throws {
+        let fixture = FakeWorkerFixture()
+        _ = try await fixture.worker.start(spec: fixture.spec, restoring: [])
+        fixture.lab.with { $0.ports[7] = getpid() }
+        let status = await fixture.worker.status()
+        #expect(status.externalPorts == [], "\(String(describing: status.externalPorts))")
+        #expect(status.otherPorts?.contains { $0.port == 7 } == false, "\(String(describing: status.otherPorts))")
+        await fixture.cleanUp()
+    }
+
     @Test func aSwitchDeathNamesTheExternalPortsItCutOff() async throws {
         let fixture = FakeWorkerFixture()
         _ = try await fixture.worker.start(spec: fixture.spec, restoring: [])

@@ -11,9 +11,11 @@ import Shared
 /// and still knows, when the switch dies and can no longer be asked, which clients were on it.
 extension Worker {
     /// The pids of this worker's plugs and uplink, running or installed on the current switch
-    /// and since exited: ports with one of them are not external.
+    /// and since exited, and its own (the probe that confirms that a new switch gives ports
+    /// holds one while it waits, seen in a status under load): ports with one of them are not
+    /// external.
     var plugPIDs: Set<Int32> {
-        externalPorts.ownPIDs.union(runningChildPIDs)
+        externalPorts.ownPIDs.union(runningChildPIDs).union([getpid()])
     }
 
     /// The pids the switch shows for the plugs and the uplink that run now.

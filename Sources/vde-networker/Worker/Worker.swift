@@ -409,8 +409,11 @@ actor Worker {
             return endpoint.status(counters: counters)
         }
         let captures = await captureStatuses()
+        // A port of the worker's own pid is its probe's (see ``plugPIDs``).
+        let worker = getpid()
         return WorkerStatus(
-            switch: status, endpoints: statuses, otherPorts: ports?.filter { !ours.contains($0.port) },
+            switch: status, endpoints: statuses,
+            otherPorts: ports?.filter { !ours.contains($0.port) && $0.peerPID != worker },
             externalPorts: externalPortsForStatus(entries: entries, macs: macs),
             lostExternalPorts: lostExternalPortsForStatus, captures: captures, uplink: uplinkStatus)
     }

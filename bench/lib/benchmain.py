@@ -117,9 +117,11 @@ def main() -> int:
                 cleanup.run_all()
 
         if "control" in only:
-            # Its own supervisor at debug level (the per-call table), the floor plugin and
-            # bridge; it takes the plugin lock itself, so it runs before the block below.
-            cp = controlplane.run_against_floor(args.bin_dir, 5 if args.quick else 20, cleanup, args.results)
+            # Its own supervisor at its default level (info) for the ratios and a shorter pass at
+            # debug for the per-call table, the floor plugin and bridge; it takes the plugin lock
+            # itself, so it runs before the block below.
+            cp = controlplane.run_against_floor(args.bin_dir, 5 if args.quick else 20, cleanup, args.results,
+                                                table_rounds=3 if args.quick else 10)
             results["network_create_rm"] = cp["network_create_rm"]
             results["docker_run"] = cp["docker_run"]
             results["control_calls"] = cp.get("calls")

@@ -201,14 +201,16 @@ def call_table(vde: dict[str, list[float]], floor: dict[str, list[float]], opera
 
 # --- through dockerd ---------------------------------------------------------------------------
 
-def docker_network_cycles(iterations: int, cleanup: Cleanup, floor: bool = False) -> dict:
+def docker_network_cycles(iterations: int, cleanup: Cleanup, floor: bool = False, bridge: bool = True) -> dict:
     """`docker network create` + `docker network rm`, interleaved over the kinds: vde with Docker's
-    IPAM and with its own, bridge, and with `floor` (a FloorPlugin running) the floor plugin both ways."""
+    IPAM and with its own, bridge (unless not `bridge`), and with `floor` (a FloorPlugin running)
+    the floor plugin both ways."""
     kinds = {
         "vde": ["-d", "vde"],
         "vde_ipam": ["-d", "vde", "--ipam-driver", "vde"],
-        "bridge": ["-d", "bridge"],
     }
+    if bridge:
+        kinds["bridge"] = ["-d", "bridge"]
     if floor:
         kinds |= {"floor": ["-d", FLOOR], "floor_ipam": ["-d", FLOOR, "--ipam-driver", FLOOR]}
     names = list(kinds)
@@ -229,19 +231,20 @@ def docker_network_cycles(iterations: int, cleanup: Cleanup, floor: bool = False
             times[kind]["rm"].append(t_rm)
             times[kind]["total"].append(t_create + t_rm)
     out = {k: {m: stats(v) | {"samples": v} for m, v in d.items()} for k, d in times.items()}
-    pairs = [("vde", "bridge"), ("vde_ipam", "bridge")]
+    pairs = [("vde", "bridge"), ("vde_ipam", "bridge")] if bridge else []
     if floor:
-        pairs += [("vde", "floor"), ("vde_ipam", "floor_ipam"), ("floor", "bridge")]
+        pairs += [("vde", "floor"), ("vde_ipam", "floor_ipam")] + ([("floor", "bridge")] if bridge else [])
     for a, b in pairs:
         out[f"ratio_{a}_over_{b}"] = {m: ratio(out[a][m], out[b][m]) for m in ("create", "rm", "total")}
     return out
 
 
-def docker_run_cycles(iterations: int, cleanup: Cleanup, floor: bool = False) -> dict:
-    """`docker run --rm --net NET IMAGE true` on a vde network vs a bridge network (and with
-    `floor`, a network of the floor plugin); Docker's IPAM on all of them."""
-    nets = {"vde": (f"{PREFIX}-run-vde", ["-d", "vde"], "10.232.1.0/24"),
-            "bridge": (f"{PREFIX}-run-br", ["-d", "bridge"], "10.232.2.0/24")}
+def docker_run_cycles(iterations: int, cleanup: Cleanup, floor: bool = False, bridge: bool = True) -> dict:
+    """`docker run --rm --net NET IMAGE true` on a vde network vs a bridge network (unless not
+    `bridge`; and with `floor`, a network of the floor plugin); Docker's IPAM on all of them."""
+    nets = {"vde": (f"{PREFIX}-run-vde", ["-d", "vde"], "10.232.1.0/24")}
+    if bridge:
+        nets["bridge"] = (f"{PREFIX}-run-br", ["-d", "bridge"], "10.232.2.0/24")
     if floor:
         nets["floor"] = (f"{PREFIX}-run-floor", ["-d", FLOOR], "10.232.3.0/24")
     for kind, (name, args, subnet) in nets.items():
@@ -260,10 +263,12 @@ def docker_run_cycles(iterations: int, cleanup: Cleanup, floor: bool = False) ->
             _rm_network(name)
         cleanup.actions = [a for a in cleanup.actions if not a[0].startswith(f"network {PREFIX}-run-")]
     out = {k: stats(v) | {"samples": v} for k, v in times.items()}
-    out["ratio_vde_over_bridge"] = ratio(out["vde"], out["bridge"])
+    if bridge:
+        out["ratio_vde_over_bridge"] = ratio(out["vde"], out["bridge"])
     if floor:
         out["ratio_vde_over_floor"] = ratio(out["vde"], out["floor"])
-        out["ratio_floor_over_bridge"] = ratio(out["floor"], out["bridge"])
+        if bridge:
+            out["ratio_floor_over_bridge"] = ratio(out["floor"], out["bridge"])
     return out
 
 
@@ -287,13 +292,15 @@ def run_against_floor(bin_dir: str, rounds: int, cleanup: Cleanup, results_dir: 
         out["supervisor_log_level"] = measured["log_level"]
         out["network_create_rm"] = measured["network_create_rm"]
         out["docker_run"] = measured["docker_run"]
-        if measured["log_level"] != "debug" and sup is None and table_rounds > 0:
-            measured = _measure(bin_dir, table_rounds, cleanup, results_dir, floor, None, "debug", "calls")
+        if "calls" not in measured and sup is None and table_rounds > 0:
+            # Only vde and the floor: the table has no bridge row.
+            measured = _measure(bin_dir, table_rounds, cleanup, results_dir, floor, None, "debug", "calls",
+                                bridge=False)
             out["calls_rounds"] = table_rounds
         else:
             out["calls_rounds"] = rounds
-        out["calls"] = measured["calls"]
-        out["network_steps"] = measured["network_steps"]
+        out["calls"] = measured.get("calls", {})
+        out["network_steps"] = measured.get("network_steps")
     finally:
         floor.stop()
         cleanup.actions = [a for a in cleanup.actions if a[0] != "floor plugin"]
@@ -302,9 +309,10 @@ def run_against_floor(bin_dir: str, rounds: int, cleanup: Cleanup, results_dir: 
 
 
 def _measure(bin_dir: str, rounds: int, cleanup: Cleanup, results_dir: str, floor: "FloorPlugin",
-             sup: Supervisor | None, log_level: str, name: str) -> dict:
+             sup: Supervisor | None, log_level: str, name: str, bridge: bool = True) -> dict:
     """One pass of both measures with vde (`sup`, or a supervisor of its own at `log_level`, its
-    log kept as supervisor-NAME.log), the floor and bridge, and the calls the logs show."""
+    log kept as supervisor-NAME.log), the floor and (unless not `bridge`) bridge; and, when the
+    supervisor logged at debug, the calls and steps its log shows."""
     own = sup is None
     lock = real_socket_lock() if own else contextlib.nullcontext()
     out: dict = {}
@@ -315,16 +323,20 @@ def _measure(bin_dir: str, rounds: int, cleanup: Cleanup, results_dir: str, floo
         out["log_level"] = sup.log_level
         try:
             marks = [(os.path.getsize(sup.log_path), floor.log_size())]
-            log(f"control plane: docker network create + rm, {rounds} rounds (vde at {sup.log_level}, floor, bridge)")
-            out["network_create_rm"] = docker_network_cycles(rounds, cleanup, floor=True)
+            log(f"control plane: docker network create + rm, {rounds} rounds (vde at {sup.log_level}, floor"
+                f"{', bridge' if bridge else ''})")
+            out["network_create_rm"] = docker_network_cycles(rounds, cleanup, floor=True, bridge=bridge)
             marks.append((os.path.getsize(sup.log_path), floor.log_size()))
-            log(f"control plane: docker run --rm ... true, {rounds} rounds (vde at {sup.log_level}, floor, bridge)")
-            out["docker_run"] = docker_run_cycles(rounds, cleanup, floor=True)
+            log(f"control plane: docker run --rm ... true, {rounds} rounds (vde at {sup.log_level}, floor"
+                f"{', bridge' if bridge else ''})")
+            out["docker_run"] = docker_run_cycles(rounds, cleanup, floor=True, bridge=bridge)
             marks.append((os.path.getsize(sup.log_path), floor.log_size()))
         finally:
             if own:
                 sup.stop()
                 sup.remove_workdir(keep_log_to=os.path.join(results_dir, f"supervisor-{name}.log"))
+    if out["log_level"] != "debug":
+        return out
     log_path = os.path.join(results_dir, f"supervisor-{name}.log") if own else sup.log_path
     calls = {}
     for phase, ops, (a, b) in (("network_create_rm", ["network create", "network rm"], (0, 1)),

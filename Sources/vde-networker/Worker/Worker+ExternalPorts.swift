@@ -11,12 +11,16 @@ import Shared
 /// and still knows, when the switch dies and can no longer be asked, which clients were on it.
 extension Worker {
     /// The pids of this worker's plugs and uplink, running or installed on the current switch
-    /// and since exited, and its own (the probe that confirms that a new switch gives ports
-    /// holds one while it waits, seen in a status under load): ports with one of them are not
-    /// external.
+    /// and since exited, and its own (``processID``): ports with one of them are not external.
     var plugPIDs: Set<Int32> {
-        externalPorts.ownPIDs.union(runningChildPIDs).union([getpid()])
+        externalPorts.ownPIDs.union(runningChildPIDs).union([processID])
     }
+
+    /// The pid the switch shows for the worker's own connections: the probe that confirms that
+    /// a new switch gives ports holds one while it waits (seen in a status under load). Such a
+    /// port is neither external nor an "other" port. Read each time, not kept: a forked worker's
+    /// is not the fork server's.
+    var processID: Int32 { getpid() }
 
     /// The pids the switch shows for the plugs and the uplink that run now.
     private var runningChildPIDs: Set<Int32> {

@@ -409,11 +409,10 @@ actor Worker {
             return endpoint.status(counters: counters)
         }
         let captures = await captureStatuses()
-        // A port of the worker's own pid is its probe's (see ``plugPIDs``).
-        let worker = getpid()
+        let own = processID
         return WorkerStatus(
             switch: status, endpoints: statuses,
-            otherPorts: ports?.filter { !ours.contains($0.port) && $0.peerPID != worker },
+            otherPorts: ports?.filter { !ours.contains($0.port) && $0.peerPID != own },
             externalPorts: externalPortsForStatus(entries: entries, macs: macs),
             lostExternalPorts: lostExternalPortsForStatus, captures: captures, uplink: uplinkStatus)
     }

@@ -126,8 +126,8 @@ private final class Flags: Sendable {
     }
 }
 
-/// 50 tasks that prefer `executor` sleep 1 ms each: all run, and each sleep waited in the
-/// executor's timers (Task.sleep asked it, not Dispatch, to wake the task).
+/// 50 tasks that prefer `executor` sleep 1 ms each: all run, and each sleep asked the executor,
+/// not Dispatch, to wake the task (a deadline already passed when it asked counts too).
 private func fiftySleepsRunAndWaitInItsTimers(_ executor: QuietExecutor) async {
     let done = Flags()
     await withTaskGroup(of: Void.self) { group in

@@ -261,12 +261,15 @@ extension StringProtocol {
 }
 
 /// Talks to a switch's management socket (`vde_switch -M`), or a wirefilter's (`wirefilter -M`,
-/// `console: .wirefilter`): one connection per exchange, non-blocking I/O with a deadline, so
-/// a hung switch costs at most `timeout`.
+/// `console: .wirefilter`), with non-blocking I/O and a deadline, so that a hung switch costs at
+/// most `timeout`: on the worker's kept connection to its switch (``session``, see
+/// ``ManagementSession`` for why), or on a connection of its own per exchange (`session` nil).
 struct ManagementClient: Sendable {
     var socketPath: String
     var timeout: Duration = .seconds(1)
     var console: ManagementConsole = .switch
+    /// The kept connection to use; nil: one connection per exchange.
+    var session: ManagementSession? = nil
 
     func run(_ command: String) async throws(ManagementError) -> ManagementReply {
         guard let reply = try await run([command]).first else {
@@ -281,8 +284,10 @@ struct ManagementClient: Sendable {
         let path = socketPath
         let limit = timeout
         let console = console
+        let session = session
         let result = await Blocking.run {
-            ManagementClient.exchange(path: path, commands: commands, timeout: limit, console: console)
+            if let session { return session.exchange(commands: commands, timeout: limit) }
+            return ManagementClient.exchange(path: path, commands: commands, timeout: limit, console: console)
         }
         return try result.get()
     }
@@ -333,35 +338,70 @@ struct ManagementClient: Sendable {
         return PortReport.numberOfPorts(showInfo: reply.data).map { $0 - 1 }
     }
 
-    /// Connects, sends each command and reads until its complete reply; all within `timeout`.
+    /// Connects, sends each command and reads until its complete reply, then closes; all within
+    /// `timeout`.
     static func exchange(path: String, commands: [String], timeout: Duration, console: ManagementConsole = .switch)
         -> Result<[ManagementReply], ManagementError>
     {
         let deadline = ContinuousClock.now + timeout
-        func failure(_ reason: String) -> Result<[ManagementReply], ManagementError> {
-            .failure(ManagementError(socketPath: path, reason: reason, console: console))
-        }
         let socket: UnixSocket
-        do {
-            socket = try UnixSocket.connect(to: path, deadline: deadline)
-        } catch {
-            switch error.errno {
-            case ENAMETOOLONG: return failure("path is too long for a unix socket")
-            case ETIMEDOUT: return failure("does not accept connections (no reply within \(timeout.milliseconds) ms)")
-            default:
-                return failure(
-                    error.call == "socket"
-                        ? "cannot be used: socket: \(error.text)" : "does not answer (connect: \(error.text))")
-            }
+        switch connect(path: path, deadline: deadline, timeout: timeout, console: console) {
+        case .success(let connected): socket = connected
+        case .failure(let error): return .failure(error)
         }
         defer { socket.close() }
+        return converse(on: socket, commands: commands, deadline: deadline, timeout: timeout, console: console)
+            .mapError(\.error)
+    }
+
+    /// A connection to the console at `path`, made before `deadline`.
+    static func connect(path: String, deadline: ContinuousClock.Instant, timeout: Duration, console: ManagementConsole)
+        -> Result<UnixSocket, ManagementError>
+    {
+        do {
+            return .success(try UnixSocket.connect(to: path, deadline: deadline))
+        } catch {
+            let reason: String
+            switch error.errno {
+            case ENAMETOOLONG: reason = "path is too long for a unix socket"
+            case ETIMEDOUT: reason = "does not accept connections (no reply within \(timeout.milliseconds) ms)"
+            default:
+                reason =
+                    error.call == "socket"
+                    ? "cannot be used: socket: \(error.text)" : "does not answer (connect: \(error.text))"
+            }
+            return .failure(ManagementError(socketPath: path, reason: reason, console: console))
+        }
+    }
+
+    /// Why a conversation failed, and whether the connection was found closed before any of
+    /// the reply came (a kept connection whose switch closed it or went: worth one more try on a
+    /// new connection).
+    struct ConversationFailure: Error {
+        var error: ManagementError
+        var connectionLost: Bool
+    }
+
+    /// Sends each command on `socket` and reads until its complete reply, then the prompt that
+    /// follows, all before `deadline`. The connection stays open.
+    static func converse(
+        on socket: UnixSocket, commands: [String], deadline: ContinuousClock.Instant, timeout: Duration,
+        console: ManagementConsole
+    ) -> Result<[ManagementReply], ConversationFailure> {
+        let path = socket.path
+        func failure(_ reason: String, lost: Bool = false) -> Result<[ManagementReply], ConversationFailure> {
+            .failure(
+                ConversationFailure(
+                    error: ManagementError(socketPath: path, reason: reason, console: console), connectionLost: lost))
+        }
         var replies: [ManagementReply] = []
         var received: [UInt8] = []
         for command in commands {
             do {
                 try socket.send(Array((command + "\n").utf8), deadline: deadline)
             } catch {
-                return failure("did not take the command '\(command)' (\(error.text))")
+                let lost = error.errno == EPIPE || error.errno == ECONNRESET
+                return failure("did not take the command '\(command)' (\(error.text))", lost: lost)
             }
             do {
                 // Each reply is read from after the previous one: its status line ends it.
@@ -372,12 +412,14 @@ struct ManagementClient: Sendable {
                 switch error.errno {
                 case ETIMEDOUT: return failure("did not reply to '\(command)' within \(timeout.milliseconds) ms")
                 case EMSGSIZE: return failure("sent more than 4 MiB without finishing its reply")
+                case ECONNRESET: return failure("failed: recv: \(error.text)", lost: replies.isEmpty)
                 default: return failure("failed: recv: \(error.text)")
                 }
             }
             guard let reply = ManagementReply.parse(String(decoding: received, as: UTF8.self), prompt: console.prompt)
             else {
-                return failure("closed the connection before replying to '\(command)'")
+                return failure(
+                    "closed the connection before replying to '\(command)'", lost: replies.isEmpty && received.isEmpty)
             }
             replies.append(reply)
             if command != commands.last {
@@ -391,9 +433,10 @@ struct ManagementClient: Sendable {
         return .success(replies)
     }
 
-    /// Reads the prompt that follows a reply (briefly), so that closing the socket is an
-    /// orderly end: closing with unread data resets the connection and the switch logs
-    /// "Reading from mgmt Connection reset by peer". True once the prompt was seen.
+    /// Reads the prompt that follows a reply (briefly), so that a kept connection's next
+    /// exchange starts clean and closing the socket is an orderly end: closing with unread data
+    /// resets the connection and the switch logs "Reading from mgmt Connection reset by peer".
+    /// True once the prompt was seen.
     @discardableResult
     private static func drainPrompt(_ socket: UnixSocket, received: [UInt8], prompt: String) -> Bool {
         var seen = String(decoding: received.suffix(64), as: UTF8.self)

@@ -120,7 +120,7 @@ final class SwitchProcess: Sendable {
     /// must not name a running switch (the worker has adopted or stopped it); a stale one is
     /// removed first. On return the file holds the daemon's bare pid (``Worker/adopt(_:)`` rewrites it).
     static func start(
-        files: SwitchFiles, executables: Executables, logger: Logger,
+        files: SwitchFiles, executables: Executables, management: (any SwitchManagement)? = nil, logger: Logger,
         readyTimeout: Duration = .seconds(5)
     ) async throws(SwitchError) -> SwitchProcess {
         let spec = files.spec
@@ -169,32 +169,57 @@ final class SwitchProcess: Sendable {
                 "pid": "\(process.pid)", "ctl": "\(spec.paths.ctlDir)",
                 "ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
-        Task { await switchProcess.confirmAnswering(until: deadline, logger: logger) }
+        Task { await switchProcess.confirmAnswering(until: deadline, management: management, logger: logger) }
         return switchProcess
     }
 
-    /// Probes the switch just started until it gives a port, in the background: ``start(files:executables:logger:readyTimeout:)``
-    /// returns once the daemon runs, since its sockets listen from before its fork (a launcher
-    /// that exits 0 has bound them; vde_switch 2.3.2 exits 255 before its fork when it cannot),
-    /// so a client that connects meanwhile waits in the listen backlog, not in vain. Waiting for
-    /// this probe took 0.7 ms of CreateNetwork's 8 (median of 40, over the plugin socket). A
-    /// switch that never answers by `deadline` is killed, and the worker restarts it as one that
-    /// died ("no port yet" from a switch just started is not "full": seen under load, a probe
-    /// timed out 1 s after the launcher's exit, so it is asked again until then).
-    func confirmAnswering(until deadline: ContinuousClock.Instant, logger: Logger) async {
-        var result: ProbeResult
-        repeat {
-            result = await SwitchProbe.waitUntilAnswering(
-                ctlDir: spec.paths.ctlDir, timeout: max(deadline - ContinuousClock.now, .milliseconds(50))
-            ) { [process] in process.hasExited }
-        } while result == .noReply && !process.hasExited && ContinuousClock.now < deadline
-        guard !process.hasExited else { return }
-        if result == .answers {
-            logger.debug("switch answers", metadata: ["pid": "\(pid)"])
-            return
+    /// Confirms in the background that the switch just started serves its clients:
+    /// ``start(files:executables:management:logger:readyTimeout:)`` returns once the daemon runs,
+    /// since its sockets listen from before its fork (a launcher that exits 0 has bound them;
+    /// vde_switch 2.3.2 exits 255 before its fork when it cannot), so a client that connects
+    /// meanwhile waits in the listen backlog, not in vain. A switch that never answers by
+    /// `deadline` is killed, and the worker restarts it as one that died ("no port yet" from a
+    /// switch just started is not "full": seen under load, a probe timed out 1 s after the
+    /// launcher's exit, so it is asked again until then).
+    ///
+    /// With a management socket (every switch the plugin starts has one) the question goes to it,
+    /// on the worker's kept connection: a reply comes from the same loop that serves the ctl
+    /// socket. A libvdeplug probe took a port, and a port taken while the worker's other
+    /// exchanges with the switch come and go can stay taken for good (``ManagementSession``).
+    func confirmAnswering(
+        until deadline: ContinuousClock.Instant, management: (any SwitchManagement)?, logger: Logger
+    ) async {
+        let outcome: String
+        if let management {
+            var lastError: ManagementError?
+            while !process.hasExited {
+                do {
+                    _ = try await management.usablePorts()
+                    logger.debug("switch answers its management socket", metadata: ["pid": "\(pid)"])
+                    return
+                } catch {
+                    lastError = error
+                }
+                if ContinuousClock.now >= deadline { break }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            outcome = lastError.map { "\($0)" } ?? "no reply"
+        } else {
+            var result: ProbeResult
+            repeat {
+                result = await SwitchProbe.waitUntilAnswering(
+                    ctlDir: spec.paths.ctlDir, timeout: max(deadline - ContinuousClock.now, .milliseconds(50))
+                ) { [process] in process.hasExited }
+            } while result == .noReply && !process.hasExited && ContinuousClock.now < deadline
+            if result == .answers {
+                logger.debug("switch answers", metadata: ["pid": "\(pid)"])
+                return
+            }
+            outcome = "\(result)"
         }
+        guard !process.hasExited else { return }
         logger.error(
-            "vde_switch at \(spec.paths.ctlDir) started but gave no port before its deadline (\(result)); killing it to start it again",
+            "vde_switch at \(spec.paths.ctlDir) started but did not answer before its deadline (\(outcome)); killing it to start it again",
             metadata: ["pid": "\(pid)"])
         process.send(SIGKILL)
     }

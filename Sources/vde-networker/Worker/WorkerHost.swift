@@ -38,12 +38,15 @@ struct WorkerHost: Sendable {
     /// The real thing: vde_switch, vde_plug2tap, taps by ioctl and `ip`, nsenter.
     static func system(executables: Executables, logger: Logger) -> WorkerHost {
         let runner = CommandRunner(logger: logger)
+        let sessions = ManagementSessions()
         return WorkerHost(
-            switches: SystemSwitchLauncher(executables: executables),
+            switches: SystemSwitchLauncher(executables: executables, sessions: sessions),
             plugs: SystemPlugLauncher(executables: executables),
             uplinks: SystemUplinkLauncher(executables: executables),
             taps: Taps(ip: executables.ip, runner: runner),
-            management: { path, timeout in ManagementClient(socketPath: path, timeout: timeout) },
+            management: { path, timeout in
+                ManagementClient(socketPath: path, timeout: timeout, session: sessions.session(for: path))
+            },
             sandboxFile: SandboxFile.inspect,
             namespaceLinks: { key in
                 try await NetworkNamespace(path: key.rawValue).links(runner: runner, executables: executables)
@@ -109,13 +112,20 @@ protocol SwitchManagement: Sendable {
 
 struct SystemSwitchLauncher: SwitchLauncher {
     var executables: Executables
+    /// The worker's kept management connections, which also confirm that a switch just
+    /// started answers (``SwitchProcess/confirmAnswering(until:management:logger:)``).
+    var sessions: ManagementSessions
 
     func probe(ctlDir: String, timeout: Duration) async -> ProbeResult {
         await SwitchProbe.probe(ctlDir: ctlDir, timeout: timeout)
     }
 
     func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch {
-        try await SwitchProcess.start(files: files, executables: executables, logger: logger)
+        let management = files.spec.paths.managementSocket.map {
+            ManagementClient(socketPath: $0, timeout: .seconds(1), session: sessions.session(for: $0))
+        }
+        return try await SwitchProcess.start(
+            files: files, executables: executables, management: management, logger: logger)
     }
 
     func adoptLeftover(files: SwitchFiles, logger: Logger) async -> (any RunningSwitch)? {

@@ -449,9 +449,49 @@ struct RecoveryLab: Sendable {
                 return last.isEmpty
             }
         } catch {
+            let evidence = last.contains { $0.contains("data sockets for ports") } ? await heldPortEvidence() : ""
             throw AcceptanceFailure(
                 "\(what): still inconsistent after \(deadline):\n  - " + last.joined(separator: "\n  - ")
-                    + "\n--- supervisor log ---\n\(host.logTail(8000))")
+                    + evidence + "\n--- supervisor log ---\n\(host.logTail(8000))")
         }
+    }
+
+    /// Who holds a port that no endpoint has: each switch's own port list (port/print on its management
+    /// socket), the unix sockets of the VDE processes with their peers (`ss -xp`), and where
+    /// every thread of each worker waits (its system call, and a backtrace where gdb is
+    /// installed). For the failure report only.
+    private func heldPortEvidence() async -> String {
+        var text = ""
+        let table = RecoveryProcess.all()
+        for network in networks {
+            if let management = network.paths.managementSocket {
+                let ports = try? await Command.run(
+                    ["socat", "-t", "1", "-", "UNIX-CONNECT:" + management], timeout: .seconds(5),
+                    stdin: "port/print\n")
+                text += "\n--- \(network.name): port/print ---\n\(ports?.stdout.prefix(6000) ?? "(no answer)")"
+            }
+            for worker in running(network, in: table).workers {
+                text += "\n--- \(network.name): worker \(worker) threads ---"
+                let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(worker)/task")) ?? []
+                for task in tasks.sorted() {
+                    let read = { (file: String) in
+                        TempDir.readText("/proc/\(worker)/task/\(task)/\(file)")?.trimmingWhitespace ?? "?"
+                    }
+                    text += "\n  \(task) \(read("comm")): syscall \(read("syscall")), wchan \(read("wchan"))"
+                }
+                if let trace = try? await Command.run(
+                    ["gdb", "-p", "\(worker)", "-batch", "-ex", "thread apply all bt"], timeout: .seconds(30))
+                {
+                    text += "\n\(trace.stdout.suffix(8000))"
+                }
+            }
+        }
+        if let sockets = try? await Command.run(["ss", "-xpn"], timeout: .seconds(10)) {
+            let lines = sockets.stdout.split(separator: "\n").filter { line in
+                line.contains("vde") || networks.contains { line.contains($0.paths.networkDir) }
+            }
+            text += "\n--- ss -xpn (VDE) ---\n" + lines.prefix(200).joined(separator: "\n")
+        }
+        return text
     }
 }

@@ -200,11 +200,11 @@ extension Worker {
 
     /// Makes sure the switch let go of the port of an exited plug.
     ///
-    /// vde_switch 2.3.2 does not always notice that a plug exited: with a management connection
-    /// per exchange, in roughly one case out of four, the port stayed `ACTIVE` with the dead
-    /// plug's endpoint for good (seconds later still), so the next client found the switch full.
-    /// The cause, a descriptor the switch drops while a client connects, was mostly ours and is
-    /// gone (``ManagementSession``); other clients that leave meanwhile can still cause it. The
+    /// vde_switch 2.3.2 does not always notice that a plug exited: here, in roughly one case out of
+    /// four, the port stayed `ACTIVE` with the dead plug's endpoint for good (seconds later still),
+    /// so the next client found the switch full. A descriptor the switch drops while the plug
+    /// connects causes that (``ManagementSession``, which took the worker's own such drops away);
+    /// another client that leaves meanwhile still can. The
     /// worker waits `grace` for the switch to free the port, then drops the endpoint itself with
     /// `port/epclose PORT ID`. When the switch does notice, it frees the port within a few
     /// milliseconds of the exit; the grace only has to cover that, and it is paid by every Leave

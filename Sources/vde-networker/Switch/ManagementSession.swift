@@ -22,9 +22,8 @@ import Synchronization
 /// (ManagementSessionTests): 20 clients, each connecting while queries run, waiting for two of
 /// them, then asking for a port and leaving: with a connection per query 16, 16 and 20 of them
 /// kept their ports (three runs); with kept connections, none. In CI it showed as a port held by
-/// the worker's probe for good (RecoveryTests failed so in two `.ci/run`s), and it is why
-/// ``Worker/releasePort(of:grace:)`` found an exited plug's port kept "in roughly one case out
-/// of four".
+/// the worker's probe for good (RecoveryTests failed so in two `.ci/run`s). The same drop fits
+/// the exited plugs' ports that ``Worker/releasePort(of:grace:)`` was written for.
 ///
 /// A failed exchange closes its connection (the next reply could no longer be told from the rest
 /// of this one); a kept connection the switch closed (it exited or restarted) is replaced once

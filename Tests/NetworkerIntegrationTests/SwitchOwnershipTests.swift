@@ -394,7 +394,8 @@ extension WorkerProcessTests {
 /// and confirms in the background that it gives ports.
 @Suite(.timeLimit(.minutes(1))) struct SwitchStartTests {
     /// A stand-in for vde_switch that does what vde_switch -d does before it serves (binds and
-    /// listens on `CTL/ctl`, forks, the daemon writes its pid file) and then never answers:
+    /// listens on `CTL/ctl` and on its `-M` socket, forks, the daemon writes its pid file) and
+    /// then never answers:
     /// `exec -a` keeps its own path as argv[0], so that it shows as vde_switch with `-s CTL`.
     static let silentSwitch = """
         #!/bin/bash
@@ -406,6 +407,10 @@ extension WorkerProcessTests {
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(ctl + "/ctl")
         listener.listen(8)
+        if "-M" in args:
+            management = socket.socket(socket.AF_UNIX)
+            management.bind(args[args.index("-M") + 1])
+            management.listen(8)
         if os.fork() == 0:
             os.setsid()
             null = os.open("/dev/null", os.O_RDWR)
@@ -420,9 +425,11 @@ extension WorkerProcessTests {
 
         """
 
-    /// Start does not wait for the probe; a switch that gives no port by the deadline is killed
-    /// (the worker then starts it again, as one that died).
-    @Test func aStartedSwitchThatNeverGivesAPortIsKilledAtItsDeadline() async throws {
+    /// Start does not wait for the switch to answer; a switch that does not by the deadline is
+    /// killed (the worker then starts it again, as one that died): asked through its management
+    /// socket, as the worker asks it, or without one by a libvdeplug probe.
+    @Test(arguments: [true, false])
+    func aStartedSwitchThatNeverAnswersIsKilledAtItsDeadline(throughManagement: Bool) async throws {
         let scratch = Scratch()
         defer { scratch.cleanUp() }
         let program = scratch.directory + "/vde_switch"
@@ -434,8 +441,9 @@ extension WorkerProcessTests {
         let networkID = try NetworkID(scratch.id + String(repeating: "0", count: 64 - scratch.id.count))
         var executables = Executables.resolve()
         executables.vdeSwitch = program
+        let management = throughManagement ? ManagementClient(socketPath: networkDir + "/mgmt") : nil
         let started = try await SwitchProcess.start(
-            files: SwitchFiles(spec: spec, networkID: networkID), executables: executables,
+            files: SwitchFiles(spec: spec, networkID: networkID), executables: executables, management: management,
             logger: Logger(label: "test"), readyTimeout: .seconds(3))
         defer { kill(started.pid, SIGKILL) }
         #expect(SwitchPIDFile.isSwitch(started.process.identity, ctlDir: spec.paths.ctlDir))

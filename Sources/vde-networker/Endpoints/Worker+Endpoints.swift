@@ -204,11 +204,10 @@ extension Worker {
     /// four, the port stayed `ACTIVE` with the dead plug's endpoint for good (seconds later still),
     /// so the next client found the switch full. A descriptor the switch drops while the plug
     /// connects causes that (``ManagementSession``, which took the worker's own such drops away);
-    /// another client that leaves meanwhile still can. The
-    /// worker waits `grace` for the switch to free the port, then drops the endpoint itself with
-    /// `port/epclose PORT ID`. When the switch does notice, it frees the port within a few
-    /// milliseconds of the exit; the grace only has to cover that, and it is paid by every Leave
-    /// that hits the bug (Docker waits for Leave).
+    /// another client that leaves meanwhile still can. The worker waits `grace` for the switch to
+    /// free the port, then drops the endpoint itself with `port/epclose PORT ID`. When the switch
+    /// does notice, it frees the port within a few milliseconds of the exit; the grace only has
+    /// to cover that, and it is paid by every Leave that hits the bug (Docker waits for Leave).
     func releasePort(of pid: Int32, grace: Duration = .milliseconds(40)) async {
         guard switchState == .running, let management = managementClient(timeout: .milliseconds(500)) else { return }
         let deadline = ContinuousClock.now + grace

@@ -21,6 +21,13 @@ extension Acceptance {
             return argv
         }
 
+        /// Where each thread of `pid` sleeps in the kernel (`/proc/PID/task/TID/wchan`).
+        static func threadWaits(_ pid: Int32) -> [String] {
+            (FileSystem.listDirectory("/proc/\(pid)/task") ?? []).compactMap { tid in
+                (try? FileSystem.read("/proc/\(pid)/task/\(tid)/wchan")).map { String(decoding: $0, as: UTF8.self) }
+            }
+        }
+
         @Test func workersAreForkedAsTheSupervisorsChildrenWithTheirOwnCommandLine() async throws {
             try await Acceptance.Recovery.withLab { lab in
                 let root = lab.host.supervisorPID
@@ -93,6 +100,12 @@ extension Acceptance {
                 let spare = try #require(spares().first)
                 #expect(spare.parent == root, "the spare is the supervisor's child: \(spare)")
                 #expect(getpgid(spare.pid) == spare.pid, "the spare leads a process group of its own")
+                // It has started what every worker starts first (its runtime, its programs'
+                // paths) and waits for its network in its descriptor watcher: a thread of it
+                // sleeps in epoll, not in a read of its socket.
+                try await Poll.until("the spare waits in its descriptor watcher", deadline: .seconds(10)) {
+                    Self.threadWaits(spare.pid).contains { $0.contains("epoll") || $0 == "ep_poll" }
+                }
                 let second = try await create(2)
                 let secondWorker = try #require(worker(of: second))
                 #expect(secondWorker.pid == spare.pid, "the spare became the worker: \(secondWorker)")

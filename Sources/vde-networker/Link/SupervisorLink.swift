@@ -11,10 +11,11 @@ import Synchronization
 ///
 /// The first link is the worker's stdin and stdout (pipes from the supervisor that spawned it);
 /// later ones are connections accepted on the worker's socket (``LinkServer``), one socket both
-/// ways. The output carries nothing but protocol lines (logs go to stderr). All lines go
-/// through one writer task, in order, so they never interleave; the output is non-blocking and
-/// a supervisor that stops reading holds only that task, waiting in the ``DescriptorWatcher``.
-/// (A thread of its own for these writes cost every worker about 20 kB: docs/benchmarks.md,
+/// ways. The output carries nothing but protocol lines (logs go to stderr). Lines leave in the
+/// order they were sent and never interleave: a line is written by its sender when nothing
+/// waits before it and the output takes it whole; otherwise it (or its rest) goes to one
+/// writer task, which waits in the ``DescriptorWatcher`` while a supervisor does not read. (A
+/// thread of its own for these writes cost every worker about 20 kB: docs/benchmarks.md,
 /// "The fork server".)
 final class SupervisorLink: Sendable {
     enum Output: Sendable {
@@ -40,6 +41,22 @@ final class SupervisorLink: Sendable {
     private let outbox: AsyncStream<Item>.Continuation
     private let logger: Logger
     private let closed = OnceFlag()
+    /// Shared by senders and the writer task.
+    private let state = SharedState()
+
+    private final class SharedState: Sendable {
+        let mutex = Mutex(WriteState())
+        func withLock<R>(_ body: (inout WriteState) -> R) -> R { mutex.withLock { body(&$0) } }
+    }
+
+    private struct WriteState {
+        /// Lines given to the writer task and not yet written (or dropped) by it.
+        var queued = 0
+        /// A write failed (the supervisor is gone) or the link was closed: lines are dropped.
+        var broken = false
+        /// ``close()`` was called: lines sent from then on are dropped.
+        var closing = false
+    }
 
     init(output: Output = .pipe(STDOUT_FILENO), logger: Logger) {
         self.output = output
@@ -47,17 +64,20 @@ final class SupervisorLink: Sendable {
         if case .pipe(let fd) = output { _ = clinux_set_nonblocking(fd) }
         let (items, outbox) = AsyncStream<Item>.makeStream()
         self.outbox = outbox
-        Task { await Self.write(items, to: output, logger: logger) }
+        let state = self.state
+        Task { await Self.write(items, to: output, state: state, logger: logger) }
     }
 
     /// The writer: one line at a time; after a write error (SIGPIPE is ignored and sockets are
     /// non-blocking, so a gone supervisor shows up as EPIPE) the rest are dropped.
-    private static func write(_ items: AsyncStream<Item>, to output: Output, logger: Logger) async {
-        var broken = false
+    private static func write(
+        _ items: AsyncStream<Item>, to output: Output, state: SharedState, logger: Logger
+    ) async {
         for await item in items {
             switch item {
             case .line(let bytes):
-                guard !broken else { continue }
+                defer { state.withLock { $0.queued -= 1 } }
+                guard !state.withLock({ $0.broken }) else { continue }
                 do throws(SystemCallError) {
                     switch output {
                     case .pipe(let fd): try await DescriptorWatcher.writeAll(bytes, to: fd)
@@ -87,13 +107,20 @@ final class SupervisorLink: Sendable {
                     }
                 } catch {
                     logger.warning("cannot write to the supervisor (\(error.text)); dropping further messages")
-                    broken = true
+                    state.withLock { $0.broken = true }
                 }
             case .flushed(let done): done()
             case .close:
-                broken = true
+                state.withLock { $0.broken = true }
                 if case .socket(let socket) = output { socket.close() }
             }
+        }
+    }
+
+    private var descriptor: Int32 {
+        switch output {
+        case .pipe(let fd): fd
+        case .socket(let socket): socket.fd
         }
     }
 
@@ -111,7 +138,12 @@ final class SupervisorLink: Sendable {
         }
     }
 
-    /// Queues one message; lines leave in the order `send` was called.
+    /// Sends one message; lines leave in the order `send` was called.
+    ///
+    /// Written here, at once, when no line waits for the writer task and the output takes it
+    /// whole. Through the task, a reply waited for every job queued before it on the worker's one
+    /// thread: the `start` reply 0.35 ms (median of 21) behind the threads that the new switch's
+    /// probe and port watch start.
     func send(_ message: WorkerMessage) {
         let line: [UInt8]
         do {
@@ -120,15 +152,39 @@ final class SupervisorLink: Sendable {
             logger.error("cannot encode a message for the supervisor: \(error)")
             return
         }
-        outbox.yield(.line(line))
+        let fd = descriptor
+        let failure: SystemCallError? = state.withLock { state in
+            guard !state.broken, !state.closing else { return nil }
+            var rest = line[...]
+            if state.queued == 0 {
+                do throws(SystemCallError) {
+                    let sent = try DescriptorWatcher.writeWithoutWaiting(rest, to: fd)
+                    guard sent < rest.count else { return nil }
+                    rest = rest[(rest.startIndex + sent)...]
+                } catch {
+                    state.broken = true
+                    return error
+                }
+            }
+            // Under the lock: a later sender finds `queued` above 0 and queues behind it.
+            state.queued += 1
+            if case .terminated = outbox.yield(.line(Array(rest))) { state.queued -= 1 }
+            return nil
+        }
+        if let failure {
+            logger.warning("cannot write to the supervisor (\(failure.text)); dropping further messages")
+        }
     }
 
     /// Drops further messages and, for a socket, closes it once the messages queued so far are
     /// written. Idempotent.
     func close() {
         guard closed.claim() else { return }
-        outbox.yield(.close)
-        outbox.finish()
+        state.withLock { state in
+            state.closing = true
+            outbox.yield(.close)
+            outbox.finish()
+        }
     }
 
     /// Returns once every message queued so far has been written, or after `timeout` (a

@@ -37,6 +37,14 @@ struct Executables: Sendable {
             capturePlugin: locateCapturePlugin())
     }
 
+    /// These paths, or a new lookup when a required program was not found: a spare resolves
+    /// them before it has a network (``NetworkerMain``), and a program installed since then is
+    /// found when the network comes.
+    func refreshedIfIncomplete(environmentPath: String? = Executables.currentPath()) -> Executables {
+        let required = [vdeSwitch, vdePlug2tap, ip, nsenter, vdePlug, wirefilter]
+        return required.allSatisfy { $0.hasPrefix("/") } ? self : .resolve(environmentPath: environmentPath)
+    }
+
     static let capturePluginName = "vde-capture.so"
 
     /// `vde-capture.so` beside the running binary (a build directory: scripts/lib.sh builds it

@@ -34,10 +34,10 @@ enum ForkServer {
 
         /// The worker's arguments; a spare first waits for its network (and exits at the end of
         /// its input: the server is gone).
-        func arguments() -> WorkerArguments {
+        func arguments() async -> WorkerArguments {
             switch self {
             case .worker(let arguments): arguments
-            case .spare(let assignee): assignee.awaitAssignment()
+            case .spare(let assignee): await assignee.assignment()
             }
         }
     }

@@ -16,9 +16,10 @@ extension ForkServer {
     /// A spare is forked exactly as a worker is (``clinux_fork_detached_worker``: the
     /// supervisor's child, a process group of its own), with its end of a seqpacket socket pair
     /// as stdin and stdout, and shows `vde-networker --fork-spare ...` until it has a network.
-    /// It waits on a fresh thread (as a forked worker runs on one: see ``NetworkerMain``) for one
-    /// message, the request itself: a network ID with the link's two descriptors, which become
-    /// its stdin and stdout. At the end of its input (the server exited or was killed) it exits.
+    /// It runs on a fresh thread (as a forked worker does: see ``NetworkerMain``), starts what
+    /// every worker starts first, and waits there, in its descriptor watcher, for one message,
+    /// the request itself: a network ID with the link's two descriptors, which become its stdin
+    /// and stdout. At the end of its input (the server exited or was killed) it exits.
     struct Spare {
         let pid: Int32
         /// Handed to the supervisor with the reply, as a forked worker's pidfd is.
@@ -39,9 +40,17 @@ extension ForkServer {
             let logLevel: Logger.Level
             let runDir: String
 
-            /// Waits for the network on stdin and makes the link's descriptors stdin and stdout.
+            /// Waits for the network on stdin, in the process's descriptor watcher (the spare's
+            /// one thread serves it, its runtime already running), then takes it.
+            func assignment() async -> WorkerArguments {
+                // Should no watch be possible, the receive below waits on this thread instead.
+                _ = await DescriptorWatcher.shared?.wait(for: .readable, on: STDIN_FILENO)
+                return take()
+            }
+
+            /// Receives the network on stdin and makes the link's descriptors stdin and stdout.
             /// Exits at the end of input (the server is gone before it had a network for it).
-            func awaitAssignment() -> WorkerArguments {
+            private func take() -> WorkerArguments {
                 let message: DescriptorMessages.Message?
                 do {
                     message = try DescriptorMessages.receive(on: 0, capacity: ForkServerProtocol.maxRequestBytes)

@@ -22,7 +22,7 @@ enum NetworkerMain {
             switch try WorkerArguments.parse(Array(CommandLine.arguments.dropFirst())) {
             case .serve(let arguments):
                 QuietGlobalExecutor.install()
-                run(arguments, loggingReady: false)
+                run(loggingReady: false) { arguments }
             case .forkServer(let logLevel, let runDir):
                 // Returns only in a forked worker or spare.
                 forked = ForkServer.run(executable: CommandLine.arguments[0], logLevel: logLevel, runDir: runDir)
@@ -47,7 +47,7 @@ enum NetworkerMain {
         // fresh caches: it runs the worker (a spare first waits there for its network), and
         // this one waits for good, never to lock again.
         do {
-            try OSThread.detach { run(forked.arguments(), loggingReady: true) }
+            try OSThread.detach { run(loggingReady: true) { await forked.arguments() } }
         } catch {
             try? FileSystem.writeAll(Array("vde-networker: cannot start its first thread: \(error)\n".utf8), to: 2)
             exit(71)  // EX_OSERR
@@ -57,17 +57,27 @@ enum NetworkerMain {
 
     /// Runs the worker on the calling thread, which serves the descriptor watcher and runs every
     /// job between its waits: the worker has no executor thread.
-    private static func run(_ arguments: WorkerArguments, loggingReady: Bool) -> Never {
+    ///
+    /// What does not depend on the network comes before `arguments`, which a spare awaits (its
+    /// assignment, ``ForkServer/Spare/Assignee/assignment()``): the runtime (the watcher's
+    /// epoll instance and eventfd, the hosted executor, their first page faults) and the
+    /// programs' paths. From the assignment to the worker's first log line this took 1.1 ms,
+    /// now 0.3 (CreateNetwork over the plugin socket 8.4 → 7.7 ms, 40 rounds A B; per network
+    /// 2 kB more at 100 × 2, the spare's pages written ahead: docs/benchmarks.md). Coding a
+    /// `start` and its reply ahead as well saved nothing more and cost 10 kB per network.
+    private static func run(loggingReady: Bool, _ arguments: @escaping @Sendable () async -> WorkerArguments) -> Never {
         DescriptorWatcher.serveOnCallingThread(hosting: QuietGlobalExecutor.hostedByWatcher()) {
             QuietGlobalExecutor.start {
-                await serve(arguments, loggingReady: loggingReady)
+                let prepared = Executables.resolve()
+                let arguments = await arguments()
+                await serve(arguments, loggingReady: loggingReady, executables: prepared.refreshedIfIncomplete())
                 exit(0)
             }
         }
     }
 
     /// `loggingReady`: the fork server bootstrapped logging before it forked this worker.
-    static func serve(_ arguments: WorkerArguments, loggingReady: Bool = false) async {
+    static func serve(_ arguments: WorkerArguments, loggingReady: Bool = false, executables: Executables) async {
         let networkID = arguments.networkID
         SignalHandling.ignoreBrokenPipe()
         let signals = SignalHandling.terminationRequests()
@@ -75,7 +85,7 @@ enum NetworkerMain {
         let logger = Logger(label: LogSetup.label(networkID: networkID))
         let current = CurrentLink()
         let worker = Worker(
-            networkID: networkID, executables: .resolve(), logger: logger,
+            networkID: networkID, executables: executables, logger: logger,
             emit: { current.send(.event($0)) })
         logger.info("worker started", metadata: ["pid": "\(getpid())"])
 

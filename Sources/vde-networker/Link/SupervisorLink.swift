@@ -143,7 +143,7 @@ final class SupervisorLink: Sendable {
     /// Written here, at once, when no line waits for the writer task and the output takes it
     /// whole. Through the task, a reply waited for every job queued before it on the worker's one
     /// thread: the `start` reply 0.35 ms (median of 21) behind the threads that the new switch's
-    /// probe and port watch start.
+    /// check (a probe then, a management exchange now) and port watch start.
     func send(_ message: WorkerMessage) {
         let line: [UInt8]
         do {

@@ -13,10 +13,7 @@ import Testing
 @Suite struct CaptureSetupTests {
     /// A scratch tree `<dir>/bin`, `<dir>/lib/vde-supervisor`.
     func tree() throws -> String {
-        var template = Array("/tmp/vdenw-plugin-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }
-        try #require(made != nil)
-        let directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let directory = try #require(FakeWorkerFixture.makeScratchDirectory("/tmp/vdenw-plugin"))
         try FileSystem.makeDirectories(directory + "/bin")
         try FileSystem.makeDirectories(directory + "/lib/vde-supervisor")
         return directory

@@ -12,10 +12,7 @@ import Testing
 @Suite struct ExecutablesTests {
     /// A scratch directory holding an executable `vde_switch` (a stub, never run).
     func directoryWithSwitch() throws -> String {
-        var template = Array("/tmp/vdenw-path-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }
-        try #require(made != nil)
-        let directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let directory = try #require(FakeWorkerFixture.makeScratchDirectory("/tmp/vdenw-path"))
         try FileSystem.write(Array("#!/bin/sh\n".utf8), to: directory + "/vde_switch", mode: 0o755)
         return directory
     }

@@ -401,10 +401,10 @@ final class FakeWorkerFixture: Sendable {
     init(lab: FakeLab = FakeLab()) {
         self.lab = lab
         let temporary = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
-        var template = Array((temporary + "/vdenw-unit-XXXXXX").utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }
-        precondition(made != nil, "mkdtemp: \(errno)")
-        directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let made = Self.makeScratchDirectory(temporary + "/vdenw-unit") else {
+            preconditionFailure("mkdtemp: \(errno)")
+        }
+        directory = made
         let events = self.events
         var logger = Logger(label: "fake-worker")
         logger.logLevel = .critical
@@ -460,6 +460,14 @@ final class FakeWorkerFixture: Sendable {
 
     /// A test that failed before ``cleanUp()`` leaves no directory either.
     deinit { Self.removeTree(directory) }
+
+    /// A new directory `<prefix>-XXXXXX` (mkdtemp); nil when it cannot be made.
+    static func makeScratchDirectory(_ prefix: String) -> String? {
+        var template = Array((prefix + "-XXXXXX").utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { $0.baseAddress.flatMap { mkdtemp($0) } }
+        guard made != nil else { return nil }
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     /// Removes `path` and everything under it (no symlinks are followed).
     static func removeTree(_ path: String) {

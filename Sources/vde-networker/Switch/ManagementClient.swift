@@ -286,7 +286,7 @@ struct ManagementClient: Sendable {
         let console = console
         let session = session
         let result = await Blocking.run {
-            if let session { return session.exchange(commands: commands, timeout: limit) }
+            if let session { return session.exchange(commands: commands, timeout: limit, console: console) }
             return ManagementClient.exchange(path: path, commands: commands, timeout: limit, console: console)
         }
         return try result.get()

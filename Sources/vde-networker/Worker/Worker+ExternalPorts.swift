@@ -16,10 +16,10 @@ extension Worker {
         externalPorts.ownPIDs.union(runningChildPIDs).union([processID])
     }
 
-    /// The pid the switch shows for the worker's own connections: the probe that confirms that
-    /// a new switch gives ports holds one while it waits (seen in a status under load). Such a
-    /// port is neither external nor an "other" port. Read each time, not kept: a forked worker's
-    /// is not the fork server's.
+    /// The pid the switch shows for the worker's own connections: a libvdeplug probe (of a
+    /// switch the worker did not start, or of one without a management socket) holds a port
+    /// while it waits. Such a port is neither external nor an "other" port. Read each time, not
+    /// kept: a forked worker's is not the fork server's.
     var processID: Int32 { getpid() }
 
     /// The pids the switch shows for the plugs and the uplink that run now.

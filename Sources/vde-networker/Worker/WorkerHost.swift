@@ -39,14 +39,15 @@ struct WorkerHost: Sendable {
     static func system(executables: Executables, logger: Logger) -> WorkerHost {
         let runner = CommandRunner(logger: logger)
         let sessions = ManagementSessions()
+        let management: @Sendable (String, Duration) -> any SwitchManagement = { path, timeout in
+            ManagementClient(socketPath: path, timeout: timeout, session: sessions.session(for: path))
+        }
         return WorkerHost(
-            switches: SystemSwitchLauncher(executables: executables, sessions: sessions),
+            switches: SystemSwitchLauncher(executables: executables, management: management),
             plugs: SystemPlugLauncher(executables: executables),
             uplinks: SystemUplinkLauncher(executables: executables),
             taps: Taps(ip: executables.ip, runner: runner),
-            management: { path, timeout in
-                ManagementClient(socketPath: path, timeout: timeout, session: sessions.session(for: path))
-            },
+            management: management,
             sandboxFile: SandboxFile.inspect,
             namespaceLinks: { key in
                 try await NetworkNamespace(path: key.rawValue).links(runner: runner, executables: executables)
@@ -112,18 +113,17 @@ protocol SwitchManagement: Sendable {
 
 struct SystemSwitchLauncher: SwitchLauncher {
     var executables: Executables
-    /// The worker's kept management connections, which also confirm that a switch just
-    /// started answers (``SwitchProcess/confirmAnswering(until:management:logger:)``).
-    var sessions: ManagementSessions
+    /// The worker's client of a management socket (``WorkerHost/management``), which also
+    /// confirms that a switch just started answers
+    /// (``SwitchProcess/confirmAnswering(until:management:logger:)``).
+    var management: @Sendable (_ path: String, _ timeout: Duration) -> any SwitchManagement
 
     func probe(ctlDir: String, timeout: Duration) async -> ProbeResult {
         await SwitchProbe.probe(ctlDir: ctlDir, timeout: timeout)
     }
 
     func start(files: SwitchFiles, logger: Logger) async throws(SwitchError) -> any RunningSwitch {
-        let management = files.spec.paths.managementSocket.map {
-            ManagementClient(socketPath: $0, timeout: .seconds(1), session: sessions.session(for: $0))
-        }
+        let management = files.spec.paths.managementSocket.map { self.management($0, .seconds(1)) }
         return try await SwitchProcess.start(
             files: files, executables: executables, management: management, logger: logger)
     }

@@ -64,11 +64,16 @@ import Testing
     @Test func aClosedDescriptorIsRefusedWithoutCallingTheHandler() throws {
         let watcher = try #require(DescriptorWatcher.shared)
         let (readEnd, writeEnd) = makePipe()
+        // A number far above the lowest free one, closed: tests that run alongside open
+        // descriptors of their own, and one of them could take a low number back at once.
+        let closed = fcntl(readEnd, F_DUPFD_CLOEXEC, 900)
+        try #require(closed >= 900)
+        close(closed)
         close(readEnd)
         close(writeEnd)
         let calls = Calls()
         #expect(throws: TapWatch.Unavailable.self) {
-            _ = try TapWatch.watch(descriptor: readEnd, watcher: watcher, rearmDelay: .seconds(1)) { calls.record() }
+            _ = try TapWatch.watch(descriptor: closed, watcher: watcher, rearmDelay: .seconds(1)) { calls.record() }
         }
         #expect(calls.count.withLock { $0 } == 0)
     }

@@ -114,20 +114,26 @@ public final class DescriptorWatcher: Sendable {
 
     /// Calls `handler` once when `events` (or an error or hang-up) occur on `fd`. Watching a
     /// descriptor again replaces its earlier watch (epoll keeps one registration per file).
+    ///
+    /// A dropped watch leaves the lock before it is released: its handler's captures may cancel
+    /// a watch as they go (a `TapWatch`), which locked again from inside and crashed the test run
+    /// ("Recursive call to lock Mutex") when a descriptor number was watched again.
     public func watch(
         _ fd: Int32, events: Events = .readable,
         _ handler: @escaping @Sendable () -> Void
     ) throws(SystemCallError) -> Token {
-        try state.withLock { state throws(SystemCallError) -> Token in
+        let (token, replaced) = try state.withLock { state throws(SystemCallError) -> (Token, Watch?) in
             let token = state.next
             state.next += 1
             let flags = events.rawValue | UInt32(EPOLLONESHOT.rawValue)
             guard clinux_epoll_arm(epoll, fd, flags, token) == 0 else { throw .last("epoll_ctl", "fd \(fd)") }
-            if let earlier = state.tokenByFD[fd] { _ = state.remove(earlier) }
+            let replaced = state.tokenByFD[fd].flatMap { state.remove($0) }
             state.watches[token] = Watch(fd: fd, handler: handler)
             state.tokenByFD[fd] = token
-            return token
+            return (token, replaced)
         }
+        _ = consume replaced
+        return token
     }
 
     /// Drops a watch whose handler has not run yet (it then never runs).
@@ -137,9 +143,7 @@ public final class DescriptorWatcher: Sendable {
 
     /// Drops the watch of `fd` (before closing it, when its handler must not run).
     public func forget(_ fd: Int32) {
-        state.withLock { state in
-            if let token = state.tokenByFD[fd] { _ = state.remove(token) }
-        }
+        _ = state.withLock { state in state.tokenByFD[fd].flatMap { state.remove($0) } }
     }
 
     private func loop(guest: (any Guest)? = nil) -> Never {

@@ -57,6 +57,36 @@ import Testing
         #expect(cancelled.value == 0)
     }
 
+    /// A replaced or forgotten watch is released outside the watcher's lock: what its handler
+    /// holds may call the watcher as it goes (a TapWatch cancels its watch in its deinit).
+    /// Before, this crashed the test process ("Recursive call to lock Mutex").
+    @Test func aDroppedWatchsHandlerMayCallTheWatcherAsItGoes() throws {
+        let watcher = try #require(DescriptorWatcher.shared)
+        let pipe = pipePair()
+        defer {
+            close(pipe.read)
+            close(pipe.write)
+        }
+        final class CancelsOnRelease: Sendable {
+            let watcher: DescriptorWatcher
+            let token: DescriptorWatcher.Token
+            init(_ watcher: DescriptorWatcher, _ token: DescriptorWatcher.Token) {
+                self.watcher = watcher
+                self.token = token
+            }
+            deinit { watcher.cancel(token) }
+        }
+        let other = try watcher.watch(pipe.write, events: .errorsOnly) {}
+        var holder: CancelsOnRelease? = CancelsOnRelease(watcher, other)
+        _ = try watcher.watch(pipe.read) { [holder] in _ = holder }
+        holder = nil
+        _ = try watcher.watch(pipe.read) {}  // replaces the first watch: its holder goes
+        holder = CancelsOnRelease(watcher, other)
+        _ = try watcher.watch(pipe.read) { [holder] in _ = holder }
+        holder = nil
+        watcher.forget(pipe.read)  // drops the watch: its holder goes
+    }
+
     /// Watching a descriptor again replaces its watch: only the later handler runs.
     @Test func aSecondWatchOfADescriptorReplacesTheFirst() async throws {
         let watcher = try #require(DescriptorWatcher.shared)

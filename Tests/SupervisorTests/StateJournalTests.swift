@@ -548,6 +548,65 @@ private enum Script {
         }
     }
 
+    /// A record committed with `.syncLater` is in the file at once (a new process reads it)
+    /// but not synced until `syncDeferred`, or until a later commit's sync, which covers it.
+    @Test func aRecordToSyncLaterIsWrittenAtOnceAndSyncedOnce() throws {
+        try withDirectory { dir in
+            let states = try Script.states()
+            let store = JournaledStateStore(directory: dir)
+            _ = try store.open()
+            var syncs = 0
+            store.syncData = { fd in
+                syncs += 1
+                return fdatasync(fd)
+            }
+            try store.commit(from: SupervisorState(), to: states[0], durability: .syncLater)
+            #expect(syncs == 0)
+            #expect(store.hasUnsyncedRecords)
+            #expect(try JournaledStateStore.read(directory: dir) == states[0])
+            try store.syncDeferred()
+            #expect(syncs == 1)
+            #expect(!store.hasUnsyncedRecords)
+            try store.syncDeferred()
+            #expect(syncs == 1, "nothing left to sync")
+
+            try store.commit(from: states[0], to: states[1], durability: .syncLater)
+            try store.commit(from: states[1], to: states[2])
+            #expect(syncs == 2, "the second commit's sync covers the first record")
+            #expect(!store.hasUnsyncedRecords)
+            try store.syncDeferred()
+            #expect(syncs == 2)
+            #expect(try JournaledStateStore.read(directory: dir) == states[2])
+        }
+    }
+
+    /// A deferred sync that fails cannot refuse what was confirmed: it says so, and the next
+    /// commit writes the whole state as the snapshot before it appends.
+    @Test func aFailedDeferredSyncIsRepairedByTheNextCommit() throws {
+        try withDirectory { dir in
+            let states = try Script.states()
+            let store = JournaledStateStore(directory: dir)
+            _ = try store.open()
+            try store.commit(from: SupervisorState(), to: states[0])
+            try store.commit(from: states[0], to: states[1], durability: .syncLater)
+            store.syncData = { _ in
+                errno = EIO
+                return -1
+            }
+            let error = storeError { try store.syncDeferred() }
+            #expect(error == .deferredSync(path: store.journalPath, errno: EIO))
+            let message = try #require(error).vdeError.message
+            #expect(message.contains("the next change rewrites the state file first"))
+            #expect(message.contains("Check the disk"))
+            store.syncData = { fdatasync($0) }
+            try store.commit(from: states[1], to: states[2])
+            #expect(store.compactions == 1)
+            let snapshot = try #require(try StateStore<StateSnapshot>(directory: dir).load())
+            #expect(snapshot.state == states[1], "the snapshot holds the change whose sync failed")
+            #expect(try JournaledStateStore.read(directory: dir) == states[2])
+        }
+    }
+
     /// A journal whose directory cannot be synced is not appended to.
     @Test func aFailedDirectorySyncRefusesTheFirstAppend() throws {
         try withDirectory { dir in

@@ -204,11 +204,27 @@ final class JournaledStateStore {
 
     // MARK: Committing
 
+    /// When a commit's record is synced.
+    enum Durability: Sendable {
+        /// Before ``commit(from:to:durability:)`` returns.
+        case synced
+        /// By ``syncDeferred()``, or by any later sync of the journal, whichever comes first:
+        /// the record is written (a crash of the process cannot lose it) but a power cut before
+        /// that sync can. For a change whose reply must not wait for the disk; see the caller.
+        case syncLater
+    }
+
+    /// True while a record written with ``Durability/syncLater`` waits for its sync.
+    private(set) var hasUnsyncedRecords = false
+
     /// Makes `new` the stored state, `old` being the state stored now: appends the units that
-    /// differ as one record and syncs it. Throws, leaving the stored state `old`, if that fails.
+    /// differ as one record and syncs it (or, with `.syncLater`, leaves the sync to
+    /// ``syncDeferred()``). Throws, leaving the stored state `old`, if that fails.
     /// May compact afterwards (see the type's comment); a failed compaction does not fail the
     /// commit (``lastCompactionError``).
-    func commit(from old: SupervisorState, to new: SupervisorState) throws(StateStoreError) {
+    func commit(
+        from old: SupervisorState, to new: SupervisorState, durability: Durability = .synced
+    ) throws(StateStoreError) {
         var change = StateChange.between(old, new)
         guard !change.isEmpty else { return }
         try prepareJournal(holding: old)
@@ -225,11 +241,18 @@ final class JournaledStateStore {
             throw .journalWrite(path: journalPath, step: "write", errno: error.errno, undone: undoAppend())
         }
         onStep(.recordWritten)
-        guard syncData(fd) == 0 else {
-            let error = errno
-            throw .journalWrite(path: journalPath, step: "fdatasync", errno: error, undone: undoAppend())
+        switch durability {
+        case .synced:
+            guard syncData(fd) == 0 else {
+                let error = errno
+                throw .journalWrite(path: journalPath, step: "fdatasync", errno: error, undone: undoAppend())
+            }
+            // One file: the sync covers every record before this one too.
+            hasUnsyncedRecords = false
+            onStep(.recordSynced)
+        case .syncLater:
+            hasUnsyncedRecords = true
         }
-        onStep(.recordSynced)
         sequence += 1
         journalBytes += line.count
         if journalBytes > max(snapshotBytes, compactionFloor, compactionDeferredUntil) {
@@ -243,6 +266,21 @@ final class JournaledStateStore {
         }
     }
 
+    /// Syncs the records written with ``Durability/syncLater`` since the last sync, if any.
+    /// A failure cannot undo them (their replies are out, memory holds them): the journal is
+    /// marked damaged, so the next commit first writes the whole state as the snapshot (synced),
+    /// and the error says so.
+    func syncDeferred() throws(StateStoreError) {
+        guard hasUnsyncedRecords, fd >= 0 else { return }
+        guard syncData(fd) == 0 else {
+            let error = errno
+            journal = .damaged
+            throw .deferredSync(path: journalPath, errno: error)
+        }
+        hasUnsyncedRecords = false
+        onStep(.recordSynced)
+    }
+
     /// Truncates the journal back to before a failed append and syncs it; true when that worked.
     /// When it did not, the file may end in a record nobody confirmed: it is closed and
     /// replaced (after a snapshot) before the next append.
@@ -253,7 +291,9 @@ final class JournaledStateStore {
     }
 
     private func truncate(to length: Int) -> Bool {
-        ftruncate(fd, off_t(length)) == 0 && syncData(fd) == 0
+        guard ftruncate(fd, off_t(length)) == 0, syncData(fd) == 0 else { return false }
+        hasUnsyncedRecords = false
+        return true
     }
 
     /// Makes the journal appendable: creates it, syncs its directory, or (after a failed undo)
@@ -287,6 +327,7 @@ final class JournaledStateStore {
         fd = -1
         journal = .missing
         journalBytes = 0
+        hasUnsyncedRecords = false
         if keepJournal, rename(journalPath, previousJournalPath) != 0, errno != ENOENT {
             throw .journalWrite(path: previousJournalPath, step: "rename", errno: errno, undone: true)
         }

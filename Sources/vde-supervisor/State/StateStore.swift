@@ -153,6 +153,8 @@ enum StateStoreError: ReportableError, Equatable {
     /// Appending to the state journal (or making it ready) failed at `step`; the change was
     /// refused. `undone`: the journal is as before; else the next change rewrites the snapshot first.
     case journalWrite(path: String, step: String, errno: Int32, undone: Bool)
+    /// The sync of records already confirmed failed (``JournaledStateStore/syncDeferred()``).
+    case deferredSync(path: String, errno: Int32)
     /// The journal is damaged before its end (not a torn last write), at `line` / byte `offset`
     /// when known: its records from there on cannot be trusted.
     case journalCorrupt(path: String, line: Int?, offset: Int?, detail: String)
@@ -198,6 +200,12 @@ enum StateStoreError: ReportableError, Equatable {
                         ? " and the stored state is as before. "
                         : ", but the journal could not be cut back; the next change rewrites the state file first. ")
                     + "Check free space, permissions and the filesystem of the state directory")
+        case .deferredSync(let path, let errno):
+            return .system(
+                "cannot sync the state journal \(path) (fdatasync: \(Self.text(errno))) after changes it had already "
+                    + "confirmed: they are in the file and in memory, and the next change rewrites the state file first; "
+                    + "until then a power cut could lose them. Check the disk and the filesystem of the state directory"
+            )
         case .journalCorrupt(let path, let line, let offset, let detail):
             let whereText = line.map { " at line \($0)" } ?? ""
             let keep =

@@ -52,7 +52,8 @@ actor VDEPlugin {
     }
 
     /// Records `newState` durably (one journal record of the networks and pools that differ,
-    /// synced), then makes it current. Throws (changing nothing) if the write fails.
+    /// synced, or with `.syncLater` written and synced by ``syncDeferredState()``), then makes it
+    /// current. Throws (changing nothing) if the write fails.
     ///
     /// The store finds what changed by comparing unit by unit, not the callers by naming what
     /// they touched: one place decides what is written, and a caller cannot forget a unit.

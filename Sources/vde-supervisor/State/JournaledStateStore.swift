@@ -6,8 +6,9 @@ import Shared
 /// `state.journal`, of the changes since (``StateJournal``, ``StateChange``).
 ///
 /// A commit appends one record, the new value of each unit it changed, and `fdatasync`s the
-/// journal: its cost follows the size of the change, not of the state (rewriting the whole
-/// `state.json` grew with the number of networks; docs/architecture.md has the figures).
+/// journal (or leaves that to ``syncDeferred()``: ``Durability``): its cost follows the size of
+/// the change, not of the state (rewriting the whole `state.json` grew with the number of
+/// networks; docs/architecture.md has the figures).
 /// Loading reads the snapshot and replays the records after the one it includes.
 ///
 /// When the journal outgrows max(snapshot, ``compactionFloor``), the commit that made it so

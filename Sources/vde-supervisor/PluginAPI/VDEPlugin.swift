@@ -22,8 +22,6 @@ actor VDEPlugin {
     /// `state.json` and its journal; used only from this actor (it is not `Sendable`).
     let store: JournaledStateStore
     private(set) var state: SupervisorState
-    /// A ``syncDeferredState()`` job is queued (``commitSyncingAfterReply(_:)``).
-    private var deferredSyncQueued = false
     /// One per network in the state, and one per network being created: its worker, what the
     /// worker last reported, the calls under way (see ``LiveNetwork``).
     var live: [NetworkID: LiveNetwork] = [:]
@@ -69,8 +67,8 @@ actor VDEPlugin {
     /// is safe). The sync of an idle disk here takes 0.35 ms, more than the rest of the call.
     func commitSyncingAfterReply(_ newState: SupervisorState) throws {
         try commit(newState, durability: .syncLater)
-        guard !deferredSyncQueued else { return }
-        deferredSyncQueued = true
+        // One job per call: a job that finds the record synced already (by a later commit or an
+        // earlier job) does nothing.
         Task { self.syncDeferredState() }
     }
 
@@ -78,7 +76,6 @@ actor VDEPlugin {
     /// later commit's sync covered it). A failure is logged: the replies are out, and the next
     /// commit writes the whole state as the snapshot first.
     func syncDeferredState() {
-        deferredSyncQueued = false
         do {
             try store.syncDeferred()
         } catch {
